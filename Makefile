@@ -1,0 +1,57 @@
+# Blindpost developer entry points. `make run` and `make test` are the README's quick start.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DATA   ?= var
+# Debian packages the test suite drives: real OpenSSH client and server, the age CLI,
+# lftp as a third SFTP client, Node.js for the second age implementation.
+TEST_DEBS := age openssh-client openssh-server lftp nodejs npm
+
+.PHONY: run test lint typecheck unit bench deps test-deps clean
+
+$(BIN)/python:
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+deps: $(VENV)/.installed
+
+## run: install, initialise ./var on first run, and start the gateway on embedded defaults.
+run: deps
+	@test -f $(DATA)/blindpost.toml || $(BIN)/blindpost init --data-dir $(DATA) --admin admin
+	$(BIN)/blindpost serve --data-dir $(DATA)
+
+## test-deps: the Python and Debian packages the tests need (apt only for what is missing).
+test-deps: $(VENV)/.installed-dev
+	@missing=""; for p in $(TEST_DEBS); do \
+	  if [ "$$p" = nodejs ] || [ "$$p" = npm ]; then command -v $${p%js} >/dev/null 2>&1 && continue; fi; \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	@test -d tests/node/node_modules/cctv-age || npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy gateway sftp_server admin_ui
+
+## test: install what the tests need, then lint, type checks and the whole suite.
+test: test-deps lint typecheck
+	$(BIN)/pytest
+
+bench: test-deps
+	$(BIN)/python bench/envelope.py
+	$(BIN)/python bench/audit.py
+	$(BIN)/python bench/sftp.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -1,0 +1,156 @@
+"""Installation commands: init, serve, purge, db upgrade, version."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import FrameType
+
+import click
+import segno
+
+from gateway import __version__
+from gateway.accounts import NewAccount
+from gateway.cli.common import data_dir_option, emit_json, open_app, settings_for
+from gateway.datadir import initialise
+from gateway.db import upgrade
+from gateway.db.engine import check_reachable, make_engine
+
+PURGE_INTERVAL_SECONDS = 60
+
+
+def show_new_account_secrets(new: NewAccount, *, as_json: bool = False) -> None:
+    """Print the one-time password and TOTP enrolment of a new account, once."""
+    if as_json:
+        emit_json({"username": new.account.username, "role": new.account.role,
+                   "one_time_password": new.one_time_password, "totp_uri": new.totp_uri})
+        return
+    if new.one_time_password:
+        click.echo(f"One-time password for {new.account.username}: {new.one_time_password}")
+    click.echo(f"TOTP provisioning URI: {new.totp_uri}")
+    if sys.stdout.isatty():
+        click.echo("Scan with an authenticator app:")
+        segno.make(new.totp_uri, error="m").terminal(compact=True)
+    click.echo("Shown once: enrol the code now; `blindpost user reset-totp` replaces it.")
+
+
+@click.command()
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where to create it (default: $BLINDPOST_DATA_DIR or ./var).")
+@click.option("--admin", metavar="NAME", help="Create the first admin account.")
+@click.option("--force", is_flag=True,
+              help="Complete an existing data directory; keys are never overwritten.")
+def init(data_dir: Path | None, admin: str | None, force: bool) -> None:
+    """Create a data directory: keys, configuration, database and the first admin.
+
+    The SSH host key and the audit signing key are created once (0600) and never
+    overwritten. On any failure nothing half-made is left behind.
+
+    \b
+    Example:
+      blindpost init --data-dir /var/lib/blindpost --admin alice
+    """
+    target = settings_for(data_dir).data_dir
+    result = initialise(target, admin=admin, force=force)
+    click.echo(f"Initialised {result.data_dir}")
+    if result.host_key_fingerprint:
+        click.echo(f"SSH host key fingerprint: {result.host_key_fingerprint}")
+    if result.admin:
+        show_new_account_secrets(result.admin)
+
+
+@click.command()
+@data_dir_option
+def purge(data_dir: Path | None) -> None:
+    """Purge expired files and sweep leftovers of interrupted uploads, once.
+
+    \b
+    Example (from a systemd timer):
+      blindpost purge --data-dir /var/lib/blindpost
+    """
+    report = open_app(data_dir).retention.purge()
+    click.echo(f"purged {report.purged} files, {report.partials} partial uploads, "
+               f"{report.orphans} orphan objects")
+
+
+@click.command()
+@data_dir_option
+def serve(data_dir: Path | None) -> None:
+    """Run the gateway: SFTP server, console and purger, until interrupted.
+
+    Applies pending database migrations first. Production runs the parts as separate
+    services (`blindpost sftp`, `blindpost purge`).
+
+    \b
+    Example:
+      blindpost serve --data-dir ./var
+    """
+    app = open_app(data_dir)
+    upgrade(app.engine)
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    running = [entry.load()(app.settings) for entry in entry_points(group="blindpost.services")]
+    click.echo(f"Blindpost {__version__} serving {app.settings.data_dir}")
+    click.echo(f"  SFTP     sftp -P {app.settings.sftp_listen.rsplit(':', 1)[1]} "
+               f"USER@{app.settings.sftp_listen.rsplit(':', 1)[0]}  "
+               "(SSH key + one-time code)")
+    click.echo("  Stop with Ctrl-C.")
+    try:
+        while not stop.is_set():
+            app.retention.purge()
+            with app.transaction() as session:
+                app.audit.checkpoint_if_due(session)
+            stop.wait(PURGE_INTERVAL_SECONDS)
+    finally:
+        for service in running:
+            service.stop()
+        for service in running:
+            service.wait()
+        with app.transaction() as session:
+            app.audit.checkpoint(session)
+        app.close()
+
+
+@click.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@data_dir_option
+def db_upgrade(data_dir: Path | None) -> None:
+    """Apply pending schema migrations.
+
+    \b
+    Example:
+      BLINDPOST_DATABASE_URL=postgresql://blindpost@db/blindpost blindpost db upgrade
+    """
+    settings = settings_for(data_dir)
+    engine = make_engine(settings.effective_database_url)
+    check_reachable(engine)
+    upgrade(engine)
+    engine.dispose()
+    click.echo("database is up to date")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def version(as_json: bool) -> None:
+    """Print the Blindpost version.
+
+    \b
+    Example:
+      blindpost version --json
+    """
+    if as_json:
+        emit_json({"version": __version__})
+    else:
+        click.echo(f"blindpost {__version__}")

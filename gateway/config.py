@@ -1,0 +1,212 @@
+"""The one settings object, read from ``blindpost.toml`` and ``BLINDPOST_*`` variables.
+
+This is the only module that reads the environment. Precedence, lowest first: built-in
+defaults, ``$BLINDPOST_DATA_DIR/blindpost.toml``, environment variables, explicit
+overrides passed by the caller (command-line flags).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError
+
+CONFIG_FILE_NAME = "blindpost.toml"
+ENV_PREFIX = "BLINDPOST_"
+DEFAULT_DATA_DIR = Path("var")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of a Blindpost installation, validated on construction."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str = ""
+    # Retention: how long a file waits for its partner, and the ceiling no partner may pass.
+    default_retention_days: int = 7
+    max_retention_days: int = 30
+    # SFTP listener and its limits.
+    sftp_listen: str = "127.0.0.1:2222"
+    sftp_workers: int = 0
+    sftp_max_connections: int = 200
+    sftp_max_connections_per_source: int = 20
+    sftp_auth_timeout_seconds: int = 30
+    sftp_idle_timeout_seconds: int = 900
+    sftp_reorder_buffer_mib: int = 64
+    max_upload_mib: int = 51200
+    # Console listener.
+    console_listen: str = "127.0.0.1:8443"
+    # Authentication: failures before a lockout, and how long it lasts.
+    lockout_threshold: int = 5
+    lockout_minutes: int = 15
+    # Audit log.
+    audit_origin: str = "blindpost.local/audit"
+    audit_checkpoint_every: int = 1000
+    audit_checkpoint_seconds: int = 300
+    audit_syslog: bool = False
+    # Dangerous switches are named insecure_* and are logged and audited on every use.
+    insecure_single_admin_key_approval: bool = False
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "default_retention_days", "max_retention_days",
+                        "sftp_max_connections", "sftp_max_connections_per_source",
+                        "sftp_auth_timeout_seconds", "sftp_idle_timeout_seconds",
+                        "sftp_reorder_buffer_mib", "max_upload_mib", "lockout_threshold",
+                        "lockout_minutes", "audit_checkpoint_every", "audit_checkpoint_seconds")
+        if self.sftp_workers < 0:
+            raise ConfigError("sftp_workers: must be 0 (one per core) or a positive count")
+        if self.default_retention_days > self.max_retention_days:
+            raise ConfigError("default_retention_days: must not exceed max_retention_days "
+                              f"({self.max_retention_days})")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log_level: expected one of {', '.join(LOG_LEVELS)}, "
+                              f"got {self.log_level!r}")
+        for name in ("sftp_listen", "console_listen"):
+            parse_listen(getattr(self, name), key=name)
+        if not self.audit_origin or "\n" in self.audit_origin:
+            raise ConfigError("audit_origin: must be a non-empty single line")
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL, defaulting to SQLite inside the data directory."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'blindpost.db').resolve()}"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "store"
+
+    @property
+    def host_key_path(self) -> Path:
+        return self.keys_dir / "ssh_host_ed25519_key"
+
+    @property
+    def audit_key_path(self) -> Path:
+        return self.keys_dir / "audit_ed25519"
+
+    @property
+    def audit_jsonl_path(self) -> Path:
+        return self.data_dir / "audit.jsonl"
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _check_positive(settings: Settings, *names: str) -> None:
+    for name in names:
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name}: must be a positive integer, got {getattr(settings, name)}")
+
+
+def parse_listen(value: str, *, key: str = "listen") -> tuple[str, int]:
+    """Split ``HOST:PORT`` (IPv6 as ``[::1]:PORT``) and validate the port."""
+    host, sep, port_text = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"{key}: expected HOST:PORT (e.g. 127.0.0.1:2222), got {value!r}")
+    return host, int(port_text)
+
+
+def _settable_fields() -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in fields(Settings)}
+
+
+def _coerce(name: str, raw: object, *, source: str) -> object:
+    """Convert a TOML or environment value to the field's type, or raise naming the key."""
+    default = getattr(Settings(), name)
+    kind = Path if isinstance(default, Path) else type(default)
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return raw.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"{name} ({source}): expected true or false, got {raw!r}")
+    if kind is int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+            return int(raw)
+        raise ConfigError(f"{name} ({source}): expected an integer, got {raw!r}")
+    if kind is Path:
+        if isinstance(raw, str) and raw:
+            return Path(raw)
+        raise ConfigError(f"{name} ({source}): expected a path, got {raw!r}")
+    if isinstance(raw, str):
+        return raw
+    raise ConfigError(f"{name} ({source}): expected a string, got {raw!r}")
+
+
+def _read_file(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        return {}
+    except PermissionError as exc:
+        raise ConfigError(f"{path}: cannot read configuration file ({exc.strerror})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    known = _settable_fields()
+    values: dict[str, object] = {}
+    for key, raw in document.items():
+        if key not in known or key == "data_dir":
+            raise ConfigError(f"{path}: unknown setting {key!r}; "
+                              f"accepted: {', '.join(sorted(set(known) - {'data_dir'}))}")
+        values[key] = _coerce(key, raw, source=str(path))
+    return values
+
+
+def _read_environment(environ: Mapping[str, str]) -> dict[str, object]:
+    known = _settable_fields()
+    values: dict[str, object] = {}
+    for env_key, raw in environ.items():
+        if not env_key.startswith(ENV_PREFIX):
+            continue
+        name = env_key[len(ENV_PREFIX):].lower()
+        if name not in known:
+            raise ConfigError(f"{env_key}: unknown setting; accepted: "
+                              + ", ".join(ENV_PREFIX + k.upper() for k in sorted(known)))
+        values[name] = _coerce(name, raw, source=env_key)
+    return values
+
+
+def load_settings(*, data_dir: Path | None = None,
+                  environ: Mapping[str, str] | None = None,
+                  overrides: Mapping[str, object] | None = None) -> Settings:
+    """Build the settings from defaults, the data directory's file, the environment and overrides.
+
+    ``data_dir`` (from ``--data-dir``) wins over ``BLINDPOST_DATA_DIR``.
+    """
+    env_values = _read_environment(os.environ if environ is None else environ)
+    chosen_dir = data_dir or env_values.pop("data_dir", None) or DEFAULT_DATA_DIR
+    env_values.pop("data_dir", None)
+    assert isinstance(chosen_dir, Path)
+    values: dict[str, object] = {"data_dir": chosen_dir}
+    values.update(_read_file(chosen_dir / CONFIG_FILE_NAME))
+    values.update(env_values)
+    values.update(overrides or {})
+    return Settings(**values)  # type: ignore[arg-type]  # Keys and types were checked above.
+
+
+def render_example() -> str:
+    """Return a commented ``blindpost.toml`` with every setting at its default."""
+    lines = ["# Blindpost configuration. Environment variables BLINDPOST_<NAME> override these."]
+    defaults = Settings()
+    for name in _settable_fields():
+        if name == "data_dir":
+            continue
+        value = getattr(defaults, name)
+        rendered = ("true" if value else "false") if isinstance(value, bool) else (
+            str(value) if isinstance(value, int) else f'"{value}"')
+        lines.append(f"# {name} = {rendered}")
+    return "\n".join(lines) + "\n"

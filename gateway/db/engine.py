@@ -1,0 +1,98 @@
+"""Engine construction for SQLite (embedded default) and PostgreSQL, and migrations."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, create_engine, event, inspect, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.errors import DatabaseError
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine; on SQLite turn on WAL, foreign keys, durability and a busy timeout.
+
+    Every SQLite transaction starts with ``BEGIN IMMEDIATE``: it takes the write lock up
+    front, which serialises writers (the audit sequencer relies on it) and avoids the
+    deadlock of two readers upgrading to writers at once.
+    """
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    _create_private_file(make_url(url).database)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    event.listen(engine, "connect", _configure_sqlite_connection)
+    event.listen(engine, "begin", _begin_immediate)
+    return engine
+
+
+def _create_private_file(database: str | None) -> None:
+    """Create the SQLite file 0600 before SQLite does (it would follow the umask).
+
+    SQLite gives its -wal and -shm files the database file's permissions.
+    """
+    if not database or database == ":memory:":
+        return
+    try:
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    except OSError as exc:
+        raise DatabaseError(f"cannot create the database file {database}: {exc.strerror}") from exc
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, _record: object) -> None:
+    # Autocommit at the driver level: SQLAlchemy's "begin" event emits BEGIN itself.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def _begin_immediate(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded objects usable after commit (services return them)."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def _alembic_config(engine: Engine) -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["engine"] = engine
+    return config
+
+
+def upgrade(engine: Engine) -> None:
+    """Apply every pending migration; raise :class:`DatabaseError` if the database fails."""
+    try:
+        command.upgrade(_alembic_config(engine), "head")
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"cannot migrate the database: {_short(exc)}") from exc
+
+
+def check_reachable(engine: Engine) -> None:
+    """Raise :class:`DatabaseError` with one clear line when the database cannot be reached."""
+    try:
+        with engine.connect() as connection:
+            inspect(connection).get_table_names()
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"cannot reach the database: {_short(exc)}") from exc
+
+
+def _short(exc: SQLAlchemyError) -> str:
+    original = getattr(exc, "orig", None) or exc
+    return str(original).strip().splitlines()[0] if str(original).strip() else type(exc).__name__

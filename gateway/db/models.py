@@ -1,0 +1,181 @@
+"""The core tables: partners, accounts and their credentials, partner keys, transfers.
+
+Audit tables live with the audit log in :mod:`gateway.audit.models`.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    BigInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from gateway.db.base import Base, UTCDateTime
+
+
+class Role(enum.StrEnum):
+    """What an account may do. Partner accounts belong to exactly one partner."""
+
+    ADMIN = "admin"
+    AUDITOR = "auditor"
+    STAFF = "staff"
+    PARTNER = "partner"
+
+
+class KeyState(enum.StrEnum):
+    """Life of a partner recipient key: only approved keys receive new files."""
+
+    PROPOSED = "proposed"
+    APPROVED = "approved"
+    REVOKED = "revoked"
+
+
+class TransferState(enum.StrEnum):
+    """A stored file is available until it is withdrawn, superseded or purged."""
+
+    AVAILABLE = "available"
+    WITHDRAWN = "withdrawn"
+    SUPERSEDED = "superseded"
+    PURGED = "purged"
+
+
+def _enum(kind: type[enum.StrEnum], name: str) -> Enum:
+    # Stored as plain strings with a CHECK constraint, the same on SQLite and PostgreSQL.
+    return Enum(kind, name=name, native_enum=False, create_constraint=True,
+                values_callable=lambda members: [m.value for m in members], length=16)
+
+
+class Partner(Base):
+    __tablename__ = "partners"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    retention_days: Mapped[int] = mapped_column(Integer)
+    max_downloads: Mapped[int | None] = mapped_column(Integer)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    keys: Mapped[list[PartnerKey]] = relationship(back_populates="partner",
+                                                  order_by="PartnerKey.id")
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    __table_args__ = (
+        CheckConstraint("(role = 'partner') = (partner_id IS NOT NULL)",
+                        name="partner_link_matches_role"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[Role] = mapped_column(_enum(Role, "role"))
+    partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"))
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    partner: Mapped[Partner | None] = relationship()
+    ssh_keys: Mapped[list[SSHKey]] = relationship(back_populates="account",
+                                                  order_by="SSHKey.id")
+    totp: Mapped[TOTPSecret | None] = relationship(back_populates="account")
+
+
+class SSHKey(Base):
+    __tablename__ = "ssh_keys"
+    __table_args__ = (UniqueConstraint("account_id", "fingerprint"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    key_type: Mapped[str] = mapped_column(String(64))
+    # Base64 of the SSH wire-format public key blob, as in authorized_keys.
+    key_data: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    comment: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    account: Mapped[Account] = relationship(back_populates="ssh_keys")
+
+
+class TOTPSecret(Base):
+    __tablename__ = "totp_secrets"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(64))
+    # The last accepted time step: a code for this step or an earlier one is a replay.
+    last_step: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    account: Mapped[Account] = relationship(back_populates="totp")
+
+
+class AuthThrottle(Base):
+    """Failure counts per account and per source address, shared by every worker and node."""
+
+    __tablename__ = "auth_throttle"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PartnerKey(Base):
+    __tablename__ = "partner_keys"
+    __table_args__ = (UniqueConstraint("partner_id", "recipient"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"), index=True)
+    recipient: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(32))
+    fingerprint: Mapped[str] = mapped_column(String(80))
+    label: Mapped[str] = mapped_column(String(200), default="")
+    state: Mapped[KeyState] = mapped_column(_enum(KeyState, "key_state"))
+    proposed_by: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    proposed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    approved_by: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_by: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    partner: Mapped[Partner] = relationship(back_populates="keys")
+
+
+class Transfer(Base):
+    __tablename__ = "transfers"
+    __table_args__ = (
+        # One available file per name in an inbox; older ones are superseded on upload.
+        Index("uq_transfers_available_name", "partner_id", "name", unique=True,
+              sqlite_where=text("state = 'available'"),
+              postgresql_where=text("state = 'available'")),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"), index=True)
+    # The name the partner sees, always ending in ".age".
+    name: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    object_id: Mapped[str] = mapped_column(String(64), unique=True)
+    uploaded_by: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    downloads: Mapped[int] = mapped_column(Integer, default=0)
+    max_downloads: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[TransferState] = mapped_column(_enum(TransferState, "transfer_state"))
+
+    partner: Mapped[Partner] = relationship()

@@ -1,0 +1,48 @@
+"""The one error hierarchy of the gateway.
+
+Every failure a caller should handle is a :class:`GatewayError`. Adapters translate the
+families below into their protocol's statuses in one table each (SFTP status codes in
+``sftp_server``, HTTP statuses in ``admin_ui``, exit codes in the CLI).
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+    def diagnostics(self) -> str:
+        """Return a one-line, human-readable explanation, safe to show to the caller."""
+        return str(self) or type(self).__name__
+
+
+class ConfigError(GatewayError):
+    """The configuration file or environment holds an invalid value."""
+
+
+class UsageError(GatewayError):
+    """The request is malformed: an unknown name, a bad argument, an invalid key."""
+
+
+class NotFoundError(UsageError):
+    """The named object (partner, account, key, file) does not exist."""
+
+
+class ConflictError(GatewayError):
+    """The object already exists or is in a state that forbids the operation."""
+
+
+class AuthenticationError(GatewayError):
+    """Credentials were missing, wrong, replayed, or the account is locked or disabled."""
+
+
+class PolicyError(GatewayError):
+    """The caller is authenticated but the rules forbid the operation."""
+
+
+class StorageError(GatewayError):
+    """The object store failed: full disk, missing object, I/O error."""
+
+
+class DatabaseError(GatewayError):
+    """The database is unreachable or its schema is not at the expected revision."""

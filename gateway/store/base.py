@@ -1,0 +1,85 @@
+"""The object-store interface every backend implements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """A committed object: its id, size in bytes and SHA-256 (hex) of its content."""
+
+    object_id: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """A committed object as listed by the store."""
+
+    object_id: str
+    size: int
+    modified_at: datetime
+
+
+class PendingObject(Protocol):
+    """An object being written. Invisible until :meth:`commit`; :meth:`abort` removes it."""
+
+    @property
+    def object_id(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    def write(self, data: bytes | memoryview) -> int:
+        """Append ``data``; raise :class:`~gateway.errors.StorageError` on I/O failure."""
+        ...
+
+    def commit(self) -> StoredObject:
+        """Make the object durable and visible under its id, atomically."""
+        ...
+
+    def abort(self) -> None:
+        """Discard everything written; safe to call more than once and after a failure."""
+        ...
+
+
+class ObjectReader(Protocol):
+    """Random access to one committed object."""
+
+    @property
+    def size(self) -> int: ...
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """Return up to ``length`` bytes at ``offset``; fewer only at the end of the object."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ObjectStore(Protocol):
+    """Streamed put with atomic commit, ranged get, delete, list, sweep of partials."""
+
+    def create(self) -> PendingObject:
+        """Start a new object under a fresh random id."""
+        ...
+
+    def open(self, object_id: str) -> ObjectReader:
+        """Open a committed object for ranged reads."""
+        ...
+
+    def delete(self, object_id: str) -> bool:
+        """Delete a committed object; return whether it existed."""
+        ...
+
+    def list(self) -> Iterator[ObjectInfo]:
+        """Every committed object."""
+        ...
+
+    def sweep_partials(self, *, older_than: datetime) -> list[str]:
+        """Remove uncommitted objects last written before ``older_than``; return their ids."""
+        ...

@@ -1,0 +1,46 @@
+"""Fixtures shared by the whole suite: a fresh data directory per test, a fake clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.app import App
+from gateway.config import load_settings
+from gateway.datadir import initialise
+
+
+class FakeClock:
+    """A clock tests move by hand, so nothing sleeps."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """An initialised data directory with one admin, ``root-admin``."""
+    target = tmp_path / "var"
+    initialise(target, admin="root-admin", environ={})
+    return target
+
+
+@pytest.fixture
+def app(data_dir: Path, clock: FakeClock) -> Iterator[App]:
+    instance = App(load_settings(data_dir=data_dir, environ={}), clock=clock)
+    yield instance
+    instance.close()
