@@ -69,7 +69,7 @@ class PartnerKeyService:
             key = PartnerKey(partner_id=partner_row.id, recipient=str(parsed), kind=parsed.kind,
                              fingerprint=parsed.fingerprint, label=label,
                              state=KeyState.PROPOSED, proposed_by=proposer.id,
-                             proposed_at=self._app.clock())
+                             proposed_at=self._app.clock(), partner=partner_row)
             session.add(key)
             session.flush()
             self._record(session, AuditTag.KEY_PROPOSE, key, partner_row, by, actor)
@@ -119,10 +119,7 @@ class PartnerKeyService:
             query = select(PartnerKey).order_by(PartnerKey.id)
             if partner is not None:
                 query = query.where(PartnerKey.partner_id == get_partner(session, partner).id)
-            keys = session.scalars(query).all()
-            for key in keys:
-                _ = key.partner  # Load while the session is open; callers print the slug.
-            return keys
+            return session.scalars(query).all()
 
     def _record(self, session: Session, tag: AuditTag, key: PartnerKey, partner: Partner,
                 by: str, actor: Actor | None, extra: dict[str, object] | None = None) -> None:

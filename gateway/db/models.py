@@ -88,7 +88,7 @@ class Account(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
-    partner: Mapped[Partner | None] = relationship()
+    partner: Mapped[Partner | None] = relationship(lazy="joined")
     ssh_keys: Mapped[list[SSHKey]] = relationship(back_populates="account",
                                                   order_by="SSHKey.id")
     totp: Mapped[TOTPSecret | None] = relationship(back_populates="account")
@@ -152,7 +152,7 @@ class PartnerKey(Base):
     revoked_by: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    partner: Mapped[Partner] = relationship(back_populates="keys")
+    partner: Mapped[Partner] = relationship(back_populates="keys", lazy="joined")
 
 
 class Transfer(Base):

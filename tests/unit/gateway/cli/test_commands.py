@@ -1,0 +1,166 @@
+"""The blindpost CLI end to end in a temporary data directory (in-process runner)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from gateway import envelope
+from gateway.cli import main
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    for name in [n for n in __import__("os").environ if n.startswith("BLINDPOST_")]:
+        monkeypatch.delenv(name)
+    data_dir = tmp_path / "var"
+    runner = CliRunner()
+
+    def invoke(*args: str, data: bool = True) -> Result:
+        prefix = ["--data-dir", str(data_dir)] if data else []
+        return runner.invoke(main, [*prefix, *args], catch_exceptions=False)
+
+    invoke.data_dir = data_dir  # type: ignore[attr-defined]
+    return invoke
+
+
+@pytest.fixture
+def ready(run):  # type: ignore[no-untyped-def]
+    assert run("init", "--admin", "alice").exit_code == 0
+    assert run("user", "add", "bob", "--role", "admin").exit_code == 0
+    assert run("partner", "add", "uni", "--name", "University", "--retention", "2w").exit_code == 0
+    return run
+
+
+def _ssh_key(tmp_path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")],
+                   check=True)
+    return tmp_path / "k.pub"
+
+
+def test_init_prints_secrets_once(run) -> None:  # type: ignore[no-untyped-def]
+    result = run("init", "--admin", "alice")
+    assert result.exit_code == 0, result.output
+    assert "One-time password for alice: " in result.output
+    assert "otpauth://totp/Blindpost:alice?secret=" in result.output
+    again = run("init", "--admin", "alice")
+    assert again.exit_code == 1
+    assert "already exists; use --force" in again.output
+
+
+def test_partner_commands(ready) -> None:  # type: ignore[no-untyped-def]
+    listed = json.loads(ready("partner", "list", "--json").output)
+    assert listed[0]["slug"] == "uni" and listed[0]["retention_days"] == 14
+    shown = ready("partner", "show", "uni")
+    assert "none (uploads are refused)" in shown.output
+    assert ready("partner", "disable", "uni").exit_code == 0
+    assert json.loads(ready("partner", "show", "uni", "--json").output)["disabled"] is True
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["partner", "add", "Bad Slug"], 2, "invalid partner slug"),
+    (["partner", "show", "nobody"], 2, "unknown partner 'nobody'"),
+    (["partner", "add", "uni"], 1, "already exists"),
+    (["partner", "add", "x", "--retention", "forever"], 2, "invalid duration"),
+    (["partner", "add", "x", "--retention", "90d"], 2, "retention must be between 1 and 30"),
+    (["user", "add", "eve", "--role", "wizard"], 2, "unknown role 'wizard'"),
+    (["user", "add", "eve", "--role", "partner"], 2, "--partner is required"),
+    (["user", "add", "eve", "--role", "partner", "--partner", "nope"], 2, "unknown partner"),
+    (["user", "disable", "ghost"], 2, "unknown account 'ghost'"),
+    (["key", "propose", "uni", "age1garbage", "--by", "alice"], 2, "blindpost: error:"),
+    (["key", "approve", "99", "--by", "alice"], 2, "unknown key id 99"),
+])
+def test_errors_are_one_line_with_exit_code(ready, args: list[str], code: int,  # type: ignore[no-untyped-def]
+                                            message: str) -> None:
+    result = ready(*args)
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_user_commands(ready, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    key_file = _ssh_key(tmp_path)
+    added = json.loads(ready("user", "add", "lee", "--role", "partner", "--partner", "uni",
+                             "--ssh-key", str(key_file), "--json").output)
+    assert added["one_time_password"] is None
+    assert added["totp_uri"].startswith("otpauth://totp/Blindpost:lee?")
+    staff = json.loads(ready("user", "add", "aud", "--role", "auditor", "--json").output)
+    assert staff["one_time_password"]
+    users = {u["username"]: u for u in json.loads(ready("user", "list", "--json").output)}
+    assert users["lee"]["ssh_keys"][0]["fingerprint"].startswith("SHA256:")
+    assert users["lee"]["partner"] == "uni"
+    duplicate = ready("user", "add-key", "lee", str(key_file))
+    assert duplicate.exit_code == 1 and "already has key" in duplicate.output
+    reset = json.loads(ready("user", "reset-totp", "lee", "--json").output)
+    assert reset["totp_uri"] != added["totp_uri"]
+    assert ready("user", "disable", "lee").exit_code == 0
+    assert json.loads(ready("user", "list", "--json").output)[-1]["disabled"] is True
+
+
+def test_malformed_ssh_key_file(ready, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "bad.pub"
+    bad.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBroken\n")
+    result = ready("user", "add", "x", "--role", "staff", "--ssh-key", str(bad))
+    assert result.exit_code == 2
+    assert "malformed SSH public key" in result.output
+    assert "x" not in [u["username"] for u in json.loads(ready("user", "list", "--json").output)]
+
+
+def test_key_two_person_rule(ready) -> None:  # type: ignore[no-untyped-def]
+    recipient = str(envelope.generate_identity().recipient)
+    proposed = json.loads(ready("key", "propose", "uni", recipient, "--by", "alice",
+                                "--json").output)
+    assert proposed["kind"] == "mlkem768x25519" and proposed["state"] == "proposed"
+    same = ready("key", "approve", str(proposed["id"]), "--by", "alice")
+    assert same.exit_code == 1 and "two-person rule" in same.output
+    assert ready("key", "approve", str(proposed["id"]), "--by", "bob").exit_code == 0
+    keys = json.loads(ready("key", "list", "--partner", "uni", "--json").output)
+    assert keys[0]["state"] == "approved"
+    assert ready("key", "revoke", str(proposed["id"]), "--by", "alice").exit_code == 0
+
+
+def test_version_and_db_upgrade(ready) -> None:  # type: ignore[no-untyped-def]
+    assert json.loads(ready("version", "--json").output)["version"]
+    assert ready("db", "upgrade").output.strip() == "database is up to date"
+
+
+def test_uninitialised_data_dir(run) -> None:  # type: ignore[no-untyped-def]
+    result = run("partner", "list")
+    assert result.exit_code == 1
+    assert "run `blindpost init` first" in result.output
+
+
+def test_unreachable_database(ready, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("BLINDPOST_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    result = ready("db", "upgrade")
+    assert result.exit_code == 1
+    assert result.output.startswith("blindpost: error: cannot reach the database:")
+
+
+def test_invalid_config_file(ready) -> None:  # type: ignore[no-untyped-def]
+    (ready.data_dir / "blindpost.toml").write_text("lockout_threshold = -3\n")
+    result = ready("partner", "list")
+    assert result.exit_code == 1
+    assert "lockout_threshold: must be a positive integer" in result.output
+
+
+def _all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += _all_commands(command, (*prefix, name))
+        else:
+            found.append((*prefix, name))
+    return found
+
+
+@pytest.mark.parametrize("path", _all_commands(main), ids=" ".join)
+def test_every_command_has_help_with_an_example(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.output, " ".join(path)

@@ -1,0 +1,74 @@
+"""Retention: expiry and download limits purge ciphertext; crash leftovers are swept."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from gateway.app import App
+from gateway.db.models import Role
+from tests.conftest import FakeClock
+from tests.unit.gateway.factories import account, actor, audit_events, partner_with_key
+
+
+def _upload(app: App, name: str, partner: str = "uni") -> None:
+    upload = app.transfers.begin_upload(actor(app, "clerk"), partner=partner, name=name)
+    upload.write(b"content")
+    upload.commit()
+
+
+def _objects(app: App) -> list[str]:
+    return sorted(info.object_id for info in app.store.list())
+
+
+def test_expired_files_are_purged_and_audited(app: App, clock: FakeClock) -> None:
+    partner_with_key(app)
+    account(app, "clerk", Role.STAFF)
+    _upload(app, "old.csv")
+    clock.advance(days=3)
+    _upload(app, "new.csv")
+    clock.advance(days=4, seconds=1)
+    report = app.retention.purge()
+    assert report.purged == 1
+    assert len(_objects(app)) == 1
+    purge = audit_events(app, "file:purge")
+    assert [e["details"]["reason"] for e in purge] == ["expired"]
+    assert app.retention.purge().purged == 0
+
+
+def test_used_up_files_are_purged(app: App) -> None:
+    partner_with_key(app, "lim", max_downloads=1)
+    account(app, "clerk", Role.STAFF)
+    account(app, "ann", Role.PARTNER, partner="lim")
+    _upload(app, "a.csv", partner="lim")
+    download = app.transfers.open_download(actor(app, "ann"), "a.csv.age")
+    download.read_at(0, download.size)
+    download.close()
+    assert app.retention.purge().purged == 1
+    assert _objects(app) == []
+    assert audit_events(app, "file:purge")[-1]["details"]["reason"] == "download limit reached"
+
+
+def test_partials_and_orphans_are_swept_after_grace(app: App, clock: FakeClock) -> None:
+    # The store dates objects by the filesystem's clock; start the fake clock there.
+    clock.now = datetime.now(UTC)
+    partial = app.store.create()
+    partial.write(b"half an upload")
+    orphan = app.store.create()
+    orphan.write(b"committed, but the database commit never happened")
+    orphan.commit()
+    assert app.retention.purge().partials == 0
+    clock.advance(hours=2)
+    report = app.retention.purge(partial_grace=timedelta(hours=1),
+                                 orphan_grace=timedelta(minutes=10))
+    assert (report.partials, report.orphans) == (1, 1)
+    assert _objects(app) == []
+    assert list((app.settings.store_dir / "partial").iterdir()) == []
+
+
+def test_live_objects_survive_the_sweep(app: App, clock: FakeClock) -> None:
+    partner_with_key(app)
+    account(app, "clerk", Role.STAFF)
+    _upload(app, "keep.csv")
+    clock.advance(hours=2)
+    assert app.retention.purge().orphans == 0
+    assert len(_objects(app)) == 1

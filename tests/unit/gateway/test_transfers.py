@@ -1,0 +1,181 @@
+"""Uploads, downloads and inboxes through the services (the SFTP adapter sits on these)."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+
+from gateway import envelope
+from gateway.app import App
+from gateway.db.models import Role
+from gateway.errors import NotFoundError, PolicyError, UsageError
+from gateway.transfers import check_file_name
+from tests.conftest import FakeClock
+from tests.unit.gateway.factories import OPERATOR, account, actor, audit_events, partner_with_key
+
+
+@pytest.fixture
+def setup(app: App) -> envelope.Identity:
+    identity = partner_with_key(app, "uni")
+    account(app, "clerk", Role.STAFF)
+    account(app, "lee", Role.PARTNER, partner="uni")
+    return identity
+
+
+def _upload(app: App, name: str, data: bytes, *, partner: str = "uni",
+            chunk: int = 10_000) -> None:
+    upload = app.transfers.begin_upload(actor(app, "clerk"), partner=partner, name=name)
+    for start in range(0, len(data), chunk):
+        upload.write(data[start:start + chunk])
+    upload.commit()
+
+
+def _download(app: App, name: str, username: str = "lee") -> bytes:
+    download = app.transfers.open_download(actor(app, username), name)
+    data = b"".join(download.read_at(off, 32768) for off in range(0, download.size, 32768))
+    download.close()
+    return data
+
+
+def _store_files(app: App) -> list[bytes]:
+    return [p.read_bytes() for p in (app.settings.store_dir / "objects").rglob("*") if p.is_file()]
+
+
+def test_plaintext_upload_is_stored_encrypted(app: App, setup: envelope.Identity) -> None:
+    plaintext = os.urandom(200_000) + b"PATIENT-ID-12345"
+    _upload(app, "extract.csv", plaintext)
+    stored = _store_files(app)
+    assert len(stored) == 1
+    assert b"PATIENT-ID-12345" not in stored[0]
+    assert stored[0].startswith(b"age-encryption.org/v1\n-> mlkem768x25519 ")
+    assert [f.name for f in app.transfers.inbox(actor(app, "lee"))] == ["extract.csv.age"]
+    assert envelope.decrypt_bytes(_download(app, "extract.csv.age"), [setup]) == plaintext
+    complete = audit_events(app, "file:upload:complete")[-1]["details"]
+    assert complete["size"] == len(stored[0])
+    assert len(complete["sha256"]) == 64
+    assert list((app.settings.store_dir / "partial").iterdir()) == []
+
+
+def test_pre_encrypted_upload_is_stored_as_is(app: App, setup: envelope.Identity) -> None:
+    ciphertext = envelope.encrypt_bytes(b"already sealed", [setup.recipient])
+    _upload(app, "sealed.csv.age", ciphertext, chunk=7)
+    assert _store_files(app) == [ciphertext]
+    assert _download(app, "sealed.csv.age") == ciphertext
+
+
+def test_age_name_with_non_age_content_is_refused(app: App, setup: envelope.Identity) -> None:
+    with pytest.raises(UsageError, match="must be an age-encrypted file"):
+        _upload(app, "fake.age", b"name,dob\nalice,2001-01-01\n")
+    assert _store_files(app) == []
+    assert list((app.settings.store_dir / "partial").iterdir()) == []
+    assert audit_events(app, "file:upload:aborted")
+
+
+def test_truncated_age_header_is_refused(app: App, setup: envelope.Identity) -> None:
+    ciphertext = envelope.encrypt_bytes(b"x", [setup.recipient])
+    with pytest.raises(UsageError):
+        _upload(app, "cut.age", ciphertext[:40])
+    assert _store_files(app) == []
+
+
+def test_partner_without_key_refuses_uploads(app: App, setup: envelope.Identity) -> None:
+    app.partners.add(actor=OPERATOR, slug="nokeys")
+    with pytest.raises(PolicyError, match="no approved encryption key"):
+        app.transfers.begin_upload(actor(app, "clerk"), partner="nokeys", name="a.csv")
+
+
+def test_abort_leaves_nothing(app: App, setup: envelope.Identity) -> None:
+    upload = app.transfers.begin_upload(actor(app, "clerk"), partner="uni", name="a.csv")
+    upload.write(b"x" * 100_000)
+    upload.abort(reason="client disconnected")
+    assert _store_files(app) == []
+    assert list((app.settings.store_dir / "partial").iterdir()) == []
+    assert app.transfers.inbox(actor(app, "lee")) == []
+    assert audit_events(app, "file:upload:aborted")[-1]["details"]["received"] == 100_000
+
+
+def test_size_limit(app: App, setup: envelope.Identity) -> None:
+    import dataclasses
+
+    app.settings = dataclasses.replace(app.settings, max_upload_mib=1)
+    with pytest.raises(PolicyError, match="maximum upload size"):
+        _upload(app, "big.csv", b"x" * ((1 << 20) + 1), chunk=1 << 18)
+    assert _store_files(app) == []
+
+
+def test_reupload_supersedes_and_deletes_old_ciphertext(app: App,
+                                                       setup: envelope.Identity) -> None:
+    _upload(app, "a.csv", b"first")
+    _upload(app, "a.csv", b"second")
+    assert len(_store_files(app)) == 1
+    assert envelope.decrypt_bytes(_download(app, "a.csv.age"), [setup]) == b"second"
+    assert audit_events(app, "file:supersede")
+
+
+def test_download_is_counted_and_limited(app: App) -> None:
+    partner_with_key(app, "lim", max_downloads=1)
+    account(app, "clerk", Role.STAFF)
+    account(app, "ann", Role.PARTNER, partner="lim")
+    _upload(app, "once.csv", b"one time", partner="lim")
+    _download(app, "once.csv.age", "ann")
+    assert audit_events(app, "file:download:complete")[-1]["details"]["bytes"] > 0
+    assert app.transfers.inbox(actor(app, "ann")) == []
+    with pytest.raises(NotFoundError):
+        app.transfers.open_download(actor(app, "ann"), "once.csv.age")
+
+
+def test_partial_read_is_not_a_download(app: App, setup: envelope.Identity) -> None:
+    _upload(app, "a.csv", os.urandom(100_000))
+    download = app.transfers.open_download(actor(app, "lee"), "a.csv.age")
+    download.read_at(0, 1000)
+    assert download.close() is False
+    assert audit_events(app, "file:download:complete") == []
+
+
+def test_expired_files_are_hidden(app: App, clock: FakeClock, setup: envelope.Identity) -> None:
+    _upload(app, "a.csv", b"data")
+    clock.advance(days=7, seconds=1)
+    assert app.transfers.inbox(actor(app, "lee")) == []
+
+
+def test_partners_see_only_their_inbox(app: App, setup: envelope.Identity) -> None:
+    partner_with_key(app, "other")
+    account(app, "mia", Role.PARTNER, partner="other")
+    _upload(app, "for-uni.csv", b"data")
+    assert app.transfers.inbox(actor(app, "mia")) == []
+    with pytest.raises(NotFoundError):
+        app.transfers.open_download(actor(app, "mia"), "for-uni.csv.age")
+    with pytest.raises(PolicyError):
+        app.transfers.inbox(actor(app, "mia"), "uni")
+
+
+def test_staff_cannot_read_contents(app: App, setup: envelope.Identity) -> None:
+    _upload(app, "a.csv", b"data")
+    assert [f.name for f in app.transfers.inbox(actor(app, "clerk"), "uni")] == ["a.csv.age"]
+    with pytest.raises(PolicyError):
+        app.transfers.open_download(actor(app, "clerk"), "a.csv.age")
+
+
+def test_withdraw_deletes_ciphertext(app: App, setup: envelope.Identity) -> None:
+    _upload(app, "a.csv", b"data")
+    app.transfers.withdraw(actor(app, "lee"), "a.csv.age")
+    assert _store_files(app) == []
+    assert app.transfers.inbox(actor(app, "lee")) == []
+    assert audit_events(app, "file:withdraw")
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", ".hidden", "a/b", "a\\b", "nul\x00byte",
+                                  "tab\tname", "x" * 252])
+def test_bad_file_names(name: str) -> None:
+    with pytest.raises(UsageError):
+        check_file_name(name)
+
+
+def test_armored_pre_encrypted_upload(app: App, setup: envelope.Identity) -> None:
+    sink = io.BytesIO()
+    with envelope.Encryptor(sink, [setup.recipient], armor=True) as enc:
+        enc.write(b"armored body")
+    _upload(app, "armored.age", sink.getvalue(), chunk=100)
+    assert _store_files(app) == [sink.getvalue()]
