@@ -4,8 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   ?= var
 # Debian packages the test suite drives: real OpenSSH client and server, the age CLI,
-# lftp as a third SFTP client, Node.js for the second age implementation.
-TEST_DEBS := age openssh-client openssh-server lftp nodejs npm
+# lftp as a third SFTP client, PostgreSQL for scale-out, Node.js for the second age
+# implementation.
+TEST_DEBS := age openssh-client openssh-server lftp postgresql nodejs npm
 
 .PHONY: run test lint typecheck unit bench deps test-deps clean
 

@@ -6,11 +6,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import uuid
+
 import pytest
 
 from gateway.app import App
 from gateway.config import load_settings
 from gateway.datadir import initialise
+from tests.postgres import create_database, postgres_server
 
 
 class FakeClock:
@@ -24,6 +27,19 @@ class FakeClock:
 
     def advance(self, **kwargs: float) -> None:
         self.now += timedelta(**kwargs)
+
+
+@pytest.fixture(scope="session")
+def postgres_base_url() -> Iterator[str]:
+    """A private PostgreSQL server shared by the session (tests get their own database)."""
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_base_url: str) -> str:
+    """A fresh, empty PostgreSQL database for one test."""
+    return create_database(postgres_base_url, f"t{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture
