@@ -28,10 +28,6 @@ if TYPE_CHECKING:
     from gateway.app import App
 
 
-class LockedOut(AuthenticationError):
-    """Too many recent failures for this account or source address."""
-
-
 @dataclass
 class LoginAttempt:
     """The state of one connection's sign-in: which factors have passed, for which account."""
@@ -109,8 +105,10 @@ class AuthService:
                 try:
                     step = totp.check_code(account.totp.secret, code, now=now,
                                            last_step=account.totp.last_step)
-                except AuthenticationError as exc:
-                    reason = "replayed code" if isinstance(exc, totp.ReplayedCode) else "wrong code"
+                except totp.ReplayedCodeError:
+                    reason = "replayed code"
+                except totp.InvalidCodeError:
+                    reason = "wrong code"
                 else:
                     account.totp.last_step = step
                     self._succeed(session, attempt, account)

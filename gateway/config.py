@@ -100,6 +100,8 @@ class Settings:
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 def _check_positive(settings: Settings, *names: str) -> None:
@@ -124,20 +126,19 @@ def _settable_fields() -> dict[str, dataclasses.Field[Any]]:
 def _coerce(name: str, raw: object, *, source: str) -> object:
     """Convert a TOML or environment value to the field's type, or raise naming the key."""
     default = getattr(Settings(), name)
-    kind = Path if isinstance(default, Path) else type(default)
-    if kind is bool:
+    if isinstance(default, bool):
         if isinstance(raw, bool):
             return raw
-        if isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return raw.lower() in ("1", "true", "yes", "on")
+        if isinstance(raw, str) and raw.lower() in _TRUE + _FALSE:
+            return raw.lower() in _TRUE
         raise ConfigError(f"{name} ({source}): expected true or false, got {raw!r}")
-    if kind is int:
+    if isinstance(default, int):
         if isinstance(raw, int) and not isinstance(raw, bool):
             return raw
         if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
             return int(raw)
         raise ConfigError(f"{name} ({source}): expected an integer, got {raw!r}")
-    if kind is Path:
+    if isinstance(default, Path):
         if isinstance(raw, str) and raw:
             return Path(raw)
         raise ConfigError(f"{name} ({source}): expected a path, got {raw!r}")

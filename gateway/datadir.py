@@ -7,7 +7,6 @@ existing directory it only adds what is missing, and never overwrites a key.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -64,7 +63,7 @@ def initialise(data_dir: Path, *, admin: str | None, force: bool = False,
 
 
 def _populate(root: Path, *, admin: str | None, environ: dict[str, str] | None) -> InitResult:
-    os.chmod(root, 0o700)
+    root.chmod(0o700)
     settings = load_settings(data_dir=root, environ=environ)
     settings.keys_dir.mkdir(mode=0o700, exist_ok=True)
     config = root / CONFIG_FILE_NAME

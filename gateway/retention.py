@@ -80,7 +80,7 @@ class RetentionService:
             live = set(session.scalars(select(Transfer.object_id).where(
                 Transfer.state == TransferState.AVAILABLE)))
         removed = 0
-        for info in self._app.store.list():
+        for info in self._app.store.list_objects():
             if info.object_id not in live and info.modified_at < older_than:
                 self._app.store.delete(info.object_id)
                 removed += 1

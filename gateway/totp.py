@@ -20,11 +20,11 @@ TOLERANCE_STEPS = 1
 ISSUER = "Blindpost"
 
 
-class InvalidCode(AuthenticationError):
+class InvalidCodeError(AuthenticationError):
     """The code is malformed or matches no time step in the tolerance window."""
 
 
-class ReplayedCode(AuthenticationError):
+class ReplayedCodeError(AuthenticationError):
     """The code matches a time step that was already used."""
 
 
@@ -56,7 +56,7 @@ def check_code(secret: str, code: str, *, now: datetime, last_step: int | None) 
     """
     code = code.strip().replace(" ", "")
     if len(code) != DIGITS or not code.isascii() or not code.isdigit():
-        raise InvalidCode("invalid one-time code")
+        raise InvalidCodeError("invalid one-time code")
     totp = pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS)
     current = time_step(now)
     matched: int | None = None
@@ -65,7 +65,7 @@ def check_code(secret: str, code: str, *, now: datetime, last_step: int | None) 
         if hmac.compare_digest(expected.encode(), code.encode()) and matched is None:
             matched = step
     if matched is None:
-        raise InvalidCode("invalid one-time code")
+        raise InvalidCodeError("invalid one-time code")
     if last_step is not None and matched <= last_step:
-        raise ReplayedCode("one-time code already used; wait for the next code")
+        raise ReplayedCodeError("one-time code already used; wait for the next code")
     return matched

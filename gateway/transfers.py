@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway import envelope
@@ -78,7 +78,7 @@ def check_file_name(name: str) -> str:
     return name
 
 
-def _available(now: datetime) -> list[object]:
+def _available(now: datetime) -> list[ColumnElement[bool]]:
     return [Transfer.state == TransferState.AVAILABLE, Transfer.expires_at > now,
             or_(Transfer.max_downloads.is_(None), Transfer.downloads < Transfer.max_downloads)]
 
@@ -114,7 +114,7 @@ class _PassThrough:
     def _check_header(self, *, final: bool) -> None:
         head = bytes(self._head)
         armored = head.startswith(ARMOR_MAGIC[:len(head)]) and not head.startswith(b"age")
-        if not (armored or head.startswith(AGE_MAGIC[:len(head)]) or head.startswith(AGE_MAGIC)):
+        if not (armored or head.startswith((AGE_MAGIC[:len(head)], AGE_MAGIC))):
             raise UsageError("a *.age upload must be an age-encrypted file; this one is not")
         if not final and len(head) < MAX_HEADER_BYTES and not _header_complete(head, armored):
             return
@@ -181,8 +181,12 @@ class Upload:
         self._finished = True
         try:
             return self._record(stored.object_id, stored.size, stored.sha256)
-        except BaseException:
+        except GatewayError as exc:
             # The row never landed: the object must not outlive it.
+            self._app.store.delete(stored.object_id)
+            self._record_abort(reason=exc.diagnostics())
+            raise
+        except BaseException:
             self._app.store.delete(stored.object_id)
             raise
 
@@ -227,6 +231,9 @@ class Upload:
             return
         self._finished = True
         self._object.abort()
+        self._record_abort(reason=reason)
+
+    def _record_abort(self, *, reason: str) -> None:
         with self._app.transaction() as session:
             self._app.audit.record(session, tag=AuditTag.UPLOAD_ABORTED, actor=self._actor.name,
                                    subject=f"partner:{self._partner.slug}",

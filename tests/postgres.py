@@ -6,7 +6,6 @@ that Debian's package creates.
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import socket
@@ -22,7 +21,7 @@ INSTALL_HINT = "PostgreSQL server not found: run `make test` (it apt-installs po
 
 
 def _bin_dir() -> Path:
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     if not candidates:
         pytest.fail(INSTALL_HINT)
     return Path(candidates[-1]).parent

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import signal
 import sys
 import threading
+from datetime import timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType
@@ -14,7 +17,7 @@ import segno
 
 from gateway import __version__
 from gateway.accounts import NewAccount
-from gateway.cli.common import data_dir_option, emit_json, open_app, settings_for
+from gateway.cli.common import data_dir_option, emit_json, fail, open_app, settings_for
 from gateway.datadir import initialise
 from gateway.db import upgrade
 from gateway.db.engine import check_reachable, make_engine
@@ -89,7 +92,11 @@ def serve(data_dir: Path | None) -> None:
       blindpost serve --data-dir ./var
     """
     app = open_app(data_dir)
+    lock = _exclusive_lock(app.settings.data_dir / ".serve.lock")
     upgrade(app.engine)
+    # Nothing else serves this data directory (the lock says so), so every partial upload
+    # and unreferenced object is a leftover of a crash: sweep them now, not after the grace.
+    app.retention.purge(partial_grace=timedelta(0), orphan_grace=timedelta(0))
     stop = threading.Event()
 
     def request_stop(_signum: int, _frame: FrameType | None) -> None:
@@ -117,6 +124,18 @@ def serve(data_dir: Path | None) -> None:
         with app.transaction() as session:
             app.audit.checkpoint(session)
         app.close()
+        os.close(lock)
+
+
+def _exclusive_lock(path: Path) -> int:
+    """Hold an exclusive lock on ``path`` for the life of the process, or fail."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        fail(f"another `blindpost serve` is already running on {path.parent}")
+    return fd
 
 
 @click.group()

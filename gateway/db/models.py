@@ -9,13 +9,13 @@ import enum
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Enum,
     ForeignKey,
     Index,
     Integer,
-    BigInteger,
     String,
     Text,
     UniqueConstraint,

@@ -76,7 +76,7 @@ class ObjectStore(Protocol):
         """Delete a committed object; return whether it existed."""
         ...
 
-    def list(self) -> Iterator[ObjectInfo]:
+    def list_objects(self) -> Iterator[ObjectInfo]:
         """Every committed object."""
         ...
 

@@ -90,7 +90,7 @@ class LocalPendingObject:
             os.close(self._fd)
             self._done = True
             final.parent.mkdir(mode=_DIR_MODE, exist_ok=True)
-            os.rename(self._path, final)
+            self._path.rename(final)
             _fsync_dir(final.parent)
         except OSError as exc:
             self._done = True
@@ -174,7 +174,7 @@ class LocalStore:
         _fsync_dir(path.parent)
         return True
 
-    def list(self) -> Iterator[ObjectInfo]:
+    def list_objects(self) -> Iterator[ObjectInfo]:
         for shard in sorted(self.objects_dir.iterdir()):
             for entry in sorted(shard.iterdir()):
                 if _OBJECT_ID.fullmatch(entry.name):

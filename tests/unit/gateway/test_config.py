@@ -43,7 +43,7 @@ def test_explicit_data_dir_beats_environment(tmp_path: Path) -> None:
 ])
 def test_invalid_environment_names_the_key(tmp_path: Path, environ: dict[str, str],
                                            message: str) -> None:
-    with pytest.raises(ConfigError, match=None) as info:
+    with pytest.raises(ConfigError) as info:
         load_settings(data_dir=tmp_path, environ=environ)
     assert message in str(info.value)
 
@@ -56,7 +56,7 @@ def test_unknown_key_in_file(tmp_path: Path) -> None:
 
 def test_wrong_type_in_file(tmp_path: Path) -> None:
     (tmp_path / "blindpost.toml").write_text('lockout_minutes = "soon"\n')
-    with pytest.raises(ConfigError, match="lockout_minutes .*expected an integer"):
+    with pytest.raises(ConfigError, match=r"lockout_minutes .*expected an integer"):
         load_settings(data_dir=tmp_path, environ={})
 
 

@@ -17,7 +17,7 @@ def _upload(app: App, name: str, partner: str = "uni") -> None:
 
 
 def _objects(app: App) -> list[str]:
-    return sorted(info.object_id for info in app.store.list())
+    return sorted(info.object_id for info in app.store.list_objects())
 
 
 def test_expired_files_are_purged_and_audited(app: App, clock: FakeClock) -> None:

@@ -179,3 +179,13 @@ def test_armored_pre_encrypted_upload(app: App, setup: envelope.Identity) -> Non
         enc.write(b"armored body")
     _upload(app, "armored.age", sink.getvalue(), chunk=100)
     assert _store_files(app) == [sink.getvalue()]
+
+
+def test_partner_disabled_during_upload(app: App, setup: envelope.Identity) -> None:
+    upload = app.transfers.begin_upload(actor(app, "clerk"), partner="uni", name="a.csv")
+    upload.write(b"data")
+    app.partners.disable(actor=OPERATOR, slug="uni")
+    with pytest.raises(PolicyError, match="disabled"):
+        upload.commit()
+    assert _store_files(app) == []
+    assert audit_events(app, "file:upload:aborted")[-1]["details"]["reason"].endswith("disabled")

@@ -34,7 +34,7 @@ def test_put_commit_get(store: LocalStore) -> None:
     reader = store.open(stored.object_id)
     assert reader.read_at(0, 100) == b"hello world"
     reader.close()
-    assert [info.object_id for info in store.list()] == [stored.object_id]
+    assert [info.object_id for info in store.list_objects()] == [stored.object_id]
 
 
 def test_uncommitted_object_is_invisible_and_swept(store: LocalStore) -> None:
@@ -42,7 +42,7 @@ def test_uncommitted_object_is_invisible_and_swept(store: LocalStore) -> None:
     pending = store.create()
     pending.write(b"x" * 1000)
     # No commit: the process "dies" here.
-    assert list(store.list()) == []
+    assert list(store.list_objects()) == []
     with pytest.raises(NotFoundError):
         store.open(pending.object_id)
     later = datetime.now(UTC) + timedelta(seconds=1)
@@ -63,7 +63,7 @@ def test_abort_removes_everything(store: LocalStore) -> None:
     pending.abort()
     pending.abort()
     assert list(store.partial_dir.iterdir()) == []
-    assert list(store.list()) == []
+    assert list(store.list_objects()) == []
     with pytest.raises(StorageError):
         pending.write(b"more")
 
@@ -142,7 +142,7 @@ def test_delete(store: LocalStore) -> None:
     stored = pending.commit()
     assert store.delete(stored.object_id) is True
     assert store.delete(stored.object_id) is False
-    assert list(store.list()) == []
+    assert list(store.list_objects()) == []
 
 
 def test_full_disk_aborts_cleanly(store: LocalStore, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -159,4 +159,4 @@ def test_full_disk_aborts_cleanly(store: LocalStore, monkeypatch: pytest.MonkeyP
         pending.write(b"second")
     monkeypatch.setattr(os, "write", real_write)
     assert list(store.partial_dir.iterdir()) == []
-    assert list(store.list()) == []
+    assert list(store.list_objects()) == []
