@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from gateway.errors import DatabaseError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+_READ_ONLY = "blindpost_read_only"
 
 
 def make_engine(url: str) -> Engine:
@@ -61,7 +64,27 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: object) -> None
 
 
 def _begin_immediate(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    read_only = connection.get_execution_options().get(_READ_ONLY, False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+@contextmanager
+def snapshot(engine: Engine) -> Iterator[Session]:
+    """A read-only session over one consistent snapshot that does not block writers.
+
+    On SQLite a deferred ``BEGIN`` (one WAL snapshot for every query, no write lock); on
+    PostgreSQL ``REPEATABLE READ``. Long reads — verification, exports — use this.
+    """
+    if engine.dialect.name == "sqlite":
+        reader = engine.execution_options(**{_READ_ONLY: True})
+    else:
+        reader = engine.execution_options(isolation_level="REPEATABLE READ",
+                                          postgresql_readonly=True)
+    with Session(reader) as session:
+        try:
+            yield session
+        finally:
+            session.rollback()
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

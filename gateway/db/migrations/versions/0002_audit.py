@@ -9,9 +9,8 @@ a trigger can still rewrite rows; verification against signed and witnessed
 checkpoints is what detects that.
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0002_audit'
 down_revision = '0001_core'

@@ -1,0 +1,109 @@
+"""The event an entry records, and its leaf: RFC 8785 canonical JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import rfc8785
+
+from gateway.audit.errors import AuditError
+from gateway.audit.tags import AuditTag
+
+LEAF_VERSION = 1
+MAX_LEAF_BYTES = 16 * 1024
+MAX_TEXT = 1024
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+Scalar = str | int | float | bool | None
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One decoded entry of the log."""
+
+    index: int
+    time: datetime
+    tag: str
+    actor: str
+    subject: str
+    details: dict[str, Any]
+    leaf: bytes
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the event as the JSON object its leaf holds."""
+        decoded: dict[str, Any] = json.loads(self.leaf)
+        return decoded
+
+
+def format_time(moment: datetime) -> str:
+    """Render an aware datetime as the leaf's UTC time string (microseconds, ``Z``)."""
+    if moment.tzinfo is None:
+        raise AuditError("audit times must be timezone-aware")
+    return moment.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+def parse_time(text: str) -> datetime:
+    """Parse a leaf time string back to an aware UTC datetime."""
+    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def _check_value(key: str, value: object) -> None:
+    if isinstance(value, list):
+        for item in value:
+            _check_value(key, item)
+        return
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        raise AuditError(f"audit detail {key!r}: longer than {MAX_TEXT} characters")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise AuditError(f"audit detail {key!r}: not a finite number")
+    if not isinstance(value, str | int | float | bool) and value is not None:
+        # Only plain values: ids, sizes, hashes, names. Nested blobs are where file
+        # contents or health data would creep in.
+        raise AuditError(f"audit detail {key!r}: {type(value).__name__} is not allowed; "
+                         "use strings, numbers, booleans, null or lists of them")
+
+
+def _check_details(details: Mapping[str, object]) -> dict[str, object]:
+    for key, value in details.items():
+        if not isinstance(key, str) or not key or len(key) > 64:
+            raise AuditError(f"audit detail name {key!r}: must be a short non-empty string")
+        _check_value(key, value)
+    return dict(details)
+
+
+def encode_leaf(*, index: int, time: datetime, tag: AuditTag, actor: str, subject: str,
+                details: Mapping[str, object] | None) -> bytes:
+    """Return the canonical JSON leaf of an event; raise :class:`AuditError` if invalid."""
+    for name, text in (("actor", actor), ("subject", subject)):
+        if not isinstance(text, str) or not text or len(text) > MAX_TEXT:
+            raise AuditError(f"audit {name}: must be a non-empty string of at most "
+                             f"{MAX_TEXT} characters")
+    document = {"v": LEAF_VERSION, "index": index, "time": format_time(time),
+                "tag": tag.value, "actor": actor, "subject": subject,
+                "details": _check_details(details or {})}
+    try:
+        leaf = rfc8785.dumps(document)  # type: ignore[arg-type]  # Values were checked above.
+    except rfc8785.CanonicalizationError as exc:
+        raise AuditError(f"audit event cannot be canonicalised: {exc}") from exc
+    if len(leaf) > MAX_LEAF_BYTES:
+        raise AuditError(f"audit event too large ({len(leaf)} bytes; at most {MAX_LEAF_BYTES})")
+    return leaf
+
+
+def decode_leaf(leaf: bytes) -> AuditEvent:
+    """Decode a leaf; raise :class:`ValueError` if it is not a well-formed event."""
+    document = json.loads(leaf)
+    if not isinstance(document, dict) or document.get("v") != LEAF_VERSION:
+        raise ValueError("not a version 1 audit event")
+    index, details = document.get("index"), document.get("details")
+    fields = [document.get(name) for name in ("time", "tag", "actor", "subject")]
+    if not isinstance(index, int) or not isinstance(details, dict) or not all(
+            isinstance(value, str) for value in fields):
+        raise ValueError("audit event fields have the wrong types")
+    time_text, tag, actor, subject = (str(value) for value in fields)
+    return AuditEvent(index, parse_time(time_text), tag, actor, subject, details, leaf)

@@ -1,0 +1,38 @@
+"""The one list of audit event tags, ``subject:action`` (or ``subject:action:outcome``)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class AuditTag(enum.StrEnum):
+    """Every kind of event the audit log records.
+
+    The string values are part of the log's content and of what SIEMs match on:
+    never rename one, only add new members.
+    """
+
+    LOGIN_SUCCESS = "auth:login:success"
+    LOGIN_FAILURE = "auth:login:failure"
+    LOCKOUT = "auth:lockout"
+    UPLOAD_COMPLETE = "file:upload:complete"
+    UPLOAD_ABORTED = "file:upload:aborted"
+    DOWNLOAD_COMPLETE = "file:download:complete"
+    FILE_SUPERSEDE = "file:supersede"
+    FILE_WITHDRAW = "file:withdraw"
+    FILE_PURGE = "file:purge"
+    KEY_PROPOSE = "key:propose"
+    KEY_APPROVE = "key:approve"
+    KEY_REVOKE = "key:revoke"
+    ACCOUNT_CREATE = "account:create"
+    ACCOUNT_DISABLE = "account:disable"
+    ACCOUNT_ENABLE = "account:enable"
+    ACCOUNT_KEY_ADD = "account:key:add"
+    ACCOUNT_TOTP_RESET = "account:totp:reset"
+    PARTNER_CREATE = "partner:create"
+    PARTNER_CHANGE = "partner:change"
+    PARTNER_DISABLE = "partner:disable"
+    SETTING_CHANGE = "setting:change"
+    SETTING_INSECURE_USE = "setting:insecure:use"
+    AUDIT_CHECKPOINT = "audit:checkpoint"
+    ACCESS_DENIED = "access:denied"

@@ -1,0 +1,224 @@
+"""``blindpost audit …``: verify, checkpoint, prove, read and export the audit log."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+import click
+
+from gateway.audit import (
+    AuditEvent,
+    AuditTag,
+    NoteVerifier,
+    VerificationError,
+    VerifyReport,
+    load_signer,
+    verify_database,
+    verify_export,
+)
+from gateway.cli.common import data_dir_option, fail, open_app, settings_for
+from gateway.db.engine import snapshot
+
+checkpoint_option = click.option(
+    "--checkpoint", "checkpoint_files", multiple=True, metavar="FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A signed checkpoint held by a witness; repeat for several.")
+
+
+@click.group()
+def audit() -> None:
+    """Tamper-evident audit log: verify, checkpoint, prove, read, export.
+
+    \b
+    Hand `blindpost audit checkpoint` output to a witness regularly; later,
+    `blindpost audit verify --checkpoint FILE` proves that the history it
+    covers was not rewritten.
+    """
+
+
+@audit.command("key")
+@data_dir_option
+def audit_key(data_dir: Path | None) -> None:
+    """Print the checkpoint verifier key (name+keyhash+base64) for witnesses.
+
+    \b
+    Example:
+      blindpost audit key > audit-verifier-key.txt
+    """
+    settings = settings_for(data_dir)
+    signer = load_signer(settings.audit_key_path, name=settings.audit_origin)
+    click.echo(signer.verifier.key_string())
+
+
+def _read_checkpoints(files: tuple[Path, ...]) -> list[tuple[str, str]]:
+    try:
+        return [(str(path), path.read_text(encoding="utf-8")) for path in files]
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read a checkpoint file: {exc}")
+
+
+def _report(compute: Callable[[], VerifyReport]) -> None:
+    """Run a verification; print its summary, or every finding on stderr and exit 1."""
+    try:
+        report = compute()
+    except VerificationError as exc:
+        click.echo(f"blindpost: error: {exc.diagnostics()}", err=True)
+        sys.exit(1)
+    click.echo(report.summary())
+    click.echo(f"root of the {report.size} entries: {report.root.hex()}")
+
+
+def _export_lines(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        yield from handle
+
+
+@audit.command("verify")
+@checkpoint_option
+@click.option("--export", "export_file", metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Verify this export offline instead of the database (needs --key).")
+@click.option("--key", "verifier_key", metavar="VERIFIER_KEY",
+              help="The log's verifier key, from `blindpost audit key` "
+                   "(default: the key in the data directory).")
+@data_dir_option
+def audit_verify(checkpoint_files: tuple[Path, ...], export_file: Path | None,
+                 verifier_key: str | None, data_dir: Path | None) -> None:
+    """Recompute the whole tree and check every checkpoint; exit 1 on any finding.
+
+    \b
+    Examples:
+      blindpost audit verify --checkpoint witness-2026-11-01.txt
+      blindpost audit verify --export audit.jsonl \\
+          --key 'registry.example/blindpost+1a2b3c4d+AR…' --checkpoint cp.txt
+    """
+    outside = _read_checkpoints(checkpoint_files)
+    if export_file is not None:
+        if verifier_key is None:
+            fail("--export needs --key VERIFIER_KEY: an export is checked without the "
+                 "data directory, so the key must come from somewhere you trust")
+        verifier = NoteVerifier.from_key_string(verifier_key)
+        _report(lambda: verify_export(_export_lines(export_file), verifier=verifier,
+                                      outside=outside))
+        return
+    app = open_app(data_dir)
+    verifier = (NoteVerifier.from_key_string(verifier_key) if verifier_key
+                else app.audit.verifier)
+    with snapshot(app.engine) as session:
+        _report(lambda: verify_database(session, verifier=verifier, outside=outside))
+
+
+@audit.command("checkpoint")
+@data_dir_option
+def audit_checkpoint(data_dir: Path | None) -> None:
+    """Print a signed checkpoint of the whole log, to hand to a witness.
+
+    A new checkpoint is signed first if entries were added since the last one.
+
+    \b
+    Example:
+      blindpost audit checkpoint > checkpoint-$(date +%F).txt
+    """
+    app = open_app(data_dir)
+    with app.transaction() as session:
+        signed = app.audit.checkpoint(session)
+    click.echo(signed.note, nl=False)
+
+
+@audit.command("prove")
+@click.argument("index", type=click.IntRange(min=0))
+@data_dir_option
+def audit_prove(index: int, data_dir: Path | None) -> None:
+    """Print a self-contained tlog-proof (c2sp.org/tlog-proof) that entry INDEX is logged.
+
+    The entry travels in the proof's extra line; the proof verifies offline with the
+    log's verifier key alone.
+
+    \b
+    Example:
+      blindpost audit prove 1234 > entry-1234.tlog-proof
+    """
+    app = open_app(data_dir)
+    with app.transaction() as session:
+        proof = app.audit.prove(session, index)
+    click.echo(proof, nl=False)
+
+
+def _parse_since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"--since: expected an ISO 8601 time such as 2026-11-01T08:00Z, got {value!r}")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _line(event: AuditEvent) -> str:
+    details = " ".join(f"{key}={json.dumps(value)}" for key, value in event.details.items())
+    stamp = event.time.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{event.index:>8}  {stamp}  {event.tag:<24} {event.actor}  {event.subject}  {details}"
+
+
+@audit.command("log")
+@click.option("--since", metavar="TIME", help="Only entries at or after TIME (ISO 8601, UTC "
+              "unless it says otherwise).")
+@click.option("--tag", type=click.Choice([tag.value for tag in AuditTag]),
+              help="Only entries with this tag.")
+@click.option("--json", "as_json", is_flag=True, help="Print each entry's JSON leaf, one a line.")
+@data_dir_option
+def audit_log(since: str | None, tag: str | None, as_json: bool, data_dir: Path | None) -> None:
+    """Read the log, oldest entry first.
+
+    \b
+    Examples:
+      blindpost audit log --since 2026-11-01 --tag key:approve
+      blindpost audit log --json | jq .details
+    """
+    moment = _parse_since(since)
+    app = open_app(data_dir)
+    with snapshot(app.engine) as session:
+        for event in app.audit.events(session, since=moment,
+                                      tag=AuditTag(tag) if tag else None):
+            click.echo(event.leaf.decode() if as_json else _line(event))
+
+
+def _open_output(output: Path | None) -> BinaryIO:
+    if output is None:
+        return sys.stdout.buffer
+    try:
+        # The export lists who did what and when: keep it as private as the database.
+        descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        fail(f"{output}: cannot create the export ({exc.strerror})")
+    return os.fdopen(descriptor, "wb")
+
+
+@audit.command("export")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this new file (mode 0600) instead of standard output.")
+@data_dir_option
+def audit_export(output: Path | None, data_dir: Path | None) -> None:
+    """Write every entry as JSON lines, for `blindpost audit verify --export` elsewhere.
+
+    \b
+    Example:
+      blindpost audit export -o audit-export.jsonl
+    """
+    app = open_app(data_dir)
+    with snapshot(app.engine) as session:
+        handle = _open_output(output)
+        try:
+            count = app.audit.export(session, handle)
+        finally:
+            handle.flush()
+            if output is not None:
+                handle.close()
+    if output is not None:
+        click.echo(f"exported {count} entries to {output}", err=True)

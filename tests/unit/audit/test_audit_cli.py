@@ -1,0 +1,81 @@
+"""``blindpost audit …`` end to end on an initialised data directory."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from gateway.audit import NoteVerifier, verify_tlog_proof
+from gateway.cli.audit import audit
+
+
+def run(data_dir: Path, *args: str) -> Result:
+    return CliRunner().invoke(audit, [*args, "--data-dir", str(data_dir)])
+
+
+def test_checkpoint_prove_and_verify(data_dir: Path, tmp_path: Path) -> None:
+    key = run(data_dir, "key")
+    assert key.exit_code == 0, key.output
+    verifier = NoteVerifier.from_key_string(key.stdout.strip())
+    assert verifier.name == "blindpost.local/audit"
+
+    checkpoint = run(data_dir, "checkpoint")
+    assert checkpoint.exit_code == 0, checkpoint.output
+    witnessed = tmp_path / "witness.txt"
+    witnessed.write_text(checkpoint.stdout)
+
+    proof = run(data_dir, "prove", "0")
+    assert proof.exit_code == 0, proof.output
+    _, leaf = verify_tlog_proof(proof.stdout, verifier)
+    assert b'"tag":"account:create"' in leaf
+
+    verified = run(data_dir, "verify", "--checkpoint", str(witnessed))
+    assert verified.exit_code == 0, verified.output
+    assert "1 outside checkpoints verified" in verified.stdout
+
+
+def test_log_lists_and_filters(data_dir: Path) -> None:
+    listing = run(data_dir, "log")
+    assert listing.exit_code == 0, listing.output
+    assert "account:create" in listing.stdout and "audit:checkpoint" in listing.stdout
+    only = run(data_dir, "log", "--tag", "account:create", "--json")
+    assert only.stdout.count("\n") == 1 and only.stdout.startswith('{"actor":')
+    later = run(data_dir, "log", "--since", "2999-01-01T00:00")
+    assert later.stdout == ""
+    bad = run(data_dir, "log", "--since", "yesterday")
+    assert bad.exit_code == 1 and "ISO 8601" in bad.stderr
+
+
+def test_offline_export_verification(data_dir: Path, tmp_path: Path) -> None:
+    key = run(data_dir, "key").stdout.strip()
+    witnessed = tmp_path / "witness.txt"
+    witnessed.write_text(run(data_dir, "checkpoint").stdout)
+    export = tmp_path / "export.jsonl"
+    exported = run(data_dir, "export", "-o", str(export))
+    assert exported.exit_code == 0, exported.output
+    assert (export.stat().st_mode & 0o777) == 0o600
+    offline = CliRunner().invoke(audit, ["verify", "--export", str(export), "--key", key,
+                                         "--checkpoint", str(witnessed)])
+    assert offline.exit_code == 0, offline.output
+    export.write_bytes(export.read_bytes().replace(b"root-admin", b"evil-admin", 1))
+    forged = CliRunner().invoke(audit, ["verify", "--export", str(export), "--key", key,
+                                        "--checkpoint", str(witnessed)])
+    assert forged.exit_code == 1
+    assert "outside checkpoint" in forged.stderr and "entries in [0," in forged.stderr
+    missing_key = CliRunner().invoke(audit, ["verify", "--export", str(export)])
+    assert missing_key.exit_code == 1 and "--key" in missing_key.stderr
+
+
+def test_verify_reports_a_changed_row(data_dir: Path) -> None:
+    connection = sqlite3.connect(data_dir / "blindpost.db")
+    with connection:
+        connection.execute("DROP TRIGGER audit_entries_no_update")
+        connection.execute("UPDATE audit_entries SET leaf = replace(leaf, 'root-admin', "
+                           "'evil-admin') WHERE idx = 0")
+    connection.close()
+    result = run(data_dir, "verify")
+    assert result.exit_code == 1
+    assert "entry 0: its leaf hash differs" in result.stderr
+    assert "stored checkpoint #1 (size 1): its root does not match" in result.stderr
