@@ -1,10 +1,14 @@
 """The ``blindpost`` command line: one program for operators, staff, partners and auditors.
 
 Exit codes: 0 success, 1 the operation failed, 2 usage error.
+
+Subcommands are imported only when they run, so ``blindpost decrypt`` on a partner's
+laptop starts without loading the database layer.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -15,12 +19,47 @@ from typing import Any
 import click
 
 from gateway import __version__
-from gateway.cli.common import DATA_DIR_KEY
 from gateway.errors import GatewayError, UsageError
+
+# The context key under which the top-level --data-dir reaches subcommands.
+DATA_DIR_KEY = "blindpost.data_dir"
+
+# Command name -> "module:attribute". Adapters add theirs (e.g. `sftp`) through the
+# `blindpost.commands` entry point group, so that gateway never imports them.
+COMMANDS = {
+    "init": "gateway.cli.admin:init",
+    "serve": "gateway.cli.admin:serve",
+    "purge": "gateway.cli.admin:purge",
+    "db": "gateway.cli.admin:db",
+    "version": "gateway.cli.admin:version",
+    "partner": "gateway.cli.partners:partner",
+    "user": "gateway.cli.users:user",
+    "key": "gateway.cli.keys:key",
+    "audit": "gateway.cli.audit:audit",
+    "keygen": "gateway.cli.crypto:keygen",
+    "encrypt": "gateway.cli.crypto:encrypt",
+    "decrypt": "gateway.cli.crypto:decrypt",
+}
+
+
+def _plugin_commands() -> dict[str, str]:
+    return {entry.name: entry.value for entry in entry_points(group="blindpost.commands")}
 
 
 class BlindpostGroup(click.Group):
-    """Turns every :class:`GatewayError` into one clear line on stderr and an exit code."""
+    """Loads subcommands on demand and turns a :class:`GatewayError` into an exit code."""
+
+    def list_commands(self, _ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *_plugin_commands()})
+
+    def get_command(self, _ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name) or _plugin_commands().get(cmd_name)
+        if target is None:
+            return None
+        module, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -47,33 +86,3 @@ def main(ctx: click.Context, data_dir: Path | None) -> None:
     ctx.meta[DATA_DIR_KEY] = data_dir
     # Whatever this process writes (database, keys, output files) is private by default.
     os.umask(0o077)
-
-
-def _register() -> None:
-    from gateway.cli import admin, keys, partners, users
-
-    for command in (admin.init, admin.serve, admin.purge, admin.db, admin.version,
-                    partners.partner, users.user, keys.key):
-        main.add_command(command)
-    # TEMPORARY-WIP
-    try:
-        from gateway.cli import crypto
-        for c in (crypto.keygen, crypto.encrypt, crypto.decrypt):
-            main.add_command(c)
-    except ImportError:
-        pass
-    try:
-        from gateway.cli import audit
-        main.add_command(audit.audit)
-    except ImportError:
-        pass
-    # Adapters add their own commands (e.g. `blindpost sftp`) through entry points, so
-    # that gateway never imports them (the dependency rule).
-    for entry in entry_points(group="blindpost.commands"):
-        try:
-            main.add_command(entry.load(), entry.name)
-        except ImportError:
-            pass
-
-
-_register()

@@ -13,6 +13,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from gateway.app import App
+from gateway.cli import DATA_DIR_KEY
 from gateway.config import CONFIG_FILE_NAME, Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,9 +30,6 @@ def fail(message: str, *, code: int = 1) -> NoReturn:
     """Print one ``blindpost: error: …`` line on stderr and exit."""
     click.echo(f"blindpost: error: {message}", err=True)
     sys.exit(code)
-
-
-DATA_DIR_KEY = "blindpost.data_dir"
 
 
 def settings_for(data_dir: Path | None) -> Settings:

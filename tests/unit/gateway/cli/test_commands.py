@@ -151,7 +151,9 @@ def test_invalid_config_file(ready) -> None:  # type: ignore[no-untyped-def]
 
 def _all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     found = []
-    for name, command in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
         if isinstance(command, click.Group):
             found += _all_commands(command, (*prefix, name))
         else:
@@ -161,6 +163,7 @@ def _all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tupl
 
 @pytest.mark.parametrize("path", _all_commands(main), ids=" ".join)
 def test_every_command_has_help_with_an_example(path: tuple[str, ...]) -> None:
+    assert len(_all_commands(main)) > 25
     result = CliRunner().invoke(main, [*path, "--help"])
     assert result.exit_code == 0
     assert "Example" in result.output, " ".join(path)

@@ -1,0 +1,299 @@
+"""``blindpost keygen | encrypt | decrypt``: age files on a staff or partner machine.
+
+These commands need no data directory: they are what a partner runs to read what it
+downloaded, and what staff run to encrypt before uploading. Files are age v1, so the
+``age`` CLI and other age implementations read and write the same files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO, NoReturn, Protocol, cast
+
+import click
+
+from gateway.envelope import (
+    Decryptor,
+    Encryptor,
+    Identity,
+    Recipient,
+    generate_identity,
+    parse_identities_file,
+    parse_recipient,
+    parse_recipients_file,
+)
+from gateway.errors import GatewayError, UsageError
+
+# Copy in blocks of 16 chunks: big enough that per-call overhead vanishes, small
+# enough that memory stays flat.
+_BLOCK = 16 * 64 * 1024
+# Progress bars only for inputs that take long enough to be worth watching.
+_PROGRESS_MIN_SIZE = 8 * 1024 * 1024
+
+_path = click.Path(dir_okay=False, path_type=Path)
+_input_argument = click.argument(
+    "input_path", metavar="[INPUT]", required=False, type=click.Path(dir_okay=False)
+)
+_output_option = click.option(
+    "-o",
+    "--output",
+    type=_path,
+    help="Write here instead of standard output; the file appears only on success.",
+)
+
+
+class _Input(Protocol):
+    """What the commands need of their input: a buffered binary file or stdin."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+    def fileno(self) -> int: ...
+    def tell(self) -> int: ...
+
+
+def _fail(message: str, *, code: int = 1) -> NoReturn:
+    click.echo(f"blindpost: error: {message}", err=True)
+    sys.exit(code)
+
+
+@contextlib.contextmanager
+def _reported_errors() -> Iterator[None]:
+    """Turn expected failures into one ``blindpost: error:`` line and an exit code."""
+    try:
+        yield
+    except GatewayError as exc:
+        _fail(exc.diagnostics(), code=2 if isinstance(exc, UsageError) else 1)
+    except OSError as exc:
+        name = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"{name}{exc.strerror or exc}")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--classic",
+    is_flag=True,
+    help="Generate a classical X25519 key (age1…) instead of a post-quantum one.",
+)
+@click.option("-o", "--output", type=_path, help="Write the identity to this new file (mode 0600).")
+def keygen(classic: bool, output: Path | None) -> None:
+    """Generate an identity (private key) and show its recipient (public key).
+
+    The default is a hybrid post-quantum key (ML-KEM-768 + X25519, ``age1pq1…``);
+    health data stays sensitive for a lifetime. The file has the same format as
+    ``age-keygen`` output, so ``age -d -i FILE`` can use it too. An existing file
+    is never overwritten.
+
+    \b
+    Examples:
+      blindpost keygen -o partner.key
+      blindpost keygen --classic > classic.key
+    """
+    with _reported_errors():
+        identity = generate_identity(post_quantum=not classic)
+        text = _identity_file_text(identity)
+        if output is None:
+            click.echo(text, nl=False)
+            return
+        _write_new_private_file(output, text)
+        click.echo(f"Public key: {identity.recipient}", err=True)
+
+
+def _identity_file_text(identity: Identity) -> str:
+    created = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return (
+        f"# created: {created}\n# public key: {identity.recipient}\n{identity.to_secret_string()}\n"
+    )
+
+
+def _write_new_private_file(path: Path, text: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        _fail(f"{path} already exists; refusing to overwrite a key file")
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-r",
+    "--recipient",
+    "recipient_texts",
+    multiple=True,
+    metavar="RECIPIENT",
+    help="Encrypt to this age1pq1… or age1… recipient. Repeatable.",
+)
+@click.option(
+    "-R",
+    "--recipients-file",
+    "recipient_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Encrypt to every recipient in this file (one a line, # comments). Repeatable.",
+)
+@click.option("-a", "--armor", is_flag=True, help="Write PEM-style ASCII armor.")
+@_output_option
+@_input_argument
+def encrypt(
+    recipient_texts: tuple[str, ...],
+    recipient_files: tuple[Path, ...],
+    armor: bool,
+    output: Path | None,
+    input_path: str | None,
+) -> None:
+    """Encrypt INPUT (default: standard input) to age recipients.
+
+    Post-quantum and classical recipients cannot be mixed in one file: the
+    classical one would undo the post-quantum protection.
+
+    \b
+    Examples:
+      blindpost encrypt -r age1pq1… -o extract.csv.age extract.csv
+      blindpost encrypt -R partner.recipients -a < notes.txt > notes.txt.age
+    """
+    if not recipient_texts and not recipient_files:
+        raise click.UsageError("at least one -r RECIPIENT or -R FILE is required")
+    with _reported_errors():
+        recipients = _load_recipients(recipient_texts, recipient_files)
+        if output is None and not armor and sys.stdout.isatty():
+            raise click.UsageError(
+                "refusing to write binary ciphertext to a terminal; use -a or -o"
+            )
+        with (
+            _open_input(input_path) as source,
+            _open_output(output) as sink,
+            Encryptor(sink, recipients, armor=armor) as encryptor,
+        ):
+            _copy_blocks(source, encryptor.write, progress=_progress_for(source, "encrypting"))
+
+
+def _load_recipients(texts: tuple[str, ...], files: tuple[Path, ...]) -> list[Recipient]:
+    recipients = [parse_recipient(text) for text in texts]
+    for path in files:
+        recipients += parse_recipients_file(path.read_text(encoding="utf-8", errors="replace"))
+    return recipients
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-i",
+    "--identity",
+    "identity_files",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An identity file, as written by `blindpost keygen` or `age-keygen`. Repeatable.",
+)
+@_output_option
+@_input_argument
+def decrypt(identity_files: tuple[Path, ...], output: Path | None, input_path: str | None) -> None:
+    """Decrypt the age file INPUT (default: standard input), binary or armored.
+
+    With -o, the plaintext goes to a private temporary file next to the output,
+    renamed into place only when the whole file has been verified; a damaged or
+    truncated file leaves no output behind.
+
+    \b
+    Examples:
+      blindpost decrypt -i partner.key -o extract.csv extract.csv.age
+      blindpost decrypt -i partner.key < notes.txt.age
+    """
+    with _reported_errors():
+        identities: list[Identity] = []
+        for path in identity_files:
+            # Undecodable bytes become U+FFFD, so a wrong file fails as "not an
+            # identity" on its line rather than with a codec error.
+            identities += parse_identities_file(path.read_text(encoding="utf-8", errors="replace"))
+        with (
+            _open_input(input_path) as source,
+            _open_output(output) as sink,
+            Decryptor(source, identities) as decryptor,
+        ):
+            _copy_blocks(decryptor, sink.write, progress=_progress_for(source, "decrypting"))
+
+
+def _copy_blocks(
+    source: _Input | Decryptor, write: Callable[[memoryview], object], *, progress: _Progress
+) -> None:
+    """Copy ``source`` to ``write`` through one reused buffer."""
+    buffer = bytearray(_BLOCK)
+    view = memoryview(buffer)
+    with progress as update:
+        while count := source.readinto(view):
+            write(view[:count])
+            update()
+
+
+@contextlib.contextmanager
+def _open_input(path: str | None) -> Iterator[_Input]:
+    if path is None or path == "-":
+        # At run time this is an io.BufferedReader, which typeshed types as BinaryIO.
+        yield cast(_Input, sys.stdin.buffer)
+        return
+    with Path(path).open("rb") as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def _open_output(path: Path | None) -> Iterator[BinaryIO]:
+    """Standard output, or a 0600 temporary file renamed to ``path`` on success."""
+    if path is None:
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(temporary).replace(path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class _Progress:
+    """A rich progress bar on stderr following the input's position, or nothing.
+
+    Used as ``with progress as update:``, calling ``update()`` after each block.
+    """
+
+    def __init__(self, handle: _Input | None, total: int, description: str) -> None:
+        self._handle = handle
+        self._total = total
+        self._description = description
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> Callable[[], None]:
+        handle = self._handle
+        if handle is None:
+            return lambda: None
+        from rich.console import Console
+        from rich.progress import Progress
+
+        bar = self._stack.enter_context(Progress(console=Console(stderr=True), transient=True))
+        task = bar.add_task(self._description, total=self._total)
+        return lambda: bar.update(task, completed=handle.tell())
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()
+
+
+def _progress_for(source: _Input, description: str) -> _Progress:
+    """A bar when stderr is a terminal and the input a large regular file."""
+    if source is sys.stdin.buffer or not sys.stderr.isatty():
+        return _Progress(None, 0, description)
+    info = os.fstat(source.fileno())
+    if not stat.S_ISREG(info.st_mode) or info.st_size < _PROGRESS_MIN_SIZE:
+        return _Progress(None, 0, description)
+    return _Progress(source, info.st_size, description)

@@ -1,0 +1,67 @@
+"""age v1 file encryption (c2sp.org/age) for Blindpost.
+
+The whole public surface is re-exported here; nothing else in the gateway should
+reach into the modules below, and only this package imports ``cryptography.hazmat``.
+
+- Keys: :func:`generate_identity`, :func:`parse_recipient`, :func:`parse_identity`,
+  :func:`parse_identities_file`, :func:`parse_recipients_file`; the types
+  :class:`Recipient` (``kind``, ``is_post_quantum``, ``fingerprint``) and
+  :class:`Identity` (``recipient``).
+- Streams: :class:`Encryptor` (writable) and :class:`Decryptor` (readable), and
+  :func:`inspect` for the header alone; :func:`encrypt_bytes` and
+  :func:`decrypt_bytes` for small in-memory data.
+- Errors: :class:`EnvelopeError` and the families in :mod:`gateway.envelope.errors`.
+"""
+
+from gateway.envelope.convenience import decrypt_bytes, encrypt_bytes
+from gateway.envelope.decrypt import Decryptor, HeaderInfo, inspect
+from gateway.envelope.encrypt import Encryptor, check_recipients
+from gateway.envelope.errors import (
+    ArmorError,
+    DecryptionError,
+    EnvelopeError,
+    HeaderError,
+    HeaderMACError,
+    InvalidKeyError,
+    NoIdentityMatchError,
+    PayloadError,
+    RecipientError,
+    UnsupportedError,
+)
+from gateway.envelope.keys import (
+    generate_identity,
+    parse_identities_file,
+    parse_identity,
+    parse_recipient,
+    parse_recipients_file,
+)
+from gateway.envelope.mlkem import require_backend as require_post_quantum_backend
+from gateway.envelope.recipient import Identity, Recipient
+
+__all__ = [
+    "ArmorError",
+    "DecryptionError",
+    "Decryptor",
+    "Encryptor",
+    "EnvelopeError",
+    "HeaderError",
+    "HeaderInfo",
+    "HeaderMACError",
+    "Identity",
+    "InvalidKeyError",
+    "NoIdentityMatchError",
+    "PayloadError",
+    "Recipient",
+    "RecipientError",
+    "UnsupportedError",
+    "check_recipients",
+    "decrypt_bytes",
+    "encrypt_bytes",
+    "generate_identity",
+    "inspect",
+    "parse_identities_file",
+    "parse_identity",
+    "parse_recipient",
+    "parse_recipients_file",
+    "require_post_quantum_backend",
+]

@@ -1,0 +1,221 @@
+"""Streaming decryption and header inspection: :class:`Decryptor`, :func:`inspect`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from gateway.envelope.armor import ArmorReader, starts_armored
+from gateway.envelope.errors import (
+    DecryptionError,
+    HeaderError,
+    HeaderMACError,
+    NoIdentityMatchError,
+    PayloadError,
+)
+from gateway.envelope.format import Header, Stanza, parse_header, verify_header_mac
+from gateway.envelope.recipient import Identity
+from gateway.envelope.source import BufferedSource, Readable
+from gateway.envelope.stream import (
+    ENCRYPTED_CHUNK_SIZE,
+    PAYLOAD_NONCE_SIZE,
+    ChunkOpener,
+    payload_key,
+)
+
+_SCRYPT = "scrypt"
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderInfo:
+    """What the header of an age file says, learned without any key."""
+
+    armored: bool
+    stanza_types: tuple[str, ...]
+
+    @property
+    def stanza_count(self) -> int:
+        """How many recipient stanzas the header has."""
+        return len(self.stanza_types)
+
+    @property
+    def is_post_quantum(self) -> bool:
+        """True when every stanza is a hybrid post-quantum one."""
+        return all(t == "mlkem768x25519" for t in self.stanza_types)
+
+
+def inspect(source: Readable, *, armored: bool | None = None) -> HeaderInfo:
+    """Parse the header of the age file in ``source`` (binary or armored).
+
+    Reads only as far as the header. Raises :class:`HeaderError` or
+    :class:`ArmorError` if it is malformed. ``armored`` forces a format instead of
+    detecting it.
+    """
+    stream, is_armored = _open(source, armored)
+    header = parse_header(stream)
+    return HeaderInfo(armored=is_armored, stanza_types=tuple(s.type for s in header.stanzas))
+
+
+def _open(source: Readable, armored: bool | None) -> tuple[BufferedSource, bool]:
+    raw = BufferedSource(source)
+    detected = starts_armored(raw) if armored is None else armored
+    if detected:
+        return BufferedSource(ArmorReader(raw)), True
+    return raw, False
+
+
+class Decryptor:
+    """A readable stream of the plaintext of the age file in ``source``.
+
+    The header is parsed and the file key unwrapped at construction, so a wrong key
+    or a malformed header fails before any output is made. Armor is detected
+    unless ``armored`` says which format to expect.
+
+    Plaintext is released one verified 64 KiB chunk at a time: no byte of a chunk is
+    returned before its tag is checked, and a chunk that ends the stream is returned
+    only if it verifies as the file's final chunk. A stream that ends without a
+    final chunk (truncation) raises :class:`PayloadError` where EOF would be; data
+    after the final chunk raises it on the read after that chunk. A read that hits
+    an error after some verified bytes returns those bytes, and the next read
+    raises. After an error every further read raises the same error.
+    """
+
+    def __init__(
+        self,
+        source: Readable,
+        identities: Sequence[Identity],
+        *,
+        armored: bool | None = None,
+    ) -> None:
+        self._error: DecryptionError | None = None
+        self._source, _ = _open(source, armored)
+        header = parse_header(self._source)
+        file_key = _unwrap(header, identities)
+        if not verify_header_mac(header, file_key):
+            raise HeaderMACError("header MAC mismatch: the header was modified")
+        nonce = self._source.read_exact(PAYLOAD_NONCE_SIZE)
+        if len(nonce) != PAYLOAD_NONCE_SIZE:
+            raise HeaderError("file is truncated after the header")
+        self._opener: ChunkOpener | None = ChunkOpener(payload_key(file_key, nonce))
+        self._plain = b""
+        self._offset = 0
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._closed
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Return ``size`` bytes of plaintext (fewer only at the end), all if negative."""
+        if size < 0:
+            return b"".join(iter(lambda: self.read(1 << 20), b""))
+        parts: list[bytes] = []
+        wanted = size
+        while wanted:
+            try:
+                piece = self._take(wanted)
+            except DecryptionError:
+                if not parts:
+                    raise
+                break  # Hand over what verified; the error comes with the next read.
+            if not piece:
+                break
+            parts.append(piece)
+            wanted -= len(piece)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        """Fill ``buffer`` with plaintext; return the count (0 at the end)."""
+        view = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(view):
+            try:
+                piece = self._take(len(view) - done)
+            except DecryptionError:
+                if not done:
+                    raise
+                break  # Hand over what verified; the error comes with the next read.
+            if not piece:
+                break
+            view[done : done + len(piece)] = piece
+            done += len(piece)
+        return done
+
+    def _take(self, size: int) -> bytes:
+        """Return up to ``size`` bytes of the current chunk, opening the next if needed."""
+        if self._offset == len(self._plain):
+            self._plain, self._offset = self._next_chunk(), 0
+        if self._offset == 0 and size >= len(self._plain):
+            self._offset = len(self._plain)
+            return self._plain
+        piece = self._plain[self._offset : self._offset + size]
+        self._offset += len(piece)
+        return piece
+
+    def _next_chunk(self) -> bytes:
+        if self._closed:
+            raise ValueError("read from a closed Decryptor")
+        if self._error is not None:
+            raise self._error
+        if self._opener is None:
+            return b""
+        try:
+            return self._open_next(self._opener)
+        except DecryptionError as exc:
+            # Stay failed: a caller that retries must not get later chunks.
+            self._error, self._opener = exc, None
+            raise
+
+    def _open_next(self, opener: ChunkOpener) -> bytes:
+        sealed = self._source.read_exact(ENCRYPTED_CHUNK_SIZE)
+        if len(sealed) < ENCRYPTED_CHUNK_SIZE:
+            # A short read means the stream ended, so this must be the last chunk.
+            plaintext = opener.open(sealed, last=True)
+        else:
+            plaintext = opener.open_full(sealed)
+            if not opener.finished:
+                return plaintext
+            if self._source.read_exact(1):
+                # The chunk is authentic and complete, so it is released (as the
+                # age reference implementation and the CCTV vectors expect), but
+                # the stream fails instead of ending.
+                self._error = PayloadError("trailing data after the end of the payload")
+        self._opener = None
+        return plaintext
+
+    def close(self) -> None:
+        """Forget the payload key and any buffered plaintext. The source stays open."""
+        self._closed = True
+        self._opener = None
+        self._plain = b""
+        self._offset = 0
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _unwrap(header: Header, identities: Sequence[Identity]) -> bytes:
+    _check_scrypt_alone(header.stanzas)
+    for identity in identities:
+        file_key = identity.unwrap(header.stanzas)
+        if file_key is not None:
+            return file_key
+    raise NoIdentityMatchError("no identity matched any of the file's recipients")
+
+
+def _check_scrypt_alone(stanzas: Sequence[Stanza]) -> None:
+    # A passphrase-encrypted file promises that only the passphrase holder wrote
+    # it; the spec therefore forbids an scrypt stanza next to any other stanza.
+    if len(stanzas) > 1 and any(s.type == _SCRYPT for s in stanzas):
+        raise HeaderError("an scrypt stanza must be the only stanza")

@@ -1,0 +1,72 @@
+"""What every recipient (public key) and identity (private key) type provides."""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from collections.abc import Sequence
+
+from gateway.envelope.format import Stanza, b64encode
+
+
+class Recipient(abc.ABC):
+    """A public key that files can be encrypted to.
+
+    Two recipients are equal when their encodings are equal. ``str()`` gives the
+    ``age1…`` encoding, safe to show and store.
+    """
+
+    kind: str
+    is_post_quantum: bool
+
+    @abc.abstractmethod
+    def __str__(self) -> str:
+        """The Bech32 recipient encoding (``age1…`` or ``age1pq1…``)."""
+
+    @abc.abstractmethod
+    def wrap(self, file_key: bytes) -> Stanza:
+        """Return a fresh stanza that carries ``file_key`` to this recipient."""
+
+    @property
+    def fingerprint(self) -> str:
+        """A short, stable name for display and pinning.
+
+        ``SHA256:`` followed by the unpadded base64 SHA-256 of the recipient string,
+        in the style of OpenSSH key fingerprints, so a 1,900-character post-quantum
+        key can be compared by eye in 50 characters.
+        """
+        return "SHA256:" + b64encode(hashlib.sha256(str(self).encode("ascii")).digest())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Recipient) and str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.fingerprint}>"
+
+
+class Identity(abc.ABC):
+    """A private key that can unwrap file keys. Its ``repr`` shows only its recipient."""
+
+    kind: str
+
+    @property
+    @abc.abstractmethod
+    def recipient(self) -> Recipient:
+        """The recipient (public key) of this identity."""
+
+    @abc.abstractmethod
+    def unwrap(self, stanzas: Sequence[Stanza]) -> bytes | None:
+        """Return the file key if a stanza is addressed to us, else None.
+
+        Raises :class:`HeaderError` for a malformed stanza of our type.
+        """
+
+    @abc.abstractmethod
+    def to_secret_string(self) -> str:
+        """The ``AGE-SECRET-KEY-…`` encoding. Secret: write it only to a 0600 file."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} for {self.recipient.fingerprint}>"

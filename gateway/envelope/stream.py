@@ -1,0 +1,88 @@
+"""The age STREAM payload: ChaCha20-Poly1305 over 64 KiB chunks.
+
+Each chunk is sealed under the payload key with a 12-byte nonce made of an 11-byte
+big-endian chunk counter and a final byte that is 1 only for the last chunk. The flag
+is what makes truncation detectable: a file cut at a chunk boundary ends in a chunk
+sealed as "not last", which then fails to open as last.
+"""
+
+from __future__ import annotations
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from gateway.envelope.errors import PayloadError
+
+CHUNK_SIZE = 64 * 1024
+TAG_SIZE = 16
+ENCRYPTED_CHUNK_SIZE = CHUNK_SIZE + TAG_SIZE
+PAYLOAD_NONCE_SIZE = 16
+
+
+def payload_key(file_key: bytes, nonce: bytes) -> bytes:
+    """Derive the payload key from the file key and the per-file payload nonce."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=nonce, info=b"payload").derive(file_key)
+
+
+def _chunk_nonce(counter: int, *, last: bool) -> bytes:
+    return counter.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
+
+
+class ChunkSealer:
+    """Seals consecutive chunks; one instance per file, used once per chunk index."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = ChaCha20Poly1305(key)
+        self._counter = 0
+
+    def seal_into(self, chunk: memoryview, out: memoryview, *, last: bool) -> int:
+        """Encrypt the next chunk into the start of ``out``; return the bytes written.
+
+        A chunk is at most 64 KiB, and empty only as the sole chunk of a file.
+        """
+        size = len(chunk) + TAG_SIZE
+        self._aead.encrypt_into(_chunk_nonce(self._counter, last=last), chunk, None, out[:size])
+        self._counter += 1
+        return size
+
+
+class ChunkOpener:
+    """Opens consecutive chunks, enforcing the last-chunk rules of the format."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = ChaCha20Poly1305(key)
+        self._counter = 0
+        self.finished = False
+
+    def open(self, sealed: bytes, *, last: bool) -> bytes:
+        """Verify and decrypt the next chunk; raise :class:`PayloadError` if damaged.
+
+        Only a verified chunk's plaintext is returned: the AEAD checks the tag before
+        anything is handed back.
+        """
+        if len(sealed) < TAG_SIZE:
+            raise PayloadError("payload is truncated")
+        if last and len(sealed) == TAG_SIZE and self._counter > 0:
+            # Only an empty file may end in an empty chunk; otherwise the final
+            # chunk could be dropped and re-added without changing the plaintext.
+            raise PayloadError("payload ends with an empty chunk")
+        try:
+            plaintext = self._aead.decrypt(_chunk_nonce(self._counter, last=last), sealed, None)
+        except InvalidTag:
+            raise PayloadError("payload is damaged or truncated") from None
+        self._counter += 1
+        self.finished = last
+        return plaintext
+
+    def open_full(self, sealed: bytes) -> bytes:
+        """Open a full-size chunk, which may be a middle chunk or the final one.
+
+        A chunk authenticates under one flag only, so trying "not last" first and
+        then "last" decides which it is; :attr:`finished` tells the caller.
+        """
+        try:
+            return self.open(sealed, last=False)
+        except PayloadError:
+            return self.open(sealed, last=True)

@@ -1,0 +1,261 @@
+"""Streaming encryption and decryption: round trips, tampering, truncation, misuse."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.envelope import (
+    DecryptionError,
+    Decryptor,
+    Encryptor,
+    HeaderError,
+    HeaderMACError,
+    Identity,
+    NoIdentityMatchError,
+    PayloadError,
+    decrypt_bytes,
+    encrypt_bytes,
+    generate_identity,
+    inspect,
+)
+from gateway.envelope.format import encode_header, parse_header
+from gateway.envelope.source import BufferedSource
+
+CHUNK = 64 * 1024
+SEALED = CHUNK + 16
+MAX_SIZE = 200 * 1024  # spans three chunk boundaries
+PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+_IDENTITY = generate_identity(post_quantum=False)
+
+
+def _plaintext(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def _payload_start(ciphertext: bytes) -> int:
+    source = BufferedSource(io.BytesIO(ciphertext))
+    header = parse_header(source)
+    return len(header.mac_input) + 1 + 43 + 1 + 16  # "--- ", MAC, LF, then the nonce
+
+
+def _released(
+    ciphertext: bytes, identity: Identity = _IDENTITY, step: int = 10_000
+) -> tuple[bytes, DecryptionError | None]:
+    """Everything a reader gets before the first error, and that error."""
+    parts: list[bytes] = []
+    try:
+        with Decryptor(io.BytesIO(ciphertext), [identity]) as decryptor:
+            while chunk := decryptor.read(step):
+                parts.append(chunk)
+    except DecryptionError as exc:
+        return b"".join(parts), exc
+    return b"".join(parts), None
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 3 * CHUNK + 7])
+@pytest.mark.parametrize("armor", [False, True])
+def test_round_trip_sizes(identity: Identity, size: int, armor: bool) -> None:
+    data = os.urandom(size)
+    ciphertext = encrypt_bytes(data, [identity.recipient], armor=armor)
+    assert decrypt_bytes(ciphertext, [identity]) == data
+
+
+@PROPERTY
+@given(
+    seed=st.integers(0, 2**32),
+    size=st.integers(0, MAX_SIZE),
+    cuts=st.lists(st.integers(0, MAX_SIZE), max_size=8),
+    step=st.integers(1, 3 * CHUNK),
+)
+def test_round_trip_any_write_split_and_read_size(
+    seed: int, size: int, cuts: list[int], step: int
+) -> None:
+    data = _plaintext(seed, size)
+    sink = io.BytesIO()
+    with Encryptor(sink, [_IDENTITY.recipient]) as encryptor:
+        bounds = [0, *sorted(c for c in cuts if c <= size), size]
+        for start, end in itertools.pairwise(bounds):
+            assert encryptor.write(memoryview(data)[start:end]) == end - start
+    released, error = _released(sink.getvalue(), step=step)
+    assert error is None
+    assert released == data
+
+
+def test_payload_size_is_exact() -> None:
+    for size, chunks in [(0, 1), (1, 1), (CHUNK, 1), (CHUNK + 1, 2), (2 * CHUNK, 2)]:
+        ciphertext = encrypt_bytes(bytes(size), [_IDENTITY.recipient])
+        assert len(ciphertext) - _payload_start(ciphertext) == size + 16 * chunks
+
+
+@PROPERTY
+@given(
+    seed=st.integers(0, 2**32),
+    size=st.integers(0, MAX_SIZE),
+    where=st.floats(0, 1),
+    bit=st.integers(0, 7),
+)
+def test_any_bit_flip_is_rejected_without_releasing_the_damaged_chunk(
+    seed: int, size: int, where: float, bit: int
+) -> None:
+    data = _plaintext(seed, size)
+    ciphertext = bytearray(encrypt_bytes(data, [_IDENTITY.recipient]))
+    start = _payload_start(bytes(ciphertext))
+    position = min(int(where * len(ciphertext)), len(ciphertext) - 1)
+    ciphertext[position] ^= 1 << bit
+    released, error = _released(bytes(ciphertext))
+    assert error is not None
+    if position < start:
+        assert released == b""  # damage in the header or nonce: nothing at all
+    else:
+        assert isinstance(error, PayloadError)
+        assert released == data[: (position - start) // SEALED * CHUNK]
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2**32), size=st.integers(0, MAX_SIZE), where=st.floats(0, 1))
+def test_any_truncation_is_rejected(seed: int, size: int, where: float) -> None:
+    data = _plaintext(seed, size)
+    ciphertext = encrypt_bytes(data, [_IDENTITY.recipient])
+    start = _payload_start(ciphertext)
+    length = min(int(where * len(ciphertext)), len(ciphertext) - 1)
+    released, error = _released(ciphertext[:length])
+    assert error is not None
+    if length < start:
+        assert released == b""
+    else:
+        assert released == data[: (length - start) // SEALED * CHUNK]
+
+
+@PROPERTY
+@given(
+    seed=st.integers(0, 2**32),
+    size=st.integers(0, MAX_SIZE),
+    extra=st.binary(min_size=1, max_size=SEALED + 10),
+)
+def test_any_extension_is_rejected(seed: int, size: int, extra: bytes) -> None:
+    data = _plaintext(seed, size)
+    released, error = _released(encrypt_bytes(data, [_IDENTITY.recipient]) + extra)
+    assert isinstance(error, PayloadError)
+    if size and size % CHUNK == 0:
+        # A full final chunk still authenticates as final and is released (as the
+        # CCTV vectors require); the trailing bytes then fail the stream.
+        assert released == data
+    else:
+        # A short final chunk is read together with the extra bytes and fails.
+        assert released == data[: size - size % CHUNK]
+
+
+def test_final_chunk_is_written_only_at_close() -> None:
+    sink = io.BytesIO()
+    encryptor = Encryptor(sink, [_IDENTITY.recipient])
+    after_header = len(sink.getvalue())
+    encryptor.write(bytes(CHUNK))
+    assert len(sink.getvalue()) == after_header  # a full chunk might still be the last
+    encryptor.write(b"x")
+    assert len(sink.getvalue()) == after_header + SEALED
+    encryptor.close()
+    assert len(sink.getvalue()) == after_header + SEALED + 1 + 16
+    assert decrypt_bytes(sink.getvalue(), [_IDENTITY]) == bytes(CHUNK) + b"x"
+
+
+def test_exception_in_with_block_leaves_an_invalid_file() -> None:
+    sink = io.BytesIO()
+    encryptor = Encryptor(sink, [_IDENTITY.recipient])
+
+    def upload() -> None:
+        with encryptor:
+            encryptor.write(b"partial upload")
+            raise RuntimeError("connection lost")
+
+    with pytest.raises(RuntimeError):
+        upload()
+    assert encryptor.closed
+    with pytest.raises(PayloadError):
+        decrypt_bytes(sink.getvalue(), [_IDENTITY])
+
+
+def test_closed_streams_refuse_use() -> None:
+    encryptor = Encryptor(io.BytesIO(), [_IDENTITY.recipient])
+    encryptor.close()
+    encryptor.close()  # idempotent
+    with pytest.raises(ValueError, match="closed"):
+        encryptor.write(b"late")
+    decryptor = Decryptor(io.BytesIO(encrypt_bytes(b"x", [_IDENTITY.recipient])), [_IDENTITY])
+    decryptor.close()
+    with pytest.raises(ValueError, match="closed"):
+        decryptor.read()
+
+
+def test_decryptor_stays_failed() -> None:
+    ciphertext = bytearray(encrypt_bytes(bytes(3 * CHUNK), [_IDENTITY.recipient]))
+    ciphertext[_payload_start(bytes(ciphertext)) + SEALED + 5] ^= 1
+    decryptor = Decryptor(io.BytesIO(bytes(ciphertext)), [_IDENTITY])
+    assert decryptor.read(CHUNK) == bytes(CHUNK)
+    for _ in range(2):
+        with pytest.raises(PayloadError):
+            decryptor.read(CHUNK)
+
+
+def test_read_returns_verified_bytes_before_raising() -> None:
+    ciphertext = encrypt_bytes(bytes(2 * CHUNK), [_IDENTITY.recipient])
+    decryptor = Decryptor(io.BytesIO(ciphertext[:-100]), [_IDENTITY])
+    assert decryptor.read(10 * CHUNK) == bytes(CHUNK)
+    with pytest.raises(PayloadError):
+        decryptor.read(10 * CHUNK)
+
+
+def test_readinto() -> None:
+    data = os.urandom(CHUNK + 5)
+    decryptor = Decryptor(io.BytesIO(encrypt_bytes(data, [_IDENTITY.recipient])), [_IDENTITY])
+    buffer = bytearray(40_000)
+    out = bytearray()
+    while count := decryptor.readinto(buffer):
+        out += buffer[:count]
+    assert out == data
+
+
+def test_wrong_identity_and_several_recipients(hybrid_identity: Identity) -> None:
+    other = generate_identity()
+    ciphertext = encrypt_bytes(b"hello", [other.recipient, hybrid_identity.recipient])
+    assert decrypt_bytes(ciphertext, [_IDENTITY, hybrid_identity]) == b"hello"
+    with pytest.raises(NoIdentityMatchError):
+        decrypt_bytes(ciphertext, [generate_identity()])
+
+
+def test_header_mac_protects_the_header() -> None:
+    sink = io.BytesIO()
+    Encryptor(sink, [_IDENTITY.recipient]).close()
+    ciphertext = sink.getvalue()
+    header = parse_header(BufferedSource(io.BytesIO(ciphertext)))
+    forged = encode_header([*header.stanzas], bytes(16))  # MAC under another key
+    with pytest.raises(HeaderMACError):
+        decrypt_bytes(forged + ciphertext[len(forged) :], [_IDENTITY])
+
+
+def test_truncated_after_header_is_a_header_error() -> None:
+    ciphertext = encrypt_bytes(b"", [_IDENTITY.recipient])
+    with pytest.raises(HeaderError):
+        decrypt_bytes(ciphertext[: _payload_start(ciphertext) - 1], [_IDENTITY])
+
+
+def test_inspect_reads_only_the_header(hybrid_identity: Identity) -> None:
+    recipients = [hybrid_identity.recipient, generate_identity().recipient]
+    binary = inspect(io.BytesIO(encrypt_bytes(b"x", recipients)))
+    assert binary.stanza_types == ("mlkem768x25519", "mlkem768x25519")
+    assert binary.stanza_count == 2
+    assert binary.is_post_quantum
+    assert not binary.armored
+    armored = inspect(io.BytesIO(encrypt_bytes(b"x", [_IDENTITY.recipient], armor=True)))
+    assert armored.armored
+    assert armored.stanza_types == ("X25519",)
+    assert not armored.is_post_quantum
+    with pytest.raises(HeaderError):
+        inspect(io.BytesIO(b"not an age file"))
