@@ -1,4 +1,9 @@
-"""The SSH host key: an Ed25519 key in OpenSSH format, created once by ``blindpost init``."""
+"""The SSH host key: an Ed25519 key in OpenSSH format, created once by ``blindpost init``.
+
+Besides ``gateway.envelope``, only ``gateway.audit.note``, ``gateway.hostkey`` and
+``gateway.sshkeys`` import ``cryptography.hazmat``: each needs one primitive (signing, key
+generation, key parsing) and exposes nothing of it.
+"""
 
 from __future__ import annotations
 

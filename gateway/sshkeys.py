@@ -1,4 +1,9 @@
-"""SSH public keys of accounts: parsing, validation and fingerprints."""
+"""SSH public keys of accounts: parsing, validation and fingerprints.
+
+Besides ``gateway.envelope``, only ``gateway.audit.note``, ``gateway.hostkey`` and
+``gateway.sshkeys`` import ``cryptography.hazmat``: each needs one primitive (signing, key
+generation, key parsing) and exposes nothing of it.
+"""
 
 from __future__ import annotations
 

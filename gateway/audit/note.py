@@ -6,6 +6,10 @@ written the way Go's ``golang.org/x/mod/sumdb/note`` and the transparency-dev to
 read it: ``<name>+<key ID as 8 hex digits>+<base64(0x01 || public key)>``.
 
 The signing key lives in one PEM (PKCS #8) file, created 0600 and never overwritten.
+
+Besides ``gateway.envelope``, only ``gateway.audit.note``, ``gateway.hostkey`` and
+``gateway.sshkeys`` import ``cryptography.hazmat``: each needs one primitive (signing, key
+generation, key parsing) and exposes nothing of it.
 """
 
 from __future__ import annotations
