@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import getpass
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from gateway.audit import AuditTag
 from gateway.db.models import Account, Role
+
+if TYPE_CHECKING:
+    from gateway.app import App
+
+
+def printable(text: str, *, limit: int = 300) -> str:
+    """Client-supplied text made safe for logs and audit details (no control characters)."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,14 @@ class Actor:
     @classmethod
     def system(cls, component: str) -> Actor:
         return cls(f"system:{component}", source="local")
+
+    def record_denied(self, app: App, *, operation: str, path: str, reason: str) -> None:
+        """Audit a refused request: who, which operation on which path, and why."""
+        with app.transaction() as session:
+            app.audit.record(session, tag=AuditTag.ACCESS_DENIED, actor=self.name,
+                             subject=operation, details={"path": printable(path),
+                                                              "reason": reason,
+                                                              **self.audit_details()})
 
     def audit_details(self) -> dict[str, str]:
         """Source address and client version, for audit details."""

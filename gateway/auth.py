@@ -117,13 +117,19 @@ class AuthService:
                        now=now)
         raise AuthenticationError(reason)
 
-    def abandon(self, attempt: LoginAttempt, *, reason: str) -> None:
-        """Audit a connection that closed without signing in and without a recorded failure."""
+    def abandon(self, attempt: LoginAttempt, *, reason: str, username: str | None = None) -> None:
+        """Audit a connection that closed without signing in and without a recorded failure.
+
+        ``username`` is the name the client claimed, if any. Only a connection that
+        claimed one counts toward lockouts: a port scan or a load balancer's health check
+        is audited but must not lock its source address out.
+        """
         if attempt.succeeded or attempt.failures:
             return
+        claimed = attempt.username or username
         with self._app.transaction() as session:
-            self._fail(session, attempt, username=attempt.username, reason=reason,
-                       factor="none", now=self._app.clock())
+            self._fail(session, attempt, username=claimed, reason=reason, factor="none",
+                       now=self._app.clock(), count=claimed is not None)
 
     def _usable_account(self, session: Session, username: str) -> Account | None:
         try:
@@ -156,7 +162,7 @@ class AuthService:
                                         **actor.audit_details()})
 
     def _fail(self, session: Session, attempt: LoginAttempt, *, username: str | None,
-              reason: str, factor: str, now: datetime) -> None:
+              reason: str, factor: str, now: datetime, count: bool = True) -> None:
         attempt.failures += 1
         details: dict[str, object] = {"reason": reason, "factor": factor,
                                       "source": attempt.source}
@@ -165,7 +171,7 @@ class AuthService:
         subject = f"account:{username}" if username else "account:(none)"
         self._app.audit.record(session, tag=AuditTag.LOGIN_FAILURE, actor=username or "(none)",
                                subject=subject, details=details)
-        if reason.endswith("locked out"):
+        if reason.endswith("locked out") or not count:
             return
         scopes = [("source", attempt.source)]
         if username and self._usable_account(session, username) is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ MAX_NAME_BYTES = 255
 MAX_HEADER_BYTES = 1 << 20
 ARMORED_HEADER_PREFIX = 1 << 16
 MIB = 1 << 20
+_INVISIBLE_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Cn")
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,12 @@ def check_file_name(name: str) -> str:
     """Return ``name`` if it may name a file in an inbox, else raise :class:`UsageError`."""
     if not name or name in (".", "..") or name.startswith("."):
         raise UsageError("invalid file name: empty, '.', '..' or hidden names are not allowed")
-    if any(ch in name for ch in "/\\") or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
-        raise UsageError("invalid file name: no slashes, backslashes or control characters")
+    if any(ch in name for ch in "/\\"):
+        raise UsageError("invalid file name: no slashes or backslashes")
+    if any(unicodedata.category(ch) in _INVISIBLE_CATEGORIES for ch in name):
+        # Control and format characters (e.g. U+202E, which can make "exe.csv" read as
+        # "vsc.exe") would let a name look like something it is not.
+        raise UsageError("invalid file name: no control, format or unassigned characters")
     if len(name.encode("utf-8", "surrogatepass")) + len(AGE_SUFFIX) > MAX_NAME_BYTES:
         raise UsageError(f"invalid file name: longer than {MAX_NAME_BYTES - len(AGE_SUFFIX)} bytes")
     try:

@@ -152,3 +152,16 @@ def test_abandoned_connection_is_audited_once(app: App, lee: tuple[str, PublicKe
     failures = [e for e in audit_events(app, "auth:login:failure")
                 if e["details"]["source"] == "192.0.2.8"]
     assert len(failures) == 1
+
+
+def test_abandon_names_the_claimed_user_and_counts_only_then(app: App,
+                                                             lee: tuple[str, PublicKey]) -> None:
+    for _ in range(app.settings.lockout_threshold + 1):
+        app.auth.abandon(app.auth.begin(source="192.0.2.9"), reason="no key offered")
+    assert not audit_events(app, "auth:lockout")
+    for _ in range(app.settings.lockout_threshold):
+        app.auth.abandon(app.auth.begin(source="192.0.2.9"), reason="unknown key",
+                         username="lee")
+    assert audit_events(app, "auth:login:failure")[-1]["subject"] == "account:lee"
+    assert {e["subject"] for e in audit_events(app, "auth:lockout")} == {
+        "source:192.0.2.9", "account:lee"}

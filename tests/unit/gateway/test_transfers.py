@@ -167,7 +167,8 @@ def test_withdraw_deletes_ciphertext(app: App, setup: envelope.Identity) -> None
 
 
 @pytest.mark.parametrize("name", ["", ".", "..", ".hidden", "a/b", "a\\b", "nul\x00byte",
-                                  "tab\tname", "x" * 252])
+                                  "tab\tname", "x" * 252, "report\u202evsc.exe",
+                                  "zero\u200bwidth", "lone\udc80surrogate"])
 def test_bad_file_names(name: str) -> None:
     with pytest.raises(UsageError):
         check_file_name(name)

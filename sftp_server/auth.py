@@ -1,0 +1,278 @@
+"""SSH sign-in: a public key whose signature paramiko verified, THEN a TOTP code.
+
+The rules (whose key, which code, replays, lockouts, disabled accounts, audit) belong to
+:class:`gateway.auth.AuthService`. This module proves the protocol facts it relies on,
+closing two traps of paramiko's server mode (pinned at 5.1.0 for this reason):
+
+1. ``ServerInterface.check_auth_publickey`` is called for the unsigned "is this key
+   acceptable?" probe, and for a signed request *before* the signature is checked. So
+   it only answers the probe (:meth:`AuthService.key_is_registered`, which grants
+   nothing). The first factor is recorded by :class:`VerifyingAuthHandler`, inside the
+   very call that verified the signature over this session's id, and nowhere else.
+2. paramiko passes every ``USERAUTH_INFO_RESPONSE`` to
+   ``check_auth_interactive_response``, even when no challenge is outstanding. So a
+   response only counts against a challenge this connection issued after a verified
+   key; each challenge is answered at most once, and any new ``USERAUTH_REQUEST``
+   cancels it (RFC 4256, section 3.1). An unsolicited response ends the connection.
+
+``get_allowed_auths`` is only advice to the client: every check enforces its own
+preconditions. The code comes by keyboard-interactive or, for clients that only offer
+passwords, by the password method after the key. A key alone, a code alone or a password
+alone never sign anyone in.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import paramiko
+from paramiko import common
+from paramiko.auth_handler import AuthHandler
+
+from gateway.actors import Actor, printable
+from gateway.app import App
+from gateway.db.models import Account, Role
+from gateway.errors import AuthenticationError, GatewayError
+from sftp_server.errors import audit_denial
+
+log = logging.getLogger(__name__)
+
+SFTP_ROLES = (Role.STAFF, Role.PARTNER)
+# paramiko's result codes, typed.
+AUTH_FAILED: int = common.AUTH_FAILED
+AUTH_PARTIALLY_SUCCESSFUL: int = common.AUTH_PARTIALLY_SUCCESSFUL
+AUTH_SUCCESSFUL: int = common.AUTH_SUCCESSFUL
+OPEN_SUCCEEDED: int = paramiko.OPEN_SUCCEEDED
+OPEN_PROHIBITED: int = paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+# A client that keeps guessing on one connection is cut off; lockouts span connections.
+MAX_CODE_ATTEMPTS = 3
+CODE_PROMPT = "One-time code: "
+CODE_INSTRUCTIONS = "Enter the 6-digit code from your authenticator app."
+
+
+class Phase(enum.Enum):
+    """How far this connection's sign-in has come."""
+
+    NEED_KEY = "need key"
+    KEY_VERIFIED = "key verified"
+    SIGNED_IN = "signed in"
+    CLOSED = "closed"
+
+
+class LoginGate(paramiko.ServerInterface):  # type: ignore[misc]  # paramiko ships no type hints.
+    """One connection's sign-in state machine, and the channels it then allows."""
+
+    def __init__(self, app: App, *, source: str) -> None:
+        self.app = app
+        self.source = source
+        self._attempt = app.auth.begin(source=source)
+        self._lock = threading.Lock()
+        self._phase = Phase.NEED_KEY
+        self._challenge_outstanding = False
+        self._code_attempts = 0
+        self._refusal = "disconnected before signing in"
+        # The username the client asked to sign in as, for the audit of a failed attempt.
+        self._claimed: str | None = None
+        self.actor: Actor | None = None
+        self.signed_in = threading.Event()
+        # Set to ask the connection's supervisor to hang up (from outside paramiko's thread).
+        self.hangup = threading.Event()
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    def set_client_version(self, version: str) -> None:
+        """Record the client's SSH version string for audit details."""
+        self._attempt.client = printable(version, limit=100)
+
+    # -- first factor ---------------------------------------------------------------
+
+    def get_allowed_auths(self, _username: str) -> str:
+        # Advice only: each check below enforces its own preconditions.
+        if self._phase is Phase.KEY_VERIFIED:
+            return "keyboard-interactive,password"
+        return "publickey"
+
+    def check_auth_none(self, _username: str) -> int:
+        return AUTH_FAILED
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        """Answer whether ``key`` may be used; called BEFORE any signature is verified.
+
+        "Partially successful" here only lets paramiko answer the probe or go on to verify
+        the signature; nothing is recorded until :meth:`signature_verified`.
+        """
+        if self._phase is not Phase.NEED_KEY:
+            return AUTH_FAILED
+        self._claimed = username
+        if self.app.auth.key_is_registered(username=username, key_blob=key.asbytes()):
+            return AUTH_PARTIALLY_SUCCESSFUL
+        self._refusal = "no registered public key offered"
+        return AUTH_FAILED
+
+    def signature_verified(self, username: str, key: paramiko.PKey) -> bool:
+        """Record the first factor; only :class:`VerifyingAuthHandler` calls this.
+
+        Returns False (paramiko then refuses the request) when the gateway's rules
+        refuse the key: unknown, disabled, locked out.
+        """
+        with self._lock:
+            if self._phase is not Phase.NEED_KEY:
+                return False
+            try:
+                self.app.auth.accept_public_key(self._attempt, username=username,
+                                                key_blob=key.asbytes())
+            except AuthenticationError as exc:
+                self._refusal = exc.diagnostics()
+                return False
+            self._phase = Phase.KEY_VERIFIED
+            return True
+
+    @property
+    def first_factor_passed(self) -> bool:
+        return self._phase in (Phase.KEY_VERIFIED, Phase.SIGNED_IN)
+
+    # -- second factor --------------------------------------------------------------
+
+    def check_auth_interactive(self, username: str, _submethods: str) -> Any:
+        """Issue the code challenge, but only after this connection verified a key."""
+        with self._lock:
+            if self._phase is not Phase.KEY_VERIFIED or username != self._attempt.username:
+                self._refusal = "keyboard-interactive without a verified public key"
+                return AUTH_FAILED
+            self._challenge_outstanding = True
+        query = paramiko.InteractiveQuery("Blindpost", CODE_INSTRUCTIONS)
+        query.add_prompt(CODE_PROMPT, echo=False)
+        return query
+
+    def check_auth_interactive_response(self, responses: list[str]) -> int:
+        """Check the answer to the challenge this connection issued; nothing else counts."""
+        with self._lock:
+            outstanding, self._challenge_outstanding = self._challenge_outstanding, False
+        if not outstanding:
+            self.protocol_violation("keyboard-interactive response without a challenge")
+            return AUTH_FAILED
+        return self._check_code(responses[0] if len(responses) == 1 else "")
+
+    def check_auth_password(self, username: str, password: str) -> int:
+        """The password method carries the code, after the key, for password-only clients.
+
+        Without a verified key the gateway refuses (and audits) the attempt itself.
+        """
+        if not self.first_factor_passed:
+            self._try_code(username, password)
+            return AUTH_FAILED
+        return self._check_code(password)
+
+    def cancel_challenge(self) -> None:
+        """A new authentication request abandons any outstanding challenge (RFC 4256)."""
+        with self._lock:
+            self._challenge_outstanding = False
+
+    def _check_code(self, code: str) -> int:
+        with self._lock:
+            if self._phase is not Phase.KEY_VERIFIED or self._attempt.username is None:
+                return AUTH_FAILED
+            self._code_attempts += 1
+            account = self._try_code(self._attempt.username, code)
+            if account is None:
+                if self._code_attempts >= MAX_CODE_ATTEMPTS:
+                    self.hangup.set()
+                return AUTH_FAILED
+            self._phase = Phase.SIGNED_IN
+            self.actor = Actor.for_account(account, source=self.source,
+                                           client=self._attempt.client)
+        self.signed_in.set()
+        return AUTH_SUCCESSFUL
+
+    def _try_code(self, username: str, code: str) -> Account | None:
+        try:
+            return self.app.auth.accept_code(self._attempt, username=username, code=code)
+        except AuthenticationError as exc:
+            self._refusal = exc.diagnostics()
+            return None
+
+    # -- after sign-in --------------------------------------------------------------
+
+    def check_channel_request(self, kind: str, _chanid: int) -> int:
+        """Session channels only, after sign-in; admins and auditors get none (audited)."""
+        if kind != "session" or self._phase is not Phase.SIGNED_IN or self.actor is None:
+            return OPEN_PROHIBITED
+        if self.actor.role not in SFTP_ROLES:
+            audit_denial(self.app, self.actor, operation="session", path="-",
+                         reason=f"{self.actor.role} accounts have no SFTP access")
+            return OPEN_PROHIBITED
+        return OPEN_SUCCEEDED
+
+    def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
+        """Only the ``sftp`` subsystem, only for staff and partner accounts."""
+        if name != "sftp" or self.actor is None or self.actor.role not in SFTP_ROLES:
+            return False
+        return bool(super().check_channel_subsystem_request(channel, name))
+
+    # -- ending ---------------------------------------------------------------------
+
+    def protocol_violation(self, reason: str) -> None:
+        """The client broke the sign-in protocol: note why and hang up."""
+        log.info("closing connection from %s: %s", self.source, reason)
+        self._refusal = reason
+        self._phase = Phase.CLOSED
+        self.hangup.set()
+
+    def finish(self, *, timed_out: bool) -> None:
+        """Audit a connection that ended without signing in (no-op after success)."""
+        if self.signed_in.is_set():
+            return
+        reason = "authentication timed out" if timed_out else self._refusal
+        try:
+            self.app.auth.abandon(self._attempt, reason=reason, username=self._claimed)
+        except GatewayError:
+            log.exception("could not audit an abandoned sign-in from %s", self.source)
+
+
+class VerifyingAuthHandler(AuthHandler):  # type: ignore[misc]  # paramiko ships no type hints.
+    """paramiko's server-side authentication, told exactly when a signature verified.
+
+    Relies on paramiko 5.1.0's ``AuthHandler._parse_userauth_request``: for a signed
+    public-key request it builds the key with ``_generate_key_from_request``, calls
+    ``check_auth_publickey``, and then ``key.verify_ssh_sig(session_blob, sig)``; an
+    unsigned probe returns (``PK_OK``) before any verification. Wrapping
+    ``verify_ssh_sig`` on that key object makes the gate hear of the first factor in the
+    same call that verified it; a refusal there turns into a failed verification.
+    ``_send_auth_result`` then refuses any public-key "success" the gate did not record,
+    in case a later paramiko reaches it by another path.
+    """
+
+    def _generate_key_from_request(self, algorithm: str, keyblob: bytes) -> Any:
+        key = super()._generate_key_from_request(algorithm, keyblob)
+        if key is not None:
+            key.verify_ssh_sig = self._witness(key, key.verify_ssh_sig)
+        return key
+
+    def _witness(self, key: paramiko.PKey,
+                 verify: Callable[[bytes, paramiko.Message], bool]) -> Callable[..., bool]:
+        def verify_then_record(data: bytes, msg: paramiko.Message) -> bool:
+            if not verify(data, msg):
+                return False
+            return self._gate.signature_verified(self.auth_username, key)
+        return verify_then_record
+
+    def _parse_userauth_request(self, m: paramiko.Message) -> None:
+        self._gate.cancel_challenge()
+        super()._parse_userauth_request(m)
+
+    def _send_auth_result(self, username: str, method: str, result: int) -> None:
+        if method == "publickey" and result != AUTH_FAILED and not self._gate.first_factor_passed:
+            result = AUTH_FAILED
+        super()._send_auth_result(username, method, result)
+
+    @property
+    def _gate(self) -> LoginGate:
+        gate = self.transport.server_object
+        assert isinstance(gate, LoginGate)
+        return gate

@@ -1,0 +1,159 @@
+"""Open files of an SFTP session: uploads (through the encryptor) and downloads.
+
+Uploads stream: each write goes into :class:`gateway.transfers.Upload`, which encrypts
+and writes ciphertext to a pending store object; nothing is visible until the client
+closes the handle. SFTP clients pipeline writes and may send them out of order, so a
+bounded :class:`ReorderBuffer` holds early writes until the gap before them is filled.
+A handle dropped by a lost connection is *abandoned* (the upload is aborted), never
+closed, so a cut-off file is never committed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import stat as stat_module
+from collections.abc import Iterator
+
+from paramiko import SFTPAttributes, SFTPHandle
+
+from gateway.errors import GatewayError, PolicyError, UsageError
+from gateway.transfers import Download, Upload
+from sftp_server.errors import SFTP_OK
+
+MIB = 1 << 20
+# The largest read answered at once; it matches the limits@openssh.com advertisement.
+MAX_READ_LENGTH = 255 * 1024
+
+STAFF_READ_DENIED = "permission denied: staff can upload files but never read their contents"
+
+
+class ReorderBuffer:
+    """Releases writes in offset order, holding early ones up to ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._held: dict[int, bytes] = {}
+        self._offsets: list[int] = []
+        self._held_bytes = 0
+        self.next_offset = 0
+
+    @property
+    def held_bytes(self) -> int:
+        return self._held_bytes
+
+    def accept(self, offset: int, data: bytes) -> Iterator[bytes]:
+        """Yield the bytes that are now contiguous, in order; raise if ``data`` cannot fit."""
+        if not data:
+            return
+        if offset < self.next_offset or offset in self._held:
+            raise UsageError(f"write at offset {offset} overlaps data already received; "
+                             "rewriting part of an upload is not supported")
+        if offset > self.next_offset:
+            self._hold(offset, data)
+            return
+        yield data
+        self.next_offset += len(data)
+        yield from self._release()
+
+    def first_gap(self) -> int | None:
+        """The offset of the first missing byte if early writes are still held."""
+        return self.next_offset if self._held else None
+
+    def _hold(self, offset: int, data: bytes) -> None:
+        if self._held_bytes + len(data) > self._limit:
+            raise PolicyError(f"write at offset {offset} arrived too far ahead of the data "
+                              f"received so far (reorder buffer of {self._limit // MIB} MiB "
+                              "is full); send the file sequentially")
+        self._held[offset] = data
+        self._held_bytes += len(data)
+        heapq.heappush(self._offsets, offset)
+
+    def _release(self) -> Iterator[bytes]:
+        while self._offsets and self._offsets[0] <= self.next_offset:
+            offset = heapq.heappop(self._offsets)
+            data = self._held.pop(offset)
+            self._held_bytes -= len(data)
+            if offset < self.next_offset:
+                raise UsageError(f"write at offset {offset} overlaps data already received; "
+                                 "rewriting part of an upload is not supported")
+            yield data
+            self.next_offset += len(data)
+
+
+class UploadHandle(SFTPHandle):  # type: ignore[misc]  # paramiko ships no type hints.
+    """A file staff are writing into a partner folder: write-only, committed on close."""
+
+    def __init__(self, upload: Upload, *, reorder_limit: int, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self._upload = upload
+        self._buffer = ReorderBuffer(reorder_limit)
+
+    def write(self, offset: int, data: bytes) -> int:
+        """Feed the upload in offset order; any failure aborts the upload (audited)."""
+        try:
+            for chunk in self._buffer.accept(offset, bytes(data)):
+                self._upload.write(chunk)
+        except GatewayError as exc:
+            self._upload.abort(reason=exc.diagnostics())
+            raise
+        return SFTP_OK
+
+    def read(self, _offset: int, _length: int) -> bytes:
+        raise PolicyError(STAFF_READ_DENIED)
+
+    def stat(self) -> SFTPAttributes:
+        attrs = SFTPAttributes()
+        attrs.st_size = self._buffer.next_offset
+        attrs.st_mode = stat_module.S_IFREG | 0o200
+        return attrs
+
+    def chattr(self, _attr: SFTPAttributes) -> int:
+        raise PolicyError("permission denied: file attributes cannot be changed")
+
+    def close(self) -> None:
+        """Commit the upload; refuse (and abort) if it failed or has a gap."""
+        if self._upload.finished:
+            raise UsageError("the upload failed earlier and was discarded; nothing was stored")
+        gap = self._buffer.first_gap()
+        if gap is not None:
+            reason = f"upload incomplete: data missing at offset {gap}"
+            self._upload.abort(reason=reason)
+            raise UsageError(reason + "; nothing was stored")
+        self._upload.commit()
+
+    def abandon(self, reason: str) -> None:
+        """Discard the upload: the connection ended before the client closed the file."""
+        self._upload.abort(reason=reason)
+
+
+class DownloadHandle(SFTPHandle):  # type: ignore[misc]  # paramiko ships no type hints.
+    """A partner's own file opened for reading: ranged reads of the ciphertext."""
+
+    def __init__(self, download: Download, *, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self._download = download
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self._download.read_at(offset, min(length, MAX_READ_LENGTH))
+
+    def write(self, _offset: int, _data: bytes) -> int:
+        raise PolicyError("permission denied: inbox files are read-only")
+
+    def stat(self) -> SFTPAttributes:
+        attrs = SFTPAttributes()
+        attrs.st_size = self._download.size
+        attrs.st_mode = stat_module.S_IFREG | 0o400
+        return attrs
+
+    def chattr(self, _attr: SFTPAttributes) -> int:
+        raise PolicyError("permission denied: inbox files are read-only")
+
+    def close(self) -> None:
+        """Release the file; a complete read is counted and audited by the gateway."""
+        self._download.close()
+
+    def abandon(self, _reason: str) -> None:
+        """The connection ended: a file read to the end still counts as downloaded."""
+        self._download.close()

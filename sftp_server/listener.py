@@ -1,0 +1,244 @@
+"""Accepting connections: limits, the login grace timer, the idle timeout.
+
+paramiko has no login grace timer and no idle timeout; each connection gets a supervisor
+thread that provides both, and that audits a connection which ends without signing in.
+Connection counts live in shared memory so that the limits hold across worker processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import paramiko
+from paramiko.ssh_exception import SSHException
+
+from gateway.app import App
+from gateway.config import parse_listen
+from sftp_server.auth import LoginGate
+from sftp_server.server import Activity, BlindpostSFTPServer
+from sftp_server.transport import BlindpostTransport
+
+log = logging.getLogger(__name__)
+
+MIB = 1 << 20
+# Per-source counts are kept in this many hashed slots; a collision only makes the
+# per-source limit stricter for the two colliding addresses.
+SOURCE_SLOTS = 4096
+ROW = SOURCE_SLOTS + 1  # one row per worker: the slots, then that worker's total
+POLL_SECONDS = 0.25
+ACCEPT_POLL_SECONDS = 0.5
+STOP_GRACE_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class LimitTable:
+    """Shared connection counters: ``counts`` is a lockable array of ``workers`` rows."""
+
+    counts: Any  # multiprocessing.Array("i", workers * ROW)
+    hash_key: bytes
+    workers: int
+
+    def reset_row(self, row: int) -> None:
+        """Forget the connections of a worker that died."""
+        with self.counts.get_lock():
+            for index in range(row * ROW, (row + 1) * ROW):
+                self.counts[index] = 0
+
+
+class ConnectionLimits:
+    """Admit a connection only under the overall and per-source limits (all workers)."""
+
+    def __init__(self, table: LimitTable, *, row: int, total: int, per_source: int) -> None:
+        self._table = table
+        self._row = row
+        self._total = total
+        self._per_source = per_source
+
+    def _slot(self, source: str) -> int:
+        digest = hashlib.blake2b(source.encode(), key=self._table.hash_key, digest_size=4)
+        return int.from_bytes(digest.digest(), "big") % SOURCE_SLOTS
+
+    def acquire(self, source: str) -> bool:
+        slot, counts, rows = self._slot(source), self._table.counts, range(self._table.workers)
+        with counts.get_lock():
+            if sum(counts[r * ROW + SOURCE_SLOTS] for r in rows) >= self._total:
+                return False
+            if sum(counts[r * ROW + slot] for r in rows) >= self._per_source:
+                return False
+            counts[self._row * ROW + slot] += 1
+            counts[self._row * ROW + SOURCE_SLOTS] += 1
+        return True
+
+    def release(self, source: str) -> None:
+        slot, counts = self._slot(source), self._table.counts
+        with counts.get_lock():
+            counts[self._row * ROW + slot] -= 1
+            counts[self._row * ROW + SOURCE_SLOTS] -= 1
+
+
+def bind_listener(listen: str, *, reuse_port: bool, port: int | None = None) -> socket.socket:
+    """A listening TCP socket on ``HOST:PORT`` (``port`` overrides, e.g. after port 0)."""
+    host, configured = parse_listen(listen, key="sftp_listen")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        # Each worker process binds its own socket; the kernel spreads connections.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, configured if port is None else port))
+    return sock
+
+
+class Connection:
+    """One client: SSH handshake, sign-in within the grace time, then the SFTP session."""
+
+    def __init__(self, app: App, client: socket.socket, source: str, *,
+                 host_key: paramiko.PKey, stopping: threading.Event) -> None:
+        self._app = app
+        self._settings = app.settings
+        self._client = client
+        self.source = source
+        self._host_key = host_key
+        self._stopping = stopping
+        self._transport: BlindpostTransport | None = None
+
+    def run(self) -> None:
+        """Serve the connection to its end; never raises."""
+        try:
+            self._serve()
+        except Exception:
+            log.exception("connection from %s failed", self.source)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        transport = self._transport
+        if transport is not None:
+            transport.close()
+        else:
+            self._client.close()
+
+    def _serve(self) -> None:
+        self._client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport = self._transport = BlindpostTransport(self._client)
+        transport.add_server_key(self._host_key)
+        activity = Activity()
+        transport.set_subsystem_handler(
+            "sftp", BlindpostSFTPServer, activity=activity,
+            reorder_limit=self._settings.sftp_reorder_buffer_mib * MIB)
+        # The handshake must finish within the same grace time as sign-in.
+        transport.banner_timeout = transport.handshake_timeout = float(
+            self._settings.sftp_auth_timeout_seconds)
+        gate = LoginGate(self._app, source=self.source)
+        try:
+            transport.start_server(server=gate)
+        except (SSHException, EOFError, OSError) as exc:
+            log.info("handshake with %s failed: %s", self.source, exc)
+            return
+        gate.set_client_version(transport.remote_version)
+        outcome = self._await_sign_in(transport, gate)
+        if outcome == "signed in":
+            self._supervise(transport, gate, activity)
+        transport.close()
+        gate.finish(timed_out=outcome == "timed out")
+
+    def _await_sign_in(self, transport: paramiko.Transport, gate: LoginGate) -> str:
+        """Wait for sign-in; paramiko itself would wait forever."""
+        deadline = time.monotonic() + self._settings.sftp_auth_timeout_seconds
+        while not gate.signed_in.wait(POLL_SECONDS):
+            if gate.hangup.is_set() or not transport.is_active() or self._stopping.is_set():
+                return "ended"
+            if time.monotonic() > deadline:
+                log.info("sign-in from %s timed out", self.source)
+                return "timed out"
+        return "signed in"
+
+    def _supervise(self, transport: paramiko.Transport, gate: LoginGate,
+                   activity: Activity) -> None:
+        idle_limit = self._settings.sftp_idle_timeout_seconds
+        while transport.is_active() and not gate.hangup.is_set():
+            if self._stopping.wait(1.0):
+                return
+            if activity.idle_seconds() > idle_limit:
+                log.info("closing idle session of %s from %s",
+                         gate.actor.name if gate.actor else "?", self.source)
+                return
+
+
+class Listener:
+    """The accept loop of one process: admits connections and runs each in a thread."""
+
+    def __init__(self, app: App, sock: socket.socket, *, host_key: paramiko.PKey,
+                 limits: ConnectionLimits) -> None:
+        self._app = app
+        self._sock = sock
+        self._host_key = host_key
+        self._limits = limits
+        self._stopping = threading.Event()
+        self._active: dict[Connection, threading.Thread] = {}
+        self._lock = threading.Lock()
+        # Listening from here on, so the server accepts as soon as start() returns.
+        sock.listen(128)
+        sock.settimeout(ACCEPT_POLL_SECONDS)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._sock.getsockname()[:2]
+        return str(host), int(port)
+
+    def serve_forever(self) -> None:
+        """Accept until :meth:`stop`; then close every connection."""
+        while not self._stopping.is_set():
+            try:
+                client, address = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stopping.is_set():
+                    break
+                log.exception("accept failed")
+                continue
+            self._admit(client, str(address[0]))
+        self._close_all()
+
+    def _admit(self, client: socket.socket, source: str) -> None:
+        if not self._limits.acquire(source):
+            log.warning("refusing a connection from %s: connection limit reached", source)
+            client.close()
+            return
+        client.settimeout(None)
+        connection = Connection(self._app, client, source, host_key=self._host_key,
+                                stopping=self._stopping)
+        thread = threading.Thread(target=self._run, args=(connection,),
+                                  name=f"sftp-{source}", daemon=True)
+        with self._lock:
+            self._active[connection] = thread
+        thread.start()
+
+    def _run(self, connection: Connection) -> None:
+        try:
+            connection.run()
+        finally:
+            self._limits.release(connection.source)
+            with self._lock:
+                self._active.pop(connection, None)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _close_all(self) -> None:
+        self._sock.close()
+        with self._lock:
+            active = list(self._active.items())
+        for connection, _ in active:
+            connection.close()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for _, thread in active:
+            thread.join(max(0.0, deadline - time.monotonic()))
+

@@ -1,0 +1,388 @@
+"""SFTP request handling: the inbox view (what each request means) and the wire server.
+
+:class:`InboxView` answers paramiko's ``SFTPServerInterface`` calls by resolving the path
+with :func:`sftp_server.vfs.resolve` and calling :class:`gateway.transfers.TransferService`.
+Failures are gateway errors; :class:`BlindpostSFTPServer` turns each into one status
+(through :mod:`sftp_server.errors`) with a readable message, audits refusals, advertises
+and answers ``limits@openssh.com``, and aborts uploads a lost connection leaves open.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat as stat_module
+import time
+from collections.abc import Callable
+from datetime import datetime
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+from paramiko import Channel, Message, SFTPAttributes, SFTPHandle, SFTPServer, SFTPServerInterface
+from paramiko.sftp import (
+    CMD_CLOSE,
+    CMD_EXTENDED,
+    CMD_EXTENDED_REPLY,
+    CMD_INIT,
+    CMD_NAMES,
+    CMD_OPEN,
+    CMD_OPENDIR,
+    CMD_VERSION,
+    SFTP_BAD_MESSAGE,
+    SFTP_FAILURE,
+    SFTP_OP_UNSUPPORTED,
+    SFTPError,
+)
+
+from gateway.actors import Actor
+from gateway.app import App
+from gateway.db.models import Role
+from gateway.errors import ConflictError, GatewayError, NotFoundError, PolicyError, UsageError
+from gateway.transfers import AGE_SUFFIX, FileEntry
+from sftp_server.auth import LoginGate
+from sftp_server.errors import (
+    INTERNAL_MESSAGE,
+    SFTP_OK,
+    StatusError,
+    audit_denial,
+    refusal_for,
+)
+from sftp_server.handles import MAX_READ_LENGTH, STAFF_READ_DENIED, DownloadHandle, UploadHandle
+from sftp_server.vfs import InboxFile, PartnerFile, PartnerFolder, Root, Target, canonical, resolve
+
+log = logging.getLogger(__name__)
+
+SFTP_VERSION = 3
+MIB = 1 << 20
+# What limits@openssh.com advertises (OpenSSH's own sftp-server uses the same figures):
+# clients then send 255 KiB reads and writes instead of falling back to 32 KiB.
+MAX_PACKET_LENGTH = 256 * 1024
+MAX_WRITE_LENGTH = MAX_READ_LENGTH
+MAX_OPEN_HANDLES = 64
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_EXCL
+# Looking things up is not an access attempt: a miss there is not worth an audit entry.
+PROBES = frozenset({"stat", "lstat", "opendir", "realpath"})
+# Failed writes and closes abort the upload, which the gateway audits itself.
+SELF_AUDITED = frozenset({"write", "close"})
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Activity:
+    """When the session last did something, for the idle timeout."""
+
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+
+    def touch(self) -> None:
+        self._last = time.monotonic()
+
+    def idle_seconds(self) -> float:
+        return time.monotonic() - self._last
+
+
+def _refuse(view: InboxView, exc: GatewayError, *, operation: str, path: str) -> StatusError:
+    refusal = refusal_for(exc)
+    miss = isinstance(exc, NotFoundError) and operation in PROBES
+    if not miss and operation not in SELF_AUDITED:
+        audit_denial(view.app, view.actor, operation=operation, path=path,
+                     reason=refusal.message)
+    return refusal
+
+
+def guarded(operation: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Turn gateway errors of an ``InboxView`` method into audited refusals."""
+    def decorate(method: Callable[..., R]) -> Callable[..., R]:
+        @wraps(method)
+        def run(view: InboxView, path: str, *args: Any) -> R:
+            try:
+                return method(view, path, *args)
+            except GatewayError as exc:
+                raise _refuse(view, exc, operation=operation, path=path) from exc
+        return run
+    return decorate
+
+
+def _timestamp(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+class ListedAttributes(SFTPAttributes):  # type: ignore[misc]  # paramiko ships no type hints.
+    """Attributes in a directory listing, with our own ``ls -l`` line (``longname``)."""
+
+    def __init__(self, longname: str) -> None:
+        super().__init__()
+        self.longname = longname
+
+    def __str__(self) -> str:
+        return self.longname
+
+
+def folder_attributes(name: str | None = None) -> SFTPAttributes:
+    attrs = SFTPAttributes() if name is None else ListedAttributes(
+        f"drwx------   1 blindpost blindpost {0:>12} {'':>12} {name}")
+    attrs.st_mode, attrs.st_size, attrs.st_uid, attrs.st_gid = stat_module.S_IFDIR | 0o700, 0, 0, 0
+    if name is not None:
+        attrs.filename = name
+    return attrs
+
+
+def file_attributes(entry: FileEntry, *, mode: int, listed: bool = False) -> SFTPAttributes:
+    """A stored file: ciphertext size, upload time as mtime, expiry as atime.
+
+    SFTP v3 has no expiry attribute; listings also show it in the group column.
+    """
+    perms = "-r--------" if mode & 0o400 else "--w-------"
+    longname = (f"{perms}   1 blindpost expires-{entry.expires_at:%Y-%m-%d} {entry.size:>12} "
+                f"{entry.created_at:%b %d %H:%M} {entry.name}")
+    attrs = ListedAttributes(longname) if listed else SFTPAttributes()
+    attrs.st_mode, attrs.st_size = stat_module.S_IFREG | mode, entry.size
+    attrs.st_uid = attrs.st_gid = 0
+    attrs.st_mtime = _timestamp(entry.created_at)
+    attrs.st_atime = _timestamp(entry.expires_at)
+    if listed:
+        attrs.filename = entry.name
+    return attrs
+
+
+class InboxView(SFTPServerInterface):  # type: ignore[misc]  # paramiko ships no type hints.
+    """What one signed-in account sees over SFTP; every path goes through ``resolve``."""
+
+    def __init__(self, gate: LoginGate, *args: Any, reorder_limit: int, **kwargs: Any) -> None:
+        super().__init__(gate, *args, **kwargs)
+        assert gate.actor is not None, "the SFTP subsystem only starts after sign-in"
+        self.app: App = gate.app
+        self.actor: Actor = gate.actor
+        self._reorder_limit = reorder_limit
+
+    @property
+    def _file_mode(self) -> int:
+        return 0o400 if self.actor.role is Role.PARTNER else 0o200
+
+    def _target(self, path: str) -> Target:
+        return resolve(path, self.actor.role)
+
+    @guarded("opendir")
+    def list_folder(self, path: str) -> list[SFTPAttributes]:
+        target, transfers = self._target(path), self.app.transfers
+        if isinstance(target, Root) and self.actor.role is Role.STAFF:
+            return [folder_attributes(slug) for slug in transfers.active_partners(self.actor)]
+        if isinstance(target, Root):
+            entries = transfers.inbox(self.actor)
+        elif isinstance(target, PartnerFolder):
+            entries = transfers.inbox(self.actor, target.slug)
+        else:
+            raise UsageError("not a folder")
+        return [file_attributes(e, mode=self._file_mode, listed=True) for e in entries]
+
+    @guarded("stat")
+    def stat(self, path: str) -> SFTPAttributes:
+        target, transfers = self._target(path), self.app.transfers
+        if isinstance(target, Root):
+            return folder_attributes()
+        if isinstance(target, PartnerFolder):
+            if target.slug not in transfers.active_partners(self.actor):
+                raise NotFoundError("no such partner folder")
+            return folder_attributes()
+        if isinstance(target, PartnerFile):
+            entry = transfers.stat(self.actor, target.name, partner=target.slug)
+        else:
+            entry = transfers.stat(self.actor, target.name)
+        return file_attributes(entry, mode=self._file_mode)
+
+    def lstat(self, path: str) -> SFTPAttributes:
+        # Nothing here is a symbolic link.
+        return self.stat(path)
+
+    @guarded("open")
+    def open(self, path: str, flags: int, _attr: SFTPAttributes) -> SFTPHandle:
+        target = self._target(path)
+        if isinstance(target, InboxFile):
+            if flags & WRITE_FLAGS:
+                raise PolicyError("permission denied: inbox files are read-only")
+            download = self.app.transfers.open_download(self.actor, target.name)
+            return DownloadHandle(download, path=canonical(path))
+        if isinstance(target, PartnerFile):
+            return self._open_upload(target, flags, path=canonical(path))
+        raise PolicyError("permission denied: not a file")
+
+    def _open_upload(self, target: PartnerFile, flags: int, *, path: str) -> UploadHandle:
+        if flags & os.O_RDWR or not flags & os.O_WRONLY:
+            raise PolicyError(STAFF_READ_DENIED)
+        if flags & os.O_APPEND:
+            raise UsageError("appending is not supported; upload the whole file again")
+        if flags & os.O_EXCL and self._upload_exists(target):
+            raise ConflictError("a file with this name is already waiting for the partner")
+        upload = self.app.transfers.begin_upload(self.actor, partner=target.slug,
+                                                 name=target.name)
+        return UploadHandle(upload, reorder_limit=self._reorder_limit, path=path)
+
+    def _upload_exists(self, target: PartnerFile) -> bool:
+        stored = target.name if target.name.endswith(AGE_SUFFIX) else target.name + AGE_SUFFIX
+        try:
+            self.app.transfers.stat(self.actor, stored, partner=target.slug)
+        except NotFoundError:
+            return False
+        return True
+
+    @guarded("remove")
+    def remove(self, path: str) -> int:
+        """Withdraw a file from an inbox (audited by the gateway)."""
+        target = self._target(path)
+        if isinstance(target, InboxFile):
+            self.app.transfers.withdraw(self.actor, target.name)
+        elif isinstance(target, PartnerFile):
+            self.app.transfers.withdraw(self.actor, target.name, partner=target.slug)
+        else:
+            raise PolicyError("permission denied: only files can be removed")
+        return SFTP_OK
+
+    @guarded("realpath")
+    def canonicalize(self, path: str) -> str:
+        return canonical(path)
+
+    @guarded("rename")
+    def rename(self, _oldpath: str, _newpath: str) -> int:
+        raise PolicyError("permission denied: files cannot be renamed")
+
+    @guarded("rename")
+    def posix_rename(self, _oldpath: str, _newpath: str) -> int:
+        raise PolicyError("permission denied: files cannot be renamed")
+
+    @guarded("mkdir")
+    def mkdir(self, _path: str, _attr: SFTPAttributes) -> int:
+        raise PolicyError("permission denied: folders cannot be created")
+
+    @guarded("rmdir")
+    def rmdir(self, _path: str) -> int:
+        raise PolicyError("permission denied: folders cannot be removed")
+
+    @guarded("setstat")
+    def chattr(self, _path: str, _attr: SFTPAttributes) -> int:
+        raise PolicyError("permission denied: file attributes cannot be changed")
+
+    @guarded("symlink")
+    def symlink(self, _target_path: str, _path: str) -> int:
+        raise PolicyError("permission denied: links cannot be created")
+
+    @guarded("readlink")
+    def readlink(self, _path: str) -> str:
+        raise PolicyError("permission denied: there are no links")
+
+
+class BlindpostSFTPServer(SFTPServer):  # type: ignore[misc]  # paramiko ships no type hints.
+    """paramiko's SFTP wire server with Blindpost's statuses, limits and clean-up."""
+
+    def __init__(self, channel: Channel, name: str, server: LoginGate, *,
+                 activity: Activity, reorder_limit: int) -> None:
+        super().__init__(channel, name, server, sftp_si=InboxView,
+                         reorder_limit=reorder_limit)
+        self._activity = activity
+        self._view: InboxView = self.server
+
+    def _send_server_version(self) -> int:
+        # Like paramiko's, but advertising limits@openssh.com instead of check-file
+        # (whose only hashes, MD5 and SHA-1, we do not offer).
+        kind, data = self._read_packet()
+        if kind != CMD_INIT:
+            raise SFTPError("Incompatible sftp protocol")
+        msg = Message()
+        msg.add_int(SFTP_VERSION)
+        msg.add_string("limits@openssh.com")
+        msg.add_string("1")
+        self._send_packet(CMD_VERSION, msg)
+        return int.from_bytes(data[:4], "big")
+
+    def _read_all(self, n: int) -> bytes:
+        # paramiko's version grows one bytes object (quadratic on 255 KiB writes).
+        chunks, remaining = [], n
+        while remaining > 0:
+            chunk = self.sock.recv(remaining)
+            if not chunk:
+                raise EOFError
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+
+    def _read_packet(self) -> tuple[int, bytes]:
+        size = int.from_bytes(self._read_all(4), "big")
+        if size > MAX_PACKET_LENGTH + 1024:
+            raise SFTPError(f"packet of {size} bytes exceeds the advertised limit")
+        data = self._read_all(size)
+        return (data[0], data[1:]) if data else (0, b"")
+
+    def _process(self, t: int, request_number: int, msg: Message) -> None:
+        self._activity.touch()
+        try:
+            if t == CMD_EXTENDED:
+                self._extended(request_number, msg)
+            elif t == CMD_CLOSE:
+                self._close(request_number, msg.get_binary())
+            elif t in (CMD_OPEN, CMD_OPENDIR) and self._handle_count() >= MAX_OPEN_HANDLES:
+                self._send_status(request_number, SFTP_FAILURE, "too many open files")
+            else:
+                super()._process(t, request_number, msg)
+        except StatusError as refusal:
+            self._send_status(request_number, refusal.code, refusal.message)
+        except GatewayError as exc:
+            self._refuse_handle_operation(request_number, t, msg, exc)
+        except UnicodeDecodeError:
+            self._send_status(request_number, SFTP_BAD_MESSAGE, "names must be UTF-8")
+        except Exception:
+            log.exception("SFTP request failed for %s", self._view.actor.name)
+            self._send_status(request_number, SFTP_FAILURE, INTERNAL_MESSAGE)
+
+    def _refuse_handle_operation(self, request_number: int, t: int, msg: Message,
+                                 exc: GatewayError) -> None:
+        """A read, write, fstat or close on an open handle was refused."""
+        operation = CMD_NAMES.get(t, str(t))
+        refusal = _refuse(self._view, exc, operation=operation, path=self._handle_path(msg))
+        self._send_status(request_number, refusal.code, refusal.message)
+
+    def _handle_path(self, msg: Message) -> str:
+        # Every handle request starts with the request id and the handle.
+        peek = Message(msg.asbytes())
+        peek.get_int()
+        handle = self.file_table.get(peek.get_binary())
+        return getattr(handle, "path", "(closed handle)")
+
+    def _handle_count(self) -> int:
+        return len(self.file_table) + len(self.folder_table)
+
+    def _extended(self, request_number: int, msg: Message) -> None:
+        tag = msg.get_text()
+        if tag == "limits@openssh.com":
+            reply = Message()
+            reply.add_int(request_number)
+            for value in (MAX_PACKET_LENGTH, MAX_READ_LENGTH, MAX_WRITE_LENGTH,
+                          MAX_OPEN_HANDLES):
+                reply.add_int64(value)
+            self._send_packet(CMD_EXTENDED_REPLY, reply)
+        elif tag == "posix-rename@openssh.com":
+            self._view.posix_rename(msg.get_text(), msg.get_text())
+        else:
+            self._send_status(request_number, SFTP_OP_UNSUPPORTED,
+                              f"extension {tag[:64]!r} is not supported")
+
+    def _close(self, request_number: int, handle_id: bytes) -> None:
+        if self.folder_table.pop(handle_id, None) is not None:
+            self._send_status(request_number, SFTP_OK)
+            return
+        handle = self.file_table.pop(handle_id, None)
+        if handle is None:
+            self._send_status(request_number, SFTP_BAD_MESSAGE, "Invalid handle")
+            return
+        handle.close()
+        self._send_status(request_number, SFTP_OK)
+
+    def finish_subsystem(self) -> None:
+        """The session ended: abort uploads left open, release downloads."""
+        handles = list(self.file_table.values())
+        self.file_table.clear()
+        for handle in handles:
+            try:
+                handle.abandon("connection closed before the file was closed")
+            except GatewayError:
+                log.exception("could not clean up a handle of %s", self._view.actor.name)
+        super().finish_subsystem()

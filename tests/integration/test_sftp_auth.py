@@ -1,0 +1,315 @@
+"""Sign-in over SSH: both paramiko server-mode traps, and every refusal, each audited.
+
+The attacks use a hand-built client: paramiko's transport for key exchange and
+encryption, and raw SSH_MSG_USERAUTH_* messages, so the client can send what a
+well-behaved client never would (a code after only an unsigned probe, a forged
+signature, an answer to a challenge that was never issued).
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import paramiko
+import pytest
+from paramiko.auth_handler import AuthHandler
+from paramiko.common import (
+    MSG_SERVICE_ACCEPT,
+    MSG_USERAUTH_BANNER,
+    MSG_USERAUTH_FAILURE,
+    MSG_USERAUTH_INFO_REQUEST,
+    MSG_USERAUTH_SUCCESS,
+    cMSG_SERVICE_REQUEST,
+    cMSG_USERAUTH_INFO_RESPONSE,
+    cMSG_USERAUTH_REQUEST,
+)
+
+from gateway.actors import Actor
+from gateway.db.models import Role
+from tests.unit.sftp_server.harness import (
+    Installation,
+    User,
+    audit_events,
+    openssh_sftp,
+    paramiko_sftp,
+    write_key_pair,
+)
+
+pytestmark = pytest.mark.integration
+MSG_USERAUTH_PK_OK = MSG_USERAUTH_INFO_REQUEST  # Both are message number 60.
+
+
+class _Recorder(AuthHandler):
+    """Client-side auth handler that only queues what the server sends."""
+
+    def __init__(self, transport: paramiko.Transport) -> None:
+        super().__init__(transport)
+        self.inbox: queue.Queue[tuple[int, paramiko.Message]] = queue.Queue()
+
+    @property
+    def _client_handler_table(self) -> dict[int, object]:
+        def put(kind: int) -> object:
+            return lambda message: self.inbox.put((kind, message))
+        table = {kind: put(kind) for kind in (MSG_SERVICE_ACCEPT, MSG_USERAUTH_SUCCESS,
+                                              MSG_USERAUTH_FAILURE, MSG_USERAUTH_PK_OK)}
+        table[MSG_USERAUTH_BANNER] = lambda message: None
+        return table
+
+
+class RawClient:
+    """An SSH client that sends hand-made authentication messages."""
+
+    def __init__(self, port: int) -> None:
+        self.transport = paramiko.Transport(socket.create_connection(("127.0.0.1", port)))
+        self.transport.start_client(timeout=10)
+        self.recorder = _Recorder(self.transport)
+        self.transport.auth_handler = self.recorder
+        self._send(cMSG_SERVICE_REQUEST, "ssh-userauth")
+        assert self.reply()[0] == MSG_SERVICE_ACCEPT
+
+    def _send(self, kind: bytes, *fields: object) -> None:
+        message = paramiko.Message()
+        message.add_byte(kind)
+        for value in fields:
+            if isinstance(value, bool):
+                message.add_boolean(value)
+            elif isinstance(value, int):
+                message.add_int(value)
+            else:
+                message.add_string(value)
+        self.transport._send_message(message)
+
+    def reply(self, timeout: float = 10) -> tuple[int, paramiko.Message]:
+        return self.recorder.inbox.get(timeout=timeout)
+
+    def closed_within(self, seconds: float) -> bool:
+        self.transport.join(seconds)
+        return not self.transport.is_active()
+
+    def probe(self, user: str, key: paramiko.PKey) -> int:
+        """The unsigned "would this key do?" query."""
+        self._send(cMSG_USERAUTH_REQUEST, user, "ssh-connection", "publickey", False,
+                   key.get_name(), key.asbytes())
+        return self.reply()[0]
+
+    def signed(self, user: str, key: paramiko.PKey, *, signer: paramiko.PKey | None = None,
+               ) -> tuple[int, bool]:
+        """A public-key request for ``key``, signed by ``signer`` (a forgery if different)."""
+        blob = self.recorder._get_session_blob(key, "ssh-connection", user, key.get_name())
+        signature = (signer or key).sign_ssh_data(blob, key.get_name())
+        self._send(cMSG_USERAUTH_REQUEST, user, "ssh-connection", "publickey", True,
+                   key.get_name(), key.asbytes(), signature.asbytes())
+        kind, message = self.reply()
+        partial = False
+        if kind == MSG_USERAUTH_FAILURE:
+            message.get_list()
+            partial = message.get_boolean()
+        return kind, partial
+
+    def keyboard_interactive(self, user: str) -> int:
+        self._send(cMSG_USERAUTH_REQUEST, user, "ssh-connection", "keyboard-interactive",
+                   "", "")
+        return self.reply()[0]
+
+    def answer(self, *responses: str) -> int:
+        self._send(cMSG_USERAUTH_INFO_RESPONSE, len(responses), *responses)
+        return self.reply()[0]
+
+    def password(self, user: str, password: str) -> int:
+        self._send(cMSG_USERAUTH_REQUEST, user, "ssh-connection", "password", False, password)
+        return self.reply()[0]
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+@pytest.fixture
+def inst(tmp_path: Path) -> Iterator[Installation]:
+    installation = Installation(tmp_path, sftp_auth_timeout_seconds=3)
+    installation.add_partner("acme")
+    installation.start()
+    yield installation
+    installation.close()
+
+
+@pytest.fixture
+def lee(inst: Installation) -> User:
+    return inst.add_user("lee", Role.PARTNER, partner="acme")
+
+
+@pytest.fixture
+def raw(inst: Installation) -> Iterator[RawClient]:
+    client = RawClient(inst.port)
+    yield client
+    client.close()
+
+
+def _failures(inst: Installation) -> list[dict[str, object]]:
+    return [event["details"] for event in audit_events(inst.app, "auth:login:failure")]
+
+
+def _no_success(inst: Installation) -> bool:
+    return not audit_events(inst.app, "auth:login:success")
+
+
+# -- trap 1: check_auth_publickey runs before (or without) any signature check --------
+
+def test_unsigned_probe_then_code_is_refused(inst: Installation, lee: User,
+                                              raw: RawClient) -> None:
+    assert raw.probe("lee", lee.pkey) == MSG_USERAUTH_PK_OK
+    assert raw.keyboard_interactive("lee") == MSG_USERAUTH_FAILURE
+    assert raw.password("lee", inst.code(lee)) == MSG_USERAUTH_FAILURE
+    assert _no_success(inst)
+    assert _failures(inst)[-1]["reason"] == "one-time code without a verified public key"
+
+
+def test_forged_signature_then_code_is_refused(inst: Installation, lee: User,
+                                                raw: RawClient, tmp_path: Path) -> None:
+    write_key_pair(tmp_path / "attacker", "attacker")
+    attacker = paramiko.Ed25519Key.from_private_key_file(str(tmp_path / "attacker"))
+    kind, partial = raw.signed("lee", lee.pkey, signer=attacker)
+    assert (kind, partial) == (MSG_USERAUTH_FAILURE, False)
+    assert raw.keyboard_interactive("lee") == MSG_USERAUTH_FAILURE
+    assert raw.password("lee", inst.code(lee)) == MSG_USERAUTH_FAILURE
+    assert _no_success(inst)
+
+
+# -- trap 2: paramiko hands over INFO_RESPONSE with no challenge outstanding ----------
+
+def test_unsolicited_info_response_is_refused_and_disconnected(
+        inst: Installation, lee: User, raw: RawClient) -> None:
+    assert raw.signed("lee", lee.pkey) == (MSG_USERAUTH_FAILURE, True)
+    assert raw.answer(inst.code(lee)) == MSG_USERAUTH_FAILURE
+    assert raw.closed_within(5)
+    assert _no_success(inst)
+    assert _failures(inst)[-1]["reason"] == "keyboard-interactive response without a challenge"
+
+
+def test_info_response_after_challenge_was_cancelled_is_refused(
+        inst: Installation, lee: User, raw: RawClient) -> None:
+    assert raw.signed("lee", lee.pkey) == (MSG_USERAUTH_FAILURE, True)
+    assert raw.keyboard_interactive("lee") == MSG_USERAUTH_INFO_REQUEST
+    # RFC 4256: a new request abandons the challenge; answering it afterwards is refused.
+    assert raw.probe("lee", lee.pkey) == MSG_USERAUTH_FAILURE
+    assert raw.answer(inst.code(lee)) == MSG_USERAUTH_FAILURE
+    assert _no_success(inst)
+
+
+def test_a_challenge_is_answered_once(inst: Installation, lee: User, raw: RawClient) -> None:
+    assert raw.signed("lee", lee.pkey) == (MSG_USERAUTH_FAILURE, True)
+    assert raw.keyboard_interactive("lee") == MSG_USERAUTH_INFO_REQUEST
+    assert raw.answer("000000") == MSG_USERAUTH_FAILURE
+    assert raw.answer(inst.code(lee)) == MSG_USERAUTH_FAILURE
+    assert _no_success(inst)
+
+
+# -- the ways in, and the ways not in ------------------------------------------------
+
+def test_key_then_code_by_keyboard_interactive_signs_in(inst: Installation, lee: User,
+                                                        raw: RawClient) -> None:
+    assert raw.signed("lee", lee.pkey) == (MSG_USERAUTH_FAILURE, True)
+    assert raw.keyboard_interactive("lee") == MSG_USERAUTH_INFO_REQUEST
+    assert raw.answer(inst.code(lee)) == MSG_USERAUTH_SUCCESS
+    success = audit_events(inst.app, "auth:login:success")[-1]["details"]
+    assert success["source"] == "127.0.0.1"
+    assert success["method"] == "publickey+totp"
+
+
+def test_key_then_code_as_password_signs_in(inst: Installation, lee: User,
+                                            raw: RawClient) -> None:
+    assert raw.signed("lee", lee.pkey) == (MSG_USERAUTH_FAILURE, True)
+    assert raw.password("lee", inst.code(lee)) == MSG_USERAUTH_SUCCESS
+
+
+def test_key_alone_is_not_enough(inst: Installation, lee: User, raw: RawClient) -> None:
+    assert raw.signed("lee", lee.pkey) == (MSG_USERAUTH_FAILURE, True)
+    raw.close()
+    _wait_for(lambda: bool(_failures(inst)))
+    assert _failures(inst)[-1]["reason"] == "disconnected before signing in"
+    assert _no_success(inst)
+
+
+def test_password_alone_is_refused_and_audited(inst: Installation, lee: User,
+                                               raw: RawClient) -> None:
+    assert raw.password("lee", inst.code(lee)) == MSG_USERAUTH_FAILURE
+    assert _failures(inst)[-1]["reason"] == "one-time code without a verified public key"
+    assert _failures(inst)[-1]["source"] == "127.0.0.1"
+
+
+def test_sign_in_must_finish_within_the_grace_time(inst: Installation, lee: User,
+                                                   raw: RawClient) -> None:
+    assert raw.signed("lee", lee.pkey) == (MSG_USERAUTH_FAILURE, True)
+    assert raw.closed_within(8)
+    assert _failures(inst)[-1]["reason"] == "authentication timed out"
+
+
+# -- refusals with the real OpenSSH client, each audited ---------------------------
+
+def _refused(inst: Installation, user: User, code: str, *, key: Path | None = None) -> str:
+    """Run a login that must fail; return the reason of the audit entry it produced.
+
+    Some refusals are audited when the connection closes, just after the client exits.
+    """
+    before = len(_failures(inst))
+    result = openssh_sftp(inst, user, ["ls"], code=code, key=key)
+    assert result.returncode != 0, result.stdout
+    _wait_for(lambda: len(_failures(inst)) > before)
+    return str(_failures(inst)[-1]["reason"])
+
+
+def test_openssh_no_code(inst: Installation, lee: User) -> None:
+    assert _refused(inst, lee, "") == "wrong code"
+
+
+def test_openssh_wrong_code(inst: Installation, lee: User) -> None:
+    good = inst.code(lee)
+    assert _refused(inst, lee, f"{(int(good) + 1) % 1_000_000:06d}") == "wrong code"
+
+
+def test_openssh_replayed_code(inst: Installation, lee: User) -> None:
+    code = inst.code(lee)
+    assert openssh_sftp(inst, lee, ["ls"], code=code).returncode == 0
+    assert _refused(inst, lee, code) == "replayed code"
+
+
+def test_openssh_unknown_key(inst: Installation, lee: User, tmp_path: Path) -> None:
+    write_key_pair(tmp_path / "stranger", "stranger")
+    reason = _refused(inst, lee, inst.code(lee), key=tmp_path / "stranger")
+    assert reason == "no registered public key offered"
+
+
+def test_openssh_disabled_account(inst: Installation, lee: User) -> None:
+    inst.app.accounts.disable(actor=Actor.local_operator(), username="lee")
+    assert _refused(inst, lee, inst.code(lee)) == "account disabled"
+
+
+def test_openssh_disabled_partner(inst: Installation, lee: User) -> None:
+    inst.app.partners.disable(actor=Actor.local_operator(), slug="acme")
+    assert _refused(inst, lee, inst.code(lee)) == "partner disabled"
+
+
+def test_lockout_after_repeated_failures(inst: Installation, lee: User) -> None:
+    for _ in range(inst.settings.lockout_threshold):
+        _refused(inst, lee, "000000")
+    assert audit_events(inst.app, "auth:lockout")
+    assert _refused(inst, lee, inst.code(lee)).endswith("locked out")
+    inst.clock.advance(minutes=inst.settings.lockout_minutes + 1)
+    assert openssh_sftp(inst, lee, ["ls"], code=inst.code(lee)).returncode == 0
+
+
+def test_admin_signs_in_but_gets_no_sftp(inst: Installation) -> None:
+    admin = inst.add_user("ops-admin", Role.ADMIN)
+    with pytest.raises(paramiko.SSHException), paramiko_sftp(inst, admin):
+        pass
+    assert audit_events(inst.app, "access:denied")[-1]["subject"] == "sftp:session"
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 5) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)

@@ -1,0 +1,205 @@
+"""A Blindpost installation with users and a running SFTP server, and clients to drive it.
+
+Used by the SFTP unit and integration tests. Time is a fake clock that starts at the real
+time (so file times look normal to clients) and is moved by hand between TOTP logins:
+a code is accepted at most once per time step, so each login takes a fresh step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
+
+from gateway import envelope, totp
+from gateway.actors import Actor
+from gateway.app import App
+from gateway.audit.models import AuditEntry
+from gateway.config import load_settings
+from gateway.datadir import initialise
+from gateway.db.models import Role
+from gateway.sshkeys import PublicKey, parse_public_key
+from sftp_server.service import Running, start
+from tests.conftest import FakeClock
+
+OPERATOR = Actor.local_operator()
+INSTALL_HINT = "run `make test` (it installs the test dependencies with apt: `make test-deps`)"
+
+
+def require_tool(name: str) -> str:
+    """The path of an external program, or a failure naming the install step."""
+    path = shutil.which(name)
+    if path is None:
+        raise AssertionError(f"{name} is not installed; {INSTALL_HINT}")
+    return path
+
+
+@dataclass
+class User:
+    """An account with its SSH key pair and TOTP secret."""
+
+    username: str
+    role: Role
+    secret: str
+    key_path: Path
+    public_key: PublicKey
+
+    @property
+    def pkey(self) -> paramiko.PKey:
+        return paramiko.Ed25519Key.from_private_key_file(str(self.key_path))
+
+
+def write_key_pair(path: Path, comment: str) -> PublicKey:
+    """Write an OpenSSH Ed25519 private key (0600) and return its public half."""
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                            serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH)
+    return parse_public_key(public.decode() + " " + comment)
+
+
+class Installation:
+    """A fresh data directory, its App (fake clock), users, partners and the server."""
+
+    def __init__(self, root: Path, **settings: object) -> None:
+        self.root = root
+        self.data_dir = root / "var"
+        initialise(self.data_dir, admin="root-admin", environ={})
+        overrides = {"sftp_listen": "127.0.0.1:0", "sftp_workers": 1, **settings}
+        self.settings = load_settings(data_dir=self.data_dir, environ={}, overrides=overrides)
+        self.clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
+        self.app = App(self.settings, clock=self.clock)
+        self.app.accounts.add(actor=OPERATOR, username="second-admin", role=Role.ADMIN)
+        self.server: Running | None = None
+        self.identities: dict[str, envelope.Identity] = {}
+        self.users: dict[str, User] = {}
+        self.port = 0  # Set by start(), or by a test that runs the server itself.
+
+    def add_partner(self, slug: str, *, with_key: bool = True, post_quantum: bool = False,
+                    max_downloads: int | None = None) -> envelope.Identity | None:
+        """A partner, with a key proposed and approved by two admins unless ``with_key``."""
+        self.app.partners.add(actor=OPERATOR, slug=slug, max_downloads=max_downloads)
+        if not with_key:
+            return None
+        identity = envelope.generate_identity(post_quantum=post_quantum)
+        key = self.app.keys.propose(partner=slug, recipient=str(identity.recipient),
+                                    by="root-admin")
+        self.app.keys.approve(key_id=key.id, by="second-admin")
+        self.identities[slug] = identity
+        return identity
+
+    def add_user(self, username: str, role: Role, partner: str | None = None) -> User:
+        key_path = self.root / f"id_{username}"
+        public = write_key_pair(key_path, f"{username}@test")
+        new = self.app.accounts.add(actor=OPERATOR, username=username, role=role,
+                                    partner=partner, ssh_keys=[public])
+        secret = new.totp_uri.split("secret=")[1].split("&")[0]
+        self.users[username] = User(username, role, secret, key_path, public)
+        return self.users[username]
+
+    def code(self, user: User) -> str:
+        """A code for a fresh time step (steps forward first, so no code is a replay)."""
+        self.clock.advance(seconds=totp.STEP_SECONDS)
+        return totp.current_code(user.secret, now=self.clock())
+
+    def actor(self, user: User) -> Actor:
+        return Actor.for_account(self.app.accounts.get(user.username), source="127.0.0.1")
+
+    def start(self) -> Running:
+        self.server = start(self.settings, app=self.app)
+        self.port = self.server.address[1]
+        return self.server
+
+    def known_hosts(self) -> Path:
+        """A known_hosts file pinning the server's host key."""
+        path = self.root / "known_hosts"
+        host_key = paramiko.Ed25519Key.from_private_key_file(str(self.settings.host_key_path))
+        path.write_text(f"[127.0.0.1]:{self.port} ssh-ed25519 {host_key.get_base64()}\n")
+        return path
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server.wait()
+        self.app.close()
+
+    def age_identity_file(self, slug: str) -> Path:
+        path = self.root / f"{slug}.key"
+        path.write_text(self.identities[slug].to_secret_string() + "\n")
+        return path
+
+
+def askpass_script(root: Path, answer: str) -> Path:
+    """An SSH_ASKPASS program that prints ``answer`` (the one-time code)."""
+    path = root / f"askpass-{answer or 'empty'}.sh"
+    path.write_text(f"#!/bin/sh\nprintf '%s\\n' '{answer}'\n")
+    path.chmod(0o700)
+    return path
+
+
+def openssh_sftp(inst: Installation, user: User, commands: Sequence[str], *,
+                 code: str, extra: Sequence[str] = (), timeout: float = 60,
+                 key: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run OpenSSH's ``sftp`` in batch mode; the code is fed through SSH_ASKPASS.
+
+    ``sftp -b`` turns BatchMode on, which disables keyboard-interactive, so
+    ``-o BatchMode=no`` comes first.
+    """
+    sftp = require_tool("sftp")
+    batch = inst.root / "batch.txt"
+    batch.write_text("\n".join(commands) + "\n")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(inst.root),
+           "SSH_ASKPASS": str(askpass_script(inst.root, code)),
+           "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"}
+    args = [sftp, "-o", "BatchMode=no", "-b", str(batch), "-P", str(inst.port),
+            "-i", str(key or user.key_path), "-o", "IdentitiesOnly=yes",
+            "-o", "IdentityAgent=none", "-F", "/dev/null",
+            "-o", f"UserKnownHostsFile={inst.known_hosts()}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "NumberOfPasswordPrompts=1",
+            *extra, f"{user.username}@127.0.0.1"]
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout,
+                          check=False, stdin=subprocess.DEVNULL, cwd=inst.root)
+
+
+@contextmanager
+def paramiko_sftp(inst: Installation, user: User, *, code: str | None = None,
+                  ) -> Iterator[paramiko.SFTPClient]:
+    """An SFTP session through paramiko as the client: public key, then the code."""
+    sock = socket.create_connection(("127.0.0.1", inst.port), timeout=30)
+    transport = paramiko.Transport(sock)
+    try:
+        transport.connect()
+        remaining = transport.auth_publickey(user.username, user.pkey)
+        assert "keyboard-interactive" in remaining
+        answer = code if code is not None else inst.code(user)
+        transport.auth_interactive(user.username, lambda _t, _i, prompts: [answer] * len(prompts))
+        client = paramiko.SFTPClient.from_transport(transport)
+        assert client is not None
+        with client:
+            yield client
+    finally:
+        transport.close()
+
+
+def audit_events(app: App, tag: str) -> list[dict[str, Any]]:
+    """The decoded audit events with ``tag``, oldest first."""
+    with app.transaction() as session:
+        leaves = session.scalars(select(AuditEntry.leaf).order_by(AuditEntry.idx)).all()
+    return [event for event in map(json.loads, leaves) if event["tag"] == tag]
