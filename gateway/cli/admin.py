@@ -11,6 +11,7 @@ from datetime import timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType
+from typing import Protocol
 
 import click
 import segno
@@ -20,9 +21,21 @@ from gateway.accounts import NewAccount
 from gateway.cli.common import data_dir_option, emit_json, fail, open_app, settings_for
 from gateway.datadir import initialise
 from gateway.db import upgrade
+from gateway.db.models import Role
 from gateway.db.engine import check_reachable, make_engine
 
 PURGE_INTERVAL_SECONDS = 60
+
+
+class Service(Protocol):
+    """What an adapter's ``blindpost.services`` entry point returns when started."""
+
+    @property
+    def address(self) -> tuple[str, int]: ...
+
+    def stop(self) -> None: ...
+
+    def wait(self) -> None: ...
 
 
 def show_new_account_secrets(new: NewAccount, *, as_json: bool = False) -> None:
@@ -104,12 +117,18 @@ def serve(data_dir: Path | None) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    running = [entry.load()(app.settings) for entry in entry_points(group="blindpost.services")]
-    click.echo(f"Blindpost {__version__} serving {app.settings.data_dir}")
-    click.echo(f"  SFTP     sftp -P {app.settings.sftp_listen.rsplit(':', 1)[1]} "
-               f"USER@{app.settings.sftp_listen.rsplit(':', 1)[0]}  "
-               "(SSH key + one-time code)")
-    click.echo("  Stop with Ctrl-C.")
+    running: dict[str, Service] = {entry.name: entry.load()(app.settings)
+                                   for entry in entry_points(group="blindpost.services")}
+    click.echo(f"Blindpost {__version__} serving {app.settings.data_dir.resolve()}")
+    for name, service in sorted(running.items()):
+        host, port = service.address
+        click.echo(f"  {name:8} listening on {host}:{port}", nl=False)
+        click.echo(f"  (sign in: sftp -P {port} USER@{host}, with your SSH key and one-time "
+                   "code)" if name == "sftp" else "")
+    click.echo("  purger   every minute; stop everything with Ctrl-C")
+    if not any(a.role in (Role.STAFF, Role.PARTNER) for a in app.accounts.all()):
+        click.echo("No SFTP users yet: `blindpost partner add`, `blindpost user add` "
+                   "(see `blindpost --help` and the README).")
     try:
         while not stop.is_set():
             app.retention.purge()
@@ -117,9 +136,9 @@ def serve(data_dir: Path | None) -> None:
                 app.audit.checkpoint_if_due(session)
             stop.wait(PURGE_INTERVAL_SECONDS)
     finally:
-        for service in running:
+        for service in running.values():
             service.stop()
-        for service in running:
+        for service in running.values():
             service.wait()
         with app.transaction() as session:
             app.audit.checkpoint(session)

@@ -1,0 +1,58 @@
+"""`blindpost serve` as an operator runs it: a real process, real workers, a clean stop."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+BLINDPOST = [sys.executable, "-m", "gateway.cli"]
+
+
+def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BLINDPOST, *args], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def _banner(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        return sock.recv(64)
+
+
+def test_serve_starts_workers_and_stops_cleanly(tmp_path: Path) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("BLINDPOST_")},
+           "BLINDPOST_DATA_DIR": str(tmp_path / "var"), "BLINDPOST_SFTP_LISTEN": "127.0.0.1:0",
+           "BLINDPOST_SFTP_WORKERS": "2"}
+    assert _run("init", "--admin", "alice", env=env).returncode == 0
+    with subprocess.Popen([*BLINDPOST, "serve"], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as server:
+        try:
+            assert server.stdout is not None
+            lines = [server.stdout.readline() for _ in range(3)]
+            match = re.search(r"sftp\s+listening on 127\.0\.0\.1:(\d+)", "".join(lines))
+            assert match, lines
+            port = int(match.group(1))
+            assert _banner(port).startswith(b"SSH-2.0-Blindpost\r\n")
+            second = _run("serve", env=env)
+            assert second.returncode == 1
+            assert "another `blindpost serve` is already running" in second.stderr
+            server.send_signal(signal.SIGTERM)
+            _, errors = server.communicate(timeout=30)
+            assert server.returncode == 0, errors
+        finally:
+            server.kill()
+    with pytest.raises(OSError):
+        _banner(port)
+    verified = _run("audit", "verify", env=env)
+    assert verified.returncode == 0, verified.stderr
+    checkpoint = _run("audit", "checkpoint", env=env).stdout
+    log_size = len(_run("audit", "log", "--json", env=env).stdout.splitlines())
+    # The shutdown checkpoint covers the whole log but its own audit entry.
+    assert checkpoint.splitlines()[1] == str(log_size - 1)
