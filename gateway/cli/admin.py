@@ -21,8 +21,8 @@ from gateway.accounts import NewAccount
 from gateway.cli.common import data_dir_option, emit_json, fail, open_app, settings_for
 from gateway.datadir import initialise
 from gateway.db import upgrade
-from gateway.db.models import Role
 from gateway.db.engine import check_reachable, make_engine
+from gateway.db.models import Role
 
 PURGE_INTERVAL_SECONDS = 60
 
