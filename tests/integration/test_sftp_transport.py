@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,24 @@ def test_modern_client_gets_gcm_and_strict_kex(inst: Installation) -> None:
         assert transport.agreed_on_strict_kex
     finally:
         transport.close()
+
+
+def _negotiated_kex(inst: Installation, caplog: pytest.LogCaptureFixture,
+                    **options: object) -> str:
+    # paramiko forgets its kex engine once the exchange is done; its debug log keeps it.
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="paramiko.transport"):
+        _handshake(inst, **options).close()
+    return next(r.getMessage().removeprefix("Kex: ") for r in caplog.records
+                if r.getMessage().startswith("Kex: "))
+
+
+def test_post_quantum_key_exchange_is_preferred(inst: Installation,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A client that offers the hybrid ML-KEM exchange (paramiko, OpenSSH 9.9+) gets it."""
+    assert _negotiated_kex(inst, caplog) == "mlkem768x25519-sha256"
+    assert _negotiated_kex(inst, caplog, disabled_algorithms={
+        "kex": ["mlkem768x25519-sha256"]}) == "curve25519-sha256@libssh.org"
 
 
 def test_client_without_strict_kex_is_refused(inst: Installation) -> None:
