@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.backends.openssl.backend import backend
@@ -83,6 +82,7 @@ class HybridIdentity(Identity):
     """An MLKEM768-X25519 private key, held as its 32-byte seed."""
 
     kind = "mlkem768x25519"
+    stanza_type = STANZA_TYPE
 
     def __init__(self, seed: bytes) -> None:
         require_backend()
@@ -110,16 +110,6 @@ class HybridIdentity(Identity):
     def to_secret_string(self) -> str:
         """The ``AGE-SECRET-KEY-PQ-1…`` encoding. Secret."""
         return bech32.encode(IDENTITY_HRP, self._seed, upper=True)
-
-    def unwrap(self, stanzas: Sequence[Stanza]) -> bytes | None:
-        """Return the file key from the first hybrid stanza addressed to us."""
-        for stanza in stanzas:
-            if stanza.type != STANZA_TYPE:
-                continue
-            file_key = self._unwrap_one(stanza)
-            if file_key is not None:
-                return file_key
-        return None
 
     def _unwrap_one(self, stanza: Stanza) -> bytes | None:
         if len(stanza.args) != 2:

@@ -51,18 +51,29 @@ class Identity(abc.ABC):
     """A private key that can unwrap file keys. Its ``repr`` shows only its recipient."""
 
     kind: str
+    # The header stanza type this identity reads (e.g. "X25519").
+    stanza_type: str
 
     @property
     @abc.abstractmethod
     def recipient(self) -> Recipient:
         """The recipient (public key) of this identity."""
 
-    @abc.abstractmethod
     def unwrap(self, stanzas: Sequence[Stanza]) -> bytes | None:
-        """Return the file key if a stanza is addressed to us, else None.
+        """Return the file key from the first stanza of our type addressed to us, else None.
 
         Raises :class:`HeaderError` for a malformed stanza of our type.
         """
+        for stanza in stanzas:
+            if stanza.type == self.stanza_type:
+                file_key = self._unwrap_one(stanza)
+                if file_key is not None:
+                    return file_key
+        return None
+
+    @abc.abstractmethod
+    def _unwrap_one(self, stanza: Stanza) -> bytes | None:
+        """The file key if ``stanza`` (of our type) is addressed to us, else None."""
 
     @abc.abstractmethod
     def to_secret_string(self) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -58,6 +57,7 @@ class X25519Identity(Identity):
     """An X25519 private key."""
 
     kind = "x25519"
+    stanza_type = STANZA_TYPE
 
     def __init__(self, secret: bytes) -> None:
         if len(secret) != _KEY_SIZE:
@@ -80,16 +80,6 @@ class X25519Identity(Identity):
     def to_secret_string(self) -> str:
         """The ``AGE-SECRET-KEY-1…`` encoding. Secret."""
         return bech32.encode(IDENTITY_HRP, self._secret, upper=True)
-
-    def unwrap(self, stanzas: Sequence[Stanza]) -> bytes | None:
-        """Return the file key from the first X25519 stanza addressed to us."""
-        for stanza in stanzas:
-            if stanza.type != STANZA_TYPE:
-                continue
-            file_key = self._unwrap_one(stanza)
-            if file_key is not None:
-                return file_key
-        return None
 
     def _unwrap_one(self, stanza: Stanza) -> bytes | None:
         if len(stanza.args) != 2:
