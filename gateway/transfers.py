@@ -215,7 +215,7 @@ class Upload:
             row = Transfer(id=str(uuid.uuid4()), partner_id=partner.id, name=self.stored_name,
                            size=size, sha256=sha256, object_id=object_id,
                            uploaded_by=self._actor.account_id, created_at=now,
-                           expires_at=now + timedelta(days=partner.retention_days),
+                           expires_at=now + self._retention(partner),
                            downloads=0, max_downloads=partner.max_downloads,
                            state=TransferState.AVAILABLE)
             session.add(row)
@@ -230,6 +230,11 @@ class Upload:
         for object_id_old in superseded:
             app.store.delete(object_id_old)
         return _entry(row)
+
+    def _retention(self, partner: Partner) -> timedelta:
+        # The global ceiling wins over a partner's setting made before it was lowered.
+        days = min(partner.retention_days, self._app.settings.max_retention_days)
+        return timedelta(days=days)
 
     def abort(self, *, reason: str) -> None:
         """Discard the upload and audit why; safe to call more than once."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
+from datetime import timedelta
 
 import pytest
 
@@ -97,8 +99,6 @@ def test_abort_leaves_nothing(app: App, setup: envelope.Identity) -> None:
 
 
 def test_size_limit(app: App, setup: envelope.Identity) -> None:
-    import dataclasses
-
     app.settings = dataclasses.replace(app.settings, max_upload_mib=1)
     with pytest.raises(PolicyError, match="maximum upload size"):
         _upload(app, "big.csv", b"x" * ((1 << 20) + 1), chunk=1 << 18)
@@ -190,3 +190,12 @@ def test_partner_disabled_during_upload(app: App, setup: envelope.Identity) -> N
         upload.commit()
     assert _store_files(app) == []
     assert audit_events(app, "file:upload:aborted")[-1]["details"]["reason"].endswith("disabled")
+
+
+def test_lowered_global_ceiling_caps_existing_partners(app: App, clock: FakeClock,
+                                                       setup: envelope.Identity) -> None:
+    app.settings = dataclasses.replace(app.settings, default_retention_days=2,
+                                       max_retention_days=2)
+    _upload(app, "a.csv", b"data")
+    entry = app.transfers.inbox(actor(app, "lee"))[0]
+    assert entry.expires_at - entry.created_at == timedelta(days=2)
