@@ -40,14 +40,18 @@ def make_engine(url: str) -> Engine:
 
 
 def _create_private_file(database: str | None) -> None:
-    """Create the SQLite file 0600 before SQLite does (it would follow the umask).
+    """Create a new SQLite file 0600 before SQLite does (it would follow the umask).
 
-    SQLite gives its -wal and -shm files the database file's permissions.
+    SQLite gives its -wal and -shm files the database file's permissions. An existing file
+    is never opened here: closing any descriptor of a database file drops every POSIX lock
+    this process holds on it, which corrupts other connections' view of the database.
     """
     if not database or database == ":memory:":
         return
     try:
-        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        return
     except OSError as exc:
         raise DatabaseError(f"cannot create the database file {database}: {exc.strerror}") from exc
 

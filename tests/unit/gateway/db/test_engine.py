@@ -1,0 +1,62 @@
+"""Engine set-up: SQLite pragmas, private file mode, and never touching an open database."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from gateway.db import make_engine
+from gateway.db.engine import snapshot
+
+
+def test_new_sqlite_file_is_private_and_tuned(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert connection.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+    engine.dispose()
+    assert stat.S_IMODE((tmp_path / "x.db").stat().st_mode) == 0o600
+
+
+def test_existing_database_file_is_never_opened_outside_sqlite(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closing any descriptor of a database file drops this process's SQLite locks.
+
+    A second engine in a process that already had one (``blindpost serve`` starting the
+    SFTP service) used to open and close the file, and the first engine then saw
+    "database disk image is malformed" under load.
+    """
+    database = tmp_path / "x.db"
+    first = make_engine(f"sqlite:///{database}")
+    with first.begin() as connection:
+        connection.execute(text("CREATE TABLE t (x INTEGER)"))
+    opened: list[str] = []
+    real_open = os.open
+
+    def spy(path: object, *args: object, **kwargs: object) -> int:
+        descriptor = real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+        opened.append(str(path))  # Only opens that succeeded hold a descriptor.
+        return descriptor
+
+    monkeypatch.setattr(os, "open", spy)
+    second = make_engine(f"sqlite:///{database}")
+    assert str(database) not in opened
+    second.dispose()
+    first.dispose()
+
+
+def test_snapshot_does_not_block_writers(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (x INTEGER)"))
+    with snapshot(engine) as reader:
+        assert reader.execute(text("SELECT count(*) FROM t")).scalar() == 0
+        with engine.begin() as writer:
+            writer.execute(text("INSERT INTO t VALUES (1)"))
+        assert reader.execute(text("SELECT count(*) FROM t")).scalar() == 0
+    engine.dispose()
