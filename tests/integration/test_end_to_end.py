@@ -1,0 +1,138 @@
+"""The README's workflow with the real programs, as an operator, staff and a partner run it.
+
+`blindpost` commands in subprocesses, `blindpost serve` with two worker processes, the
+OpenSSH `sftp` client for both transfers (real clock, real TOTP codes), `blindpost
+decrypt` and Debian's `age` on the partner's side, then the audit log verified online and
+offline from an export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyotp
+import pytest
+
+from tests.unit.sftp_server.harness import askpass_script, require_tool
+
+pytestmark = pytest.mark.integration
+MARKER = b"PATIENT-4711,1990-02-03,preeclampsia\n"
+
+
+class Operator:
+    """Runs `blindpost` against one data directory, as the README shows."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("BLINDPOST_")},
+                    "BLINDPOST_DATA_DIR": str(root / "var"),
+                    "BLINDPOST_SFTP_LISTEN": "127.0.0.1:0", "BLINDPOST_SFTP_WORKERS": "2"}
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "gateway.cli", *args], env=self.env,
+                                capture_output=True, text=True, timeout=60, check=False,
+                                cwd=self.root)
+        assert result.returncode == 0, (args, result.stderr)
+        return result
+
+    def add_sftp_user(self, name: str, *args: str) -> str:
+        """Create the account with a fresh SSH key; return its TOTP secret."""
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name,
+                        "-f", str(self.root / name)], check=True)
+        added = json.loads(self("user", "add", name, *args, "--ssh-key",
+                                str(self.root / f"{name}.pub"), "--json").stdout)
+        return str(pyotp.parse_uri(added["totp_uri"]).secret)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Operator, int]]:
+    op = Operator(tmp_path)
+    op("init", "--admin", "alice")
+    with subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=op.env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as server:
+        assert server.stdout is not None
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+)",
+                          server.stdout.readline() + server.stdout.readline())
+        assert match
+        yield op, int(match.group(1))
+        server.send_signal(signal.SIGTERM)
+        _, errors = server.communicate(timeout=30)
+        assert server.returncode == 0, errors
+
+
+def _sftp(op: Operator, port: int, user: str, secret: str, commands: list[str]) -> str:
+    batch = op.root / f"{user}.batch"
+    batch.write_text("\n".join(commands) + "\n")
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(op.root), "DISPLAY": ":0",
+           "SSH_ASKPASS": str(askpass_script(op.root, pyotp.TOTP(secret).now())),
+           "SSH_ASKPASS_REQUIRE": "force"}
+    result = subprocess.run(
+        [require_tool("sftp"), "-o", "BatchMode=no", "-b", str(batch), "-P", str(port),
+         "-i", str(op.root / user), "-F", "/dev/null", "-o", "IdentitiesOnly=yes",
+         "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={op.root}/known_hosts",
+         f"{user}@127.0.0.1"],
+        env=env, capture_output=True, text=True, timeout=120, check=False, cwd=op.root,
+        stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_readme_workflow(served: tuple[Operator, int]) -> None:
+    op, port = served
+    op("user", "add", "bob", "--role", "admin")
+    op("partner", "add", "uni-research", "--name", "University Research", "--retention", "7d")
+    recipient = op("keygen", "-o", "partner.key").stderr.split("Public key: ")[1].strip()
+    assert recipient.startswith("age1pq1")
+    key = json.loads(op("key", "propose", "uni-research", recipient, "--by", "alice",
+                        "--json").stdout)
+    op("key", "approve", str(key["id"]), "--by", "bob")
+    clerk = op.add_sftp_user("clerk", "--role", "staff")
+    lee = op.add_sftp_user("dr-lee", "--role", "partner", "--partner", "uni-research")
+
+    extract = op.root / "extract.csv"
+    extract.write_bytes(MARKER * 50_000)
+    _sftp(op, port, "clerk", clerk, ["put extract.csv /uni-research/", "ls -l /uni-research"])
+    for stored in (op.root / "var" / "store").rglob("*"):
+        if stored.is_file():
+            assert MARKER not in stored.read_bytes()
+    listing = _sftp(op, port, "dr-lee", lee, ["ls -l", "get extract.csv.age"])
+    assert "extract.csv.age" in listing
+
+    op("decrypt", "-i", "partner.key", "-o", "decrypted.csv", "extract.csv.age")
+    assert (op.root / "decrypted.csv").read_bytes() == extract.read_bytes()
+    tags = [json.loads(line)["tag"] for line in op("audit", "log", "--json").stdout.splitlines()]
+    assert {"key:approve", "file:upload:complete", "file:download:complete",
+            "auth:login:success"} <= set(tags)
+
+    op("audit", "verify")
+    op("audit", "export", "-o", "export.jsonl")
+    (op.root / "witness.txt").write_text(op("audit", "checkpoint").stdout)
+    verifier = op("audit", "key").stdout.strip()
+    op("audit", "verify", "--export", "export.jsonl", "--key", verifier,
+       "--checkpoint", "witness.txt")
+
+
+def test_classic_partner_key_decrypts_with_age(served: tuple[Operator, int]) -> None:
+    op, port = served
+    op("user", "add", "bob", "--role", "admin")
+    op("partner", "add", "lab")
+    subprocess.run([require_tool("age-keygen"), "-o", str(op.root / "lab.key")], check=True,
+                   capture_output=True)
+    recipient = (op.root / "lab.key").read_text().split("public key: ")[1].split()[0]
+    key = json.loads(op("key", "propose", "lab", recipient, "--by", "alice", "--json").stdout)
+    op("key", "approve", str(key["id"]), "--by", "bob")
+    clerk = op.add_sftp_user("clerk", "--role", "staff")
+    lab = op.add_sftp_user("tech", "--role", "partner", "--partner", "lab")
+    (op.root / "rows.csv").write_bytes(MARKER)
+    _sftp(op, port, "clerk", clerk, ["put rows.csv /lab/"])
+    _sftp(op, port, "tech", lab, ["get rows.csv.age"])
+    plain = subprocess.run([require_tool("age"), "-d", "-i", str(op.root / "lab.key"),
+                            str(op.root / "rows.csv.age")], capture_output=True, check=True)
+    assert plain.stdout == MARKER
