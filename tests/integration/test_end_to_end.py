@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyotp
@@ -136,3 +137,25 @@ def test_classic_partner_key_decrypts_with_age(served: tuple[Operator, int]) -> 
     plain = subprocess.run([require_tool("age"), "-d", "-i", str(op.root / "lab.key"),
                             str(op.root / "rows.csv.age")], capture_output=True, check=True)
     assert plain.stdout == MARKER
+
+
+def test_parallel_uploads_across_worker_processes(served: tuple[Operator, int]) -> None:
+    """Eight staff upload at once through two worker processes sharing one SQLite file."""
+    op, port = served
+    op("user", "add", "bob", "--role", "admin")
+    op("partner", "add", "uni")
+    op("keygen", "-o", "uni.key")
+    recipient = (op.root / "uni.key").read_text().split("public key: ")[1].split()[0]
+    key = json.loads(op("key", "propose", "uni", recipient, "--by", "alice", "--json").stdout)
+    op("key", "approve", str(key["id"]), "--by", "bob")
+    secrets = {f"clerk{n}": op.add_sftp_user(f"clerk{n}", "--role", "staff") for n in range(8)}
+    for name in secrets:
+        (op.root / f"{name}.csv").write_bytes(os.urandom(1 << 20))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda name: _sftp(op, port, name, secrets[name],
+                                         [f"put {name}.csv /uni/"]), secrets))
+    completed = [json.loads(line) for line in op("audit", "log", "--json", "--tag",
+                                                 "file:upload:complete").stdout.splitlines()]
+    assert sorted(event["details"]["name"] for event in completed) == sorted(
+        f"{name}.csv.age" for name in secrets)
+    op("audit", "verify")
