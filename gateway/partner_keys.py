@@ -99,6 +99,9 @@ class PartnerKeyService:
                 log.warning("insecure_single_admin_key_approval: %s approved their own key %d",
                             by, key_id)
                 extra["insecure_single_admin_key_approval"] = True
+                self._app.audit.record(session, tag=AuditTag.SETTING_INSECURE_USE, actor=by,
+                                       subject="setting:insecure_single_admin_key_approval",
+                                       details={"key_id": key.id, "partner": key.partner.slug})
             self._record(session, AuditTag.KEY_APPROVE, key, key.partner, by, actor, extra)
         return key
 

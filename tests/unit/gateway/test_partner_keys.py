@@ -46,6 +46,9 @@ def test_insecure_single_admin_switch_is_audited(admins: App) -> None:
     assert admins.keys.approve(key_id=key.id, by="root-admin").state is KeyState.APPROVED
     approval = audit_events(admins, "key:approve")[-1]
     assert approval["details"]["insecure_single_admin_key_approval"] is True
+    use = audit_events(admins, "setting:insecure:use")[-1]
+    assert use["subject"] == "setting:insecure_single_admin_key_approval"
+    assert use["details"]["key_id"] == key.id
 
 
 def test_only_admins_propose_or_approve(admins: App) -> None:
