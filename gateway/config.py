@@ -74,6 +74,12 @@ class Settings:
             raise ConfigError("audit_origin: must be a non-empty single line")
 
     @property
+    def insecure_switches(self) -> list[str]:
+        """The names of the ``insecure_*`` settings that are turned on."""
+        return [f.name for f in fields(self) if f.name.startswith("insecure_")
+                and getattr(self, f.name)]
+
+    @property
     def effective_database_url(self) -> str:
         """The database URL, defaulting to SQLite inside the data directory."""
         return self.database_url or f"sqlite:///{(self.data_dir / 'blindpost.db').resolve()}"

@@ -120,6 +120,8 @@ def serve(data_dir: Path | None) -> None:
     running: dict[str, Service] = {entry.name: entry.load()(app.settings)
                                    for entry in entry_points(group="blindpost.services")}
     click.echo(f"Blindpost {__version__} serving {app.settings.data_dir.resolve()}")
+    for switch in app.settings.insecure_switches:
+        click.echo(f"WARNING: {switch} is on; every use is logged and audited", err=True)
     for name, service in sorted(running.items()):
         host, port = service.address
         click.echo(f"  {name:8} listening on {host}:{port}", nl=False)

@@ -66,6 +66,13 @@ def test_invalid_toml(tmp_path: Path) -> None:
         load_settings(data_dir=tmp_path, environ={})
 
 
+def test_insecure_switches_are_listed(tmp_path: Path) -> None:
+    assert load_settings(data_dir=tmp_path, environ={}).insecure_switches == []
+    on = load_settings(data_dir=tmp_path,
+                       environ={"BLINDPOST_INSECURE_SINGLE_ADMIN_KEY_APPROVAL": "true"})
+    assert on.insecure_switches == ["insecure_single_admin_key_approval"]
+
+
 def test_parse_listen_ipv6() -> None:
     assert parse_listen("[::1]:2222") == ("::1", 2222)
     with pytest.raises(ConfigError):
