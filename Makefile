@@ -11,7 +11,8 @@ TEST_DEBS := age openssh-client openssh-server lftp postgresql nodejs npm
 .PHONY: run test lint typecheck unit bench deps test-deps clean
 
 $(BIN)/python:
-	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-venv; }
+	@# Debian splits ensurepip (needed by venv) into python3-venv.
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { apt-get update -qq && apt-get install -y -qq python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
@@ -50,6 +51,7 @@ test: test-deps lint typecheck
 	$(BIN)/pytest
 
 bench: test-deps
+	@command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time; }
 	$(BIN)/python bench/envelope.py
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/sftp.py
