@@ -30,11 +30,13 @@ MARKER = b"PATIENT-4711,1990-02-03,preeclampsia\n"
 class Operator:
     """Runs `blindpost` against one data directory, as the README shows."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, database_url: str | None = None) -> None:
         self.root = root
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("BLINDPOST_")},
                     "BLINDPOST_DATA_DIR": str(root / "var"),
                     "BLINDPOST_SFTP_LISTEN": "127.0.0.1:0", "BLINDPOST_SFTP_WORKERS": "2"}
+        if database_url:
+            self.env["BLINDPOST_DATABASE_URL"] = database_url
 
     def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([sys.executable, "-m", "gateway.cli", *args], env=self.env,
@@ -52,9 +54,11 @@ class Operator:
         return str(pyotp.parse_uri(added["totp_uri"]).secret)
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Operator, int]]:
-    op = Operator(tmp_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Operator, int]]:
+    """`blindpost serve` on the embedded SQLite default, and on PostgreSQL (scale-out)."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    op = Operator(tmp_path, url)
     op("init", "--admin", "alice")
     with subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=op.env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as server:
