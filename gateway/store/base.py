@@ -36,7 +36,11 @@ class PendingObject(Protocol):
     def size(self) -> int: ...
 
     def write(self, data: bytes | memoryview) -> int:
-        """Append ``data``; raise :class:`~gateway.errors.StorageError` on I/O failure."""
+        """Append ``data``; raise :class:`~gateway.errors.StorageError` on I/O failure.
+
+        ``data`` may be a view of a buffer the caller reuses (the age encryptor's is):
+        consume or copy it before returning, never keep a reference.
+        """
         ...
 
     def commit(self) -> StoredObject:
