@@ -315,7 +315,11 @@ class BlindpostSFTPServer(SFTPServer):  # type: ignore[misc]  # paramiko ships n
     def _process(self, t: int, request_number: int, msg: Message) -> None:
         self._activity.touch()
         try:
-            if t == CMD_EXTENDED:
+            if t not in CMD_NAMES:
+                # paramiko would raise KeyError naming the type; answer like any server.
+                self._send_status(request_number, SFTP_OP_UNSUPPORTED,
+                                  f"unknown request type {t}")
+            elif t == CMD_EXTENDED:
                 self._extended(request_number, msg)
             elif t == CMD_CLOSE:
                 self._close(request_number, msg.get_binary())

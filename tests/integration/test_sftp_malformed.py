@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import paramiko
 import pytest
 from paramiko.sftp import (
+    CMD_EXTENDED,
     CMD_INIT,
     CMD_OPEN,
     CMD_OPENDIR,
@@ -103,8 +104,13 @@ def raw(inst: Installation) -> Iterator[RawSFTP]:
 
 
 def test_unknown_packet_type(raw: RawSFTP) -> None:
-    raw.send(200, struct.pack(">I", 7))
-    assert raw.status()[:2] == (7, SFTP_OP_UNSUPPORTED)
+    raw.send(99, struct.pack(">I", 7))
+    assert raw.status() == (7, SFTP_OP_UNSUPPORTED, "unknown request type 99")
+
+
+def test_unknown_extension(raw: RawSFTP) -> None:
+    raw.send(CMD_EXTENDED, struct.pack(">I", 6) + _string(b"evil@example.com"))
+    assert raw.status()[:2] == (6, SFTP_OP_UNSUPPORTED)
 
 
 def test_names_must_be_utf8(raw: RawSFTP) -> None:
@@ -117,7 +123,7 @@ def test_truncated_open_is_refused_and_the_session_lives_on(raw: RawSFTP) -> Non
     request_id, code, _ = raw.status()
     assert request_id == 9
     assert code != 0
-    raw.send(200, struct.pack(">I", 10))
+    raw.send(99, struct.pack(">I", 10))
     assert raw.status()[:2] == (10, SFTP_OP_UNSUPPORTED)
 
 
@@ -131,7 +137,7 @@ def test_write_to_a_handle_that_does_not_exist(raw: RawSFTP) -> None:
 def test_empty_packet_gets_a_status(raw: RawSFTP) -> None:
     raw.send_raw(struct.pack(">I", 0))
     assert raw.status()[1] == SFTP_OP_UNSUPPORTED
-    raw.send(200, struct.pack(">I", 12))
+    raw.send(99, struct.pack(">I", 12))
     assert raw.status()[:2] == (12, SFTP_OP_UNSUPPORTED)
 
 
