@@ -89,6 +89,12 @@ def _available(now: datetime) -> list[ColumnElement[bool]]:
             or_(Transfer.max_downloads.is_(None), Transfer.downloads < Transfer.max_downloads)]
 
 
+def _agrees(head: bytes, magic: bytes) -> bool:
+    """Whether ``head`` and ``magic`` are equal over their common length."""
+    common = min(len(head), len(magic))
+    return head[:common] == magic[:common]
+
+
 def _header_complete(head: bytes, armored: bool) -> bool:
     """Whether ``head`` holds a whole header (binary: up to the MAC line's newline)."""
     if armored:
@@ -119,8 +125,8 @@ class _PassThrough:
 
     def _check_header(self, *, final: bool) -> None:
         head = bytes(self._head)
-        armored = head.startswith(ARMOR_MAGIC[:len(head)]) and not head.startswith(b"age")
-        if not (armored or head.startswith((AGE_MAGIC[:len(head)], AGE_MAGIC))):
+        armored = _agrees(head, ARMOR_MAGIC)
+        if not (armored or _agrees(head, AGE_MAGIC)):
             raise UsageError("a *.age upload must be an age-encrypted file; this one is not")
         if not final and len(head) < MAX_HEADER_BYTES and not _header_complete(head, armored):
             return
