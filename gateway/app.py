@@ -13,11 +13,17 @@ from functools import cached_property
 
 from sqlalchemy.orm import Session
 
+from gateway.accounts import AccountService
 from gateway.audit import AuditLog
+from gateway.auth import AuthService
 from gateway.config import Settings
 from gateway.db import make_engine, make_sessionmaker
 from gateway.db.engine import check_reachable
+from gateway.partner_keys import PartnerKeyService
+from gateway.partners import PartnerService
+from gateway.retention import RetentionService
 from gateway.store import LocalStore, ObjectStore
+from gateway.transfers import TransferService
 
 Clock = Callable[[], datetime]
 
@@ -83,12 +89,3 @@ class App:
     def close(self) -> None:
         """Release database connections."""
         self.engine.dispose()
-
-
-# Imported last: the services take an App, and App names them in its properties.
-from gateway.accounts import AccountService  # noqa: E402
-from gateway.auth import AuthService  # noqa: E402
-from gateway.partner_keys import PartnerKeyService  # noqa: E402
-from gateway.partners import PartnerService  # noqa: E402
-from gateway.retention import RetentionService  # noqa: E402
-from gateway.transfers import TransferService  # noqa: E402
