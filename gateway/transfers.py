@@ -259,7 +259,11 @@ class Upload:
 
 
 class Download:
-    """Ranged reads of one stored ciphertext; :meth:`close` counts and audits a full read."""
+    """Ranged reads of one stored ciphertext, its download reserved at open.
+
+    :meth:`close` audits a complete read, or gives the reservation back for an
+    incomplete one.
+    """
 
     def __init__(self, app: App, *, actor: Actor, transfer: Transfer,
                  reader: ObjectReader) -> None:
@@ -288,18 +292,24 @@ class Download:
         self._closed = True
         self._reader.close()
         complete = self._reached_end and self._sent >= self.size
-        if complete:
-            with self._app.transaction() as session:
-                session.execute(update(Transfer).where(Transfer.id == self._transfer_id)
-                                .values(downloads=Transfer.downloads + 1))
-                self._app.audit.record(session, tag=AuditTag.DOWNLOAD_COMPLETE,
-                                       actor=self._actor.name,
-                                       subject=f"file:{self._transfer_id}",
-                                       details={"name": self.name, "bytes": self._sent,
-                                                "seconds": round(time.monotonic()
-                                                                 - self._started, 3),
-                                                **self._actor.audit_details()})
-        return complete
+        if not complete:
+            _release_download(self._app, self._transfer_id)
+            return False
+        with self._app.transaction() as session:
+            self._app.audit.record(session, tag=AuditTag.DOWNLOAD_COMPLETE,
+                                   actor=self._actor.name, subject=f"file:{self._transfer_id}",
+                                   details={"name": self.name, "bytes": self._sent,
+                                            "seconds": round(time.monotonic() - self._started,
+                                                             3),
+                                            **self._actor.audit_details()})
+        return True
+
+
+def _release_download(app: App, transfer_id: str) -> None:
+    """Give back a download reserved by an open that did not end in a complete read."""
+    with app.transaction() as session:
+        session.execute(update(Transfer).where(Transfer.id == transfer_id)
+                        .values(downloads=Transfer.downloads - 1))
 
 
 class TransferService:
@@ -348,8 +358,20 @@ class TransferService:
         _require_role(actor, Role.PARTNER)
         with self._app.transaction() as session:
             row = self._find(session, actor, None, name)
-        return Download(self._app, actor=actor, transfer=row,
-                        reader=self._app.store.open(row.object_id))
+            # Reserve the download now, in one conditional UPDATE, so that parallel reads
+            # cannot pass the limit on any backend; close() returns it if the read stops.
+            reserved = session.execute(update(Transfer).where(
+                Transfer.id == row.id, or_(Transfer.max_downloads.is_(None),
+                                           Transfer.downloads < Transfer.max_downloads))
+                .values(downloads=Transfer.downloads + 1))
+            if reserved.rowcount != 1:  # type: ignore[attr-defined]  # A CursorResult.
+                raise NotFoundError("no such file")
+        try:
+            reader = self._app.store.open(row.object_id)
+        except GatewayError:
+            _release_download(self._app, row.id)
+            raise
+        return Download(self._app, actor=actor, transfer=row, reader=reader)
 
     def withdraw(self, actor: Actor, name: str, partner: str | None = None) -> None:
         """Remove a file from an inbox now (its ciphertext is deleted), audited."""

@@ -199,3 +199,32 @@ def test_lowered_global_ceiling_caps_existing_partners(app: App, clock: FakeCloc
     _upload(app, "a.csv", b"data")
     entry = app.transfers.inbox(actor(app, "lee"))[0]
     assert entry.expires_at - entry.created_at == timedelta(days=2)
+
+
+def test_limit_holds_for_parallel_downloads(app: App) -> None:
+    """With a limit of one, a second open while the first read runs is refused."""
+    partner_with_key(app, "lim", max_downloads=1)
+    account(app, "clerk", Role.STAFF)
+    account(app, "ann", Role.PARTNER, partner="lim")
+    _upload(app, "once.csv", b"one time", partner="lim")
+    first = app.transfers.open_download(actor(app, "ann"), "once.csv.age")
+    with pytest.raises(NotFoundError):
+        app.transfers.open_download(actor(app, "ann"), "once.csv.age")
+    first.read_at(0, first.size)
+    assert first.close() is True
+    assert len(audit_events(app, "file:download:complete")) == 1
+
+
+def test_incomplete_read_gives_the_download_back(app: App) -> None:
+    partner_with_key(app, "lim", max_downloads=1)
+    account(app, "clerk", Role.STAFF)
+    account(app, "ann", Role.PARTNER, partner="lim")
+    _upload(app, "once.csv", os.urandom(100_000), partner="lim")
+    interrupted = app.transfers.open_download(actor(app, "ann"), "once.csv.age")
+    interrupted.read_at(0, 1000)
+    assert interrupted.close() is False
+    assert [f.downloads for f in app.transfers.inbox(actor(app, "ann"))] == [0]
+    retry = app.transfers.open_download(actor(app, "ann"), "once.csv.age")
+    retry.read_at(0, retry.size)
+    assert retry.close() is True
+    assert app.transfers.inbox(actor(app, "ann")) == []
