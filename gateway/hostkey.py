@@ -14,6 +14,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway.errors import ConfigError
 from gateway.sshkeys import fingerprint
 
 
@@ -33,6 +34,27 @@ def generate_host_key(path: Path) -> str:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                             serialization.NoEncryption())
     write_private_file(path, pem)
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                           serialization.PublicFormat.OpenSSH)
-    return fingerprint(base64.b64decode(public.split()[1]))
+    return host_key_fingerprint(_public_line(key))
+
+
+def public_host_key(path: Path) -> str:
+    """The host key's public half as an OpenSSH line (``ssh-ed25519 AAAA…``)."""
+    try:
+        key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: SSH host key not found; run `blindpost init`") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read the SSH host key") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"{path}: the SSH host key is not an Ed25519 key")
+    return _public_line(key)
+
+
+def host_key_fingerprint(public_line: str) -> str:
+    """OpenSSH's SHA256 fingerprint of a public key line."""
+    return fingerprint(base64.b64decode(public_line.split()[1]))
+
+
+def _public_line(key: Ed25519PrivateKey) -> str:
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                         serialization.PublicFormat.OpenSSH).decode("ascii")

@@ -30,6 +30,7 @@ COMMANDS = {
     "init": "gateway.cli.admin:init",
     "serve": "gateway.cli.admin:serve",
     "purge": "gateway.cli.admin:purge",
+    "host-key": "gateway.cli.admin:host_key",
     "db": "gateway.cli.admin:db",
     "version": "gateway.cli.admin:version",
     "partner": "gateway.cli.partners:partner",

@@ -19,10 +19,12 @@ import segno
 from gateway import __version__
 from gateway.accounts import NewAccount
 from gateway.cli.common import data_dir_option, emit_json, fail, open_app, settings_for
+from gateway.config import parse_listen
 from gateway.datadir import initialise
 from gateway.db import upgrade
 from gateway.db.engine import check_reachable, make_engine
 from gateway.db.models import Role
+from gateway.hostkey import host_key_fingerprint, public_host_key
 
 PURGE_INTERVAL_SECONDS = 60
 
@@ -76,6 +78,31 @@ def init(data_dir: Path | None, admin: str | None, force: bool) -> None:
         click.echo(f"SSH host key fingerprint: {result.host_key_fingerprint}")
     if result.admin:
         show_new_account_secrets(result.admin)
+
+
+@click.command("host-key")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@data_dir_option
+def host_key(as_json: bool, data_dir: Path | None) -> None:
+    """Print the SFTP server's host key and fingerprint, for partners to pin.
+
+    Send the fingerprint to partners through a second channel; their client shows it on
+    the first connection. The known_hosts line can be handed out as it is.
+
+    \b
+    Example:
+      blindpost host-key --json
+    """
+    settings = settings_for(data_dir)
+    public = public_host_key(settings.host_key_path)
+    host, port = parse_listen(settings.sftp_listen)
+    known_hosts = f"[{host}]:{port} {public}"
+    if as_json:
+        emit_json({"fingerprint": host_key_fingerprint(public), "public_key": public,
+                   "known_hosts": known_hosts})
+        return
+    click.echo(f"fingerprint  {host_key_fingerprint(public)}")
+    click.echo(f"known_hosts  {known_hosts}")
 
 
 @click.command()

@@ -124,6 +124,16 @@ def test_key_two_person_rule(ready) -> None:  # type: ignore[no-untyped-def]
     assert ready("key", "revoke", str(proposed["id"]), "--by", "alice").exit_code == 0
 
 
+def test_host_key_matches_what_init_printed(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    printed = run("init").output.split("SSH host key fingerprint: ")[1].split()[0]
+    shown = json.loads(run("host-key", "--json").output)
+    assert shown["fingerprint"] == printed
+    assert shown["known_hosts"].startswith("[127.0.0.1]:2222 ssh-ed25519 ")
+    fingerprint = subprocess.run(["ssh-keygen", "-lf", "-"], input=shown["public_key"],
+                                 capture_output=True, text=True, check=True).stdout
+    assert printed in fingerprint
+
+
 def test_version_and_db_upgrade(ready) -> None:  # type: ignore[no-untyped-def]
     assert json.loads(ready("version", "--json").output)["version"]
     assert ready("db", "upgrade").output.strip() == "database is up to date"
