@@ -81,8 +81,8 @@ class AuthService:
                 else:
                     attempt.username, attempt.key_fingerprint = username, key.fingerprint
                     return
-            self._fail(session, attempt, username=username, reason=reason, factor="publickey",
-                       now=now)
+            self._fail(session, attempt, username=username, account=account, reason=reason,
+                       factor="publickey", now=now)
         raise AuthenticationError(reason)
 
     def accept_code(self, attempt: LoginAttempt, *, username: str, code: str) -> Account:
@@ -113,8 +113,8 @@ class AuthService:
                     account.totp.last_step = step
                     self._succeed(session, attempt, account)
                     return account
-            self._fail(session, attempt, username=username, reason=reason, factor="totp",
-                       now=now)
+            self._fail(session, attempt, username=username, account=account, reason=reason,
+                       factor="totp", now=now)
         raise AuthenticationError(reason)
 
     def abandon(self, attempt: LoginAttempt, *, reason: str, username: str | None = None) -> None:
@@ -128,8 +128,9 @@ class AuthService:
             return
         claimed = attempt.username or username
         with self._app.transaction() as session:
-            self._fail(session, attempt, username=claimed, reason=reason, factor="none",
-                       now=self._app.clock(), count=claimed is not None)
+            account = self._usable_account(session, claimed) if claimed else None
+            self._fail(session, attempt, username=claimed, account=account, reason=reason,
+                       factor="none", now=self._app.clock(), count=claimed is not None)
 
     def _usable_account(self, session: Session, username: str) -> Account | None:
         try:
@@ -162,7 +163,8 @@ class AuthService:
                                         **actor.audit_details()})
 
     def _fail(self, session: Session, attempt: LoginAttempt, *, username: str | None,
-              reason: str, factor: str, now: datetime, count: bool = True) -> None:
+              account: Account | None, reason: str, factor: str, now: datetime,
+              count: bool = True) -> None:
         attempt.failures += 1
         details: dict[str, object] = {"reason": reason, "factor": factor,
                                       "source": attempt.source}
@@ -174,8 +176,8 @@ class AuthService:
         if reason.endswith("locked out") or not count:
             return
         scopes = [("source", attempt.source)]
-        if username and self._usable_account(session, username) is not None:
-            scopes.append(("account", username))
+        if account is not None:
+            scopes.append(("account", account.username))
         for scope, key in scopes:
             self._count_failure(session, scope=scope, key=key, now=now)
 
