@@ -7,13 +7,11 @@ overrides passed by the caller (command-line flags).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
 
 from gateway.errors import ConfigError
 
@@ -125,8 +123,9 @@ def parse_listen(value: str, *, key: str = "listen") -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _settable_fields() -> dict[str, dataclasses.Field[Any]]:
-    return {f.name: f for f in fields(Settings)}
+def _setting_names() -> tuple[str, ...]:
+    """Every setting, in declaration order (the example file follows it)."""
+    return tuple(f.name for f in fields(Settings))
 
 
 def _coerce(name: str, raw: object, *, source: str) -> object:
@@ -163,7 +162,7 @@ def _read_file(path: Path) -> dict[str, object]:
         raise ConfigError(f"{path}: cannot read configuration file ({exc.strerror})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
-    known = _settable_fields()
+    known = _setting_names()
     values: dict[str, object] = {}
     for key, raw in document.items():
         if key not in known or key == "data_dir":
@@ -174,7 +173,7 @@ def _read_file(path: Path) -> dict[str, object]:
 
 
 def _read_environment(environ: Mapping[str, str]) -> dict[str, object]:
-    known = _settable_fields()
+    known = _setting_names()
     values: dict[str, object] = {}
     for env_key, raw in environ.items():
         if not env_key.startswith(ENV_PREFIX):
@@ -209,7 +208,7 @@ def render_example() -> str:
     """Return a commented ``blindpost.toml`` with every setting at its default."""
     lines = ["# Blindpost configuration. Environment variables BLINDPOST_<NAME> override these."]
     defaults = Settings()
-    for name in _settable_fields():
+    for name in _setting_names():
         if name == "data_dir":
             continue
         value = getattr(defaults, name)

@@ -19,7 +19,7 @@ from gateway.audit import generate_signing_key_file
 from gateway.config import CONFIG_FILE_NAME, Settings, load_settings, render_example
 from gateway.db import upgrade
 from gateway.db.models import Role
-from gateway.errors import ConfigError, ConflictError
+from gateway.errors import ConfigError, ConflictError, NotFoundError
 from gateway.hostkey import generate_host_key, write_private_file
 
 
@@ -86,9 +86,12 @@ def _migrate_and_create_admin(settings: Settings, admin: str | None) -> NewAccou
         app.store  # noqa: B018  # Creates the store directories with their modes.
         if admin is None:
             return None
-        existing = {a.username for a in app.accounts.all()}
-        if admin in existing:
-            return None
+        try:
+            app.accounts.get(admin)
+        except NotFoundError:
+            pass
+        else:
+            return None  # Completing with --force: the admin already exists.
         return app.accounts.add(actor=Actor.local_operator(), username=admin, role=Role.ADMIN)
     finally:
         app.close()

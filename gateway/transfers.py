@@ -75,12 +75,9 @@ def check_file_name(name: str) -> str:
         # Control and format characters (e.g. U+202E, which can make "exe.csv" read as
         # "vsc.exe") would let a name look like something it is not.
         raise UsageError("invalid file name: no control, format or unassigned characters")
-    if len(name.encode("utf-8", "surrogatepass")) + len(AGE_SUFFIX) > MAX_NAME_BYTES:
+    # Lone surrogates (undecodable bytes) are category Cs and were refused above.
+    if len(name.encode("utf-8")) + len(AGE_SUFFIX) > MAX_NAME_BYTES:
         raise UsageError(f"invalid file name: longer than {MAX_NAME_BYTES - len(AGE_SUFFIX)} bytes")
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise UsageError("invalid file name: not valid UTF-8") from None
     return name
 
 
