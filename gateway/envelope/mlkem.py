@@ -8,11 +8,12 @@ X25519 private keys are expanded from it with SHAKE256, as the hybrid KEM define
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.backends.openssl.backend import backend
+import cryptography
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -36,13 +37,24 @@ _ENC_SIZE = _MLKEM_CIPHERTEXT_SIZE + _X25519_SIZE
 _BODY_SIZE = 32
 
 
+@functools.cache
+def _mlkem_available() -> bool:
+    # The public API answers by refusing: generating one key tells whether the OpenSSL
+    # that cryptography was built with provides ML-KEM-768.
+    try:
+        mlkem.MLKEM768PrivateKey.generate()
+    except UnsupportedAlgorithm:
+        return False
+    return True
+
+
 def require_backend() -> None:
-    """Raise :class:`UnsupportedError` unless OpenSSL provides ML-KEM-768."""
-    if not backend.mlkem_supported():
+    """Raise :class:`UnsupportedError` unless the installed cryptography provides ML-KEM-768."""
+    if not _mlkem_available():
         raise UnsupportedError(
             "post-quantum (mlkem768x25519) keys need ML-KEM, which the installed "
-            f"{backend.openssl_version_text()} does not provide; "
-            "install cryptography built against OpenSSL 3.5 or newer"
+            f"cryptography {cryptography.__version__} does not provide; "
+            "install cryptography 47 or newer built against OpenSSL 3.5 or newer"
         )
 
 

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+import gateway.envelope.mlkem
 from gateway.envelope import (
     Identity,
     InvalidKeyError,
@@ -130,7 +131,15 @@ def test_mixing_post_quantum_and_classical_is_refused() -> None:
 
 
 def test_missing_ml_kem_backend_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("gateway.envelope.mlkem.backend.mlkem_supported", lambda: False)
+    from cryptography.hazmat.primitives.asymmetric import mlkem
+
+    def unsupported() -> None:
+        raise mlkem.UnsupportedAlgorithm("ML-KEM is not supported by this backend")
+
+    # The public API's own refusal, as an OpenSSL without ML-KEM gives it.
+    monkeypatch.setattr(mlkem.MLKEM768PrivateKey, "generate", unsupported)
+    monkeypatch.setattr("gateway.envelope.mlkem._mlkem_available",
+                        gateway.envelope.mlkem._mlkem_available.__wrapped__)
     with pytest.raises(UnsupportedError, match="ML-KEM"):
         generate_identity(post_quantum=True)
     with pytest.raises(UnsupportedError):
