@@ -1,16 +1,21 @@
-"""Who is acting: an authenticated account, the local operator, or the system itself."""
+"""Who is acting: a signed-in account, the local operator, or the system itself.
+
+An :class:`Actor` is made by whatever proved the identity — the SSH sign-in, a one-time
+code typed at the command line, a console session — and handed to the services, which
+decide from it alone what may be done (:mod:`gateway.authz`) and record it in the audit
+log. Nothing takes a bare name as an identity.
+"""
 
 from __future__ import annotations
 
+import enum
 import getpass
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from gateway.audit import AuditTag
-from gateway.db.models import Account, Role
+from gateway.db.models import Role
 
-if TYPE_CHECKING:
-    from gateway.app import App
+# Long enough for any username we issue; a claimed name beyond it is cut and marked.
+MAX_NAME = 200
 
 
 def printable(text: str, *, limit: int = 300) -> str:
@@ -18,46 +23,68 @@ def printable(text: str, *, limit: int = 300) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
 
 
+class ActorKind(enum.StrEnum):
+    """The three kinds of actor, each recorded differently in the audit log."""
+
+    ACCOUNT = "account"
+    OPERATOR = "operator"
+    SYSTEM = "system"
+
+
 @dataclass(frozen=True)
 class Actor:
-    """The subject of an action, as recorded in the audit log.
+    """The subject of an action, as authorised and as recorded in the audit log.
 
-    ``account_id`` and ``role`` are set for signed-in accounts; the local operator (a
-    person with a shell on the host, using the CLI) and the system (the purger) have none.
+    ``account_id``, ``role`` and ``partner_id`` are set for signed-in accounts only. The
+    local operator is a person with a shell on the host using the CLI: it administers
+    but never acts *as* an account without that account's proof. ``os_user`` names the
+    operating-system user behind a CLI action, including an account's proven action.
     """
 
+    kind: ActorKind
     name: str
     account_id: int | None = None
     role: Role | None = None
     partner_id: int | None = None
     source: str | None = None
     client: str | None = None
+    os_user: str | None = None
 
     @classmethod
-    def for_account(cls, account: Account, *, source: str | None = None,
-                    client: str | None = None) -> Actor:
-        return cls(account.username, account.id, account.role, account.partner_id, source, client)
+    def account(cls, *, username: str, account_id: int, role: Role, partner_id: int | None,
+                source: str | None, client: str | None = None,
+                os_user: str | None = None) -> Actor:
+        """A signed-in account; only the code that verified its credentials makes one."""
+        return cls(ActorKind.ACCOUNT, username, account_id, role, partner_id, source, client,
+                   os_user)
 
     @classmethod
     def local_operator(cls) -> Actor:
         """The person running the CLI on the host."""
-        return cls(f"local:{getpass.getuser()}", source="local")
+        user = getpass.getuser()
+        return cls(ActorKind.OPERATOR, f"local:{user}", source="local", os_user=user)
 
     @classmethod
     def system(cls, component: str) -> Actor:
-        return cls(f"system:{component}", source="local")
+        """A component of the gateway acting on its own (the purger, the supervisor)."""
+        return cls(ActorKind.SYSTEM, f"system:{component}", source="local")
 
-    def record_denied(self, app: App, *, operation: str, path: str, reason: str) -> None:
-        """Audit a refused request: who, which operation on which path, and why."""
-        with app.transaction() as session:
-            app.audit.record(session, tag=AuditTag.ACCESS_DENIED, actor=self.name,
-                             subject=operation, details={"path": printable(path),
-                                                              "reason": reason,
-                                                              **self.audit_details()})
+    @classmethod
+    def anonymous(cls, *, claimed: str | None, source: str, client: str | None = None,
+                  os_user: str | None = None) -> Actor:
+        """Someone not (yet) proven, recorded under the name they claimed (it grants nothing)."""
+        name = "(none)" if not claimed else printable(claimed, limit=MAX_NAME)
+        return cls(ActorKind.ACCOUNT, name, source=source, client=client, os_user=os_user)
+
+    @property
+    def is_account(self) -> bool:
+        return self.kind is ActorKind.ACCOUNT and self.account_id is not None
 
     def audit_details(self) -> dict[str, str]:
-        """Source address and client version, for audit details."""
-        details = {"source": self.source} if self.source else {}
-        if self.client:
-            details["client"] = self.client
+        """Where the action came from, for the audit event's details."""
+        details: dict[str, str] = {}
+        for key in ("source", "client", "os_user"):
+            value = getattr(self, key)
+            if value:
+                details[key] = value
         return details

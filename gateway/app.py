@@ -11,14 +11,20 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
 
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway.accounts import AccountService
-from gateway.audit import AuditLog
+from gateway.actors import Actor
+from gateway.audit import AuditLog, AuditTag
 from gateway.auth import AuthService
+from gateway.authz import Authorizer
 from gateway.config import Settings
 from gateway.db import make_engine, make_sessionmaker
-from gateway.db.engine import check_reachable
+from gateway.db.engine import check_reachable, describe_error, snapshot
+from gateway.db.models import SettingValue
+from gateway.errors import ConflictError, DatabaseError
 from gateway.partner_keys import PartnerKeyService
 from gateway.partners import PartnerService
 from gateway.retention import RetentionService
@@ -57,10 +63,59 @@ class App:
         return AuditLog.from_settings(self.settings, clock=self.clock)
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """A session whose work commits on success and rolls back on any exception."""
-        with self.sessions.begin() as session:
-            yield session
+    def transaction(self, *, conflict: str | None = None) -> Iterator[Session]:
+        """A session whose work commits on success and rolls back on any exception.
+
+        This is the one place database errors become gateway errors: a unique or foreign
+        key constraint that refuses the change is a :class:`ConflictError` (saying
+        ``conflict`` when given, so a lost race reads like the slow path), anything else
+        the database raises is a :class:`DatabaseError`.
+        """
+        try:
+            with self.sessions.begin() as session:
+                yield session
+        except IntegrityError as exc:
+            raise ConflictError(conflict or "the change conflicts with the current "
+                                "state; reload and try again") from exc
+        except DBAPIError as exc:
+            raise DatabaseError(f"database error: {describe_error(exc)}") from exc
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only session: on SQLite it takes no write lock, so readers never queue."""
+        try:
+            with snapshot(self.engine) as session:
+                yield session
+        except DBAPIError as exc:
+            raise DatabaseError(f"database error: {describe_error(exc)}") from exc
+
+    @cached_property
+    def authz(self) -> Authorizer:
+        return Authorizer(self)
+
+    def record_settings(self, *, component: str) -> None:
+        """Audit each setting whose value differs from the last one the log saw.
+
+        Services call this as they start, so a change made in ``blindpost.toml`` or the
+        environment is in the log (``setting:change``, old and new value) before it acts.
+        """
+        actor = Actor.system(component)
+        with self.transaction() as session:
+            # Under the log's sequencer lock, so two services starting at once record a
+            # change once.
+            self.audit.lock(session)
+            known = {row.name: row for row in session.scalars(select(SettingValue))}
+            for name, value in self.settings.audited_values().items():
+                row = known.get(name)
+                if row is not None and row.value == value:
+                    continue
+                self.audit.record(session, tag=AuditTag.SETTING_CHANGE, actor=actor,
+                                  subject=f"setting:{name}",
+                                  details={"old": row.value if row else None, "new": value})
+                if row is None:
+                    session.add(SettingValue(name=name, value=value))
+                else:
+                    row.value = value
 
     @cached_property
     def partners(self) -> PartnerService:

@@ -1,10 +1,13 @@
-"""Sign-in rules for SSH: a verified public key AND a fresh TOTP code, every time.
+"""Sign-in rules: a verified public key AND a fresh TOTP code, every time.
 
 The adapter (``sftp_server``) proves the protocol facts — that the client signed with the
 key, that a code answers a challenge this connection issued. This module owns the rules:
 which key belongs to whom, codes and replays, disabled accounts and partners, failure
 counts and lockouts (kept in the database so every worker and node sees them), and the
 audit trail of every success, failure and lockout.
+
+The same code rules prove a person at the command line or in the console before an
+action that needs their own authority (approving a recipient key): :meth:`prove`.
 """
 
 from __future__ import annotations
@@ -14,18 +17,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from gateway import totp
+from gateway import throttle, totp
 from gateway.accounts import get_account
 from gateway.actors import Actor
 from gateway.audit import AuditTag
-from gateway.db.models import Account, AuthThrottle, SSHKey
+from gateway.db.models import Account, SSHKey, TOTPSecret
 from gateway.errors import AuthenticationError, NotFoundError
 
 if TYPE_CHECKING:
     from gateway.app import App
+
+
+NO_CODE = "no one-time code given"
 
 
 @dataclass
@@ -44,6 +50,29 @@ class LoginAttempt:
         return self.key_fingerprint is not None
 
 
+@dataclass(frozen=True)
+class _Failure:
+    """One refused factor, as audited and counted."""
+
+    tag: AuditTag
+    username: str | None
+    account: Account | None
+    reason: str
+    factor: str
+    source: str
+    client: str | None = None
+    os_user: str | None = None
+    purpose: str | None = None
+    count: bool = True
+
+
+def _actor_for(account: Account, *, source: str, client: str | None,
+               os_user: str | None = None) -> Actor:
+    return Actor.account(username=account.username, account_id=account.id, role=account.role,
+                         partner_id=account.partner_id, source=source, client=client,
+                         os_user=os_user)
+
+
 class AuthService:
     """Check factors, count failures, lock out, and audit all of it."""
 
@@ -57,7 +86,7 @@ class AuthService:
     def key_is_registered(self, *, username: str, key_blob: bytes) -> bool:
         """Answer the unsigned "would this key be accepted?" probe. Grants nothing."""
         data = base64.b64encode(key_blob).decode("ascii")
-        with self._app.transaction() as session:
+        with self._app.read() as session:
             return session.scalar(
                 select(SSHKey.id).join(Account).where(Account.username == username,
                                                       SSHKey.key_data == data)) is not None
@@ -66,55 +95,77 @@ class AuthService:
                           key_blob: bytes) -> None:
         """Record the first factor; the caller guarantees the client signed with this key."""
         data = base64.b64encode(key_blob).decode("ascii")
-        reason: str | None = None
         with self._app.transaction() as session:
             now = self._app.clock()
             account = self._usable_account(session, username)
             if account is None:
                 reason = "unknown account"
-            elif (blocked := self._blocked_reason(session, account, attempt, now)) is not None:
+            elif (blocked := self._blocked_reason(session, account, attempt.source, now)):
                 reason = blocked
             else:
                 key = next((k for k in account.ssh_keys if k.key_data == data), None)
-                if key is None:
-                    reason = "unknown key"
-                else:
+                if key is not None:
                     attempt.username, attempt.key_fingerprint = username, key.fingerprint
                     return
-            self._fail(session, attempt, username=username, account=account, reason=reason,
-                       factor="publickey", now=now)
+                reason = "unknown key"
+            self._fail(session, attempt, _Failure(AuditTag.LOGIN_FAILURE, username, account,
+                                                  reason, "publickey", attempt.source,
+                                                  attempt.client), now=now)
         raise AuthenticationError(reason)
 
-    def accept_code(self, attempt: LoginAttempt, *, username: str, code: str) -> Account:
+    def accept_code(self, attempt: LoginAttempt, *, username: str, code: str) -> Actor:
         """Check the second factor and complete the sign-in, or raise.
 
         Refused unless a verified public key for the same account came first on this
-        connection: a code alone never suffices.
+        connection: a code alone never suffices. Returns the signed-in account's actor.
         """
-        reason: str
         with self._app.transaction() as session:
             now = self._app.clock()
             account = self._usable_account(session, username)
+            reason: str | None
             if not attempt.has_key or attempt.username != username or account is None:
                 reason = "one-time code without a verified public key"
-            elif (blocked := self._blocked_reason(session, account, attempt, now)) is not None:
-                reason = blocked
-            elif account.totp is None:
-                reason = "no TOTP secret enrolled"
             else:
-                try:
-                    step = totp.check_code(account.totp.secret, code, now=now,
-                                           last_step=account.totp.last_step)
-                except totp.ReplayedCodeError:
-                    reason = "replayed code"
-                except totp.InvalidCodeError:
-                    reason = "wrong code"
-                else:
-                    account.totp.last_step = step
-                    self._succeed(session, attempt, account)
-                    return account
-            self._fail(session, attempt, username=username, account=account, reason=reason,
-                       factor="totp", now=now)
+                reason = self._check_code(session, account, attempt.source, code, now)
+            if reason is None:
+                assert account is not None
+                return self._succeed(session, attempt, account)
+            self._fail(session, attempt, _Failure(AuditTag.LOGIN_FAILURE, username, account,
+                                                  reason, "totp", attempt.source,
+                                                  attempt.client), now=now)
+        raise AuthenticationError(reason)
+
+    def prove(self, *, username: str, code: str, source: str, purpose: str,
+              client: str | None = None, os_user: str | None = None) -> Actor:
+        """Prove that the person acting holds ``username``'s second factor, now.
+
+        For an action that needs a named person's authority outside an SFTP session (a
+        key approval typed at the command line, confirmed in the console): the code
+        passes the same replay, lockout and audit rules as a sign-in.
+        """
+        attempt = LoginAttempt(source=source, client=client)
+        with self._app.transaction() as session:
+            now = self._app.clock()
+            account = self._usable_account(session, username)
+            reason: str | None
+            if not code.strip():
+                reason = NO_CODE
+            elif account is None:
+                reason = "unknown account"
+            else:
+                reason = self._check_code(session, account, source, code, now)
+            if reason is None:
+                assert account is not None
+                throttle.clear(session, scope="account", key=account.username)
+                actor = _actor_for(account, source=source, client=client, os_user=os_user)
+                self._app.audit.record(session, tag=AuditTag.STEP_UP_SUCCESS, actor=actor,
+                                       subject=f"account:{username}",
+                                       details={"method": "totp", "purpose": purpose})
+                return actor
+            # A missing code is audited but is no guess, so it counts toward no lockout.
+            self._fail(session, attempt, _Failure(AuditTag.STEP_UP_FAILURE, username, account,
+                                                  reason, "totp", source, client, os_user,
+                                                  purpose, count=reason != NO_CODE), now=now)
         raise AuthenticationError(reason)
 
     def abandon(self, attempt: LoginAttempt, *, reason: str, username: str | None = None) -> None:
@@ -129,8 +180,10 @@ class AuthService:
         claimed = attempt.username or username
         with self._app.transaction() as session:
             account = self._usable_account(session, claimed) if claimed else None
-            self._fail(session, attempt, username=claimed, account=account, reason=reason,
-                       factor="none", now=self._app.clock(), count=claimed is not None)
+            self._fail(session, attempt, _Failure(AuditTag.LOGIN_FAILURE, claimed, account,
+                                                  reason, "none", attempt.source,
+                                                  attempt.client, count=claimed is not None),
+                       now=self._app.clock())
 
     def _usable_account(self, session: Session, username: str) -> Account | None:
         try:
@@ -138,62 +191,72 @@ class AuthService:
         except NotFoundError:
             return None
 
-    def _blocked_reason(self, session: Session, account: Account, attempt: LoginAttempt,
+    def _check_code(self, session: Session, account: Account, source: str, code: str,
+                    now: datetime) -> str | None:
+        """Consume ``code`` for ``account``; return why it is refused, or None."""
+        if (blocked := self._blocked_reason(session, account, source, now)) is not None:
+            return blocked
+        if account.totp is None:
+            return "no TOTP secret enrolled"
+        try:
+            step = totp.check_code(account.totp.secret, code, now=now,
+                                   last_step=account.totp.last_step)
+        except totp.ReplayedCodeError:
+            return "replayed code"
+        except totp.InvalidCodeError:
+            return "wrong code"
+        # One conditional UPDATE decides: whichever worker or node reaches it first uses
+        # the step; every other gets no row and the code counts as replayed.
+        consumed = session.execute(update(TOTPSecret).where(
+            TOTPSecret.account_id == account.id,
+            or_(TOTPSecret.last_step.is_(None), TOTPSecret.last_step < step))
+            .values(last_step=step).execution_options(synchronize_session=False))
+        return None if consumed.rowcount == 1 else "replayed code"  # type: ignore[attr-defined]  # A CursorResult.
+
+    def _blocked_reason(self, session: Session, account: Account, source: str,
                         now: datetime) -> str | None:
         if account.disabled:
             return "account disabled"
         if account.partner is not None and account.partner.disabled:
             return "partner disabled"
-        for scope, key in (("account", account.username), ("source", attempt.source)):
-            row = session.get(AuthThrottle, (scope, key))
-            if row and row.locked_until and row.locked_until > now:
+        for scope, key in (("account", account.username), ("source", source)):
+            if throttle.locked_until(session, scope=scope, key=key, now=now) is not None:
                 return f"{scope} locked out"
         return None
 
-    def _succeed(self, session: Session, attempt: LoginAttempt, account: Account) -> None:
+    def _succeed(self, session: Session, attempt: LoginAttempt, account: Account) -> Actor:
         attempt.succeeded = True
-        row = session.get(AuthThrottle, ("account", account.username))
-        if row is not None:
-            session.delete(row)
-        actor = Actor.for_account(account, source=attempt.source, client=attempt.client)
-        self._app.audit.record(session, tag=AuditTag.LOGIN_SUCCESS, actor=account.username,
+        throttle.clear(session, scope="account", key=account.username)
+        actor = _actor_for(account, source=attempt.source, client=attempt.client)
+        self._app.audit.record(session, tag=AuditTag.LOGIN_SUCCESS, actor=actor,
                                subject=f"account:{account.username}",
                                details={"method": "publickey+totp",
-                                        "key": attempt.key_fingerprint,
-                                        **actor.audit_details()})
+                                        "key": attempt.key_fingerprint})
+        return actor
 
-    def _fail(self, session: Session, attempt: LoginAttempt, *, username: str | None,
-              account: Account | None, reason: str, factor: str, now: datetime,
-              count: bool = True) -> None:
+    def _fail(self, session: Session, attempt: LoginAttempt, failure: _Failure, *,
+              now: datetime) -> None:
         attempt.failures += 1
-        details: dict[str, object] = {"reason": reason, "factor": factor,
-                                      "source": attempt.source}
-        if attempt.client:
-            details["client"] = attempt.client
-        subject = f"account:{username}" if username else "account:(none)"
-        self._app.audit.record(session, tag=AuditTag.LOGIN_FAILURE, actor=username or "(none)",
-                               subject=subject, details=details)
-        if reason.endswith("locked out") or not count:
+        actor = Actor.anonymous(claimed=failure.username, source=failure.source,
+                                client=failure.client, os_user=failure.os_user)
+        details = {"reason": failure.reason, "factor": failure.factor}
+        if failure.purpose:
+            details["purpose"] = failure.purpose
+        self._app.audit.record(session, tag=failure.tag, actor=actor,
+                               subject=f"account:{actor.name}", details=details)
+        if failure.reason.endswith("locked out") or not failure.count:
             return
-        scopes = [("source", attempt.source)]
-        if account is not None:
-            scopes.append(("account", account.username))
-        for scope, key in scopes:
-            self._count_failure(session, scope=scope, key=key, now=now)
-
-    def _count_failure(self, session: Session, *, scope: str, key: str, now: datetime) -> None:
+        scopes = [("source", failure.source)]
+        if failure.account is not None:
+            scopes.append(("account", failure.account.username))
         settings = self._app.settings
-        window = timedelta(minutes=settings.lockout_minutes)
-        row = session.get(AuthThrottle, (scope, key))
-        if row is None:
-            row = AuthThrottle(scope=scope, key=key, failures=0, window_start=now)
-            session.add(row)
-        if now - row.window_start > window:
-            row.failures, row.window_start, row.locked_until = 0, now, None
-        row.failures += 1
-        if row.failures >= settings.lockout_threshold and row.locked_until is None:
-            row.locked_until = now + window
-            self._app.audit.record(session, tag=AuditTag.LOCKOUT, actor="system:auth",
-                                   subject=f"{scope}:{key}",
-                                   details={"failures": row.failures,
-                                            "until": row.locked_until.isoformat()})
+        for scope, key in scopes:
+            counted = throttle.count_failure(
+                session, scope=scope, key=key, now=now,
+                window=timedelta(minutes=settings.lockout_minutes),
+                threshold=settings.lockout_threshold)
+            if counted.locked_until is not None:
+                self._app.audit.record(session, tag=AuditTag.LOCKOUT,
+                                       actor=Actor.system("auth"), subject=f"{scope}:{key}",
+                                       details={"failures": counted.failures,
+                                                "until": counted.locked_until.isoformat()})

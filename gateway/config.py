@@ -8,6 +8,7 @@ overrides passed by the caller (command-line flags).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -48,6 +49,9 @@ class Settings:
     audit_checkpoint_every: int = 1000
     audit_checkpoint_seconds: int = 300
     audit_syslog: bool = False
+    # True only when one process alone writes this store: crash leftovers are then swept
+    # at start instead of after an hour's grace.
+    single_node: bool = False
     # Dangerous switches are named insecure_* and are logged and audited on every use.
     insecure_single_admin_key_approval: bool = False
     log_level: str = "info"
@@ -77,6 +81,21 @@ class Settings:
         return [f.name for f in fields(self) if f.name.startswith("insecure_")
                 and getattr(self, f.name)]
 
+    def audited_values(self) -> dict[str, str]:
+        """Every setting as text for the audit log's ``setting:change`` events.
+
+        The data directory is where the log lives, not a setting of it; a password in the
+        database URL is replaced by ``***``.
+        """
+        values = {}
+        for item in fields(self):
+            if item.name == "data_dir":
+                continue
+            value = getattr(self, item.name)
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            values[item.name] = _URL_PASSWORD.sub(r"://\1:***@", text)
+        return values
+
     @property
     def effective_database_url(self) -> str:
         """The database URL, defaulting to SQLite inside the data directory."""
@@ -104,6 +123,7 @@ class Settings:
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+_URL_PASSWORD = re.compile(r"://([^:/@]*):[^@/]*@")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 

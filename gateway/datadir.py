@@ -86,12 +86,13 @@ def _migrate_and_create_admin(settings: Settings, admin: str | None) -> NewAccou
         app.store  # noqa: B018  # Creates the store directories with their modes.
         if admin is None:
             return None
+        operator = Actor.local_operator()
         try:
-            app.accounts.get(admin)
+            app.accounts.get(operator, admin)
         except NotFoundError:
             pass
         else:
             return None  # Completing with --force: the admin already exists.
-        return app.accounts.add(actor=Actor.local_operator(), username=admin, role=Role.ADMIN)
+        return app.accounts.add(operator, username=admin, role=Role.ADMIN)
     finally:
         app.close()

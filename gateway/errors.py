@@ -11,6 +11,10 @@ from __future__ import annotations
 class GatewayError(Exception):
     """Base of every error the gateway raises on purpose."""
 
+    # Set once the refusal this error describes is in the audit log, so that an adapter
+    # passing it on does not record it a second time.
+    audited = False
+
     def diagnostics(self) -> str:
         """Return a one-line, human-readable explanation, safe to show to the caller."""
         return str(self) or type(self).__name__
@@ -38,6 +42,10 @@ class AuthenticationError(GatewayError):
 
 class PolicyError(GatewayError):
     """The caller is authenticated but the rules forbid the operation."""
+
+
+class AuthorizationError(PolicyError):
+    """The acting account, operator or component does not hold the permission."""
 
 
 class StorageError(GatewayError):

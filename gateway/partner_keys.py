@@ -8,16 +8,17 @@ classical, so that no file mixes them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway import envelope
-from gateway.accounts import get_account
 from gateway.actors import Actor
 from gateway.audit import AuditTag
+from gateway.authz import Permission
 from gateway.db.models import Account, KeyState, Partner, PartnerKey, Role
 from gateway.errors import ConflictError, NotFoundError, PolicyError
 from gateway.partners import get_partner
@@ -28,15 +29,47 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _admin(session: Session, username: str) -> Account:
-    account = get_account(session, username)
-    if account.role is not Role.ADMIN or account.disabled:
-        raise PolicyError(f"{username!r} is not an active admin")
+@dataclass(frozen=True)
+class RecipientKey:
+    """A partner recipient key as the services hand it out."""
+
+    id: int
+    partner: str
+    kind: str
+    fingerprint: str
+    label: str
+    recipient: str
+    state: KeyState
+    proposed_by: str
+    proposed_at: datetime
+    approved_by: str | None
+    approved_at: datetime | None
+    revoked_by: str | None
+    revoked_at: datetime | None
+
+    @property
+    def is_post_quantum(self) -> bool:
+        return self.kind != "x25519"
+
+
+def key_info(row: PartnerKey) -> RecipientKey:
+    return RecipientKey(row.id, row.partner.slug, row.kind, row.fingerprint, row.label,
+                        row.recipient, row.state, row.proposer.username, row.proposed_at,
+                        row.approver.username if row.approver else None, row.approved_at,
+                        row.revoker.username if row.revoker else None, row.revoked_at)
+
+
+def _active_admin(session: Session, actor: Actor) -> Account:
+    """The acting admin's account, re-read: a disabled admin approves nothing."""
+    account = session.get(Account, actor.account_id) if actor.account_id else None
+    if account is None or account.role is not Role.ADMIN or account.disabled:
+        raise PolicyError(f"{actor.name!r} is not an active admin")
     return account
 
 
 def _get_key(session: Session, key_id: int) -> PartnerKey:
-    key = session.get(PartnerKey, key_id)
+    key = session.scalar(select(PartnerKey).where(PartnerKey.id == key_id)
+                         .with_for_update(of=PartnerKey))
     if key is None:
         raise NotFoundError(f"unknown key id {key_id}")
     return key
@@ -50,37 +83,45 @@ def approved_keys(session: Session, partner: Partner) -> list[PartnerKey]:
 
 
 class PartnerKeyService:
-    """Propose, approve, revoke and list partner recipient keys."""
+    """Propose, approve, revoke and list partner recipient keys.
+
+    Proposing, approving and revoking need an admin account's own proof (an SFTP-less
+    step-up with its one-time code, or a console session with a fresh second factor):
+    the local operator cannot change who receives files.
+    """
 
     def __init__(self, app: App) -> None:
         self._app = app
 
-    def propose(self, *, partner: str, recipient: str, by: str, label: str = "",
-                actor: Actor | None = None) -> PartnerKey:
-        """Validate ``recipient`` and record it as proposed by admin ``by``."""
+    def propose(self, actor: Actor, *, partner: str, recipient: str,
+                label: str = "") -> RecipientKey:
+        """Validate ``recipient`` and record it as proposed by the acting admin."""
+        self._app.authz.require(actor, Permission.KEY_PROPOSE, subject=f"partner:{partner}")
         parsed = envelope.parse_recipient(recipient.strip())
-        with self._app.transaction() as session:
-            proposer = _admin(session, by)
+        conflict = f"partner {partner!r} already has this key"
+        with self._app.transaction(conflict=conflict) as session:
+            proposer = _active_admin(session, actor)
             partner_row = get_partner(session, partner)
-            if session.scalar(select(PartnerKey.id).where(
-                    PartnerKey.partner_id == partner_row.id,
-                    PartnerKey.recipient == str(parsed))):
-                raise ConflictError(f"partner {partner!r} already has this key")
             key = PartnerKey(partner_id=partner_row.id, recipient=str(parsed), kind=parsed.kind,
                              fingerprint=parsed.fingerprint, label=label,
                              state=KeyState.PROPOSED, proposed_by=proposer.id,
-                             proposed_at=self._app.clock(), partner=partner_row)
+                             proposed_at=self._app.clock(), partner=partner_row,
+                             proposer=proposer)
             session.add(key)
             session.flush()
-            self._record(session, AuditTag.KEY_PROPOSE, key, partner_row, by, actor)
-        return key
+            self._record(session, AuditTag.KEY_PROPOSE, key, actor)
+            return key_info(key)
 
-    def approve(self, *, key_id: int, by: str, actor: Actor | None = None) -> PartnerKey:
+    def approve(self, actor: Actor, *, key_id: int) -> RecipientKey:
         """Approve a proposed key; the approver must not be the proposer."""
+        self._app.authz.require(actor, Permission.KEY_APPROVE, subject=f"key:{key_id}")
         settings = self._app.settings
         with self._app.transaction() as session:
-            approver = _admin(session, by)
+            approver = _active_admin(session, actor)
             key = _get_key(session, key_id)
+            # Approvals for one partner are serialised, so two approvals at once cannot
+            # both pass the no-mixing check below.
+            get_partner(session, key.partner.slug, for_update=True)
             if key.state is not KeyState.PROPOSED:
                 raise ConflictError(f"key {key_id} is {key.state.value}, not proposed")
             single_admin = key.proposed_by == approver.id
@@ -92,45 +133,43 @@ class PartnerKeyService:
                 raise PolicyError(f"partner {key.partner.slug!r} has approved {others[0].kind} "
                                   f"keys; a {key.kind} key would mix post-quantum and classical "
                                   "recipients. Revoke the others first.")
-            key.state, key.approved_by, key.approved_at = (KeyState.APPROVED, approver.id,
-                                                           self._app.clock())
+            key.state, key.approved_at, key.approver = (KeyState.APPROVED, self._app.clock(),
+                                                        approver)
             extra: dict[str, object] = {}
             if single_admin:
                 log.warning("insecure_single_admin_key_approval: %s approved their own key %d",
-                            by, key_id)
+                            actor.name, key_id)
                 extra["insecure_single_admin_key_approval"] = True
-                self._app.audit.record(session, tag=AuditTag.SETTING_INSECURE_USE, actor=by,
+                self._app.audit.record(session, tag=AuditTag.SETTING_INSECURE_USE, actor=actor,
                                        subject="setting:insecure_single_admin_key_approval",
                                        details={"key_id": key.id, "partner": key.partner.slug})
-            self._record(session, AuditTag.KEY_APPROVE, key, key.partner, by, actor, extra)
-        return key
+            self._record(session, AuditTag.KEY_APPROVE, key, actor, extra)
+            return key_info(key)
 
-    def revoke(self, *, key_id: int, by: str, actor: Actor | None = None) -> PartnerKey:
+    def revoke(self, actor: Actor, *, key_id: int) -> RecipientKey:
         """Revoke a proposed or approved key; it receives no new file from now on."""
+        self._app.authz.require(actor, Permission.KEY_REVOKE, subject=f"key:{key_id}")
         with self._app.transaction() as session:
-            admin = _admin(session, by)
+            admin = _active_admin(session, actor)
             key = _get_key(session, key_id)
             if key.state is KeyState.REVOKED:
                 raise ConflictError(f"key {key_id} is already revoked")
-            key.state, key.revoked_by, key.revoked_at = (KeyState.REVOKED, admin.id,
-                                                         self._app.clock())
-            self._record(session, AuditTag.KEY_REVOKE, key, key.partner, by, actor)
-        return key
+            key.state, key.revoked_at, key.revoker = KeyState.REVOKED, self._app.clock(), admin
+            self._record(session, AuditTag.KEY_REVOKE, key, actor)
+            return key_info(key)
 
-    def all(self, *, partner: str | None = None) -> Sequence[PartnerKey]:
-        with self._app.transaction() as session:
+    def all(self, actor: Actor, *, partner: str | None = None) -> list[RecipientKey]:
+        self._app.authz.require(actor, Permission.KEY_READ)
+        with self._app.read() as session:
             query = select(PartnerKey).order_by(PartnerKey.id)
             if partner is not None:
                 query = query.where(PartnerKey.partner_id == get_partner(session, partner).id)
-            return session.scalars(query).all()
+            return [key_info(row) for row in session.scalars(query)]
 
-    def _record(self, session: Session, tag: AuditTag, key: PartnerKey, partner: Partner,
-                by: str, actor: Actor | None, extra: dict[str, object] | None = None) -> None:
-        details: dict[str, object] = {"key_id": key.id, "partner": partner.slug,
+    def _record(self, session: Session, tag: AuditTag, key: PartnerKey, actor: Actor,
+                extra: dict[str, object] | None = None) -> None:
+        details: dict[str, object] = {"key_id": key.id, "partner": key.partner.slug,
                                       "kind": key.kind, "fingerprint": key.fingerprint,
                                       **(extra or {})}
-        if actor is not None:
-            details.update(actor.audit_details())
-        self._app.audit.record(session, tag=tag, actor=by, subject=f"key:{key.id}",
+        self._app.audit.record(session, tag=tag, actor=actor, subject=f"key:{key.id}",
                                details=details)
-

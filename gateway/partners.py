@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from gateway.actors import Actor
 from gateway.audit import AuditTag
+from gateway.authz import Permission
 from gateway.db.models import Partner
 from gateway.errors import ConflictError, NotFoundError, UsageError
 
@@ -29,9 +31,32 @@ def check_slug(slug: str) -> str:
     return slug
 
 
-def get_partner(session: Session, slug: str) -> Partner:
-    """Load a partner by slug or raise :class:`NotFoundError`."""
-    partner = session.scalar(select(Partner).where(Partner.slug == slug))
+@dataclass(frozen=True)
+class PartnerInfo:
+    """A partner as the services hand it out."""
+
+    id: int
+    slug: str
+    name: str
+    retention_days: int
+    max_downloads: int | None
+    disabled: bool
+    created_at: datetime
+
+
+def partner_info(row: Partner) -> PartnerInfo:
+    return PartnerInfo(row.id, row.slug, row.name, row.retention_days, row.max_downloads,
+                       row.disabled, row.created_at)
+
+
+def get_partner(session: Session, slug: str, *, for_update: bool = False) -> Partner:
+    """Load a partner by slug or raise :class:`NotFoundError`.
+
+    ``for_update`` locks the row until the transaction ends (PostgreSQL; SQLite's
+    writers are serialised already), for a check-then-write on it.
+    """
+    query = select(Partner).where(Partner.slug == slug)
+    partner = session.scalar(query.with_for_update() if for_update else query)
     if partner is None:
         raise NotFoundError(f"unknown partner {slug!r}")
     return partner
@@ -43,9 +68,10 @@ class PartnerService:
     def __init__(self, app: App) -> None:
         self._app = app
 
-    def add(self, *, actor: Actor, slug: str, name: str | None = None,
-            retention_days: int | None = None, max_downloads: int | None = None) -> Partner:
+    def add(self, actor: Actor, *, slug: str, name: str | None = None,
+            retention_days: int | None = None, max_downloads: int | None = None) -> PartnerInfo:
         """Create a partner; retention defaults to the setting and is capped by the maximum."""
+        self._app.authz.require(actor, Permission.PARTNER_MANAGE, subject=f"partner:{slug}")
         settings = self._app.settings
         retention = settings.default_retention_days if retention_days is None else retention_days
         if not 1 <= retention <= settings.max_retention_days:
@@ -53,37 +79,40 @@ class PartnerService:
                              f"days (max_retention_days), got {retention}")
         if max_downloads is not None and max_downloads < 1:
             raise UsageError("max downloads must be at least 1")
-        with self._app.transaction() as session:
-            check_slug(slug)
-            if session.scalar(select(Partner.id).where(Partner.slug == slug)) is not None:
-                raise ConflictError(f"partner {slug!r} already exists")
+        check_slug(slug)
+        # The unique constraint on the slug decides "create if absent", so two admins
+        # adding the same partner at once get the same answer as one after the other.
+        with self._app.transaction(conflict=f"partner {slug!r} already exists") as session:
             partner = Partner(slug=slug, name=name or slug, retention_days=retention,
                               max_downloads=max_downloads, disabled=False,
                               created_at=self._app.clock())
             session.add(partner)
             session.flush()
-            self._app.audit.record(session, tag=AuditTag.PARTNER_CREATE, actor=actor.name,
+            self._app.audit.record(session, tag=AuditTag.PARTNER_CREATE, actor=actor,
                                    subject=f"partner:{slug}",
                                    details={"retention_days": retention,
-                                            "max_downloads": max_downloads,
-                                            **actor.audit_details()})
-        return partner
+                                            "max_downloads": max_downloads})
+            return partner_info(partner)
 
-    def all(self) -> Sequence[Partner]:
-        with self._app.transaction() as session:
-            return session.scalars(select(Partner).order_by(Partner.slug)).all()
+    def all(self, actor: Actor) -> list[PartnerInfo]:
+        self._app.authz.require(actor, Permission.PARTNER_READ)
+        with self._app.read() as session:
+            return [partner_info(row) for row in
+                    session.scalars(select(Partner).order_by(Partner.slug))]
 
-    def get(self, slug: str) -> Partner:
-        with self._app.transaction() as session:
-            return get_partner(session, slug)
+    def get(self, actor: Actor, slug: str) -> PartnerInfo:
+        self._app.authz.require(actor, Permission.PARTNER_READ, subject=f"partner:{slug}")
+        with self._app.read() as session:
+            return partner_info(get_partner(session, slug))
 
-    def disable(self, *, actor: Actor, slug: str) -> Partner:
+    def disable(self, actor: Actor, *, slug: str) -> PartnerInfo:
         """Disable a partner: its accounts can no longer sign in and staff cannot upload."""
+        self._app.authz.require(actor, Permission.PARTNER_MANAGE, subject=f"partner:{slug}")
         with self._app.transaction() as session:
-            partner = get_partner(session, slug)
+            partner = get_partner(session, slug, for_update=True)
             if partner.disabled:
                 raise ConflictError(f"partner {slug!r} is already disabled")
             partner.disabled = True
-            self._app.audit.record(session, tag=AuditTag.PARTNER_DISABLE, actor=actor.name,
-                                   subject=f"partner:{slug}", details=actor.audit_details())
-        return partner
+            self._app.audit.record(session, tag=AuditTag.PARTNER_DISABLE, actor=actor,
+                                   subject=f"partner:{slug}")
+            return partner_info(partner)

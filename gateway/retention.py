@@ -2,29 +2,34 @@
 
 A file is purged when it expires or when its download limit is reached; its ciphertext
 is deleted and the purge is audited. The sweep also removes what a crash can leave
-behind: partial objects of aborted uploads and committed objects that no transfer row
-references (the store commits before the database does).
+behind, from the objects recorded in :mod:`gateway.pending_objects`: uploads abandoned
+mid-way, and objects whose transfer ended but whose deletion did not finish.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 
+from gateway import pending_objects
 from gateway.actors import Actor
 from gateway.audit import AuditTag
-from gateway.db.models import Transfer, TransferState
+from gateway.authz import Permission
+from gateway.db.models import PendingObject, Transfer, TransferState
+from gateway.errors import GatewayError
 
 if TYPE_CHECKING:
     from gateway.app import App
 
-# An upload in progress writes at least this often, so older partials are abandoned.
-PARTIAL_GRACE = timedelta(hours=1)
-# A committed object gets its row within this time, so older unreferenced ones are orphans.
-ORPHAN_GRACE = timedelta(minutes=10)
+log = logging.getLogger(__name__)
+
+# An upload in progress touches its pending row every minute, so one untouched for this
+# long was abandoned by a crash.
+UPLOAD_GRACE = timedelta(hours=1)
 
 PURGER = Actor.system("purger")
 
@@ -34,8 +39,9 @@ class PurgeReport:
     """What one purge run removed."""
 
     purged: int
-    partials: int
-    orphans: int
+    swept: int
+    partials: int = 0
+    orphans: int = 0
 
 
 class RetentionService:
@@ -44,17 +50,24 @@ class RetentionService:
     def __init__(self, app: App) -> None:
         self._app = app
 
-    def purge(self, *, partial_grace: timedelta = PARTIAL_GRACE,
-              orphan_grace: timedelta = ORPHAN_GRACE) -> PurgeReport:
-        """Run one purge pass; safe to run concurrently on several nodes."""
-        purged = self._purge_transfers()
-        now = self._app.clock()
-        partials = self._app.store.sweep_partials(older_than=now - partial_grace)
-        orphans = self._sweep_orphans(older_than=now - orphan_grace)
-        return PurgeReport(purged, len(partials), orphans)
+    def purge(self, actor: Actor = PURGER, *, upload_grace: timedelta = UPLOAD_GRACE,
+              full: bool = False) -> PurgeReport:
+        """Run one purge pass; safe to run concurrently on several nodes.
 
-    def _purge_transfers(self) -> int:
-        now, count = self._app.clock(), 0
+        ``full`` also lists the whole store for partial and unreferenced objects (for a
+        store written before pending objects were recorded, or after a restore).
+        """
+        self._app.authz.require(actor, Permission.FILE_PURGE)
+        purged = self._purge_transfers(actor)
+        swept = pending_objects.sweep(self._app, upload_grace=upload_grace)
+        if not full:
+            return PurgeReport(purged, swept)
+        older_than = self._app.clock() - upload_grace
+        partials = self._app.store.sweep_partials(older_than=older_than)
+        return PurgeReport(purged, swept, len(partials), self._sweep_orphans(older_than))
+
+    def _purge_transfers(self, actor: Actor) -> int:
+        now, purged = self._app.clock(), []
         due = or_(Transfer.expires_at <= now,
                   and_(Transfer.max_downloads.is_not(None),
                        Transfer.downloads >= Transfer.max_downloads))
@@ -62,23 +75,38 @@ class RetentionService:
             rows = list(session.scalars(select(Transfer).where(
                 Transfer.state == TransferState.AVAILABLE, due)))
             for row in rows:
-                row.state = TransferState.PURGED
+                # One conditional UPDATE per file: when two nodes purge at once, each file
+                # is purged (and audited) by exactly one of them.
+                taken = session.execute(update(Transfer).where(
+                    Transfer.id == row.id, Transfer.state == TransferState.AVAILABLE)
+                    .values(state=TransferState.PURGED)
+                    .execution_options(synchronize_session=False))
+                if taken.rowcount != 1:  # type: ignore[attr-defined]  # A CursorResult.
+                    continue
+                pending_objects.note_deletion(session, row.object_id, now=now)
                 reason = "expired" if row.expires_at <= now else "download limit reached"
-                self._app.audit.record(session, tag=AuditTag.FILE_PURGE, actor=PURGER.name,
+                self._app.audit.record(session, tag=AuditTag.FILE_PURGE, actor=actor,
                                        subject=f"file:{row.id}",
-                                       details={"name": row.name, "reason": reason,
-                                                "size": row.size, "sha256": row.sha256})
-                count += 1
-        # Ciphertext goes after the rows are committed; a crash in between leaves orphans,
-        # which the next pass removes.
-        for row in rows:
-            self._app.store.delete(row.object_id)
-        return count
+                                       details={"partner": row.partner.slug, "name": row.name,
+                                                "reason": reason, "size": row.size,
+                                                "sha256": row.sha256})
+                purged.append(row.object_id)
+        # Ciphertext goes after the rows are committed; what fails here stays recorded as
+        # pending and the sweep deletes it.
+        for object_id in purged:
+            try:
+                pending_objects.delete_now(self._app, object_id)
+            except GatewayError as exc:
+                log.warning("could not delete purged object %s (%s); will retry",
+                            object_id, exc.diagnostics())
+        return len(purged)
 
-    def _sweep_orphans(self, *, older_than: datetime) -> int:
-        with self._app.transaction() as session:
+    def _sweep_orphans(self, older_than: datetime) -> int:
+        with self._app.read() as session:
             live = set(session.scalars(select(Transfer.object_id).where(
                 Transfer.state == TransferState.AVAILABLE)))
+            live |= set(session.scalars(select(PendingObject.object_id).where(
+                PendingObject.purpose == pending_objects.UPLOAD)))
         removed = 0
         for info in self._app.store.list_objects():
             if info.object_id not in live and info.modified_at < older_than:

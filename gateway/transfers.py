@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
-from gateway import envelope
+from gateway import envelope, pending_objects
 from gateway.actors import Actor
 from gateway.audit import AuditTag
-from gateway.db.models import Partner, Role, Transfer, TransferState
+from gateway.authz import Permission
+from gateway.db.models import KeyState, Partner, PartnerKey, Role, Transfer, TransferState
 from gateway.errors import GatewayError, NotFoundError, PolicyError, UsageError
 from gateway.partner_keys import approved_keys
-from gateway.partners import get_partner
+from gateway.partners import PartnerInfo, get_partner, partner_info
 from gateway.store import ObjectReader, PendingObject
 
 if TYPE_CHECKING:
@@ -50,19 +51,25 @@ _INVISIBLE_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Cn")
 
 @dataclass(frozen=True)
 class FileEntry:
-    """A file as a partner or staff member sees it in an inbox listing."""
+    """A stored file's metadata (never its contents), as listings and reports show it."""
 
+    id: str
+    partner: str
     name: str
     size: int
+    sha256: str
     created_at: datetime
     expires_at: datetime
     downloads: int
     max_downloads: int | None
+    state: TransferState
+    uploaded_by: str
 
 
 def _entry(row: Transfer) -> FileEntry:
-    return FileEntry(row.name, row.size, row.created_at, row.expires_at, row.downloads,
-                     row.max_downloads)
+    return FileEntry(row.id, row.partner.slug, row.name, row.size, row.sha256, row.created_at,
+                     row.expires_at, row.downloads, row.max_downloads, row.state,
+                     row.uploader.username)
 
 
 def check_file_name(name: str) -> str:
@@ -140,11 +147,12 @@ class _PassThrough:
 class Upload:
     """A file being uploaded: write bytes in order, then :meth:`commit` or :meth:`abort`."""
 
-    def __init__(self, app: App, *, actor: Actor, partner: Partner, name: str,
+    def __init__(self, app: App, *, actor: Actor, partner: PartnerInfo, name: str,
                  recipients: Sequence[envelope.Recipient], key_ids: list[int]) -> None:
         self._app = app
         self._actor = actor
-        self._partner = partner
+        self._partner_id = partner.id
+        self._partner_slug = partner.slug
         self._started = time.monotonic()
         self.plain_name = name
         self.stored_name = name if name.endswith(AGE_SUFFIX) else name + AGE_SUFFIX
@@ -153,8 +161,14 @@ class Upload:
         self._key_ids = key_ids
         self._object = app.store.create()
         self._finished = False
+        try:
+            pending_objects.note_upload(app, self._object.object_id)
+        except GatewayError:
+            self._object.abort()
+            raise
+        self._touched = app.clock()
         self._writer: envelope.Encryptor | _PassThrough
-        if name.endswith(AGE_SUFFIX):
+        if self.pre_encrypted:
             self._writer = _PassThrough(self._object)
         else:
             self._writer = envelope.Encryptor(self._object, recipients)
@@ -162,6 +176,11 @@ class Upload:
     @property
     def finished(self) -> bool:
         return self._finished
+
+    @property
+    def pre_encrypted(self) -> bool:
+        """Whether the uploader sent age ciphertext (stored as it is)."""
+        return self.plain_name.endswith(AGE_SUFFIX)
 
     def write(self, data: bytes | memoryview) -> None:
         """Feed the next bytes of the file. Any error aborts the upload before it is raised."""
@@ -173,9 +192,16 @@ class Upload:
                 raise PolicyError(f"file exceeds the maximum upload size "
                                   f"({self._app.settings.max_upload_mib} MiB)")
             self._writer.write(data)
+            self._heartbeat()
         except GatewayError as exc:
             self.abort(reason=exc.diagnostics())
             raise
+
+    def _heartbeat(self) -> None:
+        now = self._app.clock()
+        if pending_objects.is_due(self._touched, now):
+            pending_objects.touch(self._app, self._object.object_id)
+            self._touched = now
 
     def commit(self) -> FileEntry:
         """Finish the ciphertext, commit the object, the transfer row and the audit event."""
@@ -189,7 +215,7 @@ class Upload:
             raise
         self._finished = True
         try:
-            return self._record(stored.object_id, stored.size, stored.sha256)
+            entry, superseded = self._record(stored.object_id, stored.size, stored.sha256)
         except GatewayError as exc:
             # The row never landed: the object must not outlive it.
             self._app.store.delete(stored.object_id)
@@ -198,20 +224,28 @@ class Upload:
         except BaseException:
             self._app.store.delete(stored.object_id)
             raise
+        for object_id in superseded:
+            _delete_quietly(self._app, object_id)
+        return entry
 
-    def _record(self, object_id: str, size: int, sha256: str) -> FileEntry:
+    def _record(self, object_id: str, size: int, sha256: str) -> tuple[FileEntry, list[str]]:
         app, now = self._app, self._app.clock()
         superseded: list[str] = []
         with app.transaction() as session:
-            partner = session.get(Partner, self._partner.id)
+            # Locking the partner row serialises commits into one inbox, so two uploads of
+            # the same name at once supersede one another instead of colliding.
+            partner = session.get(Partner, self._partner_id, with_for_update=True)
             if partner is None or partner.disabled:
-                raise PolicyError(f"partner {self._partner.slug!r} is disabled")
+                raise PolicyError(f"partner {self._partner_slug!r} is disabled")
+            if not self.pre_encrypted:
+                self._check_keys_still_approved(session)
             for old in session.scalars(select(Transfer).where(
                     Transfer.partner_id == partner.id, Transfer.name == self.stored_name,
                     Transfer.state == TransferState.AVAILABLE)):
                 old.state = TransferState.SUPERSEDED
                 superseded.append(old.object_id)
-                app.audit.record(session, tag=AuditTag.FILE_SUPERSEDE, actor=self._actor.name,
+                pending_objects.note_deletion(session, old.object_id, now=now)
+                app.audit.record(session, tag=AuditTag.FILE_SUPERSEDE, actor=self._actor,
                                  subject=f"file:{old.id}",
                                  details={"partner": partner.slug, "name": old.name})
             session.flush()
@@ -222,17 +256,24 @@ class Upload:
                            downloads=0, max_downloads=partner.max_downloads,
                            state=TransferState.AVAILABLE)
             session.add(row)
+            pending_objects.settled(session, object_id)
             session.flush()
-            app.audit.record(session, tag=AuditTag.UPLOAD_COMPLETE, actor=self._actor.name,
+            session.refresh(row)
+            app.audit.record(session, tag=AuditTag.UPLOAD_COMPLETE, actor=self._actor,
                              subject=f"file:{row.id}",
                              details={"partner": partner.slug, "name": row.name, "size": size,
-                                      "sha256": sha256, "encrypted_here": not self.plain_name
-                                      .endswith(AGE_SUFFIX), "recipient_keys": self._key_ids,
-                                      "seconds": round(time.monotonic() - self._started, 3),
-                                      **self._actor.audit_details()})
-        for object_id_old in superseded:
-            app.store.delete(object_id_old)
-        return _entry(row)
+                                      "sha256": sha256, "encrypted_here": not self.pre_encrypted,
+                                      "recipient_keys": self._key_ids,
+                                      "seconds": round(time.monotonic() - self._started, 3)})
+            return _entry(row), superseded
+
+    def _check_keys_still_approved(self, session: Session) -> None:
+        """Refuse to commit a file encrypted to a key revoked while it was uploading."""
+        revoked = session.scalars(select(PartnerKey.id).where(
+            PartnerKey.id.in_(self._key_ids), PartnerKey.state != KeyState.APPROVED)).all()
+        if revoked:
+            raise PolicyError(f"recipient key {revoked[0]} of partner {self._partner_slug!r} "
+                              "was revoked during the upload; upload the file again")
 
     def _retention(self, partner: Partner) -> timedelta:
         # The global ceiling wins over a partner's setting made before it was lowered.
@@ -249,26 +290,36 @@ class Upload:
 
     def _record_abort(self, *, reason: str) -> None:
         with self._app.transaction() as session:
-            self._app.audit.record(session, tag=AuditTag.UPLOAD_ABORTED, actor=self._actor.name,
-                                   subject=f"partner:{self._partner.slug}",
+            pending_objects.settled(session, self._object.object_id)
+            self._app.audit.record(session, tag=AuditTag.UPLOAD_ABORTED, actor=self._actor,
+                                   subject=f"partner:{self._partner_slug}",
                                    details={"name": self.stored_name, "received": self.received,
-                                            "reason": reason, **self._actor.audit_details()})
+                                            "reason": reason})
+
+
+def _delete_quietly(app: App, object_id: str) -> None:
+    """Delete an object recorded for deletion; on failure the purger's sweep retries."""
+    try:
+        pending_objects.delete_now(app, object_id)
+    except GatewayError as exc:
+        log.warning("could not delete object %s now (%s); the purger will retry",
+                    object_id, exc.diagnostics())
 
 
 class Download:
     """Ranged reads of one stored ciphertext, its download reserved at open.
 
-    :meth:`close` audits a complete read, or gives the reservation back for an
-    incomplete one.
+    :meth:`close` audits a complete read, or gives the reservation back and audits how
+    much of the file an incomplete one served.
     """
 
-    def __init__(self, app: App, *, actor: Actor, transfer: Transfer,
+    def __init__(self, app: App, *, actor: Actor, entry: FileEntry,
                  reader: ObjectReader) -> None:
         self._app = app
         self._actor = actor
-        self._transfer_id = transfer.id
-        self.name = transfer.name
-        self.size = transfer.size
+        self.entry = entry
+        self.name = entry.name
+        self.size = entry.size
         self._reader = reader
         self._sent = 0
         self._reached_end = False
@@ -289,24 +340,21 @@ class Download:
         self._closed = True
         self._reader.close()
         complete = self._reached_end and self._sent >= self.size
-        if not complete:
-            _release_download(self._app, self._transfer_id)
-            return False
+        details = {"partner": self.entry.partner, "name": self.name, "bytes": self._sent,
+                   "size": self.size, "seconds": round(time.monotonic() - self._started, 3)}
         with self._app.transaction() as session:
-            self._app.audit.record(session, tag=AuditTag.DOWNLOAD_COMPLETE,
-                                   actor=self._actor.name, subject=f"file:{self._transfer_id}",
-                                   details={"name": self.name, "bytes": self._sent,
-                                            "seconds": round(time.monotonic() - self._started,
-                                                             3),
-                                            **self._actor.audit_details()})
-        return True
+            if not complete:
+                _release_download(session, self.entry.id)
+            tag = AuditTag.DOWNLOAD_COMPLETE if complete else AuditTag.DOWNLOAD_INCOMPLETE
+            self._app.audit.record(session, tag=tag, actor=self._actor,
+                                   subject=f"file:{self.entry.id}", details=details)
+        return complete
 
 
-def _release_download(app: App, transfer_id: str) -> None:
+def _release_download(session: Session, transfer_id: str) -> None:
     """Give back a download reserved by an open that did not end in a complete read."""
-    with app.transaction() as session:
-        session.execute(update(Transfer).where(Transfer.id == transfer_id)
-                        .values(downloads=Transfer.downloads - 1))
+    session.execute(update(Transfer).where(Transfer.id == transfer_id)
+                    .values(downloads=Transfer.downloads - 1))
 
 
 class TransferService:
@@ -317,14 +365,18 @@ class TransferService:
 
     def active_partners(self, actor: Actor) -> list[str]:
         """The partner folders a staff member sees."""
-        _require_role(actor, Role.STAFF)
-        with self._app.transaction() as session:
+        self._app.authz.require(actor, Permission.INBOX_READ)
+        if actor.role is not Role.STAFF:
+            self._app.authz.deny(actor, operation=Permission.INBOX_READ.value, subject="/",
+                                 reason="only staff see partner folders")
+        with self._app.read() as session:
             return list(session.scalars(select(Partner.slug).where(Partner.disabled.is_(False))
                                         .order_by(Partner.slug)))
 
     def inbox(self, actor: Actor, partner: str | None = None) -> list[FileEntry]:
         """Available files of a partner: its own for a partner user, any active one for staff."""
-        with self._app.transaction() as session:
+        self._app.authz.require(actor, Permission.INBOX_READ)
+        with self._app.read() as session:
             partner_row = self._visible_partner(session, actor, partner)
             rows = session.scalars(select(Transfer).where(
                 Transfer.partner_id == partner_row.id, *_available(self._app.clock()))
@@ -332,14 +384,15 @@ class TransferService:
             return [_entry(row) for row in rows]
 
     def stat(self, actor: Actor, name: str, partner: str | None = None) -> FileEntry:
-        with self._app.transaction() as session:
+        self._app.authz.require(actor, Permission.INBOX_READ)
+        with self._app.read() as session:
             return _entry(self._find(session, actor, partner, name))
 
     def begin_upload(self, actor: Actor, *, partner: str, name: str) -> Upload:
         """Start an upload for ``partner``; refused without an approved key."""
-        _require_role(actor, Role.STAFF)
+        self._app.authz.require(actor, Permission.FILE_UPLOAD, subject=f"partner:{partner}")
         check_file_name(name)
-        with self._app.transaction() as session:
+        with self._app.read() as session:
             partner_row = self._visible_partner(session, actor, partner)
             keys = approved_keys(session, partner_row)
             if not keys:
@@ -347,12 +400,13 @@ class TransferService:
                                   "uploads are refused until an admin approves one")
             recipients = [envelope.parse_recipient(k.recipient) for k in keys]
             key_ids = [k.id for k in keys]
-        return Upload(self._app, actor=actor, partner=partner_row, name=name,
+            target = partner_info(partner_row)
+        return Upload(self._app, actor=actor, partner=target, name=name,
                       recipients=recipients, key_ids=key_ids)
 
     def open_download(self, actor: Actor, name: str) -> Download:
         """Open one of the partner user's own available files for reading."""
-        _require_role(actor, Role.PARTNER)
+        self._app.authz.require(actor, Permission.FILE_DOWNLOAD)
         with self._app.transaction() as session:
             row = self._find(session, actor, None, name)
             # Reserve the download now, in one conditional UPDATE, so that parallel reads
@@ -360,30 +414,35 @@ class TransferService:
             reserved = session.execute(update(Transfer).where(
                 Transfer.id == row.id, or_(Transfer.max_downloads.is_(None),
                                            Transfer.downloads < Transfer.max_downloads))
-                .values(downloads=Transfer.downloads + 1))
+                .values(downloads=Transfer.downloads + 1)
+                .execution_options(synchronize_session=False))
             if reserved.rowcount != 1:  # type: ignore[attr-defined]  # A CursorResult.
                 raise NotFoundError("no such file")
+            entry, object_id = _entry(row), row.object_id
         try:
-            reader = self._app.store.open(row.object_id)
+            reader = self._app.store.open(object_id)
         except GatewayError:
-            _release_download(self._app, row.id)
+            with self._app.transaction() as session:
+                _release_download(session, entry.id)
             raise
-        return Download(self._app, actor=actor, transfer=row, reader=reader)
+        return Download(self._app, actor=actor, entry=entry, reader=reader)
 
     def withdraw(self, actor: Actor, name: str, partner: str | None = None) -> None:
         """Remove a file from an inbox now (its ciphertext is deleted), audited."""
+        self._app.authz.require(actor, Permission.FILE_WITHDRAW)
         with self._app.transaction() as session:
-            row = self._find(session, actor, partner, name)
+            row = self._find(session, actor, partner, name, for_update=True)
             row.state = TransferState.WITHDRAWN
-            self._app.audit.record(session, tag=AuditTag.FILE_WITHDRAW, actor=actor.name,
+            pending_objects.note_deletion(session, row.object_id, now=self._app.clock())
+            self._app.audit.record(session, tag=AuditTag.FILE_WITHDRAW, actor=actor,
                                    subject=f"file:{row.id}",
-                                   details={"name": row.name, **actor.audit_details()})
-        self._app.store.delete(row.object_id)
+                                   details={"partner": row.partner.slug, "name": row.name})
+            object_id = row.object_id
+        _delete_quietly(self._app, object_id)
 
     def _visible_partner(self, session: Session, actor: Actor, partner: str | None) -> Partner:
-        if actor.role is Role.PARTNER:
-            if partner is not None or actor.partner_id is None:
-                raise PolicyError("permission denied")
+        """The partner whose inbox ``actor`` may see: its own, or a named one for staff."""
+        if actor.role is Role.PARTNER and partner is None and actor.partner_id is not None:
             row = session.get(Partner, actor.partner_id)
         elif actor.role is Role.STAFF and partner is not None:
             try:
@@ -391,21 +450,19 @@ class TransferService:
             except NotFoundError:
                 raise NotFoundError("no such partner folder") from None
         else:
-            raise PolicyError("permission denied")
+            self._app.authz.deny(actor, operation="inbox", subject=f"partner:{partner or '-'}",
+                                 reason="a partner account sees only its own inbox, and staff "
+                                        "name a partner folder")
         if row is None or row.disabled:
             raise NotFoundError("no such partner folder")
         return row
 
-    def _find(self, session: Session, actor: Actor, partner: str | None, name: str) -> Transfer:
+    def _find(self, session: Session, actor: Actor, partner: str | None, name: str, *,
+              for_update: bool = False) -> Transfer:
         partner_row = self._visible_partner(session, actor, partner)
-        row = session.scalar(select(Transfer).where(
-            Transfer.partner_id == partner_row.id, Transfer.name == name,
-            *_available(self._app.clock())))
+        query = select(Transfer).where(Transfer.partner_id == partner_row.id,
+                                       Transfer.name == name, *_available(self._app.clock()))
+        row = session.scalar(query.with_for_update(of=Transfer) if for_update else query)
         if row is None:
             raise NotFoundError("no such file")
         return row
-
-
-def _require_role(actor: Actor, role: Role) -> None:
-    if actor.role is not role:
-        raise PolicyError("permission denied")

@@ -2,7 +2,8 @@
 
 The rules (whose key, which code, replays, lockouts, disabled accounts, audit) belong to
 :class:`gateway.auth.AuthService`. This module proves the protocol facts it relies on,
-closing two traps of paramiko's server mode (pinned at 5.1.0 for this reason):
+closing two traps of paramiko's server mode (pinned at 5.1.0 for this reason; the
+private internals this needs are fenced in :mod:`sftp_server.paramiko_fence`):
 
 1. ``ServerInterface.check_auth_publickey`` is called for the unsigned "is this key
    acceptable?" probe, and for a signed request *before* the signature is checked. So
@@ -26,22 +27,19 @@ from __future__ import annotations
 import enum
 import logging
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import paramiko
 from paramiko import common
-from paramiko.auth_handler import AuthHandler
 
 from gateway.actors import Actor, printable
 from gateway.app import App
-from gateway.db.models import Account, Role
-from gateway.errors import AuthenticationError, GatewayError
-from sftp_server.errors import audit_denial
+from gateway.authz import Permission, permits
+from gateway.errors import AuthenticationError, AuthorizationError, GatewayError
+from sftp_server.paramiko_fence import FencedAuthHandler
 
 log = logging.getLogger(__name__)
 
-SFTP_ROLES = (Role.STAFF, Role.PARTNER)
 # paramiko's result codes, typed.
 AUTH_FAILED: int = common.AUTH_FAILED
 AUTH_PARTIALLY_SUCCESSFUL: int = common.AUTH_PARTIALLY_SUCCESSFUL
@@ -179,18 +177,17 @@ class LoginGate(paramiko.ServerInterface):  # type: ignore[misc]  # paramiko shi
             if self._phase is not Phase.KEY_VERIFIED or self._attempt.username is None:
                 return AUTH_FAILED
             self._code_attempts += 1
-            account = self._try_code(self._attempt.username, code)
-            if account is None:
+            actor = self._try_code(self._attempt.username, code)
+            if actor is None:
                 if self._code_attempts >= MAX_CODE_ATTEMPTS:
                     self.hangup.set()
                 return AUTH_FAILED
             self._phase = Phase.SIGNED_IN
-            self.actor = Actor.for_account(account, source=self.source,
-                                           client=self._attempt.client)
+            self.actor = actor
         self.signed_in.set()
         return AUTH_SUCCESSFUL
 
-    def _try_code(self, username: str, code: str) -> Account | None:
+    def _try_code(self, username: str, code: str) -> Actor | None:
         try:
             return self.app.auth.accept_code(self._attempt, username=username, code=code)
         except AuthenticationError as exc:
@@ -200,18 +197,20 @@ class LoginGate(paramiko.ServerInterface):  # type: ignore[misc]  # paramiko shi
     # -- after sign-in --------------------------------------------------------------
 
     def check_channel_request(self, kind: str, _chanid: int) -> int:
-        """Session channels only, after sign-in; admins and auditors get none (audited)."""
+        """Session channels only, after sign-in, for accounts the gateway lets see an
+        inbox (admins and auditors are refused, and the refusal audited, by the core)."""
         if kind != "session" or self._phase is not Phase.SIGNED_IN or self.actor is None:
             return OPEN_PROHIBITED
-        if self.actor.role not in SFTP_ROLES:
-            audit_denial(self.app, self.actor, operation="session", path="-",
-                         reason=f"{self.actor.role} accounts have no SFTP access")
+        try:
+            self.app.authz.require(self.actor, Permission.INBOX_READ, subject="sftp:session")
+        except AuthorizationError:
             return OPEN_PROHIBITED
         return OPEN_SUCCEEDED
 
     def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
-        """Only the ``sftp`` subsystem, only for staff and partner accounts."""
-        if name != "sftp" or self.actor is None or self.actor.role not in SFTP_ROLES:
+        """Only the ``sftp`` subsystem, only for accounts that may see an inbox."""
+        if name != "sftp" or self.actor is None or not permits(self.actor,
+                                                                Permission.INBOX_READ):
             return False
         return bool(super().check_channel_subsystem_request(channel, name))
 
@@ -235,41 +234,25 @@ class LoginGate(paramiko.ServerInterface):  # type: ignore[misc]  # paramiko shi
             log.exception("could not audit an abandoned sign-in from %s", self.source)
 
 
-class VerifyingAuthHandler(AuthHandler):  # type: ignore[misc]  # paramiko ships no type hints.
+class VerifyingAuthHandler(FencedAuthHandler):
     """paramiko's server-side authentication, told exactly when a signature verified.
 
-    Relies on paramiko 5.1.0's ``AuthHandler._parse_userauth_request``: for a signed
-    public-key request it builds the key with ``_generate_key_from_request``, calls
-    ``check_auth_publickey``, and then ``key.verify_ssh_sig(session_blob, sig)``; an
-    unsigned probe returns (``PK_OK``) before any verification. Wrapping
-    ``verify_ssh_sig`` on that key object makes the gate hear of the first factor in the
-    same call that verified it; a refusal there turns into a failed verification.
-    ``_send_auth_result`` then refuses any public-key "success" the gate did not record,
-    in case a later paramiko reaches it by another path.
+    The gate hears of the first factor inside the very call that verified the signature
+    over this session's id (see :class:`~sftp_server.paramiko_fence.FencedAuthHandler`);
+    a public-key "success" the gate did not record is refused, in case a later paramiko
+    reaches it by another path.
     """
 
-    def _generate_key_from_request(self, algorithm: str, keyblob: bytes) -> Any:
-        key = super()._generate_key_from_request(algorithm, keyblob)
-        if key is not None:
-            key.verify_ssh_sig = self._witness(key, key.verify_ssh_sig)
-        return key
+    def on_signature_verified(self, key: paramiko.PKey) -> bool:
+        return self._gate.signature_verified(self.auth_username, key)
 
-    def _witness(self, key: paramiko.PKey,
-                 verify: Callable[[bytes, paramiko.Message], bool]) -> Callable[..., bool]:
-        def verify_then_record(data: bytes, msg: paramiko.Message) -> bool:
-            if not verify(data, msg):
-                return False
-            return self._gate.signature_verified(self.auth_username, key)
-        return verify_then_record
-
-    def _parse_userauth_request(self, m: paramiko.Message) -> None:
+    def on_userauth_request(self) -> None:
         self._gate.cancel_challenge()
-        super()._parse_userauth_request(m)
 
-    def _send_auth_result(self, username: str, method: str, result: int) -> None:
+    def filter_auth_result(self, method: str, result: int) -> int:
         if method == "publickey" and result != AUTH_FAILED and not self._gate.first_factor_passed:
-            result = AUTH_FAILED
-        super()._send_auth_result(username, method, result)
+            return AUTH_FAILED
+        return result
 
     @property
     def _gate(self) -> LoginGate:

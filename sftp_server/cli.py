@@ -39,6 +39,7 @@ def sftp(listen: str | None, workers: int | None, data_dir: Path | None) -> None
     from sftp_server.service import start
 
     app = open_app(data_dir)
+    app.record_settings(component="sftp")
     overrides: dict[str, object] = {}
     if listen is not None:
         overrides["sftp_listen"] = listen

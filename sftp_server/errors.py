@@ -68,6 +68,7 @@ def refusal_for(exc: GatewayError) -> StatusError:
     return StatusError(status_for(exc), message)
 
 
-def audit_denial(app: App, actor: Actor, *, operation: str, path: str, reason: str) -> None:
-    """Record a refused SFTP request in the audit log (the gateway owns the event)."""
-    actor.record_denied(app, operation=f"sftp:{operation}", path=path, reason=reason)
+def audit_refusal(app: App, actor: Actor, *, operation: str, path: str,
+                  error: GatewayError) -> None:
+    """Hand a refused SFTP request to the gateway, whose rule decides if it is audited."""
+    app.authz.refused(actor, operation=operation, target=path, error=error, via="sftp")

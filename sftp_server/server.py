@@ -18,20 +18,17 @@ from datetime import datetime
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
-from paramiko import Channel, Message, SFTPAttributes, SFTPHandle, SFTPServer, SFTPServerInterface
+from paramiko import Channel, Message, SFTPAttributes, SFTPHandle, SFTPServerInterface
 from paramiko.sftp import (
     CMD_CLOSE,
     CMD_EXTENDED,
     CMD_EXTENDED_REPLY,
-    CMD_INIT,
     CMD_NAMES,
     CMD_OPEN,
     CMD_OPENDIR,
-    CMD_VERSION,
     SFTP_BAD_MESSAGE,
     SFTP_FAILURE,
     SFTP_OP_UNSUPPORTED,
-    SFTPError,
 )
 
 from gateway.actors import Actor
@@ -44,10 +41,11 @@ from sftp_server.errors import (
     INTERNAL_MESSAGE,
     SFTP_OK,
     StatusError,
-    audit_denial,
+    audit_refusal,
     refusal_for,
 )
 from sftp_server.handles import MAX_READ_LENGTH, STAFF_READ_DENIED, DownloadHandle, UploadHandle
+from sftp_server.paramiko_fence import FencedSFTPServer
 from sftp_server.vfs import InboxFile, PartnerFile, PartnerFolder, Root, Target, canonical, resolve
 
 log = logging.getLogger(__name__)
@@ -60,10 +58,6 @@ MAX_PACKET_LENGTH = 256 * 1024
 MAX_WRITE_LENGTH = MAX_READ_LENGTH
 MAX_OPEN_HANDLES = 64
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_EXCL
-# Looking things up is not an access attempt: a miss there is not worth an audit entry.
-PROBES = frozenset({"stat", "lstat", "opendir", "realpath"})
-# Failed writes and closes abort the upload, which the gateway audits itself.
-SELF_AUDITED = frozenset({"write", "close"})
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -83,12 +77,8 @@ class Activity:
 
 
 def _refuse(view: InboxView, exc: GatewayError, *, operation: str, path: str) -> StatusError:
-    refusal = refusal_for(exc)
-    miss = isinstance(exc, NotFoundError) and operation in PROBES
-    if not miss and operation not in SELF_AUDITED:
-        audit_denial(view.app, view.actor, operation=operation, path=path,
-                     reason=refusal.message)
-    return refusal
+    audit_refusal(view.app, view.actor, operation=operation, path=path, error=exc)
+    return refusal_for(exc)
 
 
 def guarded(operation: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
@@ -271,7 +261,7 @@ class InboxView(SFTPServerInterface):  # type: ignore[misc]  # paramiko ships no
         raise PolicyError("permission denied: there are no links")
 
 
-class BlindpostSFTPServer(SFTPServer):  # type: ignore[misc]  # paramiko ships no type hints.
+class BlindpostSFTPServer(FencedSFTPServer):
     """paramiko's SFTP wire server with Blindpost's statuses, limits and clean-up."""
 
     def __init__(self, channel: Channel, name: str, server: LoginGate, *,
@@ -281,68 +271,49 @@ class BlindpostSFTPServer(SFTPServer):  # type: ignore[misc]  # paramiko ships n
         self._activity = activity
         self._view: InboxView = self.server
 
-    def _send_server_version(self) -> int:
+    def server_version_reply(self, _client_version: int) -> Message:
         # Like paramiko's, but advertising limits@openssh.com instead of check-file
         # (whose only hashes, MD5 and SHA-1, we do not offer).
-        kind, data = self._read_packet()
-        if kind != CMD_INIT:
-            raise SFTPError("Incompatible sftp protocol")
         msg = Message()
         msg.add_int(SFTP_VERSION)
         msg.add_string("limits@openssh.com")
         msg.add_string("1")
-        self._send_packet(CMD_VERSION, msg)
-        return int.from_bytes(data[:4], "big")
+        return msg
 
-    def _read_all(self, n: int) -> bytes:
-        # paramiko's version grows one bytes object (quadratic on 255 KiB writes).
-        chunks, remaining = [], n
-        while remaining > 0:
-            chunk = self.sock.recv(remaining)
-            if not chunk:
-                raise EOFError
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
+    def max_packet_length(self) -> int:
+        return MAX_PACKET_LENGTH + 1024
 
-    def _read_packet(self) -> tuple[int, bytes]:
-        size = int.from_bytes(self._read_all(4), "big")
-        if size > MAX_PACKET_LENGTH + 1024:
-            raise SFTPError(f"packet of {size} bytes exceeds the advertised limit")
-        data = self._read_all(size)
-        return (data[0], data[1:]) if data else (0, b"")
-
-    def _process(self, t: int, request_number: int, msg: Message) -> None:
+    def handle_request(self, kind: int, request_number: int, msg: Message) -> None:
         self._activity.touch()
         try:
-            if t not in CMD_NAMES:
+            if kind not in CMD_NAMES:
                 # paramiko would raise KeyError naming the type; answer like any server.
-                self._send_status(request_number, SFTP_OP_UNSUPPORTED,
-                                  f"unknown request type {t}")
-            elif t == CMD_EXTENDED:
+                self.send_status(request_number, SFTP_OP_UNSUPPORTED,
+                                 f"unknown request type {kind}")
+            elif kind == CMD_EXTENDED:
                 self._extended(request_number, msg)
-            elif t == CMD_CLOSE:
+            elif kind == CMD_CLOSE:
                 self._close(request_number, msg.get_binary())
-            elif t in (CMD_OPEN, CMD_OPENDIR) and self._handle_count() >= MAX_OPEN_HANDLES:
-                self._send_status(request_number, SFTP_FAILURE, "too many open files")
+            elif kind in (CMD_OPEN, CMD_OPENDIR) and self._handle_count() >= MAX_OPEN_HANDLES:
+                self.send_status(request_number, SFTP_FAILURE, "too many open files")
             else:
-                super()._process(t, request_number, msg)
+                self.dispatch(kind, request_number, msg)
         except StatusError as refusal:
-            self._send_status(request_number, refusal.code, refusal.message)
+            self.send_status(request_number, refusal.code, refusal.message)
         except GatewayError as exc:
-            self._refuse_handle_operation(request_number, t, msg, exc)
+            self._refuse_handle_operation(request_number, kind, msg, exc)
         except UnicodeDecodeError:
-            self._send_status(request_number, SFTP_BAD_MESSAGE, "names must be UTF-8")
+            self.send_status(request_number, SFTP_BAD_MESSAGE, "names must be UTF-8")
         except Exception:
             log.exception("SFTP request failed for %s", self._view.actor.name)
-            self._send_status(request_number, SFTP_FAILURE, INTERNAL_MESSAGE)
+            self.send_status(request_number, SFTP_FAILURE, INTERNAL_MESSAGE)
 
     def _refuse_handle_operation(self, request_number: int, t: int, msg: Message,
                                  exc: GatewayError) -> None:
         """A read, write, fstat or close on an open handle was refused."""
         operation = CMD_NAMES.get(t, str(t))
         refusal = _refuse(self._view, exc, operation=operation, path=self._handle_path(msg))
-        self._send_status(request_number, refusal.code, refusal.message)
+        self.send_status(request_number, refusal.code, refusal.message)
 
     def _handle_path(self, msg: Message) -> str:
         # Every handle request starts with the request id and the handle.
@@ -362,23 +333,23 @@ class BlindpostSFTPServer(SFTPServer):  # type: ignore[misc]  # paramiko ships n
             for value in (MAX_PACKET_LENGTH, MAX_READ_LENGTH, MAX_WRITE_LENGTH,
                           MAX_OPEN_HANDLES):
                 reply.add_int64(value)
-            self._send_packet(CMD_EXTENDED_REPLY, reply)
+            self.send_packet(CMD_EXTENDED_REPLY, reply)
         elif tag == "posix-rename@openssh.com":
             self._view.posix_rename(msg.get_text(), msg.get_text())
         else:
-            self._send_status(request_number, SFTP_OP_UNSUPPORTED,
+            self.send_status(request_number, SFTP_OP_UNSUPPORTED,
                               f"extension {tag[:64]!r} is not supported")
 
     def _close(self, request_number: int, handle_id: bytes) -> None:
         if self.folder_table.pop(handle_id, None) is not None:
-            self._send_status(request_number, SFTP_OK)
+            self.send_status(request_number, SFTP_OK)
             return
         handle = self.file_table.pop(handle_id, None)
         if handle is None:
-            self._send_status(request_number, SFTP_BAD_MESSAGE, "Invalid handle")
+            self.send_status(request_number, SFTP_BAD_MESSAGE, "Invalid handle")
             return
         handle.close()
-        self._send_status(request_number, SFTP_OK)
+        self.send_status(request_number, SFTP_OK)
 
     def finish_subsystem(self) -> None:
         """The session ended: abort uploads left open, release downloads."""

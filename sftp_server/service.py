@@ -27,7 +27,7 @@ import paramiko
 
 from gateway.app import App
 from gateway.config import Settings
-from gateway.retention import PARTIAL_GRACE
+from gateway.retention import UPLOAD_GRACE
 from sftp_server.listener import (
     ROW,
     ConnectionLimits,
@@ -88,7 +88,7 @@ def start(settings: Settings, *, app: App | None = None) -> Running:
 def sweep_partials(app: App) -> None:
     """Remove partial uploads abandoned by a crash (older than the grace, since other
     workers or nodes may be mid-upload right now)."""
-    removed = app.store.sweep_partials(older_than=app.clock() - PARTIAL_GRACE)
+    removed = app.store.sweep_partials(older_than=app.clock() - UPLOAD_GRACE)
     if removed:
         log.info("removed %d partial uploads left by an earlier crash", len(removed))
 

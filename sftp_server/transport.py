@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any
 
 import paramiko
 from paramiko.ssh_exception import SSHException
 
 from gateway.errors import ConfigError
 from sftp_server.auth import VerifyingAuthHandler
+from sftp_server.paramiko_fence import FencedTransport, preferred_algorithms
 
 ALLOWED_ALGORITHMS: dict[str, tuple[str, ...]] = {
     # Hybrid post-quantum first (OpenSSH 9.9+ clients offer it), then X25519.
@@ -40,8 +40,7 @@ SERVER_VERSION = "SSH-2.0-Blindpost"
 
 def disabled_algorithms() -> dict[str, list[str]]:
     """Everything paramiko knows that :data:`ALLOWED_ALGORITHMS` does not name."""
-    return {kind: [name for name in getattr(paramiko.Transport, f"_preferred_{kind}")
-                   if name not in allowed]
+    return {kind: [name for name in preferred_algorithms(kind) if name not in allowed]
             for kind, allowed in ALLOWED_ALGORITHMS.items()}
 
 
@@ -49,28 +48,22 @@ class StrictKexRefused(SSHException):  # type: ignore[misc]  # paramiko ships no
     """The client did not agree to strict key exchange."""
 
 
-class BlindpostTransport(paramiko.Transport):  # type: ignore[misc]  # paramiko ships no type hints.
+class BlindpostTransport(FencedTransport):
     """A server-side transport with Blindpost's algorithms and authentication handler."""
 
     def __init__(self, sock: socket.socket) -> None:
         super().__init__(sock, disabled_algorithms=disabled_algorithms(), strict_kex=True)
         self.local_version = SERVER_VERSION
 
-    def _parse_kex_init(self, m: paramiko.Message) -> Any:
-        result = super()._parse_kex_init(m)
+    def on_kex_init(self) -> None:
         # Strict kex closes the Terrapin prefix-truncation attack (CVE-2023-48795); a
         # client that does not agree to it gets no further than the first KEXINIT.
         if self.server_mode and not self.initial_kex_done and not self.agreed_on_strict_kex:
             raise StrictKexRefused("client does not support strict key exchange "
                                    "(kex-strict-c-v00@openssh.com); refusing it")
-        return result
 
-    def _parse_newkeys(self, m: paramiko.Message) -> Any:
-        # paramiko creates its server-side AuthHandler here, after the first NEWKEYS;
-        # creating ours at the same moment keeps its timing and swaps in the checks.
-        if self.server_mode and getattr(self, "auth_handler", None) is None:
-            self.auth_handler = VerifyingAuthHandler(self)
-        return super()._parse_newkeys(m)
+    def make_auth_handler(self) -> VerifyingAuthHandler:
+        return VerifyingAuthHandler(self)
 
 
 def load_host_key(path: Path) -> paramiko.PKey:

@@ -17,6 +17,7 @@ from typing import IO, TYPE_CHECKING
 from sqlalchemy import Table, event, func, insert, select
 from sqlalchemy.orm import Session
 
+from gateway.actors import Actor
 from gateway.audit import merkle
 from gateway.audit.errors import AuditError
 from gateway.audit.events import AuditEvent, decode_leaf, encode_leaf
@@ -40,7 +41,7 @@ Clock = Callable[[], datetime]
 # Any constant works as long as nothing else in the database uses it; this one spells
 # "BLNDAUDT" in ASCII so it is recognisable in pg_locks.
 SEQUENCER_LOCK_ID = 0x424C4E4441554454
-SYSTEM_ACTOR = "system:audit"
+SYSTEM_ACTOR = Actor.system("audit")
 _PENDING_KEY = "blindpost.audit.pending"
 
 entries: Table = AuditEntry.__table__  # type: ignore[assignment]  # Declarative tables are Tables.
@@ -125,24 +126,26 @@ class AuditLog:
         """The verifier of this log's checkpoints."""
         return self._signer.verifier
 
-    def record(self, session: Session, *, tag: AuditTag, actor: str, subject: str,
+    def record(self, session: Session, *, tag: AuditTag, actor: Actor, subject: str,
                details: Mapping[str, object] | None = None) -> int:
         """Append an event in the caller's transaction and return its index.
 
-        ``details`` holds ids, sizes, hashes, source address and client version only:
-        never file contents or health data. A checkpoint is written in the same
-        transaction when one is due.
+        The actor's name is the event's actor; where it acted from (source address,
+        client version, operating-system user) joins ``details``, which otherwise hold
+        ids, sizes, hashes and names only: never file contents or health data. A
+        checkpoint is written in the same transaction when one is due.
         """
-        self._lock(session)
+        self.lock(session)
         state = self._state(session)
-        index = self._append(session, state.size, AuditTag(tag), actor, subject, details)
+        merged = {**actor.audit_details(), **(details or {})}
+        index = self._append(session, state.size, AuditTag(tag), actor.name, subject, merged)
         if self._due(state, index + 1):
             self._write_checkpoint(session, index + 1)
         return index
 
     def checkpoint(self, session: Session) -> SignedCheckpoint:
         """Return a checkpoint of the whole log, signing a new one if the log grew."""
-        self._lock(session)
+        self.lock(session)
         state = self._state(session)
         latest = self.latest_checkpoint(session)
         if latest is not None and not _grown_since(latest.checkpoint.size, state.size):
@@ -151,7 +154,7 @@ class AuditLog:
 
     def checkpoint_if_due(self, session: Session) -> SignedCheckpoint | None:
         """Sign a checkpoint if N entries or T seconds have passed; for a periodic timer."""
-        self._lock(session)
+        self.lock(session)
         state = self._state(session)
         if not self._due(state, state.size):
             return None
@@ -225,8 +228,12 @@ class AuditLog:
             count += 1
         return count
 
-    def _lock(self, session: Session) -> None:
-        """Take the sequencer lock; SQLite's ``BEGIN IMMEDIATE`` already is one."""
+    def lock(self, session: Session) -> None:
+        """Serialise this transaction with every other writer of the log, until it ends.
+
+        The sequencer lock: a transaction-scoped advisory lock on PostgreSQL; SQLite's
+        ``BEGIN IMMEDIATE`` already is one.
+        """
         if session.get_bind().dialect.name == "postgresql":
             session.execute(select(func.pg_advisory_xact_lock(SEQUENCER_LOCK_ID)))
 
@@ -281,7 +288,7 @@ class AuditLog:
         now = self._clock()
         session.execute(insert(checkpoints), [{"size": size, "root": root,
                                                "created_at": now, "note": note}])
-        self._append(session, size, AuditTag.AUDIT_CHECKPOINT, SYSTEM_ACTOR,
+        self._append(session, size, AuditTag.AUDIT_CHECKPOINT, SYSTEM_ACTOR.name,
                      f"checkpoint:{size}", {"size": size, "root": base64.b64encode(root).decode()})
         return SignedCheckpoint(body, note, now)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ from typing import Any
 import click
 
 from gateway import __version__
-from gateway.errors import GatewayError, UsageError
+from gateway.cli.errors import exit_with, from_os_error
+from gateway.errors import GatewayError
 
 # The context key under which the top-level --data-dir reaches subcommands.
 DATA_DIR_KEY = "blindpost.data_dir"
@@ -66,8 +66,9 @@ class BlindpostGroup(click.Group):
         try:
             return super().invoke(ctx)
         except GatewayError as exc:
-            click.echo(f"blindpost: error: {exc.diagnostics()}", err=True)
-            sys.exit(2 if isinstance(exc, UsageError) else 1)
+            exit_with(exc)
+        except OSError as exc:
+            exit_with(from_os_error(exc))
 
 
 @click.group(cls=BlindpostGroup, context_settings={"help_option_names": ["-h", "--help"]})

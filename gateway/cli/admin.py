@@ -18,7 +18,14 @@ import segno
 
 from gateway import __version__
 from gateway.accounts import NewAccount
-from gateway.cli.common import data_dir_option, emit_json, fail, open_app, settings_for
+from gateway.cli.common import (
+    data_dir_option,
+    emit_json,
+    open_app,
+    operator,
+    settings_for,
+)
+from gateway.cli.errors import fail
 from gateway.config import parse_listen
 from gateway.datadir import initialise
 from gateway.db import upgrade
@@ -106,17 +113,23 @@ def host_key(as_json: bool, data_dir: Path | None) -> None:
 
 
 @click.command()
+@click.option("--full", is_flag=True,
+              help="Also list the whole store for leftovers the database does not know "
+                   "(after a restore, or for a store written by Blindpost before 0.2).")
 @data_dir_option
-def purge(data_dir: Path | None) -> None:
+def purge(full: bool, data_dir: Path | None) -> None:
     """Purge expired files and sweep leftovers of interrupted uploads, once.
 
     \b
     Example (from a systemd timer):
       blindpost purge --data-dir /var/lib/blindpost
     """
-    report = open_app(data_dir).retention.purge()
-    click.echo(f"purged {report.purged} files, {report.partials} partial uploads, "
-               f"{report.orphans} orphan objects")
+    app = open_app(data_dir)
+    app.record_settings(component="purge")
+    report = app.retention.purge(full=full)
+    click.echo(f"purged {report.purged} files; removed {report.swept} leftover objects"
+               + (f", {report.partials} partial uploads and {report.orphans} unreferenced "
+                  "objects found by listing the store" if full else ""))
 
 
 @click.command()
@@ -134,9 +147,11 @@ def serve(data_dir: Path | None) -> None:
     app = open_app(data_dir)
     lock = _exclusive_lock(app.settings.data_dir / ".serve.lock")
     upgrade(app.engine)
-    # Nothing else serves this data directory (the lock says so), so every partial upload
-    # and unreferenced object is a leftover of a crash: sweep them now, not after the grace.
-    app.retention.purge(partial_grace=timedelta(0), orphan_grace=timedelta(0))
+    app.record_settings(component="serve")
+    if app.settings.single_node:
+        # The operator says nothing else writes this store, so every upload in progress
+        # is a leftover of a crash: sweep them now, not after the grace.
+        app.retention.purge(upload_grace=timedelta(0))
     stop = threading.Event()
 
     def request_stop(_signum: int, _frame: FrameType | None) -> None:
@@ -155,7 +170,7 @@ def serve(data_dir: Path | None) -> None:
         click.echo(f"  (sign in: sftp -P {port} USER@{host}, with your SSH key and one-time "
                    "code)" if name == "sftp" else "")
     click.echo("  purger   every minute; stop everything with Ctrl-C")
-    if not any(a.role in (Role.STAFF, Role.PARTNER) for a in app.accounts.all()):
+    if not any(a.role in (Role.STAFF, Role.PARTNER) for a in app.accounts.all(operator())):
         click.echo("No SFTP users yet: `blindpost partner add`, `blindpost user add` "
                    "(see `blindpost --help` and the README).")
     try:

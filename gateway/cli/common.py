@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime
-from enum import Enum
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
+from gateway.actors import Actor
 from gateway.app import App
 from gateway.cli import DATA_DIR_KEY
+from gateway.cli.errors import fail
 from gateway.config import CONFIG_FILE_NAME, Settings, load_settings
+from gateway.errors import AuthenticationError, UsageError
+from gateway.values import jsonable
 
 data_dir_option = click.option(
     "--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
@@ -21,12 +23,6 @@ data_dir_option = click.option(
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print machine-readable JSON instead of a table.")
-
-
-def fail(message: str, *, code: int = 1) -> NoReturn:
-    """Print one ``blindpost: error: …`` line on stderr and exit."""
-    click.echo(f"blindpost: error: {message}", err=True)
-    sys.exit(code)
 
 
 def settings_for(data_dir: Path | None) -> Settings:
@@ -48,19 +44,41 @@ def open_app(data_dir: Path | None) -> App:
     return app
 
 
-def _default(value: object) -> object:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
 def emit_json(obj: object) -> None:
-    """Print ``obj`` as indented JSON on stdout."""
-    click.echo(json.dumps(obj, indent=2, default=_default))
+    """Print ``obj`` (a service value, or lists and dicts of them) as indented JSON."""
+    click.echo(json.dumps(jsonable(obj), indent=2))
+
+
+def operator() -> Actor:
+    """The person at this shell: administers, but is no account."""
+    return Actor.local_operator()
+
+
+by_option = click.option("--by", "by", required=True, metavar="ADMIN",
+                         help="The admin acting; their current one-time code is asked for "
+                              "(on the terminal, or one line on standard input).")
+
+
+def prove(app: App, username: str, *, purpose: str) -> Actor:
+    """``username`` as the actor, once the person at this shell typed their current code.
+
+    On a terminal the code is asked for without echo; otherwise one line is read from
+    standard input, so scripts can pipe it from an authenticator's command line.
+    """
+    if sys.stdin.isatty():
+        code = click.prompt(f"One-time code for {username}", hide_input=True, err=True,
+                            default="", show_default=False)
+    else:
+        code = sys.stdin.readline().strip()
+    local = Actor.local_operator()
+    try:
+        return app.auth.prove(username=username, code=code, source="local", purpose=purpose,
+                              client="blindpost-cli", os_user=local.os_user)
+    except AuthenticationError as exc:
+        if code:
+            raise
+        raise UsageError(f"{purpose} needs {username}'s current one-time code: type it on "
+                         "the terminal or give it as one line on standard input") from exc
 
 
 def emit_table(headers: list[str], rows: list[list[object]]) -> None:

@@ -15,10 +15,11 @@ import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, NoReturn, Protocol, cast
+from typing import BinaryIO, Protocol, cast
 
 import click
 
+from gateway.cli.errors import fail, from_os_error
 from gateway.envelope import (
     Decryptor,
     Encryptor,
@@ -29,7 +30,6 @@ from gateway.envelope import (
     parse_recipient,
     parse_recipients_file,
 )
-from gateway.errors import GatewayError, UsageError
 
 # Copy in blocks of 16 chunks: big enough that per-call overhead vanishes, small
 # enough that memory stays flat.
@@ -58,21 +58,13 @@ class _Input(Protocol):
     def tell(self) -> int: ...
 
 
-def _fail(message: str, *, code: int = 1) -> NoReturn:
-    click.echo(f"blindpost: error: {message}", err=True)
-    sys.exit(code)
-
-
 @contextlib.contextmanager
 def _reported_errors() -> Iterator[None]:
-    """Turn expected failures into one ``blindpost: error:`` line and an exit code."""
+    """Let expected failures reach the CLI's one error handler as gateway errors."""
     try:
         yield
-    except GatewayError as exc:
-        _fail(exc.diagnostics(), code=2 if isinstance(exc, UsageError) else 1)
     except OSError as exc:
-        name = f"{exc.filename}: " if exc.filename else ""
-        _fail(f"{name}{exc.strerror or exc}")
+        raise from_os_error(exc) from exc
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -116,7 +108,7 @@ def _write_new_private_file(path: Path, text: str) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        _fail(f"{path} already exists; refusing to overwrite a key file")
+        fail(f"{path} already exists; refusing to overwrite a key file")
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(text)
         handle.flush()

@@ -6,34 +6,39 @@ from pathlib import Path
 
 import click
 
-from gateway.cli.common import data_dir_option, emit_json, emit_table, json_option, open_app
-from gateway.db.models import PartnerKey
+from gateway.cli.common import (
+    by_option,
+    data_dir_option,
+    emit_json,
+    emit_table,
+    json_option,
+    open_app,
+    operator,
+    prove,
+)
+from gateway.partner_keys import RecipientKey
 
 
-def key_dict(key: PartnerKey) -> dict[str, object]:
-    return {"id": key.id, "partner": key.partner.slug, "kind": key.kind, "state": key.state,
-            "fingerprint": key.fingerprint, "label": key.label, "recipient": key.recipient,
-            "proposed_at": key.proposed_at, "approved_at": key.approved_at,
-            "revoked_at": key.revoked_at}
-
-
-def _show(key: PartnerKey, verb: str, as_json: bool) -> None:
+def _show(key: RecipientKey, verb: str, as_json: bool) -> None:
     if as_json:
-        emit_json(key_dict(key))
+        emit_json(key)
     else:
-        click.echo(f"{verb} key {key.id} for {key.partner.slug}: {key.kind} {key.fingerprint}")
+        click.echo(f"{verb} key {key.id} for {key.partner}: {key.kind} {key.fingerprint}")
 
 
 @click.group()
 def key() -> None:
-    """Partner encryption keys: propose, approve (by a second admin), revoke, list."""
+    """Partner encryption keys: propose, approve (by a second admin), revoke, list.
+
+    Each change is made by a named admin, proven by their current one-time code.
+    """
 
 
 @key.command("propose")
 @click.argument("partner")
 @click.argument("recipient")
 @click.option("--label", default="", help="A note, e.g. who holds the private key.")
-@click.option("--by", required=True, metavar="ADMIN", help="The proposing admin.")
+@by_option
 @json_option
 @data_dir_option
 def key_propose(partner: str, recipient: str, label: str, by: str, as_json: bool,
@@ -47,14 +52,15 @@ def key_propose(partner: str, recipient: str, label: str, by: str, as_json: bool
     Example:
       blindpost key propose uni-research age1pq1… --label "lab laptop" --by alice
     """
-    new = open_app(data_dir).keys.propose(partner=partner, recipient=recipient, by=by,
-                                          label=label)
-    _show(new, "proposed", as_json)
+    app = open_app(data_dir)
+    admin = prove(app, by, purpose="key propose")
+    _show(app.keys.propose(admin, partner=partner, recipient=recipient, label=label),
+          "proposed", as_json)
 
 
 @key.command("approve")
 @click.argument("key_id", type=int)
-@click.option("--by", required=True, metavar="ADMIN", help="The approving admin.")
+@by_option
 @json_option
 @data_dir_option
 def key_approve(key_id: int, by: str, as_json: bool, data_dir: Path | None) -> None:
@@ -64,12 +70,14 @@ def key_approve(key_id: int, by: str, as_json: bool, data_dir: Path | None) -> N
     Example:
       blindpost key approve 3 --by bob
     """
-    _show(open_app(data_dir).keys.approve(key_id=key_id, by=by), "approved", as_json)
+    app = open_app(data_dir)
+    admin = prove(app, by, purpose="key approve")
+    _show(app.keys.approve(admin, key_id=key_id), "approved", as_json)
 
 
 @key.command("revoke")
 @click.argument("key_id", type=int)
-@click.option("--by", required=True, metavar="ADMIN", help="The revoking admin.")
+@by_option
 @json_option
 @data_dir_option
 def key_revoke(key_id: int, by: str, as_json: bool, data_dir: Path | None) -> None:
@@ -79,7 +87,9 @@ def key_revoke(key_id: int, by: str, as_json: bool, data_dir: Path | None) -> No
     Example:
       blindpost key revoke 3 --by alice
     """
-    _show(open_app(data_dir).keys.revoke(key_id=key_id, by=by), "revoked", as_json)
+    app = open_app(data_dir)
+    admin = prove(app, by, purpose="key revoke")
+    _show(app.keys.revoke(admin, key_id=key_id), "revoked", as_json)
 
 
 @key.command("list")
@@ -93,10 +103,9 @@ def key_list(partner: str | None, as_json: bool, data_dir: Path | None) -> None:
     Example:
       blindpost key list --partner uni-research --json
     """
-    keys = open_app(data_dir).keys.all(partner=partner)
+    keys = open_app(data_dir).keys.all(operator(), partner=partner)
     if as_json:
-        emit_json([key_dict(k) for k in keys])
+        emit_json(keys)
         return
     emit_table(["id", "partner", "kind", "state", "fingerprint", "label"],
-               [[k.id, k.partner.slug, k.kind, k.state.value, k.fingerprint, k.label]
-                for k in keys])
+               [[k.id, k.partner, k.kind, k.state.value, k.fingerprint, k.label] for k in keys])

@@ -7,10 +7,16 @@ from pathlib import Path
 
 import click
 
-from gateway.actors import Actor
-from gateway.cli.common import data_dir_option, emit_json, emit_table, json_option, open_app
-from gateway.db.models import Partner
+from gateway.cli.common import (
+    data_dir_option,
+    emit_json,
+    emit_table,
+    json_option,
+    open_app,
+    operator,
+)
 from gateway.errors import UsageError
+from gateway.values import jsonable
 
 
 def parse_duration_days(text: str) -> int:
@@ -19,12 +25,6 @@ def parse_duration_days(text: str) -> int:
     if not match:
         raise UsageError(f"invalid duration {text!r}: use days like 7, 7d or 2w")
     return int(match.group(1)) * (7 if match.group(2) == "w" else 1)
-
-
-def partner_dict(partner: Partner) -> dict[str, object]:
-    return {"slug": partner.slug, "name": partner.name,
-            "retention_days": partner.retention_days, "max_downloads": partner.max_downloads,
-            "disabled": partner.disabled, "created_at": partner.created_at}
 
 
 @click.group()
@@ -48,7 +48,7 @@ def partner_add(slug: str, name: str | None, retention: str | None, max_download
       blindpost partner add uni-research --name "University Research" --retention 7d
     """
     days = parse_duration_days(retention) if retention else None
-    row = open_app(data_dir).partners.add(actor=Actor.local_operator(), slug=slug, name=name,
+    row = open_app(data_dir).partners.add(operator(), slug=slug, name=name,
                                           retention_days=days, max_downloads=max_downloads)
     click.echo(f"created partner {row.slug} (retention {row.retention_days} days)")
 
@@ -63,9 +63,9 @@ def partner_list(as_json: bool, data_dir: Path | None) -> None:
     Example:
       blindpost partner list --json
     """
-    rows = open_app(data_dir).partners.all()
+    rows = open_app(data_dir).partners.all(operator())
     if as_json:
-        emit_json([partner_dict(p) for p in rows])
+        emit_json(rows)
         return
     emit_table(["slug", "name", "retention", "max downloads", "state"],
                [[p.slug, p.name, f"{p.retention_days}d", p.max_downloads,
@@ -84,16 +84,15 @@ def partner_show(slug: str, as_json: bool, data_dir: Path | None) -> None:
       blindpost partner show uni-research
     """
     app = open_app(data_dir)
-    row = app.partners.get(slug)
-    keys = app.keys.all(partner=slug)
-    info = partner_dict(row) | {"keys": [{"id": k.id, "kind": k.kind, "state": k.state,
-                                          "fingerprint": k.fingerprint, "label": k.label}
-                                         for k in keys]}
+    row = app.partners.get(operator(), slug)
+    keys = app.keys.all(operator(), partner=slug)
     if as_json:
-        emit_json(info)
+        info = jsonable(row)
+        assert isinstance(info, dict)
+        emit_json({**info, "keys": keys})
         return
     for field in ("slug", "name", "retention_days", "max_downloads", "disabled", "created_at"):
-        click.echo(f"{field:15} {info[field]}")
+        click.echo(f"{field:15} {getattr(row, field)}")
     click.echo("keys:" if keys else "keys:          none (uploads are refused)")
     for k in keys:
         click.echo(f"  #{k.id} {k.state.value:9} {k.kind:15} {k.fingerprint} {k.label}")
@@ -109,5 +108,5 @@ def partner_disable(slug: str, data_dir: Path | None) -> None:
     Example:
       blindpost partner disable uni-research
     """
-    open_app(data_dir).partners.disable(actor=Actor.local_operator(), slug=slug)
+    open_app(data_dir).partners.disable(operator(), slug=slug)
     click.echo(f"disabled partner {slug}")

@@ -7,10 +7,15 @@ from pathlib import Path
 import click
 
 from gateway.accounts import parse_role
-from gateway.actors import Actor
 from gateway.cli.admin import show_new_account_secrets
-from gateway.cli.common import data_dir_option, emit_json, emit_table, json_option, open_app
-from gateway.db.models import Account
+from gateway.cli.common import (
+    data_dir_option,
+    emit_json,
+    emit_table,
+    json_option,
+    open_app,
+    operator,
+)
 from gateway.errors import UsageError
 from gateway.sshkeys import PublicKey, parse_public_key
 
@@ -26,14 +31,6 @@ def read_key_file(path: Path) -> list[PublicKey]:
     if not keys:
         raise UsageError(f"{path}: no SSH public key in the file")
     return keys
-
-
-def account_dict(account: Account) -> dict[str, object]:
-    return {"username": account.username, "role": account.role,
-            "partner": account.partner.slug if account.partner else None,
-            "disabled": account.disabled, "created_at": account.created_at,
-            "ssh_keys": [{"type": k.key_type, "fingerprint": k.fingerprint,
-                          "comment": k.comment} for k in account.ssh_keys]}
 
 
 @click.group()
@@ -64,8 +61,8 @@ def user_add(username: str, role: str, partner: str | None, ssh_keys: tuple[Path
     """
     parsed_role = parse_role(role)
     keys = [key for path in ssh_keys for key in read_key_file(path)]
-    new = open_app(data_dir).accounts.add(actor=Actor.local_operator(), username=username,
-                                          role=parsed_role, partner=partner, ssh_keys=keys)
+    new = open_app(data_dir).accounts.add(operator(), username=username, role=parsed_role,
+                                          partner=partner, ssh_keys=keys)
     if not as_json:
         click.echo(f"created {parsed_role.value} account {username}")
     show_new_account_secrets(new, as_json=as_json)
@@ -81,13 +78,13 @@ def user_list(as_json: bool, data_dir: Path | None) -> None:
     Example:
       blindpost user list --json
     """
-    rows = open_app(data_dir).accounts.all()
+    rows = open_app(data_dir).accounts.all(operator())
     if as_json:
-        emit_json([account_dict(a) for a in rows])
+        emit_json(rows)
         return
     emit_table(["username", "role", "partner", "ssh keys", "state"],
-               [[a.username, a.role.value, a.partner.slug if a.partner else None,
-                 len(a.ssh_keys), "disabled" if a.disabled else "active"] for a in rows])
+               [[a.username, a.role.value, a.partner, len(a.ssh_keys),
+                 "disabled" if a.disabled else "active"] for a in rows])
 
 
 @user.command("disable")
@@ -100,7 +97,7 @@ def user_disable(username: str, data_dir: Path | None) -> None:
     Example:
       blindpost user disable dr-lee
     """
-    open_app(data_dir).accounts.disable(actor=Actor.local_operator(), username=username)
+    open_app(data_dir).accounts.disable(operator(), username=username)
     click.echo(f"disabled account {username}")
 
 
@@ -117,7 +114,7 @@ def user_add_key(username: str, key_file: Path, data_dir: Path | None) -> None:
     """
     app = open_app(data_dir)
     for key in read_key_file(key_file):
-        app.accounts.add_key(actor=Actor.local_operator(), username=username, key=key)
+        app.accounts.add_key(operator(), username=username, key=key)
         click.echo(f"added {key.key_type} {key.fingerprint} to {username}")
 
 
@@ -132,7 +129,7 @@ def user_reset_totp(username: str, as_json: bool, data_dir: Path | None) -> None
     Example:
       blindpost user reset-totp dr-lee
     """
-    uri = open_app(data_dir).accounts.reset_totp(actor=Actor.local_operator(), username=username)
+    uri = open_app(data_dir).accounts.reset_totp(operator(), username=username)
     if as_json:
         emit_json({"username": username, "totp_uri": uri})
     else:

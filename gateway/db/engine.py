@@ -108,7 +108,7 @@ def upgrade(engine: Engine) -> None:
     try:
         command.upgrade(_alembic_config(engine), "head")
     except SQLAlchemyError as exc:
-        raise DatabaseError(f"cannot migrate the database: {_short(exc)}") from exc
+        raise DatabaseError(f"cannot migrate the database: {describe_error(exc)}") from exc
 
 
 def check_reachable(engine: Engine) -> None:
@@ -117,9 +117,10 @@ def check_reachable(engine: Engine) -> None:
         with engine.connect() as connection:
             inspect(connection).get_table_names()
     except SQLAlchemyError as exc:
-        raise DatabaseError(f"cannot reach the database: {_short(exc)}") from exc
+        raise DatabaseError(f"cannot reach the database: {describe_error(exc)}") from exc
 
 
-def _short(exc: SQLAlchemyError) -> str:
+def describe_error(exc: SQLAlchemyError) -> str:
+    """The first line of the driver's own message, without SQL or parameters."""
     original = getattr(exc, "orig", None) or exc
     return str(original).strip().splitlines()[0] if str(original).strip() else type(exc).__name__

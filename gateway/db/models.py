@@ -153,6 +153,9 @@ class PartnerKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     partner: Mapped[Partner] = relationship(back_populates="keys", lazy="joined")
+    proposer: Mapped[Account] = relationship(foreign_keys=[proposed_by], lazy="joined")
+    approver: Mapped[Account | None] = relationship(foreign_keys=[approved_by], lazy="joined")
+    revoker: Mapped[Account | None] = relationship(foreign_keys=[revoked_by], lazy="joined")
 
 
 class Transfer(Base):
@@ -178,4 +181,30 @@ class Transfer(Base):
     max_downloads: Mapped[int | None] = mapped_column(Integer)
     state: Mapped[TransferState] = mapped_column(_enum(TransferState, "transfer_state"))
 
-    partner: Mapped[Partner] = relationship()
+    partner: Mapped[Partner] = relationship(lazy="joined", innerjoin=True)
+    uploader: Mapped[Account] = relationship(lazy="joined", innerjoin=True)
+
+
+class PendingObject(Base):
+    """A store object that may exist without an available transfer referencing it.
+
+    Recorded before an upload writes its first byte (``purpose`` "upload", touched as it
+    goes) and in the same transaction that ends a transfer (``purpose`` "delete"). The
+    purger deletes what such rows name once they are stale, so crash leftovers are found
+    without listing the whole store.
+    """
+
+    __tablename__ = "pending_objects"
+
+    object_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    touched_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class SettingValue(Base):
+    """The last value of each setting that the audit log has seen (for setting:change)."""
+
+    __tablename__ = "setting_values"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

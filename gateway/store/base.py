@@ -77,7 +77,10 @@ class ObjectStore(Protocol):
         ...
 
     def delete(self, object_id: str) -> bool:
-        """Delete a committed object; return whether it existed."""
+        """Delete an object, committed or still being written; return whether it existed.
+
+        A writer still holding a partial object finds its later writes or commit fail.
+        """
         ...
 
     def list_objects(self) -> Iterator[ObjectInfo]:

@@ -164,15 +164,18 @@ class LocalStore:
         return LocalObjectReader(self.object_path(object_id))
 
     def delete(self, object_id: str) -> bool:
-        path = self.object_path(object_id)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise _storage_error("cannot delete object", exc) from exc
-        _fsync_dir(path.parent)
-        return True
+        """Delete the object, committed or still partial; return whether it existed."""
+        removed = False
+        for path in (self.object_path(object_id), self.partial_dir / object_id):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise _storage_error("cannot delete object", exc) from exc
+            _fsync_dir(path.parent)
+            removed = True
+        return removed
 
     def list_objects(self) -> Iterator[ObjectInfo]:
         for shard in sorted(self.objects_dir.iterdir()):

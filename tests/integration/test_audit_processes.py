@@ -22,6 +22,7 @@ WRITER = """
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from gateway.actors import Actor, ActorKind
 from gateway.audit import AuditLog, AuditTag, load_signer
 from gateway.db import make_engine, make_sessionmaker
 
@@ -31,7 +32,7 @@ log = AuditLog(signer=load_signer(key, name=ORIGIN), clock=lambda: datetime.now(
                checkpoint_every=7)
 for number in range(PER_PROCESS):
     with sessions.begin() as session:
-        log.record(session, tag=AuditTag.UPLOAD_COMPLETE, actor=name,
+        log.record(session, tag=AuditTag.UPLOAD_COMPLETE, actor=Actor(ActorKind.ACCOUNT, name),
                    subject=f"file:{number}")
 """.replace("ORIGIN", repr(ORIGIN)).replace("PER_PROCESS", str(PER_PROCESS))
 

@@ -37,13 +37,21 @@ class Operator:
                     "BLINDPOST_SFTP_LISTEN": "127.0.0.1:0", "BLINDPOST_SFTP_WORKERS": "2"}
         if database_url:
             self.env["BLINDPOST_DATABASE_URL"] = database_url
+        self.secrets: dict[str, str] = {}
 
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def __call__(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([sys.executable, "-m", "gateway.cli", *args], env=self.env,
                                 capture_output=True, text=True, timeout=60, check=False,
-                                cwd=self.root)
+                                cwd=self.root, input=stdin)
         assert result.returncode == 0, (args, result.stderr)
+        if args[0] in ("init", "user") and "TOTP provisioning URI: " in result.stdout:
+            uri = result.stdout.split("TOTP provisioning URI: ")[1].split()[0]
+            self.secrets[str(pyotp.parse_uri(uri).name)] = str(pyotp.parse_uri(uri).secret)
         return result
+
+    def as_admin(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """A key command by admin ``name``, who types their current code (piped here)."""
+        return self(*args, "--by", name, stdin=pyotp.TOTP(self.secrets[name]).now() + "\n")
 
     def add_sftp_user(self, name: str, *args: str) -> str:
         """Create the account with a fresh SSH key; return its TOTP secret."""
@@ -95,9 +103,9 @@ def test_readme_workflow(served: tuple[Operator, int]) -> None:
     op("partner", "add", "uni-research", "--name", "University Research", "--retention", "7d")
     recipient = op("keygen", "-o", "partner.key").stderr.split("Public key: ")[1].strip()
     assert recipient.startswith("age1pq1")
-    key = json.loads(op("key", "propose", "uni-research", recipient, "--by", "alice",
-                        "--json").stdout)
-    op("key", "approve", str(key["id"]), "--by", "bob")
+    key = json.loads(op.as_admin("alice", "key", "propose", "uni-research", recipient,
+                                 "--json").stdout)
+    op.as_admin("bob", "key", "approve", str(key["id"]))
     clerk = op.add_sftp_user("clerk", "--role", "staff")
     lee = op.add_sftp_user("dr-lee", "--role", "partner", "--partner", "uni-research")
 
@@ -131,8 +139,8 @@ def test_classic_partner_key_decrypts_with_age(served: tuple[Operator, int]) -> 
     subprocess.run([require_tool("age-keygen"), "-o", str(op.root / "lab.key")], check=True,
                    capture_output=True)
     recipient = (op.root / "lab.key").read_text().split("public key: ")[1].split()[0]
-    key = json.loads(op("key", "propose", "lab", recipient, "--by", "alice", "--json").stdout)
-    op("key", "approve", str(key["id"]), "--by", "bob")
+    key = json.loads(op.as_admin("alice", "key", "propose", "lab", recipient, "--json").stdout)
+    op.as_admin("bob", "key", "approve", str(key["id"]))
     clerk = op.add_sftp_user("clerk", "--role", "staff")
     lab = op.add_sftp_user("tech", "--role", "partner", "--partner", "lab")
     (op.root / "rows.csv").write_bytes(MARKER)
@@ -150,8 +158,8 @@ def test_parallel_uploads_across_worker_processes(served: tuple[Operator, int]) 
     op("partner", "add", "uni")
     op("keygen", "-o", "uni.key")
     recipient = (op.root / "uni.key").read_text().split("public key: ")[1].split()[0]
-    key = json.loads(op("key", "propose", "uni", recipient, "--by", "alice", "--json").stdout)
-    op("key", "approve", str(key["id"]), "--by", "bob")
+    key = json.loads(op.as_admin("alice", "key", "propose", "uni", recipient, "--json").stdout)
+    op.as_admin("bob", "key", "approve", str(key["id"]))
     secrets = {f"clerk{n}": op.add_sftp_user(f"clerk{n}", "--role", "staff") for n in range(8)}
     for name in secrets:
         (op.root / f"{name}.csv").write_bytes(os.urandom(1 << 20))

@@ -283,12 +283,12 @@ def test_openssh_unknown_key(inst: Installation, lee: User, tmp_path: Path) -> N
 
 
 def test_openssh_disabled_account(inst: Installation, lee: User) -> None:
-    inst.app.accounts.disable(actor=Actor.local_operator(), username="lee")
+    inst.app.accounts.disable(Actor.local_operator(), username="lee")
     assert _refused(inst, lee, inst.code(lee)) == "account disabled"
 
 
 def test_openssh_disabled_partner(inst: Installation, lee: User) -> None:
-    inst.app.partners.disable(actor=Actor.local_operator(), slug="acme")
+    inst.app.partners.disable(Actor.local_operator(), slug="acme")
     assert _refused(inst, lee, inst.code(lee)) == "partner disabled"
 
 
@@ -305,7 +305,8 @@ def test_admin_signs_in_but_gets_no_sftp(inst: Installation) -> None:
     admin = inst.add_user("ops-admin", Role.ADMIN)
     with pytest.raises(paramiko.SSHException), paramiko_sftp(inst, admin):
         pass
-    assert audit_events(inst.app, "access:denied")[-1]["subject"] == "sftp:session"
+    denied = audit_events(inst.app, "access:denied")[-1]
+    assert (denied["subject"], denied["details"]["path"]) == ("inbox:read", "sftp:session")
 
 
 def _wait_for(condition: Callable[[], bool], seconds: float = 5) -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from gateway.audit import NoteVerifier, verify_tlog_proof
-from gateway.cli.audit import audit
+from gateway.cli import main
 
 
 def run(data_dir: Path, *args: str) -> Result:
-    return CliRunner().invoke(audit, [*args, "--data-dir", str(data_dir)])
+    return CliRunner().invoke(main, ["audit", *args, "--data-dir", str(data_dir)])
 
 
 def test_checkpoint_prove_and_verify(data_dir: Path, tmp_path: Path) -> None:
@@ -56,15 +56,15 @@ def test_offline_export_verification(data_dir: Path, tmp_path: Path) -> None:
     exported = run(data_dir, "export", "-o", str(export))
     assert exported.exit_code == 0, exported.output
     assert (export.stat().st_mode & 0o777) == 0o600
-    offline = CliRunner().invoke(audit, ["verify", "--export", str(export), "--key", key,
+    offline = CliRunner().invoke(main, ["audit", "verify", "--export", str(export), "--key", key,
                                          "--checkpoint", str(witnessed)])
     assert offline.exit_code == 0, offline.output
     export.write_bytes(export.read_bytes().replace(b"root-admin", b"evil-admin", 1))
-    forged = CliRunner().invoke(audit, ["verify", "--export", str(export), "--key", key,
+    forged = CliRunner().invoke(main, ["audit", "verify", "--export", str(export), "--key", key,
                                         "--checkpoint", str(witnessed)])
     assert forged.exit_code == 1
     assert "outside checkpoint" in forged.stderr and "entries in [0," in forged.stderr
-    missing_key = CliRunner().invoke(audit, ["verify", "--export", str(export)])
+    missing_key = CliRunner().invoke(main, ["audit", "verify", "--export", str(export)])
     assert missing_key.exit_code == 1 and "--key" in missing_key.stderr
 
 

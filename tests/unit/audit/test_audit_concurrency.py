@@ -7,6 +7,7 @@ import threading
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.audit import AuditLog, AuditTag, verify_database
+from tests.unit.audit.audit_support import named
 
 
 def test_threads_append_without_gaps(log: AuditLog, sessions: sessionmaker[Session]) -> None:
@@ -20,7 +21,7 @@ def test_threads_append_without_gaps(log: AuditLog, sessions: sessionmaker[Sessi
             for number in range(each):
                 with sessions.begin() as session:
                     index = log.record(session, tag=AuditTag.UPLOAD_COMPLETE,
-                                       actor=f"staff-{worker}", subject=f"file:{number}")
+                                       actor=named(f"staff-{worker}"), subject=f"file:{number}")
                 with lock:
                     indices.append(index)
         except BaseException as exc:  # Surfaced by the assertion below.

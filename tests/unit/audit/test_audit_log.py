@@ -20,15 +20,15 @@ from gateway.audit import (
 )
 from gateway.audit.models import AuditCheckpoint
 from tests.conftest import FakeClock
-from tests.unit.audit.audit_support import ORIGIN, fill
+from tests.unit.audit.audit_support import ORIGIN, fill, named
 
 
 def test_indices_are_gap_free_and_leaves_canonical(log: AuditLog,
                                                    sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
-        first = log.record(session, tag=AuditTag.LOGIN_SUCCESS, actor="alice",
+        first = log.record(session, tag=AuditTag.LOGIN_SUCCESS, actor=named("alice"),
                            subject="account:alice", details={"source": "192.0.2.1"})
-        second = log.record(session, tag=AuditTag.LOGIN_FAILURE, actor="bob",
+        second = log.record(session, tag=AuditTag.LOGIN_FAILURE, actor=named("bob"),
                             subject="account:bob")
     assert (first, second) == (0, 2)  # Index 1 is the first checkpoint's own entry.
     with sessions.begin() as session:
@@ -46,7 +46,7 @@ def test_an_event_rolls_back_with_its_transaction(log: AuditLog,
     fill(log, sessions, 1)
     def failing_change() -> None:
         with sessions.begin() as session:
-            log.record(session, tag=AuditTag.KEY_PROPOSE, actor="alice", subject="key:1")
+            log.record(session, tag=AuditTag.KEY_PROPOSE, actor=named("alice"), subject="key:1")
             raise RuntimeError("the change failed")
 
     with pytest.raises(RuntimeError):
@@ -61,7 +61,7 @@ def test_siem_copy_is_written_after_commit_and_private(log: AuditLog,
                                                        sessions: sessionmaker[Session],
                                                        jsonl: Path) -> None:
     with sessions.begin() as session:
-        log.record(session, tag=AuditTag.FILE_PURGE, actor="system:purger", subject="file:9")
+        log.record(session, tag=AuditTag.FILE_PURGE, actor=named("system:purger"), subject="file:9")
         assert not jsonl.exists()
     assert stat.S_IMODE(jsonl.stat().st_mode) == 0o600
     lines = jsonl.read_bytes().splitlines()
@@ -79,16 +79,16 @@ def test_siem_copy_is_written_after_commit_and_private(log: AuditLog,
 def test_details_hold_plain_values_only(log: AuditLog, sessions: sessionmaker[Session],
                                         details: dict[str, object], message: str) -> None:
     with pytest.raises(AuditError, match=message), sessions.begin() as session:
-        log.record(session, tag=AuditTag.SETTING_CHANGE, actor="alice", subject="setting:x",
+        log.record(session, tag=AuditTag.SETTING_CHANGE, actor=named("alice"), subject="setting:x",
                    details=details)
 
 
 def test_unknown_tags_and_empty_actors_are_refused(log: AuditLog,
                                                    sessions: sessionmaker[Session]) -> None:
     with pytest.raises(ValueError, match="not a valid AuditTag"), sessions.begin() as session:
-        log.record(session, tag="file:eaten", actor="alice", subject="x")  # type: ignore[arg-type]
+        log.record(session, tag="file:eaten", actor=named("alice"), subject="x")  # type: ignore[arg-type]
     with pytest.raises(AuditError, match="actor"), sessions.begin() as session:
-        log.record(session, tag=AuditTag.FILE_PURGE, actor="", subject="x")
+        log.record(session, tag=AuditTag.FILE_PURGE, actor=named(""), subject="x")
 
 
 def checkpoint_sizes(sessions: sessionmaker[Session]) -> list[int]:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.audit import AuditLog, VerificationError, verify_database, verify_export
 from gateway.audit.note import Checkpoint
 from tests.conftest import FakeClock
-from tests.unit.audit.audit_support import fill, make_signer
+from tests.unit.audit.audit_support import fill, make_signer, named
 
 TABLES = ("audit_entries", "audit_nodes", "audit_checkpoints")
 
@@ -121,7 +121,7 @@ def forge_history(sessions: sessionmaker[Session], log: AuditLog, clock: FakeClo
     for number in range(20):
         with sessions.begin() as session:
             forger.record(session, tag="file:download:complete",  # type: ignore[arg-type]
-                          actor="partner-a" if number != 7 else "someone-else",
+                          actor=named("partner-a" if number != 7 else "someone-else"),
                           subject=f"file:{number}", details={"bytes": 1000 + number,
                                                              "source": "192.0.2.7"})
 

@@ -10,12 +10,15 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
+from gateway.cli import main
 from gateway.cli.crypto import decrypt, encrypt, keygen
 from gateway.envelope import parse_identities_file
 
 
 def _run(command: click.Command, args: list[str], stdin: bytes | None = None) -> Result:
-    return CliRunner().invoke(command, args, input=stdin)
+    # Through the top-level group, whose one error handler sets messages and exit codes.
+    assert command.name is not None
+    return CliRunner().invoke(main, [command.name, *args], input=stdin)
 
 
 @pytest.fixture

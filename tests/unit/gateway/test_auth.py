@@ -43,9 +43,9 @@ def _signed_in(app: App, key: PublicKey) -> LoginAttempt:
 def test_key_then_code_signs_in_and_is_audited(app: App, clock: FakeClock,
                                                lee: tuple[str, PublicKey]) -> None:
     secret, key = lee
-    account_row = app.auth.accept_code(_signed_in(app, key), username="lee",
+    signed_in = app.auth.accept_code(_signed_in(app, key), username="lee",
                                        code=_code(secret, clock))
-    assert account_row.username == "lee"
+    assert (signed_in.name, signed_in.role) == ("lee", Role.PARTNER)
     success = audit_events(app, "auth:login:success")
     assert success[-1]["details"]["source"] == "192.0.2.7"
 
@@ -138,9 +138,9 @@ def test_disabled_account_or_partner_is_refused(app: App, lee: tuple[str, Public
                                                 what: str) -> None:
     _, key = lee
     if what == "account":
-        app.accounts.disable(actor=OPERATOR, username="lee")
+        app.accounts.disable(OPERATOR, username="lee")
     else:
-        app.partners.disable(actor=OPERATOR, slug="uni")
+        app.partners.disable(OPERATOR, slug="uni")
     with pytest.raises(AuthenticationError, match=f"{what} disabled"):
         _signed_in(app, key)
 

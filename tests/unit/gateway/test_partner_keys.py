@@ -9,14 +9,14 @@ import pytest
 from gateway import envelope
 from gateway.app import App
 from gateway.db.models import KeyState, Role
-from gateway.errors import ConflictError, GatewayError, PolicyError
-from tests.unit.gateway.factories import OPERATOR, account, audit_events
+from gateway.errors import AuthorizationError, ConflictError, GatewayError, PolicyError
+from tests.unit.gateway.factories import OPERATOR, account, actor, audit_events
 
 
 @pytest.fixture
 def admins(app: App) -> App:
-    app.partners.add(actor=OPERATOR, slug="uni")
-    app.accounts.add(actor=OPERATOR, username="bob", role=Role.ADMIN)
+    app.partners.add(OPERATOR, slug="uni")
+    app.accounts.add(OPERATOR, username="bob", role=Role.ADMIN)
     return app
 
 
@@ -25,25 +25,26 @@ def _recipient(post_quantum: bool = True) -> str:
 
 
 def test_propose_then_other_admin_approves(admins: App) -> None:
-    key = admins.keys.propose(partner="uni", recipient=_recipient(), by="root-admin",
+    key = admins.keys.propose(actor(admins, "root-admin"), partner="uni", recipient=_recipient(),
                               label="lab laptop")
     assert key.state is KeyState.PROPOSED
     assert key.kind == "mlkem768x25519"
     assert key.fingerprint.startswith("SHA256:")
-    approved = admins.keys.approve(key_id=key.id, by="bob")
+    approved = admins.keys.approve(actor(admins, "bob"), key_id=key.id)
     assert approved.state is KeyState.APPROVED
 
 
 def test_proposer_cannot_approve(admins: App) -> None:
-    key = admins.keys.propose(partner="uni", recipient=_recipient(), by="root-admin")
+    key = admins.keys.propose(actor(admins, "root-admin"), partner="uni", recipient=_recipient())
     with pytest.raises(PolicyError, match="two-person rule"):
-        admins.keys.approve(key_id=key.id, by="root-admin")
+        admins.keys.approve(actor(admins, "root-admin"), key_id=key.id)
 
 
 def test_insecure_single_admin_switch_is_audited(admins: App) -> None:
     admins.settings = dataclasses.replace(admins.settings, insecure_single_admin_key_approval=True)
-    key = admins.keys.propose(partner="uni", recipient=_recipient(), by="root-admin")
-    assert admins.keys.approve(key_id=key.id, by="root-admin").state is KeyState.APPROVED
+    key = admins.keys.propose(actor(admins, "root-admin"), partner="uni", recipient=_recipient())
+    approved = admins.keys.approve(actor(admins, "root-admin"), key_id=key.id)
+    assert approved.state is KeyState.APPROVED
     approval = audit_events(admins, "key:approve")[-1]
     assert approval["details"]["insecure_single_admin_key_approval"] is True
     use = audit_events(admins, "setting:insecure:use")[-1]
@@ -53,36 +54,51 @@ def test_insecure_single_admin_switch_is_audited(admins: App) -> None:
 
 def test_only_admins_propose_or_approve(admins: App) -> None:
     account(admins, "clerk", Role.STAFF)
-    with pytest.raises(PolicyError, match="not an active admin"):
-        admins.keys.propose(partner="uni", recipient=_recipient(), by="clerk")
+    with pytest.raises(AuthorizationError, match="staff account 'clerk' may not key propose"):
+        admins.keys.propose(actor(admins, "clerk"), partner="uni", recipient=_recipient())
 
 
 def test_invalid_recipient_is_refused(admins: App) -> None:
     with pytest.raises(GatewayError):
-        admins.keys.propose(partner="uni", recipient="age1notakey", by="root-admin")
+        admins.keys.propose(actor(admins, "root-admin"), partner="uni", recipient="age1notakey")
 
 
 def test_no_mixing_post_quantum_and_classical(admins: App) -> None:
-    first = admins.keys.propose(partner="uni", recipient=_recipient(True), by="root-admin")
-    admins.keys.approve(key_id=first.id, by="bob")
-    classic = admins.keys.propose(partner="uni", recipient=_recipient(False), by="root-admin")
+    root = actor(admins, "root-admin")
+    first = admins.keys.propose(root, partner="uni", recipient=_recipient(True))
+    admins.keys.approve(actor(admins, "bob"), key_id=first.id)
+    classic = admins.keys.propose(root, partner="uni", recipient=_recipient(False))
     with pytest.raises(PolicyError, match="mix post-quantum and classical"):
-        admins.keys.approve(key_id=classic.id, by="bob")
-    admins.keys.revoke(key_id=first.id, by="bob")
-    assert admins.keys.approve(key_id=classic.id, by="bob").state is KeyState.APPROVED
+        admins.keys.approve(actor(admins, "bob"), key_id=classic.id)
+    admins.keys.revoke(actor(admins, "bob"), key_id=first.id)
+    assert admins.keys.approve(actor(admins, "bob"), key_id=classic.id).state is KeyState.APPROVED
 
 
 def test_revoke_is_final(admins: App) -> None:
-    key = admins.keys.propose(partner="uni", recipient=_recipient(), by="root-admin")
-    admins.keys.revoke(key_id=key.id, by="bob")
+    key = admins.keys.propose(actor(admins, "root-admin"), partner="uni", recipient=_recipient())
+    admins.keys.revoke(actor(admins, "bob"), key_id=key.id)
     with pytest.raises(ConflictError):
-        admins.keys.approve(key_id=key.id, by="bob")
+        admins.keys.approve(actor(admins, "bob"), key_id=key.id)
     with pytest.raises(ConflictError):
-        admins.keys.revoke(key_id=key.id, by="bob")
+        admins.keys.revoke(actor(admins, "bob"), key_id=key.id)
 
 
 def test_duplicate_proposal(admins: App) -> None:
     recipient = _recipient()
-    admins.keys.propose(partner="uni", recipient=recipient, by="root-admin")
+    admins.keys.propose(actor(admins, "root-admin"), partner="uni", recipient=recipient)
     with pytest.raises(ConflictError):
-        admins.keys.propose(partner="uni", recipient=recipient, by="bob")
+        admins.keys.propose(actor(admins, "bob"), partner="uni", recipient=recipient)
+
+
+def test_the_local_operator_cannot_change_keys(admins: App) -> None:
+    with pytest.raises(AuthorizationError, match="may not key propose"):
+        admins.keys.propose(OPERATOR, partner="uni", recipient=_recipient())
+    assert audit_events(admins, "access:denied")[-1]["subject"] == "key:propose"
+
+
+def test_a_disabled_admin_approves_nothing(admins: App) -> None:
+    key = admins.keys.propose(actor(admins, "root-admin"), partner="uni", recipient=_recipient())
+    bob = actor(admins, "bob")
+    admins.accounts.disable(OPERATOR, username="bob")
+    with pytest.raises(PolicyError, match="not an active admin"):
+        admins.keys.approve(bob, key_id=key.id)

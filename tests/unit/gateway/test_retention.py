@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
 
 from gateway.app import App
-from gateway.db.models import Role
+from gateway.db.models import PendingObject, Role
+from gateway.errors import StorageError
 from tests.conftest import FakeClock
 from tests.unit.gateway.factories import account, actor, audit_events, partner_with_key
 
@@ -48,7 +52,57 @@ def test_used_up_files_are_purged(app: App) -> None:
     assert audit_events(app, "file:purge")[-1]["details"]["reason"] == "download limit reached"
 
 
-def test_partials_and_orphans_are_swept_after_grace(app: App, clock: FakeClock) -> None:
+def _pending(app: App) -> list[tuple[str, str]]:
+    with app.read() as session:
+        return [(row.object_id, row.purpose) for row in session.scalars(select(PendingObject))]
+
+
+def test_abandoned_uploads_are_swept_after_grace(app: App, clock: FakeClock) -> None:
+    partner_with_key(app)
+    account(app, "clerk", Role.STAFF)
+    upload = app.transfers.begin_upload(actor(app, "clerk"), partner="uni", name="cut.csv")
+    upload.write(b"half an upload")  # The process dies here: no commit, no abort.
+    assert _pending(app) == [(upload._object.object_id, "upload")]
+    assert app.retention.purge().swept == 0
+    clock.advance(minutes=61)
+    assert app.retention.purge().swept == 1
+    assert _pending(app) == []
+    assert list((app.settings.store_dir / "partial").iterdir()) == []
+
+
+def test_a_long_upload_keeps_its_object(app: App, clock: FakeClock) -> None:
+    partner_with_key(app)
+    account(app, "clerk", Role.STAFF)
+    upload = app.transfers.begin_upload(actor(app, "clerk"), partner="uni", name="big.csv")
+    for _ in range(3):
+        clock.advance(minutes=40)
+        upload.write(b"x" * 1000)  # Each write past the heartbeat touches the row.
+        assert app.retention.purge().swept == 0
+    upload.commit()
+    assert _pending(app) == [] and len(_objects(app)) == 1
+
+
+def test_a_failed_deletion_is_retried_by_the_next_pass(app: App, clock: FakeClock,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    partner_with_key(app)
+    account(app, "clerk", Role.STAFF)
+    _upload(app, "old.csv")
+    clock.advance(days=8)
+    store = app.store
+
+    def broken_delete(object_id: str) -> bool:
+        raise StorageError("cannot delete object: Input/output error")
+
+    monkeypatch.setattr(store, "delete", broken_delete)
+    assert app.retention.purge().purged == 1  # The row is purged, the object stays.
+    assert len(_objects(app)) == 1 and _pending(app)[0][1] == "delete"
+    monkeypatch.undo()
+    report = app.retention.purge()
+    assert (report.purged, report.swept) == (0, 1)
+    assert _objects(app) == [] and _pending(app) == []
+
+
+def test_full_sweep_finds_what_the_database_does_not_know(app: App, clock: FakeClock) -> None:
     # The store dates objects by the filesystem's clock; start the fake clock there.
     clock.now = datetime.now(UTC)
     partial = app.store.create()
@@ -56,10 +110,9 @@ def test_partials_and_orphans_are_swept_after_grace(app: App, clock: FakeClock) 
     orphan = app.store.create()
     orphan.write(b"committed, but the database commit never happened")
     orphan.commit()
-    assert app.retention.purge().partials == 0
+    assert app.retention.purge(full=True).partials == 0
     clock.advance(hours=2)
-    report = app.retention.purge(partial_grace=timedelta(hours=1),
-                                 orphan_grace=timedelta(minutes=10))
+    report = app.retention.purge(full=True)
     assert (report.partials, report.orphans) == (1, 1)
     assert _objects(app) == []
     assert list((app.settings.store_dir / "partial").iterdir()) == []
@@ -70,5 +123,5 @@ def test_live_objects_survive_the_sweep(app: App, clock: FakeClock) -> None:
     account(app, "clerk", Role.STAFF)
     _upload(app, "keep.csv")
     clock.advance(hours=2)
-    assert app.retention.purge().orphans == 0
+    assert app.retention.purge(full=True).orphans == 0
     assert len(_objects(app)) == 1

@@ -83,7 +83,7 @@ def test_truncated_age_header_is_refused(app: App, setup: envelope.Identity) -> 
 
 
 def test_partner_without_key_refuses_uploads(app: App, setup: envelope.Identity) -> None:
-    app.partners.add(actor=OPERATOR, slug="nokeys")
+    app.partners.add(OPERATOR, slug="nokeys")
     with pytest.raises(PolicyError, match="no approved encryption key"):
         app.transfers.begin_upload(actor(app, "clerk"), partner="nokeys", name="a.csv")
 
@@ -185,7 +185,7 @@ def test_armored_pre_encrypted_upload(app: App, setup: envelope.Identity) -> Non
 def test_partner_disabled_during_upload(app: App, setup: envelope.Identity) -> None:
     upload = app.transfers.begin_upload(actor(app, "clerk"), partner="uni", name="a.csv")
     upload.write(b"data")
-    app.partners.disable(actor=OPERATOR, slug="uni")
+    app.partners.disable(OPERATOR, slug="uni")
     with pytest.raises(PolicyError, match="disabled"):
         upload.commit()
     assert _store_files(app) == []
@@ -224,6 +224,10 @@ def test_incomplete_read_gives_the_download_back(app: App) -> None:
     interrupted.read_at(0, 1000)
     assert interrupted.close() is False
     assert [f.downloads for f in app.transfers.inbox(actor(app, "ann"))] == [0]
+    aborted = audit_events(app, "file:download:incomplete")[-1]
+    assert aborted["actor"] == "ann" and aborted["subject"] == f"file:{interrupted.entry.id}"
+    assert (aborted["details"]["bytes"], aborted["details"]["size"]) == (1000, interrupted.size)
+    assert aborted["details"]["partner"] == "lim"
     retry = app.transfers.open_download(actor(app, "ann"), "once.csv.age")
     retry.read_at(0, retry.size)
     assert retry.close() is True

@@ -86,7 +86,7 @@ class Installation:
         self.settings = load_settings(data_dir=self.data_dir, environ={}, overrides=overrides)
         self.clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
         self.app = App(self.settings, clock=self.clock)
-        self.app.accounts.add(actor=OPERATOR, username="second-admin", role=Role.ADMIN)
+        self.app.accounts.add(OPERATOR, username="second-admin", role=Role.ADMIN)
         self.server: Running | None = None
         self.identities: dict[str, envelope.Identity] = {}
         self.users: dict[str, User] = {}
@@ -95,20 +95,20 @@ class Installation:
     def add_partner(self, slug: str, *, with_key: bool = True, post_quantum: bool = False,
                     max_downloads: int | None = None) -> envelope.Identity | None:
         """A partner, with a key proposed and approved by two admins unless ``with_key``."""
-        self.app.partners.add(actor=OPERATOR, slug=slug, max_downloads=max_downloads)
+        self.app.partners.add(OPERATOR, slug=slug, max_downloads=max_downloads)
         if not with_key:
             return None
         identity = envelope.generate_identity(post_quantum=post_quantum)
-        key = self.app.keys.propose(partner=slug, recipient=str(identity.recipient),
-                                    by="root-admin")
-        self.app.keys.approve(key_id=key.id, by="second-admin")
+        key = self.app.keys.propose(self.account_actor("root-admin"), partner=slug,
+                                    recipient=str(identity.recipient))
+        self.app.keys.approve(self.account_actor("second-admin"), key_id=key.id)
         self.identities[slug] = identity
         return identity
 
     def add_user(self, username: str, role: Role, partner: str | None = None) -> User:
         key_path = self.root / f"id_{username}"
         public = write_key_pair(key_path, f"{username}@test")
-        new = self.app.accounts.add(actor=OPERATOR, username=username, role=role,
+        new = self.app.accounts.add(OPERATOR, username=username, role=role,
                                     partner=partner, ssh_keys=[public])
         secret = new.totp_uri.split("secret=")[1].split("&")[0]
         self.users[username] = User(username, role, secret, key_path, public)
@@ -120,7 +120,13 @@ class Installation:
         return totp.current_code(user.secret, now=self.clock())
 
     def actor(self, user: User) -> Actor:
-        return Actor.for_account(self.app.accounts.get(user.username), source="127.0.0.1")
+        return self.account_actor(user.username)
+
+    def account_actor(self, username: str) -> Actor:
+        """The actor a sign-in of ``username`` would hand the services."""
+        info = self.app.accounts.get(OPERATOR, username)
+        return Actor.account(username=info.username, account_id=info.id, role=info.role,
+                             partner_id=info.partner_id, source="127.0.0.1")
 
     def start(self) -> Running:
         self.server = start(self.settings, app=self.app)

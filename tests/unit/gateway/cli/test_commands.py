@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+import pyotp
 import pytest
 from click.testing import CliRunner, Result
 
-from gateway import envelope
+from gateway import envelope, totp
 from gateway.cli import main
 
 
@@ -21,20 +23,35 @@ def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-unt
     data_dir = tmp_path / "var"
     runner = CliRunner()
 
-    def invoke(*args: str, data: bool = True) -> Result:
+    def invoke(*args: str, data: bool = True, stdin: str | None = None) -> Result:
         prefix = ["--data-dir", str(data_dir)] if data else []
-        return runner.invoke(main, [*prefix, *args], catch_exceptions=False)
+        return runner.invoke(main, [*prefix, *args], catch_exceptions=False, input=stdin)
 
     invoke.data_dir = data_dir  # type: ignore[attr-defined]
+    invoke.secrets = {}  # type: ignore[attr-defined]
     return invoke
+
+
+def _secret(output: str) -> str:
+    return output.split("secret=")[1].split("&", maxsplit=1)[0]
 
 
 @pytest.fixture
 def ready(run):  # type: ignore[no-untyped-def]
-    assert run("init", "--admin", "alice").exit_code == 0
-    assert run("user", "add", "bob", "--role", "admin").exit_code == 0
+    init = run("init", "--admin", "alice")
+    assert init.exit_code == 0
+    bob = run("user", "add", "bob", "--role", "admin")
+    assert bob.exit_code == 0
+    run.secrets.update(alice=_secret(init.output), bob=_secret(bob.output))
     assert run("partner", "add", "uni", "--name", "University", "--retention", "2w").exit_code == 0
     return run
+
+
+def code(secret: str, ahead: int) -> str:
+    """The code ``ahead`` time steps from now (the check accepts now and the next step, so
+    one account can prove itself twice without a test waiting 30 seconds)."""
+    step = totp.time_step(datetime.now(UTC)) + ahead
+    return pyotp.TOTP(secret).at(step * totp.STEP_SECONDS) + "\n"
 
 
 def _ssh_key(tmp_path: Path) -> Path:
@@ -73,7 +90,7 @@ def test_partner_commands(ready) -> None:  # type: ignore[no-untyped-def]
     (["user", "add", "eve", "--role", "partner", "--partner", "nope"], 2, "unknown partner"),
     (["user", "disable", "ghost"], 2, "unknown account 'ghost'"),
     (["key", "propose", "uni", "age1garbage", "--by", "alice"], 2, "blindpost: error:"),
-    (["key", "approve", "99", "--by", "alice"], 2, "unknown key id 99"),
+    (["key", "approve", "99", "--by", "alice"], 2, "needs alice's current one-time code"),
 ])
 def test_errors_are_one_line_with_exit_code(ready, args: list[str], code: int,  # type: ignore[no-untyped-def]
                                             message: str) -> None:
@@ -112,16 +129,52 @@ def test_malformed_ssh_key_file(ready, tmp_path: Path) -> None:  # type: ignore[
 
 
 def test_key_two_person_rule(ready) -> None:  # type: ignore[no-untyped-def]
+    alice, bob = ready.secrets["alice"], ready.secrets["bob"]
     recipient = str(envelope.generate_identity().recipient)
-    proposed = json.loads(ready("key", "propose", "uni", recipient, "--by", "alice",
-                                "--json").output)
+    proposed = json.loads(ready("key", "propose", "uni", recipient, "--by", "alice", "--json",
+                                stdin=code(alice, 0)).output)
     assert proposed["kind"] == "mlkem768x25519" and proposed["state"] == "proposed"
-    same = ready("key", "approve", str(proposed["id"]), "--by", "alice")
+    assert proposed["proposed_by"] == "alice"
+    same = ready("key", "approve", str(proposed["id"]), "--by", "alice", stdin=code(alice, 1))
     assert same.exit_code == 1 and "two-person rule" in same.output
-    assert ready("key", "approve", str(proposed["id"]), "--by", "bob").exit_code == 0
+    approved = ready("key", "approve", str(proposed["id"]), "--by", "bob", stdin=code(bob, 0))
+    assert approved.exit_code == 0, approved.output
     keys = json.loads(ready("key", "list", "--partner", "uni", "--json").output)
-    assert keys[0]["state"] == "approved"
-    assert ready("key", "revoke", str(proposed["id"]), "--by", "alice").exit_code == 0
+    assert keys[0]["state"] == "approved" and keys[0]["approved_by"] == "bob"
+    revoked = ready("key", "revoke", str(proposed["id"]), "--by", "bob", stdin=code(bob, 1))
+    assert revoked.exit_code == 0, revoked.output
+
+
+def _stepups(data_dir: Path) -> list[dict[str, object]]:
+    lines = CliRunner().invoke(main, ["--data-dir", str(data_dir), "audit", "log",
+                                      "--json"]).output.splitlines()
+    return [e for e in map(json.loads, lines) if e["tag"].startswith("auth:stepup:")]
+
+
+def test_key_changes_need_a_fresh_code(ready) -> None:  # type: ignore[no-untyped-def]
+    alice, bob = ready.secrets["alice"], ready.secrets["bob"]
+    recipient = str(envelope.generate_identity().recipient)
+    key_id = json.loads(ready("key", "propose", "uni", recipient, "--by", "alice", "--json",
+                              stdin=code(alice, 0)).output)["id"]
+    missing = ready("key", "approve", str(key_id), "--by", "bob", stdin="")
+    assert missing.exit_code == 2 and "needs bob's current one-time code" in missing.output
+    wrong = ready("key", "approve", str(key_id), "--by", "bob", stdin="000000\n")
+    assert wrong.exit_code == 1 and "wrong code" in wrong.output
+    used = code(bob, 0)
+    assert ready("key", "approve", str(key_id), "--by", "bob", stdin=used).exit_code == 0
+    replayed = ready("key", "revoke", str(key_id), "--by", "bob", stdin=used)
+    assert replayed.exit_code == 1 and "replayed code" in replayed.output
+    events = _stepups(ready.data_dir)
+    assert [(e["tag"], e["details"].get("reason")) for e in events] == [
+        ("auth:stepup:success", None),
+        ("auth:stepup:failure", "no one-time code given"),
+        ("auth:stepup:failure", "wrong code"),
+        ("auth:stepup:success", None),
+        ("auth:stepup:failure", "replayed code"),
+    ]
+    assert all(e["details"]["os_user"] and e["details"]["source"] == "local" for e in events)
+    approval = json.loads(ready("key", "list", "--json").output)[0]
+    assert approval["state"] == "approved"
 
 
 def test_host_key_matches_what_init_printed(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

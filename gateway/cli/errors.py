@@ -1,0 +1,40 @@
+"""The one place where the CLI turns failures into a message and an exit code.
+
+Exit codes: 0 success, 1 the operation failed, 2 usage error (click's own usage errors
+exit 2 as well). Commands raise; :func:`exit_with` prints one ``blindpost: error:`` line
+(a verification failure adds one line per finding) and exits.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+import click
+
+from gateway.errors import GatewayError, UsageError
+
+
+class CommandError(GatewayError):
+    """The command could not do what was asked (exit 1)."""
+
+
+def fail(message: str, *, code: int = 1) -> NoReturn:
+    """Stop the command with ``message``: exit 2 for a usage error, else 1."""
+    raise (UsageError if code == 2 else CommandError)(message)
+
+
+def from_os_error(exc: OSError) -> CommandError:
+    """An operating-system failure (a file that cannot be opened) as a command error."""
+    name = f"{exc.filename}: " if exc.filename else ""
+    return CommandError(f"{name}{exc.strerror or exc}")
+
+
+def exit_code(exc: GatewayError) -> int:
+    return 2 if isinstance(exc, UsageError) else 1
+
+
+def exit_with(exc: GatewayError) -> NoReturn:
+    """Print ``exc`` as the command's error and exit with its code."""
+    click.echo(f"blindpost: error: {exc.diagnostics()}", err=True)
+    sys.exit(exit_code(exc))

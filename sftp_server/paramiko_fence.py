@@ -1,0 +1,188 @@
+"""Every use of paramiko's private internals, in one module.
+
+paramiko's server side offers no hook for what the gateway must know: the moment a
+client's signature verified, the first KEXINIT (to require strict key exchange), raw SFTP
+requests (to answer them with our statuses). So the classes below override private
+methods, and nothing else in Blindpost does; the rest of ``sftp_server`` subclasses them
+and implements the public hooks they call (``on_*``, ``handle_request``, ...).
+
+:data:`RELIED_ON` names each private member used and the signature it was written
+against (paramiko is pinned, see ``pyproject.toml``). :func:`check_paramiko` compares
+them with the installed paramiko; the test suite calls it, so an upgrade that changes
+one fails in one obvious place, naming it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import paramiko
+from paramiko import Message, SFTPServer
+from paramiko.auth_handler import AuthHandler
+
+# "Class.member": the signature it had when this module was written ("" for attributes).
+RELIED_ON: dict[str, str] = {
+    "Transport._parse_kex_init": "(self, m)",
+    "Transport._parse_newkeys": "(self, m)",
+    "Transport._preferred_kex": "",
+    "Transport._preferred_ciphers": "",
+    "Transport._preferred_macs": "",
+    "Transport._preferred_keys": "",
+    "Transport._preferred_pubkeys": "",
+    "Transport._preferred_compression": "",
+    "AuthHandler._generate_key_from_request": "(self, algorithm, keyblob)",
+    "AuthHandler._parse_userauth_request": "(self, m)",
+    "AuthHandler._send_auth_result": "(self, username, method, result)",
+    "SFTPServer._send_server_version": "(self)",
+    "SFTPServer._read_all": "(self, n)",
+    "SFTPServer._read_packet": "(self)",
+    "SFTPServer._process": "(self, t, request_number, msg)",
+    "SFTPServer._send_packet": "(self, t, packet)",
+    "SFTPServer._send_status": "(self, request_number, code, desc=None)",
+}
+_CLASSES: dict[str, type] = {"Transport": paramiko.Transport, "AuthHandler": AuthHandler,
+                             "SFTPServer": SFTPServer}
+
+
+def check_paramiko() -> list[str]:
+    """Return one line for each relied-on private member that changed or disappeared."""
+    problems = []
+    for name, expected in RELIED_ON.items():
+        owner, _, member = name.partition(".")
+        target = getattr(_CLASSES[owner], member, None)
+        if target is None:
+            problems.append(f"paramiko.{name} is gone (paramiko {paramiko.__version__})")
+        elif expected and str(inspect.signature(target)) != expected:
+            problems.append(f"paramiko.{name} changed: {inspect.signature(target)} "
+                            f"instead of {expected} (paramiko {paramiko.__version__})")
+    return problems
+
+
+def preferred_algorithms(kind: str) -> tuple[str, ...]:
+    """Every algorithm of ``kind`` (kex, ciphers, ...) paramiko knows, in its order."""
+    return tuple(getattr(paramiko.Transport, f"_preferred_{kind}"))
+
+
+class FencedTransport(paramiko.Transport):  # type: ignore[misc]  # paramiko ships no type hints.
+    """A transport that calls :meth:`on_kex_init` and :meth:`make_auth_handler`."""
+
+    def on_kex_init(self) -> None:
+        """Called after each KEXINIT from the peer was parsed; may raise to refuse it."""
+
+    def make_auth_handler(self) -> AuthHandler:
+        """The server-side authentication handler to use instead of paramiko's."""
+        return AuthHandler(self)
+
+    def _parse_kex_init(self, m: Message) -> Any:
+        result = super()._parse_kex_init(m)
+        self.on_kex_init()
+        return result
+
+    def _parse_newkeys(self, m: Message) -> Any:
+        # paramiko creates its server-side AuthHandler here, after the first NEWKEYS;
+        # creating ours at the same moment keeps its timing and swaps in the checks.
+        if self.server_mode and getattr(self, "auth_handler", None) is None:
+            self.auth_handler = self.make_auth_handler()
+        return super()._parse_newkeys(m)
+
+
+class FencedAuthHandler(AuthHandler):  # type: ignore[misc]  # paramiko ships no type hints.
+    """Server-side authentication that reports the moment a client's signature verified.
+
+    Relies on paramiko 5.1.0's ``AuthHandler._parse_userauth_request``: for a signed
+    public-key request it builds the key with ``_generate_key_from_request``, calls
+    ``check_auth_publickey``, and then ``key.verify_ssh_sig(session_blob, sig)``; an
+    unsigned probe returns (``PK_OK``) before any verification. Wrapping
+    ``verify_ssh_sig`` on that key object makes :meth:`on_signature_verified` run inside
+    the very call that verified the signature; returning False from it turns into a
+    failed verification.
+    """
+
+    def on_signature_verified(self, _key: paramiko.PKey) -> bool:
+        """A signature by the key over this session verified; return whether to accept it."""
+        return False
+
+    def on_userauth_request(self) -> None:
+        """Called before each USERAUTH_REQUEST is handled."""
+
+    def filter_auth_result(self, _method: str, result: int) -> int:
+        """The result to send for an authentication method; may turn success into failure."""
+        return result
+
+    def _generate_key_from_request(self, algorithm: str, keyblob: bytes) -> Any:
+        key = super()._generate_key_from_request(algorithm, keyblob)
+        if key is not None:
+            key.verify_ssh_sig = self._witness(key, key.verify_ssh_sig)
+        return key
+
+    def _witness(self, key: paramiko.PKey,
+                 verify: Callable[[bytes, Message], bool]) -> Callable[..., bool]:
+        def verify_then_report(data: bytes, msg: Message) -> bool:
+            if not verify(data, msg):
+                return False
+            return self.on_signature_verified(key)
+        return verify_then_report
+
+    def _parse_userauth_request(self, m: Message) -> None:
+        self.on_userauth_request()
+        super()._parse_userauth_request(m)
+
+    def _send_auth_result(self, username: str, method: str, result: int) -> None:
+        super()._send_auth_result(username, method, self.filter_auth_result(method, result))
+
+
+class FencedSFTPServer(SFTPServer):  # type: ignore[misc]  # paramiko ships no type hints.
+    """paramiko's SFTP wire server, with raw requests and replies reachable publicly."""
+
+    def server_version_reply(self, client_version: int) -> Message:
+        """The SSH_FXP_VERSION body answering the client's INIT."""
+        raise NotImplementedError
+
+    def handle_request(self, kind: int, request_number: int, msg: Message) -> None:
+        """Handle one request; :meth:`dispatch` is paramiko's own handling."""
+        self.dispatch(kind, request_number, msg)
+
+    def dispatch(self, kind: int, request_number: int, msg: Message) -> None:
+        """paramiko's handling of a request."""
+        super()._process(kind, request_number, msg)
+
+    def send_status(self, request_number: int, code: int, message: str | None = None) -> None:
+        self._send_status(request_number, code, message)
+
+    def send_packet(self, kind: int, msg: Message) -> None:
+        self._send_packet(kind, msg)
+
+    def max_packet_length(self) -> int:
+        """The largest request accepted; longer ones end the session."""
+        raise NotImplementedError
+
+    def _send_server_version(self) -> int:
+        kind, data = self._read_packet()
+        if kind != paramiko.sftp.CMD_INIT:
+            raise paramiko.sftp.SFTPError("Incompatible sftp protocol")
+        client_version = int.from_bytes(data[:4], "big")
+        self._send_packet(paramiko.sftp.CMD_VERSION, self.server_version_reply(client_version))
+        return client_version
+
+    def _read_all(self, n: int) -> bytes:
+        # paramiko's version grows one bytes object (quadratic on 255 KiB writes).
+        chunks, remaining = [], n
+        while remaining > 0:
+            chunk = self.sock.recv(remaining)
+            if not chunk:
+                raise EOFError
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+
+    def _read_packet(self) -> tuple[int, bytes]:
+        size = int.from_bytes(self._read_all(4), "big")
+        if size > self.max_packet_length():
+            raise paramiko.sftp.SFTPError(f"packet of {size} bytes exceeds the advertised limit")
+        data = self._read_all(size)
+        return (data[0], data[1:]) if data else (0, b"")
+
+    def _process(self, t: int, request_number: int, msg: Message) -> None:
+        self.handle_request(t, request_number, msg)

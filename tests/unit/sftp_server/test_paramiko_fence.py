@@ -1,0 +1,61 @@
+"""The fence around paramiko's private internals: each relied-on member is checked, and
+nothing outside the fence overrides one."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+
+import paramiko
+import pytest
+from paramiko import SFTPServer
+from paramiko.auth_handler import AuthHandler
+
+import sftp_server
+from sftp_server.paramiko_fence import RELIED_ON, check_paramiko
+
+
+def test_the_installed_paramiko_has_every_relied_on_member() -> None:
+    assert check_paramiko() == []
+
+
+def test_a_changed_signature_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    def changed(self, username, method): ...  # type: ignore[no-untyped-def]
+
+    monkeypatch.setattr(AuthHandler, "_send_auth_result", changed)
+    assert check_paramiko() == [
+        "paramiko.AuthHandler._send_auth_result changed: (self, username, method) instead of "
+        f"(self, username, method, result) (paramiko {paramiko.__version__})"]
+
+
+def test_a_missing_member_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(SFTPServer, "_read_all", None)
+    assert check_paramiko() == [
+        f"paramiko.SFTPServer._read_all is gone (paramiko {paramiko.__version__})"]
+
+
+def _private_overrides(cls: type) -> list[str]:
+    """Private methods ``cls`` itself defines that a paramiko class also defines."""
+    found = []
+    for name in vars(cls):
+        if not name.startswith("_") or name.startswith("__"):
+            continue
+        for base in cls.__mro__[1:]:
+            if base.__module__.startswith("paramiko") and name in vars(base):
+                found.append(f"{cls.__module__}.{cls.__qualname__}.{name}")
+    return found
+
+
+def test_only_the_fence_overrides_private_paramiko_methods() -> None:
+    overrides = []
+    for module_info in pkgutil.iter_modules(sftp_server.__path__):
+        module = importlib.import_module(f"sftp_server.{module_info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__:
+                overrides += _private_overrides(cls)
+    fenced = {o for o in overrides if o.startswith("sftp_server.paramiko_fence.")}
+    assert set(overrides) == fenced
+    # And every override inside the fence is one it declares.
+    declared = {name.split(".", 1)[1] for name in RELIED_ON}
+    assert {o.rsplit(".", 1)[1] for o in fenced} <= declared
