@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from gateway.accounts import AccountService
 from gateway.actors import Actor
 from gateway.audit import AuditLog, AuditTag
+from gateway.audit_service import AuditService
 from gateway.auth import AuthService
 from gateway.authz import Authorizer
 from gateway.config import Settings
@@ -116,6 +117,10 @@ class App:
                     session.add(SettingValue(name=name, value=value))
                 else:
                     row.value = value
+
+    @cached_property
+    def audit_view(self) -> AuditService:
+        return AuditService(self)
 
     @cached_property
     def partners(self) -> PartnerService:

@@ -43,10 +43,11 @@ class Permission(enum.StrEnum):
     FILE_PURGE = "file:purge"
     AUDIT_READ = "audit:read"
     AUDIT_CHECKPOINT = "audit:checkpoint"
+    EXPOSURE_REPORT = "exposure:report"
 
 
 _READ_ALL = {Permission.PARTNER_READ, Permission.ACCOUNT_READ, Permission.KEY_READ,
-             Permission.FILE_LIST, Permission.AUDIT_READ}
+             Permission.FILE_LIST, Permission.AUDIT_READ, Permission.EXPOSURE_REPORT}
 _ADMINISTER = _READ_ALL | {Permission.PARTNER_MANAGE, Permission.ACCOUNT_MANAGE,
                            Permission.FILE_MANAGE, Permission.FILE_PURGE,
                            Permission.AUDIT_CHECKPOINT}

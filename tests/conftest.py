@@ -8,11 +8,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from gateway.app import App
 from gateway.config import load_settings
 from gateway.datadir import initialise
 from tests.postgres import create_database, postgres_server
+
+# Property tests check behaviour, not speed: a per-example deadline only makes them flaky on
+# a busy machine (benchmarks in bench/ measure speed).
+settings.register_profile("blindpost", deadline=None)
+settings.load_profile("blindpost")
 
 
 class FakeClock:

@@ -209,11 +209,14 @@ class AuditLog:
         return TlogProof(index, tuple(path), signed.note, leaf.encode()).text()
 
     def events(self, session: Session, *, since: datetime | None = None,
-               tag: AuditTag | None = None, start: int = 0) -> Iterator[AuditEvent]:
-        """Yield entries in index order, optionally from a time or of one tag."""
+               until: datetime | None = None, tag: AuditTag | None = None,
+               start: int = 0) -> Iterator[AuditEvent]:
+        """Yield entries in index order, optionally in a time window or of one tag."""
         query = select(entries.c.leaf).where(entries.c.idx >= start).order_by(entries.c.idx)
         if since is not None:
             query = query.where(entries.c.recorded_at >= since)
+        if until is not None:
+            query = query.where(entries.c.recorded_at < until)
         if tag is not None:
             query = query.where(entries.c.tag == AuditTag(tag).value)
         for (leaf,) in session.execute(query.execution_options(yield_per=1000)):

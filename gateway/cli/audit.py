@@ -18,12 +18,11 @@ from gateway.audit import (
     NoteVerifier,
     VerifyReport,
     load_signer,
-    verify_database,
     verify_export,
 )
-from gateway.cli.common import data_dir_option, open_app, settings_for
+from gateway.audit_service import EventFilter
+from gateway.cli.common import data_dir_option, open_app, operator, settings_for
 from gateway.cli.errors import fail
-from gateway.db.engine import snapshot
 
 checkpoint_option = click.option(
     "--checkpoint", "checkpoint_files", multiple=True, metavar="FILE",
@@ -104,10 +103,8 @@ def audit_verify(checkpoint_files: tuple[Path, ...], export_file: Path | None,
                                       outside=outside))
         return
     app = open_app(data_dir)
-    verifier = (NoteVerifier.from_key_string(verifier_key) if verifier_key
-                else app.audit.verifier)
-    with snapshot(app.engine) as session:
-        _report(lambda: verify_database(session, verifier=verifier, outside=outside))
+    chosen = NoteVerifier.from_key_string(verifier_key) if verifier_key else None
+    _report(lambda: app.audit_view.verify(operator(), outside=outside, verifier=chosen))
 
 
 @audit.command("checkpoint")
@@ -121,9 +118,7 @@ def audit_checkpoint(data_dir: Path | None) -> None:
     Example:
       blindpost audit checkpoint > checkpoint-$(date +%F).txt
     """
-    app = open_app(data_dir)
-    with app.transaction() as session:
-        signed = app.audit.checkpoint(session)
+    signed = open_app(data_dir).audit_view.checkpoint(operator())
     click.echo(signed.note, nl=False)
 
 
@@ -140,10 +135,7 @@ def audit_prove(index: int, data_dir: Path | None) -> None:
     Example:
       blindpost audit prove 1234 > entry-1234.tlog-proof
     """
-    app = open_app(data_dir)
-    with app.transaction() as session:
-        proof = app.audit.prove(session, index)
-    click.echo(proof, nl=False)
+    click.echo(open_app(data_dir).audit_view.prove(operator(), index), nl=False)
 
 
 def _parse_since(value: str | None) -> datetime | None:
@@ -177,12 +169,9 @@ def audit_log(since: str | None, tag: str | None, as_json: bool, data_dir: Path 
       blindpost audit log --since 2026-11-01 --tag key:approve
       blindpost audit log --json | jq .details
     """
-    moment = _parse_since(since)
-    app = open_app(data_dir)
-    with snapshot(app.engine) as session:
-        for event in app.audit.events(session, since=moment,
-                                      tag=AuditTag(tag) if tag else None):
-            click.echo(event.leaf.decode() if as_json else _line(event))
+    selection = EventFilter(tag=AuditTag(tag) if tag else None, since=_parse_since(since))
+    for event in open_app(data_dir).audit_view.events(operator(), selection):
+        click.echo(event.leaf.decode() if as_json else _line(event))
 
 
 def _open_output(output: Path | None) -> BinaryIO:
@@ -208,13 +197,12 @@ def audit_export(output: Path | None, data_dir: Path | None) -> None:
       blindpost audit export -o audit-export.jsonl
     """
     app = open_app(data_dir)
-    with snapshot(app.engine) as session:
-        handle = _open_output(output)
-        try:
-            count = app.audit.export(session, handle)
-        finally:
-            handle.flush()
-            if output is not None:
-                handle.close()
+    handle = _open_output(output)
+    try:
+        count = app.audit_view.export(operator(), handle)
+    finally:
+        handle.flush()
+        if output is not None:
+            handle.close()
     if output is not None:
         click.echo(f"exported {count} entries to {output}", err=True)

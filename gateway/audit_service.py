@@ -1,0 +1,123 @@
+"""Reading and verifying the audit log on behalf of an actor: the CLI and the console.
+
+:class:`~gateway.audit.AuditLog` records events inside the services' transactions; this
+is the other side, with authorization: who may read, verify, prove and export the log.
+Filters that the tables do not index (partner, file) are applied to the decoded events,
+so a query streams the log once in index order and never loads it whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, TYPE_CHECKING
+
+from gateway.actors import Actor
+from gateway.audit import (
+    AuditEvent,
+    AuditTag,
+    NoteVerifier,
+    SignedCheckpoint,
+    VerifyReport,
+    verify_database,
+)
+from gateway.authz import Permission
+from gateway.db.engine import snapshot
+
+if TYPE_CHECKING:
+    from gateway.app import App
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events to read; every field that is set must match."""
+
+    tag: AuditTag | None = None
+    actor: str | None = None
+    partner: str | None = None
+    file: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    start: int = 0
+
+    def matches(self, event: AuditEvent) -> bool:
+        """Whether ``event`` passes the filters the database could not apply."""
+        if self.actor is not None and event.actor != self.actor:
+            return False
+        if self.partner is not None and not _names_partner(event, self.partner):
+            return False
+        return self.file is None or _names_file(event, self.file)
+
+
+def _names_partner(event: AuditEvent, slug: str) -> bool:
+    return event.details.get("partner") == slug or event.subject == f"partner:{slug}"
+
+
+def _names_file(event: AuditEvent, file: str) -> bool:
+    """A file is named by its transfer id (``file:<id>``) or by its stored name."""
+    return event.subject == f"file:{file}" or event.details.get("name") == file
+
+
+class AuditService:
+    """The audit log as admins, auditors and the local operator read it."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    def events(self, actor: Actor, selection: EventFilter = EventFilter(), *,
+               limit: int | None = None) -> Iterator[AuditEvent]:
+        """Yield matching events in index order (at most ``limit``)."""
+        self._app.authz.require(actor, Permission.AUDIT_READ)
+        log, count = self._app.audit, 0
+        with snapshot(self._app.engine) as session:
+            for event in log.events(session, since=selection.since, until=selection.until,
+                                    tag=selection.tag, start=selection.start):
+                if not selection.matches(event):
+                    continue
+                yield event
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+
+    def page(self, actor: Actor, selection: EventFilter, *, size: int) -> list[AuditEvent]:
+        """One page of matching events; the next page starts after the last one's index."""
+        return list(self.events(actor, selection, limit=size))
+
+    def verify(self, actor: Actor, *, outside: Sequence[tuple[str, str]] = (),
+               verifier: NoteVerifier | None = None) -> VerifyReport:
+        """Verify the whole log against its stored and the given outside checkpoints.
+
+        ``verifier`` replaces the key in the data directory (one obtained elsewhere).
+        """
+        self._app.authz.require(actor, Permission.AUDIT_READ)
+        with snapshot(self._app.engine) as session:
+            return verify_database(session, verifier=verifier or self._app.audit.verifier,
+                                   outside=outside)
+
+    def latest_checkpoint(self, actor: Actor) -> SignedCheckpoint | None:
+        self._app.authz.require(actor, Permission.AUDIT_READ)
+        with self._app.read() as session:
+            return self._app.audit.latest_checkpoint(session)
+
+    def checkpoint(self, actor: Actor) -> SignedCheckpoint:
+        """A checkpoint of the whole log, signing a new one if the log grew."""
+        self._app.authz.require(actor, Permission.AUDIT_CHECKPOINT)
+        with self._app.transaction() as session:
+            return self._app.audit.checkpoint(session)
+
+    def prove(self, actor: Actor, index: int) -> str:
+        """A self-contained tlog-proof of entry ``index``.
+
+        Reading a proof may sign a new checkpoint (when the latest does not cover the
+        entry yet); that is the log's own housekeeping, allowed to every reader.
+        """
+        self._app.authz.require(actor, Permission.AUDIT_READ)
+        with self._app.transaction() as session:
+            return self._app.audit.prove(session, index)
+
+    def export(self, actor: Actor, out: IO[bytes]) -> int:
+        """Write every entry as one JSON line; return how many."""
+        self._app.authz.require(actor, Permission.AUDIT_READ)
+        with snapshot(self._app.engine) as session:
+            return self._app.audit.export(session, out)
