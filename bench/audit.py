@@ -20,6 +20,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from gateway.actors import Actor, ActorKind
 from gateway.audit import AuditLog, AuditTag, generate_signing_key_file, load_signer, merkle
 from gateway.audit.events import encode_leaf
 from gateway.audit.note import Checkpoint, NoteSigner
@@ -41,7 +42,8 @@ def append_rate(directory: Path, signer: NoteSigner, count: int) -> float:
     started = time.perf_counter()
     for number in range(count):
         with sessions.begin() as session:
-            log.record(session, tag=AuditTag.DOWNLOAD_COMPLETE, actor="partner-a",
+            log.record(session, tag=AuditTag.DOWNLOAD_COMPLETE,
+                       actor=Actor(ActorKind.ACCOUNT, "partner-a"),
                        subject=f"file:{number}", details={"bytes": 123456, "source": "192.0.2.7",
                                                           "client": "OpenSSH_9.6"})
     elapsed = time.perf_counter() - started

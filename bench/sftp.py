@@ -176,6 +176,13 @@ def timed(label: str, size: int, root_pid: int,
                   process.returncode == 0)
 
 
+def _admin(app: App, username: str) -> Actor:
+    """An admin's actor, as a proven sign-in would hand it to the services."""
+    info = app.accounts.get(OPERATOR, username)
+    return Actor.account(username=info.username, account_id=info.id, role=info.role,
+                         partner_id=None, source="local")
+
+
 class Blindpost:
     """A data directory with staff and partner users, and ``blindpost sftp`` running."""
 
@@ -185,12 +192,12 @@ class Blindpost:
         initialise(self.data_dir, admin="root-admin", environ={})
         settings = load_settings(data_dir=self.data_dir, environ={})
         app = App(settings)
-        app.accounts.add(actor=OPERATOR, username="second-admin", role=Role.ADMIN)
-        app.partners.add(actor=OPERATOR, slug="acme")
+        app.accounts.add(OPERATOR, username="second-admin", role=Role.ADMIN)
+        app.partners.add(OPERATOR, slug="acme")
         identity = envelope.generate_identity(post_quantum=False)
-        key = app.keys.propose(partner="acme", recipient=str(identity.recipient),
-                               by="root-admin")
-        app.keys.approve(key_id=key.id, by="second-admin")
+        key = app.keys.propose(_admin(app, "root-admin"), partner="acme",
+                               recipient=str(identity.recipient))
+        app.keys.approve(_admin(app, "second-admin"), key_id=key.id)
         self.secrets: dict[str, str] = {}
         self.last_step: dict[str, int] = {}
         self.keys: dict[str, Path] = {}
@@ -198,7 +205,7 @@ class Blindpost:
                                                      for i in range(CONCURRENT + 2)]:
             key_path = work / f"id_{name}"
             public = write_key_pair(key_path, name)
-            new = app.accounts.add(actor=OPERATOR, username=name, role=role,
+            new = app.accounts.add(OPERATOR, username=name, role=role,
                                    partner="acme" if role is Role.PARTNER else None,
                                    ssh_keys=[public])
             self.secrets[name] = new.totp_uri.split("secret=")[1].split("&")[0]
