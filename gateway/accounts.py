@@ -19,6 +19,7 @@ from gateway.audit import AuditTag
 from gateway.authz import Permission
 from gateway.db.models import Account, Role, SSHKey, TOTPSecret
 from gateway.errors import ConflictError, NotFoundError, UsageError
+from gateway.integrity import encrypt_totp
 from gateway.partners import get_partner
 from gateway.sshkeys import PublicKey
 
@@ -132,8 +133,9 @@ class AccountService:
                               disabled=False, created_at=now)
             session.add(account)
             session.flush()
-            session.add(TOTPSecret(account_id=account.id, secret=secret, last_step=None,
-                                   created_at=now))
+            session.add(TOTPSecret(account_id=account.id, last_step=None, created_at=now,
+                                   secret=encrypt_totp(self._app.state_keys,
+                                                       account_id=account.id, secret=secret)))
             self._app.audit.record(session, tag=AuditTag.ACCOUNT_CREATE, actor=actor,
                                    subject=f"account:{username}",
                                    details={"role": role.value, "partner": partner})
@@ -192,11 +194,12 @@ class AccountService:
         secret = totp.new_secret()
         with self._app.transaction() as session:
             account = get_account(session, username, for_update=True)
+            stored = encrypt_totp(self._app.state_keys, account_id=account.id, secret=secret)
             if account.totp is None:
-                session.add(TOTPSecret(account_id=account.id, secret=secret, last_step=None,
+                session.add(TOTPSecret(account_id=account.id, secret=stored, last_step=None,
                                        created_at=self._app.clock()))
             else:
-                account.totp.secret = secret
+                account.totp.secret = stored
                 account.totp.last_step = None
                 account.totp.created_at = self._app.clock()
             self._app.audit.record(session, tag=AuditTag.ACCOUNT_TOTP_RESET, actor=actor,

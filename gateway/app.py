@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
+from gateway import state_keys
 from gateway.accounts import AccountService
 from gateway.actors import Actor
 from gateway.audit import AuditLog, AuditTag
@@ -26,9 +27,12 @@ from gateway.db import make_engine, make_sessionmaker
 from gateway.db.engine import check_reachable, describe_error, snapshot
 from gateway.db.models import SettingValue
 from gateway.errors import ConflictError, DatabaseError
+from gateway.integrity import KEYS_INFO, Integrity, IntegrityViolationError
 from gateway.partner_keys import PartnerKeyService
 from gateway.partners import PartnerService
+from gateway.resealing import finish_interrupted_rotation
 from gateway.retention import RetentionService
+from gateway.state_keys import StateKeys
 from gateway.store import LocalStore, ObjectStore
 from gateway.transfers import TransferService
 
@@ -48,20 +52,40 @@ class App:
         self.settings = settings
         self.clock = clock
         self.engine = make_engine(settings.effective_database_url)
-        self.sessions = make_sessionmaker(self.engine)
+        # Sessions carry the state keys, so every row they write is sealed (integrity.py).
+        self.sessions = make_sessionmaker(self.engine,
+                                          info={KEYS_INFO: lambda: self.state_keys})
         self._store = store
 
     def check_database(self) -> None:
         """Raise :class:`~gateway.errors.DatabaseError` if the database cannot be reached."""
         check_reachable(self.engine)
 
+    def check_ready(self) -> None:
+        """Raise if the database cannot be reached or the state key cannot be loaded."""
+        self.check_database()
+        self.state_keys  # noqa: B018  # Loading it is the check (and finishes a rotation).
+
     @cached_property
     def store(self) -> ObjectStore:
         return self._store or LocalStore(self.settings.store_dir)
 
     @cached_property
+    def state_keys(self) -> StateKeys:
+        """The keys in ``keys/state_key`` (and ``state_key.new`` mid-rotation)."""
+        keys = state_keys.load(self.settings.keys_dir)
+        if len(keys.key_ids) > 1:
+            keys = finish_interrupted_rotation(self, keys)
+        return keys
+
+    @cached_property
+    def integrity(self) -> Integrity:
+        return Integrity(self)
+
+    @cached_property
     def audit(self) -> AuditLog:
-        return AuditLog.from_settings(self.settings, clock=self.clock)
+        return AuditLog.from_settings(self.settings, clock=self.clock,
+                                      entry_keys=self.state_keys)
 
     @contextmanager
     def transaction(self, *, conflict: str | None = None) -> Iterator[Session]:
@@ -75,6 +99,10 @@ class App:
         try:
             with self.sessions.begin() as session:
                 yield session
+        except IntegrityViolationError as violation:
+            # The transaction that met the forged row is gone; the alarm is not.
+            self.integrity.record_now(violation)
+            raise
         except IntegrityError as exc:
             raise ConflictError(conflict or "the change conflicts with the current "
                                 "state; reload and try again") from exc
@@ -87,6 +115,9 @@ class App:
         try:
             with snapshot(self.engine) as session:
                 yield session
+        except IntegrityViolationError as violation:
+            self.integrity.record_now(violation)
+            raise
         except DBAPIError as exc:
             raise DatabaseError(f"database error: {describe_error(exc)}") from exc
 

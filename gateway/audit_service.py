@@ -22,11 +22,16 @@ from gateway.audit import (
     VerifyReport,
     verify_database,
 )
+from gateway.audit.checkpoint_file import read_latest_checkpoint
+from gateway.audit.errors import VerificationError
 from gateway.authz import Permission
 from gateway.db.engine import snapshot
+from gateway.reconcile import REPLAY, reconcile
 
 if TYPE_CHECKING:
     from gateway.app import App
+
+MAX_DIFFERENCES = 100
 
 
 @dataclass(frozen=True)
@@ -86,14 +91,32 @@ class AuditService:
 
     def verify(self, actor: Actor, *, outside: Sequence[tuple[str, str]] = (),
                verifier: NoteVerifier | None = None) -> VerifyReport:
-        """Verify the whole log against its stored and the given outside checkpoints.
+        """Verify the log, then the database against it.
 
-        ``verifier`` replaces the key in the data directory (one obtained elsewhere).
+        The log: its tree, its stored checkpoints, the given outside ones and the one kept
+        in the data directory, and the MAC of every entry no checkpoint covers. The
+        database: every granting row's seal, and the state the log implies (partners,
+        accounts, keys, enrolments, recipient keys, transfers), row by row and field by
+        field. ``verifier`` replaces the key in the data directory (one obtained elsewhere).
         """
         self._app.authz.require(actor, Permission.AUDIT_READ)
+        kept = read_latest_checkpoint(self._app.settings.audit_checkpoint_path)
         with snapshot(self._app.engine) as session:
-            return verify_database(session, verifier=verifier or self._app.audit.verifier,
-                                   outside=outside)
+            report = verify_database(session, verifier=verifier or self._app.audit.verifier,
+                                     outside=outside, entry_keys=self._app.state_keys,
+                                     kept=kept)
+            events = self._app.audit.events(session, tags=tuple(REPLAY))
+            problems = [str(d) for d in reconcile(events, session)]
+        problems += [f"{finding}: not written by the gateway (no valid seal)"
+                     for finding in self._app.integrity.check(actor).findings]
+        if problems:
+            shown = problems[:MAX_DIFFERENCES]
+            if len(problems) > MAX_DIFFERENCES:
+                shown.append(f"... and {len(problems) - MAX_DIFFERENCES} more")
+            raise VerificationError(
+                f"audit log verified, but the database does not match it: {len(problems)} "
+                "finding(s) (rows the log does not imply, or that fail their seal)", shown)
+        return report
 
     def latest_checkpoint(self, actor: Actor) -> SignedCheckpoint | None:
         self._app.authz.require(actor, Permission.AUDIT_READ)

@@ -24,14 +24,18 @@ from gateway import throttle, totp
 from gateway.accounts import get_account
 from gateway.actors import Actor
 from gateway.audit import AuditTag
+from gateway.db.base import Base
 from gateway.db.models import Account, SSHKey, TOTPSecret
 from gateway.errors import AuthenticationError, NotFoundError
+from gateway.integrity import IntegrityViolationError, decrypt_totp
+from gateway.state_keys import SealError
 
 if TYPE_CHECKING:
     from gateway.app import App
 
 
 NO_CODE = "no one-time code given"
+INTEGRITY_FAILED = "integrity check failed"
 
 
 @dataclass
@@ -104,10 +108,13 @@ class AuthService:
                 reason = blocked
             else:
                 key = next((k for k in account.ssh_keys if k.key_data == data), None)
-                if key is not None:
+                if key is None:
+                    reason = "unknown key"
+                elif (forged := self._unverified(session, account, key)) is not None:
+                    reason = forged
+                else:
                     attempt.username, attempt.key_fingerprint = username, key.fingerprint
                     return
-                reason = "unknown key"
             self._fail(session, attempt, _Failure(AuditTag.LOGIN_FAILURE, username, account,
                                                   reason, "publickey", attempt.source,
                                                   attempt.client), now=now)
@@ -198,9 +205,17 @@ class AuthService:
             return blocked
         if account.totp is None:
             return "no TOTP secret enrolled"
+        if (forged := self._unverified(session, account, account.totp)) is not None:
+            return forged
         try:
-            step = totp.check_code(account.totp.secret, code, now=now,
-                                   last_step=account.totp.last_step)
+            secret = decrypt_totp(self._app.state_keys, account_id=account.id,
+                                  stored=account.totp.secret)
+        except SealError:
+            self._app.integrity.record(session, IntegrityViolationError(
+                "totp_secrets", str(account.id), "secret does not decrypt"))
+            return INTEGRITY_FAILED
+        try:
+            step = totp.check_code(secret, code, now=now, last_step=account.totp.last_step)
         except totp.ReplayedCodeError:
             return "replayed code"
         except totp.InvalidCodeError:
@@ -212,6 +227,18 @@ class AuthService:
             or_(TOTPSecret.last_step.is_(None), TOTPSecret.last_step < step))
             .values(last_step=step).execution_options(synchronize_session=False))
         return None if consumed.rowcount == 1 else "replayed code"  # type: ignore[attr-defined]  # A CursorResult.
+
+    def _unverified(self, session: Session, account: Account, *rows: Base) -> str | None:
+        """Refuse (and audit) a sign-in whose account, partner, key or enrolment row was
+        not written by the gateway; None if every seal holds."""
+        checked = [account, *([account.partner] if account.partner else []), *rows]
+        for row in checked:
+            try:
+                self._app.integrity.verify(row)
+            except IntegrityViolationError as violation:
+                self._app.integrity.record(session, violation)
+                return INTEGRITY_FAILED
+        return None
 
     def _blocked_reason(self, session: Session, account: Account, source: str,
                         now: datetime) -> str | None:

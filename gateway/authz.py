@@ -44,6 +44,8 @@ class Permission(enum.StrEnum):
     AUDIT_READ = "audit:read"
     AUDIT_CHECKPOINT = "audit:checkpoint"
     EXPOSURE_REPORT = "exposure:report"
+    # Replacing keys/state_key, removing forged rows: host operations, for the operator.
+    INTEGRITY_ADMIN = "integrity:admin"
 
 
 _READ_ALL = {Permission.PARTNER_READ, Permission.ACCOUNT_READ, Permission.KEY_READ,
@@ -63,7 +65,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.PARTNER: frozenset({Permission.INBOX_READ, Permission.FILE_DOWNLOAD,
                              Permission.FILE_WITHDRAW}),
 }
-OPERATOR_PERMISSIONS = frozenset(_ADMINISTER)
+OPERATOR_PERMISSIONS = frozenset(_ADMINISTER | {Permission.INTEGRITY_ADMIN})
 SYSTEM_PERMISSIONS = frozenset({Permission.FILE_PURGE, Permission.AUDIT_CHECKPOINT,
                                 Permission.FILE_LIST})
 

@@ -47,7 +47,7 @@ class Settings:
     # Audit log.
     audit_origin: str = "blindpost.local/audit"
     audit_checkpoint_every: int = 1000
-    audit_checkpoint_seconds: int = 300
+    audit_checkpoint_seconds: int = 60
     audit_syslog: bool = False
     # True only when one process alone writes this store: crash leftovers are then swept
     # at start instead of after an hour's grace.
@@ -120,6 +120,10 @@ class Settings:
     @property
     def audit_jsonl_path(self) -> Path:
         return self.data_dir / "audit.jsonl"
+
+    @property
+    def audit_checkpoint_path(self) -> Path:
+        return self.data_dir / "audit-checkpoint.txt"
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -12,13 +12,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import func, select
+
+from gateway import resealing, state_keys
 from gateway.accounts import NewAccount
 from gateway.actors import Actor
 from gateway.app import App
 from gateway.audit import generate_signing_key_file
 from gateway.config import CONFIG_FILE_NAME, Settings, load_settings, render_example
 from gateway.db import upgrade
-from gateway.db.models import Role
+from gateway.db.models import Account, Role
 from gateway.errors import ConfigError, ConflictError, NotFoundError
 from gateway.hostkey import generate_host_key, write_private_file
 
@@ -30,6 +33,8 @@ class InitResult:
     data_dir: Path
     host_key_fingerprint: str | None
     admin: NewAccount | None
+    # Rows of an installation from before signed state, sealed when its key was created.
+    adopted_rows: int = 0
 
 
 def _is_empty_dir(path: Path) -> bool:
@@ -59,7 +64,7 @@ def initialise(data_dir: Path, *, admin: str | None, force: bool = False,
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return InitResult(data_dir, result.host_key_fingerprint, result.admin)
+    return InitResult(data_dir, result.host_key_fingerprint, result.admin, result.adopted_rows)
 
 
 def _populate(root: Path, *, admin: str | None, environ: dict[str, str] | None) -> InitResult:
@@ -74,25 +79,41 @@ def _populate(root: Path, *, admin: str | None, environ: dict[str, str] | None) 
         fingerprint = generate_host_key(settings.host_key_path)
     if not settings.audit_key_path.exists():
         generate_signing_key_file(settings.audit_key_path)
-    new_admin = _migrate_and_create_admin(settings, admin)
-    return InitResult(root, fingerprint, new_admin)
+    new_state_key = not (settings.keys_dir / state_keys.KEY_FILE).exists()
+    if new_state_key:
+        state_keys.create_key_file(settings.keys_dir)
+    return _migrate_and_create_admin(settings, admin, fingerprint=fingerprint,
+                                     adopt=new_state_key)
 
 
-def _migrate_and_create_admin(settings: Settings, admin: str | None) -> NewAccount | None:
+def _migrate_and_create_admin(settings: Settings, admin: str | None, *,
+                              fingerprint: str | None, adopt: bool) -> InitResult:
     app = App(settings)
     try:
         app.check_database()
         upgrade(app.engine)
         app.store  # noqa: B018  # Creates the store directories with their modes.
-        if admin is None:
-            return None
-        operator = Actor.local_operator()
-        try:
-            app.accounts.get(operator, admin)
-        except NotFoundError:
-            pass
-        else:
-            return None  # Completing with --force: the admin already exists.
-        return app.accounts.add(operator, username=admin, role=Role.ADMIN)
+        # A state key created just now for a database that already holds rows: the
+        # installation predates signed state, and its rows are trusted once.
+        adopted = resealing.adopt(app).rows if adopt and _has_rows(app) else 0
+        return InitResult(settings.data_dir, fingerprint, _first_admin(app, admin), adopted)
     finally:
         app.close()
+
+
+def _has_rows(app: App) -> bool:
+    with app.read() as session:
+        return session.scalar(select(func.count()).select_from(Account)) != 0
+
+
+def _first_admin(app: App, admin: str | None) -> NewAccount | None:
+    if admin is None:
+        return None
+    operator = Actor.local_operator()
+    try:
+        app.accounts.get(operator, admin)
+    except NotFoundError:
+        pass
+    else:
+        return None  # Completing with --force: the admin already exists.
+    return app.accounts.add(operator, username=admin, role=Role.ADMIN)

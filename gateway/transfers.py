@@ -28,6 +28,7 @@ from gateway.audit import AuditTag
 from gateway.authz import Permission
 from gateway.db.models import KeyState, Partner, PartnerKey, Role, Transfer, TransferState
 from gateway.errors import GatewayError, NotFoundError, PolicyError, UsageError
+from gateway.integrity import IntegrityViolationError
 from gateway.partner_keys import approved_keys
 from gateway.partners import PartnerInfo, get_partner, partner_info
 from gateway.store import ObjectReader, PendingObject
@@ -237,6 +238,7 @@ class Upload:
             partner = session.get(Partner, self._partner_id, with_for_update=True)
             if partner is None or partner.disabled:
                 raise PolicyError(f"partner {self._partner_slug!r} is disabled")
+            self._app.integrity.verify(partner)
             if not self.pre_encrypted:
                 self._check_keys_still_approved(session)
             for old in session.scalars(select(Transfer).where(
@@ -376,12 +378,23 @@ class TransferService:
     def inbox(self, actor: Actor, partner: str | None = None) -> list[FileEntry]:
         """Available files of a partner: its own for a partner user, any active one for staff."""
         self._app.authz.require(actor, Permission.INBOX_READ)
+        forged: list[IntegrityViolationError] = []
         with self._app.read() as session:
             partner_row = self._visible_partner(session, actor, partner)
             rows = session.scalars(select(Transfer).where(
                 Transfer.partner_id == partner_row.id, *_available(self._app.clock()))
                 .order_by(Transfer.name))
-            return [_entry(row) for row in rows]
+            entries = []
+            for row in rows:
+                try:
+                    self._app.integrity.verify(row)
+                except IntegrityViolationError as violation:
+                    forged.append(violation)  # Not listed, and reported below.
+                    continue
+                entries.append(_entry(row))
+        for unlisted in forged:
+            self._app.integrity.record_now(unlisted, actor)
+        return entries
 
     def stat(self, actor: Actor, name: str, partner: str | None = None) -> FileEntry:
         self._app.authz.require(actor, Permission.INBOX_READ)
@@ -394,7 +407,11 @@ class TransferService:
         check_file_name(name)
         with self._app.read() as session:
             partner_row = self._visible_partner(session, actor, partner)
+            # Never encrypt to a recipient, or apply a limit, the gateway did not write.
+            self._app.integrity.verify(partner_row)
             keys = approved_keys(session, partner_row)
+            for key in keys:
+                self._app.integrity.verify(key)
             if not keys:
                 raise PolicyError(f"partner {partner!r} has no approved encryption key; "
                                   "uploads are refused until an admin approves one")
@@ -465,4 +482,5 @@ class TransferService:
         row = session.scalar(query.with_for_update(of=Transfer) if for_update else query)
         if row is None:
             raise NotFoundError("no such file")
+        self._app.integrity.verify(row)
         return row

@@ -77,7 +77,7 @@ def start(settings: Settings, *, app: App | None = None) -> Running:
     host_key = load_host_key(settings.host_key_path)
     owned = app is None
     current = app or App(settings)
-    current.check_database()
+    current.check_ready()
     sweep_partials(current)
     if app is not None or worker_count(settings) == 1:
         return InProcessServer(current, host_key=host_key, owns_app=owned)

@@ -12,6 +12,7 @@ import base64
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from sqlalchemy import Table, event, func, insert, select
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from gateway.actors import Actor
 from gateway.audit import merkle
+from gateway.audit.checkpoint_file import keep_latest_checkpoint
 from gateway.audit.errors import AuditError
 from gateway.audit.events import AuditEvent, decode_leaf, encode_leaf
 from gateway.audit.models import AuditCheckpoint, AuditEntry, AuditNode
@@ -32,6 +34,7 @@ from gateway.audit.note import (
 from gateway.audit.proof import TlogProof
 from gateway.audit.siem import EventSink, JsonlSink, SyslogSink
 from gateway.audit.tags import AuditTag
+from gateway.state_keys import StateKeys
 
 if TYPE_CHECKING:
     from gateway.config import Settings
@@ -97,7 +100,9 @@ class AuditLog:
     """
 
     def __init__(self, *, signer: NoteSigner, clock: Clock, checkpoint_every: int = 1000,
-                 checkpoint_seconds: int = 300, sinks: Sequence[EventSink] = ()) -> None:
+                 checkpoint_seconds: int = 300, sinks: Sequence[EventSink] = (),
+                 entry_keys: StateKeys | None = None,
+                 checkpoint_file: Path | None = None) -> None:
         self._signer = signer
         self._clock = clock
         self._every = checkpoint_every
@@ -105,16 +110,24 @@ class AuditLog:
         self._sinks = tuple(sinks)
         # The right edge of the tree as this log last committed it (see _tree).
         self._committed_edge: merkle.TreeBuilder | None = None
+        # With state keys, each entry gets a MAC as it is appended, so an entry not yet
+        # covered by a signed checkpoint cannot be forged or rewritten without keys/.
+        self.entry_keys = entry_keys
+        # The latest checkpoint this process signed, kept beside the database, so that a
+        # shorter, emptied or rolled-back log fails verification without a witness.
+        self.checkpoint_file = checkpoint_file
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, clock: Clock) -> AuditLog:
+    def from_settings(cls, settings: Settings, *, clock: Clock,
+                      entry_keys: StateKeys | None = None) -> AuditLog:
         """Build the log of an installation: its key file, origin, schedule and copies."""
         sinks: list[EventSink] = [JsonlSink(settings.audit_jsonl_path)]
         if settings.audit_syslog:
             sinks.append(SyslogSink())
         return cls(signer=load_signer(settings.audit_key_path, name=settings.audit_origin),
                    clock=clock, checkpoint_every=settings.audit_checkpoint_every,
-                   checkpoint_seconds=settings.audit_checkpoint_seconds, sinks=sinks)
+                   checkpoint_seconds=settings.audit_checkpoint_seconds, sinks=sinks,
+                   entry_keys=entry_keys, checkpoint_file=settings.audit_checkpoint_path)
 
     @property
     def origin(self) -> str:
@@ -210,8 +223,8 @@ class AuditLog:
 
     def events(self, session: Session, *, since: datetime | None = None,
                until: datetime | None = None, tag: AuditTag | None = None,
-               start: int = 0) -> Iterator[AuditEvent]:
-        """Yield entries in index order, optionally in a time window or of one tag."""
+               tags: Sequence[AuditTag] = (), start: int = 0) -> Iterator[AuditEvent]:
+        """Yield entries in index order, optionally in a time window or of some tags."""
         query = select(entries.c.leaf).where(entries.c.idx >= start).order_by(entries.c.idx)
         if since is not None:
             query = query.where(entries.c.recorded_at >= since)
@@ -219,6 +232,8 @@ class AuditLog:
             query = query.where(entries.c.recorded_at < until)
         if tag is not None:
             query = query.where(entries.c.tag == AuditTag(tag).value)
+        if tags:
+            query = query.where(entries.c.tag.in_([AuditTag(t).value for t in tags]))
         for (leaf,) in session.execute(query.execution_options(yield_per=1000)):
             yield decode_leaf(leaf.encode())
 
@@ -267,8 +282,10 @@ class AuditLog:
         tree = self._tree(session, index)
         first = merkle.stored_node_count(index)
         completed = tree.append(merkle.leaf_hash(leaf))
+        mac = entry_mac(self.entry_keys, index, leaf) if self.entry_keys else None
         session.connection().execute(_INSERT_ENTRY, [{"idx": index, "recorded_at": now,
-                                           "tag": tag.value, "leaf": leaf.decode()}])
+                                                      "tag": tag.value, "leaf": leaf.decode(),
+                                                      "mac": mac}])
         session.connection().execute(_INSERT_NODE, [{"pos": first + offset, "hash": hashed}
                                         for offset, hashed in enumerate(completed)])
         pending = self._pending(session)
@@ -293,6 +310,7 @@ class AuditLog:
                                                "created_at": now, "note": note}])
         self._append(session, size, AuditTag.AUDIT_CHECKPOINT, SYSTEM_ACTOR.name,
                      f"checkpoint:{size}", {"size": size, "root": base64.b64encode(root).decode()})
+        self._pending(session).checkpoint = (size, note)
         return SignedCheckpoint(body, note, now)
 
     def _check_size(self, session: Session, size: int) -> None:
@@ -309,6 +327,8 @@ class AuditLog:
     def _committed(self, pending: _Pending) -> None:
         if pending.edge is not None:
             self._committed_edge = pending.edge
+        if pending.checkpoint is not None and self.checkpoint_file is not None:
+            keep_latest_checkpoint(self.checkpoint_file, *pending.checkpoint)
         if pending.leaves:
             for sink in self._sinks:
                 sink.emit(pending.leaves)
@@ -321,6 +341,7 @@ class _Pending:
     log: AuditLog
     leaves: list[bytes] = field(default_factory=list)
     edge: merkle.TreeBuilder | None = None
+    checkpoint: tuple[int, str] | None = None
 
 
 @event.listens_for(Session, "after_commit")
@@ -335,6 +356,11 @@ def _after_commit(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
     session.info.pop(_PENDING_KEY, None)
+
+
+def entry_mac(keys: StateKeys, index: int, leaf: bytes) -> str:
+    """The MAC of entry ``index``: it binds the leaf to its position in the log."""
+    return keys.mac("audit", index.to_bytes(8, "big") + leaf)
 
 
 def _grown_since(checkpoint_size: int, size: int) -> bool:

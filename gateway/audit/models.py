@@ -32,6 +32,9 @@ class AuditEntry(Base):
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     tag: Mapped[str] = mapped_column(String(64))
     leaf: Mapped[str] = mapped_column(Text)
+    # An HMAC of index and leaf with a key derived from keys/state_key, made on append: an
+    # entry written without the key (not yet covered by a signed checkpoint) is caught.
+    mac: Mapped[str | None] = mapped_column(String(100))
 
 
 class AuditNode(Base):

@@ -38,4 +38,8 @@ class AuditTag(enum.StrEnum):
     SETTING_CHANGE = "setting:change"
     SETTING_INSECURE_USE = "setting:insecure:use"
     AUDIT_CHECKPOINT = "audit:checkpoint"
+    INTEGRITY_VIOLATION = "integrity:violation"
+    INTEGRITY_ADOPT = "integrity:adopt"
+    INTEGRITY_KEY_ROTATE = "integrity:key:rotate"
+    INTEGRITY_REMOVE = "integrity:remove"
     ACCESS_DENIED = "access:denied"

@@ -31,6 +31,7 @@ from gateway.audit.events import format_time
 from gateway.audit.log import checkpoints, entries, nodes
 from gateway.audit.note import Checkpoint, NoteVerifier, open_checkpoint
 from gateway.audit.tags import AuditTag
+from gateway.state_keys import StateKeys
 
 MAX_FINDINGS = 100
 _BATCH = 10_000
@@ -44,11 +45,15 @@ class VerifyReport:
     root: bytes
     checkpoints: int
     outside: int
+    # The size of the checkpoint kept in the data directory, if one was checked.
+    kept: int | None = None
 
     def summary(self) -> str:
         """One line for the operator."""
+        kept = "" if self.kept is None else (
+            f"; the log holds the {self.kept} entries of the data directory's checkpoint")
         return (f"audit log OK: {self.size} entries, {self.checkpoints} stored checkpoints "
-                f"and {self.outside} outside checkpoints verified")
+                f"and {self.outside} outside checkpoints verified{kept}")
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,11 @@ class _Recomputer:
     @property
     def size(self) -> int:
         return self.builder.size
+
+    @property
+    def covered(self) -> int:
+        """How many entries a checkpoint that matched covers."""
+        return self._good_any
 
     def add(self, leaf: bytes) -> list[bytes]:
         completed = self.builder.append(merkle.leaf_hash(leaf))
@@ -245,15 +255,41 @@ def _node_mismatch(index: int, level: int) -> str:
             "the recomputed one; the stored tree was changed")
 
 
+class _UnauthenticatedEntries:
+    """Runs of entries whose MAC is missing or wrong, kept as ranges (a log from before
+    entry MACs is one long run, which must not cost memory per entry)."""
+
+    def __init__(self) -> None:
+        self.runs: list[list[int]] = []
+
+    def add(self, index: int) -> None:
+        if self.runs and self.runs[-1][1] == index:
+            self.runs[-1][1] = index + 1
+        else:
+            self.runs.append([index, index + 1])
+
+    def report(self, covered: int, findings: _Findings) -> None:
+        """Only entries beyond the last matching checkpoint need their MAC: the signed
+        checkpoint protects the rest."""
+        for start, end in self.runs:
+            first = max(start, covered)
+            if first < end:
+                findings.add(f"entries {first} to {end - 1} are not covered by a checkpoint "
+                             "and their MAC does not verify: they were written or changed "
+                             "without the state key")
+
+
 class _RowChecker:
     """Checks entry rows in index order and feeds them to the recomputed tree."""
 
     def __init__(self, recomputer: _Recomputer, node_stream: _NodeStream,
-                 findings: _Findings) -> None:
+                 findings: _Findings, entry_keys: StateKeys | None) -> None:
         self._recomputer = recomputer
         self._nodes = node_stream
         self._findings = findings
         self._expected_idx = 0
+        self._keys = entry_keys
+        self.unauthenticated = _UnauthenticatedEntries()
 
     def check(self, row: Any) -> None:
         if row.idx != self._expected_idx:
@@ -264,35 +300,49 @@ class _RowChecker:
         tag, time_text = _check_leaf(row.idx, leaf, self._findings)
         if tag is not None and (tag != row.tag or time_text != format_time(row.recorded_at)):
             self._findings.add(f"entry {row.idx}: its tag or time column differs from its leaf")
+        if self._keys is not None and not (
+                row.mac and self._keys.check_mac("audit", row.idx.to_bytes(8, "big") + leaf,
+                                                 row.mac)):
+            self.unauthenticated.add(row.idx)
         position = self._recomputer.size
         self._nodes.compare(position, self._recomputer.add(leaf))
 
 
 def verify_database(session: Session, *, verifier: NoteVerifier,
-                    outside: Sequence[tuple[str, str]] = ()) -> VerifyReport:
+                    outside: Sequence[tuple[str, str]] = (),
+                    entry_keys: StateKeys | None = None,
+                    kept: str | None = None) -> VerifyReport:
     """Verify the whole log in the database; raise :class:`VerificationError` on any finding.
 
-    ``outside`` holds ``(label, signed checkpoint note)`` pairs from witnesses.
+    ``outside`` holds ``(label, signed checkpoint note)`` pairs from witnesses; ``kept``
+    is the checkpoint kept in the data directory, held to the same rules. With
+    ``entry_keys``, every entry beyond the last matching checkpoint must carry a valid MAC.
     """
     findings = _Findings()
     stored = _stored_checkpoints(session, verifier, findings)
     external = parse_outside(outside, verifier, findings)
+    local = parse_outside([("kept in the data directory", kept)] if kept else [], verifier,
+                          findings)
+    external_count = len(external)
+    external += local
     recomputer = _Recomputer([*stored, *external], findings)
     node_query = select(nodes.c.pos, nodes.c.hash).order_by(nodes.c.pos)
     node_stream = _NodeStream(iter(session.execute(
         node_query.execution_options(yield_per=_BATCH))), findings)
-    rows = _RowChecker(recomputer, node_stream, findings)
+    rows = _RowChecker(recomputer, node_stream, findings, entry_keys)
     entry_query = select(entries.c.idx, entries.c.recorded_at, entries.c.tag,
-                         entries.c.leaf).order_by(entries.c.idx)
+                         entries.c.leaf, entries.c.mac).order_by(entries.c.idx)
     for row in session.execute(entry_query.execution_options(yield_per=_BATCH)):
         rows.check(row)
     recomputer.finish()
     node_stream.finish()
+    rows.unauthenticated.report(recomputer.covered, findings)
     if recomputer.size and not stored:
         findings.add(f"the log holds {recomputer.size} entries but no stored checkpoint: "
                      "the checkpoints were removed")
     findings.raise_if_any(recomputer.size)
-    return VerifyReport(recomputer.size, recomputer.builder.root(), len(stored), len(external))
+    return VerifyReport(recomputer.size, recomputer.builder.root(), len(stored), external_count,
+                        local[0].size if local else None)
 
 
 def verify_export(lines: Iterable[bytes], *, verifier: NoteVerifier,

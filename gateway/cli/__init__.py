@@ -37,6 +37,8 @@ COMMANDS = {
     "user": "gateway.cli.users:user",
     "key": "gateway.cli.keys:key",
     "audit": "gateway.cli.audit:audit",
+    "integrity": "gateway.cli.integrity:integrity",
+    "keys": "gateway.cli.integrity:keys",
     "keygen": "gateway.cli.crypto:keygen",
     "encrypt": "gateway.cli.crypto:encrypt",
     "decrypt": "gateway.cli.crypto:decrypt",

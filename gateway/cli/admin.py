@@ -83,6 +83,9 @@ def init(data_dir: Path | None, admin: str | None, force: bool) -> None:
     click.echo(f"Initialised {result.data_dir}")
     if result.host_key_fingerprint:
         click.echo(f"SSH host key fingerprint: {result.host_key_fingerprint}")
+    if result.adopted_rows:
+        click.echo(f"Created keys/state_key and sealed the {result.adopted_rows} existing "
+                   "rows with it, trusting the database as it is now (see docs/security.md)")
     if result.admin:
         show_new_account_secrets(result.admin)
 

@@ -40,7 +40,7 @@ def open_app(data_dir: Path | None) -> App:
         fail(f"{settings.data_dir} is not an initialised data directory; "
              "run `blindpost init` first")
     app = App(settings)
-    app.check_database()
+    app.check_ready()
     return app
 
 

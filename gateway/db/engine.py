@@ -91,9 +91,11 @@ def snapshot(engine: Engine) -> Iterator[Session]:
             session.rollback()
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """Sessions that keep loaded objects usable after commit (services return them)."""
-    return sessionmaker(engine, expire_on_commit=False)
+def make_sessionmaker(engine: Engine, *,
+                      info: dict[str, object] | None = None) -> sessionmaker[Session]:
+    """Sessions that keep loaded objects usable after commit; ``info`` joins each
+    session's ``info``."""
+    return sessionmaker(engine, expire_on_commit=False, info=info)
 
 
 def _alembic_config(engine: Engine) -> AlembicConfig:

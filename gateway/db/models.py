@@ -68,6 +68,8 @@ class Partner(Base):
     max_downloads: Mapped[int | None] = mapped_column(Integer)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # An HMAC over the granting fields, made with keys/state_key (gateway.integrity).
+    seal: Mapped[str | None] = mapped_column(String(100))
 
     keys: Mapped[list[PartnerKey]] = relationship(back_populates="partner",
                                                   order_by="PartnerKey.id")
@@ -87,6 +89,8 @@ class Account(Base):
     password_hash: Mapped[str | None] = mapped_column(String(200))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # An HMAC over the granting fields, made with keys/state_key (gateway.integrity).
+    seal: Mapped[str | None] = mapped_column(String(100))
 
     partner: Mapped[Partner | None] = relationship(lazy="joined")
     ssh_keys: Mapped[list[SSHKey]] = relationship(back_populates="account",
@@ -106,6 +110,8 @@ class SSHKey(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     comment: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # An HMAC over the granting fields, made with keys/state_key (gateway.integrity).
+    seal: Mapped[str | None] = mapped_column(String(100))
 
     account: Mapped[Account] = relationship(back_populates="ssh_keys")
 
@@ -114,10 +120,14 @@ class TOTPSecret(Base):
     __tablename__ = "totp_secrets"
 
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
-    secret: Mapped[str] = mapped_column(String(64))
+    # The base32 secret, encrypted with a key derived from keys/state_key and bound to
+    # the account (gateway.state_keys): a read of the database yields no second factor.
+    secret: Mapped[str] = mapped_column(Text)
     # The last accepted time step: a code for this step or an earlier one is a replay.
     last_step: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # An HMAC over the granting fields, made with keys/state_key (gateway.integrity).
+    seal: Mapped[str | None] = mapped_column(String(100))
 
     account: Mapped[Account] = relationship(back_populates="totp")
 
@@ -151,6 +161,8 @@ class PartnerKey(Base):
     approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_by: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # An HMAC over the granting fields, made with keys/state_key (gateway.integrity).
+    seal: Mapped[str | None] = mapped_column(String(100))
 
     partner: Mapped[Partner] = relationship(back_populates="keys", lazy="joined")
     proposer: Mapped[Account] = relationship(foreign_keys=[proposed_by], lazy="joined")
@@ -180,6 +192,8 @@ class Transfer(Base):
     downloads: Mapped[int] = mapped_column(Integer, default=0)
     max_downloads: Mapped[int | None] = mapped_column(Integer)
     state: Mapped[TransferState] = mapped_column(_enum(TransferState, "transfer_state"))
+    # An HMAC over the granting fields, made with keys/state_key (gateway.integrity).
+    seal: Mapped[str | None] = mapped_column(String(100))
 
     partner: Mapped[Partner] = relationship(lazy="joined", innerjoin=True)
     uploader: Mapped[Account] = relationship(lazy="joined", innerjoin=True)

@@ -230,3 +230,26 @@ def test_every_command_has_help_with_an_example(path: tuple[str, ...]) -> None:
     result = CliRunner().invoke(main, [*path, "--help"])
     assert result.exit_code == 0
     assert "Example" in result.output, " ".join(path)
+
+
+def test_integrity_check_and_state_key_rotation(ready) -> None:  # type: ignore[no-untyped-def]
+    ok = ready("integrity", "check")
+    assert ok.exit_code == 0 and ok.output.startswith("integrity OK: ")
+    rotated = ready("keys", "rotate-state-key")
+    assert rotated.exit_code == 0 and "rows re-sealed" in rotated.output
+    assert ready("integrity", "check").exit_code == 0
+    assert ready("audit", "verify").exit_code == 0
+    import sqlite3
+
+    with sqlite3.connect(ready.data_dir / "blindpost.db") as db:
+        db.execute("UPDATE partners SET retention_days = 30")
+    failed = ready("integrity", "check", "--json")
+    report = json.loads(failed.stdout)
+    assert failed.exit_code == 1 and report["findings"] == [
+        {"table": "partners", "row": "1", "reason": "seal does not match"}]
+    verify = ready("audit", "verify")
+    assert verify.exit_code == 1
+    assert "partners row uni: retention_days: the log implies 14, the database holds 30" in (
+        verify.output)
+    refused = ready("keys", "rotate-state-key")
+    assert refused.exit_code == 1 and "partners row 1" in refused.output

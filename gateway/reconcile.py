@@ -1,0 +1,171 @@
+"""Replaying the audit log into the state it implies, and comparing that with the database.
+
+The log is verified (Merkle tree, signed checkpoints, entry MACs), so the state it
+implies is what the gateway really did: which partners, accounts, SSH keys, enrolments,
+recipient keys and transfers exist, and in which state. A database that says otherwise
+was changed behind the gateway's back — even with the state key, by someone who could
+re-seal rows but not rewrite the witnessed log. Each difference names the table, row,
+field, what the log implies and what the database holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from gateway.audit import AuditEvent, AuditTag
+from gateway.db.models import Account, Partner, PartnerKey, Transfer
+
+State = dict[str, dict[str, Any]]
+
+
+@dataclass
+class ImpliedState:
+    """What the log says exists, by table and row."""
+
+    partners: State = field(default_factory=dict)
+    accounts: State = field(default_factory=dict)
+    keys: State = field(default_factory=dict)
+    transfers: State = field(default_factory=dict)
+
+
+def _name(event: AuditEvent) -> str:
+    return event.subject.partition(":")[2]
+
+
+def _partner_create(state: ImpliedState, event: AuditEvent) -> None:
+    state.partners[_name(event)] = {"disabled": False,
+                                    "retention_days": event.details.get("retention_days"),
+                                    "max_downloads": event.details.get("max_downloads")}
+
+
+def _account_create(state: ImpliedState, event: AuditEvent) -> None:
+    state.accounts[_name(event)] = {"role": event.details.get("role"),
+                                    "partner": event.details.get("partner"),
+                                    "disabled": False, "ssh_keys": set(), "totp": True}
+
+
+def _setter(table: str, key: str, value: object) -> Callable[[ImpliedState, AuditEvent], None]:
+    def apply(state: ImpliedState, event: AuditEvent) -> None:
+        row = getattr(state, table).get(_row_key(table, event))
+        if row is not None:
+            row[key] = value
+    return apply
+
+
+def _row_key(table: str, event: AuditEvent) -> str:
+    # Recipient keys are named by id in their details; everything else by the subject.
+    return str(event.details.get("key_id")) if table == "keys" else _name(event)
+
+
+def _key_added(state: ImpliedState, event: AuditEvent) -> None:
+    row = state.accounts.get(_name(event))
+    if row is not None:
+        row["ssh_keys"].add(event.details.get("fingerprint"))
+
+
+def _key_proposed(state: ImpliedState, event: AuditEvent) -> None:
+    state.keys[str(event.details.get("key_id"))] = {
+        "partner": event.details.get("partner"), "kind": event.details.get("kind"),
+        "fingerprint": event.details.get("fingerprint"), "state": "proposed"}
+
+
+def _uploaded(state: ImpliedState, event: AuditEvent) -> None:
+    state.transfers[_name(event)] = {
+        "partner": event.details.get("partner"), "name": event.details.get("name"),
+        "size": event.details.get("size"), "sha256": event.details.get("sha256"),
+        "state": "available"}
+
+
+REPLAY: dict[AuditTag, Callable[[ImpliedState, AuditEvent], None]] = {
+    AuditTag.PARTNER_CREATE: _partner_create,
+    AuditTag.PARTNER_DISABLE: _setter("partners", "disabled", True),
+    AuditTag.ACCOUNT_CREATE: _account_create,
+    AuditTag.ACCOUNT_DISABLE: _setter("accounts", "disabled", True),
+    AuditTag.ACCOUNT_ENABLE: _setter("accounts", "disabled", False),
+    AuditTag.ACCOUNT_KEY_ADD: _key_added,
+    AuditTag.ACCOUNT_TOTP_RESET: _setter("accounts", "totp", True),
+    AuditTag.KEY_PROPOSE: _key_proposed,
+    AuditTag.KEY_APPROVE: _setter("keys", "state", "approved"),
+    AuditTag.KEY_REVOKE: _setter("keys", "state", "revoked"),
+    AuditTag.UPLOAD_COMPLETE: _uploaded,
+    AuditTag.FILE_SUPERSEDE: _setter("transfers", "state", "superseded"),
+    AuditTag.FILE_WITHDRAW: _setter("transfers", "state", "withdrawn"),
+    AuditTag.FILE_PURGE: _setter("transfers", "state", "purged"),
+}
+
+
+def replay(events: Iterable[AuditEvent]) -> ImpliedState:
+    """The state the events imply, applied in log order."""
+    state = ImpliedState()
+    for event in events:
+        apply = REPLAY.get(AuditTag(event.tag))
+        if apply is not None:
+            apply(state, event)
+    return state
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One place where the database and the log disagree."""
+
+    table: str
+    row: str
+    field: str
+    expected: object
+    found: object
+
+    def __str__(self) -> str:
+        return (f"{self.table} row {self.row}: {self.field}: the log implies "
+                f"{self.expected!r}, the database holds {self.found!r}")
+
+
+def _diff(table: str, implied: State, found: State) -> Iterator[Difference]:
+    for row in sorted(set(implied) | set(found)):
+        if row not in found:
+            yield Difference(table, row, "(row)", "present", "absent")
+        elif row not in implied:
+            yield Difference(table, row, "(row)", "absent", "present")
+        else:
+            for name, expected in implied[row].items():
+                if found[row].get(name) != expected:
+                    yield Difference(table, row, name, expected, found[row].get(name))
+
+
+def database_state(session: Session) -> ImpliedState:
+    """The same view of the database, for comparison."""
+    state = ImpliedState()
+    for partner in session.scalars(select(Partner)):
+        state.partners[partner.slug] = {"disabled": partner.disabled,
+                                        "retention_days": partner.retention_days,
+                                        "max_downloads": partner.max_downloads}
+    for account in session.scalars(select(Account).options(
+            selectinload(Account.ssh_keys), selectinload(Account.totp))):
+        state.accounts[account.username] = {
+            "role": account.role.value, "partner": account.partner.slug if account.partner
+            else None, "disabled": account.disabled,
+            "ssh_keys": {key.fingerprint for key in account.ssh_keys},
+            "totp": account.totp is not None}
+    for key in session.scalars(select(PartnerKey)):
+        state.keys[str(key.id)] = {"partner": key.partner.slug, "kind": key.kind,
+                                   "fingerprint": key.fingerprint, "state": key.state.value}
+    for transfer in session.scalars(select(Transfer).execution_options(yield_per=1000)):
+        state.transfers[transfer.id] = {"partner": transfer.partner.slug,
+                                        "name": transfer.name, "size": transfer.size,
+                                        "sha256": transfer.sha256,
+                                        "state": transfer.state.value}
+    return state
+
+
+def reconcile(events: Iterable[AuditEvent], session: Session) -> list[Difference]:
+    """Every difference between what ``events`` imply and what the database holds."""
+    implied, found = replay(events), database_state(session)
+    differences: list[Difference] = []
+    for table, label in (("partners", "partners"), ("accounts", "accounts"),
+                         ("keys", "partner_keys"), ("transfers", "transfers")):
+        differences += _diff(label, getattr(implied, table), getattr(found, table))
+    return differences

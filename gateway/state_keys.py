@@ -1,0 +1,203 @@
+"""The state key: what makes database rows the gateway wrote tell apart from injected ones.
+
+One random 32-byte key in ``keys/state_key`` (0600, never in the database). Three keys are
+derived from it, one per use, so that none can stand in for another:
+
+* the *row seal* key: an HMAC-SHA256 over each granting row (see :mod:`gateway.integrity`);
+* the *TOTP* key: ChaCha20-Poly1305 over each account's TOTP secret, bound to the account;
+* the *audit entry* key: an HMAC-SHA256 over each audit entry as it is appended.
+
+Every sealed value names the key it was made with (``v1.<key id>.<base64>``), so a
+rotation can finish after a crash: while ``keys/state_key.new`` exists, both keys are
+loaded and each value is checked with the key it names.
+
+``cryptography.hazmat`` is imported here for one primitive (the AEAD for TOTP secrets);
+nothing of it leaves this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from gateway.errors import ConfigError, GatewayError
+
+KEY_FILE = "state_key"
+NEXT_SUFFIX = ".new"
+VERSION = "v1"
+_KEY_BYTES = 32
+_NONCE_BYTES = 12
+_ROW_SEAL = b"blindpost/row-seal/v1"
+_TOTP = b"blindpost/totp-secret/v1"
+_AUDIT_ENTRY = b"blindpost/audit-entry/v1"
+
+
+class SealError(GatewayError):
+    """A sealed value is malformed, names an unknown key, or fails its check."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise SealError("malformed sealed value") from exc
+
+
+@dataclass(frozen=True)
+class StateKey:
+    """One state key and the keys derived from it."""
+
+    material: bytes
+
+    @property
+    def key_id(self) -> str:
+        """A short public name of the key (not secret: a hash of it)."""
+        return hashlib.sha256(b"blindpost/state-key-id\n" + self.material).hexdigest()[:12]
+
+    def _derive(self, label: bytes) -> bytes:
+        return hmac.new(self.material, label, hashlib.sha256).digest()
+
+    def mac(self, purpose: str, message: bytes) -> str:
+        """``v1.<key id>.<tag>``: an HMAC-SHA256 of ``message`` under the purpose's key."""
+        label = {"row": _ROW_SEAL, "audit": _AUDIT_ENTRY}[purpose]
+        tag = hmac.new(self._derive(label), message, hashlib.sha256).digest()
+        return f"{VERSION}.{self.key_id}.{_b64(tag)}"
+
+    def encrypt(self, plaintext: bytes, *, context: bytes) -> str:
+        """``v1.<key id>.<nonce+ciphertext>`` of ``plaintext``, bound to ``context``."""
+        nonce = os.urandom(_NONCE_BYTES)
+        sealed = ChaCha20Poly1305(self._derive(_TOTP)).encrypt(nonce, plaintext, context)
+        return f"{VERSION}.{self.key_id}.{_b64(nonce + sealed)}"
+
+    def decrypt(self, body: bytes, *, context: bytes) -> bytes:
+        try:
+            return ChaCha20Poly1305(self._derive(_TOTP)).decrypt(
+                body[:_NONCE_BYTES], body[_NONCE_BYTES:], context)
+        except InvalidTag as exc:
+            raise SealError("encrypted value fails authentication") from exc
+
+
+def _split(value: str) -> tuple[str, bytes]:
+    version, _, rest = value.partition(".")
+    key_id, _, body = rest.partition(".")
+    if version != VERSION or not key_id or not body:
+        raise SealError("malformed sealed value")
+    return key_id, _unb64(body)
+
+
+class StateKeys:
+    """The current state key, plus the next one while a rotation is unfinished."""
+
+    def __init__(self, current: StateKey, others: tuple[StateKey, ...] = ()) -> None:
+        self.current = current
+        self._by_id = {key.key_id: key for key in (current, *others)}
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        return tuple(self._by_id)
+
+    def key(self, key_id: str) -> StateKey:
+        found = self._by_id.get(key_id)
+        if found is None:
+            raise SealError(f"sealed with unknown state key {key_id}")
+        return found
+
+    def mac(self, purpose: str, message: bytes) -> str:
+        return self.current.mac(purpose, message)
+
+    def check_mac(self, purpose: str, message: bytes, value: str) -> bool:
+        """Whether ``value`` is a valid MAC of ``message`` under the key it names."""
+        try:
+            key_id, _ = _split(value)
+            expected = self.key(key_id).mac(purpose, message)
+        except SealError:
+            return False
+        return hmac.compare_digest(expected.encode(), value.encode())
+
+    def encrypt(self, plaintext: bytes, *, context: bytes) -> str:
+        return self.current.encrypt(plaintext, context=context)
+
+    def decrypt(self, value: str, *, context: bytes) -> bytes:
+        key_id, body = _split(value)
+        return self.key(key_id).decrypt(body, context=context)
+
+    @staticmethod
+    def key_id_of(value: str) -> str:
+        """The key id a sealed value names (for rotation and reports)."""
+        return _split(value)[0]
+
+
+def _write_new_key(path: Path) -> StateKey:
+    material = secrets.token_bytes(_KEY_BYTES)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(base64.b64encode(material).decode("ascii") + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return StateKey(material)
+
+
+def _read_key(path: Path) -> StateKey:
+    try:
+        text = path.read_text(encoding="ascii").strip()
+        material = base64.b64decode(text, validate=True)
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, binascii.Error) as exc:
+        raise ConfigError(f"{path}: unreadable state key ({exc})") from exc
+    if len(material) != _KEY_BYTES:
+        raise ConfigError(f"{path}: a state key is {_KEY_BYTES} bytes, base64-encoded")
+    return StateKey(material)
+
+
+def create_key_file(keys_dir: Path) -> StateKey:
+    """Create ``keys/state_key`` (0600); never overwrites one."""
+    return _write_new_key(keys_dir / KEY_FILE)
+
+
+def load(keys_dir: Path) -> StateKeys:
+    """The installation's state keys; raise :class:`ConfigError` when the key is missing."""
+    path = keys_dir / KEY_FILE
+    try:
+        current = _read_key(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: the state key is missing. Copy it from the other nodes "
+                          "or a backup; on an installation that never had one, "
+                          "`blindpost init --force` creates it and seals the current "
+                          "database state, trusting it once.") from None
+    following = keys_dir / (KEY_FILE + NEXT_SUFFIX)
+    others = (_read_key(following),) if following.exists() else ()
+    return StateKeys(current, others)
+
+
+def begin_rotation(keys_dir: Path) -> StateKey:
+    """Write the next key beside the current one (``state_key.new``)."""
+    return _write_new_key(keys_dir / (KEY_FILE + NEXT_SUFFIX))
+
+
+def finish_rotation(keys_dir: Path) -> None:
+    """Make the next key the current one (atomic rename, then fsync of the directory)."""
+    (keys_dir / (KEY_FILE + NEXT_SUFFIX)).replace(keys_dir / KEY_FILE)
+    fd = os.open(keys_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def abandon_rotation(keys_dir: Path) -> None:
+    """Forget a next key that was never used."""
+    (keys_dir / (KEY_FILE + NEXT_SUFFIX)).unlink(missing_ok=True)
