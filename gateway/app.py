@@ -24,7 +24,7 @@ from gateway.auth import AuthService
 from gateway.authz import Authorizer
 from gateway.config import Settings
 from gateway.db import make_engine, make_sessionmaker
-from gateway.db.engine import check_reachable, describe_error, snapshot
+from gateway.db.engine import check_reachable, describe_error, snapshot, unavailable_as_error
 from gateway.db.models import SettingValue
 from gateway.errors import ConflictError, DatabaseError
 from gateway.integrity import KEYS_INFO, Integrity, IntegrityViolationError
@@ -51,7 +51,8 @@ class App:
                  store: ObjectStore | None = None) -> None:
         self.settings = settings
         self.clock = clock
-        self.engine = make_engine(settings.effective_database_url)
+        self.engine = make_engine(settings.effective_database_url,
+                                  busy_timeout_seconds=settings.sqlite_busy_timeout_seconds)
         # Sessions carry the state keys, so every row they write is sealed (integrity.py).
         self.sessions = make_sessionmaker(self.engine,
                                           info={KEYS_INFO: lambda: self.state_keys})
@@ -93,11 +94,13 @@ class App:
 
         This is the one place database errors become gateway errors: a unique or foreign
         key constraint that refuses the change is a :class:`ConflictError` (saying
-        ``conflict`` when given, so a lost race reads like the slow path), anything else
-        the database raises is a :class:`DatabaseError`.
+        ``conflict`` when given, so a lost race reads like the slow path); a database
+        that cannot be reached, or stays locked past the busy timeout, is a
+        :class:`~gateway.errors.DatabaseUnavailableError`; anything else the database
+        raises is a :class:`DatabaseError`.
         """
         try:
-            with self.sessions.begin() as session:
+            with unavailable_as_error(), self.sessions.begin() as session:
                 yield session
         except IntegrityViolationError as violation:
             # The transaction that met the forged row is gone; the alarm is not.
@@ -113,7 +116,7 @@ class App:
     def read(self) -> Iterator[Session]:
         """A read-only session: on SQLite it takes no write lock, so readers never queue."""
         try:
-            with snapshot(self.engine) as session:
+            with unavailable_as_error(), snapshot(self.engine) as session:
                 yield session
         except IntegrityViolationError as violation:
             self.integrity.record_now(violation)

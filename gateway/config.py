@@ -27,6 +27,9 @@ class Settings:
 
     data_dir: Path = DEFAULT_DATA_DIR
     database_url: str = ""
+    # How long an SQLite statement waits for a lock held elsewhere (a backup, another
+    # writer) before the request is refused as "database unavailable".
+    sqlite_busy_timeout_seconds: int = 30
     # Retention: how long a file waits for its partner, and the ceiling no partner may pass.
     default_retention_days: int = 7
     max_retention_days: int = 30
@@ -39,6 +42,9 @@ class Settings:
     sftp_idle_timeout_seconds: int = 900
     sftp_reorder_buffer_mib: int = 64
     max_upload_mib: int = 51200
+    # On SIGTERM or SIGINT: how long running transfers may take to finish before they are
+    # aborted. A service manager's stop timeout must exceed it (see sftp_server/service.py).
+    shutdown_drain_seconds: int = 10
     # Console listener.
     console_listen: str = "127.0.0.1:8443"
     # Authentication: failures before a lockout, and how long it lasts.
@@ -58,10 +64,14 @@ class Settings:
 
     def __post_init__(self) -> None:
         _check_positive(self, "default_retention_days", "max_retention_days",
-                        "sftp_max_connections", "sftp_max_connections_per_source",
-                        "sftp_auth_timeout_seconds", "sftp_idle_timeout_seconds",
-                        "sftp_reorder_buffer_mib", "max_upload_mib", "lockout_threshold",
-                        "lockout_minutes", "audit_checkpoint_every", "audit_checkpoint_seconds")
+                        "sqlite_busy_timeout_seconds", "sftp_max_connections",
+                        "sftp_max_connections_per_source", "sftp_auth_timeout_seconds",
+                        "sftp_idle_timeout_seconds", "sftp_reorder_buffer_mib", "max_upload_mib",
+                        "lockout_threshold", "lockout_minutes", "audit_checkpoint_every",
+                        "audit_checkpoint_seconds")
+        if self.shutdown_drain_seconds < 0:
+            raise ConfigError("shutdown_drain_seconds: must be 0 (abort transfers at once) "
+                              "or a positive number of seconds")
         if self.sftp_workers < 0:
             raise ConfigError("sftp_workers: must be 0 (one per core) or a positive count")
         if self.default_retention_days > self.max_retention_days:

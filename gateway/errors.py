@@ -54,3 +54,8 @@ class StorageError(GatewayError):
 
 class DatabaseError(GatewayError):
     """The database is unreachable or its schema is not at the expected revision."""
+
+
+class DatabaseUnavailableError(DatabaseError):
+    """The database cannot be reached or stayed locked past the busy timeout; the request
+    changed nothing and may succeed when retried."""

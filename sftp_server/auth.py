@@ -35,7 +35,7 @@ from paramiko import common
 from gateway.actors import Actor, printable
 from gateway.app import App
 from gateway.authz import Permission, permits
-from gateway.errors import AuthenticationError, AuthorizationError, GatewayError
+from gateway.errors import AuthenticationError, AuthorizationError, DatabaseError, GatewayError
 from sftp_server.paramiko_fence import FencedAuthHandler
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,8 @@ class LoginGate(paramiko.ServerInterface):  # type: ignore[misc]  # paramiko shi
         self.signed_in = threading.Event()
         # Set to ask the connection's supervisor to hang up (from outside paramiko's thread).
         self.hangup = threading.Event()
+        # The database could not answer: the supervisor tells the client so and hangs up.
+        self.unavailable = False
 
     @property
     def phase(self) -> Phase:
@@ -108,7 +110,12 @@ class LoginGate(paramiko.ServerInterface):  # type: ignore[misc]  # paramiko shi
         if self._phase is not Phase.NEED_KEY:
             return AUTH_FAILED
         self._claimed = username
-        if self.app.auth.key_is_registered(username=username, key_blob=key.asbytes()):
+        try:
+            registered = self.app.auth.key_is_registered(username=username,
+                                                         key_blob=key.asbytes())
+        except DatabaseError as exc:
+            return self._database_failed(exc)
+        if registered:
             return AUTH_PARTIALLY_SUCCESSFUL
         self._refusal = "no registered public key offered"
         return AUTH_FAILED
@@ -127,6 +134,9 @@ class LoginGate(paramiko.ServerInterface):  # type: ignore[misc]  # paramiko shi
                                                 key_blob=key.asbytes())
             except AuthenticationError as exc:
                 self._refusal = exc.diagnostics()
+                return False
+            except DatabaseError as exc:
+                self._database_failed(exc)
                 return False
             self._phase = Phase.KEY_VERIFIED
             return True
@@ -192,7 +202,18 @@ class LoginGate(paramiko.ServerInterface):  # type: ignore[misc]  # paramiko shi
             return self.app.auth.accept_code(self._attempt, username=username, code=code)
         except AuthenticationError as exc:
             self._refusal = exc.diagnostics()
-            return None
+        except DatabaseError as exc:
+            self._database_failed(exc)
+        return None
+
+    def _database_failed(self, exc: DatabaseError) -> int:
+        """Refuse a sign-in the database cannot decide, in one log line, and hang up."""
+        if not self.unavailable:
+            log.warning("refusing the sign-in from %s: %s", self.source, exc.diagnostics())
+        self.unavailable = True
+        self._refusal = "the database is unavailable"
+        self.hangup.set()
+        return AUTH_FAILED
 
     # -- after sign-in --------------------------------------------------------------
 
@@ -204,6 +225,11 @@ class LoginGate(paramiko.ServerInterface):  # type: ignore[misc]  # paramiko shi
         try:
             self.app.authz.require(self.actor, Permission.INBOX_READ, subject="sftp:session")
         except AuthorizationError:
+            return OPEN_PROHIBITED
+        except DatabaseError as exc:
+            # Refused all the same; only the audit record of the refusal could not land.
+            log.warning("could not audit a refused session of %s: %s", self.actor.name,
+                        exc.diagnostics())
             return OPEN_PROHIBITED
         return OPEN_SUCCEEDED
 
@@ -230,6 +256,9 @@ class LoginGate(paramiko.ServerInterface):  # type: ignore[misc]  # paramiko shi
         reason = "authentication timed out" if timed_out else self._refusal
         try:
             self.app.auth.abandon(self._attempt, reason=reason, username=self._claimed)
+        except DatabaseError as exc:
+            log.warning("could not audit an abandoned sign-in from %s: %s", self.source,
+                        exc.diagnostics())
         except GatewayError:
             log.exception("could not audit an abandoned sign-in from %s", self.source)
 
@@ -240,7 +269,8 @@ class VerifyingAuthHandler(FencedAuthHandler):
     The gate hears of the first factor inside the very call that verified the signature
     over this session's id (see :class:`~sftp_server.paramiko_fence.FencedAuthHandler`);
     a public-key "success" the gate did not record is refused, in case a later paramiko
-    reaches it by another path.
+    reaches it by another path; a failure the database caused ends the connection with
+    a disconnect that says so.
     """
 
     def on_signature_verified(self, key: paramiko.PKey) -> bool:
@@ -252,6 +282,10 @@ class VerifyingAuthHandler(FencedAuthHandler):
     def filter_auth_result(self, method: str, result: int) -> int:
         if method == "publickey" and result != AUTH_FAILED and not self._gate.first_factor_passed:
             return AUTH_FAILED
+        if result == AUTH_FAILED and self._gate.unavailable:
+            # "Permission denied" would read as a wrong key or code: say why instead,
+            # before the client gives up on its own (the transport is a BlindpostTransport).
+            self.transport.disconnect_unavailable()
         return result
 
     @property

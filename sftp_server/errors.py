@@ -15,6 +15,7 @@ from gateway.errors import (
     ConfigError,
     ConflictError,
     DatabaseError,
+    DatabaseUnavailableError,
     GatewayError,
     NotFoundError,
     PolicyError,
@@ -43,6 +44,8 @@ STATUS_BY_FAMILY: tuple[tuple[type[GatewayError], int], ...] = (
 # Families whose diagnostics describe the server's insides rather than the request.
 _INTERNAL = (DatabaseError, ConfigError)
 INTERNAL_MESSAGE = "internal server error; the operation was not performed"
+UNAVAILABLE_MESSAGE = ("the gateway's database is unavailable; the operation was not "
+                       "performed, try again in a moment")
 
 
 class StatusError(Exception):
@@ -64,7 +67,12 @@ def status_for(exc: GatewayError) -> int:
 
 def refusal_for(exc: GatewayError) -> StatusError:
     """The refusal that answers ``exc``, with a message safe to show the client."""
-    message = INTERNAL_MESSAGE if isinstance(exc, _INTERNAL) else exc.diagnostics()
+    if isinstance(exc, DatabaseUnavailableError):
+        message = UNAVAILABLE_MESSAGE
+    elif isinstance(exc, _INTERNAL):
+        message = INTERNAL_MESSAGE
+    else:
+        message = exc.diagnostics()
     return StatusError(status_for(exc), message)
 
 

@@ -14,6 +14,7 @@ one fails in one obvious place, naming it.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,7 @@ from paramiko.auth_handler import AuthHandler
 RELIED_ON: dict[str, str] = {
     "Transport._parse_kex_init": "(self, m)",
     "Transport._parse_newkeys": "(self, m)",
+    "Transport._send_message": "(self, data)",
     "Transport._preferred_kex": "",
     "Transport._preferred_ciphers": "",
     "Transport._preferred_macs": "",
@@ -75,6 +77,18 @@ class FencedTransport(paramiko.Transport):  # type: ignore[misc]  # paramiko shi
         """The server-side authentication handler to use instead of paramiko's."""
         return AuthHandler(self)
 
+    def send_disconnect(self, code: int, description: str) -> None:
+        """Send SSH_MSG_DISCONNECT with a reason the client shows (paramiko only sends
+        its own fixed ones); the caller closes the transport after it."""
+        message = Message()
+        message.add_byte(paramiko.common.cMSG_DISCONNECT)
+        message.add_int(code)
+        message.add_string(description)
+        message.add_string("en")
+        # The client may be gone already; then closing is all that is left.
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            self._send_message(message)
+
     def _parse_kex_init(self, m: Message) -> Any:
         result = super()._parse_kex_init(m)
         self.on_kex_init()
@@ -108,7 +122,8 @@ class FencedAuthHandler(AuthHandler):  # type: ignore[misc]  # paramiko ships no
         """Called before each USERAUTH_REQUEST is handled."""
 
     def filter_auth_result(self, _method: str, result: int) -> int:
-        """The result to send for an authentication method; may turn success into failure."""
+        """The result to send for an authentication method; may turn success into failure,
+        or end the connection instead (then nothing is sent)."""
         return result
 
     def _generate_key_from_request(self, algorithm: str, keyblob: bytes) -> Any:
@@ -130,7 +145,9 @@ class FencedAuthHandler(AuthHandler):  # type: ignore[misc]  # paramiko ships no
         super()._parse_userauth_request(m)
 
     def _send_auth_result(self, username: str, method: str, result: int) -> None:
-        super()._send_auth_result(username, method, self.filter_auth_result(method, result))
+        result = self.filter_auth_result(method, result)
+        if self.transport.is_active():
+            super()._send_auth_result(username, method, result)
 
 
 class FencedSFTPServer(SFTPServer):  # type: ignore[misc]  # paramiko ships no type hints.

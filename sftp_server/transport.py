@@ -11,6 +11,7 @@ import socket
 from pathlib import Path
 
 import paramiko
+from paramiko.common import DISCONNECT_SERVICE_NOT_AVAILABLE
 from paramiko.ssh_exception import SSHException
 
 from gateway.errors import ConfigError
@@ -36,6 +37,8 @@ ALLOWED_ALGORITHMS: dict[str, tuple[str, ...]] = {
 
 # RFC 4253 requires "SSH-2.0-" and a software name; the version would only help attackers.
 SERVER_VERSION = "SSH-2.0-Blindpost"
+UNAVAILABLE_TEXT = ("Blindpost is temporarily unavailable (its database cannot be reached); "
+                    "try again in a moment")
 
 
 def disabled_algorithms() -> dict[str, list[str]]:
@@ -64,6 +67,11 @@ class BlindpostTransport(FencedTransport):
 
     def make_auth_handler(self) -> VerifyingAuthHandler:
         return VerifyingAuthHandler(self)
+
+    def disconnect_unavailable(self) -> None:
+        """Hang up saying why (the database cannot be reached); OpenSSH prints the reason."""
+        self.send_disconnect(DISCONNECT_SERVICE_NOT_AVAILABLE, UNAVAILABLE_TEXT)
+        self.close()
 
 
 def load_host_key(path: Path) -> paramiko.PKey:

@@ -5,24 +5,34 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, inspect, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.errors import DatabaseError
+from gateway.errors import DatabaseError, DatabaseUnavailableError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
+# A PostgreSQL host that drops packets would otherwise hold a connection attempt for
+# minutes (the kernel's TCP timeout); a refused or failed attempt is reported at once.
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
 _READ_ONLY = "blindpost_read_only"
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine; on SQLite turn on WAL, foreign keys, durability and a busy timeout.
+def make_engine(url: str, *, busy_timeout_seconds: int = SQLITE_BUSY_TIMEOUT_SECONDS) -> Engine:
+    """Create an engine that survives a database restart and waits out a brief lock.
+
+    PostgreSQL: every pooled connection is pinged when it is checked out, so connections
+    a restart has cut are replaced instead of failing the next request. SQLite: WAL,
+    foreign keys, durability, and ``busy_timeout_seconds`` of waiting for a lock held
+    elsewhere (a backup, another process) before :class:`DatabaseUnavailableError`.
 
     Every SQLite transaction starts with ``BEGIN IMMEDIATE``: it takes the write lock up
     front, which serialises writers (the audit sequencer relies on it) and avoids the
@@ -31,12 +41,28 @@ def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, connect_args={
+            "connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS})
     _create_private_file(make_url(url).database)
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-    event.listen(engine, "connect", _configure_sqlite_connection)
+    engine = create_engine(url, connect_args={"timeout": busy_timeout_seconds})
+    event.listen(engine, "connect",
+                 partial(_configure_sqlite_connection, busy_timeout_ms=busy_timeout_seconds * 1000))
     event.listen(engine, "begin", _begin_immediate)
     return engine
+
+
+@contextmanager
+def unavailable_as_error() -> Iterator[None]:
+    """Report a lost connection or a lock held past the busy timeout as one clear error.
+
+    The transaction it interrupted was rolled back by the database, so the request
+    changed nothing; :class:`DatabaseUnavailableError` says so and that a retry may work.
+    """
+    try:
+        yield
+    except (OperationalError, InterfaceError, PoolTimeoutError) as exc:
+        raise DatabaseUnavailableError(
+            f"the database is unavailable: {describe_error(exc)}") from exc
 
 
 def _create_private_file(database: str | None) -> None:
@@ -56,14 +82,15 @@ def _create_private_file(database: str | None) -> None:
         raise DatabaseError(f"cannot create the database file {database}: {exc.strerror}") from exc
 
 
-def _configure_sqlite_connection(dbapi_connection: Any, _record: object) -> None:
+def _configure_sqlite_connection(dbapi_connection: Any, _record: object, *,
+                                 busy_timeout_ms: int) -> None:
     # Autocommit at the driver level: SQLAlchemy's "begin" event emits BEGIN itself.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     cursor.close()
 
 

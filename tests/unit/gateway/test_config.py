@@ -40,6 +40,9 @@ def test_explicit_data_dir_beats_environment(tmp_path: Path) -> None:
     ({"BLINDPOST_LOG_LEVEL": "loud"}, "log_level: expected one of debug, info, warning, error"),
     ({"BLINDPOST_SFTP_LISTEN": "localhost"}, "sftp_listen: expected HOST:PORT"),
     ({"BLINDPOST_DEFAULT_RETENTION_DAYS": "90"}, "must not exceed max_retention_days"),
+    ({"BLINDPOST_SHUTDOWN_DRAIN_SECONDS": "-1"}, "shutdown_drain_seconds: must be 0"),
+    ({"BLINDPOST_SQLITE_BUSY_TIMEOUT_SECONDS": "0"}, "sqlite_busy_timeout_seconds: must be a "
+                                                     "positive integer"),
 ])
 def test_invalid_environment_names_the_key(tmp_path: Path, environ: dict[str, str],
                                            message: str) -> None:
@@ -64,6 +67,12 @@ def test_invalid_toml(tmp_path: Path) -> None:
     (tmp_path / "blindpost.toml").write_text("this is = = not toml\n")
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_settings(data_dir=tmp_path, environ={})
+
+
+def test_drain_time_defaults_to_ten_seconds_and_may_be_zero(tmp_path: Path) -> None:
+    assert load_settings(data_dir=tmp_path, environ={}).shutdown_drain_seconds == 10
+    settings = load_settings(data_dir=tmp_path, environ={"BLINDPOST_SHUTDOWN_DRAIN_SECONDS": "0"})
+    assert settings.shutdown_drain_seconds == 0
 
 
 def test_insecure_switches_are_listed(tmp_path: Path) -> None:

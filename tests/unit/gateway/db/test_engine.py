@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from gateway.db import make_engine
-from gateway.db.engine import snapshot
+from gateway.db.engine import snapshot, unavailable_as_error
+from gateway.errors import DatabaseUnavailableError
 
 
 def test_new_sqlite_file_is_private_and_tuned(tmp_path: Path) -> None:
@@ -60,3 +62,20 @@ def test_snapshot_does_not_block_writers(tmp_path: Path) -> None:
             writer.execute(text("INSERT INTO t VALUES (1)"))
         assert reader.execute(text("SELECT count(*) FROM t")).scalar() == 0
     engine.dispose()
+
+
+def test_a_lock_held_past_the_busy_timeout_is_a_clear_error(tmp_path: Path) -> None:
+    """A backup holding the write lock: wait for it up to the timeout, then refuse."""
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    backup, gateway = make_engine(url), make_engine(url, busy_timeout_seconds=1)
+    with backup.begin() as holder:
+        holder.execute(text("CREATE TABLE t (x INTEGER)"))
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailableError, match="database is locked"), \
+                unavailable_as_error(), gateway.begin() as connection:
+            connection.execute(text("SELECT 1"))
+        assert 0.9 < time.monotonic() - started < 5
+    with unavailable_as_error(), gateway.begin() as connection:
+        assert connection.execute(text("SELECT count(*) FROM t")).scalar() == 0
+    backup.dispose()
+    gateway.dispose()
