@@ -43,3 +43,7 @@ class AuditTag(enum.StrEnum):
     INTEGRITY_KEY_ROTATE = "integrity:key:rotate"
     INTEGRITY_REMOVE = "integrity:remove"
     ACCESS_DENIED = "access:denied"
+    SERVICE_START = "service:start"
+    SERVICE_STOP = "service:stop"
+    SERVICE_WORKER_RESTART = "service:worker:restart"
+    SERVICE_PURGE_FAILURE = "service:purge:failure"

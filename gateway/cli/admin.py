@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
-import signal
 import sys
-import threading
+import time
 from datetime import timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
-from types import FrameType
 from typing import Protocol
 
 import click
@@ -18,6 +17,7 @@ import segno
 
 from gateway import __version__
 from gateway.accounts import NewAccount
+from gateway.app import App
 from gateway.cli.common import (
     data_dir_option,
     emit_json,
@@ -32,8 +32,8 @@ from gateway.db import upgrade
 from gateway.db.engine import check_reachable, make_engine
 from gateway.db.models import Role
 from gateway.hostkey import host_key_fingerprint, public_host_key
-
-PURGE_INTERVAL_SECONDS = 60
+from gateway.housekeeping import Housekeeping
+from gateway.stop_signals import StopSignals
 
 
 class Service(Protocol):
@@ -123,6 +123,9 @@ def host_key(as_json: bool, data_dir: Path | None) -> None:
 def purge(full: bool, data_dir: Path | None) -> None:
     """Purge expired files and sweep leftovers of interrupted uploads, once.
 
+    Also signs an audit checkpoint if one is due, so a timer that runs only this
+    keeps the log's checkpoints current.
+
     \b
     Example (from a systemd timer):
       blindpost purge --data-dir /var/lib/blindpost
@@ -133,6 +136,8 @@ def purge(full: bool, data_dir: Path | None) -> None:
     click.echo(f"purged {report.purged} files; removed {report.swept} leftover objects"
                + (f", {report.partials} partial uploads and {report.orphans} unreferenced "
                   "objects found by listing the store" if full else ""))
+    Housekeeping(app, component="purge").checkpoint_if_due()
+    app.close()
 
 
 @click.command()
@@ -141,7 +146,9 @@ def serve(data_dir: Path | None) -> None:
     """Run the gateway: SFTP server, console and purger, until interrupted.
 
     Applies pending database migrations first. Production runs the parts as separate
-    services (`blindpost sftp`, `blindpost purge`).
+    services (`blindpost sftp`, `blindpost purge`). SIGTERM or SIGINT (Ctrl-C) stops
+    it: transfers under way get shutdown_drain_seconds to finish, the rest are aborted,
+    and a last audit checkpoint is signed.
 
     \b
     Example:
@@ -151,19 +158,34 @@ def serve(data_dir: Path | None) -> None:
     lock = _exclusive_lock(app.settings.data_dir / ".serve.lock")
     upgrade(app.engine)
     app.record_settings(component="serve")
+    logging.getLogger("gateway").setLevel(app.settings.log_level.upper())
     if app.settings.single_node:
         # The operator says nothing else writes this store, so every upload in progress
         # is a leftover of a crash: sweep them now, not after the grace.
         app.retention.purge(upload_grace=timedelta(0))
-    stop = threading.Event()
-
-    def request_stop(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    # Caught from before the services start, so that a stop during start-up waits for it.
+    stop = StopSignals()
     running: dict[str, Service] = {entry.name: entry.load()(app.settings)
                                    for entry in entry_points(group="blindpost.services")}
+    chores = Housekeeping(app, component="serve")
+    chores.started(services=sorted(running))
+    _describe(app, running)
+    try:
+        chores.run(stop, purge=True)
+    finally:
+        begun = time.monotonic()
+        for service in running.values():
+            service.stop()
+        for service in running.values():
+            service.wait()
+    chores.stopped(reason=stop.name, seconds=round(time.monotonic() - begun, 2))
+    chores.final_checkpoint()
+    app.close()
+    os.close(lock)
+
+
+def _describe(app: App, running: dict[str, Service]) -> None:
+    """Tell the operator what runs where, and what to do first."""
     click.echo(f"Blindpost {__version__} serving {app.settings.data_dir.resolve()}")
     for switch in app.settings.insecure_switches:
         click.echo(f"WARNING: {switch} is on; every use is logged and audited", err=True)
@@ -176,21 +198,6 @@ def serve(data_dir: Path | None) -> None:
     if not any(a.role in (Role.STAFF, Role.PARTNER) for a in app.accounts.all(operator())):
         click.echo("No SFTP users yet: `blindpost partner add`, `blindpost user add` "
                    "(see `blindpost --help` and the README).")
-    try:
-        while not stop.is_set():
-            app.retention.purge()
-            with app.transaction() as session:
-                app.audit.checkpoint_if_due(session)
-            stop.wait(PURGE_INTERVAL_SECONDS)
-    finally:
-        for service in running.values():
-            service.stop()
-        for service in running.values():
-            service.wait()
-        with app.transaction() as session:
-            app.audit.checkpoint(session)
-        app.close()
-        os.close(lock)
 
 
 def _exclusive_lock(path: Path) -> int:

@@ -1,0 +1,158 @@
+"""Housekeeping: a failing purge pass is logged, audited and caught up by the next one;
+checkpoints are signed when due; service events are audited; no chore ends the loop."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from gateway import housekeeping
+from gateway.app import App
+from gateway.audit import AuditTag
+from gateway.config import load_settings
+from gateway.db.models import Role
+from gateway.errors import StorageError
+from gateway.housekeeping import Housekeeping, checkpoint_tick_seconds
+from gateway.store import LocalStore
+from tests.conftest import FakeClock
+from tests.unit.gateway.factories import account, actor, audit_events, partner_with_key
+
+
+class FlakyStore(LocalStore):
+    """A local store whose next ``failures`` deletes fail, as an unreachable store would."""
+
+    failures = 0
+
+    def delete(self, object_id: str) -> bool:
+        if self.failures:
+            self.failures -= 1
+            raise StorageError("the object store is unreachable")
+        return super().delete(object_id)
+
+
+class StopAfter:
+    """A stop request that says "stop" on its ``n``-th wait."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.waits: list[float | None] = []
+
+    def wait(self, timeout: float | None) -> bool:
+        self.waits.append(timeout)
+        return len(self.waits) >= self.n
+
+
+@pytest.fixture
+def flaky(data_dir: Path, clock: FakeClock) -> tuple[App, FlakyStore]:
+    # The store dates objects by the filesystem's clock; start the fake clock there.
+    clock.now = datetime.now(UTC)
+    settings = load_settings(data_dir=data_dir, environ={})
+    store = FlakyStore(settings.store_dir)
+    app = App(settings, clock=clock, store=store)
+    partner_with_key(app)
+    account(app, "clerk", Role.STAFF)
+    return app, store
+
+
+def _upload(app: App, name: str) -> None:
+    upload = app.transfers.begin_upload(actor(app, "clerk"), partner="uni", name=name)
+    upload.write(b"content")
+    upload.commit()
+
+
+def test_failed_purge_pass_is_audited_and_the_next_pass_catches_up(
+        flaky: tuple[App, FlakyStore], clock: FakeClock, caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, store = flaky
+    _upload(app, "a.csv")
+    clock.advance(days=8)
+    store.failures = 1
+    chores = Housekeeping(app, component="serve")
+    with caplog.at_level(logging.ERROR, logger="gateway.housekeeping"):
+        assert chores.purge() is None
+    assert "purge pass failed: the object store is unreachable" in caplog.text
+    failure = audit_events(app, AuditTag.SERVICE_PURGE_FAILURE)
+    assert [e["details"]["reason"] for e in failure] == ["the object store is unreachable"]
+    assert failure[0]["actor"] == "system:serve"
+    assert len(list(app.store.list_objects())) == 1  # The expired ciphertext is still there.
+    _upload(app, "b.csv")
+    clock.advance(days=8)
+    report = chores.purge()
+    assert report is not None
+    assert (report.purged, report.orphans) == (1, 1)  # b.csv, and what a.csv left behind
+    assert list(app.store.list_objects()) == []
+    app.close()
+
+
+def test_the_loop_survives_failing_passes_and_stops_when_asked(
+        flaky: tuple[App, FlakyStore], clock: FakeClock, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app, store = flaky
+    monkeypatch.setattr(housekeeping, "PURGE_INTERVAL_SECONDS", 0.0)
+    for name in ("a.csv", "b.csv", "c.csv"):
+        _upload(app, name)
+    clock.advance(days=8)
+    store.failures = 2
+    stop = StopAfter(3)
+    Housekeeping(app, component="serve").run(stop, purge=True)
+    assert len(audit_events(app, AuditTag.SERVICE_PURGE_FAILURE)) == 2
+    assert list(app.store.list_objects()) == []  # The third pass caught up.
+    assert stop.waits == [checkpoint_tick_seconds(app.settings)] * 3
+    app.close()
+
+
+def test_the_loop_signs_a_checkpoint_when_one_is_due(app: App, clock: FakeClock) -> None:
+    clock.now = datetime.now(UTC)  # `init` signed its checkpoint by the real clock.
+    account(app, "clerk", Role.STAFF)
+    chores = Housekeeping(app, component="sftp")
+    signed = len(audit_events(app, AuditTag.AUDIT_CHECKPOINT))
+    chores.run(StopAfter(1), purge=False)
+    assert len(audit_events(app, AuditTag.AUDIT_CHECKPOINT)) == signed  # Not due yet.
+    clock.advance(seconds=app.settings.audit_checkpoint_seconds)
+    chores.run(StopAfter(1), purge=False)
+    assert len(audit_events(app, AuditTag.AUDIT_CHECKPOINT)) == signed + 1
+
+
+def test_service_events_name_the_component(app: App) -> None:
+    chores = Housekeeping(app, component="sftp")
+    chores.started(workers=2)
+    chores.stopped(reason="SIGTERM", seconds=1.5)
+    start, = audit_events(app, AuditTag.SERVICE_START)
+    stop, = audit_events(app, AuditTag.SERVICE_STOP)
+    assert start["details"]["component"] == "sftp" and start["details"]["workers"] == 2
+    assert stop["details"]["reason"] == "SIGTERM" and stop["subject"] == "service:sftp"
+
+
+@pytest.mark.parametrize(("seconds", "tick"), [(300, 30.0), (600, 30.0), (60, 6.0), (5, 1.0)])
+def test_checkpoint_tick_keeps_the_unsigned_window_short(
+        data_dir: Path, seconds: int, tick: float) -> None:
+    settings = load_settings(data_dir=data_dir, environ={},
+                             overrides={"audit_checkpoint_seconds": seconds})
+    assert checkpoint_tick_seconds(settings) == tick
+
+
+def test_chores_survive_an_unavailable_database(
+        data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    settings = load_settings(data_dir=data_dir, environ={},
+                             overrides={"sqlite_busy_timeout_seconds": 1})
+    app = App(settings)
+    blocker = App(settings)
+    with blocker.transaction() as session, caplog.at_level(logging.WARNING):
+        session.execute(text("SELECT 1"))  # BEGIN IMMEDIATE: holds the write lock.
+        chores = Housekeeping(app, component="sftp")
+        assert chores.record(AuditTag.SERVICE_START) is False
+        chores.checkpoint_if_due()
+        assert chores.purge() is None
+    assert "could not sign a due audit checkpoint: the database is unavailable" in caplog.text
+    assert "database is locked" in caplog.text
+    assert audit_events(app, AuditTag.SERVICE_START) == []
+    # Once the lock is gone, the same App works again.
+    assert chores.record(AuditTag.SERVICE_START) is True
+    app.close()
+    blocker.close()
+
+
