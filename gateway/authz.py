@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NoReturn
 from gateway.actors import Actor, ActorKind, printable
 from gateway.audit import AuditTag
 from gateway.db.models import Role
-from gateway.errors import AuthorizationError, GatewayError, NotFoundError
+from gateway.errors import AuthorizationError, DatabaseError, GatewayError, NotFoundError
 
 if TYPE_CHECKING:
     from gateway.app import App
@@ -95,10 +95,12 @@ def refusal_is_audited(operation: str, error: GatewayError) -> bool:
     """The one rule for which refused requests become audit events.
 
     Every refusal is, except a lookup that found nothing (clients probe names all the
-    time, ``stat`` before ``put``, and those misses say nothing about intent) and a
-    failed write or close of an upload (recorded once, as the upload's abort).
+    time, ``stat`` before ``put``, and those misses say nothing about intent), a
+    failed write or close of an upload (recorded once, as the upload's abort), and a
+    request the database could not serve (no decision was made, and the database would
+    not take the record; the adapter logs it).
     """
-    if operation in RECORDED_BY_UPLOAD:
+    if operation in RECORDED_BY_UPLOAD or isinstance(error, DatabaseError):
         return False
     return not (isinstance(error, NotFoundError) and operation in LOOKUPS)
 

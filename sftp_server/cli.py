@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import signal
 import time
 from pathlib import Path
-from types import FrameType
 
 import click
 
 from gateway.cli.common import data_dir_option, open_app
+from gateway.housekeeping import Housekeeping
+from gateway.stop_signals import StopSignals
 
-POLL_SECONDS = 0.2
+log = logging.getLogger(__name__)
 
 
 @click.command("sftp")
@@ -31,6 +31,8 @@ def sftp(listen: str | None, workers: int | None, data_dir: Path | None) -> None
 
     Staff see one folder per partner and upload into it (files are encrypted on the
     fly to the partner's approved keys); partners see their own inbox of *.age files.
+    SIGTERM or SIGINT (Ctrl-C) stops it: transfers under way get shutdown_drain_seconds
+    to finish, the rest are aborted, and a last audit checkpoint is signed.
 
     \b
     Example:
@@ -46,23 +48,26 @@ def sftp(listen: str | None, workers: int | None, data_dir: Path | None) -> None
     if workers is not None:
         overrides["sftp_workers"] = workers
     settings = dataclasses.replace(app.settings, **overrides)  # type: ignore[arg-type]
-    app.close()
-    logging.getLogger("sftp_server").setLevel(settings.log_level.upper())
+    for name in ("sftp_server", "gateway"):
+        logging.getLogger(name).setLevel(settings.log_level.upper())
+    # Caught from before the workers start, so that a stop during start-up waits for it.
+    stop = StopSignals()
     running = start(settings)
     host, port = running.address
+    chores = Housekeeping(app, component="sftp")
+    chores.started(address=f"{host}:{port}", workers=running.workers)
     click.echo(f"Blindpost SFTP listening on {host}:{port} with {running.workers} "
                f"worker(s); stop with Ctrl-C.")
-
-    # The handler only flips a flag: stopping takes locks that the interrupted main
-    # thread might hold, which would deadlock inside a signal handler.
-    requested: list[int] = []
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        requested.append(signum)
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    while not requested:
-        time.sleep(POLL_SECONDS)
-    running.stop()
-    running.wait()
+    # The time-based checkpoint must not depend on `serve`: this process signs one
+    # whenever one is due, and a last one when it stops.
+    try:
+        chores.run(stop, purge=False)
+    finally:
+        begun = time.monotonic()
+        log.info("%s: stopping; open transfers get up to %d s to finish",
+                 stop.name or "error", settings.shutdown_drain_seconds)
+        running.stop()
+        running.wait()
+    chores.stopped(reason=stop.name, seconds=round(time.monotonic() - begun, 2))
+    chores.final_checkpoint()
+    app.close()

@@ -1,14 +1,20 @@
-"""Accepting connections: limits, the login grace timer, the idle timeout.
+"""Accepting connections: limits, the login grace timer, the idle timeout, the drain.
 
 paramiko has no login grace timer and no idle timeout; each connection gets a supervisor
 thread that provides both, and that audits a connection which ends without signing in.
 Connection counts live in shared memory so that the limits hold across worker processes.
+
+Stopping drains: the listener stops accepting, connections that are not signed in or
+have nothing open are closed at once, and sessions with a file open get
+``shutdown_drain_seconds`` to finish it; what is still open then is aborted (audited,
+nothing left visible).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import socket
 import threading
 import time
@@ -33,22 +39,28 @@ SOURCE_SLOTS = 4096
 ROW = SOURCE_SLOTS + 1  # one row per worker: the slots, then that worker's total
 POLL_SECONDS = 0.25
 ACCEPT_POLL_SECONDS = 0.5
-STOP_GRACE_SECONDS = 10.0
+# After the drain, how long closing sessions may take to abort what they had open.
+CLEANUP_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
 class LimitTable:
-    """Shared connection counters: ``counts`` is a lockable array of ``workers`` rows."""
+    """Shared connection counters: ``counts`` holds ``workers`` rows of :data:`ROW` ints.
 
-    counts: Any  # multiprocessing.Array("i", workers * ROW)
+    Each worker writes only its own row and reads the others without a lock: there is
+    no cross-process lock that a killed worker could leave held. The price is a race
+    between workers admitting at the same instant, which can pass a limit by at most
+    ``workers - 1`` connections.
+    """
+
+    counts: Any  # multiprocessing RawArray("i", workers * ROW), shared with the workers
     hash_key: bytes
     workers: int
 
     def reset_row(self, row: int) -> None:
-        """Forget the connections of a worker that died."""
-        with self.counts.get_lock():
-            for index in range(row * ROW, (row + 1) * ROW):
-                self.counts[index] = 0
+        """Forget the connections of a worker that died (nothing writes its row now)."""
+        for index in range(row * ROW, (row + 1) * ROW):
+            self.counts[index] = 0
 
 
 class ConnectionLimits:
@@ -59,6 +71,8 @@ class ConnectionLimits:
         self._row = row
         self._total = total
         self._per_source = per_source
+        # Guards this worker's own row against its own threads.
+        self._lock = threading.Lock()
 
     def _slot(self, source: str) -> int:
         digest = hashlib.blake2b(source.encode(), key=self._table.hash_key, digest_size=4)
@@ -66,7 +80,7 @@ class ConnectionLimits:
 
     def acquire(self, source: str) -> bool:
         slot, counts, rows = self._slot(source), self._table.counts, range(self._table.workers)
-        with counts.get_lock():
+        with self._lock:
             if sum(counts[r * ROW + SOURCE_SLOTS] for r in rows) >= self._total:
                 return False
             if sum(counts[r * ROW + slot] for r in rows) >= self._per_source:
@@ -77,9 +91,36 @@ class ConnectionLimits:
 
     def release(self, source: str) -> None:
         slot, counts = self._slot(source), self._table.counts
-        with counts.get_lock():
+        with self._lock:
             counts[self._row * ROW + slot] -= 1
             counts[self._row * ROW + SOURCE_SLOTS] -= 1
+
+
+class Drain:
+    """The stop request a listener shares with its connections, and its deadline."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        # Shared with every session's Activity, which refuses new files once it is set.
+        self.event = threading.Event()
+        self.deadline = math.inf
+
+    def start(self) -> None:
+        """Stop accepting and start the drain; later calls change nothing."""
+        if not self.event.is_set():
+            self.deadline = time.monotonic() + self._seconds
+            self.event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self.event.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds, waking early when the drain starts."""
+        return self.event.wait(timeout)
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.deadline
 
 
 def bind_listener(listen: str, *, reuse_port: bool, port: int | None = None) -> socket.socket:
@@ -99,13 +140,13 @@ class Connection:
     """One client: SSH handshake, sign-in within the grace time, then the SFTP session."""
 
     def __init__(self, app: App, client: socket.socket, source: str, *,
-                 host_key: paramiko.PKey, stopping: threading.Event) -> None:
+                 host_key: paramiko.PKey, drain: Drain) -> None:
         self._app = app
         self._settings = app.settings
         self._client = client
         self.source = source
         self._host_key = host_key
-        self._stopping = stopping
+        self._drain = drain
         self._transport: BlindpostTransport | None = None
 
     def run(self) -> None:
@@ -128,7 +169,7 @@ class Connection:
         self._client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport = self._transport = BlindpostTransport(self._client)
         transport.add_server_key(self._host_key)
-        activity = Activity()
+        activity = Activity(draining=self._drain.event)
         transport.set_subsystem_handler(
             "sftp", BlindpostSFTPServer, activity=activity,
             reorder_limit=self._settings.sftp_reorder_buffer_mib * MIB)
@@ -136,23 +177,43 @@ class Connection:
         transport.banner_timeout = transport.handshake_timeout = float(
             self._settings.sftp_auth_timeout_seconds)
         gate = LoginGate(self._app, source=self.source)
-        try:
-            transport.start_server(server=gate)
-        except (SSHException, EOFError, OSError) as exc:
-            log.info("handshake with %s failed: %s", self.source, exc)
+        if not self._handshake(transport, gate):
             return
         gate.set_client_version(transport.remote_version)
         outcome = self._await_sign_in(transport, gate)
         if outcome == "signed in":
             self._supervise(transport, gate, activity)
+        elif gate.unavailable:
+            transport.disconnect_unavailable()
         transport.close()
+        # The SFTP threads abort what was left open when the channel closes; wait for
+        # them, so that a stopping process does not exit before the aborts are recorded.
+        activity.wait_sessions_ended(CLEANUP_SECONDS)
         gate.finish(timed_out=outcome == "timed out")
+
+    def _handshake(self, transport: paramiko.Transport, gate: LoginGate) -> bool:
+        """Negotiate keys as paramiko's ``start_server`` does, but give up on a stop."""
+        done = threading.Event()
+        try:
+            transport.start_server(event=done, server=gate)
+        except (SSHException, EOFError, OSError) as exc:
+            log.info("handshake with %s failed: %s", self.source, exc)
+            return False
+        while not done.wait(POLL_SECONDS):
+            if not transport.is_active() or self._drain.requested:
+                break
+        if done.is_set() and transport.is_active():
+            return True
+        reason = transport.get_exception() or (
+            "the server is stopping" if self._drain.requested else "negotiation failed")
+        log.info("handshake with %s failed: %s", self.source, reason)
+        return False
 
     def _await_sign_in(self, transport: paramiko.Transport, gate: LoginGate) -> str:
         """Wait for sign-in; paramiko itself would wait forever."""
         deadline = time.monotonic() + self._settings.sftp_auth_timeout_seconds
         while not gate.signed_in.wait(POLL_SECONDS):
-            if gate.hangup.is_set() or not transport.is_active() or self._stopping.is_set():
+            if gate.hangup.is_set() or not transport.is_active() or self._drain.requested:
                 return "ended"
             if time.monotonic() > deadline:
                 log.info("sign-in from %s timed out", self.source)
@@ -163,12 +224,29 @@ class Connection:
                    activity: Activity) -> None:
         idle_limit = self._settings.sftp_idle_timeout_seconds
         while transport.is_active() and not gate.hangup.is_set():
-            if self._stopping.wait(1.0):
+            if self._drain.requested:
+                if self._drained(gate, activity):
+                    return
+                time.sleep(POLL_SECONDS)
+            elif self._drain.wait(1.0):
+                continue
+            elif activity.idle_seconds() > idle_limit:
+                log.info("closing idle session of %s from %s", self._who(gate), self.source)
                 return
-            if activity.idle_seconds() > idle_limit:
-                log.info("closing idle session of %s from %s",
-                         gate.actor.name if gate.actor else "?", self.source)
-                return
+
+    def _drained(self, gate: LoginGate, activity: Activity) -> bool:
+        """Whether a stopping server may close this session now."""
+        if not activity.transferring():
+            return True
+        if self._drain.expired():
+            log.warning("closing the session of %s from %s with a transfer still open: "
+                        "the drain time is over", self._who(gate), self.source)
+            return True
+        return False
+
+    @staticmethod
+    def _who(gate: LoginGate) -> str:
+        return gate.actor.name if gate.actor else "?"
 
 
 class Listener:
@@ -180,7 +258,7 @@ class Listener:
         self._sock = sock
         self._host_key = host_key
         self._limits = limits
-        self._stopping = threading.Event()
+        self._drain = Drain(app.settings.shutdown_drain_seconds)
         self._active: dict[Connection, threading.Thread] = {}
         self._lock = threading.Lock()
         # Listening from here on, so the server accepts as soon as start() returns.
@@ -193,19 +271,19 @@ class Listener:
         return str(host), int(port)
 
     def serve_forever(self) -> None:
-        """Accept until :meth:`stop`; then close every connection."""
-        while not self._stopping.is_set():
+        """Accept until :meth:`stop`; then drain the open sessions and return."""
+        while not self._drain.requested:
             try:
                 client, address = self._sock.accept()
             except TimeoutError:
                 continue
             except OSError:
-                if self._stopping.is_set():
+                if self._drain.requested:
                     break
                 log.exception("accept failed")
                 continue
             self._admit(client, str(address[0]))
-        self._close_all()
+        self._finish_drain()
 
     def _admit(self, client: socket.socket, source: str) -> None:
         if not self._limits.acquire(source):
@@ -214,7 +292,7 @@ class Listener:
             return
         client.settimeout(None)
         connection = Connection(self._app, client, source, host_key=self._host_key,
-                                stopping=self._stopping)
+                                drain=self._drain)
         thread = threading.Thread(target=self._run, args=(connection,),
                                   name=f"sftp-{source}", daemon=True)
         with self._lock:
@@ -230,15 +308,23 @@ class Listener:
                 self._active.pop(connection, None)
 
     def stop(self) -> None:
-        self._stopping.set()
+        """Stop accepting and drain (from any thread); :meth:`serve_forever` then returns."""
+        self._drain.start()
 
-    def _close_all(self) -> None:
+    def _finish_drain(self) -> None:
+        """Wait for the sessions to end by themselves, then close any that hang."""
         self._sock.close()
         with self._lock:
             active = list(self._active.items())
-        for connection, _ in active:
-            connection.close()
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        if active:
+            log.info("stopping: waiting up to %s s for %d session(s) to finish their transfers",
+                     self._app.settings.shutdown_drain_seconds, len(active))
+        deadline = self._drain.deadline + CLEANUP_SECONDS
         for _, thread in active:
             thread.join(max(0.0, deadline - time.monotonic()))
-
+        hung = [(connection, thread) for connection, thread in active if thread.is_alive()]
+        for connection, _ in hung:
+            log.warning("closing a session from %s that did not end in time", connection.source)
+            connection.close()
+        for _, thread in hung:
+            thread.join(POLL_SECONDS)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import stat as stat_module
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
@@ -34,7 +36,14 @@ from paramiko.sftp import (
 from gateway.actors import Actor
 from gateway.app import App
 from gateway.db.models import Role
-from gateway.errors import ConflictError, GatewayError, NotFoundError, PolicyError, UsageError
+from gateway.errors import (
+    ConflictError,
+    DatabaseError,
+    GatewayError,
+    NotFoundError,
+    PolicyError,
+    UsageError,
+)
 from gateway.transfers import AGE_SUFFIX, FileEntry
 from sftp_server.auth import LoginGate
 from sftp_server.errors import (
@@ -58,25 +67,68 @@ MAX_PACKET_LENGTH = 256 * 1024
 MAX_WRITE_LENGTH = MAX_READ_LENGTH
 MAX_OPEN_HANDLES = 64
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_EXCL
+STOPPING_MESSAGE = "the server is shutting down; try again in a moment"
+STOPPED_REASON = "the server stopped before the file was closed (drain time over)"
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 class Activity:
-    """When the session last did something, for the idle timeout."""
+    """What one connection's SFTP sessions are doing, for its supervisor.
 
-    def __init__(self) -> None:
-        self._last = time.monotonic()
+    When they last did something (the idle timeout), and whether a request is running or
+    a file is open (a stopping server lets those finish, within the drain time).
+    """
 
-    def touch(self) -> None:
+    def __init__(self, draining: threading.Event | None = None) -> None:
         self._last = time.monotonic()
+        self._requests = 0
+        self._open_files: dict[int, Callable[[], int]] = {}
+        self._changed = threading.Condition()
+        # Set when the server starts to stop: new files are refused from then on.
+        self.draining = draining or threading.Event()
 
     def idle_seconds(self) -> float:
         return time.monotonic() - self._last
 
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        """Mark one SFTP request as running (a CLOSE commits an upload meanwhile)."""
+        with self._changed:
+            self._requests += 1
+            self._last = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._requests -= 1
+
+    def session_started(self, session: object, open_files: Callable[[], int]) -> None:
+        with self._changed:
+            self._open_files[id(session)] = open_files
+
+    def session_ended(self, session: object) -> None:
+        with self._changed:
+            self._open_files.pop(id(session), None)
+            self._changed.notify_all()
+
+    def transferring(self) -> bool:
+        """Whether a request is running or a file is open in any session."""
+        with self._changed:
+            return self._requests > 0 or any(count() for count in self._open_files.values())
+
+    def wait_sessions_ended(self, timeout: float) -> bool:
+        """Wait until every session has cleaned up (aborted what it left open)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._open_files, timeout)
+
 
 def _refuse(view: InboxView, exc: GatewayError, *, operation: str, path: str) -> StatusError:
+    if isinstance(exc, DatabaseError):
+        # No access decision was made; the core does not audit it, the log says why.
+        log.warning("SFTP %s by %s not performed: %s", operation, view.actor.name,
+                    exc.diagnostics())
     audit_refusal(view.app, view.actor, operation=operation, path=path, error=exc)
     return refusal_for(exc)
 
@@ -270,6 +322,9 @@ class BlindpostSFTPServer(FencedSFTPServer):
                          reorder_limit=reorder_limit)
         self._activity = activity
         self._view: InboxView = self.server
+        # Registered last: paramiko calls finish_subsystem (which unregisters) once the
+        # handler's thread has started, whatever happens in it.
+        activity.session_started(self, lambda: len(self.file_table))
 
     def server_version_reply(self, _client_version: int) -> Message:
         # Like paramiko's, but advertising limits@openssh.com instead of check-file
@@ -284,7 +339,10 @@ class BlindpostSFTPServer(FencedSFTPServer):
         return MAX_PACKET_LENGTH + 1024
 
     def handle_request(self, kind: int, request_number: int, msg: Message) -> None:
-        self._activity.touch()
+        with self._activity.request():
+            self._answer(kind, request_number, msg)
+
+    def _answer(self, kind: int, request_number: int, msg: Message) -> None:
         try:
             if kind not in CMD_NAMES:
                 # paramiko would raise KeyError naming the type; answer like any server.
@@ -296,6 +354,8 @@ class BlindpostSFTPServer(FencedSFTPServer):
                 self._close(request_number, msg.get_binary())
             elif kind in (CMD_OPEN, CMD_OPENDIR) and self._handle_count() >= MAX_OPEN_HANDLES:
                 self.send_status(request_number, SFTP_FAILURE, "too many open files")
+            elif kind == CMD_OPEN and self._activity.draining.is_set():
+                self.send_status(request_number, SFTP_FAILURE, STOPPING_MESSAGE)
             else:
                 self.dispatch(kind, request_number, msg)
         except StatusError as refusal:
@@ -353,11 +413,23 @@ class BlindpostSFTPServer(FencedSFTPServer):
 
     def finish_subsystem(self) -> None:
         """The session ended: abort uploads left open, release downloads."""
+        try:
+            self._abandon_open_files()
+            super().finish_subsystem()
+        finally:
+            self._activity.session_ended(self)
+
+    def _abandon_open_files(self) -> None:
+        reason = (STOPPED_REASON if self._activity.draining.is_set()
+                  else "connection closed before the file was closed")
         handles = list(self.file_table.values())
         self.file_table.clear()
         for handle in handles:
             try:
-                handle.abandon("connection closed before the file was closed")
+                handle.abandon(reason)
+            except DatabaseError as exc:
+                # The store side is already undone; only the audit record could not land.
+                log.warning("could not record the abort of a file of %s: %s",
+                            self._view.actor.name, exc.diagnostics())
             except GatewayError:
                 log.exception("could not clean up a handle of %s", self._view.actor.name)
-        super().finish_subsystem()
