@@ -12,6 +12,7 @@ nothing left visible).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -183,8 +184,6 @@ class Connection:
         outcome = self._await_sign_in(transport, gate)
         if outcome == "signed in":
             self._supervise(transport, gate, activity)
-        elif gate.unavailable:
-            transport.disconnect_unavailable()
         transport.close()
         # The SFTP threads abort what was left open when the channel closes; wait for
         # them, so that a stopping process does not exit before the aborts are recorded.
@@ -310,6 +309,9 @@ class Listener:
     def stop(self) -> None:
         """Stop accepting and drain (from any thread); :meth:`serve_forever` then returns."""
         self._drain.start()
+        # Wakes the accept loop at once (Linux ends a blocked accept() on shutdown).
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
 
     def _finish_drain(self) -> None:
         """Wait for the sessions to end by themselves, then close any that hang."""

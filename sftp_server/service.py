@@ -20,6 +20,11 @@ worker drains (see :mod:`sftp_server.listener`): transfers get
 exits. A worker still running :data:`WORKER_EXIT_GRACE_SECONDS` after the drain time is
 killed.
 
+A worker that dies is restarted at once (after a growing pause if its replacement
+keeps dying young); the kernel then spreads new connections over the workers still
+listening. Connections that were queued on the dead worker's socket are reset (clients
+retry) unless ``net.ipv4.tcp_migrate_req=1`` (Linux 5.14+) moves them to another worker.
+
 Under systemd (the units in ``deploy/`` follow this): ``KillSignal=SIGTERM`` (the
 default), ``KillMode=mixed`` (SIGTERM to the parent only, which stops the workers; any
 process left when it exits gets SIGKILL; ``control-group`` works too), and
