@@ -37,28 +37,53 @@ def _as_server_user(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
+class PostgresServer:
+    """A throwaway server in a temporary directory, which a test may stop and start again."""
+
+    def __init__(self) -> None:
+        self._bin_dir = _bin_dir()
+        self._root = Path(tempfile.mkdtemp(prefix="blindpost-pg-"))
+        self._data = self._root / "data"
+        if os.geteuid() == 0:
+            shutil.chown(self._root, "postgres")
+        self.port = _free_port()
+        subprocess.run(_as_server_user([str(self._bin_dir / "initdb"), "-D", str(self._data),
+                                        "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                                        "--no-sync"]),
+                       check=True, capture_output=True)
+
+    @property
+    def url(self) -> str:
+        """The base URL: ``postgresql://postgres@127.0.0.1:PORT``."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        options = (f"-p {self.port} -k {self._root} -h 127.0.0.1 -c fsync=off "
+                   "-c max_connections=200")
+        self._pg_ctl("-w", "-l", str(self._root / "log"), "-o", options, "start")
+
+    def stop(self) -> None:
+        """Stop at once, cutting every client connection (``-m fast``)."""
+        self._pg_ctl("-m", "fast", "stop")
+
+    def remove(self) -> None:
+        self._pg_ctl("-m", "immediate", "stop", check=False)
+        shutil.rmtree(self._root, ignore_errors=True)
+
+    def _pg_ctl(self, *args: str, check: bool = True) -> None:
+        subprocess.run(_as_server_user([str(self._bin_dir / "pg_ctl"), "-D", str(self._data),
+                                        *args]), check=check, capture_output=True)
+
+
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Run a throwaway server; yield its base URL (``postgresql://postgres@127.0.0.1:PORT``)."""
-    bin_dir = _bin_dir()
-    root = Path(tempfile.mkdtemp(prefix="blindpost-pg-"))
-    data = root / "data"
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-    port = _free_port()
-    subprocess.run(_as_server_user([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
-                                    "--auth=trust", "-E", "UTF8", "--no-sync"]),
-                   check=True, capture_output=True)
-    options = f"-p {port} -k {root} -h 127.0.0.1 -c fsync=off -c max_connections=200"
-    subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l",
-                                    str(root / "log"), "-o", options, "start"]),
-                   check=True, capture_output=True)
+    server = PostgresServer()
+    server.start()
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}"
+        yield server.url
     finally:
-        subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast",
-                                        "stop"]), check=False, capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        server.remove()
 
 
 def create_database(base_url: str, name: str) -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,7 +34,7 @@ def test_serve_starts_workers_and_stops_cleanly(tmp_path: Path) -> None:
            "BLINDPOST_SFTP_WORKERS": "2"}
     assert _run("init", "--admin", "alice", env=env).returncode == 0
     with subprocess.Popen([*BLINDPOST, "serve"], env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True) as server:
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as server:
         try:
             assert server.stdout is not None
             lines = [server.stdout.readline() for _ in range(3)]
@@ -43,9 +45,13 @@ def test_serve_starts_workers_and_stops_cleanly(tmp_path: Path) -> None:
             second = _run("serve", env=env)
             assert second.returncode == 1
             assert "another `blindpost serve` is already running" in second.stderr
-            server.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            # To the whole process group, as systemd and container runtimes do; the
+            # signal paths of `blindpost sftp` are tested one by one in test_stop.py.
+            os.killpg(server.pid, signal.SIGTERM)
             _, errors = server.communicate(timeout=30)
             assert server.returncode == 0, errors
+            assert time.monotonic() - started < 15  # the default drain (10 s) + slack
         finally:
             server.kill()
     with pytest.raises(OSError):
@@ -53,6 +59,9 @@ def test_serve_starts_workers_and_stops_cleanly(tmp_path: Path) -> None:
     verified = _run("audit", "verify", env=env)
     assert verified.returncode == 0, verified.stderr
     checkpoint = _run("audit", "checkpoint", env=env).stdout
-    log_size = len(_run("audit", "log", "--json", env=env).stdout.splitlines())
+    log = _run("audit", "log", "--json", env=env).stdout.splitlines()
     # The shutdown checkpoint covers the whole log but its own audit entry.
-    assert checkpoint.splitlines()[1] == str(log_size - 1)
+    assert checkpoint.splitlines()[1] == str(len(log) - 1)
+    tags = [json.loads(line)["tag"] for line in log]
+    assert tags[-2:] == ["service:stop", "audit:checkpoint"]
+    assert "service:start" in tags

@@ -78,12 +78,16 @@ def write_key_pair(path: Path, comment: str) -> PublicKey:
 class Installation:
     """A fresh data directory, its App (fake clock), users, partners and the server."""
 
-    def __init__(self, root: Path, **settings: object) -> None:
+    def __init__(self, root: Path, *, environ: dict[str, str] | None = None,
+                 **settings: object) -> None:
         self.root = root
         self.data_dir = root / "var"
-        initialise(self.data_dir, admin="root-admin", environ={})
+        # ``environ`` is what a server process started by the test would see as well.
+        self.environ = environ or {}
+        initialise(self.data_dir, admin="root-admin", environ=self.environ)
         overrides = {"sftp_listen": "127.0.0.1:0", "sftp_workers": 1, **settings}
-        self.settings = load_settings(data_dir=self.data_dir, environ={}, overrides=overrides)
+        self.settings = load_settings(data_dir=self.data_dir, environ=self.environ,
+                                      overrides=overrides)
         self.clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
         self.app = App(self.settings, clock=self.clock)
         self.app.accounts.add(OPERATOR, username="second-admin", role=Role.ADMIN)

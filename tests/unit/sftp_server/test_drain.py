@@ -89,8 +89,7 @@ def test_an_upload_still_open_when_the_drain_ends_is_aborted(tmp_path: Path) -> 
             stopping.join(timeout=20)
             inst.server = None
             with pytest.raises((OSError, EOFError, SSHException)):
-                handle.write(b"more")
-                handle.close()
+                handle.write(os.urandom(MIB))  # More than paramiko buffers: it is sent.
         assert took and 1 <= took[0] < 5
         assert _names(inst) == []
         assert list(inst.app.store.partial_dir.iterdir()) == []
