@@ -55,6 +55,7 @@ bench: test-deps
 	$(BIN)/python bench/envelope.py
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/sftp.py
+	$(BIN)/python bench/stop.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache
