@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from gateway.app import App
 from gateway.db.models import Role, Transfer
 from sftp_server.server import STOPPED_REASON, STOPPING_MESSAGE
 from tests.integration.gateway_process import (
@@ -81,6 +82,35 @@ def test_sftp_stops_cleanly(inst: Installation, signum: signal.Signals, group: b
     assert "Traceback" not in server.output
     assert audit_events(inst.app, "service:start")[0]["details"]["workers"] == 2
     _assert_stopped_and_checkpointed(inst, reason=signum.name)
+
+
+def test_sftp_signs_due_checkpoints_while_it_runs(inst: Installation) -> None:
+    """The time-based checkpoint does not depend on `serve`: a quiet `blindpost sftp`
+    signs the entries of a sign-in within audit_checkpoint_seconds plus a tick."""
+    server = GatewayProcess.sftp(inst, workers=2, env={"BLINDPOST_AUDIT_CHECKPOINT_SECONDS": "3"})
+    try:
+        # A fresh checkpoint (by the real clock, as the server's): the sign-in's own
+        # entries then find none due, and only the timer can sign them, since nothing is
+        # appended after them.
+        real_clock = App(inst.settings)
+        with real_clock.transaction() as session:
+            real_clock.audit.checkpoint(session)
+        real_clock.close()
+        listing = openssh_sftp(inst, inst.users["lee"], ["ls"],
+                               code=real_code(inst.users["lee"]))
+        assert listing.returncode == 0, listing.stderr
+        login, = audit_events(inst.app, "auth:login:success")
+
+        def signed() -> bool:
+            with inst.app.transaction() as session:
+                latest = inst.app.audit.latest_checkpoint(session)
+            return latest is not None and latest.checkpoint.size > login["index"]
+
+        wait_for(signed, 10, "a checkpoint covering the sign-in")
+        assert server.process.poll() is None
+        server.stop()
+    finally:
+        server.kill()
 
 
 def _partials(inst: Installation) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -13,7 +13,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from gateway import envelope, totp
+from gateway.actors import Actor
+from gateway.app import App
 from gateway.cli import main
+from gateway.config import load_settings
+from tests.conftest import FakeClock
 
 
 @pytest.fixture
@@ -253,3 +257,23 @@ def test_integrity_check_and_state_key_rotation(ready) -> None:  # type: ignore[
         verify.output)
     refused = ready("keys", "rotate-state-key")
     assert refused.exit_code == 1 and "partners row 1" in refused.output
+
+
+def test_purge_signs_a_checkpoint_when_one_is_due(ready) -> None:  # type: ignore[no-untyped-def]
+    """`blindpost purge` from a timer keeps checkpoints current without `serve`."""
+    settings = load_settings(data_dir=ready.data_dir, environ={})
+    # A checkpoint an hour old, and one entry after it: a checkpoint is due now.
+    earlier = App(settings, clock=FakeClock(datetime.now(UTC) - timedelta(hours=1)))
+    with earlier.transaction() as session:
+        earlier.audit.checkpoint(session)
+    earlier.partners.add(actor=Actor.local_operator(), slug="later")
+    earlier.close()
+    result = ready("purge")
+    assert result.exit_code == 0, result.output
+    app = App(settings)
+    with app.transaction() as session:
+        latest = app.audit.latest_checkpoint(session)
+        size = app.audit.size(session)
+    app.close()
+    assert latest is not None and latest.checkpoint.size == size - 1
+    assert datetime.now(UTC) - latest.created_at < timedelta(minutes=1)
