@@ -4,6 +4,7 @@ checkpoints are signed when due; service events are audited; no chore ends the l
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,14 +24,19 @@ from tests.unit.gateway.factories import account, actor, audit_events, partner_w
 
 
 class FlakyStore(LocalStore):
-    """A local store whose next ``failures`` deletes fail, as an unreachable store would."""
+    """A local store whose next ``failures`` deletes fail.
+
+    ``error`` is what a failure raises: the store's own :class:`StorageError`, or
+    something a store client lets through unwrapped (a connection reset).
+    """
 
     failures = 0
+    error: Exception = StorageError("the object store is unreachable")
 
     def delete(self, object_id: str) -> bool:
         if self.failures:
             self.failures -= 1
-            raise StorageError("the object store is unreachable")
+            raise self.error
         return super().delete(object_id)
 
 
@@ -47,15 +53,14 @@ class StopAfter:
 
 
 @pytest.fixture
-def flaky(data_dir: Path, clock: FakeClock) -> tuple[App, FlakyStore]:
-    # The store dates objects by the filesystem's clock; start the fake clock there.
-    clock.now = datetime.now(UTC)
+def flaky(data_dir: Path, clock: FakeClock) -> Iterator[tuple[App, FlakyStore]]:
     settings = load_settings(data_dir=data_dir, environ={})
     store = FlakyStore(settings.store_dir)
     app = App(settings, clock=clock, store=store)
     partner_with_key(app)
     account(app, "clerk", Role.STAFF)
-    return app, store
+    yield app, store
+    app.close()
 
 
 def _upload(app: App, name: str) -> None:
@@ -64,28 +69,49 @@ def _upload(app: App, name: str) -> None:
     upload.commit()
 
 
+def _objects(app: App) -> int:
+    return len(list(app.store.list_objects()))
+
+
 def test_failed_purge_pass_is_audited_and_the_next_pass_catches_up(
         flaky: tuple[App, FlakyStore], clock: FakeClock, caplog: pytest.LogCaptureFixture,
 ) -> None:
     app, store = flaky
     _upload(app, "a.csv")
     clock.advance(days=8)
-    store.failures = 1
+    store.failures, store.error = 1, ConnectionResetError("connection reset by the store")
     chores = Housekeeping(app, component="serve")
     with caplog.at_level(logging.ERROR, logger="gateway.housekeeping"):
         assert chores.purge() is None
-    assert "purge pass failed: the object store is unreachable" in caplog.text
-    failure = audit_events(app, AuditTag.SERVICE_PURGE_FAILURE)
-    assert [e["details"]["reason"] for e in failure] == ["the object store is unreachable"]
-    assert failure[0]["actor"] == "system:serve"
-    assert len(list(app.store.list_objects())) == 1  # The expired ciphertext is still there.
+    assert "purge pass failed; retrying in 60 s" in caplog.text
+    failure, = audit_events(app, AuditTag.SERVICE_PURGE_FAILURE)
+    assert failure["details"]["component"] == "serve"
+    assert failure["details"]["reason"] == "unexpected ConnectionResetError"
+    assert failure["actor"] == "system:serve"
+    assert _objects(app) == 1  # The expired file's ciphertext is still there.
     _upload(app, "b.csv")
     clock.advance(days=8)
     report = chores.purge()
     assert report is not None
-    assert (report.purged, report.orphans) == (1, 1)  # b.csv, and what a.csv left behind
-    assert list(app.store.list_objects()) == []
-    app.close()
+    assert (report.purged, report.swept) == (1, 1)  # b.csv, and what a.csv left behind
+    assert _objects(app) == 0
+
+
+def test_a_store_that_refuses_a_deletion_is_caught_up_by_the_next_pass(
+        flaky: tuple[App, FlakyStore], clock: FakeClock) -> None:
+    """The store's own errors do not fail the pass: the object stays pending."""
+    app, store = flaky
+    _upload(app, "a.csv")
+    clock.advance(days=8)
+    store.failures = 2  # The purge's deletion, and the same pass's sweep of it.
+    chores = Housekeeping(app, component="serve")
+    report = chores.purge()
+    assert report is not None and report.purged == 1
+    assert _objects(app) == 1
+    assert audit_events(app, AuditTag.SERVICE_PURGE_FAILURE) == []
+    report = chores.purge()
+    assert report is not None and report.swept == 1
+    assert _objects(app) == 0
 
 
 def test_the_loop_survives_failing_passes_and_stops_when_asked(
@@ -93,16 +119,15 @@ def test_the_loop_survives_failing_passes_and_stops_when_asked(
 ) -> None:
     app, store = flaky
     monkeypatch.setattr(housekeeping, "PURGE_INTERVAL_SECONDS", 0.0)
-    for name in ("a.csv", "b.csv", "c.csv"):
+    for name in ("a.csv", "b.csv"):
         _upload(app, name)
     clock.advance(days=8)
-    store.failures = 2
+    store.failures, store.error = 2, ConnectionResetError("connection reset by the store")
     stop = StopAfter(3)
     Housekeeping(app, component="serve").run(stop, purge=True)
     assert len(audit_events(app, AuditTag.SERVICE_PURGE_FAILURE)) == 2
-    assert list(app.store.list_objects()) == []  # The third pass caught up.
+    assert _objects(app) == 0  # The third pass caught up.
     assert stop.waits == [checkpoint_tick_seconds(app.settings)] * 3
-    app.close()
 
 
 def test_the_loop_signs_a_checkpoint_when_one_is_due(app: App, clock: FakeClock) -> None:
