@@ -262,6 +262,7 @@ def test_integrity_check_and_state_key_rotation(ready) -> None:  # type: ignore[
 def test_purge_signs_a_checkpoint_when_one_is_due(ready) -> None:  # type: ignore[no-untyped-def]
     """`blindpost purge` from a timer keeps checkpoints current without `serve`."""
     settings = load_settings(data_dir=ready.data_dir, environ={})
+    assert ready("purge").exit_code == 0  # Records the settings, which appends entries.
     # A checkpoint an hour old, and one entry after it: a checkpoint is due now.
     earlier = App(settings, clock=FakeClock(datetime.now(UTC) - timedelta(hours=1)))
     with earlier.transaction() as session:
