@@ -26,11 +26,11 @@ listening. Connections that were queued on the dead worker's socket are reset (c
 retry) unless ``net.ipv4.tcp_migrate_req=1`` (Linux 5.14+) moves them to another worker.
 
 Under systemd (the units in ``deploy/`` follow this): ``KillSignal=SIGTERM`` (the
-default), ``KillMode=mixed`` (SIGTERM to the parent only, which stops the workers; any
-process left when it exits gets SIGKILL; ``control-group`` works too), and
-``TimeoutStopSec`` of at least ``shutdown_drain_seconds`` + 15 s (25 s for the default
-drain of 10 s): the drain, the grace before a worker is killed, and the shutdown
-checkpoint.
+default), ``KillMode=mixed`` (SIGTERM to the parent only, which stops and waits for the
+workers; the SIGKILL that follows a timeout reaches every process left; the default
+``control-group`` works too), and ``TimeoutStopSec`` of at least
+``shutdown_drain_seconds`` + 15 s (25 s for the default drain of 10 s): the drain, the
+grace before a worker is killed, and the shutdown checkpoint.
 
 ``blindpost serve`` calls :func:`start` through the ``blindpost.services`` entry point.
 """
