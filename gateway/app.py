@@ -33,7 +33,7 @@ from gateway.partners import PartnerService
 from gateway.resealing import finish_interrupted_rotation
 from gateway.retention import RetentionService
 from gateway.state_keys import StateKeys
-from gateway.store import LocalStore, ObjectStore
+from gateway.store import ObjectStore, open_store
 from gateway.transfers import TransferService
 
 Clock = Callable[[], datetime]
@@ -69,7 +69,7 @@ class App:
 
     @cached_property
     def store(self) -> ObjectStore:
-        return self._store or LocalStore(self.settings.store_dir)
+        return self._store or open_store(self.settings)
 
     @cached_property
     def state_keys(self) -> StateKeys:

@@ -7,12 +7,14 @@ overrides passed by the caller (command-line flags).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
 
@@ -30,6 +32,17 @@ class Settings:
     # How long an SQLite statement waits for a lock held elsewhere (a backup, another
     # writer) before the request is refused as "database unavailable".
     sqlite_busy_timeout_seconds: int = 30
+    # Object store: empty for store/ in the data directory, file:///abs/path, or
+    # s3://bucket/prefix. Empty S3 settings fall back to boto3's standard chain
+    # (AWS_ACCESS_KEY_ID, AWS_REGION, AWS_ENDPOINT_URL_S3, instance roles, ...).
+    store_url: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = field(default="", repr=False)
+    s3_sse: str = ""
+    s3_sse_kms_key_id: str = ""
+    s3_part_size_mib: int = 8
     # Retention: how long a file waits for its partner, and the ceiling no partner may pass.
     default_retention_days: int = 7
     max_retention_days: int = 30
@@ -45,6 +58,9 @@ class Settings:
     # On SIGTERM or SIGINT: how long running transfers may take to finish before they are
     # aborted. A service manager's stop timeout must exceed it (see sftp_server/service.py).
     shutdown_drain_seconds: int = 10
+    # Load balancers (addresses or networks, comma-separated) whose connections must
+    # start with a PROXY protocol header naming the real client.
+    sftp_proxy_protocol_from: str = ""
     # Console listener.
     console_listen: str = "127.0.0.1:8443"
     # Authentication: failures before a lockout, and how long it lasts.
@@ -61,6 +77,9 @@ class Settings:
     # Dangerous switches are named insecure_* and are logged and audited on every use.
     insecure_single_admin_key_approval: bool = False
     log_level: str = "info"
+    log_format: str = "text"
+    # Prometheus endpoint (HOST:PORT); empty keeps it off.
+    metrics_listen: str = ""
 
     def __post_init__(self) -> None:
         _check_positive(self, "default_retention_days", "max_retention_days",
@@ -82,8 +101,27 @@ class Settings:
                               f"got {self.log_level!r}")
         for name in ("sftp_listen", "console_listen"):
             parse_listen(getattr(self, name), key=name)
+        if self.metrics_listen:
+            parse_listen(self.metrics_listen, key="metrics_listen")
         if not self.audit_origin or "\n" in self.audit_origin:
             raise ConfigError("audit_origin: must be a non-empty single line")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format: expected one of {', '.join(LOG_FORMATS)}, "
+                              f"got {self.log_format!r}")
+        self._check_store()
+        parse_networks(self.sftp_proxy_protocol_from, key="sftp_proxy_protocol_from")
+
+    def _check_store(self) -> None:
+        location = self.store_location
+        if location.scheme == "s3" and not MIN_PART_MIB <= self.s3_part_size_mib <= MAX_PART_MIB:
+            raise ConfigError(f"s3_part_size_mib: must be between {MIN_PART_MIB} and "
+                              f"{MAX_PART_MIB} (S3's part size limits), got "
+                              f"{self.s3_part_size_mib}")
+        if self.s3_sse not in S3_SSE_MODES:
+            raise ConfigError(f"s3_sse: expected one of {', '.join(map(repr, S3_SSE_MODES))}, "
+                              f"got {self.s3_sse!r}")
+        if self.s3_sse_kms_key_id and self.s3_sse != "aws:kms":
+            raise ConfigError('s3_sse_kms_key_id: only used with s3_sse = "aws:kms"')
 
     @property
     def insecure_switches(self) -> list[str]:
@@ -120,6 +158,11 @@ class Settings:
         return self.data_dir / "store"
 
     @property
+    def store_location(self) -> StoreLocation:
+        """Where ciphertext objects live, parsed from ``store_url``."""
+        return parse_store_url(self.store_url, default_dir=self.store_dir)
+
+    @property
     def host_key_path(self) -> Path:
         return self.keys_dir / "ssh_host_ed25519_key"
 
@@ -138,6 +181,46 @@ class Settings:
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _URL_PASSWORD = re.compile(r"://([^:/@]*):[^@/]*@")
+LOG_FORMATS = ("text", "json")
+S3_SSE_MODES = ("", "AES256", "aws:kms")
+# S3 parts are at least 5 MiB (except the last) and at most 5 GiB.
+MIN_PART_MIB = 5
+MAX_PART_MIB = 5 * 1024
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """A parsed ``store_url``: a local directory, or a bucket and key prefix."""
+
+    scheme: str  # "file" or "s3"
+    path: Path | None = None
+    bucket: str = ""
+    prefix: str = ""
+
+
+def parse_store_url(value: str, *, default_dir: Path) -> StoreLocation:
+    """Parse ``file:///abs/path`` or ``s3://bucket/prefix``; empty means ``default_dir``."""
+    if not value:
+        return StoreLocation("file", path=default_dir)
+    parts = urlsplit(value)
+    if parts.scheme == "file" and not parts.netloc and parts.path.startswith("/"):
+        return StoreLocation("file", path=Path(parts.path))
+    if parts.scheme == "s3" and parts.netloc and not (parts.query or parts.fragment):
+        prefix = parts.path.strip("/")
+        return StoreLocation("s3", bucket=parts.netloc, prefix=f"{prefix}/" if prefix else "")
+    raise ConfigError(f"store_url: expected file:///ABSOLUTE/PATH or s3://BUCKET/PREFIX, "
+                      f"got {value!r}")
+
+
+def parse_networks(value: str, *, key: str) -> tuple[ipaddress.IPv4Network
+                                                     | ipaddress.IPv6Network, ...]:
+    """Parse a comma-separated list of addresses or networks (``10.0.0.5, 10.1.0.0/24``)."""
+    try:
+        return tuple(ipaddress.ip_network(item.strip()) for item in value.split(",")
+                     if item.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{key}: expected addresses or networks separated by commas, "
+                          f"got {value!r} ({exc})") from exc
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 

@@ -14,6 +14,7 @@ from gateway.app import App
 from gateway.config import load_settings
 from gateway.datadir import initialise
 from tests.postgres import create_database, postgres_server
+from tests.s3 import moto_server
 
 # Property tests check behaviour, not speed: a per-example deadline only makes them flaky on
 # a busy machine (benchmarks in bench/ measure speed).
@@ -45,6 +46,13 @@ def postgres_base_url() -> Iterator[str]:
 def postgres_url(postgres_base_url: str) -> str:
     """A fresh, empty PostgreSQL database for one test."""
     return create_database(postgres_base_url, f"t{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A local S3 endpoint (moto server) shared by the session; tests make their own buckets."""
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture

@@ -66,7 +66,11 @@ class ObjectReader(Protocol):
 
 
 class ObjectStore(Protocol):
-    """Streamed put with atomic commit, ranged get, delete, list, sweep of partials."""
+    """Streamed put with atomic commit, ranged get, delete, list, sweep of partials.
+
+    Backends: :class:`~gateway.store.LocalStore` and :class:`~gateway.store.s3.S3Store`;
+    :func:`~gateway.store.factory.open_store` builds the one the settings name.
+    """
 
     def create(self) -> PendingObject:
         """Start a new object under a fresh random id."""

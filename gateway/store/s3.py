@@ -1,0 +1,295 @@
+"""S3-compatible object store (AWS S3, MinIO, Ceph RGW, …) through boto3.
+
+Layout under the bucket's key prefix::
+
+    PREFIX/objects/abcdef…   committed objects, named by a random 32-hex-digit id
+
+An object being written is an S3 multipart upload to its final key, started when the
+object is created and kept invisible by S3 until ``CompleteMultipartUpload``: that call
+is the atomic commit. Memory per upload is bounded by one part (``s3_part_size_mib``,
+8 MiB by default) plus one write: a full part is sent before more is buffered. Starting
+the upload at once (rather than at the first full part) costs a request for small
+files, but means that every uncommitted object exists in the bucket, where ``delete``
+and the sweep can find it.
+
+Downloads are ranged GETs, with a read-ahead window (4 MiB per open object) so that an
+SFTP client's 255 KiB reads do not each cost a request. Multipart uploads abandoned by
+a crash are aborted by :meth:`S3Store.sweep_partials` and by :meth:`S3Store.delete`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from gateway.errors import NotFoundError, StorageError
+from gateway.store.base import ObjectInfo, StoredObject
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+
+log = logging.getLogger(__name__)
+
+_OBJECT_ID = re.compile(r"[0-9a-f]{32}")
+READ_AHEAD = 4 << 20
+_MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
+
+
+def _error_code(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def _storage_error(action: str, exc: Exception) -> StorageError:
+    """One line naming the action and S3's error code (or the connection problem)."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return StorageError(f"{action}: S3 error {error.get('Code', '?')}: "
+                            f"{error.get('Message', '')}".rstrip(": "))
+    return StorageError(f"{action}: {exc}")
+
+
+class S3PendingObject:
+    """An object being written as a multipart upload; see :class:`gateway.store.PendingObject`."""
+
+    def __init__(self, store: S3Store, object_id: str) -> None:
+        self._store = store
+        self._object_id = object_id
+        self._key = store.key(object_id)
+        self._hash = hashlib.sha256()
+        self._buffer = bytearray()
+        self._size = 0
+        self._parts: list[dict[str, Any]] = []
+        self._done = False
+        try:
+            self._upload_id = store.client.create_multipart_upload(
+                Bucket=store.bucket, Key=self._key, **store.sse)["UploadId"]
+        except (BotoCoreError, ClientError) as exc:
+            raise _storage_error("cannot create object", exc) from exc
+
+    @property
+    def object_id(self) -> str:
+        return self._object_id
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write(self, data: bytes | memoryview) -> int:
+        if self._done:
+            raise StorageError("write to an object that was already committed or aborted")
+        self._hash.update(data)
+        self._buffer += data
+        self._size += len(data)
+        if len(self._buffer) >= self._store.part_size:
+            try:
+                self._send_part(final=False)
+            except StorageError:
+                self.abort()
+                raise
+        return len(data)
+
+    def _send_part(self, *, final: bool) -> None:
+        """Send the buffer's first part (all of it when ``final``) and drop it from memory."""
+        size = len(self._buffer) if final else self._store.part_size
+        part, self._buffer = self._buffer, self._buffer[size:]
+        del part[size:]
+        client, number = self._store.client, len(self._parts) + 1
+        try:
+            etag = client.upload_part(Bucket=self._store.bucket, Key=self._key,
+                                      UploadId=self._upload_id, PartNumber=number,
+                                      Body=part,  # type: ignore[arg-type]
+                                      )["ETag"]  # botocore takes a bytearray: no copy of the part.
+        except (BotoCoreError, ClientError) as exc:
+            raise _storage_error("cannot write object", exc) from exc
+        self._parts.append({"PartNumber": number, "ETag": etag})
+
+    def commit(self) -> StoredObject:
+        if self._done:
+            raise StorageError("object was already committed or aborted")
+        store = self._store
+        try:
+            if self._buffer or not self._parts:
+                self._send_part(final=True)
+            store.client.complete_multipart_upload(
+                Bucket=store.bucket, Key=self._key, UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts})  # type: ignore[typeddict-item]
+        except (BotoCoreError, ClientError, StorageError) as exc:
+            self.abort()
+            if isinstance(exc, StorageError):
+                raise
+            raise _storage_error("cannot commit object", exc) from exc
+        self._done = True
+        self._buffer = bytearray()
+        return StoredObject(self._object_id, self._size, self._hash.hexdigest())
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._buffer = bytearray()
+        # A failure here leaves an invisible multipart upload, which the sweep aborts.
+        self._store.abort_upload(self._key, self._upload_id)
+
+
+class S3ObjectReader:
+    """Ranged reads of one committed object, through a read-ahead window."""
+
+    def __init__(self, store: S3Store, key: str) -> None:
+        self._store = store
+        self._key = key
+        try:
+            head = store.client.head_object(Bucket=store.bucket, Key=key)
+        except ClientError as exc:
+            if _error_code(exc) in _MISSING:
+                raise NotFoundError("object not found in the store") from exc
+            raise _storage_error("cannot open object", exc) from exc
+        except BotoCoreError as exc:
+            raise _storage_error("cannot open object", exc) from exc
+        self._size = int(head["ContentLength"])
+        self._etag = str(head["ETag"])
+        self._window = b""
+        self._window_start = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise StorageError("negative offset or length")
+        end = min(offset + length, self._size)
+        if end <= offset:
+            return b""
+        start = self._window_start
+        if not (start <= offset and end <= start + len(self._window)):
+            self._fetch(offset, min(self._size, max(end, offset + READ_AHEAD)))
+            start = offset
+        return self._window[offset - start:end - start]
+
+    def _fetch(self, first: int, end: int) -> None:
+        store = self._store
+        try:
+            # If-Match: a window from another version of the key would corrupt the file.
+            body = store.client.get_object(Bucket=store.bucket, Key=self._key,
+                                           Range=f"bytes={first}-{end - 1}",
+                                           IfMatch=self._etag)["Body"]
+            self._window = body.read()
+        except (BotoCoreError, ClientError) as exc:
+            raise _storage_error("cannot read object", exc) from exc
+        self._window_start = first
+
+    def close(self) -> None:
+        self._window = b""
+
+
+class S3Store:
+    """An :class:`~gateway.store.ObjectStore` in an S3 bucket under a key prefix."""
+
+    def __init__(self, client: S3Client, *, bucket: str, prefix: str = "",
+                 part_size: int = 8 << 20, sse: Mapping[str, str] | None = None) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.objects_prefix = f"{prefix}objects/"
+        self.part_size = part_size
+        # ServerSideEncryption / SSEKMSKeyId, passed on every object write.
+        self.sse: dict[str, Any] = dict(sse or {})
+
+    def check(self) -> None:
+        """Raise :class:`StorageError` unless the bucket exists and can be reached."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError) as exc:
+            raise _storage_error(f"cannot reach bucket {self.bucket!r}", exc) from exc
+
+    def key(self, object_id: str) -> str:
+        """The key of an object; the id is checked, so no key comes from input."""
+        if not _OBJECT_ID.fullmatch(object_id):
+            raise NotFoundError("invalid object id")
+        return self.objects_prefix + object_id
+
+    def create(self) -> S3PendingObject:
+        return S3PendingObject(self, secrets.token_hex(16))
+
+    def open(self, object_id: str) -> S3ObjectReader:
+        return S3ObjectReader(self, self.key(object_id))
+
+    def delete(self, object_id: str) -> bool:
+        """Delete the committed object and abort any upload still writing it."""
+        key = self.key(object_id)
+        try:
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=key)
+                existed = True
+            except ClientError as exc:
+                if _error_code(exc) not in _MISSING:
+                    raise
+                existed = False
+            if existed:
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+            for upload in self._uploads(key):
+                if upload["Key"] == key:
+                    self.abort_upload(key, upload["UploadId"])
+                    existed = True
+        except (BotoCoreError, ClientError) as exc:
+            raise _storage_error("cannot delete object", exc) from exc
+        return existed
+
+    def list_objects(self) -> Iterator[ObjectInfo]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.objects_prefix)
+        try:
+            for page in pages:
+                for item in page.get("Contents", []):
+                    object_id = item["Key"][len(self.objects_prefix):]
+                    if _OBJECT_ID.fullmatch(object_id):
+                        yield ObjectInfo(object_id, int(item["Size"]), item["LastModified"])
+        except (BotoCoreError, ClientError) as exc:
+            raise _storage_error("cannot list objects", exc) from exc
+
+    def sweep_partials(self, *, older_than: datetime) -> list[str]:
+        """Abort multipart uploads whose last part (or start) is older than ``older_than``."""
+        removed = []
+        try:
+            for upload in list(self._uploads(self.objects_prefix)):
+                object_id = upload["Key"][len(self.objects_prefix):]
+                if self._last_written(upload) < older_than:
+                    self.abort_upload(upload["Key"], upload["UploadId"])
+                    removed.append(object_id)
+        except (BotoCoreError, ClientError) as exc:
+            raise _storage_error("cannot sweep partial uploads", exc) from exc
+        return sorted(removed)
+
+    def _uploads(self, prefix: str) -> Iterator[dict[str, Any]]:
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=prefix)
+        for page in pages:
+            yield from page.get("Uploads", [])  # type: ignore[misc]
+
+    def _last_written(self, upload: Mapping[str, Any]) -> datetime:
+        """When an upload last received a part: a long upload is alive while parts arrive."""
+        latest: datetime = upload["Initiated"]
+        pages = self.client.get_paginator("list_parts").paginate(
+            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        for page in pages:
+            for part in page.get("Parts", []):
+                latest = max(latest, part["LastModified"])
+        return latest
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort one multipart upload; a failure is logged and left to the next sweep."""
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if _error_code(exc) not in _MISSING:
+                log.warning("could not abort an S3 upload: %s", _storage_error("abort", exc))
+        except BotoCoreError as exc:
+            log.warning("could not abort an S3 upload: %s", exc)
