@@ -28,6 +28,7 @@ from paramiko.ssh_exception import SSHException
 from gateway.app import App
 from gateway.config import parse_listen
 from sftp_server.auth import LoginGate
+from sftp_server.proxy import ProxyHeaderError, ProxyProtocol, read_header
 from sftp_server.server import Activity, BlindpostSFTPServer
 from sftp_server.transport import BlindpostTransport
 
@@ -258,6 +259,7 @@ class Listener:
         self._host_key = host_key
         self._limits = limits
         self._drain = Drain(app.settings.shutdown_drain_seconds)
+        self._proxy = ProxyProtocol.from_settings(app.settings)
         self._active: dict[Connection, threading.Thread] = {}
         self._lock = threading.Lock()
         # Listening from here on, so the server accepts as soon as start() returns.
@@ -284,7 +286,12 @@ class Listener:
             self._admit(client, str(address[0]))
         self._finish_drain()
 
-    def _admit(self, client: socket.socket, source: str) -> None:
+    def _admit(self, client: socket.socket, source: str, *, proxied: bool = False) -> None:
+        if not proxied and self._proxy.trusts(source):
+            # A load balancer's header is read off the accept loop, which must not wait.
+            threading.Thread(target=self._admit_proxied, args=(client, source),
+                             name=f"proxy-{source}", daemon=True).start()
+            return
         if not self._limits.acquire(source):
             log.warning("refusing a connection from %s: connection limit reached", source)
             client.close()
@@ -297,6 +304,20 @@ class Listener:
         with self._lock:
             self._active[connection] = thread
         thread.start()
+
+    def _admit_proxied(self, client: socket.socket, balancer: str) -> None:
+        """Admit a load balancer's connection under the client address its header names."""
+        client.settimeout(float(self._app.settings.sftp_auth_timeout_seconds))
+        try:
+            source = read_header(client, peer=balancer)
+        except (ProxyHeaderError, OSError) as exc:
+            log.info("closing a connection from load balancer %s: %s", balancer, exc)
+            client.close()
+            return
+        if self._drain.requested:
+            client.close()
+            return
+        self._admit(client, source, proxied=True)
 
     def _run(self, connection: Connection) -> None:
         try:
