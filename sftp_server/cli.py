@@ -15,6 +15,7 @@ import click
 
 from gateway.cli.common import data_dir_option, open_app
 from gateway.housekeeping import Housekeeping
+from gateway.logs import configure_logging
 from gateway.stop_signals import StopSignals
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,7 @@ def sftp(listen: str | None, workers: int | None, data_dir: Path | None) -> None
     if workers is not None:
         overrides["sftp_workers"] = workers
     settings = dataclasses.replace(app.settings, **overrides)  # type: ignore[arg-type]
-    for name in ("sftp_server", "gateway"):
-        logging.getLogger(name).setLevel(settings.log_level.upper())
+    configure_logging(settings, process="sftp")
     # Caught from before the workers start, so that a stop during start-up waits for it.
     stop = StopSignals()
     running = start(settings)

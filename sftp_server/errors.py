@@ -22,6 +22,7 @@ from gateway.errors import (
     StorageError,
     UsageError,
 )
+from sftp_server.counters import count_store_error
 
 # paramiko's constants are untyped; these names give them their type.
 SFTP_OK: int = sftp.SFTP_OK
@@ -66,7 +67,12 @@ def status_for(exc: GatewayError) -> int:
 
 
 def refusal_for(exc: GatewayError) -> StatusError:
-    """The refusal that answers ``exc``, with a message safe to show the client."""
+    """The refusal that answers ``exc``, with a message safe to show the client.
+
+    Every failed request passes here, so this is also where store failures are counted.
+    """
+    if isinstance(exc, StorageError):
+        count_store_error()
     if isinstance(exc, DatabaseUnavailableError):
         message = UNAVAILABLE_MESSAGE
     elif isinstance(exc, _INTERNAL):

@@ -55,7 +55,9 @@ from gateway.app import App
 from gateway.audit import AuditTag
 from gateway.config import Settings
 from gateway.housekeeping import Housekeeping
+from gateway.logs import configure_logging
 from gateway.retention import UPLOAD_GRACE
+from sftp_server.counters import NodeCounters, bind
 from sftp_server.listener import (
     ROW,
     ConnectionLimits,
@@ -63,6 +65,7 @@ from sftp_server.listener import (
     Listener,
     bind_listener,
 )
+from sftp_server.metrics import start_metrics
 from sftp_server.transport import load_host_key
 
 log = logging.getLogger(__name__)
@@ -138,10 +141,13 @@ class InProcessServer:
     def __init__(self, app: App, *, host_key: paramiko.PKey, owns_app: bool) -> None:
         self._app = app
         self._owns_app = owns_app
-        table = LimitTable(multiprocessing.RawArray("i", ROW), os.urandom(16), 1)
+        self.table = LimitTable(multiprocessing.RawArray("i", ROW), os.urandom(16), 1)
+        self.counters = NodeCounters(multiprocessing.get_context("spawn"), 1)
+        bind(self.counters, 0)
         sock = bind_listener(app.settings.sftp_listen, reuse_port=False)
         self._listener = Listener(app, sock, host_key=host_key,
-                                  limits=_limits(app.settings, table, 0))
+                                  limits=_limits(app.settings, self.table, 0))
+        self._metrics = start_metrics(app, self)
         self._thread = threading.Thread(target=self._listener.serve_forever,
                                         name="sftp-listener", daemon=True)
         self._thread.start()
@@ -159,6 +165,8 @@ class InProcessServer:
 
     def wait(self) -> None:
         self._thread.join()
+        if self._metrics is not None:
+            self._metrics.close()
         if self._owns_app:
             self._app.close()
 
@@ -187,6 +195,8 @@ class WorkerPool:
         self._reservation = bind_listener(settings.sftp_listen, reuse_port=True)
         self._table = LimitTable(self._context.RawArray("i", count * ROW), os.urandom(16),
                                  count)
+        self.counters = NodeCounters(self._context, count)
+        self._metrics = start_metrics(app, self)
         # stop() writes here; only the supervisor thread reads it, and it alone touches
         # the workers, so no two threads ever race on a worker's pipe.
         self._stop_read, self._stop_write = os.pipe()
@@ -205,6 +215,10 @@ class WorkerPool:
     def workers(self) -> int:
         return len(self._workers)
 
+    @property
+    def table(self) -> LimitTable:
+        return self._table
+
     def stop(self) -> None:
         """Ask the supervisor to stop the workers; returns at once, from any thread."""
         # OSError: stopped already (closed), or the byte is there already (full).
@@ -219,13 +233,16 @@ class WorkerPool:
         os.close(self._stop_read)
         os.close(self._stop_write)
         self._reservation.close()
+        if self._metrics is not None:
+            self._metrics.close()
         self._app.close()
 
     def _spawn(self, index: int, *, restarts_in_a_row: int = 0) -> _Worker:
         parent_end, worker_end = self._context.Pipe()
         process = self._context.Process(
             target=worker_main, name=f"blindpost-sftp-{index}",
-            args=(self._settings, index, self.address[1], self._table, worker_end))
+            args=(self._settings, index, self.address[1], self._table, self.counters,
+                  worker_end))
         process.start()
         # The worker holds its end now; keeping a copy here would hide its death.
         worker_end.close()
@@ -322,14 +339,14 @@ class WorkerPool:
 
 
 def worker_main(settings: Settings, index: int, port: int, table: LimitTable,
-                control: Connection) -> None:
+                counters: NodeCounters, control: Connection) -> None:
     """Entry point of one worker process: serve until the parent closes ``control``."""
     # The parent decides when to stop: a signal to the whole process group reaches it
     # too, and it closes this worker's pipe.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format=f"%(levelname)s sftp[{index}] %(name)s: %(message)s")
+    configure_logging(settings, process=f"sftp[{index}]")
+    bind(counters, index)
     app = App(settings)
     sock = bind_listener(settings.sftp_listen, reuse_port=True, port=port)
     listener = Listener(app, sock, host_key=load_host_key(settings.host_key_path),
