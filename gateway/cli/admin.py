@@ -233,6 +233,39 @@ def db_upgrade(data_dir: Path | None) -> None:
     click.echo("database is up to date")
 
 
+@db.command("grant")
+@click.argument("app_role")
+@click.option("--apply", "apply_now", is_flag=True,
+              help="Apply the grants now (as the owner role) instead of printing them.")
+@data_dir_option
+def db_grant(app_role: str, apply_now: bool, data_dir: Path | None) -> None:
+    """Print (or apply) the least-privilege grants of the application role on PostgreSQL.
+
+    The owner role runs `db upgrade`; the gateway runs as APP_ROLE, which may append
+    to the audit tables but never update, delete or truncate them, and cannot change
+    the schema. Re-run after every upgrade.
+
+    \b
+    Example (as the owner):
+      BLINDPOST_DATABASE_URL=postgresql://blindpost_owner@db/blindpost \\
+          blindpost db grant blindpost_app --apply
+    """
+    from gateway.db.grants import apply_grants, grant_statements
+
+    settings = settings_for(data_dir)
+    engine = make_engine(settings.effective_database_url)
+    try:
+        check_reachable(engine)
+        if apply_now:
+            apply_grants(engine, app_role)
+            click.echo(f"granted the application privileges to {app_role}")
+        else:
+            for statement in grant_statements(engine, app_role):
+                click.echo(statement + ";")
+    finally:
+        engine.dispose()
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def version(as_json: bool) -> None:
