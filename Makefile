@@ -5,8 +5,8 @@ BIN    := $(VENV)/bin
 DATA   ?= var
 # Debian packages the test suite drives: real OpenSSH client and server, the age CLI,
 # lftp as a third SFTP client, PostgreSQL for scale-out, Node.js for the second age
-# implementation.
-TEST_DEBS := age openssh-client openssh-server lftp postgresql nodejs npm
+# implementation, systemd-analyze for the units in deploy/, haproxy for its example.
+TEST_DEBS := age openssh-client openssh-server lftp postgresql nodejs npm systemd haproxy
 
 .PHONY: run test lint typecheck unit bench deps test-deps clean
 

@@ -28,7 +28,7 @@ from paramiko.ssh_exception import SSHException
 from gateway.app import App
 from gateway.config import parse_listen
 from sftp_server.auth import LoginGate
-from sftp_server.proxy import ProxyHeaderError, ProxyProtocol, read_header
+from sftp_server.proxy import NoHeaderError, ProxyHeaderError, ProxyProtocol, read_header
 from sftp_server.server import Activity, BlindpostSFTPServer
 from sftp_server.transport import BlindpostTransport
 
@@ -311,7 +311,8 @@ class Listener:
         try:
             source = read_header(client, peer=balancer)
         except (ProxyHeaderError, OSError) as exc:
-            log.info("closing a connection from load balancer %s: %s", balancer, exc)
+            log.log(logging.DEBUG if isinstance(exc, NoHeaderError) else logging.INFO,
+                    "closing a connection from load balancer %s: %s", balancer, exc)
             client.close()
             return
         if self._drain.requested:

@@ -31,6 +31,10 @@ class ProxyHeaderError(Exception):
     """The connection did not start with a valid PROXY header."""
 
 
+class NoHeaderError(ProxyHeaderError):
+    """The balancer closed without sending anything: its TCP health check."""
+
+
 @dataclass(frozen=True)
 class ProxyProtocol:
     """Which peers are load balancers whose PROXY headers are trusted."""
@@ -59,7 +63,10 @@ def read_header(sock: socket.socket, *, peer: str) -> str:
     header (the balancer's own health check) and v1 ``UNKNOWN`` give ``peer`` itself.
     Raise :class:`ProxyHeaderError` for anything else.
     """
-    start = _read_exact(sock, len(V2_SIGNATURE))
+    first = sock.recv(len(V2_SIGNATURE))
+    if not first:
+        raise NoHeaderError("closed before sending a PROXY header (a health check)")
+    start = first + _read_exact(sock, len(V2_SIGNATURE) - len(first))
     if start == V2_SIGNATURE:
         return _read_v2(sock, peer=peer)
     if start.startswith(V1_PREFIX):

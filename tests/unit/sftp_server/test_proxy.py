@@ -14,6 +14,7 @@ from gateway.config import load_settings
 from gateway.errors import ConfigError
 from sftp_server.proxy import (
     V2_SIGNATURE,
+    NoHeaderError,
     ProxyHeaderError,
     ProxyProtocol,
     parse_v1,
@@ -55,7 +56,6 @@ def test_headers_give_the_client_address_and_leave_the_ssh_stream(header: bytes,
 
 @pytest.mark.parametrize("data", [
     SSH_BANNER,                                            # a balancer that sends no header
-    b"",                                                   # a bare TCP health check
     b"PROXY TCP4 198.51.100.7 10.0.0.1 51000\r\n",         # a field missing
     b"PROXY TCP4 2001:db8::7 10.0.0.1 1 2\r\n",            # family and address disagree
     b"PROXY TCP4 198.51.100.7 10.0.0.1 1 99999\r\n",       # port out of range
@@ -71,6 +71,11 @@ def test_headers_give_the_client_address_and_leave_the_ssh_stream(header: bytes,
 def test_malformed_or_missing_headers_are_refused(data: bytes) -> None:
     with pytest.raises(ProxyHeaderError):
         _read(data)
+
+
+def test_a_bare_health_check_is_told_apart() -> None:
+    with pytest.raises(NoHeaderError):
+        _read(b"")
 
 
 def test_v1_must_be_ascii() -> None:
