@@ -27,6 +27,11 @@ def _bin_dir() -> Path:
     return Path(candidates[-1]).parent
 
 
+def postgres_tool(name: str) -> str:
+    """The path of a PostgreSQL program (``pg_dump``, ``pg_restore``) of the installed server."""
+    return str(_bin_dir() / name)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
