@@ -56,6 +56,7 @@ bench: test-deps
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/sftp.py
 	$(BIN)/python bench/stop.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

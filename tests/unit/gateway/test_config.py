@@ -43,6 +43,15 @@ def test_explicit_data_dir_beats_environment(tmp_path: Path) -> None:
     ({"BLINDPOST_SHUTDOWN_DRAIN_SECONDS": "-1"}, "shutdown_drain_seconds: must be 0"),
     ({"BLINDPOST_SQLITE_BUSY_TIMEOUT_SECONDS": "0"}, "sqlite_busy_timeout_seconds: must be a "
                                                      "positive integer"),
+    ({"BLINDPOST_STORE_URL": "relative/store"}, "store_url: expected file:///ABSOLUTE/PATH"),
+    ({"BLINDPOST_STORE_URL": "s3://"}, "store_url: expected"),
+    ({"BLINDPOST_STORE_URL": "gs://bucket/x"}, "store_url: expected"),
+    ({"BLINDPOST_STORE_URL": "s3://b", "BLINDPOST_S3_PART_SIZE_MIB": "4"},
+     "s3_part_size_mib: must be between 5 and 5120"),
+    ({"BLINDPOST_S3_SSE": "yes"}, "s3_sse: expected one of '', 'AES256', 'aws:kms'"),
+    ({"BLINDPOST_S3_SSE_KMS_KEY_ID": "k"}, 's3_sse_kms_key_id: only used with s3_sse = "aws:kms"'),
+    ({"BLINDPOST_LOG_FORMAT": "xml"}, "log_format: expected one of text, json"),
+    ({"BLINDPOST_METRICS_LISTEN": "9464"}, "metrics_listen: expected HOST:PORT"),
 ])
 def test_invalid_environment_names_the_key(tmp_path: Path, environ: dict[str, str],
                                            message: str) -> None:
@@ -86,3 +95,21 @@ def test_parse_listen_ipv6() -> None:
     assert parse_listen("[::1]:2222") == ("::1", 2222)
     with pytest.raises(ConfigError):
         parse_listen("127.0.0.1:99999")
+
+
+def test_store_locations(tmp_path: Path) -> None:
+    default = load_settings(data_dir=tmp_path, environ={}).store_location
+    assert (default.scheme, default.path) == ("file", tmp_path / "store")
+    local = load_settings(data_dir=tmp_path, environ={"BLINDPOST_STORE_URL": "file:///srv/bp"})
+    assert local.store_location.path == Path("/srv/bp")
+    s3 = load_settings(data_dir=tmp_path, environ={"BLINDPOST_STORE_URL": "s3://reg/bp/objs/"})
+    assert (s3.store_location.bucket, s3.store_location.prefix) == ("reg", "bp/objs/")
+    bare = load_settings(data_dir=tmp_path, environ={"BLINDPOST_STORE_URL": "s3://reg"})
+    assert (bare.store_location.bucket, bare.store_location.prefix) == ("reg", "")
+
+
+def test_the_s3_secret_is_not_in_the_settings_repr(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path,
+                             environ={"BLINDPOST_S3_SECRET_ACCESS_KEY": "hunter2-secret"})
+    assert settings.s3_secret_access_key == "hunter2-secret"
+    assert "hunter2-secret" not in repr(settings)
