@@ -117,6 +117,12 @@ class Settings:
             raise ConfigError(f"s3_part_size_mib: must be between {MIN_PART_MIB} and "
                               f"{MAX_PART_MIB} (S3's part size limits), got "
                               f"{self.s3_part_size_mib}")
+        # An upload's ciphertext is 16 bytes per 64 KiB chunk longer, plus its header.
+        largest = self.max_upload_mib + self.max_upload_mib * 16 // 65536 + 1
+        if location.scheme == "s3" and self.s3_part_size_mib * MAX_PARTS < largest:
+            raise ConfigError(f"s3_part_size_mib: {MAX_PARTS} parts of "
+                              f"{self.s3_part_size_mib} MiB cannot hold an upload of "
+                              f"max_upload_mib ({self.max_upload_mib} MiB)")
         if self.s3_sse not in S3_SSE_MODES:
             raise ConfigError(f"s3_sse: expected one of {', '.join(map(repr, S3_SSE_MODES))}, "
                               f"got {self.s3_sse!r}")
@@ -186,6 +192,7 @@ S3_SSE_MODES = ("", "AES256", "aws:kms")
 # S3 parts are at least 5 MiB (except the last) and at most 5 GiB.
 MIN_PART_MIB = 5
 MAX_PART_MIB = 5 * 1024
+MAX_PARTS = 10_000  # per multipart upload
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ the upload at once (rather than at the first full part) costs a request for smal
 files, but means that every uncommitted object exists in the bucket, where ``delete``
 and the sweep can find it.
 
-Downloads are ranged GETs, with a read-ahead window (4 MiB per open object) so that an
+Downloads are ranged GETs, with a read-ahead window (1 MiB per open object) so that an
 SFTP client's 255 KiB reads do not each cost a request. Multipart uploads abandoned by
 a crash are aborted by :meth:`S3Store.sweep_partials` and by :meth:`S3Store.delete`.
 """
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _OBJECT_ID = re.compile(r"[0-9a-f]{32}")
-READ_AHEAD = 4 << 20
+READ_AHEAD = 1 << 20
 _MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
 
 
@@ -103,11 +103,12 @@ class S3PendingObject:
         part, self._buffer = self._buffer, self._buffer[size:]
         del part[size:]
         client, number = self._store.client, len(self._parts) + 1
+        # botocore accepts a bytearray body (its stubs say bytes): no copy of the part.
+        body: Any = part
         try:
             etag = client.upload_part(Bucket=self._store.bucket, Key=self._key,
                                       UploadId=self._upload_id, PartNumber=number,
-                                      Body=part,  # type: ignore[arg-type]
-                                      )["ETag"]  # botocore takes a bytearray: no copy of the part.
+                                      Body=body)["ETag"]
         except (BotoCoreError, ClientError) as exc:
             raise _storage_error("cannot write object", exc) from exc
         self._parts.append({"PartNumber": number, "ETag": etag})
@@ -202,13 +203,6 @@ class S3Store:
         self.part_size = part_size
         # ServerSideEncryption / SSEKMSKeyId, passed on every object write.
         self.sse: dict[str, Any] = dict(sse or {})
-
-    def check(self) -> None:
-        """Raise :class:`StorageError` unless the bucket exists and can be reached."""
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except (BotoCoreError, ClientError) as exc:
-            raise _storage_error(f"cannot reach bucket {self.bucket!r}", exc) from exc
 
     def key(self, object_id: str) -> str:
         """The key of an object; the id is checked, so no key comes from input."""

@@ -48,6 +48,8 @@ def test_explicit_data_dir_beats_environment(tmp_path: Path) -> None:
     ({"BLINDPOST_STORE_URL": "gs://bucket/x"}, "store_url: expected"),
     ({"BLINDPOST_STORE_URL": "s3://b", "BLINDPOST_S3_PART_SIZE_MIB": "4"},
      "s3_part_size_mib: must be between 5 and 5120"),
+    ({"BLINDPOST_STORE_URL": "s3://b", "BLINDPOST_S3_PART_SIZE_MIB": "5"},
+     "s3_part_size_mib: 10000 parts of 5 MiB cannot hold an upload of max_upload_mib"),
     ({"BLINDPOST_S3_SSE": "yes"}, "s3_sse: expected one of '', 'AES256', 'aws:kms'"),
     ({"BLINDPOST_S3_SSE_KMS_KEY_ID": "k"}, 's3_sse_kms_key_id: only used with s3_sse = "aws:kms"'),
     ({"BLINDPOST_LOG_FORMAT": "xml"}, "log_format: expected one of text, json"),
