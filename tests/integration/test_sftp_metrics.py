@@ -63,3 +63,26 @@ def test_node_metrics(tmp_path: Path) -> None:
         assert scraped["blindpost_signins_total"] == 2
     finally:
         inst.close()
+
+
+def test_worker_processes_report_to_one_endpoint(tmp_path: Path) -> None:
+    """With worker processes, the supervisor's endpoint sums every worker's counts."""
+    from sftp_server.service import start
+
+    port = _free_port()
+    inst = Installation(tmp_path, metrics_listen=f"127.0.0.1:{port}", sftp_workers=2)
+    server = start(inst.settings)
+    try:
+        assert server.workers == 2
+        sockets = [socket.create_connection(server.address) for _ in range(4)]
+        assert _wait_for(port, "blindpost_sftp_connections", 4)[
+            "blindpost_sftp_connections"] == 4
+        for sock in sockets:
+            sock.close()
+        assert _wait_for(port, "blindpost_sftp_connections", 0)[
+            "blindpost_sftp_connections"] == 0
+        assert _scrape(port)["blindpost_store_errors_total"] == 0
+    finally:
+        server.stop()
+        server.wait()
+        inst.close()
