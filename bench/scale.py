@@ -49,6 +49,7 @@ from gateway.datadir import initialise  # noqa: E402
 from gateway.db.models import Role  # noqa: E402
 from tests.postgres import create_database, postgres_server  # noqa: E402
 from tests.s3 import create_bucket, moto_server, s3_settings  # noqa: E402
+from tests.unit.gateway.factories import actor  # noqa: E402
 from tests.unit.sftp_server.harness import askpass_script, write_key_pair  # noqa: E402
 
 MIB = 1 << 20
@@ -137,20 +138,20 @@ class Cluster:
     def _populate(self, users: int) -> None:
         app = App(self.settings)
         try:
-            app.accounts.add(actor=OPERATOR, username="second-admin", role=Role.ADMIN)
-            app.partners.add(actor=OPERATOR, slug="acme")
+            app.accounts.add(OPERATOR, username="second-admin", role=Role.ADMIN)
+            app.partners.add(OPERATOR, slug="acme")
             identity = envelope.generate_identity(post_quantum=True)
-            key = app.keys.propose(partner="acme", recipient=str(identity.recipient),
-                                   by="root-admin")
-            app.keys.approve(key_id=key.id, by="second-admin")
+            key = app.keys.propose(actor(app, "root-admin"), partner="acme",
+                                   recipient=str(identity.recipient))
+            app.keys.approve(actor(app, "second-admin"), key_id=key.id)
             for n in range(users):
                 for name, role in ((f"clerk{n}", Role.STAFF), (f"p{n}", Role.PARTNER)):
                     public = write_key_pair(self.work / f"id_{name}", name)
-                    new = app.accounts.add(actor=OPERATOR, username=name, role=role,
+                    new = app.accounts.add(OPERATOR, username=name, role=role,
                                            partner="acme" if role is Role.PARTNER else None,
                                            ssh_keys=[public])
                     self.secrets[name] = new.totp_uri.split("secret=")[1].split("&")[0]
-            staff = Actor.for_account(app.accounts.get("clerk0"), source="local")
+            staff = actor(app, "clerk0")
             upload = app.transfers.begin_upload(staff, partner="acme", name="shared.bin")
             for _ in range(self.size // MIB):
                 upload.write(os.urandom(MIB))

@@ -139,13 +139,18 @@ class Settings:
         """Every setting as text for the audit log's ``setting:change`` events.
 
         The data directory is where the log lives, not a setting of it; a password in the
-        database URL is replaced by ``***``.
+        database URL is replaced by ``***``, and so is a secret setting.
         """
         values = {}
         for item in fields(self):
             if item.name == "data_dir":
                 continue
             value = getattr(self, item.name)
+            if not item.repr:
+                # A secret (declared with repr=False): only whether it is set. Not even a
+                # hash, which would let a reader of the log test guesses of a weak one.
+                values[item.name] = "***" if value else ""
+                continue
             text = str(value).lower() if isinstance(value, bool) else str(value)
             values[item.name] = _URL_PASSWORD.sub(r"://\1:***@", text)
         return values

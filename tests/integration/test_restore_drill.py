@@ -24,12 +24,11 @@ import psycopg
 import pytest
 
 from gateway import totp
-from gateway.actors import Actor
 from gateway.app import App
 from gateway.config import load_settings
 from gateway.db.models import Role
 from tests.postgres import postgres_tool
-from tests.unit.gateway.factories import OPERATOR
+from tests.unit.gateway.factories import OPERATOR, actor
 from tests.unit.sftp_server.harness import require_tool, write_key_pair
 
 pytestmark = pytest.mark.integration
@@ -123,15 +122,15 @@ def _populate(env: dict[str, str], recipient: str, root: Path) -> str:
     """Partner with an approved key, a partner user, one uploaded file; lee's TOTP secret."""
     app = App(load_settings(environ=env))
     try:
-        app.accounts.add(actor=OPERATOR, username="bob", role=Role.ADMIN)
-        app.partners.add(actor=OPERATOR, slug="uni")
-        key = app.keys.propose(partner="uni", recipient=recipient, by="alice")
-        app.keys.approve(key_id=key.id, by="bob")
-        app.accounts.add(actor=OPERATOR, username="clerk", role=Role.STAFF)
-        lee = app.accounts.add(actor=OPERATOR, username="lee", role=Role.PARTNER,
-                               partner="uni", ssh_keys=[write_key_pair(root / "id_lee", "lee")])
-        clerk = Actor.for_account(app.accounts.get("clerk"), source="192.0.2.1")
-        upload = app.transfers.begin_upload(clerk, partner="uni", name="extract.csv")
+        app.accounts.add(OPERATOR, username="bob", role=Role.ADMIN)
+        app.partners.add(OPERATOR, slug="uni")
+        key = app.keys.propose(actor(app, "alice"), partner="uni", recipient=recipient)
+        app.keys.approve(actor(app, "bob"), key_id=key.id)
+        app.accounts.add(OPERATOR, username="clerk", role=Role.STAFF)
+        lee = app.accounts.add(OPERATOR, username="lee", role=Role.PARTNER, partner="uni",
+                               ssh_keys=[write_key_pair(root / "id_lee", "lee")])
+        upload = app.transfers.begin_upload(actor(app, "clerk"), partner="uni",
+                                            name="extract.csv")
         upload.write(CONTENT)
         upload.commit()
     finally:

@@ -35,7 +35,7 @@ from gateway.datadir import initialise
 from gateway.db.models import Role
 from sftp_server.proxy import v2_header
 from tests.s3 import create_bucket, s3_settings
-from tests.unit.gateway.factories import OPERATOR, audit_events
+from tests.unit.gateway.factories import OPERATOR, actor, audit_events
 from tests.unit.sftp_server.harness import User, write_key_pair
 
 pytestmark = pytest.mark.integration
@@ -74,7 +74,7 @@ def _start_node(env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
 
 def _add_user(app: App, root: Path, name: str, role: Role, partner: str | None) -> User:
     public = write_key_pair(root / f"id_{name}", name)
-    new = app.accounts.add(actor=OPERATOR, username=name, role=role, partner=partner,
+    new = app.accounts.add(OPERATOR, username=name, role=role, partner=partner,
                            ssh_keys=[public])
     secret = new.totp_uri.split("secret=")[1].split("&")[0]
     return User(name, role, secret, root / f"id_{name}", public)
@@ -89,11 +89,12 @@ def cluster(tmp_path: Path, postgres_url: str, s3_endpoint: str) -> Iterator[Clu
     shutil.copytree(tmp_path / "a", tmp_path / "b", ignore=shutil.ignore_patterns("*.jsonl"))
     env_b = {**env_a, "BLINDPOST_DATA_DIR": str(tmp_path / "b")}
     app = App(load_settings(data_dir=tmp_path / "a", environ=env_a))
-    app.accounts.add(actor=OPERATOR, username="second-admin", role=Role.ADMIN)
-    app.partners.add(actor=OPERATOR, slug="uni")
+    app.accounts.add(OPERATOR, username="second-admin", role=Role.ADMIN)
+    app.partners.add(OPERATOR, slug="uni")
     identity = envelope.generate_identity(post_quantum=True)
-    key = app.keys.propose(partner="uni", recipient=str(identity.recipient), by="root-admin")
-    app.keys.approve(key_id=key.id, by="second-admin")
+    key = app.keys.propose(actor(app, "root-admin"), partner="uni",
+                           recipient=str(identity.recipient))
+    app.keys.approve(actor(app, "second-admin"), key_id=key.id)
     users = {name: _add_user(app, tmp_path, name, role, partner) for name, role, partner in [
         ("clerk", Role.STAFF, None), ("lee", Role.PARTNER, "uni"),
         ("mia", Role.PARTNER, "uni")]}

@@ -115,3 +115,5 @@ def test_the_s3_secret_is_not_in_the_settings_repr(tmp_path: Path) -> None:
                              environ={"BLINDPOST_S3_SECRET_ACCESS_KEY": "hunter2-secret"})
     assert settings.s3_secret_access_key == "hunter2-secret"
     assert "hunter2-secret" not in repr(settings)
+    assert settings.audited_values()["s3_secret_access_key"] == "***"
+    assert "hunter2-secret" not in str(settings.audited_values())
