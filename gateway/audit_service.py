@@ -26,6 +26,7 @@ from gateway.audit.checkpoint_file import read_latest_checkpoint
 from gateway.audit.errors import VerificationError
 from gateway.authz import Permission
 from gateway.db.engine import snapshot
+from gateway.errors import NotFoundError
 from gateway.reconcile import REPLAY, reconcile
 
 if TYPE_CHECKING:
@@ -137,6 +138,10 @@ class AuditService:
         """
         self._app.authz.require(actor, Permission.AUDIT_READ)
         with self._app.transaction() as session:
+            size = self._app.audit.size(session)
+            if not 0 <= index < size:
+                raise NotFoundError(f"there is no audit entry {index}; the log has {size} "
+                                    f"entries (0 to {size - 1})")
             return self._app.audit.prove(session, index)
 
     def export(self, actor: Actor, out: IO[bytes]) -> int:

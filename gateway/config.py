@@ -93,6 +93,7 @@ class Settings:
                               "or a positive number of seconds")
         if self.sftp_workers < 0:
             raise ConfigError("sftp_workers: must be 0 (one per core) or a positive count")
+        _check_at_most(self)
         if self.default_retention_days > self.max_retention_days:
             raise ConfigError("default_retention_days: must not exceed max_retention_days "
                               f"({self.max_retention_days})")
@@ -235,6 +236,26 @@ def parse_networks(value: str, *, key: str) -> tuple[ipaddress.IPv4Network
                           f"got {value!r} ({exc})") from exc
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
+
+
+# Ceilings past which a value is a slip of the keyboard rather than a choice: a retention
+# that runs past the calendar, a count no database column holds, more processes than any
+# host runs.
+MAX_INTEGER_SETTING = 2**31 - 1
+MAX_RETENTION_DAYS = 3650
+MAX_WORKERS = 256
+_CEILINGS = {"max_retention_days": MAX_RETENTION_DAYS, "default_retention_days": MAX_RETENTION_DAYS,
+             "sftp_workers": MAX_WORKERS}
+
+
+def _check_at_most(settings: Settings) -> None:
+    for item in fields(settings):
+        value = getattr(settings, item.name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            continue
+        ceiling = _CEILINGS.get(item.name, MAX_INTEGER_SETTING)
+        if value > ceiling:
+            raise ConfigError(f"{item.name}: must be at most {ceiling}, got {value}")
 
 
 def _check_positive(settings: Settings, *names: str) -> None:

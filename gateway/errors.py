@@ -59,3 +59,7 @@ class DatabaseError(GatewayError):
 class DatabaseUnavailableError(DatabaseError):
     """The database cannot be reached or stayed locked past the busy timeout; the request
     changed nothing and may succeed when retried."""
+
+
+class StartupError(GatewayError):
+    """A service cannot start here: its address is in use or not available on this host."""

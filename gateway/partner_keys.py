@@ -19,7 +19,7 @@ from gateway import envelope
 from gateway.actors import Actor
 from gateway.audit import AuditTag
 from gateway.authz import Permission
-from gateway.db.models import Account, KeyState, Partner, PartnerKey, Role
+from gateway.db.models import MAX_INTEGER, Account, KeyState, Partner, PartnerKey, Role
 from gateway.errors import ConflictError, NotFoundError, PolicyError
 from gateway.partners import get_partner
 
@@ -68,6 +68,8 @@ def _active_admin(session: Session, actor: Actor) -> Account:
 
 
 def _get_key(session: Session, key_id: int) -> PartnerKey:
+    if not 1 <= key_id <= MAX_INTEGER:
+        raise NotFoundError(f"unknown key id {key_id}")
     key = session.scalar(select(PartnerKey).where(PartnerKey.id == key_id)
                          .with_for_update(of=PartnerKey))
     if key is None:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from gateway.actors import Actor
 from gateway.audit import AuditTag
 from gateway.authz import Permission
-from gateway.db.models import Partner
+from gateway.db.models import MAX_INTEGER, Partner
 from gateway.errors import ConflictError, NotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -77,8 +77,9 @@ class PartnerService:
         if not 1 <= retention <= settings.max_retention_days:
             raise UsageError(f"retention must be between 1 and {settings.max_retention_days} "
                              f"days (max_retention_days), got {retention}")
-        if max_downloads is not None and max_downloads < 1:
-            raise UsageError("max downloads must be at least 1")
+        if max_downloads is not None and not 1 <= max_downloads <= MAX_INTEGER:
+            raise UsageError(f"max downloads must be between 1 and {MAX_INTEGER}, "
+                             f"got {max_downloads}")
         check_slug(slug)
         # The unique constraint on the slug decides "create if absent", so two admins
         # adding the same partner at once get the same answer as one after the other.

@@ -14,6 +14,8 @@ from pathlib import Path
 import click
 
 from gateway.cli.common import data_dir_option, open_app
+from gateway.config import MAX_WORKERS, parse_listen
+from gateway.errors import ConfigError, UsageError
 from gateway.housekeeping import Housekeeping
 from gateway.logs import configure_logging
 from gateway.stop_signals import StopSignals
@@ -24,7 +26,7 @@ log = logging.getLogger(__name__)
 @click.command("sftp")
 @click.option("--listen", metavar="HOST:PORT", default=None,
               help="Address to listen on (default: sftp_listen, 127.0.0.1:2222).")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
+@click.option("--workers", type=click.IntRange(min=1, max=MAX_WORKERS), default=None,
               help="Worker processes sharing the port (default: sftp_workers, or one per core).")
 @data_dir_option
 def sftp(listen: str | None, workers: int | None, data_dir: Path | None) -> None:
@@ -41,11 +43,15 @@ def sftp(listen: str | None, workers: int | None, data_dir: Path | None) -> None
     """
     from sftp_server.service import start
 
-    app = open_app(data_dir)
-    app.record_settings(component="sftp")
     overrides: dict[str, object] = {}
     if listen is not None:
+        try:
+            parse_listen(listen, key="--listen")
+        except ConfigError as exc:
+            raise UsageError(exc.diagnostics()) from exc
         overrides["sftp_listen"] = listen
+    app = open_app(data_dir)
+    app.record_settings(component="sftp")
     if workers is not None:
         overrides["sftp_workers"] = workers
     settings = dataclasses.replace(app.settings, **overrides)  # type: ignore[arg-type]

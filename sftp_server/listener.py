@@ -13,6 +13,7 @@ nothing left visible).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import math
@@ -27,6 +28,7 @@ from paramiko.ssh_exception import SSHException
 
 from gateway.app import App
 from gateway.config import parse_listen
+from gateway.errors import GatewayError, StartupError, UsageError
 from sftp_server.auth import LoginGate
 from sftp_server.proxy import NoHeaderError, ProxyHeaderError, ProxyProtocol, read_header
 from sftp_server.server import Activity, BlindpostSFTPServer
@@ -126,16 +128,45 @@ class Drain:
 
 
 def bind_listener(listen: str, *, reuse_port: bool, port: int | None = None) -> socket.socket:
-    """A listening TCP socket on ``HOST:PORT`` (``port`` overrides, e.g. after port 0)."""
+    """A listening TCP socket on ``HOST:PORT`` (``port`` overrides, e.g. after port 0).
+
+    Raises :class:`StartupError` when the host refuses the address (in use, not one of
+    its own) and :class:`UsageError` when the host name is unknown.
+    """
     host, configured = parse_listen(listen, key="sftp_listen")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    address = (host, configured if port is None else port)
+    if reuse_port and port is None and configured != 0:
+        # SO_REUSEPORT would let this bind share a port that another SO_REUSEPORT server
+        # (a second Blindpost) holds, the kernel then splitting connections between the
+        # two; an exclusive bind first finds the port busy.
+        _bind(listen, address, reuse_port=False).close()
+    return _bind(listen, address, reuse_port=reuse_port)
+
+
+def _bind(listen: str, address: tuple[str, int], *, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        # Each worker process binds its own socket; the kernel spreads connections.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, configured if port is None else port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            # Each worker process binds its own socket; the kernel spreads connections.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except (OSError, TypeError, UnicodeError) as exc:
+        sock.close()
+        raise _bind_error(listen, exc) from exc
     return sock
+
+
+def _bind_error(listen: str, exc: Exception) -> GatewayError:
+    shown = listen if listen.isprintable() else repr(listen)
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return StartupError(f"cannot listen on {shown}: the address is already in use "
+                            "(is another server running there?)")
+    if isinstance(exc, socket.gaierror | TypeError | UnicodeError):
+        return UsageError(f"cannot listen on {shown}: unknown host")
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return StartupError(f"cannot listen on {shown}: {reason}")
 
 
 class Connection:

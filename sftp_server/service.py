@@ -54,6 +54,7 @@ import paramiko
 from gateway.app import App
 from gateway.audit import AuditTag
 from gateway.config import Settings
+from gateway.errors import StartupError
 from gateway.housekeeping import Housekeeping
 from gateway.logs import configure_logging
 from gateway.retention import UPLOAD_GRACE
@@ -260,7 +261,7 @@ class WorkerPool:
             if failed or time.monotonic() >= deadline:
                 self._shutdown()
                 self._release()
-                raise RuntimeError("SFTP worker processes failed to start; "
+                raise StartupError("SFTP worker processes failed to start; "
                                    "see the log above")
 
     def _note_ready(self, worker: _Worker) -> bool:

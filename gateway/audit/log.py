@@ -212,6 +212,10 @@ class AuditLog:
         The proof uses the latest checkpoint, signing a new one if it does not cover
         the entry yet.
         """
+        # An index past the log is refused before the query: a huge one would overflow
+        # the driver's integer instead of finding nothing.
+        if not 0 <= index < self.size(session):
+            raise AuditError(f"there is no audit entry {index}")
         leaf = session.execute(select(entries.c.leaf).where(entries.c.idx == index)).scalar()
         if leaf is None:
             raise AuditError(f"there is no audit entry {index}")

@@ -25,6 +25,10 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from gateway.db.base import Base, UTCDateTime
 
+# The largest value an Integer column holds on PostgreSQL (SQLite's are wider): no id or
+# count beyond it can exist, so a request for one is answered before it reaches a driver.
+MAX_INTEGER = 2**31 - 1
+
 
 class Role(enum.StrEnum):
     """What an account may do. Partner accounts belong to exactly one partner."""

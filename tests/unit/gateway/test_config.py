@@ -54,6 +54,11 @@ def test_explicit_data_dir_beats_environment(tmp_path: Path) -> None:
     ({"BLINDPOST_S3_SSE_KMS_KEY_ID": "k"}, 's3_sse_kms_key_id: only used with s3_sse = "aws:kms"'),
     ({"BLINDPOST_LOG_FORMAT": "xml"}, "log_format: expected one of text, json"),
     ({"BLINDPOST_METRICS_LISTEN": "9464"}, "metrics_listen: expected HOST:PORT"),
+    # Absurd sizes: a retention past any date, a lockout counter beyond a column, a
+    # process count no host has.
+    ({"BLINDPOST_MAX_RETENTION_DAYS": str(10**30)}, "max_retention_days: must be at most 3650"),
+    ({"BLINDPOST_LOCKOUT_MINUTES": str(2**31)}, "lockout_minutes: must be at most 2147483647"),
+    ({"BLINDPOST_SFTP_WORKERS": "100000"}, "sftp_workers: must be at most 256"),
 ])
 def test_invalid_environment_names_the_key(tmp_path: Path, environ: dict[str, str],
                                            message: str) -> None:

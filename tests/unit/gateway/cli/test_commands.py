@@ -95,6 +95,14 @@ def test_partner_commands(ready) -> None:  # type: ignore[no-untyped-def]
     (["user", "disable", "ghost"], 2, "unknown account 'ghost'"),
     (["key", "propose", "uni", "age1garbage", "--by", "alice"], 2, "blindpost: error:"),
     (["key", "approve", "99", "--by", "alice"], 2, "needs alice's current one-time code"),
+    # Integers no column holds used to end in a driver's OverflowError (issue 15).
+    (["partner", "add", "big", "--max-downloads", str(10**30)], 2,
+     "max downloads must be between 1 and 2147483647"),
+    (["partner", "add", "big", "--max-downloads", str(2**31)], 2,
+     "max downloads must be between 1 and 2147483647"),
+    (["audit", "prove", str(10**30)], 2, f"there is no audit entry {10**30}"),
+    (["audit", "prove", str(2**63)], 2, f"there is no audit entry {2**63}"),
+    (["audit", "prove", "5000"], 2, "there is no audit entry 5000"),
 ])
 def test_errors_are_one_line_with_exit_code(ready, args: list[str], code: int,  # type: ignore[no-untyped-def]
                                             message: str) -> None:
@@ -102,6 +110,14 @@ def test_errors_are_one_line_with_exit_code(ready, args: list[str], code: int,  
     assert result.exit_code == code, result.output
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["approve", "revoke"])
+@pytest.mark.parametrize("key_id", [str(10**30), str(2**31), "0"])
+def test_absurd_key_id_is_one_line(ready, command: str, key_id: str) -> None:  # type: ignore[no-untyped-def]
+    result = ready("key", command, key_id, "--by", "alice", stdin=code(ready.secrets["alice"], 0))
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"blindpost: error: unknown key id {key_id}"
 
 
 def test_user_commands(ready, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
