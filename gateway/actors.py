@@ -18,9 +18,15 @@ from gateway.db.models import Role
 MAX_NAME = 200
 
 
+TRUNCATED = "…"
+
+
 def printable(text: str, *, limit: int = 300) -> str:
-    """Client-supplied text made safe for logs and audit details (no control characters)."""
-    return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+    """Client-supplied text made safe for logs and audit details: no control characters,
+    at most ``limit`` characters, ending in ``…`` when it was cut."""
+    if len(text) > limit:
+        return printable(text[:limit - len(TRUNCATED)], limit=limit) + TRUNCATED
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 class ActorKind(enum.StrEnum):

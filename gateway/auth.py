@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from gateway import throttle, totp
 from gateway.accounts import get_account
-from gateway.actors import Actor
+from gateway.actors import MAX_NAME, Actor
 from gateway.audit import AuditTag
 from gateway.db.base import Base
 from gateway.db.models import Account, SSHKey, TOTPSecret
@@ -266,9 +266,12 @@ class AuthService:
         attempt.failures += 1
         actor = Actor.anonymous(claimed=failure.username, source=failure.source,
                                 client=failure.client, os_user=failure.os_user)
-        details = {"reason": failure.reason, "factor": failure.factor}
+        details: dict[str, object] = {"reason": failure.reason, "factor": failure.factor}
         if failure.purpose:
             details["purpose"] = failure.purpose
+        if failure.username and len(failure.username) > MAX_NAME:
+            # The actor's name was cut to fit the log; say so, and how long the claim was.
+            details["claimed_length"] = len(failure.username)
         self._app.audit.record(session, tag=failure.tag, actor=actor,
                                subject=f"account:{actor.name}", details=details)
         if failure.reason.endswith("locked out") or not failure.count:

@@ -39,6 +39,36 @@ class AuditEvent:
         decoded: dict[str, Any] = json.loads(self.leaf)
         return decoded
 
+    def text_line(self) -> str:
+        """The event as one line of text, safe to print whatever its fields hold.
+
+        Actor and subject are escaped (:func:`escape_text`) and details rendered as JSON
+        values, so a name with a newline or a terminal escape cannot forge a line or
+        repaint the screen; the leaf itself is what the log keeps.
+        """
+        details = " ".join(f"{escape_text(key)}={json.dumps(value)}"
+                           for key, value in self.details.items())
+        stamp = self.time.strftime("%Y-%m-%d %H:%M:%S")
+        return (f"{self.index:>8}  {stamp}  {escape_text(self.tag):<24} "
+                f"{escape_text(self.actor)}  {escape_text(self.subject)}  {details}")
+
+
+_SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_text(text: str) -> str:
+    """``text`` with every character that is not printable (controls, line and bidi
+    marks, unassigned code points) written as a backslash escape, and the backslash too,
+    so that the escaped form is unambiguous."""
+    return "".join(ch if ch.isprintable() and ch != "\\" else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    if ch in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[ch]
+    code = ord(ch)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
 
 def format_time(moment: datetime) -> str:
     """Render an aware datetime as the leaf's UTC time string (microseconds, ``Z``)."""

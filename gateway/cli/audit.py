@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -13,7 +12,6 @@ from typing import BinaryIO
 import click
 
 from gateway.audit import (
-    AuditEvent,
     AuditTag,
     NoteVerifier,
     VerifyReport,
@@ -148,12 +146,6 @@ def _parse_since(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _line(event: AuditEvent) -> str:
-    details = " ".join(f"{key}={json.dumps(value)}" for key, value in event.details.items())
-    stamp = event.time.strftime("%Y-%m-%d %H:%M:%S")
-    return f"{event.index:>8}  {stamp}  {event.tag:<24} {event.actor}  {event.subject}  {details}"
-
-
 @audit.command("log")
 @click.option("--since", metavar="TIME", help="Only entries at or after TIME (ISO 8601, UTC "
               "unless it says otherwise).")
@@ -171,7 +163,7 @@ def audit_log(since: str | None, tag: str | None, as_json: bool, data_dir: Path 
     """
     selection = EventFilter(tag=AuditTag(tag) if tag else None, since=_parse_since(since))
     for event in open_app(data_dir).audit_view.events(operator(), selection):
-        click.echo(event.leaf.decode() if as_json else _line(event))
+        click.echo(event.leaf.decode() if as_json else event.text_line())
 
 
 def _open_output(output: Path | None) -> BinaryIO:

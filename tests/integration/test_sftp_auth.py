@@ -247,6 +247,35 @@ def test_sign_in_must_finish_within_the_grace_time(inst: Installation, lee: User
     assert _failures(inst)[-1]["reason"] == "authentication timed out"
 
 
+# -- whatever name is claimed, the attempt is audited and counted ---------------------
+
+HUGE_NAME = "x" * 4000 + "\n       7  2026-11-02 09:00:00  auth:login:success       lee"
+
+
+def test_a_huge_claimed_name_is_audited_counted_and_marked(inst: Installation,
+                                                           raw: RawClient) -> None:
+    """Names past the log's field size were neither audited nor counted (issue 15)."""
+    for _ in range(inst.settings.lockout_threshold):
+        assert raw.password(HUGE_NAME, "123456") == MSG_USERAUTH_FAILURE
+    events = audit_events(inst.app, "auth:login:failure")
+    assert len(events) == inst.settings.lockout_threshold
+    for event in events:
+        assert event["actor"].startswith("xxxx") and event["actor"].endswith("…")
+        assert len(event["actor"]) <= 200 and "\n" not in event["actor"]
+        assert event["details"]["claimed_length"] == len(HUGE_NAME)
+    assert audit_events(inst.app, "auth:lockout")[0]["subject"] == "source:127.0.0.1"
+
+
+def test_a_huge_name_on_an_abandoned_probe_is_audited(inst: Installation, lee: User,
+                                                      raw: RawClient) -> None:
+    assert raw.probe(HUGE_NAME, lee.pkey) == MSG_USERAUTH_FAILURE
+    raw.close()
+    _wait_for(lambda: bool(_failures(inst)))
+    event = audit_events(inst.app, "auth:login:failure")[-1]
+    assert event["actor"].endswith("…") and event["details"]["claimed_length"] == len(HUGE_NAME)
+    assert event["details"]["reason"] == "no registered public key offered"
+
+
 # -- refusals with the real OpenSSH client, each audited ---------------------------
 
 def _refused(inst: Installation, user: User, code: str, *, key: Path | None = None) -> str:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from gateway.audit import NoteVerifier, verify_tlog_proof
+from gateway.actors import Actor, ActorKind
+from gateway.app import App
+from gateway.audit import AuditTag, NoteVerifier, verify_tlog_proof
 from gateway.cli import main
 
 
@@ -79,3 +81,22 @@ def test_verify_reports_a_changed_row(data_dir: Path) -> None:
     assert result.exit_code == 1
     assert "entry 0: its leaf hash differs" in result.stderr
     assert "stored checkpoint #1 (size 1): its root does not match" in result.stderr
+
+
+def test_log_escapes_control_characters(data_dir: Path, app: App) -> None:
+    """A name or subject with a newline cannot forge a line of ``audit log`` (issue 15)."""
+    forged = "mallory\n       9  2026-11-02 09:00:00  key:approve              root-admin"
+    with app.transaction() as session:
+        app.audit.record(session, tag=AuditTag.LOGIN_FAILURE,
+                         actor=Actor.anonymous(claimed="x", source="192.0.2.7"),
+                         subject="account:x", details={"reason": "wrong code"})
+        # Entries written by other paths or older versions may hold raw control
+        # characters; the rendering must not trust them.
+        app.audit.record(session, tag=AuditTag.LOGIN_FAILURE,
+                         actor=Actor(ActorKind.ACCOUNT, forged), subject=f"account:{forged}\r",
+                         details={"reason": "bidi \u202e and \x1b[31m escape"})
+    lines = run(data_dir, "log", "--tag", "auth:login:failure").stdout.splitlines()
+    assert len(lines) == 2
+    assert "mallory\\n       9" in lines[1] and "\\r" in lines[1]
+    assert "\\u202e" in lines[1] and "\\u001b[31m" in lines[1]
+    assert all(ch.isprintable() for ch in lines[1])
