@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
-from gateway import envelope, pending_objects
+from gateway import envelope, pending_objects, served
 from gateway.actors import Actor
 from gateway.audit import AuditTag
 from gateway.authz import Permission
@@ -311,28 +311,31 @@ def _delete_quietly(app: App, object_id: str) -> None:
 class Download:
     """Ranged reads of one stored ciphertext, its download reserved at open.
 
-    :meth:`close` audits a complete read, or gives the reservation back and audits how
-    much of the file an incomplete one served.
+    :meth:`close` records the ranges served (:mod:`gateway.served`) and audits a
+    download when the bytes served to the account reach the file's size, however they
+    were split across opens; otherwise it gives the reservation back and audits how
+    much this open served.
     """
 
     def __init__(self, app: App, *, actor: Actor, entry: FileEntry,
                  reader: ObjectReader) -> None:
+        assert actor.account_id is not None, "only a signed-in account downloads"
         self._app = app
         self._actor = actor
+        self._account_id = actor.account_id
         self.entry = entry
         self.name = entry.name
         self.size = entry.size
         self._reader = reader
         self._sent = 0
-        self._reached_end = False
+        self._served = served.ServedRanges()
         self._started = time.monotonic()
         self._closed = False
 
     def read_at(self, offset: int, length: int) -> bytes:
         data = self._reader.read_at(offset, length)
         self._sent += len(data)
-        if offset + len(data) >= self.size:
-            self._reached_end = True
+        self._served.add(offset, offset + len(data))
         return data
 
     def close(self) -> bool:
@@ -341,10 +344,17 @@ class Download:
             return False
         self._closed = True
         self._reader.close()
-        complete = self._reached_end and self._sent >= self.size
         details = {"partner": self.entry.partner, "name": self.name, "bytes": self._sent,
                    "size": self.size, "seconds": round(time.monotonic() - self._started, 3)}
         with self._app.transaction() as session:
+            # Serialises the closes of this file, so each sees what the others served.
+            session.execute(select(Transfer.id).where(Transfer.id == self.entry.id)
+                            .with_for_update())
+            before = served.record(session, transfer_id=self.entry.id,
+                                   account_id=self._account_id, ranges=self._served.ranges,
+                                   now=self._app.clock())
+            complete = served.completes_a_download(before=before, added=self._served.total,
+                                                   size=self.size)
             if not complete:
                 _release_download(session, self.entry.id)
             tag = AuditTag.DOWNLOAD_COMPLETE if complete else AuditTag.DOWNLOAD_INCOMPLETE

@@ -203,6 +203,28 @@ class Transfer(Base):
     uploader: Mapped[Account] = relationship(lazy="joined", innerjoin=True)
 
 
+class ServedRange(Base):
+    """Bytes ``[start_byte, end_byte)`` of a stored file served to an account by one open.
+
+    A download limit counts what was served, not how many times the file was opened
+    (:mod:`gateway.served`); every worker and node records here, so they agree.
+    """
+
+    __tablename__ = "served_ranges"
+    __table_args__ = (
+        CheckConstraint("start_byte >= 0 AND end_byte > start_byte", name="range"),
+        Index("ix_served_ranges_transfer_account", "transfer_id", "account_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True)
+    transfer_id: Mapped[str] = mapped_column(ForeignKey("transfers.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    start_byte: Mapped[int] = mapped_column(BigInteger)
+    end_byte: Mapped[int] = mapped_column(BigInteger)
+    served_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class PendingObject(Base):
     """A store object that may exist without an available transfer referencing it.
 

@@ -232,3 +232,84 @@ def test_incomplete_read_gives_the_download_back(app: App) -> None:
     retry.read_at(0, retry.size)
     assert retry.close() is True
     assert app.transfers.inbox(actor(app, "ann")) == []
+
+
+def _limited(app: App, data: bytes = b"one time") -> None:
+    partner_with_key(app, "lim", max_downloads=1)
+    account(app, "clerk", Role.STAFF)
+    account(app, "ann", Role.PARTNER, partner="lim")
+    _upload(app, "once.csv", data, partner="lim")
+
+
+def _read(app: App, *ranges: tuple[int, int | None]) -> bool:
+    """Open ann's file, read each ``(start, stop)`` range (None: to the end), close."""
+    download = app.transfers.open_download(actor(app, "ann"), "once.csv.age")
+    for start, stop in ranges:
+        end = download.size if stop is None else stop
+        for offset in range(start, end, 4096):
+            download.read_at(offset, min(4096, end - offset))
+    return download.close()
+
+
+def test_a_file_split_across_handles_is_one_download(app: App) -> None:
+    """The attack: all but the last byte on one handle, the last byte on another."""
+    _limited(app)
+    size = app.transfers.inbox(actor(app, "ann"))[0].size
+    assert _read(app, (0, size - 1)) is False
+    assert _read(app, (size - 1, None)) is True
+    assert app.transfers.inbox(actor(app, "ann")) == []
+    with pytest.raises(NotFoundError):
+        app.transfers.open_download(actor(app, "ann"), "once.csv.age")
+    incomplete, complete = (audit_events(app, f"file:download:{kind}")
+                            for kind in ("incomplete", "complete"))
+    assert [e["details"]["bytes"] for e in incomplete] == [size - 1]
+    assert [e["details"]["bytes"] for e in complete] == [1]
+
+
+def test_skipping_a_byte_nobody_needs_still_counts(app: App) -> None:
+    """Byte 0 of every age file is known; leaving it out must not make reads free."""
+    _limited(app)
+    assert _read(app, (1, None)) is False
+    assert _read(app, (1, None)) is True
+    with pytest.raises(NotFoundError):
+        app.transfers.open_download(actor(app, "ann"), "once.csv.age")
+
+
+def test_an_interrupted_download_resumes_with_the_missing_ranges(app: App) -> None:
+    _limited(app, os.urandom(100_000))
+    assert _read(app, (0, 40_000)) is False
+    assert [f.downloads for f in app.transfers.inbox(actor(app, "ann"))] == [0]
+    assert _read(app, (40_000, None)) is True
+    assert app.transfers.inbox(actor(app, "ann")) == []
+
+
+def test_rereading_on_one_handle_counts_once(app: App) -> None:
+    partner_with_key(app, "lim", max_downloads=2)
+    account(app, "clerk", Role.STAFF)
+    account(app, "ann", Role.PARTNER, partner="lim")
+    _upload(app, "once.csv", os.urandom(50_000), partner="lim")
+    assert _read(app, (0, None), (0, None), (100, 200)) is True
+    assert [f.downloads for f in app.transfers.inbox(actor(app, "ann"))] == [1]
+    assert _read(app, (0, 10)) is False
+    assert [f.downloads for f in app.transfers.inbox(actor(app, "ann"))] == [1]
+
+
+def test_scattered_reads_cannot_hide_a_download(app: App) -> None:
+    """Every other byte, twice: too scattered to track exactly, so most gaps count as
+    served; the second pass is a download."""
+    _limited(app, os.urandom(20_000))
+    for expected in (False, True):
+        download = app.transfers.open_download(actor(app, "ann"), "once.csv.age")
+        for offset in range(0, download.size, 2):
+            download.read_at(offset, 1)
+        assert download.close() is expected
+
+
+def test_served_ranges_are_per_account(app: App) -> None:
+    _limited(app)
+    account(app, "bo", Role.PARTNER, partner="lim")
+    size = app.transfers.inbox(actor(app, "ann"))[0].size
+    assert _read(app, (0, size - 1)) is False
+    other = app.transfers.open_download(actor(app, "bo"), "once.csv.age")
+    other.read_at(size - 1, 1)
+    assert other.close() is False
