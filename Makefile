@@ -57,6 +57,7 @@ bench: test-deps
 	$(BIN)/python bench/sftp.py
 	$(BIN)/python bench/stop.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/payload_check.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -3,8 +3,9 @@
 Ingest is the heart of the promise: plaintext written by staff goes straight into a
 streaming age encryptor whose recipients are the partner's approved keys, and only the
 ciphertext reaches the store. A file that already is age ciphertext (``*.age`` with a
-valid header) is stored as it is. Nothing is visible until :meth:`Upload.commit`, which
-writes the object, the transfer row and the audit event; an aborted upload leaves nothing.
+valid header and a payload that looks like ciphertext) is stored as it is. Nothing is
+visible until :meth:`Upload.commit`, which writes the object, the transfer row and the
+audit event; an aborted upload leaves nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from gateway.errors import GatewayError, NotFoundError, PolicyError, UsageError
 from gateway.integrity import IntegrityViolationError
 from gateway.partner_keys import approved_keys
 from gateway.partners import PartnerInfo, get_partner, partner_info
+from gateway.payload_check import PayloadCheck, header_end
 from gateway.store import ObjectReader, PendingObject
 
 if TYPE_CHECKING:
@@ -105,28 +107,32 @@ def _header_complete(head: bytes, armored: bool) -> bool:
     if armored:
         # Armored headers are inside base64; judge once a generous prefix has arrived.
         return len(head) >= ARMORED_HEADER_PREFIX
-    mac_line = head.find(b"\n---")
-    return mac_line >= 0 and head.find(b"\n", mac_line + 1) >= 0
+    return header_end(head) is not None
 
 
 class _PassThrough:
-    """Stores an uploaded age file as it is, after checking its header is well formed."""
+    """Stores an uploaded age file as it is, after checking its header is well formed
+    and that its payload looks like ciphertext (:mod:`gateway.payload_check`)."""
 
     def __init__(self, sink: PendingObject) -> None:
         self._sink = sink
         self._head = bytearray()
-        self._checked = False
+        # Set once the header has been checked; then every byte goes through it.
+        self._payload: PayloadCheck | None = None
 
     def write(self, data: bytes | memoryview) -> None:
-        if self._checked:
+        if self._payload is not None:
+            self._payload.feed(data)
             self._sink.write(data)
             return
         self._head += data
         self._check_header(final=False)
 
     def close(self) -> None:
-        if not self._checked:
+        if self._payload is None:
             self._check_header(final=True)
+        assert self._payload is not None
+        self._payload.finish()
 
     def _check_header(self, *, final: bool) -> None:
         head = bytes(self._head)
@@ -140,9 +146,10 @@ class _PassThrough:
         except envelope.EnvelopeError as exc:
             raise UsageError("a *.age upload must be an age-encrypted file: "
                              f"{exc.diagnostics()}") from exc
-        self._checked = True
-        self._sink.write(bytes(self._head))
         self._head.clear()
+        self._payload = PayloadCheck(armored=armored)
+        self._payload.feed(head)
+        self._sink.write(head)
 
 
 class Upload:

@@ -101,6 +101,32 @@ def test_openssh_uploads_an_age_file_as_it_is(inst: Installation, clerk: User,
     assert (tmp_path / "notes.txt.age").read_bytes() == sink.getvalue()
 
 
+def test_openssh_plaintext_behind_a_real_age_header_is_refused(
+        inst: Installation, clerk: User, lee: User, tmp_path: Path) -> None:
+    """The header parses (its MAC cannot be checked here), the rest is a CSV (issue 15)."""
+    sink = io.BytesIO()
+    with envelope.Encryptor(sink, [inst.identities["acme"].recipient]) as encryptor:
+        encryptor.write(b"")
+    real = sink.getvalue()
+    header = real[:real.index(b"\n", real.index(b"\n--- ") + 1) + 1]
+    rows = b"".join(b"%d,P%07d,1986-04-12,F\n" % (i, i * 7919) for i in range(20_000))
+    (tmp_path / "extract.csv.age").write_bytes(header + rows)
+    result = openssh_sftp(inst, clerk, ["put extract.csv.age /acme/"], code=inst.code(clerk))
+    # OpenSSH's client prints only the status; the server's message reaches clients that
+    # show it (paramiko, lftp) and the audit log.
+    assert result.returncode != 0
+    assert 'write remote "/acme/extract.csv.age": Failure' in result.stderr, result.stderr
+    assert inst.app.transfers.inbox(inst.actor(lee)) == []
+    assert list(inst.app.store.list_objects()) == []
+    assert list(inst.app.store.partial_dir.iterdir()) == []
+    reason = audit_events(inst.app, "file:upload:aborted")[-1]["details"]["reason"]
+    assert "must be age ciphertext" in reason and "not uniformly distributed" in reason
+    with (paramiko_sftp(inst, clerk) as sftp,
+          pytest.raises(OSError, match="must be age ciphertext"),
+          sftp.open("/acme/again.csv.age", "wb") as handle):
+        handle.write(header + rows)
+
+
 def test_openssh_partner_removes_to_withdraw(inst: Installation, clerk: User,
                                              lee: User, tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_bytes(b"x" * 1000)

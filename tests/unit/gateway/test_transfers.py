@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import io
+import lzma
 import os
 from datetime import timedelta
 
@@ -12,6 +14,7 @@ import pytest
 from gateway import envelope
 from gateway.app import App
 from gateway.db.models import Role
+from gateway.envelope.armor import ArmorWriter
 from gateway.errors import NotFoundError, PolicyError, UsageError
 from gateway.transfers import check_file_name
 from tests.conftest import FakeClock
@@ -313,3 +316,70 @@ def test_served_ranges_are_per_account(app: App) -> None:
     other = app.transfers.open_download(actor(app, "bo"), "once.csv.age")
     other.read_at(size - 1, 1)
     assert other.close() is False
+
+
+def _age_file(identity: envelope.Identity, plaintext: bytes) -> bytes:
+    sink = io.BytesIO()
+    with envelope.Encryptor(sink, [identity.recipient]) as encryptor:
+        encryptor.write(plaintext)
+    return sink.getvalue()
+
+
+def _real_header(identity: envelope.Identity) -> bytes:
+    """A well-formed header from a real encryption; what follows it is up to the test."""
+    data = _age_file(identity, b"")
+    return data[:data.index(b"\n", data.index(b"\n--- ") + 1) + 1]
+
+
+CSV = b"".join(b"%d,1986-04-%02d,P%07d,F,42.5\n" % (i, i % 28 + 1, i * 7919) for i in range(9000))
+_NOISE = os.urandom(60_000)
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    (CSV, "not uniformly distributed"),
+    (gzip.compress(CSV), "not uniformly distributed"),
+    (bytes(range(256)) * 300, "not uniformly distributed"),
+    (_NOISE + _NOISE[-6000:], "compresses"),
+    (lzma.compress(CSV), "starts with the xz signature"),
+    (b"PATIENT-ID-12345,positive,1986-04-12,F,42.5\n" * 2, "looks like text"),
+    (b"hi\n", "too short to be age ciphertext"),
+    (b"", "too short to be age ciphertext"),
+])
+def test_plaintext_behind_a_real_header_is_refused(app: App, setup: envelope.Identity,
+                                                   payload: bytes, reason: str) -> None:
+    """A *.age upload whose header parses but whose payload is not ciphertext (issue 15)."""
+    with pytest.raises(UsageError, match=f"must be age ciphertext.*{reason}"):
+        _upload(app, "extract.csv.age", _real_header(setup) + payload)
+    assert _store_files(app) == []
+    assert list((app.settings.store_dir / "partial").iterdir()) == []
+    assert reason in audit_events(app, "file:upload:aborted")[-1]["details"]["reason"]
+
+
+def test_plaintext_appended_to_a_real_age_file_is_refused(app: App,
+                                                          setup: envelope.Identity) -> None:
+    forged = _age_file(setup, os.urandom(3 * 1024 * 1024)) + CSV
+    with pytest.raises(UsageError, match="must be age ciphertext"):
+        _upload(app, "joined.csv.age", forged, chunk=255 * 1024)
+    assert _store_files(app) == []
+
+
+def test_armored_plaintext_behind_a_real_header_is_refused(app: App,
+                                                          setup: envelope.Identity) -> None:
+    armored = io.BytesIO()
+    writer = ArmorWriter(armored)
+    writer.write(_real_header(setup) + CSV)
+    writer.close()
+    with pytest.raises(UsageError, match="must be age ciphertext"):
+        _upload(app, "armored.csv.age", armored.getvalue(), chunk=1000)
+    assert _store_files(app) == []
+
+
+@pytest.mark.parametrize("size", [0, 1, 100, 64 * 1024, 200_000, 3 * 1024 * 1024])
+def test_real_age_files_of_any_size_are_stored_as_they_are(app: App, setup: envelope.Identity,
+                                                           size: int) -> None:
+    for armor in (False, True):
+        sink = io.BytesIO()
+        with envelope.Encryptor(sink, [setup.recipient], armor=armor) as encryptor:
+            encryptor.write(os.urandom(size) if size % 2 else b"A" * size)
+        _upload(app, f"f{size}-{armor}.age", sink.getvalue(), chunk=32 * 1024)
+        assert sink.getvalue() in _store_files(app)
