@@ -51,9 +51,17 @@ class Settings:
     sftp_workers: int = 0
     sftp_max_connections: int = 200
     sftp_max_connections_per_source: int = 20
+    # Connections still signing in: at most this many per source address, and never the
+    # last sftp_reserve_percent of sftp_max_connections, unless their address signed in
+    # recently, so that slow or idle handshakes cannot starve real users.
+    sftp_max_unauthenticated_per_source: int = 10
+    sftp_reserve_percent: int = 25
     sftp_auth_timeout_seconds: int = 30
     sftp_idle_timeout_seconds: int = 900
+    # Out-of-order writes held in memory: per upload, per SSH session, per worker process.
     sftp_reorder_buffer_mib: int = 64
+    sftp_session_buffer_mib: int = 64
+    sftp_process_buffer_mib: int = 256
     max_upload_mib: int = 51200
     # On SIGTERM or SIGINT: how long running transfers may take to finish before they are
     # aborted. A service manager's stop timeout must exceed it (see sftp_server/service.py).
@@ -84,15 +92,19 @@ class Settings:
     def __post_init__(self) -> None:
         _check_positive(self, "default_retention_days", "max_retention_days",
                         "sqlite_busy_timeout_seconds", "sftp_max_connections",
-                        "sftp_max_connections_per_source", "sftp_auth_timeout_seconds",
-                        "sftp_idle_timeout_seconds", "sftp_reorder_buffer_mib", "max_upload_mib",
-                        "lockout_threshold", "lockout_minutes", "audit_checkpoint_every",
-                        "audit_checkpoint_seconds")
+                        "sftp_max_connections_per_source", "sftp_max_unauthenticated_per_source",
+                        "sftp_auth_timeout_seconds", "sftp_idle_timeout_seconds",
+                        "sftp_reorder_buffer_mib", "sftp_session_buffer_mib",
+                        "sftp_process_buffer_mib", "max_upload_mib", "lockout_threshold",
+                        "lockout_minutes", "audit_checkpoint_every", "audit_checkpoint_seconds")
         if self.shutdown_drain_seconds < 0:
             raise ConfigError("shutdown_drain_seconds: must be 0 (abort transfers at once) "
                               "or a positive number of seconds")
         if self.sftp_workers < 0:
             raise ConfigError("sftp_workers: must be 0 (one per core) or a positive count")
+        if self.sftp_reserve_percent < 0:
+            raise ConfigError("sftp_reserve_percent: must be between 0 and "
+                              f"{MAX_RESERVE_PERCENT}")
         _check_at_most(self)
         if self.default_retention_days > self.max_retention_days:
             raise ConfigError("default_retention_days: must not exceed max_retention_days "
@@ -244,8 +256,9 @@ _FALSE = ("0", "false", "no", "off")
 MAX_INTEGER_SETTING = 2**31 - 1
 MAX_RETENTION_DAYS = 3650
 MAX_WORKERS = 256
+MAX_RESERVE_PERCENT = 90
 _CEILINGS = {"max_retention_days": MAX_RETENTION_DAYS, "default_retention_days": MAX_RETENTION_DAYS,
-             "sftp_workers": MAX_WORKERS}
+             "sftp_workers": MAX_WORKERS, "sftp_reserve_percent": MAX_RESERVE_PERCENT}
 
 
 def _check_at_most(settings: Settings) -> None:

@@ -18,9 +18,9 @@ from paramiko import SFTPAttributes, SFTPHandle
 
 from gateway.errors import GatewayError, PolicyError, UsageError
 from gateway.transfers import Download, Upload
+from sftp_server.budget import ENTRY_OVERHEAD, BufferFullError, MemoryBudget
 from sftp_server.errors import SFTP_OK
 
-MIB = 1 << 20
 # The largest read answered at once; it matches the limits@openssh.com advertisement.
 MAX_READ_LENGTH = 255 * 1024
 
@@ -28,10 +28,15 @@ STAFF_READ_DENIED = "permission denied: staff can upload files but never read th
 
 
 class ReorderBuffer:
-    """Releases writes in offset order, holding early ones up to ``limit`` bytes."""
+    """Releases writes in offset order, holding early ones within a memory budget.
 
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
+    Each held write is charged its length plus :data:`ENTRY_OVERHEAD` to ``budget``
+    (the upload's, within its session's and the process's); :meth:`discard` gives all
+    of it back.
+    """
+
+    def __init__(self, budget: MemoryBudget) -> None:
+        self._budget = budget
         self._held: dict[int, bytes] = {}
         self._offsets: list[int] = []
         self._held_bytes = 0
@@ -59,11 +64,19 @@ class ReorderBuffer:
         """The offset of the first missing byte if early writes are still held."""
         return self.next_offset if self._held else None
 
+    def discard(self) -> None:
+        """Drop every held write and give its memory back."""
+        self._budget.give_back(self._held_bytes + len(self._held) * ENTRY_OVERHEAD)
+        self._held.clear()
+        self._offsets.clear()
+        self._held_bytes = 0
+
     def _hold(self, offset: int, data: bytes) -> None:
-        if self._held_bytes + len(data) > self._limit:
+        try:
+            self._budget.take(len(data) + ENTRY_OVERHEAD)
+        except BufferFullError as exc:
             raise PolicyError(f"write at offset {offset} arrived too far ahead of the data "
-                              f"received so far (reorder buffer of {self._limit // MIB} MiB "
-                              "is full); send the file sequentially")
+                              f"received so far: {exc}; send the file sequentially") from exc
         self._held[offset] = data
         self._held_bytes += len(data)
         heapq.heappush(self._offsets, offset)
@@ -73,6 +86,7 @@ class ReorderBuffer:
             offset = heapq.heappop(self._offsets)
             data = self._held.pop(offset)
             self._held_bytes -= len(data)
+            self._budget.give_back(len(data) + ENTRY_OVERHEAD)
             if offset < self.next_offset:
                 raise UsageError(f"write at offset {offset} overlaps data already received; "
                                  "rewriting part of an upload is not supported")
@@ -83,18 +97,22 @@ class ReorderBuffer:
 class UploadHandle(SFTPHandle):  # type: ignore[misc]  # paramiko ships no type hints.
     """A file staff are writing into a partner folder: write-only, committed on close."""
 
-    def __init__(self, upload: Upload, *, reorder_limit: int, path: str) -> None:
+    def __init__(self, upload: Upload, *, budget: MemoryBudget, path: str) -> None:
         super().__init__()
         self.path = path
         self._upload = upload
-        self._buffer = ReorderBuffer(reorder_limit)
+        self._buffer = ReorderBuffer(budget)
 
     def write(self, offset: int, data: bytes) -> int:
         """Feed the upload in offset order; any failure aborts the upload (audited)."""
+        if self._upload.finished:
+            # Nothing more is held for an upload that already failed.
+            raise UsageError("the upload failed earlier and was discarded; nothing was stored")
         try:
             for chunk in self._buffer.accept(offset, bytes(data)):
                 self._upload.write(chunk)
         except GatewayError as exc:
+            self._buffer.discard()
             self._upload.abort(reason=exc.diagnostics())
             raise
         return SFTP_OK
@@ -117,6 +135,7 @@ class UploadHandle(SFTPHandle):  # type: ignore[misc]  # paramiko ships no type 
             raise UsageError("the upload failed earlier and was discarded; nothing was stored")
         gap = self._buffer.first_gap()
         if gap is not None:
+            self._buffer.discard()
             reason = f"upload incomplete: data missing at offset {gap}"
             self._upload.abort(reason=reason)
             raise UsageError(reason + "; nothing was stored")
@@ -124,6 +143,7 @@ class UploadHandle(SFTPHandle):  # type: ignore[misc]  # paramiko ships no type 
 
     def abandon(self, reason: str) -> None:
         """Discard the upload: the connection ended before the client closed the file."""
+        self._buffer.discard()
         self._upload.abort(reason=reason)
 
 

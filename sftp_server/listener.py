@@ -2,7 +2,9 @@
 
 paramiko has no login grace timer and no idle timeout; each connection gets a supervisor
 thread that provides both, and that audits a connection which ends without signing in.
-Connection counts live in shared memory so that the limits hold across worker processes.
+The grace timer starts at accept, so a client that dribbles its banner or handshake
+cannot hold a connection past it. Admission (:mod:`sftp_server.admission`) keeps its
+counts in shared memory so that the limits hold across worker processes.
 
 Stopping drains: the listener stops accepting, connections that are not signed in or
 have nothing open are closed at once, and sessions with a file open get
@@ -14,14 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import logging
 import math
 import socket
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
 
 import paramiko
 from paramiko.ssh_exception import SSHException
@@ -29,7 +28,9 @@ from paramiko.ssh_exception import SSHException
 from gateway.app import App
 from gateway.config import parse_listen
 from gateway.errors import GatewayError, StartupError, UsageError
+from sftp_server.admission import Admission, Ticket
 from sftp_server.auth import LoginGate
+from sftp_server.budget import MemoryBudget
 from sftp_server.proxy import NoHeaderError, ProxyHeaderError, ProxyProtocol, read_header
 from sftp_server.server import Activity, BlindpostSFTPServer
 from sftp_server.transport import BlindpostTransport
@@ -37,67 +38,10 @@ from sftp_server.transport import BlindpostTransport
 log = logging.getLogger(__name__)
 
 MIB = 1 << 20
-# Per-source counts are kept in this many hashed slots; a collision only makes the
-# per-source limit stricter for the two colliding addresses.
-SOURCE_SLOTS = 4096
-ROW = SOURCE_SLOTS + 1  # one row per worker: the slots, then that worker's total
 POLL_SECONDS = 0.25
 ACCEPT_POLL_SECONDS = 0.5
 # After the drain, how long closing sessions may take to abort what they had open.
 CLEANUP_SECONDS = 3.0
-
-
-@dataclass(frozen=True)
-class LimitTable:
-    """Shared connection counters: ``counts`` holds ``workers`` rows of :data:`ROW` ints.
-
-    Each worker writes only its own row and reads the others without a lock: there is
-    no cross-process lock that a killed worker could leave held. The price is a race
-    between workers admitting at the same instant, which can pass a limit by at most
-    ``workers - 1`` connections.
-    """
-
-    counts: Any  # multiprocessing RawArray("i", workers * ROW), shared with the workers
-    hash_key: bytes
-    workers: int
-
-    def reset_row(self, row: int) -> None:
-        """Forget the connections of a worker that died (nothing writes its row now)."""
-        for index in range(row * ROW, (row + 1) * ROW):
-            self.counts[index] = 0
-
-
-class ConnectionLimits:
-    """Admit a connection only under the overall and per-source limits (all workers)."""
-
-    def __init__(self, table: LimitTable, *, row: int, total: int, per_source: int) -> None:
-        self._table = table
-        self._row = row
-        self._total = total
-        self._per_source = per_source
-        # Guards this worker's own row against its own threads.
-        self._lock = threading.Lock()
-
-    def _slot(self, source: str) -> int:
-        digest = hashlib.blake2b(source.encode(), key=self._table.hash_key, digest_size=4)
-        return int.from_bytes(digest.digest(), "big") % SOURCE_SLOTS
-
-    def acquire(self, source: str) -> bool:
-        slot, counts, rows = self._slot(source), self._table.counts, range(self._table.workers)
-        with self._lock:
-            if sum(counts[r * ROW + SOURCE_SLOTS] for r in rows) >= self._total:
-                return False
-            if sum(counts[r * ROW + slot] for r in rows) >= self._per_source:
-                return False
-            counts[self._row * ROW + slot] += 1
-            counts[self._row * ROW + SOURCE_SLOTS] += 1
-        return True
-
-    def release(self, source: str) -> None:
-        slot, counts = self._slot(source), self._table.counts
-        with self._lock:
-            counts[self._row * ROW + slot] -= 1
-            counts[self._row * ROW + SOURCE_SLOTS] -= 1
 
 
 class Drain:
@@ -173,13 +117,17 @@ class Connection:
     """One client: SSH handshake, sign-in within the grace time, then the SFTP session."""
 
     def __init__(self, app: App, client: socket.socket, source: str, *,
-                 host_key: paramiko.PKey, drain: Drain) -> None:
+                 host_key: paramiko.PKey, drain: Drain, ticket: Ticket,
+                 memory: MemoryBudget) -> None:
+        self._accepted = time.monotonic()
         self._app = app
         self._settings = app.settings
         self._client = client
         self.source = source
         self._host_key = host_key
         self._drain = drain
+        self.ticket = ticket
+        self._memory = memory
         self._transport: BlindpostTransport | None = None
 
     def run(self) -> None:
@@ -203,18 +151,20 @@ class Connection:
         transport = self._transport = BlindpostTransport(self._client)
         transport.add_server_key(self._host_key)
         activity = Activity(draining=self._drain.event)
+        session_buffer = self._memory.child(self._settings.sftp_session_buffer_mib * MIB,
+                                            scope="session")
         transport.set_subsystem_handler(
-            "sftp", BlindpostSFTPServer, activity=activity,
+            "sftp", BlindpostSFTPServer, activity=activity, budget=session_buffer,
             reorder_limit=self._settings.sftp_reorder_buffer_mib * MIB)
-        # The handshake must finish within the same grace time as sign-in.
+        # paramiko's own timeouts for each step; the grace time bounds them all together.
         transport.banner_timeout = transport.handshake_timeout = float(
             self._settings.sftp_auth_timeout_seconds)
         gate = LoginGate(self._app, source=self.source)
         if not self._handshake(transport, gate):
             return
-        gate.set_client_version(transport.remote_version)
         outcome = self._await_sign_in(transport, gate)
         if outcome == "signed in":
+            self.ticket.signed_in()
             self._supervise(transport, gate, activity)
         transport.close()
         # The SFTP threads abort what was left open when the channel closes; wait for
@@ -222,8 +172,16 @@ class Connection:
         activity.wait_sessions_ended(CLEANUP_SECONDS)
         gate.finish(timed_out=outcome == "timed out")
 
+    @property
+    def _deadline(self) -> float:
+        """The end of the grace time, counted from accept: the banner and the handshake
+        are part of it, so a client that dribbles them one byte at a time (which paramiko
+        would read for ever) is cut off like one that never signs in."""
+        return self._accepted + self._settings.sftp_auth_timeout_seconds
+
     def _handshake(self, transport: paramiko.Transport, gate: LoginGate) -> bool:
-        """Negotiate keys as paramiko's ``start_server`` does, but give up on a stop."""
+        """Negotiate keys as paramiko's ``start_server`` does, but give up on a stop or
+        when the grace time is over."""
         done = threading.Event()
         try:
             transport.start_server(event=done, server=gate)
@@ -231,18 +189,21 @@ class Connection:
             log.info("handshake with %s failed: %s", self.source, exc)
             return False
         while not done.wait(POLL_SECONDS):
-            if not transport.is_active() or self._drain.requested:
+            if (not transport.is_active() or self._drain.requested
+                    or time.monotonic() > self._deadline):
                 break
         if done.is_set() and transport.is_active():
             return True
         reason = transport.get_exception() or (
-            "the server is stopping" if self._drain.requested else "negotiation failed")
+            "the server is stopping" if self._drain.requested
+            else "the grace time is over" if time.monotonic() > self._deadline
+            else "negotiation failed")
         log.info("handshake with %s failed: %s", self.source, reason)
         return False
 
     def _await_sign_in(self, transport: paramiko.Transport, gate: LoginGate) -> str:
-        """Wait for sign-in; paramiko itself would wait forever."""
-        deadline = time.monotonic() + self._settings.sftp_auth_timeout_seconds
+        """Wait for sign-in until the grace time is over; paramiko would wait for ever."""
+        deadline = self._deadline
         while not gate.signed_in.wait(POLL_SECONDS):
             if gate.hangup.is_set() or not transport.is_active() or self._drain.requested:
                 return "ended"
@@ -284,13 +245,15 @@ class Listener:
     """The accept loop of one process: admits connections and runs each in a thread."""
 
     def __init__(self, app: App, sock: socket.socket, *, host_key: paramiko.PKey,
-                 limits: ConnectionLimits) -> None:
+                 limits: Admission) -> None:
         self._app = app
         self._sock = sock
         self._host_key = host_key
         self._limits = limits
         self._drain = Drain(app.settings.shutdown_drain_seconds)
         self._proxy = ProxyProtocol.from_settings(app.settings)
+        self._memory = MemoryBudget(app.settings.sftp_process_buffer_mib * MIB,
+                                    scope="server process")
         self._active: dict[Connection, threading.Thread] = {}
         self._lock = threading.Lock()
         # Listening from here on, so the server accepts as soon as start() returns.
@@ -323,13 +286,13 @@ class Listener:
             threading.Thread(target=self._admit_proxied, args=(client, source),
                              name=f"proxy-{source}", daemon=True).start()
             return
-        if not self._limits.acquire(source):
-            log.warning("refusing a connection from %s: connection limit reached", source)
+        ticket = self._limits.admit(source)
+        if ticket is None:
             client.close()
             return
         client.settimeout(None)
         connection = Connection(self._app, client, source, host_key=self._host_key,
-                                drain=self._drain)
+                                drain=self._drain, ticket=ticket, memory=self._memory)
         thread = threading.Thread(target=self._run, args=(connection,),
                                   name=f"sftp-{source}", daemon=True)
         with self._lock:
@@ -355,7 +318,7 @@ class Listener:
         try:
             connection.run()
         finally:
-            self._limits.release(connection.source)
+            connection.ticket.release()
             with self._lock:
                 self._active.pop(connection, None)
 

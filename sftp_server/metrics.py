@@ -15,8 +15,8 @@ from prometheus_client.registry import Collector
 
 from gateway.app import App
 from gateway.metrics import AuditCollector, MetricsEndpoint, serve_metrics
+from sftp_server.admission import LimitTable
 from sftp_server.counters import NodeCounters
-from sftp_server.listener import ROW, SOURCE_SLOTS, LimitTable
 
 
 class Measured(Protocol):
@@ -37,11 +37,9 @@ class NodeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         # Read without a lock, as the workers do: each count is one aligned int.
-        table = self._server.table
-        connections = sum(table.counts[row * ROW + SOURCE_SLOTS] for row in range(table.workers))
         yield GaugeMetricFamily("blindpost_sftp_connections",
                                 "Open SFTP connections on this node (signing in or signed in).",
-                                value=connections)
+                                value=self._server.table.connections())
         yield CounterMetricFamily("blindpost_store_errors",
                                   "Requests on this node that failed in the object store.",
                                   value=self._server.counters.store_errors())

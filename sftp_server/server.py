@@ -46,6 +46,7 @@ from gateway.errors import (
 )
 from gateway.transfers import AGE_SUFFIX, FileEntry
 from sftp_server.auth import LoginGate
+from sftp_server.budget import MemoryBudget
 from sftp_server.errors import (
     INTERNAL_MESSAGE,
     SFTP_OK,
@@ -191,12 +192,14 @@ def file_attributes(entry: FileEntry, *, mode: int, listed: bool = False) -> SFT
 class InboxView(SFTPServerInterface):  # type: ignore[misc]  # paramiko ships no type hints.
     """What one signed-in account sees over SFTP; every path goes through ``resolve``."""
 
-    def __init__(self, gate: LoginGate, *args: Any, reorder_limit: int, **kwargs: Any) -> None:
+    def __init__(self, gate: LoginGate, *args: Any, reorder_limit: int, budget: MemoryBudget,
+                 **kwargs: Any) -> None:
         super().__init__(gate, *args, **kwargs)
         assert gate.actor is not None, "the SFTP subsystem only starts after sign-in"
         self.app: App = gate.app
         self.actor: Actor = gate.actor
         self._reorder_limit = reorder_limit
+        self._budget = budget
 
     @property
     def _file_mode(self) -> int:
@@ -258,7 +261,8 @@ class InboxView(SFTPServerInterface):  # type: ignore[misc]  # paramiko ships no
             raise ConflictError("a file with this name is already waiting for the partner")
         upload = self.app.transfers.begin_upload(self.actor, partner=target.slug,
                                                  name=target.name)
-        return UploadHandle(upload, reorder_limit=self._reorder_limit, path=path)
+        return UploadHandle(upload, path=path,
+                            budget=self._budget.child(self._reorder_limit, scope="upload"))
 
     def _upload_exists(self, target: PartnerFile) -> bool:
         stored = target.name if target.name.endswith(AGE_SUFFIX) else target.name + AGE_SUFFIX
@@ -317,9 +321,9 @@ class BlindpostSFTPServer(FencedSFTPServer):
     """paramiko's SFTP wire server with Blindpost's statuses, limits and clean-up."""
 
     def __init__(self, channel: Channel, name: str, server: LoginGate, *,
-                 activity: Activity, reorder_limit: int) -> None:
+                 activity: Activity, reorder_limit: int, budget: MemoryBudget) -> None:
         super().__init__(channel, name, server, sftp_si=InboxView,
-                         reorder_limit=reorder_limit)
+                         reorder_limit=reorder_limit, budget=budget)
         self._activity = activity
         self._view: InboxView = self.server
         # Registered last: paramiko calls finish_subsystem (which unregisters) once the

@@ -6,7 +6,7 @@ spreads connections among them. The parent only holds the port (a bound socket t
 never listens, so it receives no connections), restarts a worker that dies, and
 coordinates shutdown. Everything that must hold across workers (last TOTP step, failure
 counts, lockouts, download counts) is in the database; connection counts are in shared
-memory (:class:`~sftp_server.listener.LimitTable`).
+memory (:class:`~sftp_server.admission.LimitTable`).
 
 Stopping. Each worker has one pipe to the parent (a socket pair): the worker writes
 "ready" on it once it listens, and it stops when the parent closes its end — or dies,
@@ -58,14 +58,9 @@ from gateway.errors import StartupError
 from gateway.housekeeping import Housekeeping
 from gateway.logs import configure_logging
 from gateway.retention import UPLOAD_GRACE
+from sftp_server.admission import Admission, Limits, LimitTable
 from sftp_server.counters import NodeCounters, bind
-from sftp_server.listener import (
-    ROW,
-    ConnectionLimits,
-    LimitTable,
-    Listener,
-    bind_listener,
-)
+from sftp_server.listener import Listener, bind_listener
 from sftp_server.metrics import start_metrics
 from sftp_server.transport import load_host_key
 
@@ -131,9 +126,8 @@ def sweep_partials(app: App) -> None:
         log.info("removed %d partial uploads left by an earlier crash", len(removed))
 
 
-def _limits(settings: Settings, table: LimitTable, row: int) -> ConnectionLimits:
-    return ConnectionLimits(table, row=row, total=settings.sftp_max_connections,
-                            per_source=settings.sftp_max_connections_per_source)
+def _limits(settings: Settings, table: LimitTable, row: int) -> Admission:
+    return Admission(table, row=row, limits=Limits.from_settings(settings))
 
 
 class InProcessServer:
@@ -142,7 +136,7 @@ class InProcessServer:
     def __init__(self, app: App, *, host_key: paramiko.PKey, owns_app: bool) -> None:
         self._app = app
         self._owns_app = owns_app
-        self.table = LimitTable(multiprocessing.RawArray("i", ROW), os.urandom(16), 1)
+        self.table = LimitTable.create(multiprocessing.get_context("spawn"), 1, os.urandom(16))
         self.counters = NodeCounters(multiprocessing.get_context("spawn"), 1)
         bind(self.counters, 0)
         sock = bind_listener(app.settings.sftp_listen, reuse_port=False)
@@ -194,8 +188,7 @@ class WorkerPool:
         # Bound (never listening) with SO_REUSEPORT: fixes the port, even port 0, for
         # the workers, and keeps it while a worker is restarted.
         self._reservation = bind_listener(settings.sftp_listen, reuse_port=True)
-        self._table = LimitTable(self._context.RawArray("i", count * ROW), os.urandom(16),
-                                 count)
+        self._table = LimitTable.create(self._context, count, os.urandom(16))
         self.counters = NodeCounters(self._context, count)
         self._metrics = start_metrics(app, self)
         # stop() writes here; only the supervisor thread reads it, and it alone touches

@@ -15,7 +15,7 @@ from paramiko.common import DISCONNECT_SERVICE_NOT_AVAILABLE
 from paramiko.ssh_exception import SSHException
 
 from gateway.errors import ConfigError
-from sftp_server.auth import VerifyingAuthHandler
+from sftp_server.auth import LoginGate, VerifyingAuthHandler
 from sftp_server.paramiko_fence import FencedTransport, preferred_algorithms
 
 ALLOWED_ALGORITHMS: dict[str, tuple[str, ...]] = {
@@ -66,6 +66,11 @@ class BlindpostTransport(FencedTransport):
                                    "(kex-strict-c-v00@openssh.com); refusing it")
 
     def make_auth_handler(self) -> VerifyingAuthHandler:
+        # The first NEWKEYS, before any sign-in request: the client's version string is
+        # known, and the gate records it before it can audit a failure.
+        gate = self.server_object
+        if isinstance(gate, LoginGate):
+            gate.set_client_version(self.remote_version)
         return VerifyingAuthHandler(self)
 
     def disconnect_unavailable(self) -> None:

@@ -263,6 +263,7 @@ def test_a_huge_claimed_name_is_audited_counted_and_marked(inst: Installation,
         assert event["actor"].startswith("xxxx") and event["actor"].endswith("…")
         assert len(event["actor"]) <= 200 and "\n" not in event["actor"]
         assert event["details"]["claimed_length"] == len(HUGE_NAME)
+        assert event["details"]["client"].startswith("SSH-2.0-paramiko_")
     assert audit_events(inst.app, "auth:lockout")[0]["subject"] == "source:127.0.0.1"
 
 

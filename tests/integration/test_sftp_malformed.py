@@ -7,19 +7,14 @@ others, and leave the store, database and audit log consistent.
 
 from __future__ import annotations
 
-import socket
 import struct
 from collections.abc import Iterator
 
-import paramiko
 import pytest
 from paramiko.sftp import (
     CMD_EXTENDED,
-    CMD_INIT,
     CMD_OPEN,
     CMD_OPENDIR,
-    CMD_STATUS,
-    CMD_VERSION,
     CMD_WRITE,
     SFTP_BAD_MESSAGE,
     SFTP_OP_UNSUPPORTED,
@@ -28,61 +23,9 @@ from paramiko.sftp import (
 from gateway.audit import verify_database
 from gateway.db.engine import snapshot
 from gateway.db.models import Role
-from tests.unit.sftp_server.harness import Installation, paramiko_sftp
+from tests.unit.sftp_server.harness import Installation, RawSFTP, paramiko_sftp, sftp_string
 
 pytestmark = pytest.mark.integration
-
-
-class RawSFTP:
-    """Speaks SFTP packets by hand on a signed-in session channel."""
-
-    def __init__(self, inst: Installation, username: str) -> None:
-        user = inst.users[username]
-        self.transport = paramiko.Transport(socket.create_connection(("127.0.0.1", inst.port)))
-        self.transport.connect()
-        self.transport.auth_publickey(user.username, user.pkey)
-        code = inst.code(user)
-        self.transport.auth_interactive(user.username, lambda _t, _i, p: [code] * len(p))
-        self.channel = self.transport.open_session()
-        self.channel.settimeout(10)
-        self.channel.invoke_subsystem("sftp")
-        self.send(CMD_INIT, struct.pack(">I", 3))
-        kind, _ = self.receive()
-        assert kind == CMD_VERSION
-
-    def send_raw(self, data: bytes) -> None:
-        self.channel.sendall(data)
-
-    def send(self, kind: int, payload: bytes) -> None:
-        self.send_raw(struct.pack(">IB", len(payload) + 1, kind) + payload)
-
-    def receive(self) -> tuple[int, bytes]:
-        size = struct.unpack(">I", self._exactly(4))[0]
-        data = self._exactly(size)
-        return data[0], data[1:]
-
-    def status(self) -> tuple[int, int, str]:
-        """Read one STATUS reply: (request id, code, message)."""
-        kind, data = self.receive()
-        assert kind == CMD_STATUS
-        request_id, code, length = struct.unpack(">III", data[:12])
-        return request_id, code, data[12:12 + length].decode()
-
-    def _exactly(self, n: int) -> bytes:
-        chunks = b""
-        while len(chunks) < n:
-            chunk = self.channel.recv(n - len(chunks))
-            if not chunk:
-                raise EOFError("the server closed the session")
-            chunks += chunk
-        return chunks
-
-    def close(self) -> None:
-        self.transport.close()
-
-
-def _string(text: bytes) -> bytes:
-    return struct.pack(">I", len(text)) + text
 
 
 @pytest.fixture(scope="module")
@@ -109,12 +52,12 @@ def test_unknown_packet_type(raw: RawSFTP) -> None:
 
 
 def test_unknown_extension(raw: RawSFTP) -> None:
-    raw.send(CMD_EXTENDED, struct.pack(">I", 6) + _string(b"evil@example.com"))
+    raw.send(CMD_EXTENDED, struct.pack(">I", 6) + sftp_string(b"evil@example.com"))
     assert raw.status()[:2] == (6, SFTP_OP_UNSUPPORTED)
 
 
 def test_names_must_be_utf8(raw: RawSFTP) -> None:
-    raw.send(CMD_OPENDIR, struct.pack(">I", 8) + _string(b"/acme\xff\xfe"))
+    raw.send(CMD_OPENDIR, struct.pack(">I", 8) + sftp_string(b"/acme\xff\xfe"))
     assert raw.status() == (8, SFTP_BAD_MESSAGE, "names must be UTF-8")
 
 
@@ -128,8 +71,8 @@ def test_truncated_open_is_refused_and_the_session_lives_on(raw: RawSFTP) -> Non
 
 
 def test_write_to_a_handle_that_does_not_exist(raw: RawSFTP) -> None:
-    raw.send(CMD_WRITE, struct.pack(">I", 11) + _string(b"forged-handle")
-             + struct.pack(">Q", 0) + _string(b"data"))
+    raw.send(CMD_WRITE, struct.pack(">I", 11) + sftp_string(b"forged-handle")
+             + struct.pack(">Q", 0) + sftp_string(b"data"))
     request_id, code, _ = raw.status()
     assert (request_id, code != 0) == (11, True)
 

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +23,17 @@ from typing import Any
 import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paramiko.sftp import (
+    CMD_HANDLE,
+    CMD_INIT,
+    CMD_OPEN,
+    CMD_STATUS,
+    CMD_VERSION,
+    CMD_WRITE,
+    SFTP_FLAG_CREATE,
+    SFTP_FLAG_TRUNC,
+    SFTP_FLAG_WRITE,
+)
 from sqlalchemy import select
 
 from gateway import envelope, totp
@@ -190,9 +202,13 @@ def openssh_sftp(inst: Installation, user: User, commands: Sequence[str], *,
 
 @contextmanager
 def paramiko_sftp(inst: Installation, user: User, *, code: str | None = None,
-                  ) -> Iterator[paramiko.SFTPClient]:
-    """An SFTP session through paramiko as the client: public key, then the code."""
-    sock = socket.create_connection(("127.0.0.1", inst.port), timeout=30)
+                  source: str | None = None) -> Iterator[paramiko.SFTPClient]:
+    """An SFTP session through paramiko as the client: public key, then the code.
+
+    ``source`` is the local address to connect from (any of 127.0.0.0/8 works).
+    """
+    sock = socket.create_connection(("127.0.0.1", inst.port), timeout=30,
+                                    source_address=(source, 0) if source else None)
     transport = paramiko.Transport(sock)
     try:
         transport.connect()
@@ -213,3 +229,73 @@ def audit_events(app: App, tag: str) -> list[dict[str, Any]]:
     with app.transaction() as session:
         leaves = session.scalars(select(AuditEntry.leaf).order_by(AuditEntry.idx)).all()
     return [event for event in map(json.loads, leaves) if event["tag"] == tag]
+
+
+class RawSFTP:
+    """Speaks SFTP packets by hand on a signed-in session channel."""
+
+    def __init__(self, inst: Installation, username: str) -> None:
+        user = inst.users[username]
+        self.transport = paramiko.Transport(socket.create_connection(("127.0.0.1", inst.port)))
+        self.transport.connect()
+        self.transport.auth_publickey(user.username, user.pkey)
+        code = inst.code(user)
+        self.transport.auth_interactive(user.username, lambda _t, _i, p: [code] * len(p))
+        self.channel = self.transport.open_session()
+        self.channel.settimeout(10)
+        self.channel.invoke_subsystem("sftp")
+        self.send(CMD_INIT, struct.pack(">I", 3))
+        kind, _ = self.receive()
+        assert kind == CMD_VERSION
+
+    def send_raw(self, data: bytes) -> None:
+        self.channel.sendall(data)
+
+    def send(self, kind: int, payload: bytes) -> None:
+        self.send_raw(struct.pack(">IB", len(payload) + 1, kind) + payload)
+
+    def receive(self) -> tuple[int, bytes]:
+        size = struct.unpack(">I", self._exactly(4))[0]
+        data = self._exactly(size)
+        return data[0], data[1:]
+
+    def status(self) -> tuple[int, int, str]:
+        """Read one STATUS reply: (request id, code, message)."""
+        kind, data = self.receive()
+        assert kind == CMD_STATUS
+        request_id, code, length = struct.unpack(">III", data[:12])
+        return request_id, code, data[12:12 + length].decode()
+
+    def open_upload(self, path: str, request_id: int) -> bytes:
+        """Open ``path`` for writing; return the handle."""
+        flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
+        self.send(CMD_OPEN, struct.pack(">I", request_id) + sftp_string(path.encode())
+                  + struct.pack(">II", flags, 0))
+        kind, data = self.receive()
+        assert kind == CMD_HANDLE, data
+        (length,) = struct.unpack(">I", data[4:8])
+        return data[8:8 + length]
+
+    @staticmethod
+    def write_packet(handle: bytes, offset: int, data: bytes, request_id: int) -> bytes:
+        """A WRITE request, to send (several at once, without waiting) with send_raw."""
+        payload = (struct.pack(">I", request_id) + sftp_string(handle)
+                   + struct.pack(">Q", offset) + sftp_string(data))
+        return struct.pack(">IB", len(payload) + 1, CMD_WRITE) + payload
+
+    def _exactly(self, n: int) -> bytes:
+        chunks = b""
+        while len(chunks) < n:
+            chunk = self.channel.recv(n - len(chunks))
+            if not chunk:
+                raise EOFError("the server closed the session")
+            chunks += chunk
+        return chunks
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+def sftp_string(text: bytes) -> bytes:
+    """An SFTP ``string``: its length, then its bytes."""
+    return struct.pack(">I", len(text)) + text

@@ -14,6 +14,7 @@ from gateway.errors import (
     StorageError,
     UsageError,
 )
+from sftp_server.budget import ENTRY_OVERHEAD, MemoryBudget
 from sftp_server.errors import refusal_for, status_for
 from sftp_server.handles import ReorderBuffer
 from sftp_server.transport import ALLOWED_ALGORITHMS, disabled_algorithms
@@ -23,14 +24,19 @@ def _feed(buffer: ReorderBuffer, offset: int, data: bytes) -> bytes:
     return b"".join(buffer.accept(offset, data))
 
 
+def _buffer(limit: int, *, entries: int = 4) -> ReorderBuffer:
+    """A buffer that may hold ``limit`` bytes in up to ``entries`` early writes."""
+    return ReorderBuffer(MemoryBudget(limit + entries * ENTRY_OVERHEAD, scope="upload"))
+
+
 def test_in_order_writes_pass_straight_through() -> None:
-    buffer = ReorderBuffer(limit=10)
+    buffer = _buffer(10)
     assert _feed(buffer, 0, b"abc") + _feed(buffer, 3, b"def") == b"abcdef"
     assert buffer.first_gap() is None
 
 
 def test_early_writes_wait_for_the_gap() -> None:
-    buffer = ReorderBuffer(limit=10)
+    buffer = _buffer(10)
     assert _feed(buffer, 3, b"def") == b""
     assert _feed(buffer, 6, b"gh") == b""
     assert buffer.first_gap() == 0
@@ -39,24 +45,52 @@ def test_early_writes_wait_for_the_gap() -> None:
 
 
 def test_writes_beyond_the_buffer_fail_clearly() -> None:
-    buffer = ReorderBuffer(limit=4)
+    buffer = _buffer(4, entries=1)
     _feed(buffer, 10, b"1234")
-    with pytest.raises(PolicyError, match="reorder buffer"):
+    with pytest.raises(PolicyError, match=r"out-of-order writes of this upload \(0.00\d+ MiB\) "
+                                          "is full"):
         _feed(buffer, 20, b"5")
+
+
+def test_each_held_write_is_charged_with_its_bookkeeping() -> None:
+    """One-byte writes cost far more than one byte each; the budget counts that."""
+    session = MemoryBudget(100 * (1 + ENTRY_OVERHEAD), scope="session")
+    buffer = ReorderBuffer(session.child(1 << 20, scope="upload"))
+    for offset in range(1, 201, 2):
+        _feed(buffer, offset, b"x")
+    with pytest.raises(PolicyError, match="this session"):
+        _feed(buffer, 201, b"x")
+    assert session.held == 100 * (1 + ENTRY_OVERHEAD)
+    assert _feed(buffer, 0, b"y")[:2] == b"yx"
+    assert session.held == 99 * (1 + ENTRY_OVERHEAD)
+    buffer.discard()
+    assert session.held == 0
+
+
+def test_a_parent_budget_refuses_and_nothing_is_charged() -> None:
+    process = MemoryBudget(1000, scope="server process")
+    first, second = process.child(800, scope="session"), process.child(800, scope="session")
+    first.take(600)
+    with pytest.raises(PolicyError, match="server process"):
+        second.take(500)
+    assert (first.held, second.held, process.held) == (600, 0, 600)
+    first.give_back(600)
+    second.take(800)
+    assert process.held == 800
 
 
 @pytest.mark.parametrize(("first", "second"), [((0, b"abcd"), (2, b"xx")),
                                               ((4, b"ab"), (4, b"cd"))])
 def test_overlapping_writes_are_refused(first: tuple[int, bytes],
                                         second: tuple[int, bytes]) -> None:
-    buffer = ReorderBuffer(limit=100)
+    buffer = _buffer(100)
     _feed(buffer, *first)
     with pytest.raises(UsageError, match="overlaps"):
         _feed(buffer, *second)
 
 
 def test_overlap_found_when_released() -> None:
-    buffer = ReorderBuffer(limit=100)
+    buffer = _buffer(100)
     _feed(buffer, 2, b"zz")
     with pytest.raises(UsageError, match="overlaps"):
         _feed(buffer, 0, b"abcd")
