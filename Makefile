@@ -58,6 +58,8 @@ bench: test-deps
 	$(BIN)/python bench/stop.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/payload_check.py
+	$(BIN)/python bench/preauth.py
+	$(BIN)/python bench/reorder_memory.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache
