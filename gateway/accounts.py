@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from argon2 import PasswordHasher
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, selectinload
 
-from gateway import totp
+from gateway import passwords, totp
 from gateway.actors import Actor
 from gateway.audit import AuditTag
 from gateway.authz import Permission
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
 USERNAME_PATTERN = re.compile(r"[a-z][a-z0-9._-]{0,63}")
 # Roles that sign in to the console with a password (plus TOTP); the others use SSH keys.
 PASSWORD_ROLES = (Role.ADMIN, Role.AUDITOR)
-_hasher = PasswordHasher()
 
 
 @dataclass(frozen=True)
@@ -129,7 +127,8 @@ class AccountService:
             partner_row = get_partner(session, partner) if partner else None
             account = Account(username=username, role=role,
                               partner_id=partner_row.id if partner_row else None,
-                              password_hash=_hasher.hash(password) if password else None,
+                              password_hash=(passwords.hash_password(password)
+                                             if password else None),
                               disabled=False, created_at=now)
             session.add(account)
             session.flush()
@@ -164,6 +163,18 @@ class AccountService:
                 raise ConflictError(f"account {username!r} is already disabled")
             account.disabled = True
             self._app.audit.record(session, tag=AuditTag.ACCOUNT_DISABLE, actor=actor,
+                                   subject=f"account:{username}")
+            return account_info(account)
+
+    def enable(self, actor: Actor, *, username: str) -> AccountInfo:
+        """Enable a disabled account again."""
+        self._app.authz.require(actor, Permission.ACCOUNT_MANAGE, subject=f"account:{username}")
+        with self._app.transaction() as session:
+            account = get_account(session, username, for_update=True)
+            if not account.disabled:
+                raise ConflictError(f"account {username!r} is not disabled")
+            account.disabled = False
+            self._app.audit.record(session, tag=AuditTag.ACCOUNT_ENABLE, actor=actor,
                                    subject=f"account:{username}")
             return account_info(account)
 

@@ -35,6 +35,7 @@ class ActorKind(enum.StrEnum):
     ACCOUNT = "account"
     OPERATOR = "operator"
     SYSTEM = "system"
+    TOKEN = "token"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,11 @@ class Actor:
     local operator is a person with a shell on the host using the CLI: it administers
     but never acts *as* an account without that account's proof. ``os_user`` names the
     operating-system user behind a CLI action, including an account's proven action.
+
+    ``standing`` marks an actor that rests on a standing credential — a console session
+    or an API token — rather than on a proof made for the action at hand. The two-person
+    rule's approvals and revocations refuse it (:mod:`gateway.authz`): they take a
+    person's fresh second factor.
     """
 
     kind: ActorKind
@@ -55,14 +61,22 @@ class Actor:
     source: str | None = None
     client: str | None = None
     os_user: str | None = None
+    standing: bool = False
 
     @classmethod
     def account(cls, *, username: str, account_id: int, role: Role, partner_id: int | None,
                 source: str | None, client: str | None = None,
-                os_user: str | None = None) -> Actor:
+                os_user: str | None = None, standing: bool = False) -> Actor:
         """A signed-in account; only the code that verified its credentials makes one."""
         return cls(ActorKind.ACCOUNT, username, account_id, role, partner_id, source, client,
-                   os_user)
+                   os_user, standing)
+
+    @classmethod
+    def token(cls, *, name: str, role: Role, source: str | None,
+              client: str | None = None) -> Actor:
+        """An API token, for automation; only :mod:`gateway.tokens` makes one."""
+        return cls(ActorKind.TOKEN, f"token:{name}", role=role, source=source, client=client,
+                   standing=True)
 
     @classmethod
     def local_operator(cls) -> Actor:

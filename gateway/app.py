@@ -23,6 +23,8 @@ from gateway.audit_service import AuditService
 from gateway.auth import AuthService
 from gateway.authz import Authorizer
 from gateway.config import Settings
+from gateway.console_auth import ConsoleAuthService
+from gateway.dashboard import DashboardService
 from gateway.db import make_engine, make_sessionmaker
 from gateway.db.engine import check_reachable, describe_error, snapshot, unavailable_as_error
 from gateway.db.models import SettingValue
@@ -30,10 +32,12 @@ from gateway.errors import ConflictError, DatabaseError
 from gateway.integrity import KEYS_INFO, Integrity, IntegrityViolationError
 from gateway.partner_keys import PartnerKeyService
 from gateway.partners import PartnerService
+from gateway.passkeys import PasskeyService
 from gateway.resealing import finish_interrupted_rotation
 from gateway.retention import RetentionService
 from gateway.state_keys import StateKeys
 from gateway.store import ObjectStore, open_store
+from gateway.tokens import TokenService
 from gateway.transfers import TransferService
 
 Clock = Callable[[], datetime]
@@ -179,6 +183,22 @@ class App:
     @cached_property
     def retention(self) -> RetentionService:
         return RetentionService(self)
+
+    @cached_property
+    def console_auth(self) -> ConsoleAuthService:
+        return ConsoleAuthService(self)
+
+    @cached_property
+    def passkeys(self) -> PasskeyService:
+        return PasskeyService(self)
+
+    @cached_property
+    def dashboard(self) -> DashboardService:
+        return DashboardService(self)
+
+    @cached_property
+    def tokens(self) -> TokenService:
+        return TokenService(self)
 
     def close(self) -> None:
         """Release database connections."""

@@ -8,10 +8,13 @@ so a query streams the log once in index order and never loads it whole.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, TYPE_CHECKING
+
+from sqlalchemy import select
 
 from gateway.actors import Actor
 from gateway.audit import (
@@ -24,15 +27,18 @@ from gateway.audit import (
 )
 from gateway.audit.checkpoint_file import read_latest_checkpoint
 from gateway.audit.errors import VerificationError
+from gateway.audit.events import decode_leaf
+from gateway.audit.models import AuditEntry
 from gateway.authz import Permission
 from gateway.db.engine import snapshot
-from gateway.errors import NotFoundError
+from gateway.errors import GatewayError, NotFoundError
 from gateway.reconcile import REPLAY, reconcile
 
 if TYPE_CHECKING:
     from gateway.app import App
 
 MAX_DIFFERENCES = 100
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,8 +105,21 @@ class AuditService:
         database: every granting row's seal, and the state the log implies (partners,
         accounts, keys, enrolments, recipient keys, transfers), row by row and field by
         field. ``verifier`` replaces the key in the data directory (one obtained elsewhere).
+        The outcome is itself recorded (``audit:verify``), so the console can show when
+        the log was last verified and whether it passed.
         """
         self._app.authz.require(actor, Permission.AUDIT_READ)
+        try:
+            report = self._verify(actor, outside=outside, verifier=verifier)
+        except VerificationError as exc:
+            self._record_verification(actor, {"ok": False, "findings": len(exc.problems)})
+            raise
+        self._record_verification(actor, {"ok": True, "size": report.size,
+                                          "outside": report.outside})
+        return report
+
+    def _verify(self, actor: Actor, *, outside: Sequence[tuple[str, str]],
+                verifier: NoteVerifier | None) -> VerifyReport:
         kept = read_latest_checkpoint(self._app.settings.audit_checkpoint_path)
         with snapshot(self._app.engine) as session:
             report = verify_database(session, verifier=verifier or self._app.audit.verifier,
@@ -118,6 +137,38 @@ class AuditService:
                 f"audit log verified, but the database does not match it: {len(problems)} "
                 "finding(s) (rows the log does not imply, or that fail their seal)", shown)
         return report
+
+    def _record_verification(self, actor: Actor, details: dict[str, object]) -> None:
+        # Best effort: a log too damaged to append to has just been reported as such by
+        # the verification itself, which is what the caller must see.
+        try:
+            with self._app.transaction() as session:
+                self._app.audit.record(session, tag=AuditTag.AUDIT_VERIFY, actor=actor,
+                                       subject="audit:log", details=details)
+        except GatewayError as exc:
+            log.warning("could not record the verification: %s", exc.diagnostics())
+
+    def last_event(self, actor: Actor, tag: AuditTag) -> AuditEvent | None:
+        """The newest event with ``tag``, if any."""
+        self._app.authz.require(actor, Permission.AUDIT_READ)
+        with self._app.read() as session:
+            leaf = session.scalar(select(AuditEntry.leaf).where(AuditEntry.tag == tag.value)
+                                  .order_by(AuditEntry.idx.desc()).limit(1))
+        return decode_leaf(leaf.encode()) if leaf is not None else None
+
+    def recent(self, actor: Actor, *, limit: int = 10) -> list[AuditEvent]:
+        """The newest ``limit`` events, newest first."""
+        self._app.authz.require(actor, Permission.AUDIT_READ)
+        with self._app.read() as session:
+            leaves = session.scalars(select(AuditEntry.leaf).order_by(AuditEntry.idx.desc())
+                                     .limit(limit)).all()
+        return [decode_leaf(leaf.encode()) for leaf in leaves]
+
+    def size(self, actor: Actor) -> int:
+        """How many entries the log holds."""
+        self._app.authz.require(actor, Permission.AUDIT_READ)
+        with self._app.read() as session:
+            return self._app.audit.size(session)
 
     def latest_checkpoint(self, actor: Actor) -> SignedCheckpoint | None:
         self._app.authz.require(actor, Permission.AUDIT_READ)

@@ -55,7 +55,7 @@ class LoginAttempt:
 
 
 @dataclass(frozen=True)
-class _Failure:
+class Failure:
     """One refused factor, as audited and counted."""
 
     tag: AuditTag
@@ -101,21 +101,21 @@ class AuthService:
         data = base64.b64encode(key_blob).decode("ascii")
         with self._app.transaction() as session:
             now = self._app.clock()
-            account = self._usable_account(session, username)
+            account = self.usable_account(session, username)
             if account is None:
                 reason = "unknown account"
-            elif (blocked := self._blocked_reason(session, account, attempt.source, now)):
+            elif (blocked := self.blocked_reason(session, account, attempt.source, now)):
                 reason = blocked
             else:
                 key = next((k for k in account.ssh_keys if k.key_data == data), None)
                 if key is None:
                     reason = "unknown key"
-                elif (forged := self._unverified(session, account, key)) is not None:
+                elif (forged := self.unverified(session, account, key)) is not None:
                     reason = forged
                 else:
                     attempt.username, attempt.key_fingerprint = username, key.fingerprint
                     return
-            self._fail(session, attempt, _Failure(AuditTag.LOGIN_FAILURE, username, account,
+            self.record_failure(session, attempt, Failure(AuditTag.LOGIN_FAILURE, username, account,
                                                   reason, "publickey", attempt.source,
                                                   attempt.client), now=now)
         raise AuthenticationError(reason)
@@ -128,16 +128,16 @@ class AuthService:
         """
         with self._app.transaction() as session:
             now = self._app.clock()
-            account = self._usable_account(session, username)
+            account = self.usable_account(session, username)
             reason: str | None
             if not attempt.has_key or attempt.username != username or account is None:
                 reason = "one-time code without a verified public key"
             else:
-                reason = self._check_code(session, account, attempt.source, code, now)
+                reason = self.consume_code(session, account, attempt.source, code, now)
             if reason is None:
                 assert account is not None
                 return self._succeed(session, attempt, account)
-            self._fail(session, attempt, _Failure(AuditTag.LOGIN_FAILURE, username, account,
+            self.record_failure(session, attempt, Failure(AuditTag.LOGIN_FAILURE, username, account,
                                                   reason, "totp", attempt.source,
                                                   attempt.client), now=now)
         raise AuthenticationError(reason)
@@ -153,14 +153,14 @@ class AuthService:
         attempt = LoginAttempt(source=source, client=client)
         with self._app.transaction() as session:
             now = self._app.clock()
-            account = self._usable_account(session, username)
+            account = self.usable_account(session, username)
             reason: str | None
             if not code.strip():
                 reason = NO_CODE
             elif account is None:
                 reason = "unknown account"
             else:
-                reason = self._check_code(session, account, source, code, now)
+                reason = self.consume_code(session, account, source, code, now)
             if reason is None:
                 assert account is not None
                 throttle.clear(session, scope="account", key=account.username)
@@ -170,9 +170,9 @@ class AuthService:
                                        details={"method": "totp", "purpose": purpose})
                 return actor
             # A missing code is audited but is no guess, so it counts toward no lockout.
-            self._fail(session, attempt, _Failure(AuditTag.STEP_UP_FAILURE, username, account,
-                                                  reason, "totp", source, client, os_user,
-                                                  purpose, count=reason != NO_CODE), now=now)
+            self.record_failure(session, attempt, Failure(
+                AuditTag.STEP_UP_FAILURE, username, account, reason, "totp", source, client,
+                os_user, purpose, count=reason != NO_CODE), now=now)
         raise AuthenticationError(reason)
 
     def abandon(self, attempt: LoginAttempt, *, reason: str, username: str | None = None) -> None:
@@ -186,26 +186,26 @@ class AuthService:
             return
         claimed = attempt.username or username
         with self._app.transaction() as session:
-            account = self._usable_account(session, claimed) if claimed else None
-            self._fail(session, attempt, _Failure(AuditTag.LOGIN_FAILURE, claimed, account,
+            account = self.usable_account(session, claimed) if claimed else None
+            self.record_failure(session, attempt, Failure(AuditTag.LOGIN_FAILURE, claimed, account,
                                                   reason, "none", attempt.source,
                                                   attempt.client, count=claimed is not None),
                        now=self._app.clock())
 
-    def _usable_account(self, session: Session, username: str) -> Account | None:
+    def usable_account(self, session: Session, username: str) -> Account | None:
         try:
             return get_account(session, username)
         except NotFoundError:
             return None
 
-    def _check_code(self, session: Session, account: Account, source: str, code: str,
+    def consume_code(self, session: Session, account: Account, source: str, code: str,
                     now: datetime) -> str | None:
         """Consume ``code`` for ``account``; return why it is refused, or None."""
-        if (blocked := self._blocked_reason(session, account, source, now)) is not None:
+        if (blocked := self.blocked_reason(session, account, source, now)) is not None:
             return blocked
         if account.totp is None:
             return "no TOTP secret enrolled"
-        if (forged := self._unverified(session, account, account.totp)) is not None:
+        if (forged := self.unverified(session, account, account.totp)) is not None:
             return forged
         try:
             secret = decrypt_totp(self._app.state_keys, account_id=account.id,
@@ -228,7 +228,7 @@ class AuthService:
             .values(last_step=step).execution_options(synchronize_session=False))
         return None if consumed.rowcount == 1 else "replayed code"  # type: ignore[attr-defined]  # A CursorResult.
 
-    def _unverified(self, session: Session, account: Account, *rows: Base) -> str | None:
+    def unverified(self, session: Session, account: Account, *rows: Base) -> str | None:
         """Refuse (and audit) a sign-in whose account, partner, key or enrolment row was
         not written by the gateway; None if every seal holds."""
         checked = [account, *([account.partner] if account.partner else []), *rows]
@@ -240,7 +240,7 @@ class AuthService:
                 return INTEGRITY_FAILED
         return None
 
-    def _blocked_reason(self, session: Session, account: Account, source: str,
+    def blocked_reason(self, session: Session, account: Account, source: str,
                         now: datetime) -> str | None:
         if account.disabled:
             return "account disabled"
@@ -261,7 +261,7 @@ class AuthService:
                                         "key": attempt.key_fingerprint})
         return actor
 
-    def _fail(self, session: Session, attempt: LoginAttempt, failure: _Failure, *,
+    def record_failure(self, session: Session, attempt: LoginAttempt, failure: Failure, *,
               now: datetime) -> None:
         attempt.failures += 1
         actor = Actor.anonymous(claimed=failure.username, source=failure.source,

@@ -46,16 +46,20 @@ class Permission(enum.StrEnum):
     EXPOSURE_REPORT = "exposure:report"
     # Replacing keys/state_key, removing forged rows: host operations, for the operator.
     INTEGRITY_ADMIN = "integrity:admin"
+    TOKEN_MANAGE = "token:manage"
 
 
 _READ_ALL = {Permission.PARTNER_READ, Permission.ACCOUNT_READ, Permission.KEY_READ,
              Permission.FILE_LIST, Permission.AUDIT_READ, Permission.EXPOSURE_REPORT}
 _ADMINISTER = _READ_ALL | {Permission.PARTNER_MANAGE, Permission.ACCOUNT_MANAGE,
                            Permission.FILE_MANAGE, Permission.FILE_PURGE,
-                           Permission.AUDIT_CHECKPOINT}
+                           Permission.AUDIT_CHECKPOINT, Permission.TOKEN_MANAGE}
 # Recipient keys decide who can read future files: changing them always takes a
 # person's proof (an admin account), never the local operator's shell alone.
 _KEY_CHANGES = {Permission.KEY_PROPOSE, Permission.KEY_APPROVE, Permission.KEY_REVOKE}
+# What a standing credential (a console session, an API token) never does: deciding a
+# key takes a second factor given for that very decision.
+NEEDS_FRESH_PROOF = frozenset({Permission.KEY_APPROVE, Permission.KEY_REVOKE})
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(_ADMINISTER | _KEY_CHANGES),
@@ -81,9 +85,16 @@ def permissions_of(actor: Actor) -> frozenset[Permission]:
         return OPERATOR_PERMISSIONS
     if actor.kind is ActorKind.SYSTEM:
         return SYSTEM_PERMISSIONS
-    if actor.account_id is None or actor.role is None:
+    if actor.role is None:
         return frozenset()
-    return ROLE_PERMISSIONS[actor.role]
+    if actor.kind is ActorKind.TOKEN:
+        # A token is no person: it neither proposes (a proposal names its admin) nor
+        # decides keys, and it does not mint further tokens.
+        return ROLE_PERMISSIONS[actor.role] - _KEY_CHANGES - {Permission.TOKEN_MANAGE}
+    if actor.account_id is None:
+        return frozenset()
+    granted = ROLE_PERMISSIONS[actor.role]
+    return granted - NEEDS_FRESH_PROOF if actor.standing else granted
 
 
 def permits(actor: Actor, permission: Permission) -> bool:
@@ -143,6 +154,11 @@ class Authorizer:
 
 
 def _who(actor: Actor) -> str:
+    if actor.kind is ActorKind.TOKEN:
+        return f"API {actor.name!r}"
+    if actor.standing and actor.role is not None:
+        return f"a console session of {actor.role.value} {actor.name!r} (without a fresh " \
+               "second factor)"
     if actor.role is not None:
         return f"{actor.role.value} account {actor.name!r}"
     return actor.name

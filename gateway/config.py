@@ -69,8 +69,15 @@ class Settings:
     # Load balancers (addresses or networks, comma-separated) whose connections must
     # start with a PROXY protocol header naming the real client.
     sftp_proxy_protocol_from: str = ""
-    # Console listener.
+    # Console listener. TLS when both files are set; otherwise it belongs behind the
+    # reverse proxy in deploy/. The origin is the URL people type (default: from the
+    # listener), which passkeys are bound to and state-changing requests must come from.
     console_listen: str = "127.0.0.1:8443"
+    console_tls_cert: str = ""
+    console_tls_key: str = ""
+    console_origin: str = ""
+    # Admins must sign in and approve keys with a passkey, not a one-time code.
+    console_require_passkey: bool = False
     # Authentication: failures before a lockout, and how long it lasts.
     lockout_threshold: int = 5
     lockout_minutes: int = 15
@@ -116,6 +123,12 @@ class Settings:
             parse_listen(getattr(self, name), key=name)
         if self.metrics_listen:
             parse_listen(self.metrics_listen, key="metrics_listen")
+        if bool(self.console_tls_cert) != bool(self.console_tls_key):
+            raise ConfigError("console_tls_cert, console_tls_key: set both (TLS) or neither "
+                              "(behind the reverse proxy)")
+        if self.console_origin and not _ORIGIN.fullmatch(self.console_origin):
+            raise ConfigError("console_origin: expected a URL without a path, such as "
+                              f"https://blindpost.example.org, got {self.console_origin!r}")
         if not self.audit_origin or "\n" in self.audit_origin:
             raise ConfigError("audit_origin: must be a non-empty single line")
         if self.log_format not in LOG_FORMATS:
@@ -169,6 +182,22 @@ class Settings:
         return values
 
     @property
+    def console_tls(self) -> bool:
+        """Whether the console serves TLS itself."""
+        return bool(self.console_tls_cert and self.console_tls_key)
+
+    @property
+    def effective_console_origin(self) -> str:
+        """The console's origin: the setting, else its listener (loopback as localhost,
+        which browsers treat as secure and accept as a passkey's relying party)."""
+        if self.console_origin:
+            return self.console_origin.rstrip("/")
+        host, port = parse_listen(self.console_listen)
+        if host in ("127.0.0.1", "::1", "0.0.0.0", "::"):  # noqa: S104  # Names, not binds.
+            host = "localhost"
+        return f"{'https' if self.console_tls else 'http'}://{host}:{port}"
+
+    @property
     def effective_database_url(self) -> str:
         """The database URL, defaulting to SQLite inside the data directory."""
         return self.database_url or f"sqlite:///{(self.data_dir / 'blindpost.db').resolve()}"
@@ -204,6 +233,7 @@ class Settings:
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?")
 _URL_PASSWORD = re.compile(r"://([^:/@]*):[^@/]*@")
 LOG_FORMATS = ("text", "json")
 S3_SSE_MODES = ("", "AES256", "aws:kms")

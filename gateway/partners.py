@@ -62,6 +62,16 @@ def get_partner(session: Session, slug: str, *, for_update: bool = False) -> Par
     return partner
 
 
+@dataclass(frozen=True)
+class PartnerChange:
+    """What to change on a partner; None keeps the current value."""
+
+    name: str | None = None
+    retention_days: int | None = None
+    max_downloads: int | None = None
+    unlimited_downloads: bool = False
+
+
 class PartnerService:
     """Create, list, show and disable partners."""
 
@@ -72,14 +82,9 @@ class PartnerService:
             retention_days: int | None = None, max_downloads: int | None = None) -> PartnerInfo:
         """Create a partner; retention defaults to the setting and is capped by the maximum."""
         self._app.authz.require(actor, Permission.PARTNER_MANAGE, subject=f"partner:{slug}")
-        settings = self._app.settings
-        retention = settings.default_retention_days if retention_days is None else retention_days
-        if not 1 <= retention <= settings.max_retention_days:
-            raise UsageError(f"retention must be between 1 and {settings.max_retention_days} "
-                             f"days (max_retention_days), got {retention}")
-        if max_downloads is not None and not 1 <= max_downloads <= MAX_INTEGER:
-            raise UsageError(f"max downloads must be between 1 and {MAX_INTEGER}, "
-                             f"got {max_downloads}")
+        retention = (self._app.settings.default_retention_days if retention_days is None
+                     else retention_days)
+        self._check_limits(retention, max_downloads)
         check_slug(slug)
         # The unique constraint on the slug decides "create if absent", so two admins
         # adding the same partner at once get the same answer as one after the other.
@@ -94,6 +99,41 @@ class PartnerService:
                                    details={"retention_days": retention,
                                             "max_downloads": max_downloads})
             return partner_info(partner)
+
+    def _check_limits(self, retention: int, max_downloads: int | None) -> None:
+        ceiling = self._app.settings.max_retention_days
+        if not 1 <= retention <= ceiling:
+            raise UsageError(f"retention must be between 1 and {ceiling} days "
+                             f"(max_retention_days), got {retention}")
+        if max_downloads is not None and not 1 <= max_downloads <= MAX_INTEGER:
+            raise UsageError(f"max downloads must be between 1 and {MAX_INTEGER}, "
+                             f"got {max_downloads}")
+
+    def change(self, actor: Actor, *, slug: str, change: PartnerChange) -> PartnerInfo:
+        """Change a partner's name, retention or download limit (for files sent from now).
+
+        Files already waiting keep the expiry and limit they were stored with.
+        """
+        self._app.authz.require(actor, Permission.PARTNER_MANAGE, subject=f"partner:{slug}")
+        with self._app.transaction() as session:
+            partner = get_partner(session, slug, for_update=True)
+            old = partner_info(partner)
+            retention = change.retention_days or partner.retention_days
+            limit = None if change.unlimited_downloads else (change.max_downloads
+                                                             or partner.max_downloads)
+            self._check_limits(retention, limit)
+            partner.name = (change.name or partner.name).strip()[:200] or slug
+            partner.retention_days, partner.max_downloads = retention, limit
+            new = partner_info(partner)
+            details = {field: {"old": getattr(old, field), "new": getattr(new, field)}
+                       for field in ("name", "retention_days", "max_downloads")
+                       if getattr(old, field) != getattr(new, field)}
+            if details:
+                self._app.audit.record(session, tag=AuditTag.PARTNER_CHANGE, actor=actor,
+                                       subject=f"partner:{slug}", details={
+                                           f"{k}_{side}": v[side] for k, v in details.items()
+                                           for side in ("old", "new")})
+            return new
 
     def all(self, actor: Actor) -> list[PartnerInfo]:
         self._app.authz.require(actor, Permission.PARTNER_READ)

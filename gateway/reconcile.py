@@ -49,6 +49,15 @@ def _account_create(state: ImpliedState, event: AuditEvent) -> None:
                                     "disabled": False, "ssh_keys": set(), "totp": True}
 
 
+def _partner_changed(state: ImpliedState, event: AuditEvent) -> None:
+    row = state.partners.get(_name(event))
+    if row is None:
+        return
+    for name in ("retention_days", "max_downloads"):
+        if f"{name}_new" in event.details:
+            row[name] = event.details[f"{name}_new"]
+
+
 def _setter(table: str, key: str, value: object) -> Callable[[ImpliedState, AuditEvent], None]:
     def apply(state: ImpliedState, event: AuditEvent) -> None:
         row = getattr(state, table).get(_row_key(table, event))
@@ -84,6 +93,7 @@ def _uploaded(state: ImpliedState, event: AuditEvent) -> None:
 REPLAY: dict[AuditTag, Callable[[ImpliedState, AuditEvent], None]] = {
     AuditTag.PARTNER_CREATE: _partner_create,
     AuditTag.PARTNER_DISABLE: _setter("partners", "disabled", True),
+    AuditTag.PARTNER_CHANGE: _partner_changed,
     AuditTag.ACCOUNT_CREATE: _account_create,
     AuditTag.ACCOUNT_DISABLE: _setter("accounts", "disabled", True),
     AuditTag.ACCOUNT_ENABLE: _setter("accounts", "disabled", False),

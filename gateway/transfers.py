@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway import envelope, pending_objects, served
@@ -28,7 +28,7 @@ from gateway.actors import Actor
 from gateway.audit import AuditTag
 from gateway.authz import Permission
 from gateway.db.models import KeyState, Partner, PartnerKey, Role, Transfer, TransferState
-from gateway.errors import GatewayError, NotFoundError, PolicyError, UsageError
+from gateway.errors import ConflictError, GatewayError, NotFoundError, PolicyError, UsageError
 from gateway.integrity import IntegrityViolationError
 from gateway.partner_keys import approved_keys
 from gateway.partners import PartnerInfo, get_partner, partner_info
@@ -67,6 +67,26 @@ class FileEntry:
     max_downloads: int | None
     state: TransferState
     uploaded_by: str
+
+
+@dataclass(frozen=True)
+class FileFilter:
+    """Which files an operator's listing shows; every field that is set must match."""
+
+    partner: str | None = None
+    state: TransferState | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class WaitingFiles:
+    """What waits in one partner's inbox."""
+
+    partner: str
+    files: int
+    bytes: int
+    expiring_soon: int
 
 
 def _entry(row: Transfer) -> FileEntry:
@@ -473,6 +493,66 @@ class TransferService:
                                    details={"partner": row.partner.slug, "name": row.name})
             object_id = row.object_id
         _delete_quietly(self._app, object_id)
+
+    def files(self, actor: Actor, selection: FileFilter = FileFilter(), *,
+              limit: int = 500) -> list[FileEntry]:
+        """Every file's metadata for operators (never contents), newest first."""
+        self._app.authz.require(actor, Permission.FILE_LIST)
+        query = select(Transfer).order_by(Transfer.created_at.desc(), Transfer.id).limit(limit)
+        if selection.state is not None:
+            query = query.where(Transfer.state == selection.state)
+        if selection.since is not None:
+            query = query.where(Transfer.created_at >= selection.since)
+        if selection.until is not None:
+            query = query.where(Transfer.created_at < selection.until)
+        with self._app.read() as session:
+            if selection.partner is not None:
+                query = query.where(Transfer.partner_id == get_partner(session,
+                                                                       selection.partner).id)
+            return [_entry(row) for row in session.scalars(query)]
+
+    def withdraw_file(self, actor: Actor, *, file_id: str) -> FileEntry:
+        """Remove an available file now, as an admin (its ciphertext is deleted)."""
+        return self._end(actor, file_id, Permission.FILE_MANAGE, TransferState.WITHDRAWN,
+                         AuditTag.FILE_WITHDRAW)
+
+    def purge_file(self, actor: Actor, *, file_id: str) -> FileEntry:
+        """Purge an available file now, before it expires (its ciphertext is deleted)."""
+        return self._end(actor, file_id, Permission.FILE_PURGE, TransferState.PURGED,
+                         AuditTag.FILE_PURGE)
+
+    def _end(self, actor: Actor, file_id: str, permission: Permission, state: TransferState,
+             tag: AuditTag) -> FileEntry:
+        self._app.authz.require(actor, permission, subject=f"file:{file_id}")
+        with self._app.transaction() as session:
+            row = session.scalar(select(Transfer).where(Transfer.id == file_id)
+                                 .with_for_update(of=Transfer))
+            if row is None:
+                raise NotFoundError(f"unknown file {file_id!r}")
+            if row.state is not TransferState.AVAILABLE:
+                raise ConflictError(f"file {file_id} is already {row.state.value}")
+            row.state = state
+            pending_objects.note_deletion(session, row.object_id, now=self._app.clock())
+            self._app.audit.record(session, tag=tag, actor=actor, subject=f"file:{row.id}",
+                                   details={"partner": row.partner.slug, "name": row.name,
+                                            "reason": f"{state.value} by {actor.name}",
+                                            "size": row.size, "sha256": row.sha256})
+            entry, object_id = _entry(row), row.object_id
+        _delete_quietly(self._app, object_id)
+        return entry
+
+    def waiting(self, actor: Actor, *, within: timedelta) -> list[WaitingFiles]:
+        """Per partner: files waiting now, their bytes, and how many expire ``within``."""
+        self._app.authz.require(actor, Permission.FILE_LIST)
+        now = self._app.clock()
+        soon = case((Transfer.expires_at <= now + within, 1), else_=0)
+        query = (select(Partner.slug, func.count(Transfer.id), func.coalesce(
+                    func.sum(Transfer.size), 0), func.coalesce(func.sum(soon), 0))
+                 .join(Transfer, Transfer.partner_id == Partner.id)
+                 .where(*_available(now)).group_by(Partner.slug).order_by(Partner.slug))
+        with self._app.read() as session:
+            return [WaitingFiles(slug, int(count), int(size), int(expiring))
+                    for slug, count, size, expiring in session.execute(query)]
 
     def _visible_partner(self, session: Session, actor: Actor, partner: str | None) -> Partner:
         """The partner whose inbox ``actor`` may see: its own, or a named one for staff."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Integer, LargeBinary, String, Text
+from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.db.base import Base, UTCDateTime
@@ -27,6 +27,8 @@ class AuditEntry(Base):
     """
 
     __tablename__ = "audit_entries"
+    # The newest event of a tag (the dashboard's last verification) without a scan.
+    __table_args__ = (Index("ix_audit_entries_tag_idx", "tag", "idx"),)
 
     idx: Mapped[int] = mapped_column(_BigKey, primary_key=True, autoincrement=False)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -1,0 +1,160 @@
+"""API tokens for automation: created once, stored hashed, revocable, listed with last use.
+
+A token acts with its role's permissions less those that take a person
+(:func:`gateway.authz.permissions_of`): it never proposes, approves or revokes a recipient
+key and never creates another token. A refused token counts toward the source address's
+lockout, like a wrong password.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from gateway import throttle
+from gateway.actors import Actor
+from gateway.audit import AuditTag
+from gateway.auth import Failure, LoginAttempt
+from gateway.authz import Permission
+from gateway.db.models import ApiToken, Role
+from gateway.errors import AuthenticationError, ConflictError, NotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from gateway.app import App
+
+PREFIX = "bpt_"
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+TOKEN_ROLES = (Role.ADMIN, Role.AUDITOR)
+MAX_LIFETIME = timedelta(days=366)
+# Last use is written at most this often, so a busy script does not write on every call.
+LAST_USE_RESOLUTION = timedelta(minutes=1)
+REFUSED = "invalid, expired or revoked API token"
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A token as listed: never its secret."""
+
+    id: int
+    name: str
+    role: Role
+    created_by: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    state: str
+
+
+@dataclass(frozen=True)
+class NewToken:
+    """A new token and its secret, shown exactly once."""
+
+    info: TokenInfo
+    token: str
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _state(row: ApiToken, now: datetime) -> str:
+    if row.revoked_at is not None:
+        return "revoked"
+    if row.expires_at is not None and row.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def _info(row: ApiToken, now: datetime) -> TokenInfo:
+    return TokenInfo(row.id, row.name, row.role, row.created_by, row.created_at, row.expires_at,
+                     row.last_used_at, row.revoked_at, _state(row, now))
+
+
+class TokenService:
+    """Create, list, revoke and check API tokens."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    def create(self, actor: Actor, *, name: str, role: Role,
+               lifetime: timedelta | None = None) -> NewToken:
+        """Create a token; the secret is in the result and nowhere else."""
+        self._app.authz.require(actor, Permission.TOKEN_MANAGE, subject=f"token:{name}")
+        if not NAME_PATTERN.fullmatch(name):
+            raise UsageError(f"invalid token name {name!r}: lowercase letters, digits, '.', "
+                             "'_' or '-', at most 64")
+        if role not in TOKEN_ROLES:
+            raise UsageError("a token's role is admin or auditor")
+        if lifetime is not None and not timedelta(0) < lifetime <= MAX_LIFETIME:
+            raise UsageError(f"a token expires after 1 to {MAX_LIFETIME.days} days")
+        secret = PREFIX + secrets.token_urlsafe(32)
+        now = self._app.clock()
+        with self._app.transaction(conflict=f"a token named {name!r} already exists") as session:
+            row = ApiToken(name=name, role=role, token_hash=digest(secret),
+                           created_by=actor.name, created_at=now,
+                           expires_at=now + lifetime if lifetime else None)
+            session.add(row)
+            session.flush()
+            self._app.audit.record(session, tag=AuditTag.TOKEN_CREATE, actor=actor,
+                                   subject=f"token:{name}",
+                                   details={"role": role.value, "expires_at":
+                                            row.expires_at.isoformat() if row.expires_at else None})
+            return NewToken(_info(row, now), secret)
+
+    def all(self, actor: Actor) -> list[TokenInfo]:
+        self._app.authz.require(actor, Permission.TOKEN_MANAGE)
+        now = self._app.clock()
+        with self._app.read() as session:
+            return [_info(row, now) for row in session.scalars(select(ApiToken)
+                                                               .order_by(ApiToken.name))]
+
+    def revoke(self, actor: Actor, *, name: str) -> TokenInfo:
+        """Revoke a token now; requests with it fail from the next one on."""
+        self._app.authz.require(actor, Permission.TOKEN_MANAGE, subject=f"token:{name}")
+        now = self._app.clock()
+        with self._app.transaction() as session:
+            row = session.scalar(select(ApiToken).where(ApiToken.name == name)
+                                 .with_for_update())
+            if row is None:
+                raise NotFoundError(f"unknown token {name!r}")
+            if row.revoked_at is not None:
+                raise ConflictError(f"token {name!r} is already revoked")
+            row.revoked_at = now
+            self._app.audit.record(session, tag=AuditTag.TOKEN_REVOKE, actor=actor,
+                                   subject=f"token:{name}")
+            return _info(row, now)
+
+    def authenticate(self, token: str, *, source: str, client: str | None = None) -> Actor:
+        """The actor of a presented token, or raise (audited, counted toward the source)."""
+        with self._app.transaction() as session:
+            now = self._app.clock()
+            row = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest(token)))
+            if throttle.locked_until(session, scope="source", key=source, now=now):
+                reason = "source locked out"
+            elif row is None:
+                reason = "unknown token"
+            elif (state := _state(row, now)) != "active":
+                reason = f"{state} token"
+            else:
+                self._touch(session, row, now)
+                return Actor.token(name=row.name, role=row.role, source=source, client=client)
+            claimed = f"token:{row.name}" if row is not None else None
+            self._app.auth.record_failure(
+                session, LoginAttempt(source=source, client=client),
+                Failure(AuditTag.LOGIN_FAILURE, claimed, None, reason, "token", source, client),
+                now=now)
+        raise AuthenticationError(REFUSED)
+
+    def _touch(self, session: Session, row: ApiToken, now: datetime) -> None:
+        if row.last_used_at is not None and now - row.last_used_at < LAST_USE_RESOLUTION:
+            return
+        session.execute(update(ApiToken).where(ApiToken.id == row.id)
+                        .values(last_used_at=now).execution_options(synchronize_session=False))
