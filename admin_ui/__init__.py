@@ -1,4 +1,6 @@
 """The admin web console and JSON API (FastAPI), a thin adapter over ``gateway`` services.
 
-It arrives with the console issue; the package exists so the layout is fixed from the start.
+Pages (:mod:`admin_ui.pages`) and the API (:mod:`admin_ui.api`) prove who is acting — a
+console session or an API token — and hand the actor to the same ``gateway`` services,
+which decide what may be done and audit it. Nothing here handles file contents.
 """

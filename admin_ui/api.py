@@ -1,0 +1,312 @@
+"""The JSON API under ``/api/v1``: every console operation, for automation.
+
+Callers authenticate with ``Authorization: Bearer <token>`` (``blindpost token create``)
+or with a console session and its CSRF token in ``X-CSRF-Token``. Approving or revoking
+a recipient key takes a session and a fresh second factor in the request; the services
+refuse a token. Errors are RFC 9457 problem documents (:mod:`admin_ui.problems`).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, Field
+
+from admin_ui.forms import optional_time
+from admin_ui.pages import event_filter, export_response
+from admin_ui.security import Principal, api_principal, console
+from gateway.accounts import parse_role
+from gateway.audit import VerificationError
+from gateway.console_auth import key_purpose
+from gateway.db.models import TransferState
+from gateway.errors import AuthorizationError, NotFoundError
+from gateway.partners import PartnerChange
+from gateway.sshkeys import parse_public_key
+from gateway.transfers import FileFilter
+from gateway.values import jsonable
+
+# Declares the bearer scheme in the OpenAPI document; api_principal does the checking.
+bearer = HTTPBearer(auto_error=False, description="An API token from `blindpost token create`")
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(bearer)])
+Caller = Annotated[Principal, Depends(api_principal)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _json(value: object, status: int = 200) -> JSONResponse:
+    return JSONResponse(jsonable(value), status_code=status)
+
+
+class PartnerIn(BaseModel):
+    slug: Name
+    name: str | None = Field(default=None, max_length=200)
+    retention_days: int | None = Field(default=None, ge=1, le=3650)
+    max_downloads: int | None = Field(default=None, ge=1, le=1_000_000)
+
+
+class PartnerPatch(BaseModel):
+    name: str | None = Field(default=None, max_length=200)
+    retention_days: int | None = Field(default=None, ge=1, le=3650)
+    max_downloads: int | None = Field(default=None, ge=1, le=1_000_000)
+    unlimited_downloads: bool = False
+
+
+class AccountIn(BaseModel):
+    username: Name
+    role: Name
+    partner: str | None = Field(default=None, max_length=64)
+    ssh_keys: list[Annotated[str, Field(max_length=16384)]] = Field(default=[], max_length=20)
+
+
+class SSHKeyIn(BaseModel):
+    key: Annotated[str, Field(min_length=1, max_length=16384)]
+
+
+class KeyIn(BaseModel):
+    partner: Name
+    recipient: Annotated[str, Field(min_length=1, max_length=16384)]
+    label: str = Field(default="", max_length=200)
+
+
+class SecondFactor(BaseModel):
+    """A fresh second factor for one key decision: a one-time code or a passkey assertion
+    answering ``…/options`` for the same key and action."""
+
+    code: str | None = Field(default=None, max_length=16)
+    credential: dict[str, Any] | None = None
+
+
+class TokenIn(BaseModel):
+    name: Name
+    role: Name
+    expires_days: int | None = Field(default=None, ge=1, le=366)
+
+
+@router.get("/me", summary="Who the caller is")
+def me(caller: Caller) -> JSONResponse:
+    actor = caller.actor
+    return _json({"name": actor.name, "kind": actor.kind, "role": actor.role,
+                  "via": "session" if caller.session else "token"})
+
+
+@router.get("/dashboard", summary="Files waiting, audit state, insecure settings")
+def dashboard(request: Request, caller: Caller) -> JSONResponse:
+    return _json(console(request).app.dashboard.overview(caller.actor))
+
+
+@router.get("/partners", summary="List partners")
+def partners(request: Request, caller: Caller) -> JSONResponse:
+    return _json(console(request).app.partners.all(caller.actor))
+
+
+@router.post("/partners", status_code=201, summary="Create a partner")
+def partner_add(request: Request, caller: Caller, body: PartnerIn) -> JSONResponse:
+    return _json(console(request).app.partners.add(
+        caller.actor, slug=body.slug, name=body.name, retention_days=body.retention_days,
+        max_downloads=body.max_downloads), 201)
+
+
+@router.get("/partners/{slug}", summary="Show a partner")
+def partner(request: Request, caller: Caller, slug: str) -> JSONResponse:
+    return _json(console(request).app.partners.get(caller.actor, slug))
+
+
+@router.patch("/partners/{slug}", summary="Change name, retention or download limit")
+def partner_change(request: Request, caller: Caller, slug: str,
+                   body: PartnerPatch) -> JSONResponse:
+    return _json(console(request).app.partners.change(caller.actor, slug=slug, change=(
+        PartnerChange(body.name, body.retention_days, body.max_downloads,
+                      body.unlimited_downloads))))
+
+
+@router.post("/partners/{slug}/disable", summary="Disable a partner")
+def partner_disable(request: Request, caller: Caller, slug: str) -> JSONResponse:
+    return _json(console(request).app.partners.disable(caller.actor, slug=slug))
+
+
+@router.get("/accounts", summary="List accounts")
+def accounts(request: Request, caller: Caller) -> JSONResponse:
+    return _json(console(request).app.accounts.all(caller.actor))
+
+
+@router.post("/accounts", status_code=201,
+             summary="Create an account (the response holds its one-time secrets)")
+def account_add(request: Request, caller: Caller, body: AccountIn) -> JSONResponse:
+    keys = [parse_public_key(key) for key in body.ssh_keys]
+    return _json(console(request).app.accounts.add(
+        caller.actor, username=body.username, role=parse_role(body.role),
+        partner=body.partner, ssh_keys=keys), 201)
+
+
+@router.get("/accounts/{username}", summary="Show an account")
+def account(request: Request, caller: Caller, username: str) -> JSONResponse:
+    return _json(console(request).app.accounts.get(caller.actor, username))
+
+
+@router.post("/accounts/{username}/disable", summary="Disable an account")
+def account_disable(request: Request, caller: Caller, username: str) -> JSONResponse:
+    return _json(console(request).app.accounts.disable(caller.actor, username=username))
+
+
+@router.post("/accounts/{username}/enable", summary="Enable an account")
+def account_enable(request: Request, caller: Caller, username: str) -> JSONResponse:
+    return _json(console(request).app.accounts.enable(caller.actor, username=username))
+
+
+@router.post("/accounts/{username}/ssh-keys", status_code=201, summary="Add an SSH key")
+def account_add_key(request: Request, caller: Caller, username: str,
+                    body: SSHKeyIn) -> JSONResponse:
+    return _json(console(request).app.accounts.add_key(
+        caller.actor, username=username, key=parse_public_key(body.key)), 201)
+
+
+@router.post("/accounts/{username}/reset-totp", summary="Replace the TOTP secret")
+def account_reset_totp(request: Request, caller: Caller, username: str) -> JSONResponse:
+    uri = console(request).app.accounts.reset_totp(caller.actor, username=username)
+    return _json({"username": username, "totp_uri": uri})
+
+
+@router.get("/keys", summary="List recipient keys")
+def keys(request: Request, caller: Caller,
+         partner: Annotated[str | None, Query(max_length=64)] = None) -> JSONResponse:
+    return _json(console(request).app.keys.all(caller.actor, partner=partner))
+
+
+@router.post("/keys", status_code=201, summary="Propose a recipient key")
+def key_propose(request: Request, caller: Caller, body: KeyIn) -> JSONResponse:
+    return _json(console(request).app.keys.propose(
+        caller.actor, partner=body.partner, recipient=body.recipient, label=body.label), 201)
+
+
+def _decide(request: Request, caller: Caller, key_id: int, verb: str,
+            body: SecondFactor) -> JSONResponse:
+    gateway = console(request).app
+    if caller.session is None:
+        # A token is no person: the service refuses it (and audits the refusal).
+        action = gateway.keys.approve if verb == "approve" else gateway.keys.revoke
+        return _json(action(caller.actor, key_id=key_id))
+    credential = json.dumps(body.credential) if body.credential else None
+    decide = (gateway.console_auth.approve_key if verb == "approve"
+              else gateway.console_auth.revoke_key)
+    return _json(decide(caller.session, key_id=key_id, code=body.code, credential=credential))
+
+
+@router.post("/keys/{key_id}/approve",
+             summary="Approve a proposed key (a different admin, with a fresh second factor)")
+def key_approve(request: Request, caller: Caller, key_id: int,
+                body: SecondFactor) -> JSONResponse:
+    return _decide(request, caller, key_id, "approve", body)
+
+
+@router.post("/keys/{key_id}/revoke", summary="Revoke a key (with a fresh second factor)")
+def key_revoke(request: Request, caller: Caller, key_id: int,
+               body: SecondFactor) -> JSONResponse:
+    return _decide(request, caller, key_id, "revoke", body)
+
+
+@router.post("/keys/{key_id}/approve/options",
+             summary="WebAuthn options for a passkey confirming this approval")
+def key_approve_options(request: Request, caller: Caller, key_id: int) -> Response:
+    return _options(request, caller, key_purpose("approve", key_id))
+
+
+@router.post("/keys/{key_id}/revoke/options",
+             summary="WebAuthn options for a passkey confirming this revocation")
+def key_revoke_options(request: Request, caller: Caller, key_id: int) -> Response:
+    return _options(request, caller, key_purpose("revoke", key_id))
+
+
+def _options(request: Request, caller: Caller, purpose: str) -> Response:
+    if caller.session is None:
+        raise AuthorizationError("a passkey confirms a person's console session, not a token")
+    options = console(request).app.console_auth.step_up_options(caller.session,
+                                                               purpose=purpose)
+    return Response(options, media_type="application/json")
+
+
+@router.get("/transfers", summary="List files (metadata only) by partner, state and date")
+def transfers(request: Request, caller: Caller,
+              partner: Annotated[str | None, Query(max_length=64)] = None,
+              state: TransferState | None = None,
+              since: Annotated[str | None, Query(max_length=40)] = None,
+              until: Annotated[str | None, Query(max_length=40)] = None,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> JSONResponse:
+    selection = FileFilter(partner=partner, state=state,
+                           since=optional_time(since, field="since"),
+                           until=optional_time(until, field="until"))
+    return _json(console(request).app.transfers.files(caller.actor, selection, limit=limit))
+
+
+@router.post("/transfers/{file_id}/withdraw", summary="Withdraw a file now")
+def transfer_withdraw(request: Request, caller: Caller, file_id: str) -> JSONResponse:
+    return _json(console(request).app.transfers.withdraw_file(caller.actor, file_id=file_id))
+
+
+@router.post("/transfers/{file_id}/purge", summary="Purge a file now")
+def transfer_purge(request: Request, caller: Caller, file_id: str) -> JSONResponse:
+    return _json(console(request).app.transfers.purge_file(caller.actor, file_id=file_id))
+
+
+@router.get("/audit/events", summary="Audit events, oldest first, from index `start`")
+def audit_events(request: Request, caller: Caller,
+                 tag: Annotated[str, Query(max_length=64)] = "",
+                 actor: Annotated[str, Query(max_length=200)] = "",
+                 since: Annotated[str, Query(max_length=40)] = "",
+                 until: Annotated[str, Query(max_length=40)] = "",
+                 start: Annotated[int, Query(ge=0, le=2**62)] = 0,
+                 limit: Annotated[int, Query(ge=1, le=500)] = 100) -> JSONResponse:
+    events = console(request).app.audit_view.page(
+        caller.actor, event_filter(tag, actor, since, until, start), size=limit)
+    return _json({"events": [event.as_dict() for event in events],
+                  "next_start": events[-1].index + 1 if len(events) == limit else None})
+
+
+@router.get("/audit/events/{index}/proof", summary="tlog-proof that entry INDEX is logged")
+def audit_proof(request: Request, caller: Caller, index: int) -> Response:
+    if not 0 <= index < 2**62:
+        raise NotFoundError(f"there is no audit entry {index}")
+    return PlainTextResponse(console(request).app.audit_view.prove(caller.actor, index))
+
+
+@router.post("/audit/verify", summary="Verify the whole log now")
+def audit_verify(request: Request, caller: Caller) -> JSONResponse:
+    try:
+        report = console(request).app.audit_view.verify(caller.actor)
+    except VerificationError as exc:
+        return _json({"ok": False, "summary": exc.summary, "problems": exc.problems}, 409)
+    return _json({"ok": True, "summary": report.summary(), "size": report.size})
+
+
+@router.get("/audit/checkpoint", summary="The latest signed checkpoint (a signed note)")
+def audit_checkpoint(request: Request, caller: Caller) -> Response:
+    signed = console(request).app.audit_view.latest_checkpoint(caller.actor)
+    if signed is None:
+        raise NotFoundError("the log has no checkpoint yet")
+    return PlainTextResponse(signed.note)
+
+
+@router.get("/audit/export", summary="Every entry as JSON lines")
+def audit_export(request: Request, caller: Caller) -> Response:
+    return export_response(request, caller.actor)
+
+
+@router.get("/tokens", summary="List API tokens (never their secrets)")
+def tokens(request: Request, caller: Caller) -> JSONResponse:
+    return _json(console(request).app.tokens.all(caller.actor))
+
+
+@router.post("/tokens", status_code=201, summary="Create an API token (shown once)")
+def token_create(request: Request, caller: Caller, body: TokenIn) -> JSONResponse:
+    new = console(request).app.tokens.create(
+        caller.actor, name=body.name, role=parse_role(body.role),
+        lifetime=timedelta(days=body.expires_days) if body.expires_days else None)
+    return _json({**jsonable(new.info), "token": new.token}, 201)  # type: ignore[dict-item]
+
+
+@router.post("/tokens/{name}/revoke", summary="Revoke an API token")
+def token_revoke(request: Request, caller: Caller, name: str) -> JSONResponse:
+    return _json(console(request).app.tokens.revoke(caller.actor, name=name))

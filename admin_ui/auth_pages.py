@@ -1,0 +1,171 @@
+"""Signing in and out: password, then a one-time code or a passkey; first-sign-in
+enrolment; passkey registration."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import segno
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from admin_ui.rendering import render
+from admin_ui.security import (
+    CSRF_HEADER,
+    check_csrf,
+    check_origin,
+    clear_session_cookie,
+    console,
+    resume,
+    session_token,
+    set_session_cookie,
+    signed_in,
+    source_of,
+)
+from gateway.console_sessions import Opened, SessionInfo, Stage
+from gateway.errors import AuthenticationError, UsageError
+
+router = APIRouter(include_in_schema=False)
+NEXT_PAGE = {Stage.SECOND_FACTOR: "/signin/verify", Stage.ENROL: "/signin/enrol",
+             Stage.PASSKEY: "/signin/passkey", Stage.FULL: "/"}
+Text = Annotated[str, Form(max_length=4096)]
+Csrf = Annotated[str, Form(alias="csrf", max_length=200)]
+
+
+def _proceed(request: Request, opened: Opened) -> Response:
+    response = RedirectResponse(NEXT_PAGE[opened.session.stage], status_code=303)
+    set_session_cookie(response, request, opened.token)
+    return response
+
+
+def _in_stage(request: Request, stage: Stage) -> SessionInfo:
+    current = resume(request)
+    if current.stage is not stage:
+        raise UsageError("this sign-in step is already done; go to the start page")
+    return current
+
+
+@router.get("/signin")
+def signin_page(request: Request) -> Response:
+    return render(request, "signin.html", {"error": None}, current=None)
+
+
+@router.post("/signin")
+def signin(request: Request, username: Text, password: Text) -> Response:
+    check_origin(request)
+    try:
+        opened = console(request).app.console_auth.sign_in(
+            username=username.strip(), password=password, source=source_of(request),
+            client="console")
+    except AuthenticationError as exc:
+        return render(request, "signin.html", {"error": exc.diagnostics()}, current=None,
+                      status=401)
+    return _proceed(request, opened)
+
+
+@router.get("/signin/verify")
+def verify_page(request: Request) -> Response:
+    current = _in_stage(request, Stage.SECOND_FACTOR)
+    return render(request, "verify.html", {"error": None}, current=current)
+
+
+@router.post("/signin/verify")
+def verify(request: Request, csrf: Csrf, code: Text = "", credential: Text = "") -> Response:
+    current = _in_stage(request, Stage.SECOND_FACTOR)
+    check_csrf(request, current, csrf)
+    auth = console(request).app.console_auth
+    try:
+        if credential:
+            opened = auth.passkey_sign_in(session_token(request), credential=credential)
+        else:
+            opened = auth.second_factor(session_token(request), code=code)
+    except AuthenticationError as exc:
+        return render(request, "verify.html", {"error": exc.diagnostics()}, current=current,
+                      status=401)
+    return _proceed(request, opened)
+
+
+@router.post("/signin/verify/options")
+def verify_options(request: Request) -> Response:
+    current = _in_stage(request, Stage.SECOND_FACTOR)
+    check_csrf(request, current, request.headers.get(CSRF_HEADER))
+    options = console(request).app.console_auth.passkey_options(session_token(request))
+    return Response(options, media_type="application/json")
+
+
+@router.get("/signin/enrol")
+def enrol_page(request: Request) -> Response:
+    current = _in_stage(request, Stage.ENROL)
+    return _enrol_form(request, current, error=None)
+
+
+def _enrol_form(request: Request, current: SessionInfo, *, error: str | None,
+                status: int = 200) -> Response:
+    enrolment = console(request).app.console_auth.enrolment(session_token(request))
+    qr = segno.make(enrolment.uri, error="m").svg_inline(scale=4, dark="#000", light="#fff")
+    return render(request, "enrol.html", {"enrolment": enrolment, "qr": qr, "error": error},
+                  current=current, status=status)
+
+
+@router.post("/signin/enrol")
+def enrol(request: Request, csrf: Csrf, password: Text, repeat: Text, code: Text) -> Response:
+    current = _in_stage(request, Stage.ENROL)
+    check_csrf(request, current, csrf)
+    if password != repeat:
+        return _enrol_form(request, current, error="the two passwords differ", status=400)
+    try:
+        opened = console(request).app.console_auth.enrol(session_token(request),
+                                                         new_password=password, code=code)
+    except (AuthenticationError, UsageError) as exc:
+        return _enrol_form(request, current, error=exc.diagnostics(), status=400)
+    return _proceed(request, opened)
+
+
+@router.get("/signin/passkey")
+def passkey_required_page(request: Request) -> Response:
+    current = _in_stage(request, Stage.PASSKEY)
+    return render(request, "passkey_required.html", {}, current=current)
+
+
+@router.post("/passkeys/options")
+def registration_options(request: Request) -> Response:
+    current = resume(request)
+    check_csrf(request, current, request.headers.get(CSRF_HEADER))
+    options = console(request).app.passkeys.registration_options(current.id)
+    return Response(options, media_type="application/json")
+
+
+@router.post("/passkeys")
+def register_passkey(request: Request, csrf: Csrf, credential: Text,
+                     name: Annotated[str, Form(max_length=100)] = "passkey") -> Response:
+    current = resume(request)
+    check_csrf(request, current, csrf)
+    console(request).app.passkeys.register(current.id, credential=credential, name=name)
+    return RedirectResponse("/me", status_code=303)
+
+
+@router.post("/signout")
+def signout(request: Request, csrf: Csrf, everywhere: Text = "") -> Response:
+    current = resume(request)
+    check_csrf(request, current, csrf)
+    console(request).app.console_auth.sign_out(session_token(request),
+                                               everywhere=everywhere == "yes")
+    response = RedirectResponse("/signin", status_code=303)
+    clear_session_cookie(response, request)
+    return response
+
+
+@router.get("/me")
+def me_page(request: Request, current: Annotated[SessionInfo, Depends(signed_in)]) -> Response:
+    passkeys = console(request).app.passkeys.mine(current)
+    return render(request, "me.html", {"passkeys": passkeys}, current=current)
+
+
+@router.post("/me/passkeys/{passkey_id}/remove")
+def remove_passkey(request: Request, passkey_id: int, csrf: Csrf,
+                   current: Annotated[SessionInfo, Depends(signed_in)]) -> Response:
+    check_csrf(request, current, csrf)
+    console(request).app.passkeys.remove(current.actor, passkey_id=passkey_id,
+                                         own_account=current.account_id)
+    return RedirectResponse("/me", status_code=303)
+

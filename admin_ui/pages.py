@@ -1,0 +1,349 @@
+"""The console's pages: server-rendered HTML that works without JavaScript.
+
+Each handler proves the session (and its CSRF token for a change), calls one gateway
+service with the session's actor and renders or redirects. The services decide and audit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Annotated
+
+import segno
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
+
+from admin_ui.forms import optional_int, optional_time
+from admin_ui.rendering import render
+from admin_ui.security import CSRF_HEADER, check_csrf, console, signed_in
+from gateway.accounts import parse_role
+from gateway.actors import Actor
+from gateway.audit import AuditTag, VerificationError
+from gateway.audit_service import EventFilter
+from gateway.console_auth import key_purpose
+from gateway.console_sessions import SessionInfo
+from gateway.db.models import Role, TransferState
+from gateway.errors import NotFoundError, UsageError
+from gateway.partners import PartnerChange
+from gateway.sshkeys import parse_public_key
+from gateway.tokens import TOKEN_ROLES
+from gateway.transfers import FileFilter
+
+router = APIRouter(include_in_schema=False)
+Session = Annotated[SessionInfo, Depends(signed_in)]
+Text = Annotated[str, Form(max_length=8192)]
+Csrf = Annotated[str, Form(max_length=200)]
+PAGE_SIZE = 50
+
+
+def _back(path: str) -> RedirectResponse:
+    return RedirectResponse(path, status_code=303)
+
+
+@router.get("/")
+def dashboard(request: Request, current: Session) -> Response:
+    overview = console(request).app.dashboard.overview(current.actor)
+    return render(request, "dashboard.html", {"o": overview}, current=current)
+
+
+# Partners ----------------------------------------------------------------------------
+
+@router.get("/partners")
+def partners(request: Request, current: Session) -> Response:
+    rows = console(request).app.partners.all(current.actor)
+    return render(request, "partners.html", {"partners": rows}, current=current)
+
+
+@router.post("/partners")
+def partner_add(request: Request, current: Session, csrf: Csrf, slug: Text, name: Text = "",
+                retention_days: Text = "", max_downloads: Text = "") -> Response:
+    check_csrf(request, current, csrf)
+    console(request).app.partners.add(
+        current.actor, slug=slug.strip(), name=name.strip() or None,
+        retention_days=optional_int(retention_days, field="retention days"),
+        max_downloads=optional_int(max_downloads, field="download limit"))
+    return _back("/partners")
+
+
+@router.post("/partners/{slug}")
+def partner_change(request: Request, current: Session, slug: str, csrf: Csrf, name: Text = "",
+                   retention_days: Text = "", max_downloads: Text = "") -> Response:
+    check_csrf(request, current, csrf)
+    limit = optional_int(max_downloads, field="download limit")
+    console(request).app.partners.change(current.actor, slug=slug, change=PartnerChange(
+        name=name.strip() or None,
+        retention_days=optional_int(retention_days, field="retention days"),
+        max_downloads=limit, unlimited_downloads=limit is None))
+    return _back("/partners")
+
+
+@router.post("/partners/{slug}/disable")
+def partner_disable(request: Request, current: Session, slug: str, csrf: Csrf) -> Response:
+    check_csrf(request, current, csrf)
+    console(request).app.partners.disable(current.actor, slug=slug)
+    return _back("/partners")
+
+
+# Accounts ----------------------------------------------------------------------------
+
+@router.get("/accounts")
+def accounts(request: Request, current: Session) -> Response:
+    gateway = console(request).app
+    return render(request, "accounts.html", {
+        "accounts": gateway.accounts.all(current.actor),
+        "partners": gateway.partners.all(current.actor), "roles": list(Role)}, current=current)
+
+
+def _secret_page(request: Request, current: SessionInfo, *, title: str, username: str,
+                 password: str | None = None, totp_uri: str | None = None,
+                 token: str | None = None) -> Response:
+    qr = segno.make(totp_uri, error="m").svg_inline(scale=4) if totp_uri else None
+    return render(request, "secret.html", {
+        "title": title, "username": username, "password": password, "totp_uri": totp_uri,
+        "qr": qr, "token": token}, current=current)
+
+
+@router.post("/accounts")
+def account_add(request: Request, current: Session, csrf: Csrf, username: Text, role: Text,
+                partner: Text = "", ssh_key: Text = "") -> Response:
+    check_csrf(request, current, csrf)
+    keys = [parse_public_key(line) for line in ssh_key.splitlines() if line.strip()]
+    new = console(request).app.accounts.add(
+        current.actor, username=username.strip(), role=parse_role(role.strip()),
+        partner=partner.strip() or None, ssh_keys=keys)
+    return _secret_page(request, current, title=f"Account {new.account.username} created",
+                        username=new.account.username, password=new.one_time_password,
+                        totp_uri=new.totp_uri)
+
+
+@router.post("/accounts/{username}/disable")
+def account_disable(request: Request, current: Session, username: str, csrf: Csrf) -> Response:
+    check_csrf(request, current, csrf)
+    console(request).app.accounts.disable(current.actor, username=username)
+    return _back("/accounts")
+
+
+@router.post("/accounts/{username}/enable")
+def account_enable(request: Request, current: Session, username: str, csrf: Csrf) -> Response:
+    check_csrf(request, current, csrf)
+    console(request).app.accounts.enable(current.actor, username=username)
+    return _back("/accounts")
+
+
+@router.post("/accounts/{username}/ssh-keys")
+def account_add_key(request: Request, current: Session, username: str, csrf: Csrf,
+                    ssh_key: Text) -> Response:
+    check_csrf(request, current, csrf)
+    console(request).app.accounts.add_key(current.actor, username=username,
+                                          key=parse_public_key(ssh_key.strip()))
+    return _back("/accounts")
+
+
+@router.post("/accounts/{username}/reset-totp")
+def account_reset_totp(request: Request, current: Session, username: str,
+                       csrf: Csrf) -> Response:
+    check_csrf(request, current, csrf)
+    uri = console(request).app.accounts.reset_totp(current.actor, username=username)
+    return _secret_page(request, current, title=f"New TOTP secret for {username}",
+                        username=username, totp_uri=uri)
+
+
+# Recipient keys ----------------------------------------------------------------------
+
+@router.get("/keys")
+def keys(request: Request, current: Session) -> Response:
+    gateway = console(request).app
+    return render(request, "keys.html", {"keys": gateway.keys.all(current.actor),
+                                         "partners": gateway.partners.all(current.actor)},
+                  current=current)
+
+
+@router.post("/keys")
+def key_propose(request: Request, current: Session, csrf: Csrf, partner: Text, recipient: Text,
+                label: Text = "") -> Response:
+    check_csrf(request, current, csrf)
+    console(request).app.keys.propose(current.actor, partner=partner.strip(),
+                                      recipient=recipient.strip(), label=label.strip()[:200])
+    return _back("/keys")
+
+
+@router.post("/keys/{key_id}/{verb}/options")
+def key_step_up_options(request: Request, current: Session, key_id: int, verb: str) -> Response:
+    check_csrf(request, current, request.headers.get(CSRF_HEADER))
+    if verb not in ("approve", "revoke"):
+        raise NotFoundError("no such action")
+    options = console(request).app.console_auth.step_up_options(
+        current, purpose=key_purpose(verb, key_id))
+    return Response(options, media_type="application/json")
+
+
+@router.post("/keys/{key_id}/approve")
+def key_approve(request: Request, current: Session, key_id: int, csrf: Csrf, code: Text = "",
+                credential: Text = "") -> Response:
+    check_csrf(request, current, csrf)
+    console(request).app.console_auth.approve_key(current, key_id=key_id, code=code.strip(),
+                                                  credential=credential or None)
+    return _back("/keys")
+
+
+@router.post("/keys/{key_id}/revoke")
+def key_revoke(request: Request, current: Session, key_id: int, csrf: Csrf, code: Text = "",
+               credential: Text = "") -> Response:
+    check_csrf(request, current, csrf)
+    console(request).app.console_auth.revoke_key(current, key_id=key_id, code=code.strip(),
+                                                 credential=credential or None)
+    return _back("/keys")
+
+
+# Transfers ---------------------------------------------------------------------------
+
+def _state(value: str | None) -> TransferState | None:
+    if not value:
+        return None
+    try:
+        return TransferState(value)
+    except ValueError:
+        raise UsageError(f"unknown state {value[:20]!r}; accepted: "
+                         + ", ".join(s.value for s in TransferState)) from None
+
+
+@router.get("/transfers")
+def transfers(request: Request, current: Session, partner: str = "", state: str = "",
+              since: str = "", until: str = "") -> Response:
+    gateway = console(request).app
+    selection = FileFilter(partner=partner or None, state=_state(state),
+                           since=optional_time(since, field="from"),
+                           until=optional_time(until, field="until"))
+    return render(request, "transfers.html", {
+        "files": gateway.transfers.files(current.actor, selection),
+        "partners": gateway.partners.all(current.actor), "states": list(TransferState),
+        "f": {"partner": partner, "state": state, "since": since, "until": until}},
+        current=current)
+
+
+@router.post("/transfers/{file_id}/withdraw")
+def transfer_withdraw(request: Request, current: Session, file_id: str, csrf: Csrf) -> Response:
+    check_csrf(request, current, csrf)
+    console(request).app.transfers.withdraw_file(current.actor, file_id=file_id)
+    return _back("/transfers")
+
+
+@router.post("/transfers/{file_id}/purge")
+def transfer_purge(request: Request, current: Session, file_id: str, csrf: Csrf) -> Response:
+    check_csrf(request, current, csrf)
+    console(request).app.transfers.purge_file(current.actor, file_id=file_id)
+    return _back("/transfers")
+
+
+# Audit log ---------------------------------------------------------------------------
+
+def event_filter(tag: str, actor: str, since: str, until: str, start: int) -> EventFilter:
+    """The audit filter from query values (shared with the API)."""
+    if tag and tag not in {t.value for t in AuditTag}:
+        raise UsageError(f"unknown tag {tag[:40]!r}")
+    return EventFilter(tag=AuditTag(tag) if tag else None, actor=actor.strip() or None,
+                       since=optional_time(since, field="from"),
+                       until=optional_time(until, field="until"), start=max(0, start))
+
+
+@router.get("/audit")
+def audit(request: Request, current: Session, tag: str = "", actor: str = "",
+          since: str = "", until: str = "", start: int = 0) -> Response:
+    return _audit_page(request, current, tag=tag, actor=actor, since=since, until=until,
+                       start=start)
+
+
+def _audit_page(request: Request, current: SessionInfo, *, tag: str = "", actor: str = "",
+                since: str = "", until: str = "", start: int = 0,
+                verification: str | None = None, failed: bool = False) -> Response:
+    view = console(request).app.audit_view
+    events = view.page(current.actor, event_filter(tag, actor, since, until, start),
+                       size=PAGE_SIZE)
+    return render(request, "audit.html", {
+        "events": events, "tags": [t.value for t in AuditTag],
+        "checkpoint": view.latest_checkpoint(current.actor),
+        "next_start": events[-1].index + 1 if len(events) == PAGE_SIZE else None,
+        "f": {"tag": tag, "actor": actor, "since": since, "until": until},
+        "verification": verification, "failed": failed}, current=current,
+        status=409 if failed else 200)
+
+
+@router.post("/audit/verify")
+def audit_verify(request: Request, current: Session, csrf: Csrf) -> Response:
+    check_csrf(request, current, csrf)
+    try:
+        report = console(request).app.audit_view.verify(current.actor)
+    except VerificationError as exc:
+        return _audit_page(request, current, verification=exc.diagnostics(), failed=True)
+    return _audit_page(request, current, verification=report.summary())
+
+
+@router.get("/audit/checkpoint")
+def audit_checkpoint(request: Request, current: Session) -> Response:
+    signed = console(request).app.audit_view.latest_checkpoint(current.actor)
+    if signed is None:
+        raise NotFoundError("the log has no checkpoint yet")
+    return PlainTextResponse(signed.note, headers={
+        "Content-Disposition": 'attachment; filename="checkpoint.txt"'})
+
+
+@router.get("/audit/{index}/proof")
+def audit_proof(request: Request, current: Session, index: int) -> Response:
+    if index < 0:
+        raise NotFoundError(f"there is no audit entry {index}")
+    proof = console(request).app.audit_view.prove(current.actor, index)
+    return PlainTextResponse(proof, headers={
+        "Content-Disposition": f'attachment; filename="entry-{index}.tlog-proof"'})
+
+
+def export_response(request: Request, actor: Actor) -> StreamingResponse:
+    """Every entry as one JSON line (the export's format), streamed from one snapshot.
+
+    The first entry is read before the response starts, so a refusal is an error
+    response rather than a broken download.
+    """
+    events = console(request).app.audit_view.events(actor)
+    first = next(events, None)
+
+    def lines() -> Iterator[bytes]:
+        if first is not None:
+            yield first.leaf + b"\n"
+        for event in events:
+            yield event.leaf + b"\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson", headers={
+        "Content-Disposition": 'attachment; filename="audit-export.jsonl"'})
+
+
+@router.get("/audit/export")
+def audit_export(request: Request, current: Session) -> Response:
+    return export_response(request, current.actor)
+
+
+# API tokens --------------------------------------------------------------------------
+
+@router.get("/tokens")
+def tokens(request: Request, current: Session) -> Response:
+    rows = console(request).app.tokens.all(current.actor)
+    return render(request, "tokens.html", {"tokens": rows, "roles": TOKEN_ROLES},
+                  current=current)
+
+
+@router.post("/tokens")
+def token_create(request: Request, current: Session, csrf: Csrf, name: Text, role: Text,
+                 expires_days: Text = "") -> Response:
+    check_csrf(request, current, csrf)
+    days = optional_int(expires_days, field="expires after (days)")
+    new = console(request).app.tokens.create(
+        current.actor, name=name.strip(), role=parse_role(role.strip()),
+        lifetime=timedelta(days=days) if days else None)
+    return _secret_page(request, current, title=f"API token {new.info.name} created",
+                        username=new.info.name, token=new.token)
+
+
+@router.post("/tokens/{name}/revoke")
+def token_revoke(request: Request, current: Session, name: str, csrf: Csrf) -> Response:
+    check_csrf(request, current, csrf)
+    console(request).app.tokens.revoke(current.actor, name=name)
+    return _back("/tokens")

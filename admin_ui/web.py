@@ -1,0 +1,100 @@
+"""The console's ASGI application: pages, the JSON API, static files and error handling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException
+
+from admin_ui import api, auth_pages, pages
+from admin_ui.problems import from_error, problem, status_of
+from admin_ui.security import (
+    Console,
+    SignInRequiredError,
+    StageRequiredError,
+    clear_session_cookie,
+    protect,
+)
+from gateway import __version__
+from gateway.app import App
+from gateway.errors import GatewayError
+
+HERE = Path(__file__).parent
+STAGE_PAGES = {"mfa": "/signin/verify", "enrol": "/signin/enrol", "passkey": "/signin/passkey"}
+
+
+def create_app(gateway: App, *, origin: str | None = None) -> FastAPI:
+    """The console over ``gateway``, answering at ``origin`` (default: the settings')."""
+    web = FastAPI(title="Blindpost console API", version=__version__,
+                  openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None,
+                  description="Partners, accounts, recipient keys, files and the audit log "
+                              "of a Blindpost gateway. Errors are RFC 9457 problem "
+                              "documents. Authenticate with 'Authorization: Bearer <token>' "
+                              "(`blindpost token create`).")
+    # Autoescaping on for every template: names and labels come from users.
+    templates = Jinja2Templates(env=jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True))
+    web.state.console = Console(gateway, origin or gateway.settings.effective_console_origin,
+                                templates)
+    web.middleware("http")(protect)
+    web.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    web.include_router(auth_pages.router)
+    web.include_router(pages.router)
+    web.include_router(api.router)
+    _handle_errors(web)
+    return web
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def _handle_errors(web: FastAPI) -> None:
+    @web.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError) -> Response:
+        if _is_api(request):
+            return from_error(exc, instance=request.url.path)
+        status, _ = status_of(exc)
+        return error_page(request, status, exc.diagnostics())
+
+    @web.exception_handler(SignInRequiredError)
+    async def sign_in_required(request: Request, _exc: SignInRequiredError) -> Response:
+        if _is_api(request):
+            return problem(401, "not-signed-in", "sign in first", instance=request.url.path)
+        response = RedirectResponse("/signin", status_code=303)
+        clear_session_cookie(response, request)
+        return response
+
+    @web.exception_handler(StageRequiredError)
+    async def stage_required(_request: Request, exc: StageRequiredError) -> Response:
+        return RedirectResponse(STAGE_PAGES[exc.stage.value], status_code=303)
+
+    @web.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                           for e in exc.errors())[:500]
+        if _is_api(request):
+            return problem(422, "invalid-request", detail, instance=request.url.path)
+        return error_page(request, 422, f"the form is incomplete or invalid: {detail}")
+
+    @web.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if _is_api(request) or exc.status_code == 405:
+            slug = "not-found" if exc.status_code == 404 else "http-error"
+            return problem(exc.status_code, slug, str(exc.detail), instance=request.url.path)
+        return error_page(request, exc.status_code, str(exc.detail))
+
+
+def error_page(request: Request, status: int, message: str) -> Response:
+    templates: Jinja2Templates = request.app.state.console.templates
+    response: HTMLResponse = templates.TemplateResponse(
+        request, "error.html", {"status": status, "message": message, "current": None},
+        status_code=status)
+    return response
+
