@@ -8,6 +8,7 @@ refuse a token. Errors are RFC 9457 problem documents (:mod:`admin_ui.problems`)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import timedelta
 from typing import Annotated, Any
@@ -22,7 +23,6 @@ from admin_ui.pages import event_filter, export_response
 from admin_ui.security import Principal, api_principal, console
 from gateway.accounts import parse_role
 from gateway.audit import VerificationError
-from gateway.console_auth import key_purpose
 from gateway.db.models import TransferState
 from gateway.errors import AuthorizationError, NotFoundError
 from gateway.partners import PartnerChange
@@ -95,7 +95,11 @@ def me(caller: Caller) -> JSONResponse:
 
 @router.get("/dashboard", summary="Files waiting, audit state, insecure settings")
 def dashboard(request: Request, caller: Caller) -> JSONResponse:
-    return _json(console(request).app.dashboard.overview(caller.actor))
+    overview = console(request).app.dashboard.overview(caller.actor)
+    data = jsonable(dataclasses.replace(overview, recent=()))
+    assert isinstance(data, dict)
+    data["recent"] = [event.as_dict() for event in overview.recent]
+    return _json(data)
 
 
 @router.get("/partners", summary="List partners")
@@ -211,20 +215,20 @@ def key_revoke(request: Request, caller: Caller, key_id: int,
 @router.post("/keys/{key_id}/approve/options",
              summary="WebAuthn options for a passkey confirming this approval")
 def key_approve_options(request: Request, caller: Caller, key_id: int) -> Response:
-    return _options(request, caller, key_purpose("approve", key_id))
+    return _options(request, caller, "approve", key_id)
 
 
 @router.post("/keys/{key_id}/revoke/options",
              summary="WebAuthn options for a passkey confirming this revocation")
 def key_revoke_options(request: Request, caller: Caller, key_id: int) -> Response:
-    return _options(request, caller, key_purpose("revoke", key_id))
+    return _options(request, caller, "revoke", key_id)
 
 
-def _options(request: Request, caller: Caller, purpose: str) -> Response:
+def _options(request: Request, caller: Caller, verb: str, key_id: int) -> Response:
     if caller.session is None:
         raise AuthorizationError("a passkey confirms a person's console session, not a token")
-    options = console(request).app.console_auth.step_up_options(caller.session,
-                                                               purpose=purpose)
+    options = console(request).app.console_auth.key_options(caller.session, verb=verb,
+                                                            key_id=key_id)
     return Response(options, media_type="application/json")
 
 

@@ -70,7 +70,8 @@ def verify_page(request: Request) -> Response:
 
 
 @router.post("/signin/verify")
-def verify(request: Request, csrf: Csrf, code: Text = "", credential: Text = "") -> Response:
+def verify(request: Request,
+           *, csrf: Csrf = "", code: Text = "", credential: Text = "") -> Response:
     current = _in_stage(request, Stage.SECOND_FACTOR)
     check_csrf(request, current, csrf)
     auth = console(request).app.console_auth
@@ -108,7 +109,8 @@ def _enrol_form(request: Request, current: SessionInfo, *, error: str | None,
 
 
 @router.post("/signin/enrol")
-def enrol(request: Request, csrf: Csrf, password: Text, repeat: Text, code: Text) -> Response:
+def enrol(request: Request,
+          *, csrf: Csrf = "", password: Text, repeat: Text, code: Text) -> Response:
     current = _in_stage(request, Stage.ENROL)
     check_csrf(request, current, csrf)
     if password != repeat:
@@ -136,7 +138,7 @@ def registration_options(request: Request) -> Response:
 
 
 @router.post("/passkeys")
-def register_passkey(request: Request, csrf: Csrf, credential: Text,
+def register_passkey(request: Request, *, csrf: Csrf = "", credential: Text,
                      name: Annotated[str, Form(max_length=100)] = "passkey") -> Response:
     current = resume(request)
     check_csrf(request, current, csrf)
@@ -145,7 +147,7 @@ def register_passkey(request: Request, csrf: Csrf, credential: Text,
 
 
 @router.post("/signout")
-def signout(request: Request, csrf: Csrf, everywhere: Text = "") -> Response:
+def signout(request: Request, *, csrf: Csrf = "", everywhere: Text = "") -> Response:
     current = resume(request)
     check_csrf(request, current, csrf)
     console(request).app.console_auth.sign_out(session_token(request),
@@ -162,7 +164,7 @@ def me_page(request: Request, current: Annotated[SessionInfo, Depends(signed_in)
 
 
 @router.post("/me/passkeys/{passkey_id}/remove")
-def remove_passkey(request: Request, passkey_id: int, csrf: Csrf,
+def remove_passkey(request: Request, passkey_id: int, *, csrf: Csrf = "",
                    current: Annotated[SessionInfo, Depends(signed_in)]) -> Response:
     check_csrf(request, current, csrf)
     console(request).app.passkeys.remove(current.actor, passkey_id=passkey_id,

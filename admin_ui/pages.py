@@ -21,7 +21,6 @@ from gateway.accounts import parse_role
 from gateway.actors import Actor
 from gateway.audit import AuditTag, VerificationError
 from gateway.audit_service import EventFilter
-from gateway.console_auth import key_purpose
 from gateway.console_sessions import SessionInfo
 from gateway.db.models import Role, TransferState
 from gateway.errors import NotFoundError, UsageError
@@ -56,7 +55,7 @@ def partners(request: Request, current: Session) -> Response:
 
 
 @router.post("/partners")
-def partner_add(request: Request, current: Session, csrf: Csrf, slug: Text, name: Text = "",
+def partner_add(request: Request, current: Session, *, csrf: Csrf = "", slug: Text, name: Text = "",
                 retention_days: Text = "", max_downloads: Text = "") -> Response:
     check_csrf(request, current, csrf)
     console(request).app.partners.add(
@@ -67,7 +66,8 @@ def partner_add(request: Request, current: Session, csrf: Csrf, slug: Text, name
 
 
 @router.post("/partners/{slug}")
-def partner_change(request: Request, current: Session, slug: str, csrf: Csrf, name: Text = "",
+def partner_change(request: Request, current: Session, slug: str,
+                   *, csrf: Csrf = "", name: Text = "",
                    retention_days: Text = "", max_downloads: Text = "") -> Response:
     check_csrf(request, current, csrf)
     limit = optional_int(max_downloads, field="download limit")
@@ -79,7 +79,7 @@ def partner_change(request: Request, current: Session, slug: str, csrf: Csrf, na
 
 
 @router.post("/partners/{slug}/disable")
-def partner_disable(request: Request, current: Session, slug: str, csrf: Csrf) -> Response:
+def partner_disable(request: Request, current: Session, slug: str, *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
     console(request).app.partners.disable(current.actor, slug=slug)
     return _back("/partners")
@@ -105,7 +105,7 @@ def _secret_page(request: Request, current: SessionInfo, *, title: str, username
 
 
 @router.post("/accounts")
-def account_add(request: Request, current: Session, csrf: Csrf, username: Text, role: Text,
+def account_add(request: Request, current: Session, *, csrf: Csrf = "", username: Text, role: Text,
                 partner: Text = "", ssh_key: Text = "") -> Response:
     check_csrf(request, current, csrf)
     keys = [parse_public_key(line) for line in ssh_key.splitlines() if line.strip()]
@@ -118,21 +118,23 @@ def account_add(request: Request, current: Session, csrf: Csrf, username: Text, 
 
 
 @router.post("/accounts/{username}/disable")
-def account_disable(request: Request, current: Session, username: str, csrf: Csrf) -> Response:
+def account_disable(request: Request, current: Session, username: str,
+                    *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
     console(request).app.accounts.disable(current.actor, username=username)
     return _back("/accounts")
 
 
 @router.post("/accounts/{username}/enable")
-def account_enable(request: Request, current: Session, username: str, csrf: Csrf) -> Response:
+def account_enable(request: Request, current: Session, username: str,
+                   *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
     console(request).app.accounts.enable(current.actor, username=username)
     return _back("/accounts")
 
 
 @router.post("/accounts/{username}/ssh-keys")
-def account_add_key(request: Request, current: Session, username: str, csrf: Csrf,
+def account_add_key(request: Request, current: Session, username: str, *, csrf: Csrf = "",
                     ssh_key: Text) -> Response:
     check_csrf(request, current, csrf)
     console(request).app.accounts.add_key(current.actor, username=username,
@@ -142,7 +144,7 @@ def account_add_key(request: Request, current: Session, username: str, csrf: Csr
 
 @router.post("/accounts/{username}/reset-totp")
 def account_reset_totp(request: Request, current: Session, username: str,
-                       csrf: Csrf) -> Response:
+                       *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
     uri = console(request).app.accounts.reset_totp(current.actor, username=username)
     return _secret_page(request, current, title=f"New TOTP secret for {username}",
@@ -160,7 +162,8 @@ def keys(request: Request, current: Session) -> Response:
 
 
 @router.post("/keys")
-def key_propose(request: Request, current: Session, csrf: Csrf, partner: Text, recipient: Text,
+def key_propose(request: Request, current: Session,
+                *, csrf: Csrf = "", partner: Text, recipient: Text,
                 label: Text = "") -> Response:
     check_csrf(request, current, csrf)
     console(request).app.keys.propose(current.actor, partner=partner.strip(),
@@ -171,15 +174,13 @@ def key_propose(request: Request, current: Session, csrf: Csrf, partner: Text, r
 @router.post("/keys/{key_id}/{verb}/options")
 def key_step_up_options(request: Request, current: Session, key_id: int, verb: str) -> Response:
     check_csrf(request, current, request.headers.get(CSRF_HEADER))
-    if verb not in ("approve", "revoke"):
-        raise NotFoundError("no such action")
-    options = console(request).app.console_auth.step_up_options(
-        current, purpose=key_purpose(verb, key_id))
+    options = console(request).app.console_auth.key_options(current, verb=verb, key_id=key_id)
     return Response(options, media_type="application/json")
 
 
 @router.post("/keys/{key_id}/approve")
-def key_approve(request: Request, current: Session, key_id: int, csrf: Csrf, code: Text = "",
+def key_approve(request: Request, current: Session, key_id: int,
+                *, csrf: Csrf = "", code: Text = "",
                 credential: Text = "") -> Response:
     check_csrf(request, current, csrf)
     console(request).app.console_auth.approve_key(current, key_id=key_id, code=code.strip(),
@@ -188,7 +189,7 @@ def key_approve(request: Request, current: Session, key_id: int, csrf: Csrf, cod
 
 
 @router.post("/keys/{key_id}/revoke")
-def key_revoke(request: Request, current: Session, key_id: int, csrf: Csrf, code: Text = "",
+def key_revoke(request: Request, current: Session, key_id: int, *, csrf: Csrf = "", code: Text = "",
                credential: Text = "") -> Response:
     check_csrf(request, current, csrf)
     console(request).app.console_auth.revoke_key(current, key_id=key_id, code=code.strip(),
@@ -223,14 +224,16 @@ def transfers(request: Request, current: Session, partner: str = "", state: str 
 
 
 @router.post("/transfers/{file_id}/withdraw")
-def transfer_withdraw(request: Request, current: Session, file_id: str, csrf: Csrf) -> Response:
+def transfer_withdraw(request: Request, current: Session, file_id: str,
+                      *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
     console(request).app.transfers.withdraw_file(current.actor, file_id=file_id)
     return _back("/transfers")
 
 
 @router.post("/transfers/{file_id}/purge")
-def transfer_purge(request: Request, current: Session, file_id: str, csrf: Csrf) -> Response:
+def transfer_purge(request: Request, current: Session, file_id: str,
+                   *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
     console(request).app.transfers.purge_file(current.actor, file_id=file_id)
     return _back("/transfers")
@@ -270,7 +273,7 @@ def _audit_page(request: Request, current: SessionInfo, *, tag: str = "", actor:
 
 
 @router.post("/audit/verify")
-def audit_verify(request: Request, current: Session, csrf: Csrf) -> Response:
+def audit_verify(request: Request, current: Session, *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
     try:
         report = console(request).app.audit_view.verify(current.actor)
@@ -331,7 +334,7 @@ def tokens(request: Request, current: Session) -> Response:
 
 
 @router.post("/tokens")
-def token_create(request: Request, current: Session, csrf: Csrf, name: Text, role: Text,
+def token_create(request: Request, current: Session, *, csrf: Csrf = "", name: Text, role: Text,
                  expires_days: Text = "") -> Response:
     check_csrf(request, current, csrf)
     days = optional_int(expires_days, field="expires after (days)")
@@ -343,7 +346,7 @@ def token_create(request: Request, current: Session, csrf: Csrf, name: Text, rol
 
 
 @router.post("/tokens/{name}/revoke")
-def token_revoke(request: Request, current: Session, name: str, csrf: Csrf) -> Response:
+def token_revoke(request: Request, current: Session, name: str, *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
     console(request).app.tokens.revoke(current.actor, name=name)
     return _back("/tokens")

@@ -11,6 +11,7 @@ admin signs in and confirms key decisions with a passkey, never with a code.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,7 @@ from gateway.accounts import PASSWORD_ROLES
 from gateway.actors import Actor
 from gateway.audit import AuditTag
 from gateway.auth import Failure, LoginAttempt
+from gateway.authz import Permission
 from gateway.console_sessions import (
     CLIENT,
     Opened,
@@ -37,7 +39,13 @@ from gateway.console_sessions import (
     token_id,
 )
 from gateway.db.models import Account, ConsoleCredential, ConsoleSession, Role, TOTPSecret
-from gateway.errors import AuthenticationError, AuthorizationError, PolicyError, UsageError
+from gateway.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    NotFoundError,
+    PolicyError,
+    UsageError,
+)
 from gateway.integrity import decrypt_totp, encrypt_totp
 from gateway.partner_keys import RecipientKey
 from gateway.passkeys import SIGN_IN
@@ -326,9 +334,19 @@ class ConsoleAuthService:
             return self._passkey_step_up(current, purpose=purpose, credential=credential)
         raise UsageError(NEEDS_FACTOR)
 
-    def step_up_options(self, current: SessionInfo, *, purpose: str) -> str:
-        """WebAuthn options whose assertion confirms ``purpose`` (and nothing else)."""
-        return self._app.passkeys.assertion_options(current.id, purpose=purpose)
+    def key_options(self, current: SessionInfo, *, verb: str, key_id: int) -> str:
+        """WebAuthn options whose assertion confirms one key decision (and nothing else)."""
+        permission = {"approve": Permission.KEY_APPROVE, "revoke": Permission.KEY_REVOKE}.get(verb)
+        if permission is None:
+            raise NotFoundError(f"no key action {verb!r}")
+        self._may(current, permission, key_id)
+        return self._app.passkeys.assertion_options(current.id,
+                                                    purpose=key_purpose(verb, key_id))
+
+    def _may(self, current: SessionInfo, permission: Permission, key_id: int) -> None:
+        """Refuse before asking for a factor when even a fresh one would not do."""
+        self._app.authz.require(dataclasses.replace(current.actor, standing=False),
+                                permission, subject=f"key:{key_id}")
 
     def _passkey_step_up(self, current: SessionInfo, *, purpose: str,
                          credential: str) -> Actor:
@@ -365,6 +383,7 @@ class ConsoleAuthService:
     def approve_key(self, current: SessionInfo, *, key_id: int, code: str | None = None,
                     credential: str | None = None) -> RecipientKey:
         """Approve a key after a second factor given for this very approval."""
+        self._may(current, Permission.KEY_APPROVE, key_id)
         proven = self.step_up(current, purpose=key_purpose("approve", key_id), code=code,
                               credential=credential)
         return self._app.keys.approve(proven, key_id=key_id)
@@ -372,6 +391,7 @@ class ConsoleAuthService:
     def revoke_key(self, current: SessionInfo, *, key_id: int, code: str | None = None,
                    credential: str | None = None) -> RecipientKey:
         """Revoke a key after a second factor given for this very revocation."""
+        self._may(current, Permission.KEY_REVOKE, key_id)
         proven = self.step_up(current, purpose=key_purpose("revoke", key_id), code=code,
                               credential=credential)
         return self._app.keys.revoke(proven, key_id=key_id)

@@ -146,9 +146,9 @@ def serve(data_dir: Path | None) -> None:
     """Run the gateway: SFTP server, console and purger, until interrupted.
 
     Applies pending database migrations first. Production runs the parts as separate
-    services (`blindpost sftp`, `blindpost purge`). SIGTERM or SIGINT (Ctrl-C) stops
-    it: transfers under way get shutdown_drain_seconds to finish, the rest are aborted,
-    and a last audit checkpoint is signed.
+    services (`blindpost sftp`, `blindpost console`, `blindpost purge`). SIGTERM or
+    SIGINT (Ctrl-C) stops it: transfers under way get shutdown_drain_seconds to finish,
+    the rest are aborted, and a last audit checkpoint is signed.
 
     \b
     Example:
@@ -192,8 +192,13 @@ def _describe(app: App, running: dict[str, Service]) -> None:
     for name, service in sorted(running.items()):
         host, port = service.address
         click.echo(f"  {name:8} listening on {host}:{port}", nl=False)
-        click.echo(f"  (sign in: sftp -P {port} USER@{host}, with your SSH key and one-time "
-                   "code)" if name == "sftp" else "")
+        if name == "sftp":
+            click.echo(f"  (sign in: sftp -P {port} USER@{host}, with your SSH key and "
+                       "one-time code)")
+        else:
+            # A service may say what its operator should know (the console: its URL, TLS).
+            notice = getattr(service, "notice", "")
+            click.echo(f"  ({notice})" if notice else "")
     click.echo("  purger   every minute; stop everything with Ctrl-C")
     if not any(a.role in (Role.STAFF, Role.PARTNER) for a in app.accounts.all(operator())):
         click.echo("No SFTP users yet: `blindpost partner add`, `blindpost user add` "

@@ -34,7 +34,8 @@ class Operator:
         self.root = root
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("BLINDPOST_")},
                     "BLINDPOST_DATA_DIR": str(root / "var"),
-                    "BLINDPOST_SFTP_LISTEN": "127.0.0.1:0", "BLINDPOST_SFTP_WORKERS": "2"}
+                    "BLINDPOST_SFTP_LISTEN": "127.0.0.1:0", "BLINDPOST_SFTP_WORKERS": "2",
+                    "BLINDPOST_CONSOLE_LISTEN": "127.0.0.1:0"}
         if database_url:
             self.env["BLINDPOST_DATABASE_URL"] = database_url
         self.secrets: dict[str, str] = {}
@@ -71,8 +72,8 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Ope
     with subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=op.env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as server:
         assert server.stdout is not None
-        match = re.search(r"listening on 127\.0\.0\.1:(\d+)",
-                          server.stdout.readline() + server.stdout.readline())
+        match = re.search(r"sftp\s+listening on 127\.0\.0\.1:(\d+)",
+                          "".join(server.stdout.readline() for _ in range(3)))
         assert match
         yield op, int(match.group(1))
         server.send_signal(signal.SIGTERM)

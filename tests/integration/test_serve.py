@@ -31,7 +31,7 @@ def _banner(port: int) -> bytes:
 def test_serve_starts_workers_and_stops_cleanly(tmp_path: Path) -> None:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("BLINDPOST_")},
            "BLINDPOST_DATA_DIR": str(tmp_path / "var"), "BLINDPOST_SFTP_LISTEN": "127.0.0.1:0",
-           "BLINDPOST_SFTP_WORKERS": "2"}
+           "BLINDPOST_SFTP_WORKERS": "2", "BLINDPOST_CONSOLE_LISTEN": "127.0.0.1:0"}
     assert _run("init", "--admin", "alice", env=env).returncode == 0
     with subprocess.Popen([*BLINDPOST, "serve"], env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, start_new_session=True) as server:
