@@ -8,12 +8,10 @@ import pytest
 from argon2 import PasswordHasher
 
 from gateway import passwords
-
 from gateway.app import App
 from gateway.db.models import Role
 from tests.conftest import FakeClock
 from tests.unit.admin_ui.console_support import Person, enrolled
-
 
 # Production argon2id parameters cost half a second a hash here; these tests sign in dozens
 # of people. Cheap parameters keep the same code paths (tests of rehashing use others).

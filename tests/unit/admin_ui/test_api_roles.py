@@ -1,4 +1,4 @@
-"""Every API endpoint × every kind of caller: who gets past authorization, who is refused.
+"""Every API endpoint by every kind of caller: who gets past authorization, who is refused.
 
 A caller "gets through" when the answer is neither 401 nor 403: the request may still
 fail for its own reasons (an unknown file is 404, a repeated disable 409). The table is

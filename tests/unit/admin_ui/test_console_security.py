@@ -12,7 +12,7 @@ from gateway import envelope
 from gateway.app import App
 from gateway.db.models import Account, Role
 from tests.conftest import FakeClock
-from tests.unit.admin_ui.console_support import PASSWORD, Person, browser, enrolled
+from tests.unit.admin_ui.console_support import PASSWORD, Person, browser
 from tests.unit.gateway.factories import OPERATOR, account, actor, audit_events
 
 
@@ -167,8 +167,9 @@ def test_security_headers_and_cookie(app: App, alice: Person) -> None:
 
 
 def test_cookie_is_host_prefixed_and_hsts_sent_under_tls(app: App, alice: Person) -> None:
-    from admin_ui.web import create_app
     from fastapi.testclient import TestClient
+
+    from admin_ui.web import create_app
 
     secure = dataclasses.replace(app.settings, console_origin="https://console.example")
     tls_app = App(secure, clock=app.clock)
