@@ -39,6 +39,7 @@ COMMANDS = {
     "audit": "gateway.cli.audit:audit",
     "integrity": "gateway.cli.integrity:integrity",
     "keys": "gateway.cli.integrity:keys",
+    "token": "gateway.cli.tokens:token",
     "keygen": "gateway.cli.crypto:keygen",
     "encrypt": "gateway.cli.crypto:encrypt",
     "decrypt": "gateway.cli.crypto:decrypt",

@@ -294,3 +294,25 @@ def test_purge_signs_a_checkpoint_when_one_is_due(ready) -> None:  # type: ignor
     app.close()
     assert latest is not None and latest.checkpoint.size == size - 1
     assert datetime.now(UTC) - latest.created_at < timedelta(minutes=1)
+
+
+def test_token_create_list_revoke(ready) -> None:  # type: ignore[no-untyped-def]
+    created = ready("token", "create", "nightly", "--role", "auditor", "--expires", "30d",
+                    "--json")
+    assert created.exit_code == 0, created.output
+    document = json.loads(created.output)
+    assert document["token"].startswith("bpt_")
+    assert document["role"] == "auditor"
+    assert document["expires_at"] is not None
+    listed = json.loads(ready("token", "list", "--json").output)
+    assert [(t["name"], t["state"]) for t in listed] == [("nightly", "active")]
+    assert "token" not in listed[0]
+    assert document["token"] not in ready("token", "list").output
+    assert ready("token", "revoke", "nightly").exit_code == 0
+    assert json.loads(ready("token", "list", "--json").output)[0]["state"] == "revoked"
+    again = ready("token", "revoke", "nightly")
+    assert again.exit_code == 1
+    assert "already revoked" in again.output
+    staff = ready("token", "create", "x", "--role", "staff")
+    assert staff.exit_code == 2
+    assert "admin or auditor" in staff.output
