@@ -5,8 +5,11 @@ BIN    := $(VENV)/bin
 DATA   ?= var
 # Debian packages the test suite drives: real OpenSSH client and server, the age CLI,
 # lftp as a third SFTP client, PostgreSQL for scale-out, Node.js for the second age
-# implementation, systemd-analyze for the units in deploy/, haproxy for its example.
-TEST_DEBS := age openssh-client openssh-server lftp postgresql nodejs npm systemd haproxy
+# implementation (and axe-core), systemd-analyze for the units in deploy/, haproxy for its
+# example, Chromium for the console's browser tests (driven by Playwright, which downloads
+# no browser of its own here).
+TEST_DEBS := age openssh-client openssh-server lftp postgresql nodejs npm systemd haproxy \
+             chromium
 
 .PHONY: run test lint typecheck unit bench deps test-deps clean
 
@@ -38,7 +41,8 @@ test-deps: $(VENV)/.installed-dev
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
-	@test -d tests/node/node_modules/cctv-age || npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+	@test -d tests/node/node_modules/cctv-age -a -d tests/node/node_modules/axe-core || \
+	  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

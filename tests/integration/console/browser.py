@@ -1,0 +1,103 @@
+"""Driving the console in Debian's Chromium through Playwright, with axe-core and
+Chromium's virtual WebAuthn authenticator (the DevTools WebAuthn domain)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from tests.unit.sftp_server.harness import require_tool
+
+ROOT = Path(__file__).resolve().parents[3]
+AXE = ROOT / "tests/node/node_modules/axe-core/axe.min.js"
+SCREENSHOTS = ROOT / "build/screenshots"
+CHROMIUM_ARGS = ["--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+BLINDPOST = [sys.executable, "-m", "gateway.cli"]
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """Headless Debian Chromium (Playwright downloads no browser here)."""
+    executable = require_tool("chromium")
+    if not AXE.is_file():
+        raise AssertionError("axe-core is missing; run `make test-deps` (npm ci in tests/node)")
+    args = [*CHROMIUM_ARGS, *(["--no-sandbox"] if os.geteuid() == 0 else [])]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=args)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@dataclass
+class Served:
+    """`blindpost serve` in a subprocess, with its console's origin."""
+
+    env: dict[str, str]
+    origin: str
+    process: subprocess.Popen[str]
+    output: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        _, errors = self.process.communicate(timeout=30)
+        assert self.process.returncode == 0, errors
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([*BLINDPOST, *args], env=self.env, capture_output=True,
+                                text=True, timeout=60, check=False)
+        assert result.returncode == 0, (args, result.stderr)
+        return result
+
+
+def serve(env: dict[str, str]) -> Served:
+    process = subprocess.Popen([*BLINDPOST, "serve"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    lines = [process.stdout.readline() for _ in range(3)]
+    match = re.search(r"console\s+listening on 127\.0\.0\.1:(\d+)\s+\(open (http://\S+)",
+                      "".join(lines))
+    assert match, lines
+    return Served(env, match.group(2), process, lines)
+
+
+def new_person(browser: Browser) -> tuple[BrowserContext, Page]:
+    """A separate browser profile with its own virtual passkey authenticator.
+
+    CSP is bypassed only so that axe-core can be injected; the pages' own script comes
+    from /static as the policy requires.
+    """
+    context = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    cdp = context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable")
+    cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
+        "protocol": "ctap2", "transport": "internal", "hasResidentKey": True,
+        "hasUserVerification": True, "isUserVerified": True,
+        "automaticPresenceSimulation": True}})
+    return context, page
+
+
+def check_page(page: Page, name: str) -> list[dict[str, Any]]:
+    """Save a screenshot of the page and return axe-core's WCAG 2 A/AA violations."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    page.add_script_tag(path=str(AXE))
+    violations: list[dict[str, Any]] = page.evaluate(
+        """async () => (await axe.run(document, {runOnly: {type: 'tag',
+               values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})).violations
+               .map(v => ({page: location.pathname, id: v.id, impact: v.impact,
+                           help: v.help, nodes: v.nodes.map(n => n.target.join(' '))}))""")
+    return violations

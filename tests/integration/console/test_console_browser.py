@@ -1,0 +1,161 @@
+"""The console end to end in real headless Chromium, against `blindpost serve`.
+
+First sign-in with enrolment, sign-in with a TOTP code, a passkey registered with
+Chromium's virtual authenticator and used to sign in, a partner created, a key proposed
+by admin A and approved by admin B, both seen in the audit log. Each main page is saved
+as a screenshot (build/screenshots/) and checked with axe-core.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyotp
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from gateway import envelope
+from tests.integration.console.browser import (
+    BLINDPOST,
+    Served,
+    check_page,
+    chromium,
+    new_person,
+    serve,
+)
+
+pytestmark = pytest.mark.integration
+NEW_PASSWORD = "a long and private passphrase"
+
+
+def _code(secret: str, *, ahead: int = 0) -> str:
+    """The code ``ahead`` steps on (one step ahead is accepted; each step is used once)."""
+    return pyotp.TOTP(secret).at(datetime.now(UTC) + timedelta(seconds=30 * ahead))
+
+
+def _first_sign_in(page: Page, origin: str, username: str, one_time: str) -> str:
+    """Sign in with the one-time password and enrol; return the new TOTP secret."""
+    page.goto(origin + "/signin")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(one_time)
+    page.get_by_role("button", name="Continue").click()
+    expect(page).to_have_url(origin + "/signin/enrol")
+    secret = page.locator("#secret").inner_text().strip()
+    page.get_by_label("New password (at least 12 characters)").fill(NEW_PASSWORD)
+    page.get_by_label("New password again").fill(NEW_PASSWORD)
+    page.get_by_label("The code your app shows now").fill(_code(secret))
+    page.get_by_role("button", name="Save and sign in").click()
+    expect(page).to_have_url(origin + "/")
+    return secret
+
+
+def _password(page: Page, origin: str, username: str) -> None:
+    page.goto(origin + "/signin")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(NEW_PASSWORD)
+    page.get_by_role("button", name="Continue").click()
+    expect(page).to_have_url(origin + "/signin/verify")
+
+
+def _sign_out(page: Page, origin: str) -> None:
+    page.get_by_role("button", name="Sign out").first.click()
+    expect(page).to_have_url(origin + "/signin")
+
+
+def test_console_in_chromium(tmp_path: Path) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("BLINDPOST_")},
+           "BLINDPOST_DATA_DIR": str(tmp_path / "var"), "BLINDPOST_SFTP_LISTEN": "127.0.0.1:0",
+           "BLINDPOST_SFTP_WORKERS": "1", "BLINDPOST_CONSOLE_LISTEN": "127.0.0.1:0"}
+    init = subprocess.run([*BLINDPOST, "init", "--admin", "alice"], env=env,
+                          capture_output=True, text=True, timeout=60, check=True)
+    found = re.search(r"One-time password for alice: (\S+)", init.stdout)
+    assert found, init.stdout
+    alice_otp = found.group(1)
+    server = serve(env)
+    violations: list[dict[str, object]] = []
+    try:
+        with chromium() as browser:
+            _run(browser, server, alice_otp, violations)
+    finally:
+        server.stop()
+    assert violations == [], violations
+    log = server.cli("audit", "log", "--json").stdout
+    assert '"method":"password+passkey"' in log
+    assert '"method":"password+totp"' in log
+    server.cli("audit", "verify")
+
+
+def _run(browser: Browser, server: Served, alice_otp: str,
+         violations: list[dict[str, object]]) -> None:
+    origin = server.origin
+    _, a = new_person(browser)
+    a.goto(origin + "/signin")
+    violations += check_page(a, "signin")
+    secret = _first_sign_in(a, origin, "alice", alice_otp)
+    violations += check_page(a, "dashboard")
+
+    # Sign in again with the password and a TOTP code.
+    _sign_out(a, origin)
+    _password(a, origin, "alice")
+    violations += check_page(a, "verify")
+    a.get_by_label("One-time code from your authenticator app").fill(_code(secret, ahead=1))
+    a.get_by_role("button", name="Sign in").click()
+    expect(a).to_have_url(origin + "/")
+
+    # Register a passkey with the virtual authenticator, then sign in with it.
+    a.goto(origin + "/me")
+    a.get_by_role("button", name="Register a passkey").click()
+    expect(a.get_by_role("cell", name="passkey", exact=True)).to_be_visible()
+    violations += check_page(a, "me")
+    _sign_out(a, origin)
+    _password(a, origin, "alice")
+    a.get_by_role("button", name="Use a passkey instead").click()
+    expect(a).to_have_url(origin + "/")
+
+    # A partner, a second admin, a proposed key.
+    a.goto(origin + "/partners")
+    a.get_by_label("Slug (folder name: lowercase letters, digits, hyphens)").fill("uni-research")
+    a.get_by_label("Display name").fill("University Research")
+    a.get_by_role("button", name="Create partner").click()
+    expect(a.get_by_role("cell", name="University Research")).to_be_visible()
+    violations += check_page(a, "partners")
+    a.goto(origin + "/accounts")
+    a.get_by_label("Username").fill("bob")
+    a.get_by_label("Role").select_option("admin")
+    a.get_by_role("button", name="Create account").click()
+    bob_otp = a.locator("dd code.secret").first.inner_text().strip()
+    violations += check_page(a, "account-created")
+    a.goto(origin + "/accounts")
+    violations += check_page(a, "accounts")
+    recipient = str(envelope.generate_identity().recipient)
+    a.goto(origin + "/keys")
+    a.get_by_label("Public key (age1pq1… post-quantum, or age1…)").fill(recipient)
+    a.get_by_label("Label (who holds the private key)").fill("lab laptop")
+    a.get_by_role("button", name="Propose key").click()
+    expect(a.get_by_text("Waiting for another admin to approve.")).to_be_visible()
+
+    # Bob signs in for the first time and approves with a fresh code.
+    _, b = new_person(browser)
+    bob_secret = _first_sign_in(b, origin, "bob", bob_otp)
+    b.goto(origin + "/keys")
+    violations += check_page(b, "keys")
+    b.get_by_label("Your one-time code").first.fill(_code(bob_secret, ahead=1))
+    b.get_by_role("button", name="Approve key 1").click()
+    expect(b.locator(".badge", has_text="approved")).to_be_visible()
+    violations += check_page(b, "keys-approved")
+
+    # Both decisions are in the audit log.
+    b.goto(origin + "/audit?tag=key:propose")
+    expect(b.get_by_role("cell", name="alice", exact=True)).to_be_visible()
+    b.goto(origin + "/audit?tag=key:approve")
+    expect(b.get_by_role("cell", name="bob", exact=True)).to_be_visible()
+    b.goto(origin + "/audit")
+    violations += check_page(b, "audit")
+    b.goto(origin + "/transfers")
+    violations += check_page(b, "transfers")
+    b.goto(origin + "/tokens")
+    violations += check_page(b, "tokens")
