@@ -86,6 +86,7 @@ def test_console_in_chromium(tmp_path: Path) -> None:
     log = server.cli("audit", "log", "--json").stdout
     assert '"method":"password+passkey"' in log
     assert '"method":"password+totp"' in log
+    assert '"purpose":"key revoke 1"' in log
     server.cli("audit", "verify")
 
 
@@ -159,3 +160,8 @@ def _run(browser: Browser, server: Served, alice_otp: str,
     violations += check_page(b, "transfers")
     b.goto(origin + "/tokens")
     violations += check_page(b, "tokens")
+
+    # Alice revokes the key, confirming with her passkey (a challenge bound to the key).
+    a.goto(origin + "/keys")
+    a.get_by_role("button", name="Revoke with a passkey").click()
+    expect(a.locator(".badge", has_text="revoked")).to_be_visible()

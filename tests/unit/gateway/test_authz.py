@@ -7,6 +7,7 @@ change to the permission table shows up as a failing row.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 
@@ -17,6 +18,7 @@ from gateway.actors import Actor
 from gateway.app import App
 from gateway.db.models import Role
 from gateway.errors import AuthorizationError
+from gateway.partners import PartnerChange
 from gateway.retention import PURGER
 from tests.unit.gateway.factories import (
     OPERATOR,
@@ -27,21 +29,30 @@ from tests.unit.gateway.factories import (
     ssh_public_key,
 )
 
-ACTORS = ("admin", "auditor", "staff", "partner", "operator", "system")
-READERS = {"admin", "auditor", "operator"}
-MANAGERS = {"admin", "operator"}
+# "session" is an admin's console session (a standing credential); the tokens are API
+# tokens of the two roles a token may have.
+ACTORS = ("admin", "auditor", "staff", "partner", "operator", "system", "session",
+          "admin-token", "auditor-token")
+READERS = {"admin", "auditor", "operator", "session", "admin-token", "auditor-token"}
+MANAGERS = {"admin", "operator", "session", "admin-token"}
+PEOPLE_AND_OPERATOR = {"admin", "operator", "session"}
 
 EXPECTED: dict[str, set[str]] = {
     "partner add": MANAGERS, "partner list": READERS, "partner get": READERS,
     "partner disable": MANAGERS,
     "account add": MANAGERS, "account list": READERS, "account get": READERS,
     "account disable": MANAGERS, "account add-key": MANAGERS, "account reset-totp": MANAGERS,
-    "key propose": {"admin"}, "key approve": {"admin"}, "key revoke": {"admin"},
+    "partner change": MANAGERS, "account enable": MANAGERS,
+    "key propose": {"admin", "session"}, "key approve": {"admin"}, "key revoke": {"admin"},
     "key list": READERS,
     "inbox folders": {"staff"}, "inbox list": {"staff", "partner"},
     "inbox stat": {"staff", "partner"},
     "file upload": {"staff"}, "file download": {"partner"}, "file withdraw": {"staff", "partner"},
-    "file purge": {"admin", "operator", "system"},
+    "file purge": MANAGERS | {"system"},
+    "file list": READERS | {"system"}, "file withdraw now": MANAGERS,
+    "file purge now": MANAGERS | {"system"},
+    "token create": PEOPLE_AND_OPERATOR, "token list": PEOPLE_AND_OPERATOR,
+    "token revoke": PEOPLE_AND_OPERATOR,
 }
 
 _names = itertools.count()
@@ -96,6 +107,24 @@ def _operations(app: App) -> dict[str, Callable[[Actor], object]]:
     def file_upload(who: Actor) -> None:
         app.transfers.begin_upload(who, partner="uni", name=_fresh("up")).abort(reason="test")
 
+    def account_enable(who: Actor) -> object:
+        name = _fresh("back")
+        account(app, name, Role.STAFF)
+        app.accounts.disable(OPERATOR, username=name)
+        return app.accounts.enable(who, username=name)
+
+    def file_end(who: Actor, *, purge: bool) -> object:
+        name = _fresh("end")
+        _upload(app, f"{name}.csv")
+        entry = app.transfers.stat(actor(app, "clerk"), f"{name}.csv.age", "uni")
+        end = app.transfers.purge_file if purge else app.transfers.withdraw_file
+        return end(who, file_id=entry.id)
+
+    def token_revoke(who: Actor) -> object:
+        name = _fresh("tok")
+        app.tokens.create(OPERATOR, name=name, role=Role.AUDITOR)
+        return app.tokens.revoke(who, name=name)
+
     return {
         "partner add": lambda who: app.partners.add(who, slug=_fresh("new")),
         "partner list": app.partners.all,
@@ -121,6 +150,16 @@ def _operations(app: App) -> dict[str, Callable[[Actor], object]]:
         "file download": file_download,
         "file withdraw": file_withdraw,
         "file purge": app.retention.purge,
+        "partner change": lambda who: app.partners.change(
+            who, slug="spare", change=PartnerChange(retention_days=next(_names) % 20 + 1)),
+        "account enable": account_enable,
+        "file list": app.transfers.files,
+        "file withdraw now": lambda who: file_end(who, purge=False),
+        "file purge now": lambda who: file_end(who, purge=True),
+        "token create": lambda who: app.tokens.create(who, name=_fresh("tok"),
+                                                      role=Role.AUDITOR),
+        "token list": app.tokens.all,
+        "token revoke": token_revoke,
     }
 
 
@@ -138,7 +177,11 @@ def world(app: App) -> App:
 def _actor(app: App, kind: str) -> Actor:
     return {"admin": lambda: actor(app, "root-admin"), "auditor": lambda: actor(app, "auditor"),
             "staff": lambda: actor(app, "clerk"), "partner": lambda: actor(app, "lee"),
-            "operator": lambda: OPERATOR, "system": lambda: PURGER}[kind]()
+            "operator": lambda: OPERATOR, "system": lambda: PURGER,
+            "session": lambda: dataclasses.replace(actor(app, "root-admin"), standing=True),
+            "admin-token": lambda: Actor.token(name="robot", role=Role.ADMIN, source="192.0.2.9"),
+            "auditor-token": lambda: Actor.token(name="reader", role=Role.AUDITOR,
+                                                 source="192.0.2.9")}[kind]()
 
 
 def test_the_table_covers_every_operation(world: App) -> None:
