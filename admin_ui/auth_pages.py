@@ -22,6 +22,7 @@ from admin_ui.security import (
     signed_in,
     source_of,
 )
+from gateway.actors import Actor
 from gateway.console_sessions import Opened, SessionInfo, Stage
 from gateway.errors import AuthenticationError, UsageError
 
@@ -52,7 +53,8 @@ def signin_page(request: Request) -> Response:
 
 @router.post("/signin")
 def signin(request: Request, username: Text, password: Text) -> Response:
-    check_origin(request)
+    check_origin(request, Actor.anonymous(claimed=username, source=source_of(request),
+                                          client="console"))
     try:
         opened = console(request).app.console_auth.sign_in(
             username=username.strip(), password=password, source=source_of(request),

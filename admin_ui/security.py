@@ -109,25 +109,34 @@ def signed_in(request: Request) -> SessionInfo:
     return current
 
 
-def check_origin(request: Request) -> None:
-    """Refuse a state-changing request that a browser says came from another site.
+def check_origin(request: Request, actor: Actor) -> None:
+    """Refuse (and audit) a state-changing request that a browser says came from another
+    site.
 
     ``Sec-Fetch-Site`` is the browser's own word; ``Origin`` is checked when it names
     one (under ``Referrer-Policy: no-referrer`` Chromium sends ``null`` for forms).
     """
     site = request.headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        raise AuthorizationError(f"request from another site ({site}) refused")
     origin = request.headers.get("origin")
-    if origin not in (None, "null", console(request).origin):
-        raise AuthorizationError(f"request from another origin ({origin!r}) refused")
+    if site is not None and site not in ("same-origin", "none"):
+        error = AuthorizationError(f"request from another site ({site}) refused")
+    elif origin not in (None, "null", console(request).origin):
+        error = AuthorizationError(f"request from another origin ({origin!r}) refused")
+    else:
+        return
+    console(request).app.authz.refused(actor, operation="cross-site", target=_target(request),
+                                       error=error, via="console")
+    raise error
+
+
+def _target(request: Request) -> str:
+    return f"{request.method} {request.url.path}"
 
 
 def check_csrf(request: Request, current: SessionInfo, supplied: str | None) -> None:
     """The origin check and the session's CSRF token (audited when refused)."""
-    check_origin(request)
-    console(request).app.console_auth.check_csrf(current, supplied,
-                                                 target=f"{request.method} {request.url.path}")
+    check_origin(request, current.actor)
+    console(request).app.console_auth.check_csrf(current, supplied, target=_target(request))
 
 
 def api_principal(request: Request) -> Principal:

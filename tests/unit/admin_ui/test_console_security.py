@@ -134,6 +134,15 @@ def test_cross_origin_post_is_refused_even_with_the_token(app: App, alice: Perso
                                follow_redirects=False)
     assert answer.status_code == 403
     assert app.partners.all(OPERATOR) == []
+    cross_site = alice.client.post("/partners", data={"slug": "x", "csrf": alice.csrf},
+                                   headers={"sec-fetch-site": "cross-site", "origin": "null"})
+    assert cross_site.status_code == 403
+    signin = browser(app).post("/signin", data={"username": "alice", "password": PASSWORD},
+                               headers={"origin": "https://evil.example"})
+    assert signin.status_code == 403
+    denied = audit_events(app, "access:denied")
+    assert [e["subject"] for e in denied] == ["console:cross-site"] * 3
+    assert [e["actor"] for e in denied] == ["alice"] * 3
 
 
 def test_other_host_names_are_redirected_or_refused(app: App, alice: Person) -> None:
