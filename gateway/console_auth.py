@@ -46,7 +46,7 @@ from gateway.errors import (
     PolicyError,
     UsageError,
 )
-from gateway.integrity import decrypt_totp, encrypt_totp
+from gateway.integrity import IntegrityViolationError, decrypt_totp, encrypt_totp
 from gateway.partner_keys import RecipientKey
 from gateway.passkeys import SIGN_IN
 from gateway.state_keys import SealError
@@ -91,7 +91,7 @@ class ConsoleAuthService:
                 assert account.password_hash is not None
                 if passwords.needs_rehash(account.password_hash):
                     account.password_hash = passwords.hash_password(password)
-                enrolled = session.get(ConsoleCredential, account.id) is not None
+                enrolled = self._enrolled(session, account)
                 token, row = open_session(session, account,
                                           stage=Stage.SECOND_FACTOR if enrolled else Stage.ENROL,
                                           source=source, client=client, now=now)
@@ -116,7 +116,20 @@ class ConsoleAuthService:
             return f"{account.role.value} accounts have no console access"
         if not passwords.verify(account.password_hash, password):
             return "wrong password"
-        return None
+        # The role and the password hash count only if the gateway wrote them.
+        return self._app.auth.unverified(session, account)
+
+    def _enrolled(self, session: Session, account: Account) -> bool:
+        """Whether the first sign-in is done (a forged record of it forces enrolment)."""
+        credential = session.get(ConsoleCredential, account.id)
+        if credential is None:
+            return False
+        try:
+            self._app.integrity.verify(credential)
+        except IntegrityViolationError as violation:
+            self._app.integrity.record(session, violation)
+            return False
+        return True
 
     def second_factor(self, token: str, *, code: str) -> Opened:
         """Complete a sign-in with the account's current one-time code."""
@@ -125,6 +138,7 @@ class ConsoleAuthService:
             now = self._app.clock()
             try:
                 row, account = load(session, token_id(token), now=now,
+                                    integrity=self._app.integrity,
                                     stages=(Stage.SECOND_FACTOR,))
             except SessionExpiredError as exc:
                 error = exc
@@ -152,6 +166,7 @@ class ConsoleAuthService:
             now = self._app.clock()
             try:
                 row, account = load(session, token_id(token), now=now,
+                                    integrity=self._app.integrity,
                                     stages=(Stage.SECOND_FACTOR,))
             except SessionExpiredError as exc:
                 error = exc
@@ -206,6 +221,7 @@ class ConsoleAuthService:
         """The TOTP secret to enrol in this first sign-in (made on first ask, then kept)."""
         with self._app.transaction() as session:
             row, account = load(session, token_id(token), now=self._app.clock(),
+                                integrity=self._app.integrity,
                                 stages=(Stage.ENROL,))
             if row.enrol_secret is None:
                 # Encrypted like an enrolled secret: the database alone never yields one.
@@ -229,7 +245,8 @@ class ConsoleAuthService:
         error: AuthenticationError
         with self._app.transaction() as session:
             now = self._app.clock()
-            row, account = load(session, token_id(token), now=now, stages=(Stage.ENROL,))
+            row, account = load(session, token_id(token), now=now, integrity=self._app.integrity,
+                                stages=(Stage.ENROL,))
             passwords.check_new(new_password, username=account.username,
                                 current=account.password_hash)
             if row.enrol_secret is None:
@@ -278,7 +295,8 @@ class ConsoleAuthService:
         with self._app.transaction() as session:
             now = self._app.clock()
             try:
-                row, account = load(session, token_id(token), now=now)
+                row, account = load(session, token_id(token), now=now,
+                                    integrity=self._app.integrity)
             except SessionExpiredError as exc:
                 error = exc
             else:
@@ -300,7 +318,8 @@ class ConsoleAuthService:
         """End this session, or every session of its account."""
         with self._app.transaction() as session:
             try:
-                row, account = load(session, token_id(token), now=self._app.clock())
+                row, account = load(session, token_id(token), now=self._app.clock(),
+                                    integrity=self._app.integrity)
             except SessionExpiredError:
                 return
             actor = info(row, account).actor
@@ -354,7 +373,8 @@ class ConsoleAuthService:
         with self._app.transaction() as session:
             now = self._app.clock()
             try:
-                row, account = load(session, current.id, now=now, stages=(Stage.FULL,))
+                row, account = load(session, current.id, now=now, integrity=self._app.integrity,
+                                    stages=(Stage.FULL,))
             except SessionExpiredError as exc:
                 error = exc
             else:

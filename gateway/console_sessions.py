@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from gateway.actors import Actor
 from gateway.db.models import Account, ConsoleSession, Role
 from gateway.errors import AuthenticationError
+from gateway.integrity import Integrity, IntegrityViolationError
 
 IDLE = timedelta(minutes=15)
 ABSOLUTE = timedelta(hours=8)
@@ -117,18 +118,27 @@ def rotate(session: Session, row: ConsoleSession, account: Account, *, stage: St
     return Opened(token, info(fresh, account))
 
 
-def load(session: Session, session_id: str, *, now: datetime,
+def load(session: Session, session_id: str, *, now: datetime, integrity: Integrity,
          stages: tuple[Stage, ...] | None = None) -> tuple[ConsoleSession, Account]:
     """The live session ``session_id`` (see :func:`token_id`) and its account, or raise
     :class:`SessionExpiredError`.
 
-    An expired session, or one whose account was disabled, is deleted on the way (the
-    caller commits that before it raises).
+    An expired session, or one whose account was disabled, is deleted on the way; one
+    whose row or account the gateway did not write (no valid seal) grants nothing and
+    the violation is recorded. (The caller commits both before it raises.)
     """
     row = session.get(ConsoleSession, session_id, with_for_update=True) if session_id else None
     if row is None:
         raise SessionExpiredError("not signed in, or the session has ended")
     account = session.get(Account, row.account_id)
+    for checked in (row, account):
+        try:
+            if checked is not None:
+                integrity.verify(checked)
+        except IntegrityViolationError as violation:
+            integrity.record(session, violation)
+            raise SessionExpiredError("the session failed its integrity check; sign in "
+                                      "again") from violation
     if account is None or account.disabled or expires_at(row) <= now:
         session.delete(row)
         raise SessionExpiredError("the session has ended; sign in again")

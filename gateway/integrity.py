@@ -35,7 +35,18 @@ from gateway.actors import Actor
 from gateway.audit import AuditTag
 from gateway.authz import Permission
 from gateway.db.base import Base
-from gateway.db.models import Account, Partner, PartnerKey, SSHKey, TOTPSecret, Transfer
+from gateway.db.models import (
+    Account,
+    ApiToken,
+    ConsoleCredential,
+    ConsoleSession,
+    Partner,
+    PartnerKey,
+    Passkey,
+    SSHKey,
+    TOTPSecret,
+    Transfer,
+)
 from gateway.errors import NotFoundError, PolicyError, UsageError
 from gateway.state_keys import StateKeys
 
@@ -55,6 +66,11 @@ SEALED_FIELDS: dict[type[Base], tuple[str, ...]] = {
                  "proposed_by", "approved_by", "revoked_by"),
     Transfer: ("id", "partner_id", "name", "size", "sha256", "object_id", "uploaded_by",
                "expires_at", "max_downloads", "state"),
+    # The console's credentials: an injected token, session or passkey would sign in.
+    ApiToken: ("id", "name", "role", "token_hash", "expires_at", "revoked_at"),
+    ConsoleSession: ("id", "account_id", "stage", "created_at"),
+    Passkey: ("id", "account_id", "credential_id", "public_key", "sign_count"),
+    ConsoleCredential: ("account_id", "enrolled_at"),
 }
 # A session's info holds, under this name, a function returning the state keys (sessions
 # made by App do; a session without it seals nothing, as an attacker's would).

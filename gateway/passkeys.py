@@ -31,10 +31,12 @@ from webauthn.registration.verify_registration_response import VerifiedRegistrat
 from gateway import console_sessions
 from gateway.actors import Actor, printable
 from gateway.audit import AuditTag
+from gateway.auth import INTEGRITY_FAILED
 from gateway.authz import Permission
 from gateway.console_sessions import SessionInfo, Stage
 from gateway.db.models import Account, ConsoleSession, Passkey
 from gateway.errors import AuthenticationError, NotFoundError, UsageError
+from gateway.integrity import IntegrityViolationError
 
 if TYPE_CHECKING:
     from gateway.app import App
@@ -110,6 +112,7 @@ class PasskeyService:
         with self._app.transaction() as session:
             now = self._app.clock()
             row, account = console_sessions.load(session, session_id, now=now,
+                                                 integrity=self._app.integrity,
                                                  stages=(Stage.PASSKEY, Stage.FULL))
             existing = session.scalars(select(Passkey.credential_id).where(
                 Passkey.account_id == account.id)).all()
@@ -130,6 +133,7 @@ class PasskeyService:
         with self._app.transaction(conflict="this passkey is already registered") as session:
             now = self._app.clock()
             row, account = console_sessions.load(session, session_id, now=now,
+                                                 integrity=self._app.integrity,
                                                  stages=(Stage.PASSKEY, Stage.FULL))
             challenge = take_challenge(row, purpose=REGISTER, now=now)
             verified = self._verify_registration(credential, challenge) if challenge else None
@@ -166,6 +170,7 @@ class PasskeyService:
         with self._app.transaction() as session:
             now = self._app.clock()
             row, account = console_sessions.load(session, session_id, now=now,
+                                                 integrity=self._app.integrity,
                                                  stages=stages)
             ids = session.scalars(select(Passkey.credential_id).where(
                 Passkey.account_id == account.id)).all()
@@ -194,6 +199,11 @@ class PasskeyService:
             .with_for_update())
         if key is None:
             return "unknown passkey"
+        try:
+            self._app.integrity.verify(key)
+        except IntegrityViolationError as violation:
+            self._app.integrity.record(session, violation)
+            return INTEGRITY_FAILED
         try:
             verified = webauthn.verify_authentication_response(
                 credential=credential, expected_challenge=challenge, expected_rp_id=self.rp_id,

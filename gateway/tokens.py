@@ -21,10 +21,11 @@ from sqlalchemy.orm import Session
 from gateway import throttle
 from gateway.actors import Actor
 from gateway.audit import AuditTag
-from gateway.auth import Failure, LoginAttempt
+from gateway.auth import INTEGRITY_FAILED, Failure, LoginAttempt
 from gateway.authz import Permission
 from gateway.db.models import ApiToken, Role
 from gateway.errors import AuthenticationError, ConflictError, NotFoundError, UsageError
+from gateway.integrity import IntegrityViolationError
 
 if TYPE_CHECKING:
     from gateway.app import App
@@ -143,6 +144,8 @@ class TokenService:
                 reason = "unknown token"
             elif (state := _state(row, now)) != "active":
                 reason = f"{state} token"
+            elif (forged := self._forged(session, row)) is not None:
+                reason = forged
             else:
                 self._touch(session, row, now)
                 return Actor.token(name=row.name, role=row.role, source=source, client=client)
@@ -152,6 +155,15 @@ class TokenService:
                 Failure(AuditTag.LOGIN_FAILURE, claimed, None, reason, "token", source, client),
                 now=now)
         raise AuthenticationError(REFUSED)
+
+    def _forged(self, session: Session, row: ApiToken) -> str | None:
+        """Why a token row the gateway did not write grants nothing (recorded), or None."""
+        try:
+            self._app.integrity.verify(row)
+        except IntegrityViolationError as violation:
+            self._app.integrity.record(session, violation)
+            return INTEGRITY_FAILED
+        return None
 
     def _touch(self, session: Session, row: ApiToken, now: datetime) -> None:
         if row.last_used_at is not None and now - row.last_used_at < LAST_USE_RESOLUTION:

@@ -259,6 +259,7 @@ class ConsoleCredential(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
     enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime)
     password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seal: Mapped[str | None] = mapped_column(String(100))
 
 
 class ConsoleSession(Base):
@@ -283,6 +284,7 @@ class ConsoleSession(Base):
     challenge_purpose: Mapped[str | None] = mapped_column(String(64))
     challenge_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     enrol_secret: Mapped[str | None] = mapped_column(Text)
+    seal: Mapped[str | None] = mapped_column(String(100))
 
 
 class Passkey(Base):
@@ -299,6 +301,7 @@ class Passkey(Base):
     name: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    seal: Mapped[str | None] = mapped_column(String(100))
 
 
 class ApiToken(Base):
@@ -315,3 +318,4 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    seal: Mapped[str | None] = mapped_column(String(100))

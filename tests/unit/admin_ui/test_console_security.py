@@ -372,3 +372,36 @@ def test_admin_flow_through_pages(app: App, clock: FakeClock, alice: Person) -> 
     alice.post("/tokens/ci/revoke")
     assert app.tokens.all(OPERATOR)[0].state == "revoked"
     assert actor(app, "alice").name == "alice"
+
+
+def test_rows_injected_into_the_database_grant_nothing(app: App, alice: Person) -> None:
+    """A SQL injection that writes a token or a session, or lifts a half-done sign-in past
+    its second factor, gets no access; each attempt is an integrity:violation event."""
+    import hashlib
+
+    from sqlalchemy import text
+
+    forged_token = "bpt_" + "x" * 43
+    stolen = hashlib.sha256(b"stolen-session").hexdigest()
+    pending, _ = _sign_in(app, "alice")  # Password only: waiting for the code.
+    pending_id = hashlib.sha256(pending.cookies["blindpost"].encode()).hexdigest()  # type: ignore[attr-defined]
+    with app.engine.begin() as db:
+        db.execute(text("INSERT INTO api_tokens (name, role, token_hash, created_by, created_at)"
+                        " VALUES ('evil', 'admin', :h, 'nobody', '2026-11-02 09:00:00')"),
+                   {"h": hashlib.sha256(forged_token.encode()).hexdigest()})
+        db.execute(text("INSERT INTO console_sessions (id, account_id, stage, csrf, created_at,"
+                        " last_seen_at, source, client) SELECT :h, id, 'full', 'c',"
+                        " '2026-11-02 09:00:00', '2026-11-02 09:00:00', 'x', '' FROM accounts"
+                        " WHERE username = 'alice'"), {"h": stolen})
+        db.execute(text("UPDATE console_sessions SET stage = 'full' WHERE id = :id"),
+                   {"id": pending_id})
+    client = browser(app)
+    answer = client.get("/api/v1/me", headers={"Authorization": f"Bearer {forged_token}"})
+    assert answer.status_code == 401
+    client.cookies.set("blindpost", "stolen-session")
+    assert client.get("/api/v1/me").status_code == 401
+    assert pending.get("/api/v1/me").status_code == 401  # type: ignore[attr-defined]
+    violations = {e["subject"] for e in audit_events(app, "integrity:violation")}
+    assert violations == {"api_tokens:1", f"console_sessions:{stolen}",
+                          f"console_sessions:{pending_id}"}
+    assert alice.client.get("/api/v1/me").status_code == 200

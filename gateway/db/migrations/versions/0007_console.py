@@ -1,5 +1,5 @@
-"""Console sign-in: enrolments, server-side sessions, passkeys and API tokens; an index
-for the newest audit event of a tag.
+"""Console sign-in: enrolments, server-side sessions, passkeys and API tokens (sealed like
+every granting row); an index for the newest audit event of a tag.
 
 Revision ID: 0007_console
 Revises: 0005_signed_state
@@ -20,6 +20,7 @@ def upgrade() -> None:
     sa.Column('account_id', sa.Integer(), nullable=False),
     sa.Column('enrolled_at', sa.DateTime(), nullable=False),
     sa.Column('password_changed_at', sa.DateTime(), nullable=False),
+    sa.Column('seal', sa.String(length=100), nullable=True),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_console_credentials_account_id_accounts')),
     sa.PrimaryKeyConstraint('account_id', name=op.f('pk_console_credentials'))
     )
@@ -36,6 +37,7 @@ def upgrade() -> None:
     sa.Column('challenge_purpose', sa.String(length=64), nullable=True),
     sa.Column('challenge_at', sa.DateTime(), nullable=True),
     sa.Column('enrol_secret', sa.Text(), nullable=True),
+    sa.Column('seal', sa.String(length=100), nullable=True),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_console_sessions_account_id_accounts')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_console_sessions'))
     )
@@ -49,6 +51,7 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=100), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('last_used_at', sa.DateTime(), nullable=True),
+    sa.Column('seal', sa.String(length=100), nullable=True),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_passkeys_account_id_accounts')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_passkeys')),
     sa.UniqueConstraint('credential_id', name=op.f('uq_passkeys_credential_id'))
@@ -64,6 +67,7 @@ def upgrade() -> None:
     sa.Column('expires_at', sa.DateTime(), nullable=True),
     sa.Column('last_used_at', sa.DateTime(), nullable=True),
     sa.Column('revoked_at', sa.DateTime(), nullable=True),
+    sa.Column('seal', sa.String(length=100), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_tokens')),
     sa.UniqueConstraint('name', name=op.f('uq_api_tokens_name')),
     sa.UniqueConstraint('token_hash', name=op.f('uq_api_tokens_token_hash'))
