@@ -23,6 +23,7 @@ from gateway.config import Settings, parse_listen
 
 log = logging.getLogger(__name__)
 START_SECONDS = 30.0
+STOP_SECONDS = 5
 
 
 class RunningConsole:
@@ -38,7 +39,9 @@ class RunningConsole:
             ssl_certfile=settings.console_tls_cert or None,
             ssl_keyfile=settings.console_tls_key or None,
             # X-Forwarded-For is believed only from a proxy on this host (deploy/).
-            proxy_headers=True, forwarded_allow_ips="127.0.0.1,::1")
+            proxy_headers=True, forwarded_allow_ips="127.0.0.1,::1",
+            # An idle keep-alive connection must not hold up a stop.
+            timeout_graceful_shutdown=STOP_SECONDS)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
                                         name="console", daemon=True)

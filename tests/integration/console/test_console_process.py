@@ -93,6 +93,7 @@ def test_tls_when_certificate_and_key_are_set(tmp_path: Path) -> None:
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=10, context=context)
         assert refused.value.code == 401
+        refused.value.close()
     finally:
         errors = _stop(process)
     assert "expects the reverse proxy" not in errors
