@@ -7,17 +7,15 @@ the gateway never imports this package.
 from __future__ import annotations
 
 import dataclasses
-import signal
+import logging
 import time
 from pathlib import Path
-from types import FrameType
 
 import click
 
 from gateway.cli.common import data_dir_option, open_app
-from gateway.db import upgrade
-
-POLL_SECONDS = 0.2
+from gateway.housekeeping import Housekeeping
+from gateway.stop_signals import StopSignals
 
 
 @click.command("console")
@@ -29,7 +27,8 @@ def console(listen: str | None, data_dir: Path | None) -> None:
 
     Admins and auditors sign in with their password and a one-time code or passkey.
     Without console_tls_cert/key it speaks plain HTTP: keep it on loopback or behind
-    the TLS reverse proxy in deploy/.
+    the TLS reverse proxy in deploy/. SIGTERM or SIGINT (Ctrl-C) stops it, with a last
+    audit checkpoint.
 
     \b
     Example:
@@ -38,24 +37,26 @@ def console(listen: str | None, data_dir: Path | None) -> None:
     from admin_ui.service import start
 
     app = open_app(data_dir)
-    upgrade(app.engine)
     app.record_settings(component="console")
     settings = app.settings
     if listen is not None:
         settings = dataclasses.replace(settings, console_listen=listen)
-    app.close()
+    for name in ("admin_ui", "gateway"):
+        logging.getLogger(name).setLevel(settings.log_level.upper())
+    # Caught from before the server starts, so that a stop during start-up waits for it.
+    stop = StopSignals()
     running = start(settings)
     host, port = running.address
+    chores = Housekeeping(app, component="console")
+    chores.started(address=f"{host}:{port}")
     click.echo(f"Blindpost console listening on {host}:{port}: {running.notice}; "
                "stop with Ctrl-C.")
-    requested: list[int] = []
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        requested.append(signum)
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    while not requested:
-        time.sleep(POLL_SECONDS)
-    running.stop()
-    running.wait()
+    try:
+        chores.run(stop, purge=False)
+    finally:
+        begun = time.monotonic()
+        running.stop()
+        running.wait()
+    chores.stopped(reason=stop.name, seconds=round(time.monotonic() - begun, 2))
+    chores.final_checkpoint()
+    app.close()
