@@ -2,14 +2,14 @@
 every granting row); an index for the newest audit event of a tag.
 
 Revision ID: 0007_console
-Revises: 0005_signed_state
+Revises: 0006_served_ranges
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0007_console'
-down_revision = '0005_signed_state'
+down_revision = '0006_served_ranges'
 branch_labels = None
 depends_on = None
 
