@@ -7,6 +7,7 @@ a code is accepted at most once per time step, so each login takes a fresh step.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -218,8 +219,13 @@ def paramiko_sftp(inst: Installation, user: User, *, code: str | None = None,
         transport.auth_interactive(user.username, lambda _t, _i, prompts: [answer] * len(prompts))
         client = paramiko.SFTPClient.from_transport(transport)
         assert client is not None
-        with client:
+        try:
             yield client
+        finally:
+            # The server may have hung up already (a stop, a cut connection) while this
+            # side's transport has yet to notice: closing then finds the socket gone.
+            with contextlib.suppress(EOFError, OSError):
+                client.close()
     finally:
         transport.close()
 
