@@ -24,6 +24,7 @@ from admin_ui.security import Principal, api_principal, console
 from gateway.accounts import parse_role
 from gateway.audit import VerificationError
 from gateway.db.models import TransferState
+from gateway.durations import parse_retention
 from gateway.errors import AuthorizationError, NotFoundError
 from gateway.partners import PartnerChange
 from gateway.sshkeys import parse_public_key
@@ -41,16 +42,20 @@ def _json(value: object, status: int = 200) -> JSONResponse:
     return JSONResponse(jsonable(value), status_code=status)
 
 
+# How long files wait: 90s, 15m, 12h, 7d, 2w (a bare number is days), up to max_retention.
+Retention = Annotated[str, Field(min_length=1, max_length=32, examples=["7d", "12h"])]
+
+
 class PartnerIn(BaseModel):
     slug: Name
     name: str | None = Field(default=None, max_length=200)
-    retention_days: int | None = Field(default=None, ge=1, le=3650)
+    retention: Retention | None = None
     max_downloads: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
 class PartnerPatch(BaseModel):
     name: str | None = Field(default=None, max_length=200)
-    retention_days: int | None = Field(default=None, ge=1, le=3650)
+    retention: Retention | None = None
     max_downloads: int | None = Field(default=None, ge=1, le=1_000_000)
     unlimited_downloads: bool = False
 
@@ -110,8 +115,8 @@ def partners(request: Request, caller: Caller) -> JSONResponse:
 @router.post("/partners", status_code=201, summary="Create a partner")
 def partner_add(request: Request, caller: Caller, body: PartnerIn) -> JSONResponse:
     return _json(console(request).app.partners.add(
-        caller.actor, slug=body.slug, name=body.name, retention_days=body.retention_days,
-        max_downloads=body.max_downloads), 201)
+        caller.actor, slug=body.slug, name=body.name,
+        retention_seconds=parse_retention(body.retention), max_downloads=body.max_downloads), 201)
 
 
 @router.get("/partners/{slug}", summary="Show a partner")
@@ -123,7 +128,7 @@ def partner(request: Request, caller: Caller, slug: str) -> JSONResponse:
 def partner_change(request: Request, caller: Caller, slug: str,
                    body: PartnerPatch) -> JSONResponse:
     return _json(console(request).app.partners.change(caller.actor, slug=slug, change=(
-        PartnerChange(body.name, body.retention_days, body.max_downloads,
+        PartnerChange(body.name, parse_retention(body.retention), body.max_downloads,
                       body.unlimited_downloads))))
 
 

@@ -23,6 +23,7 @@ from gateway.audit import AuditTag, VerificationError
 from gateway.audit_service import EventFilter
 from gateway.console_sessions import SessionInfo
 from gateway.db.models import Role, TransferState
+from gateway.durations import parse_retention
 from gateway.errors import NotFoundError, UsageError
 from gateway.partners import PartnerChange
 from gateway.sshkeys import parse_public_key
@@ -56,11 +57,11 @@ def partners(request: Request, current: Session) -> Response:
 
 @router.post("/partners")
 def partner_add(request: Request, current: Session, *, csrf: Csrf = "", slug: Text, name: Text = "",
-                retention_days: Text = "", max_downloads: Text = "") -> Response:
+                retention: Text = "", max_downloads: Text = "") -> Response:
     check_csrf(request, current, csrf)
     console(request).app.partners.add(
         current.actor, slug=slug.strip(), name=name.strip() or None,
-        retention_days=optional_int(retention_days, field="retention days"),
+        retention_seconds=parse_retention(retention),
         max_downloads=optional_int(max_downloads, field="download limit"))
     return _back("/partners")
 
@@ -68,12 +69,12 @@ def partner_add(request: Request, current: Session, *, csrf: Csrf = "", slug: Te
 @router.post("/partners/{slug}")
 def partner_change(request: Request, current: Session, slug: str,
                    *, csrf: Csrf = "", name: Text = "",
-                   retention_days: Text = "", max_downloads: Text = "") -> Response:
+                   retention: Text = "", max_downloads: Text = "") -> Response:
     check_csrf(request, current, csrf)
     limit = optional_int(max_downloads, field="download limit")
     console(request).app.partners.change(current.actor, slug=slug, change=PartnerChange(
         name=name.strip() or None,
-        retention_days=optional_int(retention_days, field="retention days"),
+        retention_seconds=parse_retention(retention),
         max_downloads=limit, unlimited_downloads=limit is None))
     return _back("/partners")
 

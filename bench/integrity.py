@@ -73,7 +73,7 @@ def build(app: App, accounts: int) -> dict[str, tuple[str, bytes]]:
     now = app.clock()
     for chunk in range(0, accounts, 1000):
         with app.transaction() as session:
-            partner = Partner(slug=f"bulk{chunk}", name="bulk", retention_days=7,
+            partner = Partner(slug=f"bulk{chunk}", name="bulk", retention_seconds=7 * 86400,
                               max_downloads=None, disabled=False, created_at=now)
             session.add(partner)
             session.flush()

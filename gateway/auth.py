@@ -13,6 +13,7 @@ action that needs their own authority (approving a recipient key): :meth:`prove`
 from __future__ import annotations
 
 import base64
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -68,6 +69,22 @@ class Failure:
     os_user: str | None = None
     purpose: str | None = None
     count: bool = True
+
+
+def session_refusal(account: Account | None) -> str | None:
+    """Why a signed-in session of ``account`` may not go on, or None while it may.
+
+    Checked at sign-in, on every file operation, and every few seconds for each open
+    SFTP session (:meth:`AuthService.sessions_to_end`), so that disabling an account or
+    its partner ends what it was doing on every worker and node.
+    """
+    if account is None:
+        return "account removed"
+    if account.disabled:
+        return "account disabled"
+    if account.partner is not None and account.partner.disabled:
+        return "partner disabled"
+    return None
 
 
 def _actor_for(account: Account, *, source: str, client: str | None,
@@ -192,6 +209,50 @@ class AuthService:
                                                   attempt.client, count=claimed is not None),
                        now=self._app.clock())
 
+    def sessions_to_end(self, account_ids: Collection[int]) -> dict[int, str]:
+        """Which of these signed-in accounts may no longer be signed in, and why.
+
+        One query for all of a process's open sessions, so that checking every few
+        seconds stays cheap however many sessions are open.
+        """
+        if not account_ids:
+            return {}
+        reasons: dict[int, str] = {}
+        forged: list[IntegrityViolationError] = []
+        with self._app.read() as session:
+            found = {row.id: row for row in session.scalars(
+                select(Account).where(Account.id.in_(set(account_ids))))}
+            for account_id in account_ids:
+                account = found.get(account_id)
+                reason = session_refusal(account)
+                if reason is None and account is not None:
+                    # Re-enabling an account by editing the database keeps nothing going.
+                    violation = self._seal_violation(account)
+                    if violation is not None:
+                        forged.append(violation)
+                        reason = INTEGRITY_FAILED
+                if reason is not None:
+                    reasons[account_id] = reason
+        for violation in forged:
+            self._app.integrity.record_now(violation)
+        return reasons
+
+    def _seal_violation(self, account: Account) -> IntegrityViolationError | None:
+        for row in (account, *([account.partner] if account.partner else [])):
+            try:
+                self._app.integrity.verify(row)
+            except IntegrityViolationError as violation:
+                return violation
+        return None
+
+    def record_session_end(self, actor: Actor, *, reason: str) -> None:
+        """Audit that a signed-in session was ended because its sign-in no longer holds."""
+        with self._app.transaction() as session:
+            self._app.audit.record(session, tag=AuditTag.SESSION_ENDED,
+                                   actor=Actor.system("sftp"), subject=f"account:{actor.name}",
+                                   details={"reason": reason,
+                                            "session_source": actor.source or "-"})
+
     def usable_account(self, session: Session, username: str) -> Account | None:
         try:
             return get_account(session, username)
@@ -242,10 +303,8 @@ class AuthService:
 
     def blocked_reason(self, session: Session, account: Account, source: str,
                         now: datetime) -> str | None:
-        if account.disabled:
-            return "account disabled"
-        if account.partner is not None and account.partner.disabled:
-            return "partner disabled"
+        if (refusal := session_refusal(account)) is not None:
+            return refusal
         for scope, key in (("account", account.username), ("source", source)):
             if throttle.locked_until(session, scope=scope, key=key, now=now) is not None:
                 return f"{scope} locked out"

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from gateway.durations import EXAMPLES as DURATION_EXAMPLES
+from gateway.durations import format_duration, parse_duration
 from gateway.errors import ConfigError
 
 CONFIG_FILE_NAME = "blindpost.toml"
@@ -43,9 +45,11 @@ class Settings:
     s3_sse: str = ""
     s3_sse_kms_key_id: str = ""
     s3_part_size_mib: int = 8
-    # Retention: how long a file waits for its partner, and the ceiling no partner may pass.
-    default_retention_days: int = 7
-    max_retention_days: int = 30
+    # Retention: how long a file waits for its partner, and the ceiling no partner may
+    # pass. Durations (90s, 15m, 12h, 7d, 2w; a bare number is days), kept as written
+    # in their shortest exact form.
+    default_retention: str = "7d"
+    max_retention: str = "30d"
     # SFTP listener and its limits.
     sftp_listen: str = "127.0.0.1:2222"
     sftp_workers: int = 0
@@ -97,8 +101,10 @@ class Settings:
     metrics_listen: str = ""
 
     def __post_init__(self) -> None:
-        _check_positive(self, "default_retention_days", "max_retention_days",
-                        "sqlite_busy_timeout_seconds", "sftp_max_connections",
+        for name in DURATION_SETTINGS:
+            # Frozen: the normalised text replaces what was written (7 -> "7d").
+            object.__setattr__(self, name, format_duration(_duration(self, name)))
+        _check_positive(self, "sqlite_busy_timeout_seconds", "sftp_max_connections",
                         "sftp_max_connections_per_source", "sftp_max_unauthenticated_per_source",
                         "sftp_auth_timeout_seconds", "sftp_idle_timeout_seconds",
                         "sftp_reorder_buffer_mib", "sftp_session_buffer_mib",
@@ -113,9 +119,9 @@ class Settings:
             raise ConfigError("sftp_reserve_percent: must be between 0 and "
                               f"{MAX_RESERVE_PERCENT}")
         _check_at_most(self)
-        if self.default_retention_days > self.max_retention_days:
-            raise ConfigError("default_retention_days: must not exceed max_retention_days "
-                              f"({self.max_retention_days})")
+        if self.default_retention_seconds > self.max_retention_seconds:
+            raise ConfigError("default_retention: must not exceed max_retention "
+                              f"({self.max_retention})")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level: expected one of {', '.join(LOG_LEVELS)}, "
                               f"got {self.log_level!r}")
@@ -154,6 +160,16 @@ class Settings:
                               f"got {self.s3_sse!r}")
         if self.s3_sse_kms_key_id and self.s3_sse != "aws:kms":
             raise ConfigError('s3_sse_kms_key_id: only used with s3_sse = "aws:kms"')
+
+    @property
+    def default_retention_seconds(self) -> int:
+        """How long a file waits when its partner sets no retention of its own."""
+        return parse_duration(self.default_retention)
+
+    @property
+    def max_retention_seconds(self) -> int:
+        """The longest any file waits, whatever its partner's retention says."""
+        return parse_duration(self.max_retention)
 
     @property
     def insecure_switches(self) -> list[str]:
@@ -234,6 +250,10 @@ class Settings:
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?")
+DURATION_SETTINGS = ("default_retention", "max_retention")
+# Names of releases that counted retention in days; they still work and mean days.
+LEGACY_NAMES = {"default_retention_days": "default_retention",
+                "max_retention_days": "max_retention"}
 _URL_PASSWORD = re.compile(r"://([^:/@]*):[^@/]*@")
 LOG_FORMATS = ("text", "json")
 S3_SSE_MODES = ("", "AES256", "aws:kms")
@@ -284,11 +304,10 @@ _FALSE = ("0", "false", "no", "off")
 # that runs past the calendar, a count no database column holds, more processes than any
 # host runs.
 MAX_INTEGER_SETTING = 2**31 - 1
-MAX_RETENTION_DAYS = 3650
+MAX_RETENTION = format_duration(3650 * 86400)
 MAX_WORKERS = 256
 MAX_RESERVE_PERCENT = 90
-_CEILINGS = {"max_retention_days": MAX_RETENTION_DAYS, "default_retention_days": MAX_RETENTION_DAYS,
-             "sftp_workers": MAX_WORKERS, "sftp_reserve_percent": MAX_RESERVE_PERCENT}
+_CEILINGS = {"sftp_workers": MAX_WORKERS, "sftp_reserve_percent": MAX_RESERVE_PERCENT}
 
 
 def _check_at_most(settings: Settings) -> None:
@@ -299,6 +318,17 @@ def _check_at_most(settings: Settings) -> None:
         ceiling = _CEILINGS.get(item.name, MAX_INTEGER_SETTING)
         if value > ceiling:
             raise ConfigError(f"{item.name}: must be at most {ceiling}, got {value}")
+
+
+def _duration(settings: Settings, name: str) -> int:
+    try:
+        seconds = parse_duration(getattr(settings, name), what="duration")
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    if seconds > parse_duration(MAX_RETENTION):
+        raise ConfigError(f"{name}: must be at most {MAX_RETENTION}, got "
+                          f"{getattr(settings, name)}")
+    return seconds
 
 
 def _check_positive(settings: Settings, *names: str) -> None:
@@ -324,6 +354,11 @@ def _setting_names() -> tuple[str, ...]:
 def _coerce(name: str, raw: object, *, source: str) -> object:
     """Convert a TOML or environment value to the field's type, or raise naming the key."""
     default = getattr(Settings(), name)
+    if name in DURATION_SETTINGS:
+        if isinstance(raw, str) or (isinstance(raw, int) and not isinstance(raw, bool)):
+            return str(raw)
+        raise ConfigError(f"{name} ({source}): expected a duration such as "
+                          f"{DURATION_EXAMPLES}, got {raw!r}")
     if isinstance(default, bool):
         if isinstance(raw, bool):
             return raw
@@ -358,11 +393,33 @@ def _read_file(path: Path) -> dict[str, object]:
     known = _setting_names()
     values: dict[str, object] = {}
     for key, raw in document.items():
+        if key in LEGACY_NAMES:
+            _set_legacy(values, key, raw, source=str(path))
+            continue
         if key not in known or key == "data_dir":
             raise ConfigError(f"{path}: unknown setting {key!r}; "
                               f"accepted: {', '.join(sorted(set(known) - {'data_dir'}))}")
-        values[key] = _coerce(key, raw, source=str(path))
+        _set_once(values, key, _coerce(key, raw, source=str(path)), source=str(path))
     return values
+
+
+def _set_once(values: dict[str, object], name: str, value: object, *, source: str) -> None:
+    """Set ``name`` unless an old name already set it in the same place (ambiguous)."""
+    if name in values:
+        old = [key for key, new in LEGACY_NAMES.items() if new == name]
+        twice = f"both {old[0]!r} and {name!r} are" if old else f"{name!r} is"
+        raise ConfigError(f"{source}: {twice} set; keep only {name!r}")
+    values[name] = value
+
+
+def _set_legacy(values: dict[str, object], key: str, raw: object, *, source: str) -> None:
+    """A ``*_days`` setting of earlier releases: a whole number of days, as before."""
+    days = raw.strip() if isinstance(raw, str) else raw
+    if isinstance(days, bool) or not (isinstance(days, int) or (
+            isinstance(days, str) and days.isdigit())):
+        raise ConfigError(f"{key} ({source}): expected a whole number of days, got {raw!r} "
+                          f"(or use {LEGACY_NAMES[key]!r}: {DURATION_EXAMPLES})")
+    _set_once(values, LEGACY_NAMES[key], f"{days}d", source=source)
 
 
 def _read_environment(environ: Mapping[str, str]) -> dict[str, object]:
@@ -372,10 +429,13 @@ def _read_environment(environ: Mapping[str, str]) -> dict[str, object]:
         if not env_key.startswith(ENV_PREFIX):
             continue
         name = env_key[len(ENV_PREFIX):].lower()
+        if name in LEGACY_NAMES:
+            _set_legacy(values, name, raw, source=env_key)
+            continue
         if name not in known:
             raise ConfigError(f"{env_key}: unknown setting; accepted: "
                               + ", ".join(ENV_PREFIX + k.upper() for k in sorted(known)))
-        values[name] = _coerce(name, raw, source=env_key)
+        _set_once(values, name, _coerce(name, raw, source=env_key), source=env_key)
     return values
 
 

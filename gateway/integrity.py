@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 # The fields of each table that grant something, the primary key first. Changing a list
 # invalidates the seals made with the old one: rotate (which re-seals) in the same upgrade.
 SEALED_FIELDS: dict[type[Base], tuple[str, ...]] = {
-    Partner: ("id", "slug", "retention_days", "max_downloads", "disabled"),
+    Partner: ("id", "slug", "retention_seconds", "max_downloads", "disabled"),
     Account: ("id", "username", "role", "partner_id", "password_hash", "disabled"),
     SSHKey: ("id", "account_id", "key_type", "key_data", "fingerprint"),
     TOTPSecret: ("account_id", "secret"),

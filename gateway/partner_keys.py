@@ -2,7 +2,8 @@
 
 An admin proposes a key; a different admin approves it; only approved keys receive new
 files; revocation is immediate. A partner's approved keys are all post-quantum or all
-classical, so that no file mixes them.
+classical, so that no file mixes them. Revoking a partner's last approved key purges the
+files waiting for it, unless the admin keeps them until they expire.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway import envelope
+from gateway import envelope, retention
 from gateway.actors import Actor
 from gateway.audit import AuditTag
 from gateway.authz import Permission
 from gateway.db.models import MAX_INTEGER, Account, KeyState, Partner, PartnerKey, Role
 from gateway.errors import ConflictError, NotFoundError, PolicyError
-from gateway.partners import get_partner
+from gateway.partners import WAITING_KEPT, WAITING_PURGED, get_partner
 
 if TYPE_CHECKING:
     from gateway.app import App
@@ -148,17 +149,36 @@ class PartnerKeyService:
             self._record(session, AuditTag.KEY_APPROVE, key, actor, extra)
             return key_info(key)
 
-    def revoke(self, actor: Actor, *, key_id: int) -> RecipientKey:
-        """Revoke a proposed or approved key; it receives no new file from now on."""
+    def revoke(self, actor: Actor, *, key_id: int, keep_waiting: bool = False) -> RecipientKey:
+        """Revoke a proposed or approved key; it receives no new file from now on.
+
+        When it was the partner's last approved key, the files waiting for the partner
+        are purged at once (each purge audited), unless ``keep_waiting``: then they stay
+        until they expire, and the revocation's audit event says so.
+        """
         self._app.authz.require(actor, Permission.KEY_REVOKE, subject=f"key:{key_id}")
         with self._app.transaction() as session:
             admin = _active_admin(session, actor)
             key = _get_key(session, key_id)
+            # Revocations and approvals for one partner are serialised, so "was this the
+            # last approved key" has one answer.
+            partner = get_partner(session, key.partner.slug, for_update=True)
             if key.state is KeyState.REVOKED:
                 raise ConflictError(f"key {key_id} is already revoked")
+            was_approved = key.state is KeyState.APPROVED
             key.state, key.revoked_at, key.revoker = KeyState.REVOKED, self._app.clock(), admin
-            self._record(session, AuditTag.KEY_REVOKE, key, actor)
-            return key_info(key)
+            last = was_approved and not approved_keys(session, partner)
+            extra: dict[str, object] = {}
+            if last:
+                extra["waiting_files"] = WAITING_KEPT if keep_waiting else WAITING_PURGED
+            self._record(session, AuditTag.KEY_REVOKE, key, actor, extra)
+            purged = retention.purge_waiting(
+                self._app, session, partner_id=partner.id, actor=actor,
+                reason=retention.KEY_REVOKED, details={"key_id": key.id},
+            ) if last and not keep_waiting else []
+            info = key_info(key)
+        retention.delete_purged(self._app, purged)
+        return info
 
     def all(self, actor: Actor, *, partner: str | None = None) -> list[RecipientKey]:
         self._app.authz.require(actor, Permission.KEY_READ)

@@ -37,9 +37,17 @@ def _name(event: AuditEvent) -> str:
     return event.subject.partition(":")[2]
 
 
+def _retention_seconds(details: dict[str, Any]) -> object:
+    # Events from before retention was kept in seconds give whole days.
+    if "retention_seconds" in details:
+        return details["retention_seconds"]
+    days = details.get("retention_days")
+    return days * 86400 if isinstance(days, int) else days
+
+
 def _partner_create(state: ImpliedState, event: AuditEvent) -> None:
     state.partners[_name(event)] = {"disabled": False,
-                                    "retention_days": event.details.get("retention_days"),
+                                    "retention_seconds": _retention_seconds(event.details),
                                     "max_downloads": event.details.get("max_downloads")}
 
 
@@ -53,9 +61,12 @@ def _partner_changed(state: ImpliedState, event: AuditEvent) -> None:
     row = state.partners.get(_name(event))
     if row is None:
         return
-    for name in ("retention_days", "max_downloads"):
+    for name in ("retention_seconds", "max_downloads"):
         if f"{name}_new" in event.details:
             row[name] = event.details[f"{name}_new"]
+    days = event.details.get("retention_days_new")
+    if isinstance(days, int):  # Written before retention was kept in seconds.
+        row["retention_seconds"] = days * 86400
 
 
 def _setter(table: str, key: str, value: object) -> Callable[[ImpliedState, AuditEvent], None]:
@@ -151,7 +162,7 @@ def database_state(session: Session) -> ImpliedState:
     state = ImpliedState()
     for partner in session.scalars(select(Partner)):
         state.partners[partner.slug] = {"disabled": partner.disabled,
-                                        "retention_days": partner.retention_days,
+                                        "retention_seconds": partner.retention_seconds,
                                         "max_downloads": partner.max_downloads}
     for account in session.scalars(select(Account).options(
             selectinload(Account.ssh_keys), selectinload(Account.totp))):

@@ -1,20 +1,23 @@
 """Retention: expired files are purged, and nothing abandoned outlives a crash.
 
-A file is purged when it expires or when its download limit is reached; its ciphertext
-is deleted and the purge is audited. The sweep also removes what a crash can leave
-behind, from the objects recorded in :mod:`gateway.pending_objects`: uploads abandoned
-mid-way, and objects whose transfer ended but whose deletion did not finish.
+A file is purged when it expires, when its download limit is reached, or at once when
+its partner can no longer receive (its last recipient key revoked, the partner
+disabled); its ciphertext is deleted and the purge is audited with the reason. The
+sweep also removes what a crash can leave behind, from the objects recorded in
+:mod:`gateway.pending_objects`: uploads abandoned mid-way, and objects whose transfer
+ended but whose deletion did not finish.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import object_session
+from sqlalchemy.orm import Session
 
 from gateway import pending_objects
 from gateway.actors import Actor
@@ -34,6 +37,12 @@ log = logging.getLogger(__name__)
 UPLOAD_GRACE = timedelta(hours=1)
 
 PURGER = Actor.system("purger")
+
+# Why a file was purged, as file:purge events say it (the exposure report reads them).
+EXPIRED = "expired"
+DOWNLOAD_LIMIT = "download limit reached"
+KEY_REVOKED = "key revoked"
+PARTNER_DISABLED = "partner disabled"
 
 
 @dataclass(frozen=True)
@@ -77,45 +86,11 @@ class RetentionService:
             rows = list(session.scalars(select(Transfer).where(
                 Transfer.state == TransferState.AVAILABLE, due)))
             for row in rows:
-                # One conditional UPDATE per file: when two nodes purge at once, each file
-                # is purged (and audited) by exactly one of them.
-                taken = session.execute(update(Transfer).where(
-                    Transfer.id == row.id, Transfer.state == TransferState.AVAILABLE)
-                    .values(state=TransferState.PURGED)
-                    .execution_options(synchronize_session=False))
-                if taken.rowcount != 1:  # type: ignore[attr-defined]  # A CursorResult.
-                    continue
-                self._reseal_purged(row)
-                pending_objects.note_deletion(session, row.object_id, now=now)
-                reason = "expired" if row.expires_at <= now else "download limit reached"
-                self._app.audit.record(session, tag=AuditTag.FILE_PURGE, actor=actor,
-                                       subject=f"file:{row.id}",
-                                       details={"partner": row.partner.slug, "name": row.name,
-                                                "reason": reason, "size": row.size,
-                                                "sha256": row.sha256})
-                purged.append(row.object_id)
-        # Ciphertext goes after the rows are committed; what fails here stays recorded as
-        # pending and the sweep deletes it.
-        for object_id in purged:
-            try:
-                pending_objects.delete_now(self._app, object_id)
-            except GatewayError as exc:
-                log.warning("could not delete purged object %s (%s); will retry",
-                            object_id, exc.diagnostics())
+                reason = EXPIRED if row.expires_at <= now else DOWNLOAD_LIMIT
+                if purge_file(self._app, session, row, actor=actor, reason=reason, now=now):
+                    purged.append(row.object_id)
+        delete_purged(self._app, purged)
         return len(purged)
-
-    def _reseal_purged(self, row: Transfer) -> None:
-        """Seal a purged row's new state, if the gateway wrote the old one.
-
-        A forged row is purged all the same (that takes access away), but keeps its
-        invalid seal, so `blindpost integrity check` still reports it.
-        """
-        if is_valid(self._app.state_keys, row):
-            row.state = TransferState.PURGED  # The ORM change re-seals the row.
-        else:
-            self._app.integrity.record(object_session(row),  # type: ignore[arg-type]  # Loaded by a session.
-                                       IntegrityViolationError("transfers", row.id,
-                                                               "seal does not match"))
 
     def _sweep_orphans(self, older_than: datetime) -> int:
         with self._app.read() as session:
@@ -129,3 +104,66 @@ class RetentionService:
                 self._app.store.delete(info.object_id)
                 removed += 1
         return removed
+
+
+def purge_file(app: App, session: Session, row: Transfer, *, actor: Actor, reason: str,
+               now: datetime, details: Mapping[str, object] | None = None) -> bool:
+    """Purge one available file in the caller's transaction and audit why.
+
+    One conditional UPDATE per file: when two nodes purge at once, each file is purged
+    (and audited) by exactly one of them. Returns whether this call purged it; the
+    caller deletes the object after its commit (:func:`delete_purged`).
+    """
+    taken = session.execute(update(Transfer).where(
+        Transfer.id == row.id, Transfer.state == TransferState.AVAILABLE)
+        .values(state=TransferState.PURGED)
+        .execution_options(synchronize_session=False))
+    if taken.rowcount != 1:  # type: ignore[attr-defined]  # A CursorResult.
+        return False
+    _reseal_purged(app, session, row)
+    pending_objects.note_deletion(session, row.object_id, now=now)
+    app.audit.record(session, tag=AuditTag.FILE_PURGE, actor=actor, subject=f"file:{row.id}",
+                     details={"partner": row.partner.slug, "name": row.name, "reason": reason,
+                              "size": row.size, "sha256": row.sha256, **(details or {})})
+    return True
+
+
+def _reseal_purged(app: App, session: Session, row: Transfer) -> None:
+    """Seal a purged row's new state, if the gateway wrote the old one.
+
+    A forged row is purged all the same (that takes access away), but keeps its
+    invalid seal, so `blindpost integrity check` still reports it.
+    """
+    if is_valid(app.state_keys, row):
+        row.state = TransferState.PURGED  # The ORM change re-seals the row.
+    else:
+        app.integrity.record(session, IntegrityViolationError("transfers", row.id,
+                                                              "seal does not match"))
+
+
+def purge_waiting(app: App, session: Session, *, partner_id: int, actor: Actor, reason: str,
+                  details: Mapping[str, object] | None = None) -> list[str]:
+    """Purge every file waiting for a partner, in the caller's transaction.
+
+    For a partner that can no longer receive: its last key revoked, or it is disabled.
+    Returns the objects to delete once the caller's transaction has committed.
+    """
+    now = app.clock()
+    rows = list(session.scalars(select(Transfer).where(
+        Transfer.partner_id == partner_id, Transfer.state == TransferState.AVAILABLE)
+        .order_by(Transfer.created_at, Transfer.id)))
+    return [row.object_id for row in rows if purge_file(
+        app, session, row, actor=actor, reason=reason, now=now, details=details)]
+
+
+def delete_purged(app: App, object_ids: Iterable[str]) -> None:
+    """Delete purged objects after their rows committed.
+
+    What fails here stays recorded as pending and the purger's sweep deletes it.
+    """
+    for object_id in object_ids:
+        try:
+            pending_objects.delete_now(app, object_id)
+        except GatewayError as exc:
+            log.warning("could not delete purged object %s (%s); will retry",
+                        object_id, exc.diagnostics())

@@ -26,9 +26,25 @@ from sqlalchemy.orm import Session
 from gateway import envelope, pending_objects, served
 from gateway.actors import Actor
 from gateway.audit import AuditTag
+from gateway.auth import session_refusal
 from gateway.authz import Permission
-from gateway.db.models import KeyState, Partner, PartnerKey, Role, Transfer, TransferState
-from gateway.errors import ConflictError, GatewayError, NotFoundError, PolicyError, UsageError
+from gateway.db.models import (
+    Account,
+    KeyState,
+    Partner,
+    PartnerKey,
+    Role,
+    Transfer,
+    TransferState,
+)
+from gateway.errors import (
+    AuthenticationError,
+    ConflictError,
+    GatewayError,
+    NotFoundError,
+    PolicyError,
+    UsageError,
+)
 from gateway.integrity import IntegrityViolationError
 from gateway.partner_keys import approved_keys
 from gateway.partners import PartnerInfo, get_partner, partner_info
@@ -87,6 +103,16 @@ class WaitingFiles:
     files: int
     bytes: int
     expiring_soon: int
+
+
+@dataclass(frozen=True)
+class UploadKey:
+    """A recipient key a plaintext upload is encrypted to, as its audit event names it."""
+
+    id: int
+    kind: str
+    fingerprint: str
+    recipient: envelope.Recipient
 
 
 def _entry(row: Transfer) -> FileEntry:
@@ -176,7 +202,7 @@ class Upload:
     """A file being uploaded: write bytes in order, then :meth:`commit` or :meth:`abort`."""
 
     def __init__(self, app: App, *, actor: Actor, partner: PartnerInfo, name: str,
-                 recipients: Sequence[envelope.Recipient], key_ids: list[int]) -> None:
+                 keys: Sequence[UploadKey]) -> None:
         self._app = app
         self._actor = actor
         self._partner_id = partner.id
@@ -186,7 +212,8 @@ class Upload:
         self.stored_name = name if name.endswith(AGE_SUFFIX) else name + AGE_SUFFIX
         self.received = 0
         self._limit = app.settings.max_upload_mib * MIB
-        self._key_ids = key_ids
+        self._keys = tuple(keys)
+        self._key_ids = [key.id for key in keys]
         self._object = app.store.create()
         self._finished = False
         try:
@@ -199,7 +226,7 @@ class Upload:
         if self.pre_encrypted:
             self._writer = _PassThrough(self._object)
         else:
-            self._writer = envelope.Encryptor(self._object, recipients)
+            self._writer = envelope.Encryptor(self._object, [k.recipient for k in keys])
 
     @property
     def finished(self) -> bool:
@@ -259,6 +286,7 @@ class Upload:
     def _record(self, object_id: str, size: int, sha256: str) -> tuple[FileEntry, list[str]]:
         app, now = self._app, self._app.clock()
         superseded: list[str] = []
+        new_id = str(uuid.uuid4())
         with app.transaction() as session:
             # Locking the partner row serialises commits into one inbox, so two uploads of
             # the same name at once supersede one another instead of colliding.
@@ -266,6 +294,7 @@ class Upload:
             if partner is None or partner.disabled:
                 raise PolicyError(f"partner {self._partner_slug!r} is disabled")
             self._app.integrity.verify(partner)
+            require_active(session, self._actor)
             if not self.pre_encrypted:
                 self._check_keys_still_approved(session)
             for old in session.scalars(select(Transfer).where(
@@ -276,9 +305,10 @@ class Upload:
                 pending_objects.note_deletion(session, old.object_id, now=now)
                 app.audit.record(session, tag=AuditTag.FILE_SUPERSEDE, actor=self._actor,
                                  subject=f"file:{old.id}",
-                                 details={"partner": partner.slug, "name": old.name})
+                                 details={"partner": partner.slug, "name": old.name,
+                                          "superseded_by": new_id})
             session.flush()
-            row = Transfer(id=str(uuid.uuid4()), partner_id=partner.id, name=self.stored_name,
+            row = Transfer(id=new_id, partner_id=partner.id, name=self.stored_name,
                            size=size, sha256=sha256, object_id=object_id,
                            uploaded_by=self._actor.account_id, created_at=now,
                            expires_at=now + self._retention(partner),
@@ -289,12 +319,22 @@ class Upload:
             session.flush()
             session.refresh(row)
             app.audit.record(session, tag=AuditTag.UPLOAD_COMPLETE, actor=self._actor,
-                             subject=f"file:{row.id}",
-                             details={"partner": partner.slug, "name": row.name, "size": size,
-                                      "sha256": sha256, "encrypted_here": not self.pre_encrypted,
-                                      "recipient_keys": self._key_ids,
-                                      "seconds": round(time.monotonic() - self._started, 3)})
+                             subject=f"file:{row.id}", details=self._details(row))
             return _entry(row), superseded
+
+    def _details(self, row: Transfer) -> dict[str, object]:
+        """What the upload event records: enough for the exposure report on its own."""
+        details: dict[str, object] = {
+            "partner": self._partner_slug, "name": row.name, "size": row.size,
+            "sha256": row.sha256, "object_id": row.object_id,
+            "expires_at": row.expires_at.isoformat(), "max_downloads": row.max_downloads,
+            "encrypted_here": not self.pre_encrypted, "recipient_keys": self._key_ids,
+            "seconds": round(time.monotonic() - self._started, 3)}
+        if not self.pre_encrypted:
+            # The keys this ciphertext really is encrypted to: the gateway did it.
+            details["recipient_kinds"] = [key.kind for key in self._keys]
+            details["recipient_fingerprints"] = [key.fingerprint for key in self._keys]
+        return details
 
     def _check_keys_still_approved(self, session: Session) -> None:
         """Refuse to commit a file encrypted to a key revoked while it was uploading."""
@@ -306,8 +346,8 @@ class Upload:
 
     def _retention(self, partner: Partner) -> timedelta:
         # The global ceiling wins over a partner's setting made before it was lowered.
-        days = min(partner.retention_days, self._app.settings.max_retention_days)
-        return timedelta(days=days)
+        seconds = min(partner.retention_seconds, self._app.settings.max_retention_seconds)
+        return timedelta(seconds=seconds)
 
     def abort(self, *, reason: str) -> None:
         """Discard the upload and audit why; safe to call more than once."""
@@ -324,6 +364,20 @@ class Upload:
                                    subject=f"partner:{self._partner_slug}",
                                    details={"name": self.stored_name, "received": self.received,
                                             "reason": reason})
+
+
+def require_active(session: Session, actor: Actor) -> None:
+    """Refuse an account whose sign-in no longer holds (disabled, or its partner is).
+
+    Every file operation re-reads the account, so a session opened before the account
+    was disabled can do nothing more, on any worker or node, even before the SFTP
+    server ends it.
+    """
+    if actor.account_id is None:
+        return
+    reason = session_refusal(session.get(Account, actor.account_id))
+    if reason is not None:
+        raise AuthenticationError(f"signed out: {reason}")
 
 
 def _delete_quietly(app: App, object_id: str) -> None:
@@ -409,6 +463,7 @@ class TransferService:
             self._app.authz.deny(actor, operation=Permission.INBOX_READ.value, subject="/",
                                  reason="only staff see partner folders")
         with self._app.read() as session:
+            require_active(session, actor)
             return list(session.scalars(select(Partner.slug).where(Partner.disabled.is_(False))
                                         .order_by(Partner.slug)))
 
@@ -452,11 +507,10 @@ class TransferService:
             if not keys:
                 raise PolicyError(f"partner {partner!r} has no approved encryption key; "
                                   "uploads are refused until an admin approves one")
-            recipients = [envelope.parse_recipient(k.recipient) for k in keys]
-            key_ids = [k.id for k in keys]
+            upload_keys = [UploadKey(k.id, k.kind, k.fingerprint,
+                                     envelope.parse_recipient(k.recipient)) for k in keys]
             target = partner_info(partner_row)
-        return Upload(self._app, actor=actor, partner=target, name=name,
-                      recipients=recipients, key_ids=key_ids)
+        return Upload(self._app, actor=actor, partner=target, name=name, keys=upload_keys)
 
     def open_download(self, actor: Actor, name: str) -> Download:
         """Open one of the partner user's own available files for reading."""
@@ -556,6 +610,7 @@ class TransferService:
 
     def _visible_partner(self, session: Session, actor: Actor, partner: str | None) -> Partner:
         """The partner whose inbox ``actor`` may see: its own, or a named one for staff."""
+        require_active(session, actor)
         if actor.role is Role.PARTNER and partner is None and actor.partner_id is not None:
             row = session.get(Partner, actor.partner_id)
         elif actor.role is Role.STAFF and partner is not None:

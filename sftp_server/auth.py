@@ -81,6 +81,8 @@ class LoginGate(paramiko.ServerInterface):  # type: ignore[misc]  # paramiko shi
         self.hangup = threading.Event()
         # The database could not answer: the supervisor tells the client so and hangs up.
         self.unavailable = False
+        # Why a signed-in session was ended from outside (its account was disabled).
+        self.end_reason: str | None = None
 
     @property
     def phase(self) -> Phase:

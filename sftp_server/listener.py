@@ -1,4 +1,5 @@
-"""Accepting connections: limits, the login grace timer, the idle timeout, the drain.
+"""Accepting connections: limits, the login grace timer, the idle timeout, the drain,
+revocation.
 
 paramiko has no login grace timer and no idle timeout; each connection gets a supervisor
 thread that provides both, and that audits a connection which ends without signing in.
@@ -10,6 +11,10 @@ Stopping drains: the listener stops accepting, connections that are not signed i
 have nothing open are closed at once, and sessions with a file open get
 ``shutdown_drain_seconds`` to finish it; what is still open then is aborted (audited,
 nothing left visible).
+
+Signed-in sessions end when their sign-in stops holding: every few seconds each process
+asks the gateway, in one query for all its sessions, which accounts were disabled (or
+whose partner was); the database is the one place every worker and node shares.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ POLL_SECONDS = 0.25
 ACCEPT_POLL_SECONDS = 0.5
 # After the drain, how long closing sessions may take to abort what they had open.
 CLEANUP_SECONDS = 3.0
+# How often each process re-reads the state of its signed-in accounts.
+SESSION_CHECK_SECONDS = 2.0
 
 
 class Drain:
@@ -129,6 +136,22 @@ class Connection:
         self.ticket = ticket
         self._memory = memory
         self._transport: BlindpostTransport | None = None
+        self._gate: LoginGate | None = None
+
+    @property
+    def account_id(self) -> int | None:
+        """The signed-in account, once the sign-in completed."""
+        gate = self._gate
+        if gate is None or not gate.signed_in.is_set() or gate.actor is None:
+            return None
+        return gate.actor.account_id
+
+    def end(self, reason: str) -> None:
+        """End a signed-in session whose sign-in no longer holds (from another thread)."""
+        gate = self._gate
+        if gate is not None and gate.end_reason is None:
+            gate.end_reason = reason
+            gate.hangup.set()
 
     def run(self) -> None:
         """Serve the connection to its end; never raises."""
@@ -159,7 +182,7 @@ class Connection:
         # paramiko's own timeouts for each step; the grace time bounds them all together.
         transport.banner_timeout = transport.handshake_timeout = float(
             self._settings.sftp_auth_timeout_seconds)
-        gate = LoginGate(self._app, source=self.source)
+        gate = self._gate = LoginGate(self._app, source=self.source)
         if not self._handshake(transport, gate):
             return
         outcome = self._await_sign_in(transport, gate)
@@ -171,6 +194,10 @@ class Connection:
         # them, so that a stopping process does not exit before the aborts are recorded.
         activity.wait_sessions_ended(CLEANUP_SECONDS)
         gate.finish(timed_out=outcome == "timed out")
+        if gate.end_reason is not None and gate.actor is not None:
+            log.info("ended the session of %s from %s: %s", gate.actor.name, self.source,
+                     gate.end_reason)
+            self._app.auth.record_session_end(gate.actor, reason=gate.end_reason)
 
     @property
     def _deadline(self) -> float:
@@ -259,6 +286,9 @@ class Listener:
         # Listening from here on, so the server accepts as soon as start() returns.
         sock.listen(128)
         sock.settimeout(ACCEPT_POLL_SECONDS)
+        self._watcher = threading.Thread(target=self._watch_sessions, name="sftp-sessions",
+                                         daemon=True)
+        self._watcher.start()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -328,6 +358,25 @@ class Listener:
         # Wakes the accept loop at once (Linux ends a blocked accept() on shutdown).
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
+
+    def _watch_sessions(self) -> None:
+        while not self._drain.wait(SESSION_CHECK_SECONDS):
+            try:
+                self.end_revoked_sessions()
+            except GatewayError as exc:
+                # The database is away; sign-ins fail too, and the next round retries.
+                log.warning("could not check the signed-in accounts: %s", exc.diagnostics())
+
+    def end_revoked_sessions(self) -> int:
+        """End the sessions whose account or partner was disabled; return how many."""
+        with self._lock:
+            signed_in = {connection: connection.account_id for connection in self._active}
+        accounts = {account for account in signed_in.values() if account is not None}
+        ended = self._app.auth.sessions_to_end(accounts)
+        for connection, account in signed_in.items():
+            if account in ended:
+                connection.end(ended[account])
+        return sum(1 for account in signed_in.values() if account in ended)
 
     def _finish_drain(self) -> None:
         """Wait for the sessions to end by themselves, then close any that hang."""

@@ -196,6 +196,7 @@ class InboxView(SFTPServerInterface):  # type: ignore[misc]  # paramiko ships no
                  **kwargs: Any) -> None:
         super().__init__(gate, *args, **kwargs)
         assert gate.actor is not None, "the SFTP subsystem only starts after sign-in"
+        self.gate = gate
         self.app: App = gate.app
         self.actor: Actor = gate.actor
         self._reorder_limit = reorder_limit
@@ -424,7 +425,9 @@ class BlindpostSFTPServer(FencedSFTPServer):
             self._activity.session_ended(self)
 
     def _abandon_open_files(self) -> None:
-        reason = (STOPPED_REASON if self._activity.draining.is_set()
+        ended = self._view.gate.end_reason
+        reason = (f"session ended: {ended}" if ended else STOPPED_REASON
+                  if self._activity.draining.is_set()
                   else "connection closed before the file was closed")
         handles = list(self.file_table.values())
         self.file_table.clear()

@@ -17,6 +17,7 @@ class AuditTag(enum.StrEnum):
     LOCKOUT = "auth:lockout"
     STEP_UP_SUCCESS = "auth:stepup:success"
     STEP_UP_FAILURE = "auth:stepup:failure"
+    SESSION_ENDED = "auth:session:ended"
     UPLOAD_COMPLETE = "file:upload:complete"
     UPLOAD_ABORTED = "file:upload:aborted"
     DOWNLOAD_COMPLETE = "file:download:complete"

@@ -77,11 +77,18 @@ def key_approve(key_id: int, by: str, as_json: bool, data_dir: Path | None) -> N
 
 @key.command("revoke")
 @click.argument("key_id", type=int)
+@click.option("--keep-waiting", is_flag=True,
+              help="If this is the partner's last approved key, keep the files waiting for "
+                   "it until they expire instead of purging them now.")
 @by_option
 @json_option
 @data_dir_option
-def key_revoke(key_id: int, by: str, as_json: bool, data_dir: Path | None) -> None:
+def key_revoke(key_id: int, keep_waiting: bool, by: str, as_json: bool,
+               data_dir: Path | None) -> None:
     """Revoke a key now: no new file is encrypted to it.
+
+    Revoking a partner's last approved key also purges the files waiting for it
+    (each purge audited), unless --keep-waiting.
 
     \b
     Example:
@@ -89,7 +96,7 @@ def key_revoke(key_id: int, by: str, as_json: bool, data_dir: Path | None) -> No
     """
     app = open_app(data_dir)
     admin = prove(app, by, purpose="key revoke")
-    _show(app.keys.revoke(admin, key_id=key_id), "revoked", as_json)
+    _show(app.keys.revoke(admin, key_id=key_id, keep_waiting=keep_waiting), "revoked", as_json)
 
 
 @key.command("list")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import click
@@ -15,16 +14,12 @@ from gateway.cli.common import (
     open_app,
     operator,
 )
+from gateway.durations import parse_retention
 from gateway.errors import UsageError
+from gateway.partners import PartnerChange
 from gateway.values import jsonable
 
-
-def parse_duration_days(text: str) -> int:
-    """Parse ``7``, ``7d`` or ``2w`` into days."""
-    match = re.fullmatch(r"(\d+)\s*([dw]?)", text.strip().lower())
-    if not match:
-        raise UsageError(f"invalid duration {text!r}: use days like 7, 7d or 2w")
-    return int(match.group(1)) * (7 if match.group(2) == "w" else 1)
+MAX_DOWNLOADS = click.IntRange(min=1, max=2**31 - 1)
 
 
 @click.group()
@@ -36,8 +31,9 @@ def partner() -> None:
 @click.argument("slug")
 @click.option("--name", help="Display name (default: the slug).")
 @click.option("--retention", metavar="DURATION",
-              help="How long files wait, e.g. 7d or 2w (default: the setting, 7 days).")
-@click.option("--max-downloads", type=click.IntRange(min=1), help="Downloads per file.")
+              help="How long files wait: 90s, 15m, 12h, 7d, 2w; a bare number is days "
+                   "(default: the default_retention setting, 7d).")
+@click.option("--max-downloads", type=MAX_DOWNLOADS, help="Downloads per file.")
 @data_dir_option
 def partner_add(slug: str, name: str | None, retention: str | None, max_downloads: int | None,
                 data_dir: Path | None) -> None:
@@ -47,10 +43,42 @@ def partner_add(slug: str, name: str | None, retention: str | None, max_download
     Example:
       blindpost partner add uni-research --name "University Research" --retention 7d
     """
-    days = parse_duration_days(retention) if retention else None
+    seconds = parse_retention(retention)
     row = open_app(data_dir).partners.add(operator(), slug=slug, name=name,
-                                          retention_days=days, max_downloads=max_downloads)
-    click.echo(f"created partner {row.slug} (retention {row.retention_days} days)")
+                                          retention_seconds=seconds, max_downloads=max_downloads)
+    click.echo(f"created partner {row.slug} (retention {row.retention})")
+
+
+@partner.command("set")
+@click.argument("slug")
+@click.option("--retention", metavar="DURATION",
+              help="How long new files wait: 90s, 15m, 12h, 7d, 2w; a bare number is days.")
+@click.option("--max-downloads", type=MAX_DOWNLOADS, help="Downloads per new file.")
+@click.option("--no-download-limit", is_flag=True, help="New files may be downloaded any "
+              "number of times until they expire.")
+@click.option("--name", help="Display name.")
+@data_dir_option
+def partner_set(slug: str, retention: str | None, max_downloads: int | None,
+                no_download_limit: bool, name: str | None, data_dir: Path | None) -> None:
+    """Change a partner's retention, download limit or name (audited).
+
+    Files already waiting keep the expiry and download limit they were uploaded with.
+
+    \b
+    Example:
+      blindpost partner set uni-research --retention 12h --max-downloads 1
+    """
+    if max_downloads is not None and no_download_limit:
+        raise UsageError("give --max-downloads or --no-download-limit, not both")
+    if name is None and retention is None and max_downloads is None and not no_download_limit:
+        raise UsageError("nothing to change: give --retention, --max-downloads, "
+                         "--no-download-limit or --name")
+    change = PartnerChange(name=name, retention_seconds=parse_retention(retention),
+                           max_downloads=max_downloads, unlimited_downloads=no_download_limit)
+    row = open_app(data_dir).partners.change(operator(), slug=slug, change=change)
+    limit = "no download limit" if row.max_downloads is None else (
+        f"at most {row.max_downloads} downloads")
+    click.echo(f"partner {row.slug}: retention {row.retention}, {limit}, name {row.name!r}")
 
 
 @partner.command("list")
@@ -68,7 +96,7 @@ def partner_list(as_json: bool, data_dir: Path | None) -> None:
         emit_json(rows)
         return
     emit_table(["slug", "name", "retention", "max downloads", "state"],
-               [[p.slug, p.name, f"{p.retention_days}d", p.max_downloads,
+               [[p.slug, p.name, p.retention, p.max_downloads,
                  "disabled" if p.disabled else "active"] for p in rows])
 
 
@@ -91,7 +119,7 @@ def partner_show(slug: str, as_json: bool, data_dir: Path | None) -> None:
         assert isinstance(info, dict)
         emit_json({**info, "keys": keys})
         return
-    for field in ("slug", "name", "retention_days", "max_downloads", "disabled", "created_at"):
+    for field in ("slug", "name", "retention", "max_downloads", "disabled", "created_at"):
         click.echo(f"{field:15} {getattr(row, field)}")
     click.echo("keys:" if keys else "keys:          none (uploads are refused)")
     for k in keys:
@@ -100,13 +128,20 @@ def partner_show(slug: str, as_json: bool, data_dir: Path | None) -> None:
 
 @partner.command("disable")
 @click.argument("slug")
+@click.option("--keep-waiting", is_flag=True,
+              help="Keep the files waiting for the partner until they expire, instead of "
+                   "purging them now.")
 @data_dir_option
-def partner_disable(slug: str, data_dir: Path | None) -> None:
+def partner_disable(slug: str, keep_waiting: bool, data_dir: Path | None) -> None:
     """Disable a partner: its users cannot sign in and no upload reaches it.
+
+    The files waiting for it are purged at once (each purge audited) unless
+    --keep-waiting; its users' open SFTP sessions end within seconds.
 
     \b
     Example:
       blindpost partner disable uni-research
     """
-    open_app(data_dir).partners.disable(operator(), slug=slug)
-    click.echo(f"disabled partner {slug}")
+    open_app(data_dir).partners.disable(operator(), slug=slug, keep_waiting=keep_waiting)
+    waiting = ("kept until they expire" if keep_waiting else "purged")
+    click.echo(f"disabled partner {slug}; its waiting files were {waiting}")

@@ -17,7 +17,7 @@ from gateway.cli.common import (
     operator,
     when,
 )
-from gateway.cli.partners import parse_duration_days
+from gateway.durations import duration_option
 from gateway.values import jsonable
 
 
@@ -34,7 +34,7 @@ def token() -> None:
 @click.argument("name")
 @click.option("--role", required=True, metavar="ROLE", help="admin | auditor")
 @click.option("--expires", metavar="DURATION",
-              help="Lifetime, e.g. 30d or 2w (default: until revoked).")
+              help="Lifetime, e.g. 30d, 2w or 12h (default: until revoked).")
 @json_option
 @data_dir_option
 def token_create(name: str, role: str, expires: str | None, as_json: bool,
@@ -45,7 +45,8 @@ def token_create(name: str, role: str, expires: str | None, as_json: bool,
     Example:
       blindpost token create nightly-report --role auditor --expires 30d --json
     """
-    lifetime = timedelta(days=parse_duration_days(expires)) if expires else None
+    seconds = duration_option(expires, what="lifetime")
+    lifetime = timedelta(seconds=seconds) if seconds else None
     new = open_app(data_dir).tokens.create(operator(), name=name, role=parse_role(role),
                                            lifetime=lifetime)
     if as_json:

@@ -91,7 +91,8 @@ def user_list(as_json: bool, data_dir: Path | None) -> None:
 @click.argument("username")
 @data_dir_option
 def user_disable(username: str, data_dir: Path | None) -> None:
-    """Disable an account: it can no longer sign in.
+    """Disable an account: it can no longer sign in, and its open SFTP sessions end
+    within seconds on every worker and node.
 
     \b
     Example:

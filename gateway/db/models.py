@@ -68,7 +68,8 @@ class Partner(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
-    retention_days: Mapped[int] = mapped_column(Integer)
+    # How long a file waits, fixed into each file's expires_at when it is uploaded.
+    retention_seconds: Mapped[int] = mapped_column(Integer)
     max_downloads: Mapped[int | None] = mapped_column(Integer)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -14,9 +14,11 @@ from gateway import envelope, totp
 from gateway.app import App
 from gateway.config import load_settings
 from gateway.datadir import initialise
+from gateway.db import make_engine
 from gateway.db.models import Role
 from gateway.errors import AuthenticationError
 from tests.conftest import FakeClock
+from tests.unit.gateway.db.test_migrations import check_retention_migration
 from tests.unit.gateway.factories import account, actor, audit_events, partner_with_key
 
 pytestmark = pytest.mark.integration
@@ -104,3 +106,11 @@ def test_concurrent_appends_are_gap_free(pg_app: App) -> None:
                        .scalars())
     assert indices == list(range(len(indices)))
     assert len(audit_events(pg_app, "partner:create")) == 60
+
+
+def test_retention_days_become_seconds_on_postgresql(postgres_url: str) -> None:
+    engine = make_engine(postgres_url)
+    try:
+        check_retention_migration(engine)
+    finally:
+        engine.dispose()

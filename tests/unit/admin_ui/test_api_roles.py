@@ -40,7 +40,7 @@ TABLE: list[tuple[str, str, object, set[str]]] = [
     ("GET", "/api/v1/partners", None, READ),
     ("POST", "/api/v1/partners", {"slug": "p-{n}"}, MANAGE),
     ("GET", "/api/v1/partners/uni", None, READ),
-    ("PATCH", "/api/v1/partners/uni", {"retention_days": 5}, MANAGE),
+    ("PATCH", "/api/v1/partners/uni", {"retention": "5d"}, MANAGE),
     ("POST", "/api/v1/partners/spare/disable", None, MANAGE),
     ("GET", "/api/v1/accounts", None, READ),
     ("POST", "/api/v1/accounts", {"username": "u-{n}", "role": "auditor"}, MANAGE),

@@ -357,8 +357,8 @@ def test_pages_escape_what_users_typed(app: App, alice: Person) -> None:
 
 
 def test_admin_flow_through_pages(app: App, clock: FakeClock, alice: Person) -> None:
-    assert alice.post("/partners", {"slug": "uni", "retention_days": "5"}).status_code == 303  # type: ignore[attr-defined]
-    alice.post("/partners/uni", {"retention_days": "3", "max_downloads": "2", "name": "Uni"})
+    assert alice.post("/partners", {"slug": "uni", "retention": "5d"}).status_code == 303  # type: ignore[attr-defined]
+    alice.post("/partners/uni", {"retention": "3d", "max_downloads": "2", "name": "Uni"})
     assert app.partners.get(OPERATOR, "uni").max_downloads == 2
     created = alice.post("/accounts", {"username": "dr-lee", "role": "auditor"})
     assert "One-time password" in created.text  # type: ignore[attr-defined]

@@ -151,7 +151,8 @@ def _operations(app: App) -> dict[str, Callable[[Actor], object]]:
         "file withdraw": file_withdraw,
         "file purge": app.retention.purge,
         "partner change": lambda who: app.partners.change(
-            who, slug="spare", change=PartnerChange(retention_days=next(_names) % 20 + 1)),
+            who, slug="spare",
+            change=PartnerChange(retention_seconds=(next(_names) % 20 + 1) * 3600)),
         "account enable": account_enable,
         "file list": app.transfers.files,
         "file withdraw now": lambda who: file_end(who, purge=False),

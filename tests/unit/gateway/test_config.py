@@ -8,7 +8,7 @@ from gateway.errors import ConfigError
 
 def test_defaults_use_sqlite_in_the_data_dir(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path, environ={})
-    assert settings.default_retention_days == 7
+    assert (settings.default_retention, settings.default_retention_seconds) == ("7d", 604800)
     assert settings.effective_database_url == f"sqlite:///{tmp_path.resolve()}/blindpost.db"
     assert settings.sftp_listen == "127.0.0.1:2222"
 
@@ -39,7 +39,6 @@ def test_explicit_data_dir_beats_environment(tmp_path: Path) -> None:
     ({"BLINDPOST_NO_SUCH_THING": "1"}, "BLINDPOST_NO_SUCH_THING: unknown setting"),
     ({"BLINDPOST_LOG_LEVEL": "loud"}, "log_level: expected one of debug, info, warning, error"),
     ({"BLINDPOST_SFTP_LISTEN": "localhost"}, "sftp_listen: expected HOST:PORT"),
-    ({"BLINDPOST_DEFAULT_RETENTION_DAYS": "90"}, "must not exceed max_retention_days"),
     ({"BLINDPOST_SHUTDOWN_DRAIN_SECONDS": "-1"}, "shutdown_drain_seconds: must be 0"),
     ({"BLINDPOST_SQLITE_BUSY_TIMEOUT_SECONDS": "0"}, "sqlite_busy_timeout_seconds: must be a "
                                                      "positive integer"),
@@ -56,15 +55,45 @@ def test_explicit_data_dir_beats_environment(tmp_path: Path) -> None:
     ({"BLINDPOST_METRICS_LISTEN": "9464"}, "metrics_listen: expected HOST:PORT"),
     # Absurd sizes: a retention past any date, a lockout counter beyond a column, a
     # process count no host has.
-    ({"BLINDPOST_MAX_RETENTION_DAYS": str(10**30)}, "max_retention_days: must be at most 3650"),
+    ({"BLINDPOST_MAX_RETENTION": "3651d"}, "max_retention: must be at most 3650d, got 3651d"),
+    ({"BLINDPOST_MAX_RETENTION_DAYS": str(10**30)}, "max_retention: invalid duration"),
     ({"BLINDPOST_LOCKOUT_MINUTES": str(2**31)}, "lockout_minutes: must be at most 2147483647"),
     ({"BLINDPOST_SFTP_WORKERS": "100000"}, "sftp_workers: must be at most 256"),
+    ({"BLINDPOST_DEFAULT_RETENTION_DAYS": "90"}, "must not exceed max_retention (30d)"),
+    ({"BLINDPOST_DEFAULT_RETENTION": "0s"}, "default_retention: invalid duration '0s': "
+                                            "must be longer than zero"),
+    ({"BLINDPOST_MAX_RETENTION": "7x"}, "max_retention: invalid duration '7x': use 90s, 15m"),
+    ({"BLINDPOST_MAX_RETENTION": "-3d"}, "max_retention: invalid duration '-3d'"),
+    ({"BLINDPOST_MAX_RETENTION_DAYS": "2w"}, "max_retention_days (BLINDPOST_MAX_RETENTION_DAYS): "
+                                             "expected a whole number of days"),
 ])
 def test_invalid_environment_names_the_key(tmp_path: Path, environ: dict[str, str],
                                            message: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(data_dir=tmp_path, environ=environ)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(("written", "seconds"), [
+    ('"90s"', 90), ('"15m"', 900), ('"12h"', 43200), ('"2w"', 1209600), ("3", 259200),
+    ('"3"', 259200)])
+def test_retention_durations(tmp_path: Path, written: str, seconds: int) -> None:
+    (tmp_path / "blindpost.toml").write_text(f"default_retention = {written}\n")
+    settings = load_settings(data_dir=tmp_path, environ={})
+    assert settings.default_retention_seconds == seconds
+    assert settings.audited_values()["default_retention"] == settings.default_retention
+
+
+def test_day_settings_of_earlier_releases_still_work(tmp_path: Path) -> None:
+    (tmp_path / "blindpost.toml").write_text("default_retention_days = 2\n"
+                                             "max_retention_days = 10\n")
+    settings = load_settings(data_dir=tmp_path, environ={"BLINDPOST_MAX_RETENTION": "72h"})
+    assert (settings.default_retention, settings.max_retention) == ("2d", "3d")
+    (tmp_path / "blindpost.toml").write_text("default_retention_days = 2\n"
+                                             'default_retention = "2d"\n')
+    with pytest.raises(ConfigError, match="both 'default_retention_days' and "
+                                          "'default_retention' are set"):
+        load_settings(data_dir=tmp_path, environ={})
 
 
 def test_unknown_key_in_file(tmp_path: Path) -> None:

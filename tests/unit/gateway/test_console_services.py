@@ -34,16 +34,17 @@ def files(app: App) -> App:
 def test_partner_change_audits_old_and_new(app: App) -> None:
     app.partners.add(OPERATOR, slug="uni", max_downloads=3)
     changed = app.partners.change(OPERATOR, slug="uni", change=PartnerChange(
-        retention_days=3, unlimited_downloads=True))
-    assert (changed.retention_days, changed.max_downloads) == (3, None)
+        retention_seconds=3 * 86400, unlimited_downloads=True))
+    assert (changed.retention, changed.max_downloads) == ("3d", None)
     details = audit_events(app, "partner:change")[-1]["details"]
-    assert details["retention_days_old"] == 7
-    assert details["retention_days_new"] == 3
+    assert details["retention_seconds_old"] == 7 * 86400
+    assert details["retention_seconds_new"] == 3 * 86400
     assert details["max_downloads_old"] == 3
     assert details["max_downloads_new"] is None
-    with pytest.raises(UsageError, match="retention must be between 1 and 30"):
-        app.partners.change(OPERATOR, slug="uni", change=PartnerChange(retention_days=31))
-    app.partners.change(OPERATOR, slug="uni", change=PartnerChange(retention_days=3))
+    with pytest.raises(UsageError, match="retention must be between 1s and 30d"):
+        app.partners.change(OPERATOR, slug="uni",
+                            change=PartnerChange(retention_seconds=31 * 86400))
+    app.partners.change(OPERATOR, slug="uni", change=PartnerChange(retention_seconds=3 * 86400))
     assert len(audit_events(app, "partner:change")) == 1  # Nothing changed: no event.
 
 

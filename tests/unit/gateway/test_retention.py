@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
 from gateway.app import App
 from gateway.db.models import PendingObject, Role
-from gateway.errors import StorageError
+from gateway.errors import StorageError, UsageError
+from gateway.partners import PartnerChange
+from gateway.transfers import FileFilter
 from tests.conftest import FakeClock
-from tests.unit.gateway.factories import account, actor, audit_events, partner_with_key
+from tests.unit.gateway.factories import (
+    OPERATOR,
+    account,
+    actor,
+    audit_events,
+    partner_with_key,
+)
 
 
 def _upload(app: App, name: str, partner: str = "uni") -> None:
@@ -125,3 +133,50 @@ def test_live_objects_survive_the_sweep(app: App, clock: FakeClock) -> None:
     clock.advance(hours=2)
     assert app.retention.purge(full=True).orphans == 0
     assert len(_objects(app)) == 1
+
+
+def test_minute_retention_expires_at_the_boundary(app: App, clock: FakeClock) -> None:
+    partner_with_key(app)
+    app.partners.change(OPERATOR, slug="uni", change=PartnerChange(retention_seconds=15 * 60))
+    account(app, "clerk", Role.STAFF)
+    account(app, "lee", Role.PARTNER, partner="uni")
+    uploaded = clock()
+    _upload(app, "soon.csv")
+    (entry,) = app.transfers.inbox(actor(app, "lee"))
+    assert entry.expires_at == uploaded + timedelta(minutes=15)
+    clock.advance(minutes=14, seconds=59)
+    assert app.retention.purge().purged == 0
+    assert [f.name for f in app.transfers.inbox(actor(app, "lee"))] == ["soon.csv.age"]
+    clock.advance(seconds=1)
+    assert app.transfers.inbox(actor(app, "lee")) == []
+    assert app.retention.purge().purged == 1
+    assert audit_events(app, "file:purge")[-1]["details"]["reason"] == "expired"
+    assert _objects(app) == []
+
+
+def test_a_changed_retention_applies_to_new_files_only(app: App, clock: FakeClock) -> None:
+    partner_with_key(app, max_downloads=3)
+    account(app, "clerk", Role.STAFF)
+    _upload(app, "before.csv")
+    app.partners.change(OPERATOR, slug="uni", change=PartnerChange(
+        retention_seconds=90, unlimited_downloads=True))
+    clock.advance(seconds=10)
+    _upload(app, "after.csv")
+    files = {f.name: f for f in app.transfers.files(OPERATOR, FileFilter(partner="uni"))}
+    before, after = files["before.csv.age"], files["after.csv.age"]
+    assert (before.expires_at - before.created_at, before.max_downloads) == (
+        timedelta(days=7), 3)
+    assert (after.expires_at - after.created_at, after.max_downloads) == (
+        timedelta(seconds=90), None)
+    change = audit_events(app, "partner:change")[-1]["details"]
+    assert (change["retention_old"], change["retention_new"]) == ("7d", "90s")
+    assert (change["retention_seconds_old"], change["retention_seconds_new"]) == (604800, 90)
+    assert (change["max_downloads_old"], change["max_downloads_new"]) == (3, None)
+
+
+@pytest.mark.parametrize("seconds", [-60, 31 * 86400])
+def test_retention_out_of_bounds_is_refused(app: App, seconds: int) -> None:
+    partner_with_key(app)
+    with pytest.raises(UsageError, match="retention must be between 1s and 30d"):
+        app.partners.change(OPERATOR, slug="uni", change=PartnerChange(retention_seconds=seconds))
+    assert app.partners.get(OPERATOR, "uni").retention == "7d"

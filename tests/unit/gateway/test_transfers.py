@@ -197,8 +197,8 @@ def test_partner_disabled_during_upload(app: App, setup: envelope.Identity) -> N
 
 def test_lowered_global_ceiling_caps_existing_partners(app: App, clock: FakeClock,
                                                        setup: envelope.Identity) -> None:
-    app.settings = dataclasses.replace(app.settings, default_retention_days=2,
-                                       max_retention_days=2)
+    app.settings = dataclasses.replace(app.settings, default_retention="2d",
+                                       max_retention="2d")
     _upload(app, "a.csv", b"data")
     entry = app.transfers.inbox(actor(app, "lee"))[0]
     assert entry.expires_at - entry.created_at == timedelta(days=2)

@@ -1,7 +1,7 @@
 """Signed state: a seal on every granting row, encrypted TOTP secrets, audit entry MACs.
 
 Revision ID: 0005_signed_state
-Revises: 0003_pending_objects
+Revises: 0004_retention_seconds
 
 Rows that exist before this revision have no seal; ``blindpost init --force`` creates the
 state key and seals them (trusting the database once), see docs/security.md.
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0005_signed_state'
-down_revision = '0003_pending_objects'
+down_revision = '0004_retention_seconds'
 branch_labels = None
 depends_on = None
 

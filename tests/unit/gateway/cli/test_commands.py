@@ -76,19 +76,46 @@ def test_init_prints_secrets_once(run) -> None:  # type: ignore[no-untyped-def]
 
 def test_partner_commands(ready) -> None:  # type: ignore[no-untyped-def]
     listed = json.loads(ready("partner", "list", "--json").output)
-    assert listed[0]["slug"] == "uni" and listed[0]["retention_days"] == 14
+    assert listed[0]["slug"] == "uni" and listed[0]["retention"] == "14d"
+    assert listed[0]["retention_seconds"] == 14 * 86400
     shown = ready("partner", "show", "uni")
     assert "none (uploads are refused)" in shown.output
     assert ready("partner", "disable", "uni").exit_code == 0
     assert json.loads(ready("partner", "show", "uni", "--json").output)["disabled"] is True
 
 
+def test_partner_set(ready) -> None:  # type: ignore[no-untyped-def]
+    changed = ready("partner", "set", "uni", "--retention", "90m", "--max-downloads", "2",
+                    "--name", "Uni Research")
+    assert changed.exit_code == 0, changed.output
+    assert changed.output.strip() == ("partner uni: retention 90m, at most 2 downloads, name "
+                                      "'Uni Research'")
+    assert ready("partner", "set", "uni", "--no-download-limit").exit_code == 0
+    shown = json.loads(ready("partner", "show", "uni", "--json").output)
+    assert (shown["retention"], shown["max_downloads"], shown["name"]) == (
+        "90m", None, "Uni Research")
+    lines = ready("audit", "log", "--tag", "partner:change", "--json").output.splitlines()
+    details = [json.loads(line)["details"] for line in lines]
+    assert (details[0]["retention_old"], details[0]["retention_new"]) == ("14d", "90m")
+    assert details[0]["name_new"] == "Uni Research"
+    assert details[1] == {"max_downloads_old": 2, "max_downloads_new": None,
+                          "os_user": details[1]["os_user"], "source": "local"}
+
+
 @pytest.mark.parametrize(("args", "code", "message"), [
     (["partner", "add", "Bad Slug"], 2, "invalid partner slug"),
     (["partner", "show", "nobody"], 2, "unknown partner 'nobody'"),
     (["partner", "add", "uni"], 1, "already exists"),
-    (["partner", "add", "x", "--retention", "forever"], 2, "invalid duration"),
-    (["partner", "add", "x", "--retention", "90d"], 2, "retention must be between 1 and 30"),
+    (["partner", "add", "x", "--retention", "forever"], 2, "invalid retention 'forever'"),
+    (["partner", "add", "x", "--retention", "90d"], 2,
+     "retention must be between 1s and 30d (the max_retention setting), got 90d"),
+    (["partner", "add", "x", "--retention", "0s"], 2, "must be longer than zero"),
+    (["partner", "add", "x", "--retention", "-3d"], 2, "invalid retention '-3d'"),
+    (["partner", "add", "x", "--retention", "7x"], 2, "invalid retention '7x'"),
+    (["partner", "set", "uni"], 2, "nothing to change"),
+    (["partner", "set", "uni", "--max-downloads", "2", "--no-download-limit"], 2, "not both"),
+    (["partner", "set", "nobody", "--name", "X"], 2, "unknown partner 'nobody'"),
+    (["partner", "set", "uni", "--retention", "31d"], 2, "retention must be between"),
     (["user", "add", "eve", "--role", "wizard"], 2, "unknown role 'wizard'"),
     (["user", "add", "eve", "--role", "partner"], 2, "--partner is required"),
     (["user", "add", "eve", "--role", "partner", "--partner", "nope"], 2, "unknown partner"),
@@ -262,15 +289,15 @@ def test_integrity_check_and_state_key_rotation(ready) -> None:  # type: ignore[
     import sqlite3
 
     with sqlite3.connect(ready.data_dir / "blindpost.db") as db:
-        db.execute("UPDATE partners SET retention_days = 30")
+        db.execute("UPDATE partners SET retention_seconds = 30 * 86400")
     failed = ready("integrity", "check", "--json")
     report = json.loads(failed.stdout)
     assert failed.exit_code == 1 and report["findings"] == [
         {"table": "partners", "row": "1", "reason": "seal does not match"}]
     verify = ready("audit", "verify")
     assert verify.exit_code == 1
-    assert "partners row uni: retention_days: the log implies 14, the database holds 30" in (
-        verify.output)
+    assert ("partners row uni: retention_seconds: the log implies 1209600, the database holds "
+            "2592000") in verify.output
     refused = ready("keys", "rotate-state-key")
     assert refused.exit_code == 1 and "partners row 1" in refused.output
 
