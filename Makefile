@@ -64,6 +64,7 @@ bench: test-deps
 	$(BIN)/python bench/payload_check.py
 	$(BIN)/python bench/preauth.py
 	$(BIN)/python bench/reorder_memory.py
+	$(BIN)/python bench/exposure.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -29,6 +29,7 @@ from gateway.db import make_engine, make_sessionmaker
 from gateway.db.engine import check_reachable, describe_error, snapshot, unavailable_as_error
 from gateway.db.models import SettingValue
 from gateway.errors import ConflictError, DatabaseError
+from gateway.exposure import ExposureService
 from gateway.integrity import KEYS_INFO, Integrity, IntegrityViolationError
 from gateway.partner_keys import PartnerKeyService
 from gateway.partners import PartnerService
@@ -199,6 +200,10 @@ class App:
     @cached_property
     def tokens(self) -> TokenService:
         return TokenService(self)
+
+    @cached_property
+    def exposure(self) -> ExposureService:
+        return ExposureService(self)
 
     def close(self) -> None:
         """Release database connections."""

@@ -9,10 +9,10 @@ so a query streams the log once in index order and never loads it whole.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -27,8 +27,9 @@ from gateway.audit import (
 )
 from gateway.audit.checkpoint_file import read_latest_checkpoint
 from gateway.audit.errors import VerificationError
-from gateway.audit.events import decode_leaf
+from gateway.audit.events import decode_leaf, event_from_document
 from gateway.audit.models import AuditEntry
+from gateway.audit.verify import EntryReader
 from gateway.authz import Permission
 from gateway.db.engine import snapshot
 from gateway.errors import GatewayError, NotFoundError
@@ -52,14 +53,22 @@ class EventFilter:
     since: datetime | None = None
     until: datetime | None = None
     start: int = 0
+    # An account: what it did, and what was done to it.
+    user: str | None = None
 
     def matches(self, event: AuditEvent) -> bool:
         """Whether ``event`` passes the filters the database could not apply."""
         if self.actor is not None and event.actor != self.actor:
             return False
+        if self.user is not None and not _names_user(event, self.user):
+            return False
         if self.partner is not None and not _names_partner(event, self.partner):
             return False
         return self.file is None or _names_file(event, self.file)
+
+
+def _names_user(event: AuditEvent, username: str) -> bool:
+    return event.actor == username or event.subject == f"account:{username}"
 
 
 def _names_partner(event: AuditEvent, slug: str) -> bool:
@@ -170,6 +179,28 @@ class AuditService:
         with self._app.read() as session:
             return self._app.audit.size(session)
 
+    def read_verified(self, actor: Actor, read: Callable[[AuditEvent], None], *,
+                      tags: Collection[str] | None = None,
+                      outside: Sequence[tuple[str, str]] = (),
+                      verifier: NoteVerifier | None = None) -> VerifyReport:
+        """Verify the log alone, handing ``read`` every event as it is verified.
+
+        The log is held to the same rules as in :meth:`verify` (tree, stored, outside and
+        kept checkpoints, entry MACs); the database is not compared with it, for a
+        reader that builds from the log alone (the exposure report). ``read`` gets every
+        event (of ``tags``, if given) in index order, from the snapshot being verified
+        and in the same pass, so a report over the whole log costs one read of it. The
+        verdict comes at the end: if the log fails, this raises
+        :class:`~gateway.audit.VerificationError` after ``read`` saw every event, and
+        what the caller built from them is unverified.
+        """
+        self._app.authz.require(actor, Permission.AUDIT_READ)
+        kept = read_latest_checkpoint(self._app.settings.audit_checkpoint_path)
+        with snapshot(self._app.engine) as session:
+            return verify_database(session, verifier=verifier or self._app.audit.verifier,
+                                   outside=outside, entry_keys=self._app.state_keys,
+                                   kept=kept, reader=_event_reader(read, tags))
+
     def latest_checkpoint(self, actor: Actor) -> SignedCheckpoint | None:
         self._app.authz.require(actor, Permission.AUDIT_READ)
         with self._app.read() as session:
@@ -200,3 +231,20 @@ class AuditService:
         self._app.authz.require(actor, Permission.AUDIT_READ)
         with snapshot(self._app.engine) as session:
             return self._app.audit.export(session, out)
+
+
+def _event_reader(read: Callable[[AuditEvent], None],
+                  tags: Collection[str] | None) -> EntryReader:
+    """Hands ``read`` the well-formed events of ``tags`` among the entries verified."""
+    wanted = None if tags is None else frozenset(tags)
+
+    def visit(_index: int, time: datetime, document: dict[str, Any], leaf: bytes) -> None:
+        if wanted is not None and document.get("tag") not in wanted:
+            return
+        try:
+            event = event_from_document(document, leaf, time=time)
+        except ValueError:
+            return  # Verification reports a malformed leaf; there is no event to read.
+        read(event)
+
+    return visit

@@ -16,7 +16,12 @@ from gateway.audit.note import (
 )
 from gateway.audit.proof import verify_tlog_proof
 from gateway.audit.tags import AuditTag
-from gateway.audit.verify import VerifyReport, verify_database, verify_export
+from gateway.audit.verify import (
+    VerifiedCheckpoint,
+    VerifyReport,
+    verify_database,
+    verify_export,
+)
 
 __all__ = [
     "AuditError",
@@ -28,6 +33,7 @@ __all__ = [
     "NoteVerifier",
     "SignedCheckpoint",
     "VerificationError",
+    "VerifiedCheckpoint",
     "VerifyReport",
     "generate_signing_key_file",
     "load_signer",

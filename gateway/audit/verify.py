@@ -18,8 +18,9 @@ rewrite by someone holding the signing key detectable.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -35,11 +36,31 @@ from gateway.state_keys import StateKeys
 
 MAX_FINDINGS = 100
 _BATCH = 10_000
+_TAGS = frozenset(tag.value for tag in AuditTag)
+
+# Called with each entry's index, time column, decoded leaf and leaf bytes, in index
+# order, as verification reads it: one pass serves a reader and the verification.
+EntryReader = Callable[[int, datetime, dict[str, Any], bytes], None]
+
+
+@dataclass(frozen=True)
+class VerifiedCheckpoint:
+    """A signed checkpoint whose root matched the recomputed tree."""
+
+    label: str
+    size: int
+    root: bytes
+    outside: bool
 
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """What a successful verification covered."""
+    """What a successful verification covered.
+
+    ``anchor`` is the largest checkpoint (stored or outside) the recomputed tree matched,
+    ``witnessed`` the largest outside one: entries past ``anchor.size`` are checked only
+    against the stored tree, not yet against a signature.
+    """
 
     size: int
     root: bytes
@@ -47,6 +68,8 @@ class VerifyReport:
     outside: int
     # The size of the checkpoint kept in the data directory, if one was checked.
     kept: int | None = None
+    anchor: VerifiedCheckpoint | None = None
+    witnessed: VerifiedCheckpoint | None = None
 
     def summary(self) -> str:
         """One line for the operator."""
@@ -62,6 +85,13 @@ class _Expectation:
     root: bytes
     label: str
     outside: bool = False
+    # The checkpoint kept in the data directory: signed by this log, held by no witness.
+    kept: bool = False
+
+    @property
+    def rank(self) -> int:
+        """Which to name, of checkpoints of one size: a witness's, then a stored one."""
+        return 0 if self.kept else 2 if self.outside else 1
 
 
 @dataclass
@@ -98,6 +128,9 @@ class _Recomputer:
         # only witnessed ones may bound where a witnessed mismatch lies.
         self._good_any = 0
         self._good_outside = 0
+        self.anchor: VerifiedCheckpoint | None = None
+        self._anchor_rank: int | None = None
+        self.witnessed: VerifiedCheckpoint | None = None
         self._check_roots()
 
     @property
@@ -118,15 +151,30 @@ class _Recomputer:
         while self._pending and self._pending[0].size == self.builder.size:
             expected = self._pending.pop(0)
             if self.builder.root() == expected.root:
-                self._good_any = max(self._good_any, expected.size)
-                if expected.outside:
-                    self._good_outside = max(self._good_outside, expected.size)
+                self._matched(expected)
                 continue
             good = self._good_outside if expected.outside else self._good_any
             self._findings.add(
                 f"{expected.label}: its root does not match the recomputed tree of "
                 f"{expected.size} entries; entries in [{good}, {expected.size}) "
                 "were changed, removed, inserted or reordered")
+
+    def _matched(self, expected: _Expectation) -> None:
+        self._good_any = max(self._good_any, expected.size)
+        if expected.outside:
+            self._good_outside = max(self._good_outside, expected.size)
+        # Expectations arrive in size order, so a later match is at least as large.
+        verified = VerifiedCheckpoint(expected.label, expected.size, expected.root,
+                                      expected.outside and not expected.kept)
+        if self._anchor_rank is None or expected.size > self.anchor_size or (
+                expected.rank > self._anchor_rank):
+            self.anchor, self._anchor_rank = verified, expected.rank
+        if verified.outside:
+            self.witnessed = verified
+
+    @property
+    def anchor_size(self) -> int:
+        return self.anchor.size if self.anchor else 0
 
     def finish(self) -> None:
         for expected in self._pending:
@@ -136,27 +184,29 @@ class _Recomputer:
                 "(the log was rolled back)")
 
 
-def _leaf_fields(leaf: bytes) -> tuple[Any, Any, Any]:
-    """Return a leaf's (index, tag, time) fields, or raise :class:`ValueError`."""
+def _leaf_document(leaf: str | bytes) -> dict[str, Any]:
+    """Return a leaf's JSON object, or raise :class:`ValueError`."""
     document = json.loads(leaf)
     if not isinstance(document, dict):
         raise ValueError("not a JSON object")
-    return document.get("index"), document.get("tag"), document.get("time")
+    return document
 
 
-def _check_leaf(position: int, leaf: bytes, findings: _Findings) -> tuple[Any, Any]:
-    """Check a leaf declares ``position``; return its (tag, time) for column checks."""
+def _check_leaf(position: int, leaf: str | bytes,
+                findings: _Findings) -> dict[str, Any] | None:
+    """Check a leaf declares ``position``; return its JSON object for the column checks."""
     try:
-        index, tag, time_text = _leaf_fields(leaf)
+        document = _leaf_document(leaf)
     except ValueError:
         findings.add(f"entry {position}: its leaf is not a JSON audit event")
-        return None, None
+        return None
+    index, tag = document.get("index"), document.get("tag")
     if index != position:
         findings.add(f"entry {position}: its leaf declares index {index} "
                      "(an entry was inserted, removed or moved)")
-    if tag not in AuditTag.__members__.values():
+    if tag not in _TAGS:
         findings.add(f"entry {position}: unknown tag {tag!r}")
-    return tag, time_text
+    return document
 
 
 def parse_outside(notes: Sequence[tuple[str, str]], verifier: NoteVerifier,
@@ -283,10 +333,12 @@ class _RowChecker:
     """Checks entry rows in index order and feeds them to the recomputed tree."""
 
     def __init__(self, recomputer: _Recomputer, node_stream: _NodeStream,
-                 findings: _Findings, entry_keys: StateKeys | None) -> None:
+                 findings: _Findings, entry_keys: StateKeys | None,
+                 reader: EntryReader | None = None) -> None:
         self._recomputer = recomputer
         self._nodes = node_stream
         self._findings = findings
+        self._reader = reader
         self._expected_idx = 0
         self._keys = entry_keys
         self.unauthenticated = _UnauthenticatedEntries()
@@ -297,8 +349,10 @@ class _RowChecker:
                                "they were deleted")
         self._expected_idx = row.idx + 1
         leaf = row.leaf.encode()
-        tag, time_text = _check_leaf(row.idx, leaf, self._findings)
-        if tag is not None and (tag != row.tag or time_text != format_time(row.recorded_at)):
+        # Parsed from the text column: JSON from bytes would be decoded again.
+        document = _check_leaf(row.idx, row.leaf, self._findings)
+        if document is not None and (document.get("tag") != row.tag or
+                                     document.get("time") != format_time(row.recorded_at)):
             self._findings.add(f"entry {row.idx}: its tag or time column differs from its leaf")
         if self._keys is not None and not (
                 row.mac and self._keys.check_mac("audit", row.idx.to_bytes(8, "big") + leaf,
@@ -306,30 +360,36 @@ class _RowChecker:
             self.unauthenticated.add(row.idx)
         position = self._recomputer.size
         self._nodes.compare(position, self._recomputer.add(leaf))
+        if document is not None and self._reader is not None:
+            self._reader(row.idx, row.recorded_at, document, leaf)
 
 
 def verify_database(session: Session, *, verifier: NoteVerifier,
                     outside: Sequence[tuple[str, str]] = (),
                     entry_keys: StateKeys | None = None,
-                    kept: str | None = None) -> VerifyReport:
+                    kept: str | None = None,
+                    reader: EntryReader | None = None) -> VerifyReport:
     """Verify the whole log in the database; raise :class:`VerificationError` on any finding.
 
     ``outside`` holds ``(label, signed checkpoint note)`` pairs from witnesses; ``kept``
     is the checkpoint kept in the data directory, held to the same rules. With
     ``entry_keys``, every entry beyond the last matching checkpoint must carry a valid MAC.
+    ``reader`` is handed every entry as it is read (see :data:`EntryReader`); the
+    verdict comes only at the end, so a caller builds from what it was handed and
+    discards it if this raises.
     """
     findings = _Findings()
     stored = _stored_checkpoints(session, verifier, findings)
     external = parse_outside(outside, verifier, findings)
-    local = parse_outside([("kept in the data directory", kept)] if kept else [], verifier,
-                          findings)
+    local = [replace(expectation, kept=True) for expectation in parse_outside(
+        [("kept in the data directory", kept)] if kept else [], verifier, findings)]
     external_count = len(external)
     external += local
     recomputer = _Recomputer([*stored, *external], findings)
     node_query = select(nodes.c.pos, nodes.c.hash).order_by(nodes.c.pos)
     node_stream = _NodeStream(iter(session.execute(
         node_query.execution_options(yield_per=_BATCH))), findings)
-    rows = _RowChecker(recomputer, node_stream, findings, entry_keys)
+    rows = _RowChecker(recomputer, node_stream, findings, entry_keys, reader)
     entry_query = select(entries.c.idx, entries.c.recorded_at, entries.c.tag,
                          entries.c.leaf, entries.c.mac).order_by(entries.c.idx)
     for row in session.execute(entry_query.execution_options(yield_per=_BATCH)):
@@ -342,7 +402,8 @@ def verify_database(session: Session, *, verifier: NoteVerifier,
                      "the checkpoints were removed")
     findings.raise_if_any(recomputer.size)
     return VerifyReport(recomputer.size, recomputer.builder.root(), len(stored), external_count,
-                        local[0].size if local else None)
+                        kept=local[0].size if local else None, anchor=recomputer.anchor,
+                        witnessed=recomputer.witnessed)
 
 
 def verify_export(lines: Iterable[bytes], *, verifier: NoteVerifier,
@@ -365,4 +426,5 @@ def verify_export(lines: Iterable[bytes], *, verifier: NoteVerifier,
         recomputer.add(leaf)
     recomputer.finish()
     findings.raise_if_any(recomputer.size)
-    return VerifyReport(recomputer.size, recomputer.builder.root(), 0, len(outside))
+    return VerifyReport(recomputer.size, recomputer.builder.root(), 0, len(outside),
+                        anchor=recomputer.anchor, witnessed=recomputer.witnessed)

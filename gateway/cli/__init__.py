@@ -40,6 +40,8 @@ COMMANDS = {
     "integrity": "gateway.cli.integrity:integrity",
     "keys": "gateway.cli.integrity:keys",
     "token": "gateway.cli.tokens:token",
+    "exposure": "gateway.cli.exposure:exposure",
+    "files": "gateway.cli.files:files",
     "keygen": "gateway.cli.crypto:keygen",
     "encrypt": "gateway.cli.crypto:encrypt",
     "decrypt": "gateway.cli.crypto:decrypt",

@@ -53,7 +53,8 @@ def audit_key(data_dir: Path | None) -> None:
     click.echo(signer.verifier.key_string())
 
 
-def _read_checkpoints(files: tuple[Path, ...]) -> list[tuple[str, str]]:
+def read_checkpoints(files: tuple[Path, ...]) -> list[tuple[str, str]]:
+    """The ``(label, note)`` pairs of ``--checkpoint`` files."""
     try:
         return [(str(path), path.read_text(encoding="utf-8")) for path in files]
     except (OSError, UnicodeDecodeError) as exc:
@@ -91,7 +92,7 @@ def audit_verify(checkpoint_files: tuple[Path, ...], export_file: Path | None,
       blindpost audit verify --export audit.jsonl \\
           --key 'registry.example/blindpost+1a2b3c4d+AR…' --checkpoint cp.txt
     """
-    outside = _read_checkpoints(checkpoint_files)
+    outside = read_checkpoints(checkpoint_files)
     if export_file is not None:
         if verifier_key is None:
             fail("--export needs --key VERIFIER_KEY: an export is checked without the "
@@ -142,7 +143,8 @@ def _parse_since(value: str | None) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        fail(f"--since: expected an ISO 8601 time such as 2026-11-01T08:00Z, got {value!r}")
+        fail(f"--since: expected an ISO 8601 time such as 2026-11-01T08:00Z, got {value!r}",
+             code=2)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -151,17 +153,25 @@ def _parse_since(value: str | None) -> datetime | None:
               "unless it says otherwise).")
 @click.option("--tag", type=click.Choice([tag.value for tag in AuditTag]),
               help="Only entries with this tag.")
+@click.option("--partner", metavar="SLUG", help="Only entries about this partner (its files, "
+              "keys, accounts and settings).")
+@click.option("--user", metavar="NAME", help="Only entries by or about this account.")
+@click.option("--file", "file", metavar="ID|NAME", help="Only entries about this file (its "
+              "id, or its stored name such as extract.csv.age).")
 @click.option("--json", "as_json", is_flag=True, help="Print each entry's JSON leaf, one a line.")
 @data_dir_option
-def audit_log(since: str | None, tag: str | None, as_json: bool, data_dir: Path | None) -> None:
+def audit_log(since: str | None, tag: str | None, partner: str | None, user: str | None,
+              file: str | None, as_json: bool, data_dir: Path | None) -> None:
     """Read the log, oldest entry first.
 
     \b
     Examples:
       blindpost audit log --since 2026-11-01 --tag key:approve
+      blindpost audit log --partner uni-research --user dr-lee
       blindpost audit log --json | jq .details
     """
-    selection = EventFilter(tag=AuditTag(tag) if tag else None, since=_parse_since(since))
+    selection = EventFilter(tag=AuditTag(tag) if tag else None, since=_parse_since(since),
+                            partner=partner, user=user, file=file)
     for event in open_app(data_dir).audit_view.events(operator(), selection):
         click.echo(event.leaf.decode() if as_json else event.text_line())
 

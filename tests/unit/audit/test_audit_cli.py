@@ -47,7 +47,7 @@ def test_log_lists_and_filters(data_dir: Path) -> None:
     later = run(data_dir, "log", "--since", "2999-01-01T00:00")
     assert later.stdout == ""
     bad = run(data_dir, "log", "--since", "yesterday")
-    assert bad.exit_code == 1 and "ISO 8601" in bad.stderr
+    assert bad.exit_code == 2 and "ISO 8601" in bad.stderr
 
 
 def test_offline_export_verification(data_dir: Path, tmp_path: Path) -> None:

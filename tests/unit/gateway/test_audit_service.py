@@ -62,3 +62,31 @@ def test_auditors_verify_but_do_not_sign(history: App) -> None:
     with pytest.raises(AuthorizationError):
         history.audit_view.checkpoint(auditor)
     assert history.audit_view.checkpoint(OPERATOR).checkpoint.size > 0
+
+
+def test_filter_by_user_finds_what_it_did_and_what_was_done_to_it(history: App) -> None:
+    events = list(history.audit_view.events(OPERATOR, EventFilter(user="clerk")))
+    assert [(e.tag, e.actor) for e in events][:2] == [
+        ("account:create", OPERATOR.name), ("account:key:add", OPERATOR.name)]
+    assert {e.tag for e in events[2:]} == {"file:upload:complete"}
+
+
+def test_verify_reads_the_log_in_the_same_pass(history: App) -> None:
+    seen: list[str] = []
+    report = history.audit_view.read_verified(OPERATOR, lambda e: seen.append(e.tag),
+                                              tags={"file:upload:complete", "partner:create"})
+    assert seen == ["partner:create", "partner:create", "file:upload:complete",
+                    "file:upload:complete"]
+    assert report.anchor is not None and report.witnessed is None
+    assert report.anchor.label.startswith("stored checkpoint #")
+    witnessed = history.audit_view.checkpoint(OPERATOR)
+    again = history.audit_view.verify(OPERATOR, outside=[("w.txt", witnessed.note)])
+    assert again.witnessed is not None and again.anchor == again.witnessed
+    assert again.witnessed.label == f"outside checkpoint w.txt (size {witnessed.checkpoint.size})"
+
+
+def test_verification_hands_over_events_whose_time_is_the_columns(history: App) -> None:
+    listed = list(history.audit_view.events(OPERATOR))
+    read: list[object] = []
+    history.audit_view.read_verified(OPERATOR, read.append)
+    assert read == listed

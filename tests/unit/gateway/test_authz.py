@@ -53,6 +53,7 @@ EXPECTED: dict[str, set[str]] = {
     "file purge now": MANAGERS | {"system"},
     "token create": PEOPLE_AND_OPERATOR, "token list": PEOPLE_AND_OPERATOR,
     "token revoke": PEOPLE_AND_OPERATOR,
+    "exposure report": READERS,
 }
 
 _names = itertools.count()
@@ -161,6 +162,8 @@ def _operations(app: App) -> dict[str, Callable[[Actor], object]]:
                                                       role=Role.AUDITOR),
         "token list": app.tokens.all,
         "token revoke": token_revoke,
+        "exposure report": lambda who: app.exposure.report(who, start=app.clock(),
+                                                           end=app.clock()),
     }
 
 

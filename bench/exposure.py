@@ -1,0 +1,333 @@
+"""Exposure report benchmark (not a test): a year of history, a week and the whole of it.
+
+Run: ``.venv/bin/python bench/exposure.py [--events 1000000] [--files 100000]``.
+
+Builds a data directory whose audit log holds ``--events`` entries about ``--files``
+files over a year (uploads, sign-ins, complete and interrupted downloads, expiry,
+download limits, withdrawals, supersedes, checkpoints every 1000 entries), with the
+same leaves, tree nodes and signed checkpoints the service writes (a bulk path, as in
+``bench/audit.py``), and the files still waiting at the end as real age objects in the
+store. Then, each as its own process through the real command line:
+
+* the reference: the log's verification alone (tree, signed checkpoints, entry MACs),
+  the same ``verify_database`` call the report makes, without reading the events;
+* ``blindpost exposure`` for one week in the middle of the year;
+* ``blindpost exposure`` for the whole history (text, then JSON).
+
+Target: the whole history in under 60 s, verification included, and under 500 MiB
+of peak memory (the maximum resident set of the process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from gateway import envelope, state_keys
+from gateway.audit import AuditTag, load_signer, merkle, verify_database
+from gateway.audit.events import encode_leaf
+from gateway.audit.log import entry_mac
+from gateway.audit.note import Checkpoint, NoteSigner
+from gateway.config import load_settings
+from gateway.datadir import initialise
+from gateway.db import make_engine
+from gateway.db.engine import snapshot
+from gateway.state_keys import StateKeys
+from gateway.store import LocalStore
+
+VENV_BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin"
+START = datetime(2026, 1, 1, tzinfo=UTC)
+YEAR = timedelta(days=365)
+RETENTION = timedelta(days=7)
+PARTNERS = [f"partner-{n:02d}" for n in range(20)]
+CHECKPOINT_EVERY = 1000
+# Per file: 1 upload, 2 partner sign-ins, 4 complete and 1 interrupted download, 1
+# removal and 1 staff sign-in: ten entries, so --events / --files = 10 by default.
+DOWNLOADS = 5
+
+
+def _fingerprint(partner: int) -> str:
+    return f"SHA256:{partner:02d}" + "k" * 41
+
+
+class LogWriter:
+    """Appends leaves with their tree nodes and a signed checkpoint every 1000 entries."""
+
+    def __init__(self, path: Path, signer: NoteSigner, keys: StateKeys) -> None:
+        self._db = sqlite3.connect(path)
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._signer = signer
+        self._keys = keys
+        self._builder = merkle.TreeBuilder()
+        self._entries: list[tuple[int, str, str, str, str]] = []
+        self._nodes: list[tuple[int, bytes]] = []
+        self._checkpoints: list[tuple[int, bytes, str, str]] = []
+        self._position = 0
+
+    @property
+    def size(self) -> int:
+        return self._builder.size
+
+    def add(self, moment: datetime, tag: AuditTag, actor: str, subject: str,
+            details: dict[str, object]) -> None:
+        index = self._builder.size
+        leaf = encode_leaf(index=index, time=moment, tag=tag, actor=actor, subject=subject,
+                           details=details)
+        self._entries.append((index, moment.strftime("%Y-%m-%d %H:%M:%S.%f"), tag.value,
+                              leaf.decode(), entry_mac(self._keys, index, leaf)))
+        for hashed in self._builder.append(merkle.leaf_hash(leaf)):
+            self._nodes.append((self._position, hashed))
+            self._position += 1
+        if self._builder.size % CHECKPOINT_EVERY == 0:
+            self._checkpoint(moment)
+        if len(self._entries) >= 50_000:
+            self.flush()
+
+    def _checkpoint(self, moment: datetime) -> None:
+        size, root = self._builder.size, self._builder.root()
+        note = self._signer.sign(Checkpoint(self._signer.name, size, root).text())
+        self._checkpoints.append((size, root, moment.strftime("%Y-%m-%d %H:%M:%S.%f"), note))
+        # As the service does: each checkpoint is followed by its own entry.
+        self.add(moment, AuditTag.AUDIT_CHECKPOINT, "system:audit", f"checkpoint:{size}",
+                 {"size": size, "root": "bench", "source": "local"})
+
+    def flush(self) -> None:
+        with self._db:
+            self._db.executemany("INSERT INTO audit_entries (idx, recorded_at, tag, leaf, mac) "
+                                 "VALUES (?, ?, ?, ?, ?)", self._entries)
+            self._db.executemany("INSERT INTO audit_nodes VALUES (?, ?)", self._nodes)
+            self._db.executemany("INSERT INTO audit_checkpoints (size, root, created_at, note)"
+                                 " VALUES (?, ?, ?, ?)", self._checkpoints)
+        self._entries.clear()
+        self._nodes.clear()
+        self._checkpoints.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self._db.close()
+
+
+def _file_events(number: int, uploaded: datetime, spacing: timedelta,
+                 ) -> Iterator[tuple[datetime, AuditTag, str, str, dict[str, object]]]:
+    """The events of one file, in time order (its removal may be far later)."""
+    partner = number % len(PARTNERS)
+    slug, name, file_id = PARTNERS[partner], f"extract-{number}.csv.age", f"file-{number:08d}"
+    reader, staff = f"{slug}-user{number % 5}", f"staff{number % 10}"
+    where = {"source": "192.0.2.7", "client": "SSH-2.0-OpenSSH_9.6"}
+    size, sha = 1_000_000 + number, f"{number:064x}"
+    yield (uploaded, AuditTag.LOGIN_SUCCESS, staff, f"account:{staff}",
+           {**where, "method": "publickey+totp", "key": "SHA256:staffkey"})
+    yield (uploaded, AuditTag.UPLOAD_COMPLETE, staff, f"file:{file_id}", {
+        **where, "partner": slug, "name": name, "size": size, "sha256": sha,
+        "object_id": f"{number:032x}", "expires_at": (uploaded + RETENTION).isoformat(),
+        "max_downloads": None, "encrypted_here": True, "recipient_keys": [partner + 1],
+        "recipient_kinds": ["mlkem768x25519"], "recipient_fingerprints": [_fingerprint(partner)],
+        "seconds": 1.5})
+    step = spacing / 2
+    for attempt in range(DOWNLOADS):
+        moment = uploaded + step * (attempt + 1)
+        if attempt in (0, 3):
+            yield (moment, AuditTag.LOGIN_SUCCESS, reader, f"account:{reader}",
+                   {**where, "method": "publickey+totp", "key": "SHA256:readerkey"})
+        complete = attempt != 2
+        yield (moment, AuditTag.DOWNLOAD_COMPLETE if complete else AuditTag.DOWNLOAD_INCOMPLETE,
+               reader, f"file:{file_id}", {**where, "partner": slug, "name": name,
+                                           "bytes": size if complete else size // 3,
+                                           "size": size, "seconds": 2.0})
+    yield _removal(number, uploaded, spacing, slug, name, file_id, reader, staff, size, sha)
+
+
+def _removal(number: int, uploaded: datetime, spacing: timedelta, slug: str, name: str,
+             file_id: str, reader: str, staff: str, size: int, sha: str,
+             ) -> tuple[datetime, AuditTag, str, str, dict[str, object]]:
+    kind = number % 10
+    if kind == 7:
+        return (uploaded + spacing * 4, AuditTag.FILE_WITHDRAW, reader, f"file:{file_id}",
+                {"partner": slug, "name": name, "source": "192.0.2.7"})
+    if kind == 8:
+        return (uploaded + spacing * 5, AuditTag.FILE_SUPERSEDE, staff, f"file:{file_id}",
+                {"partner": slug, "name": name, "superseded_by": "file-next",
+                 "source": "192.0.2.7"})
+    reason = "download limit reached" if kind == 9 else "expired"
+    moment = uploaded + (spacing * 6 if kind == 9 else RETENTION)
+    return (moment, AuditTag.FILE_PURGE, "system:purger", f"file:{file_id}",
+            {"partner": slug, "name": name, "reason": reason, "size": size, "sha256": sha,
+             "source": "local"})
+
+
+def _setup_events(writer: LogWriter) -> None:
+    """Accounts, partners and approved keys, at the start of the year."""
+    for admin in ("alice", "bob"):
+        writer.add(START, AuditTag.ACCOUNT_CREATE, "local:root", f"account:{admin}",
+                   {"role": "admin", "partner": None, "source": "local"})
+    for number, slug in enumerate(PARTNERS):
+        writer.add(START, AuditTag.PARTNER_CREATE, "local:root", f"partner:{slug}",
+                   {"retention": "7d", "retention_seconds": 604800, "max_downloads": None})
+        for tag, actor in ((AuditTag.KEY_PROPOSE, "alice"), (AuditTag.KEY_APPROVE, "bob")):
+            writer.add(START, tag, actor, f"key:{number + 1}", {
+                "key_id": number + 1, "partner": slug, "kind": "mlkem768x25519",
+                "fingerprint": _fingerprint(number), "source": "local"})
+        for user in range(5):
+            writer.add(START, AuditTag.ACCOUNT_CREATE, "local:root",
+                       f"account:{slug}-user{user}", {"role": "partner", "partner": slug})
+    for staff in range(10):
+        writer.add(START, AuditTag.ACCOUNT_CREATE, "local:root", f"account:staff{staff}",
+                   {"role": "staff", "partner": None})
+
+
+def build_log(writer: LogWriter, files: int, events: int) -> tuple[int, list[int]]:
+    """Write the year; return how many files it holds and those still waiting at its end."""
+    _setup_events(writer)
+    spacing = YEAR / files
+    pending: list[tuple[datetime, int, tuple[datetime, AuditTag, str, str,
+                                              dict[str, object]]]] = []
+    order = 0
+    removed: set[int] = set()
+    for number in range(files):
+        uploaded = START + spacing * number
+        while pending and pending[0][0] <= uploaded:
+            _moment, _order, item = heapq.heappop(pending)
+            writer.add(*item)
+            if item[1] in (AuditTag.FILE_PURGE, AuditTag.FILE_WITHDRAW,
+                           AuditTag.FILE_SUPERSEDE):
+                removed.add(int(item[3].removeprefix("file:file-")))
+        for item in _file_events(number, uploaded, spacing):
+            order += 1
+            heapq.heappush(pending, (item[0], order, item))
+        if writer.size >= events:
+            files = number + 1
+            break
+    end = START + YEAR
+    while pending and pending[0][0] <= end:
+        item = heapq.heappop(pending)[2]
+        writer.add(*item)
+        if item[1] in (AuditTag.FILE_PURGE, AuditTag.FILE_WITHDRAW, AuditTag.FILE_SUPERSEDE):
+            removed.add(int(item[3].removeprefix("file:file-")))
+    return files, [number for number in range(files) if number not in removed]
+
+
+def store_waiting(data_dir: Path, waiting: list[int]) -> None:
+    """A real age object for each waiting file, under the id its upload event records."""
+    store = LocalStore(data_dir / "store")
+    ciphertext = envelope.encrypt_bytes(b"x" * 4096,
+                                        [envelope.generate_identity().recipient])
+    for number in waiting:
+        path = store.object_path(f"{number:032x}")
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        path.write_bytes(ciphertext)
+
+
+def build(data_dir: Path, files: int, events: int) -> None:
+    """A data directory holding the year of history."""
+    initialise(data_dir, admin=None, environ={})
+    settings = load_settings(data_dir=data_dir, environ={})
+    writer = LogWriter(data_dir / "blindpost.db",
+                       load_signer(settings.audit_key_path, name=settings.audit_origin),
+                       state_keys.load(settings.keys_dir))
+    started = time.perf_counter()
+    files, waiting = build_log(writer, files, events)
+    size = writer.size
+    writer.close()
+    store_waiting(data_dir, waiting)
+    print(f"built {size:,} entries about {files:,} files ({len(waiting):,} still "
+          f"stored) in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def verify_alone(data_dir: Path) -> None:
+    """The reference, in its own process: what the report's verification does, alone."""
+    settings = load_settings(data_dir=data_dir, environ={})
+    signer = load_signer(settings.audit_key_path, name=settings.audit_origin)
+    engine = make_engine(settings.effective_database_url)
+    with snapshot(engine) as session:
+        verify_database(session, verifier=signer.verifier,
+                        entry_keys=state_keys.load(settings.keys_dir))
+    engine.dispose()
+
+
+def run(args: list[str], output: Path | None) -> tuple[float, float, float]:
+    """Run a command (blindpost, or this script); return its wall time, CPU time and peak
+    memory (MiB). On a busy machine the CPU time is the better guide to the wall time
+    the same command takes on an idle one: it runs on one core."""
+    if output is not None:
+        output.unlink(missing_ok=True)
+    started = time.perf_counter()
+    command = [str(VENV_BIN / "blindpost"), *args] if args[0] != "--verify-only" else [
+        sys.executable, __file__, *args]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _pid, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    assert process.stderr is not None
+    errors = process.stderr.read().decode()
+    process.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(args)} failed: {errors}")
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--files", type=int, default=100_000)
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="Build into DIR and keep it; a later run with the same DIR "
+                             "measures again without building.")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--verify-only", type=Path, metavar="DATA_DIR", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.verify_only:
+        verify_alone(args.verify_only)
+        return
+    directory = args.keep or Path(tempfile.mkdtemp(prefix="blindpost-bench-exposure-"))
+    try:
+        data_dir = directory / "var"
+        if not data_dir.exists():
+            build(data_dir, args.files, args.events)
+        common = ["--data-dir", str(data_dir)]
+        week = ["--from", "2026-07-01", "--to", "2026-07-07"]
+        whole = ["--from", "2025-12-31", "--to", "2027-01-01"]
+        runs = {
+            "reference: verification alone": (["--verify-only", str(data_dir)], None),
+            "exposure, one week (text)": (["exposure", *week, *common, "-o",
+                                           str(directory / "week.txt")], directory / "week.txt"),
+            "exposure, whole history (text)": (["exposure", *whole, *common, "-o",
+                                                str(directory / "all.txt")],
+                                               directory / "all.txt"),
+            "exposure, whole history (json)": (["exposure", *whole, *common, "--format", "json",
+                                                "-o", str(directory / "all.json")],
+                                               directory / "all.json"),
+        }
+        # Rounds alternate the runs and the best of each counts, so that a burst of load
+        # from elsewhere on the machine does not land on one of them only.
+        results: dict[str, list[tuple[float, float, float]]] = {label: [] for label in runs}
+        for _round in range(args.rounds):
+            for label, (command, output) in runs.items():
+                results[label].append(run(command, output))
+        reference = results["reference: verification alone"]
+        wall_ref, cpu_ref = min(r[0] for r in reference), min(r[1] for r in reference)
+        for label, measured in results.items():
+            wall, cpu = min(r[0] for r in measured), min(r[1] for r in measured)
+            memory = max(r[2] for r in measured)
+            print(f"{label}: {wall:.1f} s wall ({wall / wall_ref:.2f}x the reference), "
+                  f"{cpu:.1f} s CPU ({cpu / cpu_ref:.2f}x), peak memory {memory:.0f} MiB "
+                  f"(best of {len(measured)})", flush=True)
+        lines = sum(1 for _ in (directory / "all.txt").open())
+        print(f"whole-history text report: {lines:,} lines, "
+              f"{(directory / 'all.txt').stat().st_size / 1e6:.0f} MB; target: under 60 s "
+              "and 500 MiB")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(directory)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,380 @@
+"""Reading the audit log, event by event, into the facts of an exposure report.
+
+The log is read once, in index order, while it is verified. State is kept for each file
+until it is known to fall outside the window (uploaded after it, or removed before it),
+for each account and recipient key, and nothing else: a log of a million events is read
+in a few hundred megabytes at most.
+
+Only what the events say is used. An event written before a field was recorded leaves
+that field ``None`` (listed in the file's ``unrecorded``); a file whose upload is not in
+the log is reported with what its later events say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from gateway.audit import AuditEvent, AuditTag
+from gateway.exposure.model import (
+    BY_GATEWAY,
+    BY_UPLOADER,
+    DOWNLOAD_LIMIT,
+    EXPIRED,
+    REVOKED_PARTNER,
+    SUPERSEDED,
+    WITHDRAWN,
+    AccountExposure,
+    DownloadExposure,
+    FileExposure,
+    KeyExposure,
+    PartnerSummary,
+    RecipientExposure,
+    Window,
+)
+
+FILE_TAGS = frozenset({AuditTag.UPLOAD_COMPLETE, AuditTag.DOWNLOAD_COMPLETE,
+                       AuditTag.DOWNLOAD_INCOMPLETE, AuditTag.FILE_PURGE,
+                       AuditTag.FILE_WITHDRAW, AuditTag.FILE_SUPERSEDE})
+OTHER_TAGS = frozenset({AuditTag.KEY_PROPOSE, AuditTag.KEY_APPROVE, AuditTag.KEY_REVOKE,
+                        AuditTag.ACCOUNT_CREATE, AuditTag.ACCOUNT_DISABLE,
+                        AuditTag.ACCOUNT_ENABLE, AuditTag.PARTNER_DISABLE,
+                        AuditTag.LOGIN_SUCCESS})
+TAGS = frozenset(tag.value for tag in FILE_TAGS | OTHER_TAGS)
+_REMOVALS = frozenset({AuditTag.FILE_PURGE, AuditTag.FILE_WITHDRAW, AuditTag.FILE_SUPERSEDE})
+# The classical recipient type; every other one is post-quantum (see RecipientKey).
+CLASSICAL_KIND = "x25519"
+# The fields of an upload event, in the order `unrecorded` lists what is missing.
+_UPLOAD_FIELDS = ("uploaded_at", "uploader", "size", "sha256", "encrypted_by", "recipients",
+                  "expires_at")
+# Purge reasons as file:purge events write them (gateway.retention), in report words.
+_PURGE_REASONS = {"expired": EXPIRED, "download limit reached": DOWNLOAD_LIMIT,
+                  "partner disabled": REVOKED_PARTNER}
+
+
+@dataclass(slots=True)
+class _File:
+    """What the log has said so far about one file."""
+
+    id: str
+    partner: str
+    name: str
+    size: int | None = None
+    sha256: str | None = None
+    uploader: str | None = None
+    uploaded_at: datetime | None = None
+    encrypted_by: str | None = None
+    recipients: tuple[RecipientExposure, ...] | None = None
+    expires_at: datetime | None = None
+    removed_at: datetime | None = None
+    removal: str | None = None
+    removed_by: str | None = None
+    downloads: list[DownloadExposure] = field(default_factory=list)
+
+    def value(self) -> FileExposure:
+        unrecorded = tuple(name for name in _UPLOAD_FIELDS if getattr(self, name) is None
+                           and not (name == "recipients" and self.encrypted_by == BY_UPLOADER))
+        return FileExposure(self.id, self.partner, self.name, self.size, self.sha256,
+                            self.uploader, self.uploaded_at, self.encrypted_by,
+                            self.recipients, self.expires_at, self.removed_at, self.removal,
+                            self.removed_by, tuple(self.downloads), unrecorded)
+
+
+@dataclass(slots=True)
+class _Key:
+    id: int
+    partner: str | None = None
+    kind: str | None = None
+    fingerprint: str | None = None
+    proposed_by: str | None = None
+    approved_by: str | None = None
+    approved_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class _Account:
+    username: str
+    role: str | None = None
+    partner: str | None = None
+    created_at: datetime | None = None
+    # Periods it could sign in: [start, end), None for an open end (or an unknown start).
+    periods: list[list[datetime | None]] = field(default_factory=list)
+    sign_ins: int = 0
+
+
+def _text(details: dict[str, Any], key: str) -> str | None:
+    value = details.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _number(details: dict[str, Any], key: str) -> int | None:
+    value = details.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _time(details: dict[str, Any], key: str) -> datetime | None:
+    text = _text(details, key)
+    try:
+        return None if text is None else datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _subject_id(event: AuditEvent, prefix: str) -> str | None:
+    return event.subject[len(prefix):] if event.subject.startswith(prefix) else None
+
+
+def _post_quantum(kind: str | None) -> bool | None:
+    return None if kind is None else kind != CLASSICAL_KIND
+
+
+class HistoryScan:
+    """Builds the report's facts from events handed to :meth:`add` in index order."""
+
+    def __init__(self, window: Window, *, partner: str | None = None) -> None:
+        self.window = window
+        self.partner = partner
+        self.events = 0
+        self._files: dict[str, _File] = {}
+        # Files known to fall outside the window: later events about them are ignored.
+        self._outside: set[str] = set()
+        self._keys: dict[int, _Key] = {}
+        self._accounts: dict[str, _Account] = {}
+        self._partner_disabled: dict[str, datetime] = {}
+        # Every file still stored, whatever its partner or window, by id: (object id,
+        # partner, name), to name the file of an object the store check finds wrong.
+        self._stored: dict[str, tuple[str, str, str]] = {}
+        # Equal recipient lists share one tuple: a hundred thousand files usually name
+        # a handful of keys.
+        self._recipient_sets: dict[tuple[RecipientExposure, ...],
+                                   tuple[RecipientExposure, ...]] = {}
+
+    def add(self, event: AuditEvent) -> None:
+        """Take in the next event (of :data:`TAGS`; others are ignored)."""
+        self.events += 1
+        if event.tag in FILE_TAGS:
+            self._file_event(event)
+        elif event.tag in (AuditTag.KEY_PROPOSE, AuditTag.KEY_APPROVE, AuditTag.KEY_REVOKE):
+            self._key_event(event)
+        elif event.tag in OTHER_TAGS:
+            self._account_event(event)
+
+    # -- files ------------------------------------------------------------------------
+
+    def _file_event(self, event: AuditEvent) -> None:
+        file_id = _subject_id(event, "file:")
+        if file_id is None:
+            return
+        tag, partner = event.tag, _text(event.details, "partner")
+        if tag in _REMOVALS:
+            self._stored.pop(file_id, None)
+        if tag == AuditTag.UPLOAD_COMPLETE:
+            self._track_object(event, file_id, partner)
+        if file_id in self._outside or (
+                self.partner is not None and partner is not None and partner != self.partner):
+            return
+        record = self._files.get(file_id)
+        if tag == AuditTag.UPLOAD_COMPLETE:
+            if record is None and partner is not None:
+                self._upload(event, file_id, partner)
+            return
+        if record is None:
+            if partner is None:
+                return  # Neither its upload nor its partner is in the log: nothing to say.
+            # Its upload is not in the log; report it with what this event says.
+            record = self._files[file_id] = _File(file_id, partner,
+                                                  _text(event.details, "name") or "?")
+        if tag in _REMOVALS:
+            if record.removed_at is None:
+                self._removed(record, event)
+        else:
+            record.downloads.append(DownloadExposure(
+                event.actor, event.time, tag == AuditTag.DOWNLOAD_COMPLETE,
+                _number(event.details, "bytes")))
+
+    def _track_object(self, event: AuditEvent, file_id: str, partner: str | None) -> None:
+        """Remember where a file is stored, whatever its partner or window."""
+        object_id = _text(event.details, "object_id")
+        if object_id is not None and partner is not None:
+            self._stored[file_id] = (object_id, partner, _text(event.details, "name") or "?")
+
+    def _upload(self, event: AuditEvent, file_id: str, partner: str) -> None:
+        if event.time > self.window.end:
+            self._outside.add(file_id)
+            return
+        details = event.details
+        encrypted_here = details.get("encrypted_here")
+        record = _File(file_id, partner, _text(details, "name") or "?",
+                       size=_number(details, "size"), sha256=_text(details, "sha256"),
+                       uploader=event.actor, uploaded_at=event.time,
+                       expires_at=_time(details, "expires_at"))
+        if encrypted_here is True:
+            record.encrypted_by = BY_GATEWAY
+            record.recipients = self._recipients(details)
+        elif encrypted_here is False:
+            record.encrypted_by = BY_UPLOADER
+        self._files[file_id] = record
+
+    def _recipients(self, details: dict[str, Any]) -> tuple[RecipientExposure, ...] | None:
+        """The keys the gateway encrypted to: from the event, else from the key events."""
+        ids, kinds = details.get("recipient_keys"), details.get("recipient_kinds")
+        fingerprints = details.get("recipient_fingerprints")
+        if not isinstance(ids, list):
+            return None
+        if isinstance(kinds, list) and isinstance(fingerprints, list) and (
+                len(kinds) == len(fingerprints) == len(ids)):
+            found = tuple(RecipientExposure(key_id, kind, fingerprint, _post_quantum(kind))
+                          for key_id, kind, fingerprint in zip(ids, kinds, fingerprints,
+                                                               strict=True))
+        else:
+            # Written before uploads named their keys' fingerprints: the key events
+            # (key:propose) name them, by the same ids.
+            found = tuple(self._recipient_by_id(key_id) for key_id in ids)
+        return self._recipient_sets.setdefault(found, found)
+
+    def _recipient_by_id(self, key_id: object) -> RecipientExposure:
+        key = self._keys.get(key_id) if isinstance(key_id, int) else None
+        if key is None:
+            return RecipientExposure(key_id if isinstance(key_id, int) else None, None, None,
+                                     None)
+        return RecipientExposure(key.id, key.kind, key.fingerprint, _post_quantum(key.kind))
+
+    def _removed(self, record: _File, event: AuditEvent) -> None:
+        record.removed_at, record.removed_by = event.time, event.actor
+        if event.tag == AuditTag.FILE_WITHDRAW:
+            record.removal = WITHDRAWN
+        elif event.tag == AuditTag.FILE_SUPERSEDE:
+            record.removal = SUPERSEDED
+        else:
+            record.removal = _purge_reason(event.details)
+        if event.time <= self.window.start:
+            # Gone before the window opened: it was not on the server in it.
+            del self._files[record.id]
+            self._outside.add(record.id)
+
+    # -- keys -------------------------------------------------------------------------
+
+    def _key_event(self, event: AuditEvent) -> None:
+        key_id = _number(event.details, "key_id")
+        if key_id is None:
+            return
+        key = self._keys.setdefault(key_id, _Key(key_id))
+        key.partner = _text(event.details, "partner") or key.partner
+        key.kind = _text(event.details, "kind") or key.kind
+        key.fingerprint = _text(event.details, "fingerprint") or key.fingerprint
+        if event.tag == AuditTag.KEY_PROPOSE:
+            key.proposed_by = event.actor
+        elif event.tag == AuditTag.KEY_APPROVE:
+            key.approved_by, key.approved_at = event.actor, event.time
+        elif key.revoked_at is None:
+            key.revoked_at = event.time
+
+    # -- accounts ---------------------------------------------------------------------
+
+    def _account_event(self, event: AuditEvent) -> None:
+        if event.tag == AuditTag.PARTNER_DISABLE:
+            slug = _subject_id(event, "partner:")
+            if slug is not None:
+                self._partner_disabled.setdefault(slug, event.time)
+            return
+        if event.tag == AuditTag.LOGIN_SUCCESS:
+            self._sign_in(event)
+            return
+        username = _subject_id(event, "account:")
+        if username is None:
+            return
+        account = self._accounts.setdefault(username, _Account(username))
+        if event.tag == AuditTag.ACCOUNT_CREATE:
+            account.role = _text(event.details, "role")
+            account.partner = _text(event.details, "partner")
+            account.created_at = event.time
+            account.periods = [[event.time, None]]
+        elif event.tag == AuditTag.ACCOUNT_DISABLE:
+            if account.periods and account.periods[-1][1] is None:
+                account.periods[-1][1] = event.time
+        elif event.tag == AuditTag.ACCOUNT_ENABLE and (
+                not account.periods or account.periods[-1][1] is not None):
+            account.periods.append([event.time, None])
+
+    def _sign_in(self, event: AuditEvent) -> None:
+        if not self.window.holds(event.time):
+            return
+        account = self._accounts.get(event.actor)
+        if account is None:
+            # Its creation is not in the log, yet it signed in: it could, then.
+            account = self._accounts[event.actor] = _Account(event.actor,
+                                                             periods=[[None, None]])
+        account.sign_ins += 1
+
+    # -- the result -------------------------------------------------------------------
+
+    def files(self) -> list[FileExposure]:
+        """The files on the server at some moment of the window, by partner and upload."""
+        chosen = [record for record in self._files.values()
+                  if self.window.overlaps(record.uploaded_at, record.removed_at)]
+        chosen.sort(key=lambda r: (r.partner, r.uploaded_at is not None,
+                                   r.uploaded_at or self.window.start, r.id))
+        return [record.value() for record in chosen]
+
+    def stored_objects(self) -> dict[str, tuple[str, str, str]]:
+        """Object id -> (file id, partner, name) of every file the log says is stored."""
+        return {object_id: (file_id, partner, name)
+                for file_id, (object_id, partner, name) in self._stored.items()}
+
+    def accounts(self) -> list[AccountExposure]:
+        """The accounts that could sign in at some moment of the window."""
+        found = []
+        for account in sorted(self._accounts.values(), key=lambda a: a.username):
+            if self.partner is not None and account.partner != self.partner and (
+                    account.role != "staff"):
+                continue
+            periods = self._periods(account)
+            if any(self.window.overlaps(start, end) for start, end in periods):
+                found.append(AccountExposure(account.username, account.role, account.partner,
+                                             account.created_at, periods[-1][1],
+                                             account.sign_ins))
+        return found
+
+    def _periods(self, account: _Account) -> list[tuple[datetime | None, datetime | None]]:
+        """Its periods, each cut short when its partner was disabled."""
+        cut = self._partner_disabled.get(account.partner) if account.partner else None
+        if cut is None:
+            return [(start, end) for start, end in account.periods]
+        return [(start, cut if end is None else min(end, cut))
+                for start, end in account.periods]
+
+    def keys(self) -> list[KeyExposure]:
+        """The recipient keys approved in the window."""
+        return [KeyExposure(key.id, key.partner or "?", key.kind, key.fingerprint,
+                            _post_quantum(key.kind), key.proposed_by, key.approved_by or "?",
+                            key.approved_at, key.revoked_at)
+                for key in sorted(self._keys.values(), key=lambda k: k.id)
+                if key.approved_at is not None and self.window.holds(key.approved_at)
+                and (self.partner is None or key.partner == self.partner)]
+
+
+def summarise(files: Iterable[FileExposure], *, partner: str | None) -> list[PartnerSummary]:
+    """Counts per partner of the files listed (the chosen partner even with none)."""
+    counts: dict[str, list[int]] = {} if partner is None else {partner: [0] * 6}
+    for item in files:
+        row = counts.setdefault(item.partner, [0] * 6)
+        complete = sum(1 for d in item.downloads if d.complete)
+        for position, value in enumerate((1, item.size or 0, complete,
+                                          len(item.downloads) - complete,
+                                          item.removed_at is not None,
+                                          item.removed_at is None)):
+            row[position] += int(value)
+    return [PartnerSummary(slug, *row) for slug, row in sorted(counts.items())]
+
+
+def _purge_reason(details: dict[str, Any]) -> str:
+    reason = _text(details, "reason")
+    if reason == "key revoked":
+        key_id = _number(details, "key_id")
+        return f"revoked: key {key_id}" if key_id is not None else "revoked: key"
+    if reason is None:
+        return "purged (reason not recorded)"
+    return _PURGE_REASONS.get(reason, f"purged: {reason}")
