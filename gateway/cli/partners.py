@@ -19,7 +19,8 @@ from gateway.errors import UsageError
 from gateway.partners import PartnerChange
 from gateway.values import jsonable
 
-MAX_DOWNLOADS = click.IntRange(min=1, max=2**31 - 1)
+# The services check the ceiling, with the same message everywhere.
+MAX_DOWNLOADS = click.IntRange(min=1)
 
 
 @click.group()

@@ -19,6 +19,7 @@ DOWNLOAD_LIMIT = "download limit"
 WITHDRAWN = "withdrawn"
 SUPERSEDED = "superseded"
 REVOKED_PARTNER = "revoked: partner disabled"
+PURGED_BY_ADMIN = "purged by an administrator"
 # Who encrypted a file.
 BY_GATEWAY = "gateway"
 BY_UPLOADER = "uploader"

@@ -23,6 +23,7 @@ from gateway.exposure.model import (
     BY_UPLOADER,
     DOWNLOAD_LIMIT,
     EXPIRED,
+    PURGED_BY_ADMIN,
     REVOKED_PARTNER,
     SUPERSEDED,
     WITHDRAWN,
@@ -377,4 +378,6 @@ def _purge_reason(details: dict[str, Any]) -> str:
         return f"revoked: key {key_id}" if key_id is not None else "revoked: key"
     if reason is None:
         return "purged (reason not recorded)"
+    if reason.startswith("purged by "):
+        return PURGED_BY_ADMIN  # Purged early, from the console or the API.
     return _PURGE_REASONS.get(reason, f"purged: {reason}")

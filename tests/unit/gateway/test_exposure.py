@@ -470,3 +470,13 @@ def test_staff_and_partners_get_no_report(history: History) -> None:
     assert auditor.account.role is Role.AUDITOR
     assert history.app.exposure.report(actor(history.app, "aud"), start=WINDOW[0],
                                        end=WINDOW[0] + timedelta(minutes=1)).files
+
+
+def test_removals_from_the_console_say_so(history: History) -> None:
+    app = history.app
+    history.at(12, 40)
+    late = next(f for f in app.transfers.files(OPERATOR) if f.name == "late.csv.age")
+    app.transfers.purge_file(OPERATOR, file_id=late.id)
+    report = _report(history, window=(_day(12, 30), _day(12, 45)))
+    purged = next(f for f in report.files if f.id == late.id)
+    assert (purged.removal, purged.removed_by) == ("purged by an administrator", OPERATOR.name)
