@@ -19,7 +19,16 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
 from admin_ui.forms import optional_time
-from admin_ui.pages import event_filter, export_response
+from admin_ui.pages import (
+    DOWNLOADS,
+    From,
+    Slug,
+    To,
+    event_filter,
+    export_response,
+    exposure_report,
+    report_download,
+)
 from admin_ui.security import Principal, api_principal, console
 from gateway.accounts import parse_role
 from gateway.audit import VerificationError
@@ -301,6 +310,18 @@ def audit_checkpoint(request: Request, caller: Caller) -> Response:
 @router.get("/audit/export", summary="Every entry as JSON lines")
 def audit_export(request: Request, caller: Caller) -> Response:
     return export_response(request, caller.actor)
+
+
+@router.get("/exposure", summary="Breach-exposure report for a window, from the verified log")
+def exposure(request: Request, caller: Caller, start: From, end: To, partner: Slug = "",
+             format: Annotated[str, Query(pattern="^(json|csv|txt)$")] = "json",
+             unverified: bool = False) -> Response:
+    """Every file on the server at any moment from `from` to `to` (ISO 8601 with an
+    offset, or a date meaning the whole UTC day), its recipients, downloads and removal.
+    A log that fails verification is 409 unless `unverified`."""
+    report = exposure_report(request, caller.actor, start=start, end=end, partner=partner,
+                             unverified=unverified)
+    return report_download(report, format if format in DOWNLOADS else "json")
 
 
 @router.get("/tokens", summary="List API tokens (never their secrets)")

@@ -6,12 +6,13 @@ service with the session's actor and renders or redirects. The services decide a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Annotated
+from urllib.parse import urlencode
 
 import segno
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 
 from admin_ui.forms import optional_int, optional_time
@@ -25,6 +26,7 @@ from gateway.console_sessions import SessionInfo
 from gateway.db.models import Role, TransferState
 from gateway.durations import parse_retention
 from gateway.errors import NotFoundError, UsageError
+from gateway.exposure import ExposureReport, parse_moment, render_csv, render_json, render_text
 from gateway.partners import PartnerChange
 from gateway.sshkeys import parse_public_key
 from gateway.tokens import TOKEN_ROLES
@@ -323,6 +325,68 @@ def export_response(request: Request, actor: Actor) -> StreamingResponse:
 @router.get("/audit/export")
 def audit_export(request: Request, current: Session) -> Response:
     return export_response(request, current.actor)
+
+
+# Exposure report ---------------------------------------------------------------------
+
+# The page shows the start of the text; the downloads carry the whole report.
+SHOWN_LINES = 2000
+DOWNLOADS: dict[str, tuple[str, Callable[[ExposureReport], Iterator[str]]]] = {
+    "txt": ("text/plain; charset=utf-8", render_text),
+    "json": ("application/json", render_json),
+    "csv": ("text/csv; charset=utf-8", render_csv)}
+From = Annotated[str, Query(alias="from", max_length=40)]
+To = Annotated[str, Query(alias="to", max_length=40)]
+Slug = Annotated[str, Query(max_length=64)]
+
+
+def exposure_report(request: Request, actor: Actor, *, start: str, end: str, partner: str,
+                    unverified: bool) -> ExposureReport:
+    """The report for query values (shared with the API); a date means the whole UTC day."""
+    return console(request).app.exposure.report(
+        actor, start=parse_moment(start, option="from"),
+        end=parse_moment(end, option="to", end_of_day=True),
+        partner=partner.strip() or None, unverified=unverified)
+
+
+def report_download(report: ExposureReport, kind: str) -> StreamingResponse:
+    """The report as a file: text for people, JSON and CSV for tooling."""
+    media_type, renderer = DOWNLOADS[kind]
+    name = f"exposure-{report.window_start:%Y%m%dT%H%M}-{report.window_end:%Y%m%dT%H%M}.{kind}"
+    return StreamingResponse(renderer(report), media_type=media_type, headers={
+        "Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.get("/exposure")
+def exposure(request: Request, current: Session, start: From = "", end: To = "",
+             partner: Slug = "", unverified: bool = False) -> Response:
+    app = console(request).app
+    form = {"from": start, "to": end, "partner": partner, "unverified": unverified}
+    context: dict[str, object] = {"f": form, "partners": app.partners.all(current.actor)}
+    if not start and not end:
+        return render(request, "exposure.html", context, current=current)
+    try:
+        report = exposure_report(request, current.actor, start=start, end=end,
+                                 partner=partner, unverified=unverified)
+    except VerificationError as exc:
+        context["failure"] = exc.diagnostics()
+        return render(request, "exposure.html", context, current=current, status=409)
+    lines = "".join(render_text(report)).splitlines()
+    query = urlencode({"from": start, "to": end, "partner": partner,
+                       **({"unverified": "true"} if unverified else {})})
+    context.update(report=report, text="\n".join(lines[:SHOWN_LINES]),
+                   cut=max(0, len(lines) - SHOWN_LINES), query=query)
+    return render(request, "exposure.html", context, current=current)
+
+
+@router.get("/exposure/report.{kind}")
+def exposure_download(request: Request, current: Session, kind: str, start: From = "",
+                      end: To = "", partner: Slug = "", unverified: bool = False) -> Response:
+    if kind not in DOWNLOADS:
+        raise NotFoundError(f"no report format {kind[:10]!r}: txt, json or csv")
+    report = exposure_report(request, current.actor, start=start, end=end, partner=partner,
+                             unverified=unverified)
+    return report_download(report, kind)
 
 
 # API tokens --------------------------------------------------------------------------

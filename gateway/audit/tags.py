@@ -56,3 +56,4 @@ class AuditTag(enum.StrEnum):
     TOKEN_CREATE = "token:create"
     TOKEN_REVOKE = "token:revoke"
     AUDIT_VERIFY = "audit:verify"
+    EXPOSURE_REPORT = "exposure:report"

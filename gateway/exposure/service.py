@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from gateway import envelope
 from gateway.actors import Actor
-from gateway.audit import VerificationError, VerifyReport
+from gateway.audit import AuditTag, VerificationError, VerifyReport
 from gateway.authz import Permission
 from gateway.errors import GatewayError
 from gateway.exposure.model import (
@@ -66,7 +66,21 @@ class ExposureService:
                 raise
             verification = LogVerification(False, None, None, None, None, len(checkpoints),
                                            None, (exc.summary, *exc.problems))
-        return self._assemble(actor, window, scan, verification)
+        report = self._assemble(actor, window, scan, verification)
+        self._record(actor, report)
+        return report
+
+    def _record(self, actor: Actor, report: ExposureReport) -> None:
+        # Who looked at which window is itself security-relevant: the report names
+        # accounts and files. Recorded after the report, so it never appears in it.
+        details = {"from": report.window_start.isoformat(),
+                   "to": report.window_end.isoformat(),
+                   "partner": report.partner or "-",
+                   "verified": report.verification.verified, "files": len(report.files)}
+        with self._app.transaction() as session:
+            self._app.audit.record(session, tag=AuditTag.EXPOSURE_REPORT, actor=actor,
+                                   subject=f"partner:{report.partner}" if report.partner
+                                   else "-", details=details)
 
     def _assemble(self, actor: Actor, window: Window, scan: HistoryScan,
                   verification: LogVerification) -> ExposureReport:

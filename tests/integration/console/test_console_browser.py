@@ -2,8 +2,8 @@
 
 First sign-in with enrolment, sign-in with a TOTP code, a passkey registered with
 Chromium's virtual authenticator and used to sign in, a partner created, a key proposed
-by admin A and approved by admin B, both seen in the audit log. Each main page is saved
-as a screenshot (build/screenshots/) and checked with axe-core.
+by admin A and approved by admin B, both seen in the audit log, an exposure report run.
+Each main page is saved as a screenshot (build/screenshots/) and checked with axe-core.
 """
 
 from __future__ import annotations
@@ -156,6 +156,17 @@ def _run(browser: Browser, server: Served, alice_otp: str,
     expect(b.get_by_role("cell", name="bob", exact=True)).to_be_visible()
     b.goto(origin + "/audit")
     violations += check_page(b, "audit")
+
+    # An exposure report for today, as a privacy officer would run it.
+    today = datetime.now(UTC).date().isoformat()
+    b.goto(origin + "/exposure")
+    b.get_by_label("From").fill(today)
+    b.get_by_label("To (included)").fill(today)
+    b.get_by_role("button", name="Run report").click()
+    expect(b.locator("pre.report")).to_contain_text("BLINDPOST EXPOSURE REPORT")
+    expect(b.locator("pre.report")).to_contain_text("audit log    verified")
+    expect(b.get_by_role("link", name="Download CSV")).to_be_visible()
+    violations += check_page(b, "exposure")
     b.goto(origin + "/transfers")
     violations += check_page(b, "transfers")
     b.goto(origin + "/tokens")

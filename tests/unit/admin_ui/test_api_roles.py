@@ -63,6 +63,7 @@ TABLE: list[tuple[str, str, object, set[str]]] = [
     ("POST", "/api/v1/audit/verify", None, READ),
     ("GET", "/api/v1/audit/checkpoint", None, READ),
     ("GET", "/api/v1/audit/export", None, READ),
+    ("GET", "/api/v1/exposure?from=2026-11-02&to=2026-11-02", None, READ),
     ("GET", "/api/v1/tokens", None, PERSON_ADMIN),
     ("POST", "/api/v1/tokens", {"name": "t-{n}", "role": "auditor"}, PERSON_ADMIN),
     ("POST", "/api/v1/tokens/spare/revoke", None, PERSON_ADMIN),
@@ -150,6 +151,7 @@ def _template(path: str) -> str:
     replacements = {"/uni": "/{slug}", "/spare/disable": "/{slug}/disable",
                     "/clerk": "/{username}", "/1/": "/{key_id}/", "/no-such-file/": "/{file_id}/",
                     "/0/proof": "/{index}/proof", "/spare/revoke": "/{name}/revoke"}
+    path = path.partition("?")[0]
     for concrete, template in replacements.items():
         path = path.replace(concrete, template)
     return path
