@@ -67,6 +67,7 @@ class HybridRecipient(Recipient):
 
     kind = "mlkem768x25519"
     is_post_quantum = True
+    stanza_type = STANZA_TYPE
 
     def __init__(self, public: bytes) -> None:
         require_backend()

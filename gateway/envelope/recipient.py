@@ -18,6 +18,8 @@ class Recipient(abc.ABC):
 
     kind: str
     is_post_quantum: bool
+    # The header stanza type this recipient's stanzas have (e.g. "X25519").
+    stanza_type: str
 
     @abc.abstractmethod
     def __str__(self) -> str:

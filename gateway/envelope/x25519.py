@@ -34,6 +34,7 @@ class X25519Recipient(Recipient):
 
     kind = "x25519"
     is_post_quantum = False
+    stanza_type = STANZA_TYPE
 
     def __init__(self, public: bytes) -> None:
         if len(public) != _KEY_SIZE:
