@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway import envelope, retention
+from gateway import envelope, recipient_list, retention
 from gateway.actors import Actor
 from gateway.audit import AuditTag
 from gateway.authz import Permission
@@ -83,6 +83,18 @@ def approved_keys(session: Session, partner: Partner) -> list[PartnerKey]:
     return list(session.scalars(select(PartnerKey).where(
         PartnerKey.partner_id == partner.id, PartnerKey.state == KeyState.APPROVED)
         .order_by(PartnerKey.id)))
+
+
+def published_recipients(session: Session, partner: Partner) -> str:
+    """The partner's approved keys as the recipient list staff download and pin."""
+    published = []
+    for key in approved_keys(session, partner):
+        assert key.approved_at is not None
+        assert key.approver is not None
+        published.append(recipient_list.PublishedKey(
+            key.recipient, key.fingerprint, key.id, key.approved_at, key.proposer.username,
+            key.approver.username))
+    return recipient_list.render(partner.slug, published)
 
 
 class PartnerKeyService:
@@ -179,6 +191,18 @@ class PartnerKeyService:
             info = key_info(key)
         retention.delete_purged(self._app, purged)
         return info
+
+    def published(self, actor: Actor, partner: str) -> str:
+        """An active partner's recipient list (``/.recipients/<partner>``), for staff.
+
+        Those who may upload for a partner may see whom its files are encrypted to.
+        """
+        self._app.authz.require(actor, Permission.FILE_UPLOAD, subject=f"partner:{partner}")
+        with self._app.read() as session:
+            partner_row = session.scalar(select(Partner).where(Partner.slug == partner))
+            if partner_row is None or partner_row.disabled:
+                raise NotFoundError("no such partner")
+            return published_recipients(session, partner_row)
 
     def all(self, actor: Actor, *, partner: str | None = None) -> list[RecipientKey]:
         self._app.authz.require(actor, Permission.KEY_READ)

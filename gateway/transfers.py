@@ -3,9 +3,10 @@
 Ingest is the heart of the promise: plaintext written by staff goes straight into a
 streaming age encryptor whose recipients are the partner's approved keys, and only the
 ciphertext reaches the store. A file that already is age ciphertext (``*.age`` with a
-valid header and a payload that looks like ciphertext) is stored as it is. Nothing is
-visible until :meth:`Upload.commit`, which writes the object, the transfer row and the
-audit event; an aborted upload leaves nothing.
+valid header that fits the partner's keys, see :mod:`gateway.pre_encrypted`, and a payload
+that looks like ciphertext) is stored as it is. Nothing is visible until
+:meth:`Upload.commit`, which writes the object, the transfer row and the audit event; an
+aborted upload leaves nothing.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ from gateway.integrity import IntegrityViolationError
 from gateway.partner_keys import approved_keys
 from gateway.partners import PartnerInfo, get_partner, partner_info
 from gateway.payload_check import PayloadCheck, header_end
+from gateway.pre_encrypted import (
+    ENCRYPTED_HERE,
+    check_declared,
+    check_header,
+    pre_encrypted_details,
+)
 from gateway.store import ObjectReader, PendingObject
 
 if TYPE_CHECKING:
@@ -157,14 +164,17 @@ def _header_complete(head: bytes, armored: bool) -> bool:
 
 
 class _PassThrough:
-    """Stores an uploaded age file as it is, after checking its header is well formed
-    and that its payload looks like ciphertext (:mod:`gateway.payload_check`)."""
+    """Stores an uploaded age file as it is, after checking its header is well formed and
+    fits the partner (:mod:`gateway.pre_encrypted`), and that its payload looks like
+    ciphertext (:mod:`gateway.payload_check`)."""
 
-    def __init__(self, sink: PendingObject) -> None:
+    def __init__(self, sink: PendingObject, approved: Sequence[envelope.Recipient]) -> None:
         self._sink = sink
+        self._approved = approved
         self._head = bytearray()
         # Set once the header has been checked; then every byte goes through it.
         self._payload: PayloadCheck | None = None
+        self.header: envelope.HeaderInfo | None = None
 
     def write(self, data: bytes | memoryview) -> None:
         if self._payload is not None:
@@ -188,10 +198,12 @@ class _PassThrough:
         if not final and len(head) < MAX_HEADER_BYTES and not _header_complete(head, armored):
             return
         try:
-            envelope.inspect(io.BytesIO(head))
+            header = envelope.inspect(io.BytesIO(head))
         except envelope.EnvelopeError as exc:
             raise UsageError("a *.age upload must be an age-encrypted file: "
                              f"{exc.diagnostics()}") from exc
+        check_header(header, self._approved)
+        self.header = header
         self._head.clear()
         self._payload = PayloadCheck(armored=armored)
         self._payload.feed(head)
@@ -214,6 +226,8 @@ class Upload:
         self._limit = app.settings.max_upload_mib * MIB
         self._keys = tuple(keys)
         self._key_ids = [key.id for key in keys]
+        self._recipients = [key.recipient for key in keys]
+        self._declared: tuple[str, ...] | None = None
         self._object = app.store.create()
         self._finished = False
         try:
@@ -224,9 +238,9 @@ class Upload:
         self._touched = app.clock()
         self._writer: envelope.Encryptor | _PassThrough
         if self.pre_encrypted:
-            self._writer = _PassThrough(self._object)
+            self._writer = _PassThrough(self._object, self._recipients)
         else:
-            self._writer = envelope.Encryptor(self._object, [k.recipient for k in keys])
+            self._writer = envelope.Encryptor(self._object, self._recipients)
 
     @property
     def finished(self) -> bool:
@@ -257,6 +271,30 @@ class Upload:
         if pending_objects.is_due(self._touched, now):
             pending_objects.touch(self._app, self._object.object_id)
             self._touched = now
+
+    def declare_recipients(self, fingerprints: Sequence[str]) -> None:
+        """Record the keys a pre-encrypted upload was encrypted to, as its client says.
+
+        Refused (and the upload aborted) unless they are exactly the approved keys.
+        """
+        try:
+            if not isinstance(self._writer, _PassThrough):
+                raise UsageError("only a pre-encrypted (*.age) upload declares its recipients")
+            check_declared(fingerprints, self._recipients)
+        except GatewayError as exc:
+            self.abort(reason=exc.diagnostics())
+            raise
+        self._declared = tuple(fingerprints)
+
+    def _encryption_details(self) -> dict[str, object]:
+        if isinstance(self._writer, _PassThrough):
+            return pre_encrypted_details(self._writer.header, declared=self._declared,
+                                         approved=self._recipients, key_ids=self._key_ids)
+        # The keys this ciphertext really is encrypted to: the gateway did it.
+        return {"encrypted_here": True, "encryption": ENCRYPTED_HERE,
+                "recipient_keys": self._key_ids,
+                "recipient_kinds": [key.kind for key in self._keys],
+                "recipient_fingerprints": [key.fingerprint for key in self._keys]}
 
     def commit(self) -> FileEntry:
         """Finish the ciphertext, commit the object, the transfer row and the audit event."""
@@ -295,8 +333,8 @@ class Upload:
                 raise PolicyError(f"partner {self._partner_slug!r} is disabled")
             self._app.integrity.verify(partner)
             require_active(session, self._actor)
-            if not self.pre_encrypted:
-                self._check_keys_still_approved(session)
+            # A pre-encrypted file was checked against the same keys at its header.
+            self._check_keys_still_approved(session)
             for old in session.scalars(select(Transfer).where(
                     Transfer.partner_id == partner.id, Transfer.name == self.stored_name,
                     Transfer.state == TransferState.AVAILABLE)):
@@ -324,17 +362,11 @@ class Upload:
 
     def _details(self, row: Transfer) -> dict[str, object]:
         """What the upload event records: enough for the exposure report on its own."""
-        details: dict[str, object] = {
-            "partner": self._partner_slug, "name": row.name, "size": row.size,
-            "sha256": row.sha256, "object_id": row.object_id,
-            "expires_at": row.expires_at.isoformat(), "max_downloads": row.max_downloads,
-            "encrypted_here": not self.pre_encrypted, "recipient_keys": self._key_ids,
-            "seconds": round(time.monotonic() - self._started, 3)}
-        if not self.pre_encrypted:
-            # The keys this ciphertext really is encrypted to: the gateway did it.
-            details["recipient_kinds"] = [key.kind for key in self._keys]
-            details["recipient_fingerprints"] = [key.fingerprint for key in self._keys]
-        return details
+        return {"partner": self._partner_slug, "name": row.name, "size": row.size,
+                "sha256": row.sha256, "object_id": row.object_id,
+                "expires_at": row.expires_at.isoformat(), "max_downloads": row.max_downloads,
+                **self._encryption_details(),
+                "seconds": round(time.monotonic() - self._started, 3)}
 
     def _check_keys_still_approved(self, session: Session) -> None:
         """Refuse to commit a file encrypted to a key revoked while it was uploading."""
@@ -426,6 +458,7 @@ class Download:
         self._closed = True
         self._reader.close()
         details = {"partner": self.entry.partner, "name": self.name, "bytes": self._sent,
+                   **_resumed_at(self._served.ranges),
                    "size": self.size, "seconds": round(time.monotonic() - self._started, 3)}
         with self._app.transaction() as session:
             # Serialises the closes of this file, so each sees what the others served.
@@ -442,6 +475,11 @@ class Download:
             self._app.audit.record(session, tag=tag, actor=self._actor,
                                    subject=f"file:{self.entry.id}", details=details)
         return complete
+
+
+def _resumed_at(ranges: list[tuple[int, int]]) -> dict[str, int]:
+    """For the audit: where a read that did not start at the beginning began."""
+    return {"resumed_at": ranges[0][0]} if ranges and ranges[0][0] > 0 else {}
 
 
 def _release_download(session: Session, transfer_id: str) -> None:

@@ -141,6 +141,10 @@ class UploadHandle(SFTPHandle):  # type: ignore[misc]  # paramiko ships no type 
             raise UsageError(reason + "; nothing was stored")
         self._upload.commit()
 
+    def declare_recipients(self, fingerprints: list[str]) -> None:
+        """Pass on the keys the client says it encrypted a pre-encrypted upload to."""
+        self._upload.declare_recipients(fingerprints)
+
     def abandon(self, reason: str) -> None:
         """Discard the upload: the connection ended before the client closed the file."""
         self._buffer.discard()
@@ -177,3 +181,33 @@ class DownloadHandle(SFTPHandle):  # type: ignore[misc]  # paramiko ships no typ
     def abandon(self, _reason: str) -> None:
         """The connection ended: a file read to the end still counts as downloaded."""
         self._download.close()
+
+
+class TextHandle(SFTPHandle):  # type: ignore[misc]  # paramiko ships no type hints.
+    """A small read-only virtual file served from memory (a published recipient list)."""
+
+    def __init__(self, data: bytes, *, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self._data = data
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self._data[offset:offset + min(length, MAX_READ_LENGTH)]
+
+    def write(self, _offset: int, _data: bytes) -> int:
+        raise PolicyError("permission denied: recipient lists are read-only")
+
+    def stat(self) -> SFTPAttributes:
+        attrs = SFTPAttributes()
+        attrs.st_size = len(self._data)
+        attrs.st_mode = stat_module.S_IFREG | 0o400
+        return attrs
+
+    def chattr(self, _attr: SFTPAttributes) -> int:
+        raise PolicyError("permission denied: recipient lists are read-only")
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def abandon(self, _reason: str) -> None:
+        """Nothing to release."""

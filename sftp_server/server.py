@@ -4,7 +4,8 @@
 with :func:`sftp_server.vfs.resolve` and calling :class:`gateway.transfers.TransferService`.
 Failures are gateway errors; :class:`BlindpostSFTPServer` turns each into one status
 (through :mod:`sftp_server.errors`) with a readable message, audits refusals, advertises
-and answers ``limits@openssh.com``, and aborts uploads a lost connection leaves open.
+and answers ``limits@openssh.com`` and Blindpost's own extension (see
+:mod:`gateway.sftp_extensions`), and aborts uploads a lost connection leaves open.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ from gateway.errors import (
     PolicyError,
     UsageError,
 )
+from gateway.sftp_extensions import (
+    CIPHERTEXT_SHA256,
+    DECLARE_RECIPIENTS,
+    MAX_DECLARED,
+    TRANSFER_ID,
+)
 from gateway.transfers import AGE_SUFFIX, FileEntry
 from sftp_server.auth import LoginGate
 from sftp_server.budget import MemoryBudget
@@ -54,9 +61,25 @@ from sftp_server.errors import (
     audit_refusal,
     refusal_for,
 )
-from sftp_server.handles import MAX_READ_LENGTH, STAFF_READ_DENIED, DownloadHandle, UploadHandle
+from sftp_server.handles import (
+    MAX_READ_LENGTH,
+    STAFF_READ_DENIED,
+    DownloadHandle,
+    TextHandle,
+    UploadHandle,
+)
 from sftp_server.paramiko_fence import FencedSFTPServer
-from sftp_server.vfs import InboxFile, PartnerFile, PartnerFolder, Root, Target, canonical, resolve
+from sftp_server.vfs import (
+    InboxFile,
+    PartnerFile,
+    PartnerFolder,
+    RecipientsFile,
+    RecipientsFolder,
+    Root,
+    Target,
+    canonical,
+    resolve,
+)
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +197,8 @@ def folder_attributes(name: str | None = None) -> SFTPAttributes:
 def file_attributes(entry: FileEntry, *, mode: int, listed: bool = False) -> SFTPAttributes:
     """A stored file: ciphertext size, upload time as mtime, expiry as atime.
 
-    SFTP v3 has no expiry attribute; listings also show it in the group column.
+    SFTP v3 has no expiry attribute; listings also show it in the group column. The
+    ciphertext SHA-256 and the transfer id travel as extended attributes.
     """
     perms = "-r--------" if mode & 0o400 else "--w-------"
     longname = (f"{perms}   1 blindpost expires-{entry.expires_at:%Y-%m-%d} {entry.size:>12} "
@@ -184,8 +208,20 @@ def file_attributes(entry: FileEntry, *, mode: int, listed: bool = False) -> SFT
     attrs.st_uid = attrs.st_gid = 0
     attrs.st_mtime = _timestamp(entry.created_at)
     attrs.st_atime = _timestamp(entry.expires_at)
+    attrs.attr = {CIPHERTEXT_SHA256: entry.sha256, TRANSFER_ID: entry.id}
     if listed:
         attrs.filename = entry.name
+    return attrs
+
+
+def text_attributes(size: int, name: str | None = None) -> SFTPAttributes:
+    """A read-only virtual text file (a published recipient list)."""
+    attrs = SFTPAttributes() if name is None else ListedAttributes(
+        f"-r--------   1 blindpost blindpost {size:>12} {'':>12} {name}")
+    attrs.st_mode, attrs.st_size = stat_module.S_IFREG | 0o400, size
+    attrs.st_uid = attrs.st_gid = 0
+    if name is not None:
+        attrs.filename = name
     return attrs
 
 
@@ -214,6 +250,9 @@ class InboxView(SFTPServerInterface):  # type: ignore[misc]  # paramiko ships no
         target, transfers = self._target(path), self.app.transfers
         if isinstance(target, Root) and self.actor.role is Role.STAFF:
             return [folder_attributes(slug) for slug in transfers.active_partners(self.actor)]
+        if isinstance(target, RecipientsFolder):
+            return [text_attributes(len(self._recipient_list(slug)), slug)
+                    for slug in transfers.active_partners(self.actor)]
         if isinstance(target, Root):
             entries = transfers.inbox(self.actor)
         elif isinstance(target, PartnerFolder):
@@ -225,8 +264,10 @@ class InboxView(SFTPServerInterface):  # type: ignore[misc]  # paramiko ships no
     @guarded("stat")
     def stat(self, path: str) -> SFTPAttributes:
         target, transfers = self._target(path), self.app.transfers
-        if isinstance(target, Root):
+        if isinstance(target, Root | RecipientsFolder):
             return folder_attributes()
+        if isinstance(target, RecipientsFile):
+            return text_attributes(len(self._recipient_list(target.slug)))
         if isinstance(target, PartnerFolder):
             if target.slug not in transfers.active_partners(self.actor):
                 raise NotFoundError("no such partner folder")
@@ -236,6 +277,9 @@ class InboxView(SFTPServerInterface):  # type: ignore[misc]  # paramiko ships no
         else:
             entry = transfers.stat(self.actor, target.name)
         return file_attributes(entry, mode=self._file_mode)
+
+    def _recipient_list(self, slug: str) -> bytes:
+        return self.app.keys.published(self.actor, slug).encode("utf-8")
 
     def lstat(self, path: str) -> SFTPAttributes:
         # Nothing here is a symbolic link.
@@ -251,6 +295,10 @@ class InboxView(SFTPServerInterface):  # type: ignore[misc]  # paramiko ships no
             return DownloadHandle(download, path=canonical(path))
         if isinstance(target, PartnerFile):
             return self._open_upload(target, flags, path=canonical(path))
+        if isinstance(target, RecipientsFile):
+            if flags & WRITE_FLAGS:
+                raise PolicyError("permission denied: recipient lists are read-only")
+            return TextHandle(self._recipient_list(target.slug), path=canonical(path))
         raise PolicyError("permission denied: not a file")
 
     def _open_upload(self, target: PartnerFile, flags: int, *, path: str) -> UploadHandle:
@@ -336,8 +384,9 @@ class BlindpostSFTPServer(FencedSFTPServer):
         # (whose only hashes, MD5 and SHA-1, we do not offer).
         msg = Message()
         msg.add_int(SFTP_VERSION)
-        msg.add_string("limits@openssh.com")
-        msg.add_string("1")
+        for extension in ("limits@openssh.com", DECLARE_RECIPIENTS):
+            msg.add_string(extension)
+            msg.add_string("1")
         return msg
 
     def max_packet_length(self) -> int:
@@ -401,9 +450,32 @@ class BlindpostSFTPServer(FencedSFTPServer):
             self.send_packet(CMD_EXTENDED_REPLY, reply)
         elif tag == "posix-rename@openssh.com":
             self._view.posix_rename(msg.get_text(), msg.get_text())
+        elif tag == DECLARE_RECIPIENTS:
+            self._declare_recipients(request_number, msg)
         else:
             self.send_status(request_number, SFTP_OP_UNSUPPORTED,
                               f"extension {tag[:64]!r} is not supported")
+
+    def _declare_recipients(self, request_number: int, msg: Message) -> None:
+        """``declare-recipients@blindpost``: the keys a pre-encrypted upload is for.
+
+        A refusal aborts the upload, which the gateway audits itself.
+        """
+        handle = self.file_table.get(msg.get_binary())
+        count = msg.get_int()
+        if not isinstance(handle, UploadHandle) or count > MAX_DECLARED:
+            self.send_status(request_number, SFTP_BAD_MESSAGE,
+                              "declare-recipients needs an open upload and at most "
+                              f"{MAX_DECLARED} fingerprints")
+            return
+        fingerprints = [msg.get_text() for _ in range(count)]
+        try:
+            handle.declare_recipients(fingerprints)
+        except GatewayError as exc:
+            refusal = refusal_for(exc)
+            self.send_status(request_number, refusal.code, refusal.message)
+            return
+        self.send_status(request_number, SFTP_OK)
 
     def _close(self, request_number: int, handle_id: bytes) -> None:
         if self.folder_table.pop(handle_id, None) is not None:

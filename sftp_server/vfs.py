@@ -11,6 +11,9 @@ What each role sees::
     staff     /            one folder per active partner
               /SLUG/       what waits for that partner; staff write here, never read
               /SLUG/NAME   a file in it (upload target, or an existing NAME.age)
+              /.recipients/SLUG
+                           the partner's published recipient list, read-only (not
+                           listed in /; see gateway.sftp_extensions)
 
 Admins and auditors see nothing: every path is permission denied.
 """
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from gateway.db.models import Role
 from gateway.errors import NotFoundError, PolicyError, UsageError
 from gateway.partners import check_slug
+from gateway.sftp_extensions import RECIPIENTS_FOLDER
 from gateway.transfers import check_file_name
 
 MAX_PATH_BYTES = 4096
@@ -48,13 +52,25 @@ class PartnerFile:
 
 
 @dataclass(frozen=True)
+class RecipientsFolder:
+    """``/.recipients`` as staff see it: one list per active partner."""
+
+
+@dataclass(frozen=True)
+class RecipientsFile:
+    """``/.recipients/SLUG``: a partner's published recipient list."""
+
+    slug: str
+
+
+@dataclass(frozen=True)
 class InboxFile:
     """``/NAME`` as a partner sees it: one of its own files."""
 
     name: str
 
 
-Target = Root | PartnerFolder | PartnerFile | InboxFile
+Target = Root | PartnerFolder | PartnerFile | InboxFile | RecipientsFolder | RecipientsFile
 
 
 def split(path: str) -> tuple[str, ...]:
@@ -100,6 +116,8 @@ def resolve(path: str, role: Role | None) -> Target:
     if role is Role.STAFF:
         if not names:
             return Root()
+        if names[0] == RECIPIENTS_FOLDER:
+            return _recipients_target(names[1:])
         slug = _partner_slug(names[0])
         if len(names) == 1:
             return PartnerFolder(slug)
@@ -107,6 +125,14 @@ def resolve(path: str, role: Role | None) -> Target:
             return PartnerFile(slug, check_file_name(names[1]))
         raise PolicyError("permission denied: partner folders have no subfolders")
     raise PolicyError("permission denied: this account has no SFTP access")
+
+
+def _recipients_target(names: tuple[str, ...]) -> RecipientsFolder | RecipientsFile:
+    if not names:
+        return RecipientsFolder()
+    if len(names) == 1:
+        return RecipientsFile(_partner_slug(names[0]))
+    raise PolicyError("permission denied: recipient lists have no subfolders")
 
 
 def _partner_slug(name: str) -> str:

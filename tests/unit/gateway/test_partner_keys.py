@@ -6,10 +6,16 @@ import dataclasses
 
 import pytest
 
-from gateway import envelope
+from gateway import envelope, recipient_list
 from gateway.app import App
 from gateway.db.models import KeyState, Role
-from gateway.errors import AuthorizationError, ConflictError, GatewayError, PolicyError
+from gateway.errors import (
+    AuthorizationError,
+    ConflictError,
+    GatewayError,
+    NotFoundError,
+    PolicyError,
+)
 from tests.unit.gateway.factories import OPERATOR, account, actor, audit_events
 
 
@@ -102,3 +108,23 @@ def test_a_disabled_admin_approves_nothing(admins: App) -> None:
     admins.accounts.disable(OPERATOR, username="bob")
     with pytest.raises(PolicyError, match="not an active admin"):
         admins.keys.approve(bob, key_id=key.id)
+
+
+def test_published_list_names_approved_keys_for_staff_only(admins: App) -> None:
+    first = admins.keys.propose(actor(admins, "root-admin"), partner="uni",
+                                recipient=_recipient())
+    admins.keys.approve(actor(admins, "bob"), key_id=first.id)
+    admins.keys.propose(actor(admins, "root-admin"), partner="uni", recipient=_recipient())
+    account(admins, "clerk", Role.STAFF)
+    account(admins, "lee", Role.PARTNER, partner="uni")
+    published = recipient_list.parse(admins.keys.published(actor(admins, "clerk"), "uni"))
+    assert published.partner == "uni"
+    [key] = published.keys
+    assert (key.recipient, key.fingerprint, key.key_id) == (first.recipient, first.fingerprint,
+                                                             first.id)
+    assert (key.proposed_by, key.approved_by) == ("root-admin", "bob")
+    assert key.approved_at == admins.clock().replace(microsecond=0)
+    with pytest.raises(AuthorizationError):
+        admins.keys.published(actor(admins, "lee"), "uni")
+    with pytest.raises(NotFoundError):
+        admins.keys.published(actor(admins, "clerk"), "nobody")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import io
 import lzma
 import os
@@ -383,3 +384,12 @@ def test_real_age_files_of_any_size_are_stored_as_they_are(app: App, setup: enve
             encryptor.write(os.urandom(size) if size % 2 else b"A" * size)
         _upload(app, f"f{size}-{armor}.age", sink.getvalue(), chunk=32 * 1024)
         assert sink.getvalue() in _store_files(app)
+
+
+def test_listing_carries_transfer_id_and_ciphertext_hash(app: App, setup: envelope.Identity
+                                                         ) -> None:
+    _upload(app, "a.csv", b"rows")
+    [entry] = app.transfers.inbox(actor(app, "lee"))
+    stored = _store_files(app)[0]
+    assert entry.sha256 == hashlib.sha256(stored).hexdigest()
+    assert entry.id == audit_events(app, "file:upload:complete")[-1]["subject"][5:]

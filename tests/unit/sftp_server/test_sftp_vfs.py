@@ -12,6 +12,8 @@ from sftp_server.vfs import (
     InboxFile,
     PartnerFile,
     PartnerFolder,
+    RecipientsFile,
+    RecipientsFolder,
     Root,
     canonical,
     resolve,
@@ -63,3 +65,20 @@ def test_other_roles_see_nothing(role: Role | None) -> None:
 def test_malformed_paths_are_refused(path: str) -> None:
     with pytest.raises(GatewayError):
         resolve(path, Role.PARTNER)
+
+
+def test_staff_see_recipient_lists_in_a_hidden_folder() -> None:
+    assert resolve("/.recipients", Role.STAFF) == RecipientsFolder()
+    assert resolve("/.recipients/acme", Role.STAFF) == RecipientsFile("acme")
+    assert resolve("/acme/../.recipients/./acme", Role.STAFF) == RecipientsFile("acme")
+    with pytest.raises(NotFoundError):
+        resolve("/.recipients/Not A Slug", Role.STAFF)
+    with pytest.raises(PolicyError):
+        resolve("/.recipients/acme/x", Role.STAFF)
+
+
+def test_partners_have_no_recipient_lists() -> None:
+    with pytest.raises(UsageError):
+        resolve("/.recipients", Role.PARTNER)
+    with pytest.raises(PolicyError):
+        resolve("/.recipients/acme", Role.PARTNER)
