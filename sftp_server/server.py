@@ -29,6 +29,7 @@ from paramiko.sftp import (
     CMD_NAMES,
     CMD_OPEN,
     CMD_OPENDIR,
+    CMD_READ,
     SFTP_BAD_MESSAGE,
     SFTP_FAILURE,
     SFTP_OP_UNSUPPORTED,
@@ -406,6 +407,11 @@ class BlindpostSFTPServer(FencedSFTPServer):
                 self._extended(request_number, msg)
             elif kind == CMD_CLOSE:
                 self._close(request_number, msg.get_binary())
+            elif kind == CMD_READ and self.sock.closed:
+                # The connection is gone and no answer reaches the client, but reads it
+                # sent ahead may still wait here: serving one would count bytes it never
+                # receives toward its download limit (gateway.served).
+                return
             elif kind in (CMD_OPEN, CMD_OPENDIR) and self._handle_count() >= MAX_OPEN_HANDLES:
                 self.send_status(request_number, SFTP_FAILURE, "too many open files")
             elif kind == CMD_OPEN and self._activity.draining.is_set():

@@ -8,11 +8,15 @@ read "the whole file", so nothing was counted and nothing audited as a download.
 from __future__ import annotations
 
 import os
+import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import paramiko
 import pytest
+from paramiko import Message
+from paramiko.sftp import CMD_READ
 
 from gateway import envelope
 from gateway.db.models import Role
@@ -81,3 +85,36 @@ def test_a_dropped_download_resumes_with_the_missing_bytes(inst: Installation) -
         _decrypts(inst, head + _read(sftp, size // 2, size), plaintext)
         assert sftp.listdir("/") == []
     assert len(audit_events(inst.app, "file:download:complete")) == 1
+
+
+def test_reads_still_queued_when_the_connection_drops_are_not_served(
+        inst: Installation) -> None:
+    """A client asks for the whole file ahead, as fast clients do, and the connection drops
+    after a part arrived: the reads the server had yet to answer serve nothing, so the
+    download is given back and the file can be fetched in full once."""
+    plaintext = os.urandom(8 << 20)
+    size = _upload(inst, plaintext)
+    lee, chunk = inst.users["lee"], 32 * 1024
+    with paramiko_sftp(inst, lee) as sftp:
+        handle = sftp.open(NAME, "rb")
+        for number, offset in enumerate(range(0, size, chunk)):
+            # Raw READ requests, never answered here: the server stalls once the
+            # client's window (2 MiB) is full, with the rest of them still queued.
+            body = Message()
+            body.add_byte(bytes([CMD_READ]))
+            body.add_int(1_000_000 + number)
+            body.add_string(handle.handle)
+            body.add_int64(offset)
+            body.add_int(chunk)
+            sftp.sock.sendall(struct.pack(">I", len(body.asbytes())) + body.asbytes())
+        # The first answer has begun to arrive: the server is serving when the line drops.
+        assert sftp.sock.recv(4)
+    deadline = time.monotonic() + 30
+    while not inst.app.transfers.inbox(inst.actor(lee)):
+        assert time.monotonic() < deadline, "the dropped download was counted as complete"
+        time.sleep(0.05)
+    [dropped] = audit_events(inst.app, "file:download:incomplete")
+    assert 0 < dropped["details"]["bytes"] < size // 2
+    with paramiko_sftp(inst, lee) as sftp:
+        _decrypts(inst, _read(sftp, 0, size), plaintext)
+        assert sftp.listdir("/") == []
