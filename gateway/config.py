@@ -457,6 +457,44 @@ def load_settings(*, data_dir: Path | None = None,
     return Settings(**values)  # type: ignore[arg-type]  # Keys and types were checked above.
 
 
+@dataclass(frozen=True)
+class ClientPaths:
+    """Where ``blindpost send`` and ``fetch`` keep pins and state on a user's machine."""
+
+    config_dir: Path
+    state_dir: Path
+
+    @property
+    def known_hosts(self) -> Path:
+        """Gateway host keys pinned on first use (OpenSSH known_hosts format)."""
+        return self.config_dir / "known_hosts"
+
+    @property
+    def known_recipients(self) -> Path:
+        """Partner keys pinned on first use."""
+        return self.config_dir / "known_recipients"
+
+    @property
+    def pending_recipients(self) -> Path:
+        """Changed partner keys waiting for ``blindpost trust``."""
+        return self.state_dir / "pending_recipients"
+
+    @property
+    def fetched(self) -> Path:
+        """What ``blindpost fetch`` already fetched."""
+        return self.state_dir / "fetched.json"
+
+
+def client_paths(environ: Mapping[str, str] | None = None) -> ClientPaths:
+    """``$XDG_CONFIG_HOME/blindpost`` and ``$XDG_STATE_HOME/blindpost`` (XDG defaults)."""
+    env = os.environ if environ is None else environ
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    config = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else home / ".config"
+    state = (Path(env["XDG_STATE_HOME"]) if env.get("XDG_STATE_HOME")
+             else home / ".local" / "state")
+    return ClientPaths(config / "blindpost", state / "blindpost")
+
+
 def render_example() -> str:
     """Return a commented ``blindpost.toml`` with every setting at its default."""
     lines = ["# Blindpost configuration. Environment variables BLINDPOST_<NAME> override these."]

@@ -63,3 +63,7 @@ class DatabaseUnavailableError(DatabaseError):
 
 class StartupError(GatewayError):
     """A service cannot start here: its address is in use or not available on this host."""
+
+
+class RemoteError(GatewayError):
+    """The gateway could not be reached, or the SSH or SFTP session with it failed."""

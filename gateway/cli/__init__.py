@@ -3,22 +3,26 @@
 Exit codes: 0 success, 1 the operation failed, 2 usage error.
 
 Subcommands are imported only when they run, so ``blindpost decrypt`` on a partner's
-laptop starts without loading the database layer.
+laptop starts without loading the database layer. ``pip install blindpost`` installs
+the client commands only (``keygen``, ``encrypt``, ``decrypt``, ``key fingerprint``,
+``send``, ``fetch``, ``trust``); the gateway's commands need the ``server`` extra, and
+say so when it is missing.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from gateway import __version__
-from gateway.cli.errors import exit_with, from_os_error
+from gateway.cli.errors import CommandError, exit_with, from_os_error
 from gateway.errors import GatewayError
 
 # The context key under which the top-level --data-dir reaches subcommands.
@@ -32,7 +36,7 @@ COMMANDS = {
     "purge": "gateway.cli.admin:purge",
     "host-key": "gateway.cli.admin:host_key",
     "db": "gateway.cli.admin:db",
-    "version": "gateway.cli.admin:version",
+    "version": "gateway.cli:version",
     "partner": "gateway.cli.partners:partner",
     "user": "gateway.cli.users:user",
     "key": "gateway.cli.keys:key",
@@ -45,7 +49,43 @@ COMMANDS = {
     "keygen": "gateway.cli.crypto:keygen",
     "encrypt": "gateway.cli.crypto:encrypt",
     "decrypt": "gateway.cli.crypto:decrypt",
+    "send": "gateway.cli.client:send",
+    "fetch": "gateway.cli.client:fetch",
+    "trust": "gateway.cli.client:trust",
 }
+
+# Top-level modules of the `server` extra (pyproject.toml). Missing one means a client-only
+# install: the command that needs it says which extra to install.
+SERVER_EXTRA_MODULES = frozenset({
+    "sqlalchemy", "alembic", "psycopg", "pyotp", "argon2", "segno", "rfc8785", "fastapi",
+    "uvicorn", "jinja2", "multipart", "boto3", "prometheus_client", "webauthn",
+})
+SERVER_EXTRA_HINT = "pip install 'blindpost[server]'"
+
+
+def missing_server_module(exc: ModuleNotFoundError) -> str | None:
+    """The server-extra module whose absence ``exc`` reports, if that is what it is."""
+    top = (exc.name or "").partition(".")[0]
+    return top if top in SERVER_EXTRA_MODULES else None
+
+
+def _server_extra_message(command: str, module: str) -> str:
+    return (f"`blindpost {command}` runs the gateway and needs its server dependencies, "
+            f"which this installation lacks (no module {module!r}); install them with: "
+            f"{SERVER_EXTRA_HINT}")
+
+
+def _needs_server_extra(name: str, module: str) -> click.Command:
+    """A stand-in for a server command on a client-only install."""
+    message = _server_extra_message(name, module)
+
+    def refuse() -> NoReturn:
+        exit_with(CommandError(message))
+
+    return click.Command(name, callback=refuse, help=message,
+                         short_help=f"(needs {SERVER_EXTRA_HINT})", add_help_option=False,
+                         context_settings={"ignore_unknown_options": True,
+                                           "allow_extra_args": True})
 
 
 def _plugin_commands() -> dict[str, str]:
@@ -63,7 +103,13 @@ class BlindpostGroup(click.Group):
         if target is None:
             return None
         module, _, attribute = target.partition(":")
-        command = getattr(importlib.import_module(module), attribute)
+        try:
+            command = getattr(importlib.import_module(module), attribute)
+        except ModuleNotFoundError as exc:
+            missing = missing_server_module(exc)
+            if missing is None:
+                raise
+            return _needs_server_extra(cmd_name, missing)
         assert isinstance(command, click.Command)
         return command
 
@@ -74,6 +120,13 @@ class BlindpostGroup(click.Group):
             exit_with(exc)
         except OSError as exc:
             exit_with(from_os_error(exc))
+        except ModuleNotFoundError as exc:
+            # A subcommand (e.g. `key propose`) reached for the server's dependencies.
+            missing = missing_server_module(exc)
+            if missing is None:
+                raise
+            name = f"{ctx.invoked_subcommand} …" if ctx.invoked_subcommand else "…"
+            exit_with(CommandError(_server_extra_message(name, missing)))
 
 
 @click.group(cls=BlindpostGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -93,3 +146,16 @@ def main(ctx: click.Context, data_dir: Path | None) -> None:
     ctx.meta[DATA_DIR_KEY] = data_dir
     # Whatever this process writes (database, keys, output files) is private by default.
     os.umask(0o077)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def version(as_json: bool) -> None:
+    """Print the Blindpost version.
+
+    \b
+    Example:
+      blindpost version --json
+    """
+    click.echo(json.dumps({"version": __version__}, indent=2) if as_json
+               else f"blindpost {__version__}")

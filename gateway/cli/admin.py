@@ -1,4 +1,4 @@
-"""Installation commands: init, serve, purge, db upgrade, version."""
+"""Installation commands: init, serve, purge, host-key, db upgrade."""
 
 from __future__ import annotations
 
@@ -270,17 +270,3 @@ def db_grant(app_role: str, apply_now: bool, data_dir: Path | None) -> None:
     finally:
         engine.dispose()
 
-
-@click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def version(as_json: bool) -> None:
-    """Print the Blindpost version.
-
-    \b
-    Example:
-      blindpost version --json
-    """
-    if as_json:
-        emit_json({"version": __version__})
-    else:
-        click.echo(f"blindpost {__version__}")

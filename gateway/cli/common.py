@@ -6,16 +6,21 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from gateway.actors import Actor
-from gateway.app import App
 from gateway.cli import DATA_DIR_KEY
 from gateway.cli.errors import fail
 from gateway.config import CONFIG_FILE_NAME, Settings, load_settings
 from gateway.errors import AuthenticationError, UsageError
 from gateway.values import jsonable
+
+if TYPE_CHECKING:
+    # The client commands share this module; the server's (database) layer is imported
+    # only by the commands that open an installation.
+    from gateway.actors import Actor
+    from gateway.app import App
 
 data_dir_option = click.option(
     "--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
@@ -35,6 +40,10 @@ def settings_for(data_dir: Path | None) -> Settings:
 
 def open_app(data_dir: Path | None) -> App:
     """Open an initialised installation, or fail with a hint to run ``blindpost init``."""
+    # Imported here: the client commands share this module and must not need the
+    # server's dependencies (the database layer) to start.
+    from gateway.app import App
+
     settings = settings_for(data_dir)
     if not settings.keys_dir.is_dir() or not (settings.data_dir / CONFIG_FILE_NAME).is_file():
         fail(f"{settings.data_dir} is not an initialised data directory; "
@@ -51,6 +60,8 @@ def emit_json(obj: object) -> None:
 
 def operator() -> Actor:
     """The person at this shell: administers, but is no account."""
+    from gateway.actors import Actor
+
     return Actor.local_operator()
 
 
@@ -70,7 +81,7 @@ def prove(app: App, username: str, *, purpose: str) -> Actor:
                             default="", show_default=False)
     else:
         code = sys.stdin.readline().strip()
-    local = Actor.local_operator()
+    local = operator()
     try:
         return app.auth.prove(username=username, code=code, source="local", purpose=purpose,
                               client="blindpost-cli", os_user=local.os_user)

@@ -1,8 +1,11 @@
-"""``blindpost keygen | encrypt | decrypt``: age files on a staff or partner machine.
+"""``blindpost keygen | encrypt | decrypt | key fingerprint``: age keys and files.
 
 These commands need no data directory: they are what a partner runs to read what it
-downloaded, and what staff run to encrypt before uploading. Files are age v1, so the
-``age`` CLI and other age implementations read and write the same files.
+downloaded, and what staff run to encrypt before uploading. Files are age v1, so other
+age implementations read and write the same files, within what each supports: files
+for the default hybrid post-quantum keys (``age1pq1…``) need ``blindpost`` or age 1.3
+or later (Debian 12's age 1.1.1 refuses them); classical keys (``keygen --classic``,
+``age1…``) work with every age release.
 """
 
 from __future__ import annotations
@@ -11,15 +14,15 @@ import contextlib
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, Protocol, cast
+from typing import Protocol, cast
 
 import click
 
 from gateway.cli.errors import fail, from_os_error
+from gateway.client.files import atomic_output
 from gateway.envelope import (
     Decryptor,
     Encryptor,
@@ -58,6 +61,12 @@ class _Input(Protocol):
     def tell(self) -> int: ...
 
 
+class _Output(Protocol):
+    """Standard output, or a file being written atomically."""
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int: ...
+
+
 @contextlib.contextmanager
 def _reported_errors() -> Iterator[None]:
     """Let expected failures reach the CLI's one error handler as gateway errors."""
@@ -75,12 +84,17 @@ def _reported_errors() -> Iterator[None]:
 )
 @click.option("-o", "--output", type=_path, help="Write the identity to this new file (mode 0600).")
 def keygen(classic: bool, output: Path | None) -> None:
-    """Generate an identity (private key) and show its recipient (public key).
+    """Generate an identity (private key); show its recipient (public key) and fingerprint.
 
     The default is a hybrid post-quantum key (ML-KEM-768 + X25519, ``age1pq1…``);
-    health data stays sensitive for a lifetime. The file has the same format as
-    ``age-keygen`` output, so ``age -d -i FILE`` can use it too. An existing file
-    is never overwritten.
+    health data stays sensitive for a lifetime. Files for it open with `blindpost
+    decrypt` or age 1.3 and later; older age releases (Debian 12 ships 1.1.1) refuse
+    them. A --classic key (X25519, ``age1…``) works with every age release. The file
+    has the format of ``age-keygen`` output. An existing file is never overwritten.
+
+    Send the recipient to the registry and read the fingerprint to them by phone:
+    it is what an admin sees when proposing your key (`blindpost key fingerprint`
+    prints it again).
 
     \b
     Examples:
@@ -92,9 +106,11 @@ def keygen(classic: bool, output: Path | None) -> None:
         text = _identity_file_text(identity)
         if output is None:
             click.echo(text, nl=False)
-            return
-        _write_new_private_file(output, text)
+        else:
+            _write_new_private_file(output, text)
         click.echo(f"Public key: {identity.recipient}", err=True)
+        click.echo(f"Fingerprint: {identity.recipient.kind} {identity.recipient.fingerprint}",
+                   err=True)
 
 
 def _identity_file_text(identity: Identity) -> str:
@@ -168,6 +184,37 @@ def encrypt(
             _copy_blocks(source, encryptor.write, progress=_progress_for(source, "encrypting"))
 
 
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("key_or_file", metavar="FILE|RECIPIENT")
+def key_fingerprint(key_or_file: str) -> None:
+    """Print the fingerprint of a key, in the form `key propose` shows it to admins.
+
+    FILE is an identity file (from `blindpost keygen` or `age-keygen`) or a file of
+    recipients, one a line; RECIPIENT is an age1pq1… or age1… string. When a key is
+    checked by phone, compare this short fingerprint, not the recipient.
+
+    \b
+    Examples:
+      blindpost key fingerprint partner.key
+      blindpost key fingerprint age1pq1…
+    """
+    with _reported_errors():
+        for recipient in _recipients_of(key_or_file):
+            click.echo(f"{recipient.kind} {recipient.fingerprint}")
+
+
+def _recipients_of(key_or_file: str) -> list[Recipient]:
+    if key_or_file.startswith("age1"):
+        return [parse_recipient(key_or_file)]
+    path = Path(key_or_file)
+    if not path.is_file():
+        fail(f"{key_or_file}: neither a recipient (age1…) nor a file", code=2)
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if "AGE-SECRET-KEY-" in text:
+        return [identity.recipient for identity in parse_identities_file(text)]
+    return parse_recipients_file(text)
+
+
 def _load_recipients(texts: tuple[str, ...], files: tuple[Path, ...]) -> list[Recipient]:
     recipients = [parse_recipient(text) for text in texts]
     for path in files:
@@ -236,22 +283,14 @@ def _open_input(path: str | None) -> Iterator[_Input]:
 
 
 @contextlib.contextmanager
-def _open_output(path: Path | None) -> Iterator[BinaryIO]:
-    """Standard output, or a 0600 temporary file renamed to ``path`` on success."""
+def _open_output(path: Path | None) -> Iterator[_Output]:
+    """Standard output, or a 0600 temporary file renamed to ``path`` once on disk."""
     if path is None:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as sink:
+        yield sink
 
 
 class _Progress:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,7 +17,11 @@ from gateway.cli.common import (
     operator,
     prove,
 )
-from gateway.partner_keys import RecipientKey
+from gateway.cli.crypto import key_fingerprint
+
+if TYPE_CHECKING:
+    # Only for annotations: `key fingerprint` runs on client installs without a database.
+    from gateway.partner_keys import RecipientKey
 
 
 def _show(key: RecipientKey, verb: str, as_json: bool) -> None:
@@ -28,10 +33,14 @@ def _show(key: RecipientKey, verb: str, as_json: bool) -> None:
 
 @click.group()
 def key() -> None:
-    """Partner encryption keys: propose, approve (by a second admin), revoke, list.
+    """Partner encryption keys: propose, approve (by a second admin), revoke, list;
+    and the fingerprint of a key, anywhere.
 
     Each change is made by a named admin, proven by their current one-time code.
     """
+
+
+key.add_command(key_fingerprint, "fingerprint")
 
 
 @key.command("propose")

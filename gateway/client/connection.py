@@ -1,0 +1,163 @@
+"""One SSH connection to the gateway: host key check, SSH key, one-time code, SFTP.
+
+Everything a run of ``blindpost send`` or ``fetch`` does goes over one connection, so
+one one-time code serves the whole run. The host key is checked before any credential
+is sent. The algorithms are the modern ones the gateway itself allows.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import paramiko
+
+from gateway.client.hostkeys import Endpoint, HostKeyCheck, fingerprint
+from gateway.client.sftp import SFTPSession
+from gateway.errors import AuthenticationError, RemoteError, UsageError
+
+log = logging.getLogger(__name__)
+
+ALLOWED_ALGORITHMS: dict[str, tuple[str, ...]] = {
+    "kex": ("mlkem768x25519-sha256", "curve25519-sha256@libssh.org"),
+    "ciphers": ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com"),
+    "macs": ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com"),
+    "keys": ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+             "ecdsa-sha2-nistp521", "rsa-sha2-512", "rsa-sha2-256"),
+    "pubkeys": ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                "ecdsa-sha2-nistp521", "rsa-sha2-512", "rsa-sha2-256"),
+    "compression": ("none",),
+}
+CONNECT_SECONDS = 30.0
+# How long a reply may take before the gateway counts as gone.
+REPLY_SECONDS = 300.0
+# A large window and packets keep a fast link busy with fewer round trips and
+# fewer (Python-level) packets on both sides.
+WINDOW_BYTES = 16 << 20
+MAX_PACKET_BYTES = 256 << 10
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Who signs in: an account, its SSH key, and where its one-time code comes from."""
+
+    user: str
+    key: paramiko.PKey
+    one_time_code: Callable[[], str]
+
+
+def load_ssh_key(path: Path, *, passphrase: Callable[[], str] | None = None) -> paramiko.PKey:
+    """Read an OpenSSH private key; ask ``passphrase`` if it is encrypted."""
+    try:
+        return paramiko.PKey.from_path(path)
+    except paramiko.PasswordRequiredException:
+        if passphrase is None:
+            raise UsageError(f"{path}: the SSH key is encrypted and there is no terminal "
+                             "to ask for its passphrase") from None
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such SSH key file") from None
+    except (OSError, ValueError, paramiko.SSHException) as exc:
+        raise UsageError(f"{path}: not a usable SSH private key ({exc})") from None
+    try:
+        return paramiko.PKey.from_path(path, passphrase().encode("utf-8"))
+    except paramiko.SSHException:
+        raise UsageError(f"{path}: wrong passphrase for the SSH key") from None
+
+
+def _disabled_algorithms() -> dict[str, list[str]]:
+    return {kind: [name for name in getattr(paramiko.Transport, f"_preferred_{kind}")
+                   if name not in allowed]
+            for kind, allowed in ALLOWED_ALGORITHMS.items()}
+
+
+class Connection:
+    """A signed-in SSH connection with its SFTP session; a context manager."""
+
+    def __init__(self, transport: paramiko.Transport, sftp: SFTPSession) -> None:
+        self._transport = transport
+        self.sftp = sftp
+
+    def close(self) -> None:
+        """Hang up. An upload still open is then discarded by the gateway."""
+        self._transport.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def connect(endpoint: Endpoint, *, credentials: Credentials, host_keys: HostKeyCheck,
+            notice: Callable[[str], None]) -> Connection:
+    """Connect, check the host key, sign in with the key and one code, start SFTP."""
+    try:
+        sock = socket.create_connection((endpoint.host, endpoint.port), CONNECT_SECONDS)
+    except OSError as exc:
+        raise RemoteError(f"cannot connect to {endpoint}: {exc.strerror or exc}") from None
+    transport = paramiko.Transport(sock, disabled_algorithms=_disabled_algorithms(),
+                                   default_window_size=WINDOW_BYTES,
+                                   default_max_packet_size=MAX_PACKET_BYTES)
+    try:
+        return _session(transport, endpoint, credentials, host_keys, notice)
+    except BaseException:
+        transport.close()
+        raise
+
+
+def _session(transport: paramiko.Transport, endpoint: Endpoint, credentials: Credentials,
+             host_keys: HostKeyCheck, notice: Callable[[str], None]) -> Connection:
+    try:
+        transport.start_client(timeout=CONNECT_SECONDS)
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise RemoteError(f"SSH negotiation with {endpoint} failed: {exc}") from None
+    message = host_keys.verify(endpoint, transport.get_remote_server_key())
+    if message:
+        notice(message)
+    _sign_in(transport, credentials)
+    try:
+        channel = transport.open_session(window_size=WINDOW_BYTES,
+                                         max_packet_size=MAX_PACKET_BYTES)
+        channel.settimeout(REPLY_SECONDS)
+        channel.invoke_subsystem("sftp")
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise RemoteError(f"the gateway refused an SFTP session: {exc}") from None
+    return Connection(transport, SFTPSession(channel))
+
+
+def _sign_in(transport: paramiko.Transport, credentials: Credentials) -> None:
+    user, key = credentials.user, credentials.key
+    try:
+        remaining = transport.auth_publickey(user, key)
+    except paramiko.AuthenticationException:
+        raise AuthenticationError(f"the gateway refused the SSH key {fingerprint(key)} for "
+                                  f"{user!r} (unknown account or key, or the account is "
+                                  "disabled or locked)") from None
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise RemoteError(f"sign-in failed: {exc}") from None
+    if not remaining:
+        return
+    if "keyboard-interactive" not in remaining:
+        raise RemoteError(f"the gateway asks for {', '.join(remaining)} after the key; "
+                          "Blindpost gateways ask for a one-time code")
+    code: list[str] = []
+
+    def answer(_title: str, _instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
+        if prompts and not code:
+            code.append(credentials.one_time_code().strip())
+        return [code[0]] * len(prompts)
+
+    try:
+        transport.auth_interactive(user, answer)
+    except paramiko.AuthenticationException:
+        raise AuthenticationError("the gateway refused the one-time code (wrong, already "
+                                  "used, or the account is locked)") from None
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise RemoteError(f"sign-in failed: {exc}") from None
+

@@ -1,0 +1,398 @@
+"""A small SFTP version 3 client over an SSH channel, made for whole-file transfers.
+
+paramiko's own ``SFTPClient`` sends 32 KiB requests and prefetches a whole file's
+worth of reads at once, and it drops extended attributes on the floor. This client
+speaks only what ``blindpost send`` and ``fetch`` need: it keeps a bounded window of
+large requests in flight (as large as the server's ``limits@openssh.com`` allows),
+returns extended attributes, and sends Blindpost's ``declare-recipients`` request. It
+uses only the public ``Channel`` API (``sendall`` and ``recv``).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.errors import GatewayError, NotFoundError, PolicyError, RemoteError
+from gateway.sftp_extensions import DECLARE_RECIPIENTS
+
+VERSION = 3
+# Packet types (draft-ietf-secsh-filexfer-02).
+INIT, VERSION_REPLY, OPEN, CLOSE, READ, WRITE = 1, 2, 3, 4, 5, 6
+OPENDIR, READDIR, REMOVE, STAT = 11, 12, 13, 17
+STATUS, HANDLE, DATA, NAME, ATTRS = 101, 102, 103, 104, 105
+EXTENDED, EXTENDED_REPLY = 200, 201
+# Status codes.
+OK, EOF, NO_SUCH_FILE, PERMISSION_DENIED = 0, 1, 2, 3
+# Open flags.
+OPEN_READ, OPEN_WRITE, OPEN_CREATE, OPEN_TRUNCATE = 0x1, 0x2, 0x8, 0x10
+# Attribute flags.
+_SIZE, _UIDGID, _PERMISSIONS, _TIMES, _EXTENDED = 0x1, 0x2, 0x4, 0x8, 0x80000000
+
+# Without limits@openssh.com, the sizes every server accepts.
+DEFAULT_REQUEST = 32 * 1024
+# The most we ask for at once, whatever the server allows.
+MAX_REQUEST = 255 * 1024
+# Requests in flight per transfer: 64 x 255 KiB keeps a fast link busy.
+WINDOW = 64
+# A reply larger than this is a broken or hostile server.
+MAX_PACKET = 1 << 20
+
+
+class Channel(Protocol):
+    """What the client needs of a paramiko ``Channel``."""
+
+    def sendall(self, data: bytes) -> None: ...
+    def recv(self, nbytes: int) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """File attributes as the server sent them; ``extended`` holds name/value pairs."""
+
+    size: int | None = None
+    permissions: int | None = None
+    mtime: int | None = None
+    extended: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One name of a directory listing."""
+
+    name: str
+    attributes: Attributes
+
+
+class SFTPStatusError(RemoteError):
+    """The server answered a request with an error status; the message is the server's."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message or f"SFTP status {code}")
+        self.code = code
+
+
+def _status_error(code: int, message: str) -> GatewayError:
+    """The gateway error for a status, so callers can tell "no such file" from the rest."""
+    if code == NO_SUCH_FILE:
+        return NotFoundError(message or "no such file")
+    if code == PERMISSION_DENIED:
+        return PolicyError(message or "permission denied")
+    return SFTPStatusError(code, message)
+
+
+class _Reader:
+    """Decodes the fields of one packet."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._pos = 0
+
+    def at_end(self) -> bool:
+        return self._pos >= len(self._data)
+
+    def uint32(self) -> int:
+        (value,) = struct.unpack_from(">I", self._data, self._pos)
+        self._pos += 4
+        return int(value)
+
+    def uint64(self) -> int:
+        (value,) = struct.unpack_from(">Q", self._data, self._pos)
+        self._pos += 8
+        return int(value)
+
+    def string(self) -> bytes:
+        size = self.uint32()
+        if self._pos + size > len(self._data):
+            raise RemoteError("malformed SFTP reply from the server")
+        value = self._data[self._pos:self._pos + size]
+        self._pos += size
+        return value
+
+    def text(self) -> str:
+        return self.string().decode("utf-8", "replace")
+
+    def attributes(self) -> Attributes:
+        flags = self.uint32()
+        size = self.uint64() if flags & _SIZE else None
+        if flags & _UIDGID:
+            self.uint32()
+            self.uint32()
+        permissions = self.uint32() if flags & _PERMISSIONS else None
+        mtime = None
+        if flags & _TIMES:
+            self.uint32()
+            mtime = self.uint32()
+        extended = {}
+        if flags & _EXTENDED:
+            for _ in range(self.uint32()):
+                name = self.text()
+                extended[name] = self.text()
+        return Attributes(size, permissions, mtime, extended)
+
+
+def _string(value: bytes | str) -> bytes:
+    raw = value.encode("utf-8") if isinstance(value, str) else value
+    return struct.pack(">I", len(raw)) + raw
+
+
+class SFTPSession:
+    """An SFTP session on an open ``sftp`` subsystem channel.
+
+    Requests are answered in any order the server likes; replies to requests nobody
+    waits for any more (after an abandoned transfer) are dropped.
+    """
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        self._next_id = 0
+        self._replies: dict[int, tuple[int, _Reader]] = {}
+        self._ignored: set[int] = set()
+        self.extensions = self._init()
+        self.max_read = self.max_write = DEFAULT_REQUEST
+        if "limits@openssh.com" in self.extensions:
+            self._read_limits()
+
+    # -- packets ----------------------------------------------------------------------
+
+    def _init(self) -> dict[str, str]:
+        self._channel.sendall(struct.pack(">IBI", 5, INIT, VERSION))
+        kind, body = self._read_packet()
+        reader = _Reader(body)
+        if kind != VERSION_REPLY or reader.uint32() != VERSION:
+            raise RemoteError("the server does not speak SFTP version 3")
+        extensions = {}
+        while not reader.at_end():
+            name = reader.text()
+            extensions[name] = reader.text()
+        return extensions
+
+    def _read_limits(self) -> None:
+        reply = self._call(EXTENDED, _string("limits@openssh.com"), expect=EXTENDED_REPLY)
+        reply.uint64()
+        read, write = reply.uint64(), reply.uint64()
+        self.max_read = min(read, MAX_REQUEST) if read else DEFAULT_REQUEST
+        self.max_write = min(write, MAX_REQUEST) if write else DEFAULT_REQUEST
+
+    def _read_exact(self, size: int) -> bytes:
+        parts, missing = [], size
+        while missing:
+            try:
+                data = self._channel.recv(missing)
+            except (TimeoutError, OSError) as exc:
+                raise RemoteError(f"the connection to the gateway failed: {exc}") from None
+            if not data:
+                raise RemoteError("the gateway closed the connection")
+            parts.append(data)
+            missing -= len(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _read_packet(self) -> tuple[int, bytes]:
+        (size,) = struct.unpack(">I", self._read_exact(4))
+        if not 1 <= size <= MAX_PACKET:
+            raise RemoteError("malformed SFTP reply from the server")
+        body = self._read_exact(size)
+        return body[0], body[1:]
+
+    def _send(self, kind: int, *parts: bytes | memoryview) -> int:
+        request_id = self._next_id
+        self._next_id = (self._next_id + 1) & 0xFFFFFFFF
+        size = sum(len(part) for part in parts) + 5
+        try:
+            # One join: the data of a write is copied once on its way to the channel.
+            self._channel.sendall(b"".join((struct.pack(">IBI", size, kind, request_id),
+                                            *parts)))
+        except OSError as exc:
+            raise RemoteError(f"the connection to the gateway failed: {exc}") from None
+        return request_id
+
+    def _wait(self, request_id: int) -> tuple[int, _Reader]:
+        """The reply to ``request_id``, keeping replies to others that arrive first."""
+        while request_id not in self._replies:
+            kind, body = self._read_packet()
+            reader = _Reader(body)
+            reply_id = reader.uint32()
+            if reply_id in self._ignored:
+                self._ignored.discard(reply_id)
+            else:
+                self._replies[reply_id] = (kind, reader)
+        return self._replies.pop(request_id)
+
+    def _ignore(self, request_id: int) -> None:
+        """Drop the reply to ``request_id`` whenever it comes."""
+        if self._replies.pop(request_id, None) is None:
+            self._ignored.add(request_id)
+
+    def _call(self, kind: int, payload: bytes, *, expect: int) -> _Reader:
+        reply_kind, reader = self._wait(self._send(kind, payload))
+        return _expect(reply_kind, reader, expect)
+
+    # -- requests ---------------------------------------------------------------------
+
+    def stat(self, path: str) -> Attributes:
+        return self._call(STAT, _string(path), expect=ATTRS).attributes()
+
+    def listdir(self, path: str) -> list[Entry]:
+        handle = self._call(OPENDIR, _string(path), expect=HANDLE).string()
+        entries: list[Entry] = []
+        try:
+            while True:
+                kind, reader = self._wait(self._send(READDIR, _string(handle)))
+                if kind == STATUS and reader.uint32() == EOF:
+                    return entries
+                reply = _expect(kind, reader, NAME)
+                for _ in range(reply.uint32()):
+                    name = reply.text()
+                    reply.string()
+                    entries.append(Entry(name, reply.attributes()))
+        finally:
+            self.close(handle)
+
+    def open(self, path: str, flags: int) -> bytes:
+        """Open ``path``; return the handle."""
+        payload = _string(path) + struct.pack(">II", flags, 0)
+        return self._call(OPEN, payload, expect=HANDLE).string()
+
+    def remove(self, path: str) -> None:
+        """Remove a file (on the gateway: withdraw it, audited)."""
+        self._call(REMOVE, _string(path), expect=STATUS)
+
+    def close(self, handle: bytes) -> None:
+        """Close a handle: for an upload to the gateway, this commits the file."""
+        self._call(CLOSE, _string(handle), expect=STATUS)
+
+    def declare_recipients(self, handle: bytes, fingerprints: Sequence[str]) -> None:
+        """Tell the gateway which keys a pre-encrypted upload is encrypted to."""
+        if DECLARE_RECIPIENTS not in self.extensions:
+            raise RemoteError("the server is not a Blindpost gateway (it does not offer "
+                              f"{DECLARE_RECIPIENTS})")
+        payload = (_string(DECLARE_RECIPIENTS) + _string(handle)
+                   + struct.pack(">I", len(fingerprints))
+                   + b"".join(_string(f) for f in fingerprints))
+        self._call(EXTENDED, payload, expect=STATUS)
+
+    def read_small(self, path: str, *, limit: int) -> bytes:
+        """The whole of a small file (at most ``limit`` bytes)."""
+        handle = self.open(path, OPEN_READ)
+        try:
+            size = self.stat(path).size or 0
+            if size > limit:
+                raise RemoteError(f"{path} is larger than {limit} bytes")
+            return b"".join(self.read_stream(handle, 0, size))
+        finally:
+            self.close(handle)
+
+    def read_stream(self, handle: bytes, offset: int, end: int) -> Iterator[bytes]:
+        """Yield the bytes of ``[offset, end)`` in order, with reads pipelined.
+
+        Closing the generator early drops the replies still on their way.
+        """
+        queue: deque[tuple[int, int, int]] = deque()
+        next_offset = offset
+        try:
+            while queue or next_offset < end:
+                while len(queue) < WINDOW and next_offset < end:
+                    length = min(self.max_read, end - next_offset)
+                    queue.append((self._send(READ, _string(handle)
+                                             + struct.pack(">QI", next_offset, length)),
+                                  next_offset, length))
+                    next_offset += length
+                request_id, at, length = queue.popleft()
+                data = self._read_reply(request_id)
+                if len(data) < length:
+                    # A short read: ask for the rest before anything queued after it.
+                    rest = _string(handle) + struct.pack(">QI", at + len(data),
+                                                         length - len(data))
+                    queue.appendleft((self._send(READ, rest), at + len(data),
+                                      length - len(data)))
+                yield data
+        finally:
+            for request_id, _, _ in queue:
+                self._ignore(request_id)
+
+    def _read_reply(self, request_id: int) -> bytes:
+        kind, reader = self._wait(request_id)
+        if kind == DATA:
+            data = reader.string()
+            if data:
+                return data
+            raise RemoteError("the server returned an empty read")
+        if kind == STATUS:
+            code, message = reader.uint32(), reader.text()
+            if code == EOF:
+                raise RemoteError("the file ended before its announced size")
+            raise _status_error(code, message)
+        raise RemoteError(f"unexpected SFTP reply type {kind}")
+
+    def writer(self, handle: bytes) -> Writer:
+        """A pipelined writer into ``handle`` from offset 0."""
+        return Writer(self, handle)
+
+
+def _expect(kind: int, reader: _Reader, expected: int) -> _Reader:
+    if kind == STATUS:
+        code, message = reader.uint32(), reader.text()
+        if code == OK and expected == STATUS:
+            return reader
+        raise _status_error(code, message)
+    if kind != expected:
+        raise RemoteError(f"unexpected SFTP reply type {kind}")
+    return reader
+
+
+class Writer:
+    """Sequential writes into an open file, ``WINDOW`` requests in flight.
+
+    :meth:`write` copies what it is given (the caller may reuse its buffer) and sends
+    it in requests of the server's maximum size; :meth:`finish` sends the rest and
+    waits for every reply. The first error status is raised from whichever call
+    sees it.
+    """
+
+    def __init__(self, session: SFTPSession, handle: bytes) -> None:
+        self._session = session
+        self._prefix = _string(handle)
+        self._pending = bytearray()
+        self._offset = 0
+        self._in_flight: deque[int] = deque()
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._pending += data
+        size = self._session.max_write
+        if len(self._pending) >= size:
+            view = memoryview(self._pending)
+            sent = 0
+            while len(view) - sent >= size:
+                self._send(view[sent:sent + size])
+                sent += size
+            view.release()
+            del self._pending[:sent]
+        return len(data)
+
+    def finish(self) -> None:
+        """Send what is buffered and wait until the server acknowledged everything."""
+        if self._pending:
+            self._send(memoryview(self._pending))
+            self._pending.clear()
+        while self._in_flight:
+            self._acknowledge()
+
+    def abandon(self) -> None:
+        """Stop: replies still on their way are dropped."""
+        for request_id in self._in_flight:
+            self._session._ignore(request_id)
+        self._in_flight.clear()
+
+    def _send(self, chunk: memoryview) -> None:
+        if len(self._in_flight) >= WINDOW:
+            self._acknowledge()
+        self._in_flight.append(self._session._send(
+            WRITE, self._prefix, struct.pack(">QI", self._offset, len(chunk)), chunk))
+        self._offset += len(chunk)
+
+    def _acknowledge(self) -> None:
+        kind, reader = self._session._wait(self._in_flight.popleft())
+        _expect(kind, reader, STATUS)
