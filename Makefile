@@ -59,6 +59,7 @@ bench: test-deps
 	@command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time; }
 	$(BIN)/python bench/envelope.py
 	$(BIN)/python bench/audit.py
+	$(BIN)/python bench/clients.py
 	$(BIN)/python bench/sftp.py
 	$(BIN)/python bench/stop.py
 	$(BIN)/python bench/scale.py

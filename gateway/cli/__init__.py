@@ -15,7 +15,6 @@ import importlib
 import json
 import logging
 import os
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -89,6 +88,10 @@ def _needs_server_extra(name: str, module: str) -> click.Command:
 
 
 def _plugin_commands() -> dict[str, str]:
+    # Imported here: importlib.metadata takes longer to load than a client command's own
+    # modules, and the commands in COMMANDS never need it.
+    from importlib.metadata import entry_points
+
     return {entry.name: entry.value for entry in entry_points(group="blindpost.commands")}
 
 

@@ -11,6 +11,7 @@ Exit codes: 0 everything done, 1 something failed (each file's outcome is listed
 
 from __future__ import annotations
 
+import logging
 import shlex
 import subprocess
 import sys
@@ -140,6 +141,8 @@ def _passphrase() -> str:
 @contextmanager
 def _signed_in(host: str, port: int, user: str, key_path: Path, known_hosts: Path | None,
                host_key: str | None, totp_command: str | None) -> Iterator[Connection]:
+    # Failures reach the user as one error line; paramiko's own log would repeat them.
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     paths = client_paths()
     host_keys = _host_keys(paths, known_hosts, host_key)
     key = load_ssh_key(key_path, passphrase=_passphrase if sys.stdin.isatty() else None)

@@ -40,12 +40,15 @@ MAX_REQUEST = 255 * 1024
 WINDOW = 64
 # A reply larger than this is a broken or hostile server.
 MAX_PACKET = 1 << 20
+# Received bytes are taken from the channel in blocks this large: paramiko's channel
+# buffer moves what stays behind on every smaller read, which costs more than the data.
+RECEIVE_BLOCK = 16 << 20
 
 
 class Channel(Protocol):
     """What the client needs of a paramiko ``Channel``."""
 
-    def sendall(self, data: bytes) -> None: ...
+    def sendall(self, data: bytes | memoryview) -> None: ...
     def recv(self, nbytes: int) -> bytes: ...
 
 
@@ -148,6 +151,7 @@ class SFTPSession:
 
     def __init__(self, channel: Channel) -> None:
         self._channel = channel
+        self._received = bytearray()
         self._next_id = 0
         self._replies: dict[int, tuple[int, _Reader]] = {}
         self._ignored: set[int] = set()
@@ -177,36 +181,41 @@ class SFTPSession:
         self.max_read = min(read, MAX_REQUEST) if read else DEFAULT_REQUEST
         self.max_write = min(write, MAX_REQUEST) if write else DEFAULT_REQUEST
 
-    def _read_exact(self, size: int) -> bytes:
-        parts, missing = [], size
-        while missing:
+    def _fill(self, size: int) -> None:
+        """Receive until at least ``size`` bytes are buffered."""
+        while len(self._received) < size:
             try:
-                data = self._channel.recv(missing)
-            except (TimeoutError, OSError) as exc:
-                raise RemoteError(f"the connection to the gateway failed: {exc}") from None
+                data = self._channel.recv(RECEIVE_BLOCK)
+            except (OSError, EOFError) as exc:
+                raise RemoteError(_lost(exc)) from None
             if not data:
                 raise RemoteError("the gateway closed the connection")
-            parts.append(data)
-            missing -= len(data)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+            self._received += data
 
     def _read_packet(self) -> tuple[int, bytes]:
-        (size,) = struct.unpack(">I", self._read_exact(4))
+        self._fill(4)
+        (size,) = struct.unpack_from(">I", self._received)
         if not 1 <= size <= MAX_PACKET:
             raise RemoteError("malformed SFTP reply from the server")
-        body = self._read_exact(size)
-        return body[0], body[1:]
+        self._fill(4 + size)
+        with memoryview(self._received) as view:
+            kind, body = view[4], bytes(view[5:4 + size])
+        # Deleting from the front of a bytearray moves nothing (CPython keeps an offset).
+        del self._received[:4 + size]
+        return kind, body
 
     def _send(self, kind: int, *parts: bytes | memoryview) -> int:
         request_id = self._next_id
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
         size = sum(len(part) for part in parts) + 5
+        packet = b"".join((struct.pack(">IBI", size, kind, request_id), *parts))
         try:
-            # One join: the data of a write is copied once on its way to the channel.
-            self._channel.sendall(b"".join((struct.pack(">IBI", size, kind, request_id),
-                                            *parts)))
-        except OSError as exc:
-            raise RemoteError(f"the connection to the gateway failed: {exc}") from None
+            # As a memoryview: paramiko's sendall slices off what each SSH packet took,
+            # which for bytes would copy the rest every time.
+            self._channel.sendall(memoryview(packet))
+        except (OSError, EOFError) as exc:
+            # paramiko raises EOFError for a transport that is already closed.
+            raise RemoteError(_lost(exc)) from None
         return request_id
 
     def _wait(self, request_id: int) -> tuple[int, _Reader]:
@@ -330,6 +339,10 @@ class SFTPSession:
     def writer(self, handle: bytes) -> Writer:
         """A pipelined writer into ``handle`` from offset 0."""
         return Writer(self, handle)
+
+
+def _lost(exc: BaseException) -> str:
+    return f"the connection to the gateway failed: {exc or type(exc).__name__}"
 
 
 def _expect(kind: int, reader: _Reader, expected: int) -> _Reader:

@@ -102,7 +102,7 @@ def test_readme_workflow(served: tuple[Operator, int]) -> None:
     op, port = served
     op("user", "add", "bob", "--role", "admin")
     op("partner", "add", "uni-research", "--name", "University Research", "--retention", "7d")
-    recipient = op("keygen", "-o", "partner.key").stderr.split("Public key: ")[1].strip()
+    recipient = op("keygen", "-o", "partner.key").stderr.split("Public key: ")[1].split()[0]
     assert recipient.startswith("age1pq1")
     key = json.loads(op.as_admin("alice", "key", "propose", "uni-research", recipient,
                                  "--json").stdout)
@@ -171,4 +171,48 @@ def test_parallel_uploads_across_worker_processes(served: tuple[Operator, int]) 
                                                  "file:upload:complete").stdout.splitlines()]
     assert sorted(event["details"]["name"] for event in completed) == sorted(
         f"{name}.csv.age" for name in secrets)
+    op("audit", "verify")
+
+
+def test_send_and_fetch_through_the_served_gateway(served: tuple[Operator, int]) -> None:
+    """The staff and partner guides: `blindpost send` and `blindpost fetch` as installed
+    clients, each with its own HOME, against `blindpost serve` (real clock and codes)."""
+    op, port = served
+    op("user", "add", "bob", "--role", "admin")
+    op("partner", "add", "uni-research")
+    recipient = op("keygen", "-o", "partner.key").stderr.split("Public key: ")[1].split()[0]
+    key = json.loads(op.as_admin("alice", "key", "propose", "uni-research", recipient,
+                                 "--json").stdout)
+    op.as_admin("bob", "key", "approve", str(key["id"]))
+    secrets = {"clerk": op.add_sftp_user("clerk", "--role", "staff"),
+               "dr-lee": op.add_sftp_user("dr-lee", "--role", "partner", "--partner",
+                                          "uni-research")}
+    host_key = json.loads(op("host-key", "--json").stdout)["fingerprint"]
+
+    def client(user: str, *args: str) -> dict[str, object]:
+        home = op.root / f"home-{user}"
+        home.mkdir(exist_ok=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", args[0], "--host", "127.0.0.1", "--port",
+             str(port), "--user", user, "--key", str(op.root / user), "--host-key", host_key,
+             "--totp-command", f"echo {pyotp.TOTP(secrets[user]).now()}", "--json",
+             *args[1:]],
+            env={"PATH": os.environ.get("PATH", ""), "HOME": str(home)}, cwd=op.root,
+            capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 0, result.stderr
+        summary: dict[str, object] = json.loads(result.stdout)
+        return summary
+
+    (op.root / "extract.csv").write_bytes(MARKER * 50_000)
+    (op.root / "empty.csv").write_bytes(b"")
+    sent = client("clerk", "send", "uni-research", "extract.csv", "empty.csv")
+    assert sent["ok"] is True
+    (op.root / "inbox").mkdir()
+    fetched = client("dr-lee", "fetch", "-i", "partner.key", "--out", "inbox")
+    assert fetched["ok"] is True
+    for name in ("extract.csv", "empty.csv"):
+        assert (op.root / "inbox" / name).read_bytes() == (op.root / name).read_bytes()
+    events = [json.loads(line) for line in op("audit", "log", "--json", "--tag",
+                                               "file:upload:complete").stdout.splitlines()]
+    assert {e["details"]["encryption"] for e in events} == {"pre-encrypted by the uploader"}
     op("audit", "verify")

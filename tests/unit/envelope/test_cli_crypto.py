@@ -130,3 +130,30 @@ def test_help_has_an_example(command: click.Command) -> None:
     result = _run(command, ["--help"])
     assert result.exit_code == 0
     assert "Example" in result.output
+
+
+def test_keygen_shows_the_fingerprint_key_fingerprint_shows_again(tmp_path: Path) -> None:
+    """The out-of-band check compares 50 characters, in the form `key propose` shows."""
+    made = _run(keygen, ["-o", str(tmp_path / "p.key")])
+    recipient = made.stderr.split("Public key: ")[1].split()[0]
+    line = made.stderr.split("Fingerprint: ")[1].strip()
+    parsed = parse_identities_file((tmp_path / "p.key").read_text())[0].recipient
+    assert line == f"mlkem768x25519 {parsed.fingerprint}"
+    assert _fingerprint(str(tmp_path / "p.key")).stdout == line + "\n"
+    assert _fingerprint(recipient).stdout == line + "\n"
+    (tmp_path / "list.txt").write_text(f"# the partner's keys\n{recipient}\n")
+    assert _fingerprint(str(tmp_path / "list.txt")).stdout == line + "\n"
+
+
+def _fingerprint(argument: str) -> Result:
+    return CliRunner().invoke(main, ["key", "fingerprint", argument])
+
+
+def test_key_fingerprint_refuses_what_is_not_a_key(tmp_path: Path) -> None:
+    result = _fingerprint(str(tmp_path / "nothing"))
+    assert result.exit_code == 2
+    assert "neither a recipient (age1…) nor a file" in result.stderr
+    (tmp_path / "junk").write_text("hello\n")
+    junk = _fingerprint(str(tmp_path / "junk"))
+    assert junk.exit_code == 2
+    assert "line 1: unsupported recipient" in junk.stderr

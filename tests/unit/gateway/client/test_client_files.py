@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.client.files import BackgroundWriter, atomic_output, write_private_text
+from gateway.client.files import DurableWriter, atomic_output, write_private_text
 
 
 def test_atomic_output_appears_whole_and_private(tmp_path: Path) -> None:
@@ -35,12 +35,20 @@ def test_failure_leaves_nothing_and_keeps_the_old_file(tmp_path: Path) -> None:
 def test_write_errors_are_raised() -> None:
     fd = os.open("/dev/full", os.O_WRONLY)
     try:
-        with (pytest.raises(OSError, match="No space left"),  # noqa: PT012
-              BackgroundWriter(fd) as sink):
-            sink.write(b"x" * (6 << 20))  # Fails in the thread; raised by a later call.
-            sink.finish()
+        with pytest.raises(OSError, match="No space left"):
+            DurableWriter(fd).write(b"x" * (1 << 20))
     finally:
         os.close(fd)
+
+
+def test_large_outputs_start_their_disk_writes_early(tmp_path: Path) -> None:
+    target = tmp_path / "big"
+    block = os.urandom(1 << 20)
+    with atomic_output(target) as sink:
+        for _ in range(80):
+            sink.write(block)
+        assert sink._hinted == 32 << 20  # type: ignore[attr-defined]  # the head start
+    assert target.stat().st_size == 80 << 20
 
 
 def test_write_private_text_replaces(tmp_path: Path) -> None:

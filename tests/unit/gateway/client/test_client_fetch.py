@@ -1,0 +1,73 @@
+"""fetch's local rules: plain names only, and finishing a download whose last byte
+arrived before the program stopped, from the partial file, without the gateway."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from gateway import envelope
+from gateway.client.fetch import Fetcher, plain_name
+from gateway.client.fetched import FetchedRecord, RemoteFile
+from gateway.client.progress import NoProgress
+from gateway.errors import UsageError
+
+
+@pytest.mark.parametrize("name", ["a.csv.age", "résumé 2026.xlsx.age", "x.age.age"])
+def test_plain_names(name: str) -> None:
+    assert plain_name(name) == name[:-4]
+
+
+@pytest.mark.parametrize("name", ["a.csv", ".age", "..age", ".hidden.age", "a/b.age",
+                                  "..\\b.age", "evil\u202egpj.exe.age", "nul\x00.age"])
+def test_names_a_hostile_gateway_might_send_are_refused(name: str) -> None:
+    with pytest.raises(UsageError, match=r"not a plain NAME\.age"):
+        plain_name(name)
+
+
+class NoGateway:
+    """Any use of the connection fails the test: this fetch must stay local."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the gateway was asked for {name}")
+
+
+def test_a_complete_partial_download_is_finished_locally(tmp_path: Path) -> None:
+    identity = envelope.generate_identity(post_quantum=False)
+    ciphertext = envelope.encrypt_bytes(b"rows\n" * 1000, [identity.recipient])
+    entry = RemoteFile("rows.csv.age", len(ciphertext), hashlib.sha256(ciphertext).hexdigest(),
+                       "0b8e-transfer")
+    record = FetchedRecord(tmp_path / "state" / "fetched.json", "lee@gw")
+    record.mark_begun(entry)
+    out = tmp_path / "inbox"
+    out.mkdir()
+    fetcher = Fetcher(NoGateway(), out_dir=out, identities=[identity],  # type: ignore[arg-type]
+                      record=record, progress=NoProgress(), keep_ciphertext=False,
+                      overwrite=False)
+    fetcher.partial_path(entry).write_bytes(ciphertext)
+    assert record.begun() == [entry]
+    result = fetcher.fetch(entry, now=datetime.now(UTC))
+    assert result.ok, result.error
+    assert (out / "rows.csv").read_bytes() == b"rows\n" * 1000
+    assert [p.name for p in out.iterdir()] == ["rows.csv"]
+    assert record.is_fetched(entry)
+    assert record.begun() == []
+
+
+def test_a_partial_that_does_not_hash_right_is_discarded(tmp_path: Path) -> None:
+    identity = envelope.generate_identity(post_quantum=False)
+    ciphertext = envelope.encrypt_bytes(b"rows\n", [identity.recipient])
+    entry = RemoteFile("rows.csv.age", len(ciphertext), "00" * 32, "id-1")
+    out = tmp_path / "inbox"
+    out.mkdir()
+    fetcher = Fetcher(NoGateway(), out_dir=out, identities=[identity],  # type: ignore[arg-type]
+                      record=FetchedRecord(tmp_path / "fetched.json", "lee@gw"),
+                      progress=NoProgress(), keep_ciphertext=False, overwrite=False)
+    fetcher.partial_path(entry).write_bytes(ciphertext)
+    result = fetcher.fetch(entry, now=datetime.now(UTC))
+    assert not result.ok
+    assert "SHA-256 differs" in str(result.error)
+    assert list(out.iterdir()) == []

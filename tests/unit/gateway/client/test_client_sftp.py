@@ -1,0 +1,138 @@
+"""The small SFTP client against a scripted server: short reads, replies out of order,
+extended attributes, error statuses. (Against the real gateway: tests/integration.)"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+
+import pytest
+
+from gateway.client import sftp
+from gateway.errors import NotFoundError, PolicyError, RemoteError
+
+
+def _string(value: bytes | str) -> bytes:
+    raw = value.encode() if isinstance(value, str) else value
+    return struct.pack(">I", len(raw)) + raw
+
+
+class ScriptedServer:
+    """A fake channel: answers requests from one in-memory file.
+
+    ``short`` caps every read reply (servers may return less than asked); ``reverse``
+    answers each batch of pipelined requests last-first.
+    """
+
+    def __init__(self, data: bytes, *, short: int | None = None, reverse: bool = False,
+                 write_error_at: int | None = None) -> None:
+        self.data = data
+        self.written = bytearray()
+        self._short, self._reverse, self._write_error_at = short, reverse, write_error_at
+        self._out = bytearray()
+        self._pending: deque[bytes] = deque()
+
+    def sendall(self, packet: bytes) -> None:
+        body = packet[4:]
+        kind = body[0]
+        if kind == sftp.INIT:
+            self._out += self._packet(sftp.VERSION_REPLY, struct.pack(">I", 3)
+                                      + _string("x@test") + _string("1"))
+            return
+        (request_id,) = struct.unpack_from(">I", body, 1)
+        self._pending.append(self._answer(kind, request_id, body[5:]))
+
+    def _answer(self, kind: int, request_id: int, rest: bytes) -> bytes:
+        rid = struct.pack(">I", request_id)
+        if kind == sftp.OPEN:
+            return self._packet(sftp.HANDLE, rid + _string(b"h1"))
+        if kind == sftp.READ:
+            offset, length = struct.unpack_from(">QI", rest, 6)
+            chunk = self.data[offset:offset + min(length, self._short or length)]
+            if not chunk:
+                return self._packet(sftp.STATUS, rid + struct.pack(">I", sftp.EOF)
+                                    + _string("eof") + _string(""))
+            return self._packet(sftp.DATA, rid + _string(chunk))
+        if kind == sftp.WRITE:
+            offset, length = struct.unpack_from(">QI", rest, 6)
+            if self._write_error_at is not None and offset >= self._write_error_at:
+                return self._status(rid, sftp.PERMISSION_DENIED, "quota exceeded")
+            assert offset == len(self.written)
+            self.written += rest[18:18 + length]
+            return self._status(rid, sftp.OK, "")
+        if kind == sftp.STAT:
+            attrs = (struct.pack(">IQ", 0x1 | 0x80000000, len(self.data))
+                     + struct.pack(">I", 1) + _string("ciphertext-sha256@blindpost")
+                     + _string("ab" * 32))
+            return self._packet(sftp.ATTRS, rid + attrs)
+        if kind == sftp.CLOSE:
+            return self._status(rid, sftp.OK, "")
+        return self._status(rid, sftp.NO_SUCH_FILE, "no such file")
+
+    def _status(self, rid: bytes, code: int, message: str) -> bytes:
+        return self._packet(sftp.STATUS, rid + struct.pack(">I", code) + _string(message)
+                            + _string(""))
+
+    @staticmethod
+    def _packet(kind: int, payload: bytes) -> bytes:
+        return struct.pack(">IB", len(payload) + 1, kind) + payload
+
+    def recv(self, size: int) -> bytes:
+        if not self._out:
+            replies = list(self._pending)
+            self._pending.clear()
+            for reply in reversed(replies) if self._reverse else replies:
+                self._out += reply
+        taken = bytes(self._out[:min(size, 1000)])
+        del self._out[:len(taken)]
+        return taken
+
+
+@pytest.mark.parametrize(("short", "reverse"), [(None, False), (7000, False), (None, True),
+                                                (3333, True)])
+def test_read_stream_yields_the_bytes_in_order(short: int | None, reverse: bool) -> None:
+    data = bytes(range(256)) * 2000
+    server = ScriptedServer(data, short=short, reverse=reverse)
+    session = sftp.SFTPSession(server)
+    handle = session.open("/f", sftp.OPEN_READ)
+    assert b"".join(session.read_stream(handle, 1000, len(data))) == data[1000:]
+    session.close(handle)
+
+
+def test_a_file_shorter_than_announced_is_an_error() -> None:
+    session = sftp.SFTPSession(ScriptedServer(b"x" * 100))
+    with pytest.raises(RemoteError, match="ended before its announced size"):
+        b"".join(session.read_stream(b"h1", 0, 200))
+
+
+def test_an_abandoned_stream_drops_its_late_replies() -> None:
+    session = sftp.SFTPSession(ScriptedServer(b"y" * 1_000_000))
+    stream = session.read_stream(b"h1", 0, 1_000_000)
+    next(stream)
+    stream.close()
+    assert session.stat("/f").extended == {"ciphertext-sha256@blindpost": "ab" * 32}
+
+
+def test_pipelined_writes_arrive_whole_and_errors_surface() -> None:
+    server = ScriptedServer(b"")
+    session = sftp.SFTPSession(server)
+    writer = session.writer(b"h1")
+    payload = bytes(range(256)) * 1000
+    for start in range(0, len(payload), 10_000):
+        writer.write(memoryview(payload)[start:start + 10_000])
+    writer.finish()
+    assert bytes(server.written) == payload
+
+    failing = sftp.SFTPSession(ScriptedServer(b"", write_error_at=50_000))
+    broken = failing.writer(b"h1")
+    with pytest.raises(PolicyError, match="quota exceeded"):  # noqa: PT012  # write or finish
+        broken.write(b"z" * 200_000)
+        broken.finish()
+
+
+def test_statuses_become_gateway_errors() -> None:
+    session = sftp.SFTPSession(ScriptedServer(b""))
+    with pytest.raises(NotFoundError, match="no such file"):
+        session.listdir("/missing")
+    with pytest.raises(RemoteError, match="not a Blindpost gateway"):
+        session.declare_recipients(b"h1", ["SHA256:x"])
