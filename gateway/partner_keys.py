@@ -85,10 +85,10 @@ def approved_keys(session: Session, partner: Partner) -> list[PartnerKey]:
         .order_by(PartnerKey.id)))
 
 
-def published_recipients(session: Session, partner: Partner) -> str:
-    """The partner's approved keys as the recipient list staff download and pin."""
+def published_recipients(partner: Partner, keys: list[PartnerKey]) -> str:
+    """A partner's approved keys as the recipient list staff download and pin."""
     published = []
-    for key in approved_keys(session, partner):
+    for key in keys:
         assert key.approved_at is not None
         assert key.approver is not None
         published.append(recipient_list.PublishedKey(
@@ -202,7 +202,12 @@ class PartnerKeyService:
             partner_row = session.scalar(select(Partner).where(Partner.slug == partner))
             if partner_row is None or partner_row.disabled:
                 raise NotFoundError("no such partner")
-            return published_recipients(session, partner_row)
+            # Staff pin what they read here: never publish a row the gateway did not write.
+            self._app.integrity.verify(partner_row)
+            keys = approved_keys(session, partner_row)
+            for key in keys:
+                self._app.integrity.verify(key)
+            return published_recipients(partner_row, keys)
 
     def all(self, actor: Actor, *, partner: str | None = None) -> list[RecipientKey]:
         self._app.authz.require(actor, Permission.KEY_READ)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from sqlalchemy import text
 
 from gateway import envelope, recipient_list
 from gateway.app import App
@@ -16,6 +17,7 @@ from gateway.errors import (
     NotFoundError,
     PolicyError,
 )
+from gateway.integrity import IntegrityViolationError
 from tests.unit.gateway.factories import OPERATOR, account, actor, audit_events
 
 
@@ -128,3 +130,18 @@ def test_published_list_names_approved_keys_for_staff_only(admins: App) -> None:
         admins.keys.published(actor(admins, "lee"), "uni")
     with pytest.raises(NotFoundError):
         admins.keys.published(actor(admins, "clerk"), "nobody")
+
+
+def test_a_forged_key_is_never_published(admins: App) -> None:
+    """Staff pin what they read: a recipient written behind the gateway is refused."""
+    first = admins.keys.propose(actor(admins, "root-admin"), partner="uni",
+                                recipient=_recipient())
+    admins.keys.approve(actor(admins, "bob"), key_id=first.id)
+    account(admins, "clerk", Role.STAFF)
+    attacker = _recipient()
+    with admins.engine.begin() as connection:
+        connection.execute(text("UPDATE partner_keys SET recipient = :r"), {"r": attacker})
+    with pytest.raises(IntegrityViolationError):
+        admins.keys.published(actor(admins, "clerk"), "uni")
+    assert audit_events(admins, "integrity:violation")[-1]["subject"].startswith(
+        "partner_keys:")
