@@ -156,8 +156,16 @@ def _progress(as_json: bool) -> TerminalProgress | NoProgress:
     return TerminalProgress() if sys.stderr.isatty() and not as_json else NoProgress()
 
 
+def _amount(size: float) -> str:
+    for unit in ("B", "kB", "MB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.2f} GB"
+
+
 def _rate(size: int, seconds: float) -> str:
-    return f"{size / 1e6:.1f} MB in {seconds:.1f} s ({size / max(seconds, 1e-6) / 1e6:.1f} MB/s)"
+    return f"{_amount(size)} in {seconds:.1f} s ({_amount(size / max(seconds, 1e-3))}/s)"
 
 
 def _fail_json(as_json: bool, exc: GatewayError, **extra: object) -> None:

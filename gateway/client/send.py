@@ -87,6 +87,10 @@ def partner_recipients(sftp: SFTPSession, *, gateway: str, partner: str, pins: P
     if change is not None:
         pending.replace(gateway, partner, current)
         raise RecipientsChangedError(change)
+    if (gateway, partner) in pending.load():
+        # The gateway is back to the pinned keys: a change recorded earlier must not be
+        # trusted later by mistake.
+        pending.replace(gateway, partner, None)
     return published
 
 
