@@ -9,8 +9,8 @@ Over one `blindpost sftp` gateway on loopback, with a 1 GiB file of random bytes
   fsyncs, renames) against `sftp get FILE.age` followed by `age -d -o FILE`;
 - **-o**: `blindpost encrypt -o` and `decrypt -o` against `age -e -o` / `age -d -o`, on the
   scratch directory and on /dev/shm (tmpfs);
-- **fsync**: the same `blindpost decrypt -o` with ``os.fsync``/``os.fdatasync`` turned into
-  no-ops (in a worker process), so the difference is what durability costs.
+- **fsync**: the same `blindpost decrypt -o` and `fetch` with ``os.fsync`` turned into a
+  no-op, so the difference is what durability costs (the manual pairs never fsync).
 
 Every command is timed from outside, start-up and sign-in included; each is repeated
 (``--repeat``) and the fastest run kept, since noise on a shared machine only slows runs
@@ -40,9 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MIB = 1 << 20
-# The blindpost CLI with fsync and fdatasync made no-ops, to price durability; started
+# The blindpost CLI with fsync made a no-op, to price durability; started
 # like the `blindpost` script, so only the syncing differs.
-NO_FSYNC = ("import os, sys; os.fsync = os.fdatasync = lambda fd: None; "
+NO_FSYNC = ("import os, sys; os.fsync = lambda fd: None; "
             "from gateway.cli import main; main(sys.argv[1:], prog_name='blindpost')")
 BLINDPOST = ROOT / ".venv" / "bin" / "blindpost"
 TIME = shutil.which("time", path="/usr/bin")
@@ -143,9 +143,11 @@ class Bench:
             self.best[name] = Best(seconds, rss, cpu)
         return result
 
-    def client(self, command: str, kind: str, *args: str, home: Path) -> Measured:
+    def client(self, command: str, kind: str, *args: str, home: Path,
+               durable: bool = True) -> Measured:
         name, key, code = self.gw.account(kind)
-        return run([str(BLINDPOST), command, "--host", "127.0.0.1", "--port",
+        program = [str(BLINDPOST)] if durable else [sys.executable, "-c", NO_FSYNC]
+        return run([*program, command, "--host", "127.0.0.1", "--port",
                     str(self.gw.port), "--user", name, "--key", str(key), "--known-hosts",
                     str(self.gw.known_hosts), "--totp-command", f"echo {code}", *args],
                    env={"PATH": os.environ["PATH"], "HOME": str(home)}, cwd=self.work)
@@ -180,13 +182,16 @@ class Bench:
             "fetch", "p", "-i", str(self.gw.identity_file), "--out", str(out), home=home))
         if number == 0 and not filecmp.cmp(self.plain, out / "big.bin", shallow=False):
             raise SystemExit("blindpost fetch: the decrypted file differs from the input")
+        (out / "big.bin").unlink()
+        self.keep("blindpost fetch, no fsync", self.client(
+            "fetch", "p", "-i", str(self.gw.identity_file), "--out", str(out), "--all",
+            home=home, durable=False))
         got = self.work / "got.age"
         download = self.keep("sftp get", self.sftp("p", [f"get big.bin.age {got}"]))
         decrypt = self.keep("age -d -o", run(["age", "-d", "-i", str(self.gw.identity_file),
                                               "-o", str(self.work / "by-age.bin"), str(got)]))
         self.keep("sftp get + age -d -o", _sum(download, decrypt))
-        for path in (out / "big.bin", self.work / "by-age.bin"):
-            path.unlink()
+        (self.work / "by-age.bin").unlink()
         shutil.rmtree(out)
         for where in scratch:
             self.outputs(where, got)
@@ -235,6 +240,7 @@ def report(bench: Bench) -> None:
 
     ratio("blindpost send", "age -e -o + sftp put")
     ratio("blindpost fetch", "sftp get + age -d -o")
+    ratio("blindpost fetch, no fsync", "sftp get + age -d -o")
     for label in ("disk", "tmpfs"):
         ratio(f"blindpost encrypt -o ({label})", f"age -e -o ({label})")
         ratio(f"blindpost decrypt -o ({label})", f"age -d -o ({label})")
@@ -260,7 +266,7 @@ def main() -> None:
                         if Path("/dev/shm").is_dir() else [])
     print(f"client benchmark: {args.size_mib} MiB, best of {args.repeat}, "
           f"{args.workers} gateway workers, {os.cpu_count()} cores, scratch {work}")
-    gateway = Gateway(work, accounts=2 * args.repeat, workers=args.workers)
+    gateway = Gateway(work, accounts=3 * args.repeat, workers=args.workers)
     try:
         bench = Bench(work, args.size_mib * MIB, gateway)
         with bench.plain.open("wb") as handle:
