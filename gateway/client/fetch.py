@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import queue
+import threading
 import time
 import unicodedata
 from collections.abc import Iterator, Sequence
@@ -30,6 +32,8 @@ from gateway.sftp_extensions import CIPHERTEXT_SHA256, TRANSFER_ID
 
 AGE_SUFFIX = ".age"
 _BLOCK = 1 << 20
+# Received blocks (up to 255 KiB each) that may wait to be hashed and written.
+_QUEUED = 64
 
 
 @dataclass
@@ -75,6 +79,53 @@ def plain_name(name: str) -> str:
     return base
 
 
+class _Recorder:
+    """Hashes the ciphertext and appends what arrives to the partial file, in a thread.
+
+    Both release the GIL, so they run beside the decryption; up to :data:`_QUEUED`
+    blocks wait, so the download rarely waits for them. :meth:`finish` returns the
+    SHA-256 and raises the first write error.
+    """
+
+    def __init__(self, partial: BinaryIO) -> None:
+        self._partial = partial
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue[tuple[bytes, bool] | None] = queue.Queue(_QUEUED)
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="blindpost-record",
+                                        daemon=True)
+        self._thread.start()
+        self._stopped = False
+
+    def add(self, data: bytes, *, append: bool) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((data, append))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            data, append = item
+            if self._error is None:
+                try:
+                    if append:
+                        self._partial.write(data)
+                except OSError as exc:
+                    self._error = exc
+                self._hash.update(data)
+
+    def finish(self) -> str:
+        self.stop()
+        if self._error is not None:
+            raise self._error
+        return self._hash.hexdigest()
+
+    def stop(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            self._queue.put(None)
+            self._thread.join()
+
+
 class _Ciphertext:
     """The ciphertext as the decryptor reads it.
 
@@ -83,13 +134,12 @@ class _Ciphertext:
     """
 
     def __init__(self, local: BinaryIO, have: int, remote: Iterator[bytes],
-                 partial: BinaryIO, advance: Advance) -> None:
+                 recorder: _Recorder, advance: Advance) -> None:
         self._local = local
         self._local_left = have
         self._remote = remote
-        self._partial = partial
+        self._recorder = recorder
         self._advance = advance
-        self.hash = hashlib.sha256()
         self._buffer = b""
         self._offset = 0
 
@@ -110,12 +160,11 @@ class _Ciphertext:
             if not data:
                 raise UsageError("the partial download shrank while it was read")
             self._local_left -= len(data)
+            self._recorder.add(data, append=False)
         else:
             data = next(self._remote, b"")
-            if data:
-                self._partial.write(data)
-                self._advance(len(data))
-        self.hash.update(data)
+            self._recorder.add(data, append=True)
+            self._advance(len(data))
         return data
 
 
@@ -191,12 +240,16 @@ class Fetcher:
         with (partial_path.open("ab") as partial, partial_path.open("rb") as local,
               self._progress.file(entry.name, entry.size, done=have) as advance,
               atomic_output(target) as sink):
-            source = _Ciphertext(local, have, remote, partial, advance)
-            buffer = memoryview(bytearray(_BLOCK))
-            with envelope.Decryptor(source, self._identities) as decryptor:
-                while count := decryptor.readinto(buffer):
-                    sink.write(buffer[:count])
-            if source.hash.hexdigest() != entry.sha256:
+            recorder = _Recorder(partial)
+            try:
+                source = _Ciphertext(local, have, remote, recorder, advance)
+                buffer = memoryview(bytearray(_BLOCK))
+                with envelope.Decryptor(source, self._identities) as decryptor:
+                    while count := decryptor.readinto(buffer):
+                        sink.write(buffer[:count])
+            finally:
+                recorder.stop()
+            if recorder.finish() != entry.sha256:
                 partial_path.unlink()
                 raise RemoteError("the file's SHA-256 differs from the one the gateway "
                                   "recorded; nothing was kept, the next run downloads it "
