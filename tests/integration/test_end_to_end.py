@@ -174,9 +174,11 @@ def test_parallel_uploads_across_worker_processes(served: tuple[Operator, int]) 
     op("audit", "verify")
 
 
+@pytest.mark.parametrize("served", ["sqlite"], indirect=True)
 def test_send_and_fetch_through_the_served_gateway(served: tuple[Operator, int]) -> None:
     """The staff and partner guides: `blindpost send` and `blindpost fetch` as installed
-    clients, each with its own HOME, against `blindpost serve` (real clock and codes)."""
+    clients, each with its own HOME, against `blindpost serve` (real clock and codes;
+    the database does not matter to the clients, so SQLite only)."""
     op, port = served
     op("user", "add", "bob", "--role", "admin")
     op("partner", "add", "uni-research")
