@@ -41,16 +41,6 @@ def test_write_errors_are_raised() -> None:
         os.close(fd)
 
 
-def test_large_outputs_start_their_disk_writes_early(tmp_path: Path) -> None:
-    target = tmp_path / "big"
-    block = os.urandom(1 << 20)
-    with atomic_output(target) as sink:
-        for _ in range(80):
-            sink.write(block)
-        assert sink._hinted == 32 << 20  # type: ignore[attr-defined]  # the head start
-    assert target.stat().st_size == 80 << 20
-
-
 def test_write_private_text_replaces(tmp_path: Path) -> None:
     path = tmp_path / "state" / "fetched.json"
     write_private_text(path, "one")
