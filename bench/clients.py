@@ -206,6 +206,9 @@ class Bench:
                                      str(self.plain)],
             f"blindpost encrypt -o ({label})": [str(BLINDPOST), "encrypt", "-r", recipient,
                                                 "-o", str(target), str(self.plain)],
+            f"blindpost encrypt -o, no fsync ({label})": [
+                sys.executable, "-c", NO_FSYNC, "encrypt", "-r", recipient, "-o",
+                str(target), str(self.plain)],
             f"age -d -o ({label})": ["age", "-d", "-i", key, "-o", str(target), str(sealed)],
             f"blindpost decrypt -o ({label})": [str(BLINDPOST), "decrypt", "-i", key, "-o",
                                                 str(target), str(sealed)],
@@ -244,11 +247,12 @@ def report(bench: Bench) -> None:
     for label in ("disk", "tmpfs"):
         ratio(f"blindpost encrypt -o ({label})", f"age -e -o ({label})")
         ratio(f"blindpost decrypt -o ({label})", f"age -d -o ({label})")
-        durable = bench.best.get(f"blindpost decrypt -o ({label})")
-        loose = bench.best.get(f"blindpost decrypt -o, no fsync ({label})")
-        if durable and loose:
-            print(f"durable fsync of decrypt -o ({label}): "
-                  f"{durable.seconds - loose.seconds:+.2f} s per {size / MIB:.0f} MiB")
+        for direction in ("encrypt", "decrypt"):
+            durable = bench.best.get(f"blindpost {direction} -o ({label})")
+            loose = bench.best.get(f"blindpost {direction} -o, no fsync ({label})")
+            if durable and loose:
+                print(f"durable fsync of {direction} -o ({label}): "
+                      f"{durable.seconds - loose.seconds:+.2f} s per {size / MIB:.0f} MiB")
 
 
 def main() -> None:
