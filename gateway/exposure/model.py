@@ -99,7 +99,10 @@ class FileExposure:
 
     ``removed_at`` is ``None`` while the file was still stored when the log ends;
     ``recipients`` is ``None`` when the server does not know them (the uploader
-    encrypted the file, or the log does not record them).
+    encrypted the file and its client declared no keys, or the log does not record
+    them). For a file the uploader encrypted (``encrypted_by`` is ``uploader``) they are
+    the keys its client declared, checked against the partner's approved keys at upload
+    but not against the file, which age does not allow.
     """
 
     id: str

@@ -28,6 +28,10 @@ from gateway.values import jsonable
 
 PAGE_LINES = 60
 NOT_RECORDED = "not recorded in the log"
+# A pre-encrypted upload's recipients are what its client (`blindpost send`) declared: the
+# gateway checked them against the partner's approved keys, but age hides whom a file is
+# encrypted to, so it cannot check the file itself.
+DECLARED = "to the keys its client declared (the server cannot check the file against them)"
 JSON_FORMAT = "blindpost-exposure-report/1"
 
 
@@ -148,10 +152,12 @@ def _file_lines(item: FileExposure) -> Iterator[str]:
 
 
 def _encryption_lines(item: FileExposure) -> Iterator[str]:
-    if item.encrypted_by == BY_UPLOADER:
+    if item.encrypted_by == BY_UPLOADER and item.recipients is None:
         yield "  encrypted    by the uploader; its recipients are not known to the server"
         return
-    if item.encrypted_by == BY_GATEWAY:
+    if item.encrypted_by == BY_UPLOADER:
+        yield f"  encrypted    by the uploader, {DECLARED}"
+    elif item.encrypted_by == BY_GATEWAY:
         yield "  encrypted    by the gateway, on arrival"
     else:
         yield f"  encrypted    {NOT_RECORDED}"
@@ -340,6 +346,8 @@ def _csv_file(item: FileExposure) -> Iterator[dict[str, object]]:
             row[name] = NOT_RECORDED_CSV
     if "recipients" in item.unrecorded:
         row["detail"] = "recipients not recorded"
+    elif item.encrypted_by == BY_UPLOADER and item.recipients is not None:
+        row["detail"] = DECLARED
     yield row
     for recipient in item.recipients or ():
         yield {**base, "record": "recipient", "key_id": recipient.key_id,

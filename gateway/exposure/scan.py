@@ -128,6 +128,16 @@ def _subject_id(event: AuditEvent, prefix: str) -> str | None:
     return event.subject[len(prefix):] if event.subject.startswith(prefix) else None
 
 
+def _named(ids: list[Any], kinds: object, fingerprints: object
+           ) -> tuple[RecipientExposure, ...] | None:
+    """Keys an upload event names with ids, kinds and fingerprints side by side."""
+    if not (isinstance(kinds, list) and isinstance(fingerprints, list)
+            and len(kinds) == len(fingerprints) == len(ids)):
+        return None
+    return tuple(RecipientExposure(key_id, kind, fingerprint, _post_quantum(kind))
+                 for key_id, kind, fingerprint in zip(ids, kinds, fingerprints, strict=True))
+
+
 def _post_quantum(kind: str | None) -> bool | None:
     return None if kind is None else kind != CLASSICAL_KIND
 
@@ -217,24 +227,30 @@ class HistoryScan:
             record.recipients = self._recipients(details)
         elif encrypted_here is False:
             record.encrypted_by = BY_UPLOADER
+            record.recipients = self._declared(details)
         self._files[file_id] = record
 
     def _recipients(self, details: dict[str, Any]) -> tuple[RecipientExposure, ...] | None:
         """The keys the gateway encrypted to: from the event, else from the key events."""
-        ids, kinds = details.get("recipient_keys"), details.get("recipient_kinds")
-        fingerprints = details.get("recipient_fingerprints")
+        ids = details.get("recipient_keys")
         if not isinstance(ids, list):
             return None
-        if isinstance(kinds, list) and isinstance(fingerprints, list) and (
-                len(kinds) == len(fingerprints) == len(ids)):
-            found = tuple(RecipientExposure(key_id, kind, fingerprint, _post_quantum(kind))
-                          for key_id, kind, fingerprint in zip(ids, kinds, fingerprints,
-                                                               strict=True))
-        else:
-            # Written before uploads named their keys' fingerprints: the key events
-            # (key:propose) name them, by the same ids.
-            found = tuple(self._recipient_by_id(key_id) for key_id in ids)
+        # Events written before uploads named their keys' fingerprints: the key events
+        # (key:propose) name them, by the same ids.
+        found = _named(ids, details.get("recipient_kinds"),
+                       details.get("recipient_fingerprints")) or tuple(
+            self._recipient_by_id(key_id) for key_id in ids)
         return self._recipient_sets.setdefault(found, found)
+
+    def _declared(self, details: dict[str, Any]) -> tuple[RecipientExposure, ...] | None:
+        """The keys a pre-encrypted file's client said it encrypted to (``blindpost send``
+        declares them; the gateway checked they were the partner's approved keys, but
+        cannot check the file against them), or ``None`` when it declared none."""
+        ids = details.get("declared_key_ids")
+        if not isinstance(ids, list):
+            return None
+        found = _named(ids, details.get("declared_kinds"), details.get("declared_recipients"))
+        return None if found is None else self._recipient_sets.setdefault(found, found)
 
     def _recipient_by_id(self, key_id: object) -> RecipientExposure:
         key = self._keys.get(key_id) if isinstance(key_id, int) else None

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from gateway import envelope
 from gateway.audit import AuditTag, VerificationError
 from gateway.db.models import Role
 from gateway.errors import AuthorizationError, NotFoundError, UsageError
@@ -480,3 +481,45 @@ def test_removals_from_the_console_say_so(history: History) -> None:
     report = _report(history, window=(_day(12, 30), _day(12, 45)))
     purged = next(f for f in report.files if f.id == late.id)
     assert (purged.removal, purged.removed_by) == ("purged by an administrator", OPERATOR.name)
+
+
+def _send(history: History, name: str, *, declare: bool) -> str:
+    """A pre-encrypted upload to uni's one approved key (3), as `blindpost send` makes it."""
+    app = history.app
+    upload = app.transfers.begin_upload(actor(app, "clerk"), partner="uni", name=name)
+    if declare:
+        upload.declare_recipients([FP3])
+    upload.write(envelope.encrypt_bytes(b"rows" * 50,
+                                        [envelope.parse_recipient(RECIPIENTS[3][0])]))
+    return upload.commit().id
+
+
+def test_pre_encrypted_files_name_the_keys_their_client_declared(history: History) -> None:
+    """age hides whom a file is for: the report names the keys `blindpost send` declared,
+    says so, and says the recipients are unknown when a client declared none."""
+    history.at(11, 5)
+    sent = _send(history, "sent.csv.age", declare=True)
+    plain = _send(history, "plain.csv.age", declare=False)
+    report = _report(history)
+    by_id = {f.id: f for f in report.files}
+    assert by_id[sent].encrypted_by == by_id[plain].encrypted_by == "uploader"
+    assert [(r.key_id, r.kind, r.fingerprint, r.post_quantum)
+            for r in by_id[sent].recipients or ()] == [(3, "x25519", FP3, False)]
+    assert by_id[plain].recipients is None
+    assert by_id[sent].unrecorded == by_id[plain].unrecorded == ()
+    text_report = "".join(render_text(report))
+    declared = text_report[text_report.index("uni / sent.csv.age"):]
+    assert declared.splitlines()[5:7] == [
+        "  encrypted    by the uploader, to the keys its client declared (the server "
+        "cannot check the file against them)",
+        f"  recipient    key 3, x25519 (classical), {FP3}"]
+    undeclared = text_report[text_report.index("uni / plain.csv.age"):]
+    assert undeclared.splitlines()[5:7] == [
+        "  encrypted    by the uploader; its recipients are not known to the server",
+        "  expires      2026-11-02T13:05:00+00:00"]
+    rows = list(csv.DictReader(io.StringIO("".join(render_csv(report)))))
+    [file_row] = [r for r in rows if r["record"] == "file" and r["file_id"] == sent]
+    assert file_row["encrypted_by"] == "uploader"
+    assert file_row["detail"].startswith("to the keys its client declared")
+    assert [r["fingerprint"] for r in rows
+            if r["record"] == "recipient" and r["file_id"] == sent] == [FP3]
