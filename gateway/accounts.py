@@ -1,4 +1,9 @@
-"""Accounts: admins, auditors, staff and partner users, with their SSH keys and TOTP."""
+"""Accounts: admins, auditors, staff and partner users, with their SSH keys and TOTP.
+
+The lifecycle of an account — create, disable, enable, keys added and removed, its
+second factor reset or enrolled by the holder, its allowed networks — with every change
+audited. Machine accounts' grants (two admins) live in :mod:`gateway.machines`.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,18 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, selectinload
 
-from gateway import passwords, totp
+from gateway import networks, passwords, throttle, totp
 from gateway.actors import Actor
 from gateway.audit import AuditTag
 from gateway.authz import Permission
 from gateway.db.models import Account, Role, SSHKey, TOTPSecret
-from gateway.errors import ConflictError, NotFoundError, UsageError
+from gateway.errors import ConflictError, NotFoundError, PolicyError, UsageError
 from gateway.integrity import encrypt_totp
 from gateway.partners import get_partner
 from gateway.sshkeys import PublicKey
@@ -28,6 +33,7 @@ if TYPE_CHECKING:
 USERNAME_PATTERN = re.compile(r"[a-z][a-z0-9._-]{0,63}")
 # Roles that sign in to the console with a password (plus TOTP); the others use SSH keys.
 PASSWORD_ROLES = (Role.ADMIN, Role.AUDITOR)
+SFTP_ROLES = (Role.STAFF, Role.PARTNER)
 
 
 @dataclass(frozen=True)
@@ -38,11 +44,18 @@ class SSHKeyInfo:
     fingerprint: str
     comment: str
     created_at: datetime
+    shared: bool = False
 
 
 @dataclass(frozen=True)
 class AccountInfo:
-    """An account as the services hand it out: no secrets, no password hash."""
+    """An account as the services hand it out: no secrets, no password hash.
+
+    ``enrolment`` is ``enrolled``, ``pending`` (the holder enrols at their first SFTP
+    sign-in, until ``enrol_until``), ``expired`` (that window closed first) or ``none``
+    (a machine account, or one awaiting approval). ``locked_until`` is set while a
+    lockout is in force; ``failures`` counts the failed codes that still count toward one.
+    """
 
     id: int
     username: str
@@ -53,27 +66,61 @@ class AccountInfo:
     created_at: datetime
     ssh_keys: tuple[SSHKeyInfo, ...]
     totp_enrolled: bool
+    machine: bool = False
+    allow_from: tuple[str, ...] | None = None
+    enrolment: str = "enrolled"
+    enrol_until: datetime | None = None
+    locked_until: datetime | None = None
+    failures: int = 0
 
 
 @dataclass(frozen=True)
 class NewAccount:
-    """A freshly created account and the secrets shown to its owner exactly once."""
+    """A freshly created account and the secrets shown to its owner exactly once.
+
+    ``totp_uri`` is None when the holder enrols over SSH (or for a machine account);
+    ``machine_grant`` is the id of a machine account's proposal awaiting approval.
+    """
 
     account: AccountInfo
-    totp_uri: str
+    totp_uri: str | None
     one_time_password: str | None
+    machine_grant: int | None = None
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """A new second factor: its URI to show now, or the window for the holder to enrol."""
+
+    username: str
+    totp_uri: str | None
+    enrol_until: datetime | None
 
 
 def key_info(row: SSHKey) -> SSHKeyInfo:
-    return SSHKeyInfo(row.key_type, row.fingerprint, row.comment, row.created_at)
+    return SSHKeyInfo(row.key_type, row.fingerprint, row.comment, row.created_at, row.shared)
 
 
-def account_info(row: Account) -> AccountInfo:
+def enrolment_state(row: Account, now: datetime) -> str:
+    if row.totp is None:
+        return "none"
+    if row.totp.enrol_until is None:
+        return "enrolled"
+    return "pending" if row.totp.enrol_until > now else "expired"
+
+
+def account_info(row: Account, *, now: datetime,
+                 lock: throttle.Block | None = None) -> AccountInfo:
     """The value of an account loaded by :func:`get_account` (keys and TOTP loaded)."""
+    allowed = networks.stored(row.allow_from)
+    state = enrolment_state(row, now)
     return AccountInfo(row.id, row.username, row.role,
                        row.partner.slug if row.partner else None, row.partner_id, row.disabled,
                        row.created_at, tuple(key_info(k) for k in row.ssh_keys),
-                       row.totp is not None)
+                       state == "enrolled", row.machine,
+                       None if allowed is None else tuple(str(n) for n in allowed), state,
+                       row.totp.enrol_until if row.totp else None,
+                       lock.blocked_until if lock else None, lock.failures if lock else 0)
 
 
 def check_username(username: str) -> str:
@@ -91,6 +138,13 @@ def parse_role(value: str) -> Role:
                          + ", ".join(r.value for r in Role)) from None
 
 
+def parse_allow_from(text: str | None) -> str | None:
+    """``--allow-from`` as stored: canonical CIDRs, or None for ``any``."""
+    if text is None or text.strip().lower() in networks.ANYWHERE:
+        return None
+    return networks.render(networks.parse(text))
+
+
 def _with_credentials(query: Select[Account]) -> Select[Account]:
     return query.options(selectinload(Account.ssh_keys), selectinload(Account.totp),
                          selectinload(Account.partner))
@@ -105,114 +159,293 @@ def get_account(session: Session, username: str, *, for_update: bool = False) ->
     return account
 
 
+def _lock_of(session: Session, app: App, username: str) -> throttle.Block:
+    """The failed codes that still count against ``username``, and its lock if any."""
+    now, account = app.clock(), throttle.Scope.ACCOUNT
+    count = throttle.failures(session, scope=account, key=username, now=now,
+                              policy=throttle.Policy.from_settings(app.settings))
+    until = throttle.blocked_until(session, scope=account, key=username, now=now)
+    return throttle.Block(account, username, count, until)
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    """What a new account starts with besides its keys."""
+
+    password: str | None
+    secret: str | None
+    enrol_until: datetime | None
+
+
 class AccountService:
     """Create and manage accounts and their credentials."""
 
     def __init__(self, app: App) -> None:
         self._app = app
 
+    # -- creating -------------------------------------------------------------------
+
     def add(self, actor: Actor, *, username: str, role: Role, partner: str | None = None,
-            ssh_keys: Sequence[PublicKey] = ()) -> NewAccount:
-        """Create an account with a TOTP secret (and a one-time password for console roles)."""
+            ssh_keys: Sequence[PublicKey] = (), enrol_by_ssh: bool = False,
+            allow_from: str | None = None, machine: bool = False,
+            allow_shared_key: bool = False) -> NewAccount:
+        """Create an account with its second factor (and a one-time password for console
+        roles).
+
+        ``enrol_by_ssh``: the secret is not shown now; the holder enrols it at their first
+        SFTP sign-in within ``enrolment_hours``. ``machine``: a staff account that will
+        sign in with its key alone, from ``allow_from`` only, once a second admin approves
+        (the acting admin proposes it; see :class:`gateway.machines.MachineService`).
+        """
         self._app.authz.require(actor, Permission.ACCOUNT_MANAGE, subject=f"account:{username}")
+        if machine:
+            self._app.authz.require(actor, Permission.MACHINE_PROPOSE,
+                                    subject=f"account:{username}")
+        self._check_new(username=username, role=role, partner=partner, ssh_keys=ssh_keys,
+                        enrol_by_ssh=enrol_by_ssh, allow_from=allow_from, machine=machine)
+        now = self._app.clock()
+        credentials = self._credentials(role, enrol_by_ssh=enrol_by_ssh, machine=machine,
+                                        now=now)
+        grant = None
+        with self._app.transaction(conflict=f"account {username!r} already exists") as session:
+            account = self._insert(session, actor, username=username, role=role,
+                                   partner=partner, credentials=credentials,
+                                   allow_from=None if machine else allow_from,
+                                   details={"machine": machine, "enrol_by_ssh": enrol_by_ssh})
+            for key in ssh_keys:
+                self._add_key(session, actor=actor, account=account, key=key,
+                              allow_shared=allow_shared_key)
+            if machine:
+                assert allow_from is not None
+                grant = self._app.machines.propose_in(session, actor, account=account,
+                                                      allow_from=allow_from)
+            info = account_info(get_account(session, username), now=now)
+        uri = (totp.provisioning_uri(credentials.secret, account=username)
+               if credentials.secret and credentials.enrol_until is None else None)
+        return NewAccount(info, uri, credentials.password, grant)
+
+    @staticmethod
+    def _check_new(*, username: str, role: Role, partner: str | None,
+                   ssh_keys: Sequence[PublicKey], enrol_by_ssh: bool, allow_from: str | None,
+                   machine: bool) -> None:
         check_username(username)
         if (role is Role.PARTNER) != (partner is not None):
             raise UsageError("--partner is required for role 'partner' and only for it")
         if len({key.fingerprint for key in ssh_keys}) != len(ssh_keys):
             raise UsageError("the same SSH key is given twice")
-        now = self._app.clock()
+        if enrol_by_ssh and role not in SFTP_ROLES:
+            raise UsageError("--enrol-by-ssh is for staff and partner accounts (they sign in "
+                             "over SFTP); console accounts are shown their secret")
+        if machine:
+            if role is not Role.STAFF:
+                raise UsageError("--machine is for staff accounts only; partners always sign "
+                                 "in with a key and a code")
+            if enrol_by_ssh:
+                raise UsageError("a machine account has no second factor to enrol")
+            if allow_from is None:
+                raise UsageError("a machine account needs --allow-from: the networks its "
+                                 "jobs run in")
+            if not ssh_keys:
+                raise UsageError("a machine account needs --ssh-key: it signs in with it alone")
+
+    def _credentials(self, role: Role, *, enrol_by_ssh: bool, machine: bool,
+                     now: datetime) -> _Credentials:
         password = secrets.token_urlsafe(18) if role in PASSWORD_ROLES else None
-        secret = totp.new_secret()
-        with self._app.transaction(conflict=f"account {username!r} already exists") as session:
-            partner_row = get_partner(session, partner) if partner else None
-            account = Account(username=username, role=role,
-                              partner_id=partner_row.id if partner_row else None,
-                              password_hash=(passwords.hash_password(password)
-                                             if password else None),
-                              disabled=False, created_at=now)
-            session.add(account)
-            session.flush()
+        secret = None if machine else totp.new_secret()
+        until = now + timedelta(hours=self._app.settings.enrolment_hours) if enrol_by_ssh \
+            else None
+        return _Credentials(password, secret, until)
+
+    def _insert(self, session: Session, actor: Actor, *, username: str, role: Role,
+                partner: str | None, credentials: _Credentials, allow_from: str | None,
+                details: dict[str, object]) -> Account:
+        now = self._app.clock()
+        partner_row = get_partner(session, partner) if partner else None
+        password = credentials.password
+        account = Account(username=username, role=role,
+                          partner_id=partner_row.id if partner_row else None,
+                          password_hash=passwords.hash_password(password) if password else None,
+                          disabled=False, created_at=now, machine=False,
+                          allow_from=allow_from)
+        session.add(account)
+        session.flush()
+        if credentials.secret is not None:
             session.add(TOTPSecret(account_id=account.id, last_step=None, created_at=now,
+                                   enrol_until=credentials.enrol_until,
                                    secret=encrypt_totp(self._app.state_keys,
-                                                       account_id=account.id, secret=secret)))
-            self._app.audit.record(session, tag=AuditTag.ACCOUNT_CREATE, actor=actor,
-                                   subject=f"account:{username}",
-                                   details={"role": role.value, "partner": partner})
-            for key in ssh_keys:
-                self._add_key(session, actor=actor, account=account, key=key)
-            info = account_info(get_account(session, username))
-        return NewAccount(info, totp.provisioning_uri(secret, account=username), password)
+                                                       account_id=account.id,
+                                                       secret=credentials.secret)))
+        self._app.audit.record(session, tag=AuditTag.ACCOUNT_CREATE, actor=actor,
+                               subject=f"account:{username}",
+                               details={"role": role.value, "partner": partner,
+                                        "allow_from": allow_from,
+                                        "totp": credentials.secret is not None, **details})
+        return account
+
+    # -- reading --------------------------------------------------------------------
 
     def all(self, actor: Actor) -> list[AccountInfo]:
         self._app.authz.require(actor, Permission.ACCOUNT_READ)
         with self._app.read() as session:
+            now = self._app.clock()
+            locks = {block.key: block for block in throttle.blocks(
+                session, scope=throttle.Scope.ACCOUNT, now=now)}
             rows = session.scalars(_with_credentials(select(Account).order_by(Account.username)))
-            return [account_info(row) for row in rows]
+            return [account_info(row, now=now, lock=locks.get(row.username)) for row in rows]
 
     def get(self, actor: Actor, username: str) -> AccountInfo:
         self._app.authz.require(actor, Permission.ACCOUNT_READ, subject=f"account:{username}")
         with self._app.read() as session:
-            return account_info(get_account(session, username))
+            row = get_account(session, username)
+            return account_info(row, now=self._app.clock(),
+                                lock=_lock_of(session, self._app, username))
+
+    # -- changing -------------------------------------------------------------------
 
     def disable(self, actor: Actor, *, username: str) -> AccountInfo:
         """Disable an account; it can no longer sign in anywhere."""
-        self._app.authz.require(actor, Permission.ACCOUNT_MANAGE, subject=f"account:{username}")
-        with self._app.transaction() as session:
-            account = get_account(session, username, for_update=True)
-            if account.disabled:
-                raise ConflictError(f"account {username!r} is already disabled")
-            account.disabled = True
-            self._app.audit.record(session, tag=AuditTag.ACCOUNT_DISABLE, actor=actor,
-                                   subject=f"account:{username}")
-            return account_info(account)
+        return self._set_disabled(actor, username=username, disabled=True)
 
     def enable(self, actor: Actor, *, username: str) -> AccountInfo:
         """Enable a disabled account again."""
+        return self._set_disabled(actor, username=username, disabled=False)
+
+    def _set_disabled(self, actor: Actor, *, username: str, disabled: bool) -> AccountInfo:
         self._app.authz.require(actor, Permission.ACCOUNT_MANAGE, subject=f"account:{username}")
+        state = "is already disabled" if disabled else "is not disabled"
         with self._app.transaction() as session:
             account = get_account(session, username, for_update=True)
-            if not account.disabled:
-                raise ConflictError(f"account {username!r} is not disabled")
-            account.disabled = False
-            self._app.audit.record(session, tag=AuditTag.ACCOUNT_ENABLE, actor=actor,
+            if account.disabled == disabled:
+                raise ConflictError(f"account {username!r} {state}")
+            account.disabled = disabled
+            self._app.audit.record(session, tag=AuditTag.ACCOUNT_DISABLE if disabled
+                                   else AuditTag.ACCOUNT_ENABLE, actor=actor,
                                    subject=f"account:{username}")
-            return account_info(account)
+            return account_info(account, now=self._app.clock())
 
-    def add_key(self, actor: Actor, *, username: str, key: PublicKey) -> SSHKeyInfo:
+    def add_key(self, actor: Actor, *, username: str, key: PublicKey,
+                allow_shared: bool = False) -> SSHKeyInfo:
         self._app.authz.require(actor, Permission.ACCOUNT_MANAGE, subject=f"account:{username}")
         conflict = f"account {username!r} already has key {key.fingerprint}"
         with self._app.transaction(conflict=conflict) as session:
             account = get_account(session, username)
-            return key_info(self._add_key(session, actor=actor, account=account, key=key))
+            return key_info(self._add_key(session, actor=actor, account=account, key=key,
+                                          allow_shared=allow_shared))
 
     def _add_key(self, session: Session, *, actor: Actor, account: Account,
-                 key: PublicKey) -> SSHKey:
-        # The unique (account, fingerprint) constraint refuses a key added twice.
+                 key: PublicKey, allow_shared: bool) -> SSHKey:
+        # Under the audit log's sequencer lock, so two accounts cannot both take the same
+        # key at once past the check below (the unique (account, fingerprint) constraint
+        # refuses a key added twice to one account).
+        self._app.audit.lock(session)
+        holders = sorted(session.scalars(select(Account.username).join(SSHKey).where(
+            SSHKey.key_data == key.data_b64, Account.id != account.id)))
+        if holders and not allow_shared:
+            raise ConflictError(f"key {key.fingerprint} is already registered to "
+                                f"{', '.join(holders)}; whoever holds it could sign in as "
+                                "each of them. Give the account its own key, or add it with "
+                                "--allow-shared-key (audited)")
         row = SSHKey(account_id=account.id, key_type=key.key_type, key_data=key.data_b64,
                      fingerprint=key.fingerprint, comment=key.comment,
-                     created_at=self._app.clock())
+                     created_at=self._app.clock(), shared=allow_shared)
         session.add(row)
         session.flush()
+        details: dict[str, object] = {"key_type": key.key_type, "fingerprint": key.fingerprint}
+        if allow_shared:
+            details.update(allow_shared_key=True, shared_with=holders)
         self._app.audit.record(session, tag=AuditTag.ACCOUNT_KEY_ADD, actor=actor,
-                               subject=f"account:{account.username}",
-                               details={"key_type": key.key_type,
-                                        "fingerprint": key.fingerprint})
+                               subject=f"account:{account.username}", details=details)
         return row
 
-    def reset_totp(self, actor: Actor, *, username: str) -> str:
-        """Replace the account's TOTP secret; return the new provisioning URI."""
+    def remove_key(self, actor: Actor, *, username: str, fingerprint: str) -> SSHKeyInfo:
+        """Remove one SSH key (by its ``SHA256:`` fingerprint) from an account."""
         self._app.authz.require(actor, Permission.ACCOUNT_MANAGE, subject=f"account:{username}")
-        secret = totp.new_secret()
         with self._app.transaction() as session:
             account = get_account(session, username, for_update=True)
+            key = next((k for k in account.ssh_keys if k.fingerprint == fingerprint), None)
+            if key is None:
+                known = ", ".join(k.fingerprint for k in account.ssh_keys) or "none"
+                raise NotFoundError(f"account {username!r} has no key {fingerprint} "
+                                    f"(its keys: {known})")
+            if account.machine and len(account.ssh_keys) == 1:
+                raise PolicyError(f"{fingerprint} is the only key of machine account "
+                                  f"{username!r}; add its replacement first")
+            info = key_info(key)
+            session.delete(key)
+            self._app.audit.record(session, tag=AuditTag.ACCOUNT_KEY_REMOVE, actor=actor,
+                                   subject=f"account:{username}",
+                                   details={"key_type": key.key_type,
+                                            "fingerprint": key.fingerprint})
+            return info
+
+    def reset_totp(self, actor: Actor, *, username: str, enrol_by_ssh: bool = False
+                   ) -> Enrolment:
+        """Replace the account's TOTP secret: shown now, or enrolled by the holder over SSH."""
+        self._app.authz.require(actor, Permission.ACCOUNT_MANAGE, subject=f"account:{username}")
+        secret, now = totp.new_secret(), self._app.clock()
+        until = now + timedelta(hours=self._app.settings.enrolment_hours) if enrol_by_ssh \
+            else None
+        with self._app.transaction() as session:
+            account = get_account(session, username, for_update=True)
+            self._check_resettable(account, enrol_by_ssh=enrol_by_ssh)
             stored = encrypt_totp(self._app.state_keys, account_id=account.id, secret=secret)
             if account.totp is None:
                 session.add(TOTPSecret(account_id=account.id, secret=stored, last_step=None,
-                                       created_at=self._app.clock()))
+                                       created_at=now, enrol_until=until))
             else:
                 account.totp.secret = stored
                 account.totp.last_step = None
-                account.totp.created_at = self._app.clock()
+                account.totp.created_at = now
+                account.totp.enrol_until = until
             self._app.audit.record(session, tag=AuditTag.ACCOUNT_TOTP_RESET, actor=actor,
-                                   subject=f"account:{username}")
-        return totp.provisioning_uri(secret, account=username)
+                                   subject=f"account:{username}",
+                                   details={"enrol_by_ssh": enrol_by_ssh})
+        uri = None if enrol_by_ssh else totp.provisioning_uri(secret, account=username)
+        return Enrolment(username, uri, until)
+
+    @staticmethod
+    def _check_resettable(account: Account, *, enrol_by_ssh: bool) -> None:
+        if account.machine:
+            raise PolicyError(f"{account.username!r} is a machine account: it signs in with "
+                              "its key alone and has no second factor")
+        if enrol_by_ssh and account.role not in SFTP_ROLES:
+            raise UsageError("--enrol-by-ssh is for staff and partner accounts (they sign in "
+                             "over SFTP); console accounts are shown their secret")
+
+    def set_allow_from(self, actor: Actor, *, username: str, allow_from: str | None
+                       ) -> AccountInfo | int:
+        """Limit (or free, with None) the networks ``username`` may sign in from.
+
+        A machine account's networks may only narrow here; widening them is proposed by
+        the acting admin and applied once another approves: the proposal's id is returned.
+        """
+        self._app.authz.require(actor, Permission.ACCOUNT_MANAGE, subject=f"account:{username}")
+        with self._app.read() as session:
+            widening = _widens_machine(get_account(session, username), allow_from)
+        if widening:
+            if allow_from is None:
+                raise PolicyError("a machine account signs in only from listed networks; it "
+                                  "cannot be allowed from anywhere")
+            self._app.authz.require(actor, Permission.MACHINE_PROPOSE,
+                                    subject=f"account:{username}")
+        with self._app.transaction() as session:
+            account = get_account(session, username, for_update=True)
+            if _widens_machine(account, allow_from) != widening:
+                raise ConflictError(f"account {username!r} changed meanwhile; try again")
+            if widening:
+                assert allow_from is not None
+                return self._app.machines.propose_in(session, actor, account=account,
+                                                     allow_from=allow_from)
+            if account.allow_from == allow_from:
+                raise ConflictError(f"account {username!r} already has this allow-list")
+            previous, account.allow_from = account.allow_from, allow_from
+            self._app.audit.record(session, tag=AuditTag.ACCOUNT_ALLOW_FROM, actor=actor,
+                                   subject=f"account:{username}",
+                                   details={"allow_from": allow_from, "previous": previous})
+            return account_info(account, now=self._app.clock())
+
+
+def _widens_machine(account: Account, allow_from: str | None) -> bool:
+    """Whether ``allow_from`` would let a machine account in from anywhere new."""
+    return account.machine and networks.widens(networks.stored(account.allow_from),
+                                               networks.stored(allow_from))

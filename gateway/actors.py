@@ -51,6 +51,9 @@ class Actor:
     or an API token — rather than on a proof made for the action at hand. The two-person
     rule's approvals and revocations refuse it (:mod:`gateway.authz`): they take a
     person's fresh second factor.
+
+    ``machine`` marks a machine account's session (signed in by its key alone): it may
+    only upload, and everything it does is audited as a machine session.
     """
 
     kind: ActorKind
@@ -62,14 +65,16 @@ class Actor:
     client: str | None = None
     os_user: str | None = None
     standing: bool = False
+    machine: bool = False
 
     @classmethod
     def account(cls, *, username: str, account_id: int, role: Role, partner_id: int | None,
                 source: str | None, client: str | None = None,
-                os_user: str | None = None, standing: bool = False) -> Actor:
+                os_user: str | None = None, standing: bool = False,
+                machine: bool = False) -> Actor:
         """A signed-in account; only the code that verified its credentials makes one."""
         return cls(ActorKind.ACCOUNT, username, account_id, role, partner_id, source, client,
-                   os_user, standing)
+                   os_user, standing=standing, machine=machine)
 
     @classmethod
     def token(cls, *, name: str, role: Role, source: str | None,
@@ -107,4 +112,6 @@ class Actor:
             value = getattr(self, key)
             if value:
                 details[key] = value
+        if self.machine:
+            details["session"] = "machine"
         return details

@@ -31,6 +31,7 @@ from gateway.db.models import SettingValue
 from gateway.errors import ConflictError, DatabaseError
 from gateway.exposure import ExposureService
 from gateway.integrity import KEYS_INFO, Integrity, IntegrityViolationError
+from gateway.machines import MachineService
 from gateway.partner_keys import PartnerKeyService
 from gateway.partners import PartnerService
 from gateway.passkeys import PasskeyService
@@ -172,6 +173,10 @@ class App:
     @cached_property
     def auth(self) -> AuthService:
         return AuthService(self)
+
+    @cached_property
+    def machines(self) -> MachineService:
+        return MachineService(self)
 
     @cached_property
     def keys(self) -> PartnerKeyService:

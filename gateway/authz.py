@@ -32,6 +32,10 @@ class Permission(enum.StrEnum):
     KEY_PROPOSE = "key:propose"
     KEY_APPROVE = "key:approve"
     KEY_REVOKE = "key:revoke"
+    # A machine account signs in with its key alone: making one, or widening its
+    # networks, is proposed by one admin and approved by another, as keys are.
+    MACHINE_PROPOSE = "machine:propose"
+    MACHINE_APPROVE = "machine:approve"
     # SFTP: a partner's own inbox, or staff's partner folders.
     INBOX_READ = "inbox:read"
     FILE_UPLOAD = "file:upload"
@@ -56,10 +60,12 @@ _ADMINISTER = _READ_ALL | {Permission.PARTNER_MANAGE, Permission.ACCOUNT_MANAGE,
                            Permission.AUDIT_CHECKPOINT, Permission.TOKEN_MANAGE}
 # Recipient keys decide who can read future files: changing them always takes a
 # person's proof (an admin account), never the local operator's shell alone.
-_KEY_CHANGES = {Permission.KEY_PROPOSE, Permission.KEY_APPROVE, Permission.KEY_REVOKE}
+_KEY_CHANGES = {Permission.KEY_PROPOSE, Permission.KEY_APPROVE, Permission.KEY_REVOKE,
+                Permission.MACHINE_PROPOSE, Permission.MACHINE_APPROVE}
 # What a standing credential (a console session, an API token) never does: deciding a
 # key takes a second factor given for that very decision.
-NEEDS_FRESH_PROOF = frozenset({Permission.KEY_APPROVE, Permission.KEY_REVOKE})
+NEEDS_FRESH_PROOF = frozenset({Permission.KEY_APPROVE, Permission.KEY_REVOKE,
+                               Permission.MACHINE_APPROVE})
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(_ADMINISTER | _KEY_CHANGES),
@@ -69,6 +75,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.PARTNER: frozenset({Permission.INBOX_READ, Permission.FILE_DOWNLOAD,
                              Permission.FILE_WITHDRAW}),
 }
+# A machine account's session (a scheduled extract job): upload, and see where to.
+MACHINE_PERMISSIONS = frozenset({Permission.INBOX_READ, Permission.FILE_UPLOAD})
 OPERATOR_PERMISSIONS = frozenset(_ADMINISTER | {Permission.INTEGRITY_ADMIN})
 SYSTEM_PERMISSIONS = frozenset({Permission.FILE_PURGE, Permission.AUDIT_CHECKPOINT,
                                 Permission.FILE_LIST})
@@ -94,6 +102,8 @@ def permissions_of(actor: Actor) -> frozenset[Permission]:
     if actor.account_id is None:
         return frozenset()
     granted = ROLE_PERMISSIONS[actor.role]
+    if actor.machine:
+        return granted & MACHINE_PERMISSIONS
     return granted - NEEDS_FRESH_PROOF if actor.standing else granted
 
 

@@ -82,9 +82,17 @@ class Settings:
     console_origin: str = ""
     # Admins must sign in and approve keys with a passkey, not a one-time code.
     console_require_passkey: bool = False
-    # Authentication: failures before a lockout, and how long it lasts.
+    # Sign-in throttling (gateway/throttle.py): an account is locked after this many
+    # failed codes (each within lockout_minutes of the last) for lockout_minutes; a source
+    # address is slowed after source_throttle_threshold failures before a verified key,
+    # for source_backoff_seconds, doubling with each further one up to the maximum.
     lockout_threshold: int = 5
     lockout_minutes: int = 15
+    source_throttle_threshold: int = 50
+    source_backoff_seconds: int = 30
+    source_backoff_max_minutes: int = 30
+    # How long an account created with --enrol-by-ssh may enrol its second factor.
+    enrolment_hours: int = 72
     # Audit log.
     audit_origin: str = "blindpost.local/audit"
     audit_checkpoint_every: int = 1000
@@ -109,7 +117,9 @@ class Settings:
                         "sftp_auth_timeout_seconds", "sftp_idle_timeout_seconds",
                         "sftp_reorder_buffer_mib", "sftp_session_buffer_mib",
                         "sftp_process_buffer_mib", "max_upload_mib", "lockout_threshold",
-                        "lockout_minutes", "audit_checkpoint_every", "audit_checkpoint_seconds")
+                        "lockout_minutes", "source_throttle_threshold", "source_backoff_seconds",
+                        "source_backoff_max_minutes", "enrolment_hours",
+                        "audit_checkpoint_every", "audit_checkpoint_seconds")
         if self.shutdown_drain_seconds < 0:
             raise ConfigError("shutdown_drain_seconds: must be 0 (abort transfers at once) "
                               "or a positive number of seconds")
@@ -450,11 +460,23 @@ def load_settings(*, data_dir: Path | None = None,
     chosen_dir = data_dir or env_values.pop("data_dir", None) or DEFAULT_DATA_DIR
     env_values.pop("data_dir", None)
     assert isinstance(chosen_dir, Path)
+    # Absolute, so that every message naming a file in it says where it really is.
+    chosen_dir = chosen_dir.absolute()
     values: dict[str, object] = {"data_dir": chosen_dir}
     values.update(_read_file(chosen_dir / CONFIG_FILE_NAME))
     values.update(env_values)
     values.update(overrides or {})
     return Settings(**values)  # type: ignore[arg-type]  # Keys and types were checked above.
+
+
+def data_dir_origin(*, data_dir: Path | None, environ: Mapping[str, str] | None = None) -> str:
+    """Which setting chose the data directory (``--data-dir`` given as ``data_dir``), for
+    messages that name it."""
+    if data_dir is not None:
+        return "--data-dir"
+    if (os.environ if environ is None else environ).get(f"{ENV_PREFIX}DATA_DIR"):
+        return f"{ENV_PREFIX}DATA_DIR"
+    return f"the default ({DEFAULT_DATA_DIR} in the current directory)"
 
 
 @dataclass(frozen=True)

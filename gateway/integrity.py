@@ -2,12 +2,12 @@
 
 The breach this product answers began with a SQL injection that wrote rows the
 application then trusted. Here, each granting row (accounts, SSH keys, TOTP enrolments,
-partners, recipient keys, transfers) carries ``seal``: an HMAC-SHA256, under a key derived
-from ``keys/state_key`` (never in the database), over the RFC 8785 JSON of the table name
-and the row's granting fields, its primary key among them. A row written or edited by
-anyone without that key — an injection, a leaked database password, a tampered backup —
-has no valid seal; a valid row copied to another identity, or a field swapped between
-rows, no longer matches its own.
+partners, recipient keys, machine grants, transfers) carries ``seal``: an HMAC-SHA256,
+under a key derived from ``keys/state_key`` (never in the database), over the RFC 8785
+JSON of the table name and the row's granting fields, its primary key among them. A row
+written or edited by anyone without that key — an injection, a leaked database password,
+a tampered backup — has no valid seal; a valid row copied to another identity, or a field
+swapped between rows, no longer matches its own.
 
 Sealing needs no call in the services: a session made by :class:`~gateway.app.App`
 carries the keys, and the flush hooks below seal every new or changed row of a sealed
@@ -40,6 +40,7 @@ from gateway.db.models import (
     ApiToken,
     ConsoleCredential,
     ConsoleSession,
+    MachineGrant,
     Partner,
     PartnerKey,
     Passkey,
@@ -59,9 +60,10 @@ log = logging.getLogger(__name__)
 # invalidates the seals made with the old one: rotate (which re-seals) in the same upgrade.
 SEALED_FIELDS: dict[type[Base], tuple[str, ...]] = {
     Partner: ("id", "slug", "retention_seconds", "max_downloads", "disabled"),
-    Account: ("id", "username", "role", "partner_id", "password_hash", "disabled"),
-    SSHKey: ("id", "account_id", "key_type", "key_data", "fingerprint"),
-    TOTPSecret: ("account_id", "secret"),
+    Account: ("id", "username", "role", "partner_id", "password_hash", "disabled",
+              "machine", "allow_from"),
+    SSHKey: ("id", "account_id", "key_type", "key_data", "fingerprint", "shared"),
+    TOTPSecret: ("account_id", "secret", "enrol_until"),
     PartnerKey: ("id", "partner_id", "recipient", "kind", "fingerprint", "state",
                  "proposed_by", "approved_by", "revoked_by"),
     Transfer: ("id", "partner_id", "name", "size", "sha256", "object_id", "uploaded_by",
@@ -71,6 +73,17 @@ SEALED_FIELDS: dict[type[Base], tuple[str, ...]] = {
     ConsoleSession: ("id", "account_id", "stage", "created_at"),
     Passkey: ("id", "account_id", "credential_id", "public_key", "sign_count"),
     ConsoleCredential: ("account_id", "enrolled_at"),
+    MachineGrant: ("id", "account_id", "allow_from", "state", "proposed_by", "approved_by"),
+}
+# Fields added to a table after its rows were first sealed, with the value every older
+# row holds. A field at that value is left out of the sealed message, so seals made
+# before it existed stay valid without re-sealing; any other value is covered like every
+# field (the message with the field and the message without it differ, so setting it
+# to its initial value behind the gateway's back breaks the seal too).
+ADDED_FIELDS: dict[str, dict[str, object]] = {
+    "accounts": {"machine": False, "allow_from": None},
+    "ssh_keys": {"shared": False},
+    "totp_secrets": {"enrol_until": None},
 }
 # A session's info holds, under this name, a function returning the state keys (sessions
 # made by App do; a session without it seals nothing, as an attacker's would).
@@ -110,8 +123,12 @@ def row_label(row: Base) -> str:
 
 
 def seal_message(table: str, values: dict[str, object]) -> bytes:
-    """The canonical bytes a seal covers: table name and granting fields."""
-    document = {"table": table, "fields": {name: _plain(value) for name, value in values.items()}}
+    """The canonical bytes a seal covers: table name and granting fields (an added field
+    at its initial value left out, see :data:`ADDED_FIELDS`)."""
+    initial = ADDED_FIELDS.get(table, {})
+    document = {"table": table, "fields": {
+        name: _plain(value) for name, value in values.items()
+        if name not in initial or value != initial[name]}}
     return rfc8785.dumps(document)  # type: ignore[arg-type]  # Plain values only.
 
 

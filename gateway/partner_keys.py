@@ -60,7 +60,7 @@ def key_info(row: PartnerKey) -> RecipientKey:
                         row.revoker.username if row.revoker else None, row.revoked_at)
 
 
-def _active_admin(session: Session, actor: Actor) -> Account:
+def active_admin(session: Session, actor: Actor) -> Account:
     """The acting admin's account, re-read: a disabled admin approves nothing."""
     account = session.get(Account, actor.account_id) if actor.account_id else None
     if account is None or account.role is not Role.ADMIN or account.disabled:
@@ -115,7 +115,7 @@ class PartnerKeyService:
         parsed = envelope.parse_recipient(recipient.strip())
         conflict = f"partner {partner!r} already has this key"
         with self._app.transaction(conflict=conflict) as session:
-            proposer = _active_admin(session, actor)
+            proposer = active_admin(session, actor)
             partner_row = get_partner(session, partner)
             key = PartnerKey(partner_id=partner_row.id, recipient=str(parsed), kind=parsed.kind,
                              fingerprint=parsed.fingerprint, label=label,
@@ -132,7 +132,7 @@ class PartnerKeyService:
         self._app.authz.require(actor, Permission.KEY_APPROVE, subject=f"key:{key_id}")
         settings = self._app.settings
         with self._app.transaction() as session:
-            approver = _active_admin(session, actor)
+            approver = active_admin(session, actor)
             key = _get_key(session, key_id)
             # Approvals for one partner are serialised, so two approvals at once cannot
             # both pass the no-mixing check below.
@@ -170,7 +170,7 @@ class PartnerKeyService:
         """
         self._app.authz.require(actor, Permission.KEY_REVOKE, subject=f"key:{key_id}")
         with self._app.transaction() as session:
-            admin = _active_admin(session, actor)
+            admin = active_admin(session, actor)
             key = _get_key(session, key_id)
             # Revocations and approvals for one partner are serialised, so "was this the
             # last approved key" has one answer.

@@ -79,7 +79,7 @@ class PartnerChange:
 
 
 class PartnerService:
-    """Create, list, show, change and disable partners."""
+    """Create, list, show, change, disable and enable partners."""
 
     def __init__(self, app: App) -> None:
         self._app = app
@@ -180,3 +180,15 @@ class PartnerService:
             info = partner_info(partner)
         retention.delete_purged(self._app, purged)
         return info
+
+    def enable(self, actor: Actor, *, slug: str) -> PartnerInfo:
+        """Enable a disabled partner again: its accounts sign in, staff upload to it."""
+        self._app.authz.require(actor, Permission.PARTNER_MANAGE, subject=f"partner:{slug}")
+        with self._app.transaction() as session:
+            partner = get_partner(session, slug, for_update=True)
+            if not partner.disabled:
+                raise ConflictError(f"partner {slug!r} is already enabled")
+            partner.disabled = False
+            self._app.audit.record(session, tag=AuditTag.PARTNER_ENABLE, actor=actor,
+                                   subject=f"partner:{slug}")
+            return partner_info(partner)

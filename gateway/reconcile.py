@@ -1,8 +1,9 @@
 """Replaying the audit log into the state it implies, and comparing that with the database.
 
 The log is verified (Merkle tree, signed checkpoints, entry MACs), so the state it
-implies is what the gateway really did: which partners, accounts, SSH keys, enrolments,
-recipient keys and transfers exist, and in which state. A database that says otherwise
+implies is what the gateway really did: which partners, accounts (with their SSH keys,
+enrolments, machine flag and allowed networks), recipient keys, machine grants and
+transfers exist, and in which state. A database that says otherwise
 was changed behind the gateway's back — even with the state key, by someone who could
 re-seal rows but not rewrite the witnessed log. Each difference names the table, row,
 field, what the log implies and what the database holds.
@@ -18,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from gateway.audit import AuditEvent, AuditTag
-from gateway.db.models import Account, Partner, PartnerKey, Transfer
+from gateway.db.models import Account, MachineGrant, Partner, PartnerKey, Transfer
 
 State = dict[str, dict[str, Any]]
 
@@ -31,6 +32,7 @@ class ImpliedState:
     accounts: State = field(default_factory=dict)
     keys: State = field(default_factory=dict)
     transfers: State = field(default_factory=dict)
+    grants: State = field(default_factory=dict)
 
 
 def _name(event: AuditEvent) -> str:
@@ -52,9 +54,54 @@ def _partner_create(state: ImpliedState, event: AuditEvent) -> None:
 
 
 def _account_create(state: ImpliedState, event: AuditEvent) -> None:
-    state.accounts[_name(event)] = {"role": event.details.get("role"),
-                                    "partner": event.details.get("partner"),
-                                    "disabled": False, "ssh_keys": set(), "totp": True}
+    # Events from before an attribute existed lack its detail: the default then held.
+    details = event.details
+    state.accounts[_name(event)] = {"role": details.get("role"),
+                                    "partner": details.get("partner"),
+                                    "disabled": False, "ssh_keys": set(),
+                                    "totp": details.get("totp", True),
+                                    "totp_pending": bool(details.get("enrol_by_ssh")),
+                                    "machine": False, "allow_from": details.get("allow_from")}
+
+
+def _account_fields(**fixed: object) -> Callable[[ImpliedState, AuditEvent], None]:
+    """Set fixed values, and ``allow_from`` from the details when the event carries it."""
+    def apply(state: ImpliedState, event: AuditEvent) -> None:
+        row = state.accounts.get(_name(event))
+        if row is not None:
+            row.update(fixed)
+            if "allow_from" in event.details:
+                row["allow_from"] = event.details["allow_from"]
+    return apply
+
+
+def _totp_reset(state: ImpliedState, event: AuditEvent) -> None:
+    row = state.accounts.get(_name(event))
+    if row is not None:
+        row.update(totp=True, totp_pending=bool(event.details.get("enrol_by_ssh")))
+
+
+def _key_removed(state: ImpliedState, event: AuditEvent) -> None:
+    row = state.accounts.get(_name(event))
+    if row is not None:
+        row["ssh_keys"].discard(event.details.get("fingerprint"))
+
+
+def _grant_proposed(state: ImpliedState, event: AuditEvent) -> None:
+    account = _name(event)
+    for grant in state.grants.values():
+        if grant["account"] == account and grant["state"] == "proposed":
+            grant["state"] = "superseded"
+    state.grants[str(event.details.get("grant_id"))] = {
+        "account": account, "allow_from": event.details.get("allow_from"),
+        "state": "proposed"}
+
+
+def _grant_approved(state: ImpliedState, event: AuditEvent) -> None:
+    _account_fields(machine=True)(state, event)
+    grant = state.grants.get(str(event.details.get("grant_id")))
+    if grant is not None:
+        grant["state"] = "approved"
 
 
 def _partner_changed(state: ImpliedState, event: AuditEvent) -> None:
@@ -109,7 +156,13 @@ REPLAY: dict[AuditTag, Callable[[ImpliedState, AuditEvent], None]] = {
     AuditTag.ACCOUNT_DISABLE: _setter("accounts", "disabled", True),
     AuditTag.ACCOUNT_ENABLE: _setter("accounts", "disabled", False),
     AuditTag.ACCOUNT_KEY_ADD: _key_added,
-    AuditTag.ACCOUNT_TOTP_RESET: _setter("accounts", "totp", True),
+    AuditTag.ACCOUNT_KEY_REMOVE: _key_removed,
+    AuditTag.ACCOUNT_TOTP_RESET: _totp_reset,
+    AuditTag.ACCOUNT_TOTP_ENROL: _setter("accounts", "totp_pending", False),
+    AuditTag.ACCOUNT_ALLOW_FROM: _account_fields(),
+    AuditTag.ACCOUNT_MACHINE_PROPOSE: _grant_proposed,
+    AuditTag.ACCOUNT_MACHINE_APPROVE: _grant_approved,
+    AuditTag.PARTNER_ENABLE: _setter("partners", "disabled", False),
     AuditTag.KEY_PROPOSE: _key_proposed,
     AuditTag.KEY_APPROVE: _setter("keys", "state", "approved"),
     AuditTag.KEY_REVOKE: _setter("keys", "state", "revoked"),
@@ -170,7 +223,13 @@ def database_state(session: Session) -> ImpliedState:
             "role": account.role.value, "partner": account.partner.slug if account.partner
             else None, "disabled": account.disabled,
             "ssh_keys": {key.fingerprint for key in account.ssh_keys},
-            "totp": account.totp is not None}
+            "totp": account.totp is not None,
+            "totp_pending": account.totp is not None and account.totp.enrol_until is not None,
+            "machine": account.machine, "allow_from": account.allow_from}
+    for grant in session.scalars(select(MachineGrant)):
+        state.grants[str(grant.id)] = {"account": grant.account.username,
+                                       "allow_from": grant.allow_from,
+                                       "state": grant.state.value}
     for key in session.scalars(select(PartnerKey)):
         state.keys[str(key.id)] = {"partner": key.partner.slug, "kind": key.kind,
                                    "fingerprint": key.fingerprint, "state": key.state.value}
@@ -187,6 +246,7 @@ def reconcile(events: Iterable[AuditEvent], session: Session) -> list[Difference
     implied, found = replay(events), database_state(session)
     differences: list[Difference] = []
     for table, label in (("partners", "partners"), ("accounts", "accounts"),
-                         ("keys", "partner_keys"), ("transfers", "transfers")):
+                         ("keys", "partner_keys"), ("transfers", "transfers"),
+                         ("grants", "machine_grants")):
         differences += _diff(label, getattr(implied, table), getattr(found, table))
     return differences

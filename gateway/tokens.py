@@ -26,6 +26,7 @@ from gateway.authz import Permission
 from gateway.db.models import ApiToken, Role
 from gateway.errors import AuthenticationError, ConflictError, NotFoundError, UsageError
 from gateway.integrity import IntegrityViolationError
+from gateway.throttle import Scope
 
 if TYPE_CHECKING:
     from gateway.app import App
@@ -138,9 +139,7 @@ class TokenService:
         with self._app.transaction() as session:
             now = self._app.clock()
             row = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest(token)))
-            if throttle.locked_until(session, scope="source", key=source, now=now):
-                reason = "source locked out"
-            elif row is None:
+            if row is None:
                 reason = "unknown token"
             elif (state := _state(row, now)) != "active":
                 reason = f"{state} token"
@@ -150,10 +149,14 @@ class TokenService:
                 self._touch(session, row, now)
                 return Actor.token(name=row.name, role=row.role, source=source, client=client)
             claimed = f"token:{row.name}" if row is not None else None
+            # A wrong token proves no one: it counts against the source address alone
+            # (gateway.throttle). A token cannot be guessed, so a held-back address still
+            # gets through with a valid one, and its failures meanwhile count no further.
+            held = throttle.blocked_until(session, scope=Scope.SOURCE, key=source, now=now)
             self._app.auth.record_failure(
                 session, LoginAttempt(source=source, client=client),
-                Failure(AuditTag.LOGIN_FAILURE, claimed, None, reason, "token", source, client),
-                now=now)
+                Failure(AuditTag.LOGIN_FAILURE, claimed, reason, "token", source, client,
+                        counts=() if held else ((Scope.SOURCE, source),)), now=now)
         raise AuthenticationError(REFUSED)
 
     def _forged(self, session: Session, row: ApiToken) -> str | None:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -94,6 +95,11 @@ class Account(Base):
     password_hash: Mapped[str | None] = mapped_column(String(200))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # A machine (staff) account signs in with its key alone, only from ``allow_from``;
+    # set only once a second admin approved it (MachineGrant).
+    machine: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The source networks sign-in is allowed from (CIDRs, comma-separated); NULL: any.
+    allow_from: Mapped[str | None] = mapped_column(Text)
     # An HMAC over the granting fields, made with keys/state_key (gateway.integrity).
     seal: Mapped[str | None] = mapped_column(String(100))
 
@@ -115,6 +121,8 @@ class SSHKey(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     comment: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Added with --allow-shared-key: the same key is (or may be) on other accounts too.
+    shared: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # An HMAC over the granting fields, made with keys/state_key (gateway.integrity).
     seal: Mapped[str | None] = mapped_column(String(100))
 
@@ -131,6 +139,9 @@ class TOTPSecret(Base):
     # The last accepted time step: a code for this step or an earlier one is a replay.
     last_step: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Set for a secret the account holder enrols at their first SFTP sign-in (shown to
+    # them after their key verified) until then; NULL once enrolled or shown by an admin.
+    enrol_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # An HMAC over the granting fields, made with keys/state_key (gateway.integrity).
     seal: Mapped[str | None] = mapped_column(String(100))
 
@@ -146,6 +157,7 @@ class AuthThrottle(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
     window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_failure: Mapped[datetime | None] = mapped_column(UTCDateTime)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
@@ -173,6 +185,41 @@ class PartnerKey(Base):
     proposer: Mapped[Account] = relationship(foreign_keys=[proposed_by], lazy="joined")
     approver: Mapped[Account | None] = relationship(foreign_keys=[approved_by], lazy="joined")
     revoker: Mapped[Account | None] = relationship(foreign_keys=[revoked_by], lazy="joined")
+
+
+class GrantState(enum.StrEnum):
+    """Life of a machine account's proposed networks: approved ones are applied."""
+
+    PROPOSED = "proposed"
+    APPROVED = "approved"
+    SUPERSEDED = "superseded"
+
+
+class MachineGrant(Base):
+    """A machine account's networks, proposed by one admin and approved by another.
+
+    Approval makes the account a machine account (key alone, from these networks only)
+    or widens its networks; narrowing needs no approval.
+    """
+
+    __tablename__ = "machine_grants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    allow_from: Mapped[str] = mapped_column(Text)
+    state: Mapped[GrantState] = mapped_column(_enum(GrantState, "grant_state"))
+    proposed_by: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    proposed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    approved_by: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # An HMAC over the granting fields, made with keys/state_key (gateway.integrity).
+    seal: Mapped[str | None] = mapped_column(String(100))
+
+    account: Mapped[Account] = relationship(foreign_keys=[account_id], lazy="joined",
+                                            innerjoin=True)
+    proposer: Mapped[Account] = relationship(foreign_keys=[proposed_by], lazy="joined",
+                                             innerjoin=True)
+    approver: Mapped[Account | None] = relationship(foreign_keys=[approved_by], lazy="joined")
 
 
 class Transfer(Base):
