@@ -184,8 +184,8 @@ def account_add_key(request: Request, caller: Caller, username: str,
 
 @router.post("/accounts/{username}/reset-totp", summary="Replace the TOTP secret")
 def account_reset_totp(request: Request, caller: Caller, username: str) -> JSONResponse:
-    uri = console(request).app.accounts.reset_totp(caller.actor, username=username)
-    return _json({"username": username, "totp_uri": uri})
+    enrolment = console(request).app.accounts.reset_totp(caller.actor, username=username)
+    return _json({"username": username, "totp_uri": enrolment.totp_uri})
 
 
 @router.get("/keys", summary="List recipient keys")

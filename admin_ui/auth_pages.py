@@ -23,7 +23,7 @@ from admin_ui.security import (
     source_of,
 )
 from gateway.actors import Actor
-from gateway.console_sessions import Opened, SessionInfo, Stage
+from gateway.console_sessions import Opened, SessionExpiredError, SessionInfo, Stage
 from gateway.errors import AuthenticationError, UsageError
 
 router = APIRouter(include_in_schema=False)
@@ -82,6 +82,12 @@ def verify(request: Request,
             opened = auth.passkey_sign_in(session_token(request), credential=credential)
         else:
             opened = auth.second_factor(session_token(request), code=code)
+    except SessionExpiredError as exc:
+        # The sign-in ended (a final refusal, or too many codes): back to the password.
+        response = render(request, "signin.html", {"error": exc.diagnostics()}, current=None,
+                          status=401)
+        clear_session_cookie(response, request)
+        return response
     except AuthenticationError as exc:
         return render(request, "verify.html", {"error": exc.diagnostics()}, current=current,
                       status=401)

@@ -149,9 +149,9 @@ def account_add_key(request: Request, current: Session, username: str, *, csrf: 
 def account_reset_totp(request: Request, current: Session, username: str,
                        *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
-    uri = console(request).app.accounts.reset_totp(current.actor, username=username)
+    enrolment = console(request).app.accounts.reset_totp(current.actor, username=username)
     return _secret_page(request, current, title=f"New TOTP secret for {username}",
-                        username=username, totp_uri=uri)
+                        username=username, totp_uri=enrolment.totp_uri)
 
 
 # Recipient keys ----------------------------------------------------------------------

@@ -1,12 +1,24 @@
 """Console sign-in: a password and a second factor every time, enrolment on first use,
 server-side sessions, CSRF tokens, and the fresh second factor a key decision takes.
 
-The rules are the SFTP sign-in's (:mod:`gateway.auth`): the same one-time code checks,
-failure counts and lockouts per account and source address, and every success and
-failure in the audit log. Only admin and auditor accounts sign in here. The first
-sign-in with the one-time password from ``init`` or ``user add`` must set a new
-password and enrol a new TOTP secret, in one step. With ``console_require_passkey`` an
-admin signs in and confirms key decisions with a passkey, never with a code.
+The rules are the SFTP sign-in's (:mod:`gateway.auth`, :mod:`gateway.throttle`), with the
+password in the place of the SSH key as the first factor:
+
+- a refusal before the password is verified (unknown name, wrong password, an account
+  without console access, a row the gateway did not write) counts against the source
+  address only, slowed by back-off, and says nothing about whether the account exists;
+  while the address is held back, no password from it is checked at all;
+- a refused second factor after the verified password counts against the account, once
+  per sign-in however many codes it tries; the sign-in ends after
+  :data:`gateway.auth.MAX_CODE_ATTEMPTS` of them;
+- only after the password is verified is the reason told (locked until when, code
+  already used, disabled).
+
+Every success and failure is in the audit log. Only admin and auditor accounts sign in
+here. The first sign-in with the one-time password from ``init`` or ``user add`` must
+set a new password and enrol a new TOTP secret, in one step. With
+``console_require_passkey`` an admin signs in and confirms key decisions with a
+passkey, never with a code.
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ from gateway import passwords, throttle, totp
 from gateway.accounts import PASSWORD_ROLES
 from gateway.actors import Actor
 from gateway.audit import AuditTag
-from gateway.auth import Failure, LoginAttempt
+from gateway.auth import MAX_CODE_ATTEMPTS, Failure, LoginAttempt, SignInRefusedError
 from gateway.authz import Permission
 from gateway.console_sessions import (
     CLIENT,
@@ -50,13 +62,14 @@ from gateway.integrity import IntegrityViolationError, decrypt_totp, encrypt_tot
 from gateway.partner_keys import RecipientKey
 from gateway.passkeys import SIGN_IN
 from gateway.state_keys import SealError
+from gateway.throttle import Scope
 
 if TYPE_CHECKING:
     from gateway.app import App
 
-# One answer for every refused sign-in, so the page does not tell which part was wrong.
-REFUSED = ("sign-in refused: wrong username, password or code, or too many failures "
-           "(wait 15 minutes)")
+# One answer for every sign-in refused before the password is verified, so the page does
+# not tell which part was wrong, nor whether the account exists.
+REFUSED = "sign-in refused: wrong username or password"
 NEEDS_FACTOR = ("this needs a fresh second factor: your current one-time code or your "
                 "passkey")
 
@@ -82,42 +95,61 @@ class ConsoleAuthService:
                 client: str | None = None) -> Opened:
         """Check the password; open a session waiting for the second factor (or for
         enrolment, on the first sign-in)."""
+        error: AuthenticationError
         with self._app.transaction() as session:
             now = self._app.clock()
-            account = self._app.auth.usable_account(session, username)
-            reason = self._password_refusal(session, account, password, source, now)
-            if reason is None:
+            held = throttle.blocked_until(session, scope=Scope.SOURCE, key=source, now=now)
+            account = None if held else self._app.auth.usable_account(session, username)
+            refusal = (self._held_back(held) if held
+                       else self._password_refusal(session, account, password))
+            if refusal is None:
                 assert account is not None
-                assert account.password_hash is not None
-                if passwords.needs_rehash(account.password_hash):
-                    account.password_hash = passwords.hash_password(password)
-                enrolled = self._enrolled(session, account)
-                token, row = open_session(session, account,
-                                          stage=Stage.SECOND_FACTOR if enrolled else Stage.ENROL,
-                                          source=source, client=client, now=now)
-                session.flush()
-                return Opened(token, info(row, account))
-            self._fail(session, username, account, reason, "password", source)
-        raise AuthenticationError(REFUSED)
+                refusal = self._app.auth.blocked_refusal(session, account, now)
+                if refusal is None:
+                    return self._open(session, account, password, source, client, now)
+                # The password proved the holder: told why, and no guess was made.
+                self._fail(session, username, refusal, "password", source)
+            else:
+                self._fail(session, username, refusal, "password", source,
+                           counts=() if held else ((Scope.SOURCE, source),))
+            error = AuthenticationError(refusal.tell or REFUSED)
+        raise error
 
-    def _password_refusal(self, session: Session, account: Account | None, password: str,
-                          source: str, now: datetime) -> str | None:
+    @staticmethod
+    def _held_back(until: datetime) -> SignInRefusedError:
+        # About the address, not an account: safe to say before any proof.
+        when = until.strftime("%Y-%m-%d %H:%M UTC")
+        return SignInRefusedError(f"source held back until {when}",
+                                  tell="sign-in refused: too many failed sign-ins from this "
+                                       f"address; try again after {when}")
+
+    def _password_refusal(self, session: Session, account: Account | None,
+                          password: str) -> SignInRefusedError | None:
+        """Why the password does not prove ``account``'s holder (told to no one), or None."""
         # Every path checks a hash, so timing does not tell a known name from an unknown.
         if account is None:
             passwords.verify(None, password)
-            if throttle.locked_until(session, scope="source", key=source, now=now):
-                return "source locked out"
-            return "unknown account"
-        if (blocked := self._app.auth.blocked_reason(session, account, source, now)):
-            passwords.verify(None, password)
-            return blocked
+            return SignInRefusedError("unknown account")
         if account.role not in PASSWORD_ROLES:
             passwords.verify(None, password)
-            return f"{account.role.value} accounts have no console access"
+            return SignInRefusedError(f"{account.role.value} accounts have no console access")
         if not passwords.verify(account.password_hash, password):
-            return "wrong password"
+            return SignInRefusedError("wrong password")
         # The role and the password hash count only if the gateway wrote them.
-        return self._app.auth.unverified(session, account)
+        forged = self._app.auth.unverified(session, account)
+        return None if forged is None else SignInRefusedError(forged)
+
+    def _open(self, session: Session, account: Account, password: str, source: str,
+              client: str | None, now: datetime) -> Opened:
+        assert account.password_hash is not None
+        if passwords.needs_rehash(account.password_hash):
+            account.password_hash = passwords.hash_password(password)
+        enrolled = self._enrolled(session, account)
+        token, row = open_session(session, account,
+                                  stage=Stage.SECOND_FACTOR if enrolled else Stage.ENROL,
+                                  source=source, client=client, now=now)
+        session.flush()
+        return Opened(token, info(row, account))
 
     def _enrolled(self, session: Session, account: Account) -> bool:
         """Whether the first sign-in is done (a forged record of it forces enrolment)."""
@@ -143,15 +175,17 @@ class ConsoleAuthService:
             except SessionExpiredError as exc:
                 error = exc
             else:
+                refusal: SignInRefusedError | None
                 if self._codes_refused(session, account):
-                    reason: str | None = "admins sign in with a passkey (console_require_passkey)"
+                    why = "admins sign in with a passkey (console_require_passkey)"
+                    refusal = SignInRefusedError(why, tell=why)
                 else:
-                    reason = self._app.auth.consume_code(session, account, row.source, code, now)
-                if reason is None:
+                    refusal = self._app.auth.consume_code(session, account, code, now,
+                                                          enrolling=False)
+                if refusal is None:
                     return self._signed_in(session, row, account, method="password+totp",
                                            now=now)
-                self._fail(session, account.username, account, reason, "totp", row.source)
-                error = AuthenticationError(REFUSED)
+                error = self._factor_refused(session, row, account, refusal, "totp")
         raise error
 
     def passkey_options(self, token: str) -> str:
@@ -171,20 +205,18 @@ class ConsoleAuthService:
             except SessionExpiredError as exc:
                 error = exc
             else:
-                reason = (self._app.auth.blocked_reason(session, account, row.source, now)
-                          or self._app.passkeys.check_assertion(
-                              session, row, account, credential=credential, purpose=SIGN_IN,
-                              now=now))
-                if reason is None:
+                refusal = (self._app.auth.blocked_refusal(session, account, now)
+                           or self._passkey_refusal(session, row, account, credential,
+                                                    purpose=SIGN_IN, now=now))
+                if refusal is None:
                     return self._signed_in(session, row, account, method="password+passkey",
                                            now=now)
-                self._fail(session, account.username, account, reason, "passkey", row.source)
-                error = AuthenticationError(REFUSED)
+                error = self._factor_refused(session, row, account, refusal, "passkey")
         raise error
 
     def _signed_in(self, session: Session, row: ConsoleSession, account: Account, *,
                    method: str, now: datetime) -> Opened:
-        throttle.clear(session, scope="account", key=account.username)
+        throttle.clear(session, scope=Scope.ACCOUNT, key=account.username)
         stage = Stage.PASSKEY if self._must_register_passkey(session, account) else Stage.FULL
         opened = rotate(session, row, account, stage=stage, now=now)
         actor = Actor.account(username=account.username, account_id=account.id,
@@ -195,12 +227,42 @@ class ConsoleAuthService:
                                details={"method": method})
         return opened
 
-    def _fail(self, session: Session, username: str, account: Account | None, reason: str,
-              factor: str, source: str, *, count: bool = True) -> None:
+    def _passkey_refusal(self, session: Session, row: ConsoleSession, account: Account,
+                         credential: str, *, purpose: str,
+                         now: datetime) -> SignInRefusedError | None:
+        reason = self._app.passkeys.check_assertion(session, row, account,
+                                                    credential=credential, purpose=purpose,
+                                                    now=now)
+        # A failed assertion after the password is the holder's own failure, and counts.
+        return None if reason is None else SignInRefusedError(
+            reason, guess=True, tell=f"passkey refused: {reason}")
+
+    def _factor_refused(self, session: Session, row: ConsoleSession, account: Account,
+                        refusal: SignInRefusedError, factor: str) -> AuthenticationError:
+        """Audit and count a refused second factor; end the sign-in when it is final or
+        after too many; return the error telling the holder why."""
+        attempt = LoginAttempt(source=row.source, client=CLIENT)
+        if row.counted:
+            attempt.counted.add(Scope.ACCOUNT)
+        counts = ((Scope.ACCOUNT, account.username),) if refusal.guess else ()
+        self._fail(session, account.username, refusal, factor, row.source, counts=counts,
+                   attempt=attempt)
+        row.counted = Scope.ACCOUNT in attempt.counted
+        row.factor_failures += 1
+        tell = refusal.tell or "sign-in refused"
+        if refusal.final or row.factor_failures >= MAX_CODE_ATTEMPTS:
+            session.delete(row)
+            return SessionExpiredError(f"{tell}; this sign-in has ended - sign in again "
+                                       "with your password")
+        return AuthenticationError(tell)
+
+    def _fail(self, session: Session, username: str, refusal: SignInRefusedError,
+              factor: str, source: str, *, counts: tuple[tuple[Scope, str], ...] = (),
+              attempt: LoginAttempt | None = None) -> None:
         self._app.auth.record_failure(
-            session, LoginAttempt(source=source, client=CLIENT),
-            Failure(AuditTag.LOGIN_FAILURE, username, account, reason, factor, source, CLIENT,
-                    count=count), now=self._app.clock())
+            session, attempt or LoginAttempt(source=source, client=CLIENT),
+            Failure(AuditTag.LOGIN_FAILURE, username, refusal.reason, factor, source, CLIENT,
+                    counts=counts), now=self._app.clock())
 
     # Passkey policy ------------------------------------------------------------------
 
@@ -255,8 +317,9 @@ class ConsoleAuthService:
                 step = totp.check_code(self._enrol_secret(row), code, now=now, last_step=None)
             except AuthenticationError:
                 # A typo while enrolling is no guess at a secret: audited, not counted.
-                self._fail(session, account.username, account, "wrong code at TOTP enrolment",
-                           "totp-enrol", row.source, count=False)
+                self._fail(session, account.username,
+                           SignInRefusedError("wrong code at TOTP enrolment"), "totp-enrol",
+                           row.source)
                 error = AuthenticationError("that code does not match the new secret; check "
                                             "the authenticator app's clock and try the next code")
             else:
@@ -378,21 +441,22 @@ class ConsoleAuthService:
             except SessionExpiredError as exc:
                 error = exc
             else:
-                reason = (self._app.auth.blocked_reason(session, account, row.source, now)
-                          or self._app.passkeys.check_assertion(
-                              session, row, account, credential=credential, purpose=purpose,
-                              now=now))
-                if reason is None:
+                refusal = (self._app.auth.blocked_refusal(session, account, now)
+                           or self._passkey_refusal(session, row, account, credential,
+                                                    purpose=purpose, now=now))
+                if refusal is None:
                     return self._proven(session, account, row.source, purpose)
+                counts = ((Scope.ACCOUNT, account.username),) if refusal.guess else ()
                 self._app.auth.record_failure(
                     session, LoginAttempt(source=row.source, client=CLIENT),
-                    Failure(AuditTag.STEP_UP_FAILURE, account.username, account, reason,
-                            "passkey", row.source, CLIENT, purpose=purpose), now=now)
-                error = AuthenticationError(reason)
+                    Failure(AuditTag.STEP_UP_FAILURE, account.username, refusal.reason,
+                            "passkey", row.source, CLIENT, purpose=purpose, counts=counts),
+                    now=now)
+                error = AuthenticationError(refusal.tell or refusal.reason)
         raise error
 
     def _proven(self, session: Session, account: Account, source: str, purpose: str) -> Actor:
-        throttle.clear(session, scope="account", key=account.username)
+        throttle.clear(session, scope=Scope.ACCOUNT, key=account.username)
         actor = Actor.account(username=account.username, account_id=account.id,
                               role=account.role, partner_id=None, source=source, client=CLIENT)
         self._app.audit.record(session, tag=AuditTag.STEP_UP_SUCCESS, actor=actor,

@@ -332,6 +332,10 @@ class ConsoleSession(Base):
     challenge_purpose: Mapped[str | None] = mapped_column(String(64))
     challenge_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     enrol_secret: Mapped[str | None] = mapped_column(Text)
+    # Second factors refused in this sign-in: it ends after gateway.auth.MAX_CODE_ATTEMPTS,
+    # and its wrong codes count toward the account's lockout once (``counted``).
+    factor_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    counted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     seal: Mapped[str | None] = mapped_column(String(100))
 
 

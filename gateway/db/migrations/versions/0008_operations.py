@@ -1,5 +1,5 @@
 """Everyday operations: machine accounts, source allow-lists, self-enrolment, shared keys,
-and the source back-off's last failure.
+the source back-off's last failure, and the refused second factors of a console sign-in.
 
 Revision ID: 0008_operations
 Revises: 0007_console
@@ -26,6 +26,10 @@ def upgrade() -> None:
                                         server_default=sa.false()))
     op.add_column("totp_secrets", sa.Column("enrol_until", sa.DateTime(), nullable=True))
     op.add_column("auth_throttle", sa.Column("last_failure", sa.DateTime(), nullable=True))
+    op.add_column("console_sessions", sa.Column("factor_failures", sa.Integer(),
+                                                nullable=False, server_default="0"))
+    op.add_column("console_sessions", sa.Column("counted", sa.Boolean(), nullable=False,
+                                                server_default=sa.false()))
     op.create_table(
         "machine_grants",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -53,6 +57,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(op.f("ix_machine_grants_account_id"), table_name="machine_grants")
     op.drop_table("machine_grants")
+    with op.batch_alter_table("console_sessions") as batch:
+        batch.drop_column("counted")
+        batch.drop_column("factor_failures")
     op.drop_column("auth_throttle", "last_failure")
     op.drop_column("totp_secrets", "enrol_until")
     with op.batch_alter_table("ssh_keys") as batch:
