@@ -494,16 +494,21 @@ class TransferService:
     def __init__(self, app: App) -> None:
         self._app = app
 
-    def active_partners(self, actor: Actor) -> list[str]:
-        """The partner folders a staff member sees."""
+    def active_partners(self, actor: Actor, *, receiving: bool = False) -> list[str]:
+        """The partners a staff member may address: every one not disabled, or with
+        ``receiving`` only those that can receive a file now (an approved key)."""
         self._app.authz.require(actor, Permission.INBOX_READ)
         if actor.role is not Role.STAFF:
             self._app.authz.deny(actor, operation=Permission.INBOX_READ.value, subject="/",
                                  reason="only staff see partner folders")
+        query = select(Partner.slug).where(Partner.disabled.is_(False)).order_by(Partner.slug)
+        if receiving:
+            query = query.where(select(PartnerKey.id).where(
+                PartnerKey.partner_id == Partner.id,
+                PartnerKey.state == KeyState.APPROVED).exists())
         with self._app.read() as session:
             require_active(session, actor)
-            return list(session.scalars(select(Partner.slug).where(Partner.disabled.is_(False))
-                                        .order_by(Partner.slug)))
+            return list(session.scalars(query))
 
     def inbox(self, actor: Actor, partner: str | None = None) -> list[FileEntry]:
         """Available files of a partner: its own for a partner user, any active one for staff."""

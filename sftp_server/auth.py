@@ -18,8 +18,15 @@ private internals this needs are fenced in :mod:`sftp_server.paramiko_fence`):
 
 ``get_allowed_auths`` is only advice to the client: every check enforces its own
 preconditions. The code comes by keyboard-interactive or, for clients that only offer
-passwords, by the password method after the key. A key alone, a code alone or a password
-alone never sign anyone in.
+passwords, by the password method after the key. A code alone or a password alone never
+sign anyone in; a key alone only for a machine account the gateway approved.
+
+What the user is told travels where OpenSSH shows it (its ``sftp`` prints no server
+message of its own): a wrong or used code re-prompts with the reason in the
+keyboard-interactive instruction (or a banner, for the password method); a final
+refusal after the key verified (locked, disabled, not from this network, too many codes)
+ends the connection with the reason as the disconnect message. Before the key verified,
+nothing is said.
 """
 
 from __future__ import annotations
@@ -27,15 +34,17 @@ from __future__ import annotations
 import enum
 import logging
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 import paramiko
 from paramiko import common
 
 from gateway.actors import Actor, printable
 from gateway.app import App
+from gateway.auth import SignInRefusedError
 from gateway.authz import Permission, permits
-from gateway.errors import AuthenticationError, AuthorizationError, DatabaseError, GatewayError
+from gateway.errors import AuthorizationError, DatabaseError, GatewayError
+from sftp_server import enrolment
 from sftp_server.paramiko_fence import FencedAuthHandler
 
 log = logging.getLogger(__name__)
@@ -46,10 +55,11 @@ AUTH_PARTIALLY_SUCCESSFUL: int = common.AUTH_PARTIALLY_SUCCESSFUL
 AUTH_SUCCESSFUL: int = common.AUTH_SUCCESSFUL
 OPEN_SUCCEEDED: int = paramiko.OPEN_SUCCEEDED
 OPEN_PROHIBITED: int = paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
-# A client that keeps guessing on one connection is cut off; lockouts span connections.
-MAX_CODE_ATTEMPTS = 3
 CODE_PROMPT = "One-time code: "
 CODE_INSTRUCTIONS = "Enter the 6-digit code from your authenticator app."
+RETRY_INSTRUCTIONS = "{reason}. Enter the code your app shows now."
+# Said when a connection is cut before the key verified: nothing about the account.
+GENERIC_FAREWELL = "sign-in refused"
 
 
 class Phase(enum.Enum):
@@ -59,6 +69,12 @@ class Phase(enum.Enum):
     KEY_VERIFIED = "key verified"
     SIGNED_IN = "signed in"
     CLOSED = "closed"
+
+
+class Messenger(Protocol):
+    """What the gate may send the client during sign-in (the authentication handler)."""
+
+    def send_banner(self, text: str) -> None: ...
 
 
 class LoginGate(paramiko.ServerInterface):  # type: ignore[misc]  # paramiko ships no type hints.
@@ -71,10 +87,12 @@ class LoginGate(paramiko.ServerInterface):  # type: ignore[misc]  # paramiko shi
         self._lock = threading.Lock()
         self._phase = Phase.NEED_KEY
         self._challenge_outstanding = False
-        self._code_attempts = 0
         self._refusal = "disconnected before signing in"
         # The username the client asked to sign in as, for the audit of a failed attempt.
         self._claimed: str | None = None
+        # What to end the connection with once the current result is sent.
+        self._farewell: str | None = None
+        self.messenger: Messenger | None = None
         self.actor: Actor | None = None
         self.signed_in = threading.Event()
         # Set to ask the connection's supervisor to hang up (from outside paramiko's thread).
@@ -114,7 +132,8 @@ class LoginGate(paramiko.ServerInterface):  # type: ignore[misc]  # paramiko shi
         self._claimed = username
         try:
             registered = self.app.auth.key_is_registered(username=username,
-                                                         key_blob=key.asbytes())
+                                                         key_blob=key.asbytes(),
+                                                         source=self.source)
         except DatabaseError as exc:
             return self._database_failed(exc)
         if registered:
@@ -122,26 +141,39 @@ class LoginGate(paramiko.ServerInterface):  # type: ignore[misc]  # paramiko shi
         self._refusal = "no registered public key offered"
         return AUTH_FAILED
 
-    def signature_verified(self, username: str, key: paramiko.PKey) -> bool:
+    def signature_verified(self, username: str, key: paramiko.PKey) -> None:
         """Record the first factor; only :class:`VerifyingAuthHandler` calls this.
 
-        Returns False (paramiko then refuses the request) when the gateway's rules
-        refuse the key: unknown, disabled, locked out.
+        The gateway's rules decide (unknown, disabled, locked, not from this network);
+        :meth:`key_result` then tells paramiko what to answer.
         """
         with self._lock:
             if self._phase is not Phase.NEED_KEY:
-                return False
+                return
             try:
-                self.app.auth.accept_public_key(self._attempt, username=username,
-                                                key_blob=key.asbytes())
-            except AuthenticationError as exc:
-                self._refusal = exc.diagnostics()
-                return False
+                actor = self.app.auth.accept_public_key(self._attempt, username=username,
+                                                        key_blob=key.asbytes())
+            except SignInRefusedError as exc:
+                self._refused(exc)
+                return
             except DatabaseError as exc:
                 self._database_failed(exc)
-                return False
+                return
+            if actor is not None:
+                self._sign_in(actor)
+                return
             self._phase = Phase.KEY_VERIFIED
-            return True
+            pending = self._attempt.enrolment
+        if pending is not None and self.messenger is not None:
+            self.messenger.send_banner(enrolment.banner(username, pending))
+
+    def key_result(self, result: int) -> int:
+        """What a public-key request gets, given paramiko's own ``result``."""
+        if result == AUTH_FAILED:
+            return AUTH_FAILED
+        if self._phase is Phase.SIGNED_IN:
+            return AUTH_SUCCESSFUL
+        return AUTH_PARTIALLY_SUCCESSFUL if self._phase is Phase.KEY_VERIFIED else AUTH_FAILED
 
     @property
     def first_factor_passed(self) -> bool:
@@ -150,24 +182,28 @@ class LoginGate(paramiko.ServerInterface):  # type: ignore[misc]  # paramiko shi
     # -- second factor --------------------------------------------------------------
 
     def check_auth_interactive(self, username: str, _submethods: str) -> Any:
-        """Issue the code challenge, but only after this connection verified a key."""
+        """Issue the code challenge (or the enrolment), but only after a verified key."""
         with self._lock:
             if self._phase is not Phase.KEY_VERIFIED or username != self._attempt.username:
                 self._refusal = "keyboard-interactive without a verified public key"
                 return AUTH_FAILED
-            self._challenge_outstanding = True
-        query = paramiko.InteractiveQuery("Blindpost", CODE_INSTRUCTIONS)
-        query.add_prompt(CODE_PROMPT, echo=False)
-        return query
+            pending = self._attempt.enrolment
+            if pending is not None:
+                return self._challenge(enrolment.instructions(username, pending))
+            return self._challenge(CODE_INSTRUCTIONS)
 
-    def check_auth_interactive_response(self, responses: list[str]) -> int:
+    def check_auth_interactive_response(self, responses: list[str]) -> Any:
         """Check the answer to the challenge this connection issued; nothing else counts."""
         with self._lock:
             outstanding, self._challenge_outstanding = self._challenge_outstanding, False
         if not outstanding:
             self.protocol_violation("keyboard-interactive response without a challenge")
             return AUTH_FAILED
-        return self._check_code(responses[0] if len(responses) == 1 else "")
+        outcome = self._check_code(responses[0] if len(responses) == 1 else "")
+        if isinstance(outcome, str):
+            with self._lock:
+                return self._challenge(RETRY_INSTRUCTIONS.format(reason=outcome))
+        return outcome
 
     def check_auth_password(self, username: str, password: str) -> int:
         """The password method carries the code, after the key, for password-only clients.
@@ -177,36 +213,48 @@ class LoginGate(paramiko.ServerInterface):  # type: ignore[misc]  # paramiko shi
         if not self.first_factor_passed:
             self._try_code(username, password)
             return AUTH_FAILED
-        return self._check_code(password)
+        outcome = self._check_code(password)
+        if isinstance(outcome, str):
+            if self.messenger is not None:
+                self.messenger.send_banner(RETRY_INSTRUCTIONS.format(reason=outcome) + "\n")
+            return AUTH_FAILED
+        return outcome
 
     def cancel_challenge(self) -> None:
         """A new authentication request abandons any outstanding challenge (RFC 4256)."""
         with self._lock:
             self._challenge_outstanding = False
 
-    def _check_code(self, code: str) -> int:
+    def _challenge(self, instructions: str) -> paramiko.InteractiveQuery:
+        # Called with the lock held.
+        self._challenge_outstanding = True
+        query = paramiko.InteractiveQuery("Blindpost", instructions)
+        query.add_prompt(CODE_PROMPT, echo=False)
+        return query
+
+    def _check_code(self, code: str) -> int | str:
+        """AUTH_SUCCESSFUL, AUTH_FAILED, or the reason to ask again with."""
         with self._lock:
             if self._phase is not Phase.KEY_VERIFIED or self._attempt.username is None:
                 return AUTH_FAILED
-            self._code_attempts += 1
-            actor = self._try_code(self._attempt.username, code)
-            if actor is None:
-                if self._code_attempts >= MAX_CODE_ATTEMPTS:
-                    self.hangup.set()
-                return AUTH_FAILED
-            self._phase = Phase.SIGNED_IN
-            self.actor = actor
-        self.signed_in.set()
+            try:
+                actor = self.app.auth.accept_code(self._attempt, username=self._attempt.username,
+                                                  code=code)
+            except SignInRefusedError as exc:
+                self._refused(exc)
+                return exc.tell if exc.tell and not exc.final else AUTH_FAILED
+            except DatabaseError as exc:
+                return self._database_failed(exc)
+            self._sign_in(actor)
         return AUTH_SUCCESSFUL
 
-    def _try_code(self, username: str, code: str) -> Actor | None:
+    def _try_code(self, username: str, code: str) -> None:
         try:
-            return self.app.auth.accept_code(self._attempt, username=username, code=code)
-        except AuthenticationError as exc:
-            self._refusal = exc.diagnostics()
+            self.app.auth.accept_code(self._attempt, username=username, code=code)
+        except SignInRefusedError as exc:
+            self._refused(exc)
         except DatabaseError as exc:
             self._database_failed(exc)
-        return None
 
     def _database_failed(self, exc: DatabaseError) -> int:
         """Refuse a sign-in the database cannot decide, in one log line, and hang up."""
@@ -216,6 +264,24 @@ class LoginGate(paramiko.ServerInterface):  # type: ignore[misc]  # paramiko shi
         self._refusal = "the database is unavailable"
         self.hangup.set()
         return AUTH_FAILED
+
+    def _sign_in(self, actor: Actor) -> None:
+        # Called with the lock held.
+        self._phase = Phase.SIGNED_IN
+        self.actor = actor
+        self.signed_in.set()
+
+    def _refused(self, refusal: SignInRefusedError) -> None:
+        """Remember why; a final refusal ends the connection once its result is sent."""
+        self._refusal = refusal.reason
+        if refusal.final:
+            self._end(refusal.tell or GENERIC_FAREWELL)
+
+    def farewell(self) -> str | None:
+        """The message to end the connection with, once, if it is to end now."""
+        with self._lock:
+            text, self._farewell = self._farewell, None
+        return text
 
     # -- after sign-in --------------------------------------------------------------
 
@@ -248,7 +314,11 @@ class LoginGate(paramiko.ServerInterface):  # type: ignore[misc]  # paramiko shi
         """The client broke the sign-in protocol: note why and hang up."""
         log.info("closing connection from %s: %s", self.source, reason)
         self._refusal = reason
+        self._end(GENERIC_FAREWELL)
+
+    def _end(self, text: str) -> None:
         self._phase = Phase.CLOSED
+        self._farewell = text
         self.hangup.set()
 
     def finish(self, *, timed_out: bool) -> None:
@@ -269,26 +339,31 @@ class VerifyingAuthHandler(FencedAuthHandler):
     """paramiko's server-side authentication, told exactly when a signature verified.
 
     The gate hears of the first factor inside the very call that verified the signature
-    over this session's id (see :class:`~sftp_server.paramiko_fence.FencedAuthHandler`);
-    a public-key "success" the gate did not record is refused, in case a later paramiko
-    reaches it by another path; a failure the database caused ends the connection with
-    a disconnect that says so.
+    over this session's id (see :class:`~sftp_server.paramiko_fence.FencedAuthHandler`)
+    and decides what the public-key request gets: a "success" the gate did not record is
+    refused, in case a later paramiko reaches it by another path; a failure the database
+    caused ends the connection with a disconnect that says so.
     """
 
-    def on_signature_verified(self, key: paramiko.PKey) -> bool:
-        return self._gate.signature_verified(self.auth_username, key)
+    def on_signature_verified(self, key: paramiko.PKey) -> None:
+        self._gate.signature_verified(self.auth_username, key)
 
     def on_userauth_request(self) -> None:
-        self._gate.cancel_challenge()
+        gate = self._gate
+        gate.messenger = self
+        gate.cancel_challenge()
 
     def filter_auth_result(self, method: str, result: int) -> int:
-        if method == "publickey" and result != AUTH_FAILED and not self._gate.first_factor_passed:
-            return AUTH_FAILED
+        if method == "publickey":
+            result = self._gate.key_result(result)
         if result == AUTH_FAILED and self._gate.unavailable:
             # "Permission denied" would read as a wrong key or code: say why instead,
             # before the client gives up on its own (the transport is a BlindpostTransport).
             self.transport.disconnect_unavailable()
         return result
+
+    def farewell(self) -> str | None:
+        return self._gate.farewell()
 
     @property
     def _gate(self) -> LoginGate:

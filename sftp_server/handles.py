@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import heapq
 import stat as stat_module
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from paramiko import SFTPAttributes, SFTPHandle
 
 from gateway.errors import GatewayError, PolicyError, UsageError
-from gateway.transfers import Download, Upload
+from gateway.transfers import Download, FileEntry, Upload
 from sftp_server.budget import ENTRY_OVERHEAD, BufferFullError, MemoryBudget
 from sftp_server.errors import SFTP_OK
 
@@ -97,11 +97,13 @@ class ReorderBuffer:
 class UploadHandle(SFTPHandle):  # type: ignore[misc]  # paramiko ships no type hints.
     """A file staff are writing into a partner folder: write-only, committed on close."""
 
-    def __init__(self, upload: Upload, *, budget: MemoryBudget, path: str) -> None:
+    def __init__(self, upload: Upload, *, budget: MemoryBudget, path: str,
+                 on_commit: Callable[[FileEntry, int], None] | None = None) -> None:
         super().__init__()
         self.path = path
         self._upload = upload
         self._buffer = ReorderBuffer(budget)
+        self._on_commit = on_commit
 
     def write(self, offset: int, data: bytes) -> int:
         """Feed the upload in offset order; any failure aborts the upload (audited)."""
@@ -139,7 +141,9 @@ class UploadHandle(SFTPHandle):  # type: ignore[misc]  # paramiko ships no type 
             reason = f"upload incomplete: data missing at offset {gap}"
             self._upload.abort(reason=reason)
             raise UsageError(reason + "; nothing was stored")
-        self._upload.commit()
+        entry = self._upload.commit()
+        if self._on_commit is not None:
+            self._on_commit(entry, self._upload.received)
 
     def declare_recipients(self, fingerprints: list[str]) -> None:
         """Pass on the keys the client says it encrypted a pre-encrypted upload to."""

@@ -38,7 +38,7 @@ from sftp_server.auth import LoginGate
 from sftp_server.budget import MemoryBudget
 from sftp_server.proxy import NoHeaderError, ProxyHeaderError, ProxyProtocol, read_header
 from sftp_server.server import Activity, BlindpostSFTPServer
-from sftp_server.transport import BlindpostTransport
+from sftp_server.transport import BlindpostTransport, quiet_paramiko
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +283,7 @@ class Listener:
                                     scope="server process")
         self._active: dict[Connection, threading.Thread] = {}
         self._lock = threading.Lock()
+        quiet_paramiko()
         # Listening from here on, so the server accepts as soon as start() returns.
         sock.listen(128)
         sock.settimeout(ACCEPT_POLL_SECONDS)

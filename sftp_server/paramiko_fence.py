@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import paramiko
-from paramiko import Message, SFTPServer
+from paramiko import Message, SFTPServer, common
 from paramiko.auth_handler import AuthHandler
 
 # "Class.member": the signature it had when this module was written ("" for attributes).
@@ -110,13 +110,14 @@ class FencedAuthHandler(AuthHandler):  # type: ignore[misc]  # paramiko ships no
     ``check_auth_publickey``, and then ``key.verify_ssh_sig(session_blob, sig)``; an
     unsigned probe returns (``PK_OK``) before any verification. Wrapping
     ``verify_ssh_sig`` on that key object makes :meth:`on_signature_verified` run inside
-    the very call that verified the signature; returning False from it turns into a
-    failed verification.
+    the very call that verified the signature. Whether the key is then accepted is
+    decided by :meth:`filter_auth_result`, which sees the result before it is sent: a
+    refusal by the rules is not reported to paramiko as a bad signature (which it would
+    log as "invalid signature").
     """
 
-    def on_signature_verified(self, _key: paramiko.PKey) -> bool:
-        """A signature by the key over this session verified; return whether to accept it."""
-        return False
+    def on_signature_verified(self, _key: paramiko.PKey) -> None:
+        """A signature by the key over this session verified."""
 
     def on_userauth_request(self) -> None:
         """Called before each USERAUTH_REQUEST is handled."""
@@ -125,6 +126,25 @@ class FencedAuthHandler(AuthHandler):  # type: ignore[misc]  # paramiko ships no
         """The result to send for an authentication method; may turn success into failure,
         or end the connection instead (then nothing is sent)."""
         return result
+
+    def farewell(self) -> str | None:
+        """A message to end the connection with instead of sending a failed result."""
+        return None
+
+    def send_banner(self, text: str) -> None:
+        """Show ``text`` to the user now (SSH_MSG_USERAUTH_BANNER, allowed until sign-in)."""
+        message = Message()
+        message.add_byte(common.cMSG_USERAUTH_BANNER)
+        message.add_string(text)
+        message.add_string("en")
+        self.transport._send_message(message)
+
+    def disconnect(self, text: str) -> None:
+        """End the connection with ``text`` (OpenSSH prints "Received disconnect ...: text")."""
+        if not self.transport.is_active():
+            return
+        self.transport.send_disconnect(common.DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE, text)
+        self.transport.close()
 
     def _generate_key_from_request(self, algorithm: str, keyblob: bytes) -> Any:
         key = super()._generate_key_from_request(algorithm, keyblob)
@@ -137,7 +157,8 @@ class FencedAuthHandler(AuthHandler):  # type: ignore[misc]  # paramiko ships no
         def verify_then_report(data: bytes, msg: Message) -> bool:
             if not verify(data, msg):
                 return False
-            return self.on_signature_verified(key)
+            self.on_signature_verified(key)
+            return True
         return verify_then_report
 
     def _parse_userauth_request(self, m: Message) -> None:
@@ -146,6 +167,12 @@ class FencedAuthHandler(AuthHandler):  # type: ignore[misc]  # paramiko ships no
 
     def _send_auth_result(self, username: str, method: str, result: int) -> None:
         result = self.filter_auth_result(method, result)
+        text = self.farewell() if result != common.AUTH_SUCCESSFUL else None
+        if text is not None:
+            # Instead of the failure: a client that has no method left would give up on
+            # the failure and never read a disconnect sent after it.
+            self.disconnect(text)
+            return
         if self.transport.is_active():
             super()._send_auth_result(username, method, result)
 

@@ -15,6 +15,7 @@ import os
 import stat as stat_module
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -57,6 +58,7 @@ from sftp_server.auth import LoginGate
 from sftp_server.budget import MemoryBudget
 from sftp_server.errors import (
     INTERNAL_MESSAGE,
+    SFTP_NO_SUCH_FILE,
     SFTP_OK,
     StatusError,
     audit_refusal,
@@ -91,6 +93,8 @@ MIB = 1 << 20
 MAX_PACKET_LENGTH = 256 * 1024
 MAX_WRITE_LENGTH = MAX_READ_LENGTH
 MAX_OPEN_HANDLES = 64
+# How many of its own uploads a session remembers for the stat that follows a put.
+REMEMBERED_UPLOADS = 256
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_EXCL
 STOPPING_MESSAGE = "the server is shutting down; try again in a moment"
 STOPPED_REASON = "the server stopped before the file was closed (drain time over)"
@@ -227,7 +231,13 @@ def text_attributes(size: int, name: str | None = None) -> SFTPAttributes:
 
 
 class InboxView(SFTPServerInterface):  # type: ignore[misc]  # paramiko ships no type hints.
-    """What one signed-in account sees over SFTP; every path goes through ``resolve``."""
+    """What one signed-in account sees over SFTP; every path goes through ``resolve``.
+
+    Staff upload ``X`` and the partner receives ``X.age``. Clients that check an upload
+    by its size (paramiko's ``put``, WinSCP) stat ``X`` right after closing it: the view
+    remembers what this session uploaded, and answers with the stored file's attributes
+    and the size that was uploaded. Any other stat of ``X`` shows the stored ``X.age``.
+    """
 
     def __init__(self, gate: LoginGate, *args: Any, reorder_limit: int, budget: MemoryBudget,
                  **kwargs: Any) -> None:
@@ -238,6 +248,8 @@ class InboxView(SFTPServerInterface):  # type: ignore[misc]  # paramiko ships no
         self.actor: Actor = gate.actor
         self._reorder_limit = reorder_limit
         self._budget = budget
+        # Canonical path of each file this session uploaded -> bytes received.
+        self._uploaded: OrderedDict[str, int] = OrderedDict()
 
     @property
     def _file_mode(self) -> int:
@@ -250,7 +262,10 @@ class InboxView(SFTPServerInterface):  # type: ignore[misc]  # paramiko ships no
     def list_folder(self, path: str) -> list[SFTPAttributes]:
         target, transfers = self._target(path), self.app.transfers
         if isinstance(target, Root) and self.actor.role is Role.STAFF:
-            return [folder_attributes(slug) for slug in transfers.active_partners(self.actor)]
+            # Only partners that can receive now: a folder staff cannot upload into is
+            # not offered (stat and open still explain why).
+            return [folder_attributes(slug) for slug in
+                    transfers.active_partners(self.actor, receiving=True)]
         if isinstance(target, RecipientsFolder):
             return [text_attributes(len(self._recipient_list(slug)), slug)
                     for slug in transfers.active_partners(self.actor)]
@@ -274,13 +289,32 @@ class InboxView(SFTPServerInterface):  # type: ignore[misc]  # paramiko ships no
                 raise NotFoundError("no such partner folder")
             return folder_attributes()
         if isinstance(target, PartnerFile):
-            entry = transfers.stat(self.actor, target.name, partner=target.slug)
-        else:
-            entry = transfers.stat(self.actor, target.name)
+            return self._stat_partner_file(target, canonical(path))
+        entry = transfers.stat(self.actor, target.name)
         return file_attributes(entry, mode=self._file_mode)
 
     def _recipient_list(self, slug: str) -> bytes:
         return self.app.keys.published(self.actor, slug).encode("utf-8")
+
+    def _stat_partner_file(self, target: PartnerFile, path: str) -> SFTPAttributes:
+        """A name in a partner folder: the file itself, or the ``.age`` it was stored as."""
+        transfers = self.app.transfers
+        try:
+            entry = transfers.stat(self.actor, target.name, partner=target.slug)
+        except NotFoundError:
+            if target.name.endswith(AGE_SUFFIX):
+                raise
+            entry = transfers.stat(self.actor, target.name + AGE_SUFFIX, partner=target.slug)
+        attrs = file_attributes(entry, mode=self._file_mode)
+        if path in self._uploaded and not target.name.endswith(AGE_SUFFIX):
+            attrs.st_size = self._uploaded[path]
+        return attrs
+
+    def _remember_upload(self, path: str, size: int) -> None:
+        self._uploaded[path] = size
+        self._uploaded.move_to_end(path)
+        while len(self._uploaded) > REMEMBERED_UPLOADS:
+            self._uploaded.popitem(last=False)
 
     def lstat(self, path: str) -> SFTPAttributes:
         # Nothing here is a symbolic link.
@@ -312,7 +346,8 @@ class InboxView(SFTPServerInterface):  # type: ignore[misc]  # paramiko ships no
         upload = self.app.transfers.begin_upload(self.actor, partner=target.slug,
                                                  name=target.name)
         return UploadHandle(upload, path=path,
-                            budget=self._budget.child(self._reorder_limit, scope="upload"))
+                            budget=self._budget.child(self._reorder_limit, scope="upload"),
+                            on_commit=lambda _entry, size: self._remember_upload(path, size))
 
     def _upload_exists(self, target: PartnerFile) -> bool:
         stored = target.name if target.name.endswith(AGE_SUFFIX) else target.name + AGE_SUFFIX
@@ -376,6 +411,8 @@ class BlindpostSFTPServer(FencedSFTPServer):
                          reorder_limit=reorder_limit, budget=budget)
         self._activity = activity
         self._view: InboxView = self.server
+        self._channel = channel
+        self._last_told: str | None = None
         # Registered last: paramiko calls finish_subsystem (which unregisters) once the
         # handler's thread has started, whatever happens in it.
         activity.session_started(self, lambda: len(self.file_table))
@@ -419,7 +456,7 @@ class BlindpostSFTPServer(FencedSFTPServer):
             else:
                 self.dispatch(kind, request_number, msg)
         except StatusError as refusal:
-            self.send_status(request_number, refusal.code, refusal.message)
+            self._send_refusal(request_number, refusal)
         except GatewayError as exc:
             self._refuse_handle_operation(request_number, kind, msg, exc)
         except UnicodeDecodeError:
@@ -433,7 +470,24 @@ class BlindpostSFTPServer(FencedSFTPServer):
         """A read, write, fstat or close on an open handle was refused."""
         operation = CMD_NAMES.get(t, str(t))
         refusal = _refuse(self._view, exc, operation=operation, path=self._handle_path(msg))
+        self._send_refusal(request_number, refusal)
+
+    def _send_refusal(self, request_number: int, refusal: StatusError) -> None:
+        """Send the refusal's status, and tell its reason on the channel's stderr.
+
+        OpenSSH's ``sftp`` shows only the status code's own text ("Permission denied"),
+        never the server's message; what the session writes to stderr it does print.
+        A miss ("no such file") says nothing more than the status, and the same reason
+        is told once, not for every pipelined write it refuses.
+        """
         self.send_status(request_number, refusal.code, refusal.message)
+        if refusal.code == SFTP_NO_SUCH_FILE or refusal.message == self._last_told:
+            return
+        self._last_told = refusal.message
+        try:
+            self._channel.send_stderr(f"blindpost: {refusal.message}\n".encode())
+        except OSError:
+            log.debug("could not tell %s why a request was refused", self._view.actor.name)
 
     def _handle_path(self, msg: Message) -> str:
         # Every handle request starts with the request id and the handle.

@@ -7,6 +7,7 @@ off until someone allows it here.
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
 
@@ -77,6 +78,16 @@ class BlindpostTransport(FencedTransport):
         """Hang up saying why (the database cannot be reached); OpenSSH prints the reason."""
         self.send_disconnect(DISCONNECT_SERVICE_NOT_AVAILABLE, UNAVAILABLE_TEXT)
         self.close()
+
+
+def quiet_paramiko() -> None:
+    """Keep paramiko's own INFO lines out of the log.
+
+    paramiko narrates authentication in its words, which mislead here: "Auth rejected
+    (publickey)" for every key that verified (the code is still to come). The gateway
+    logs each step in its own (:mod:`gateway.auth`); paramiko's warnings and errors stay.
+    """
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
 
 
 def load_host_key(path: Path) -> paramiko.PKey:

@@ -88,7 +88,9 @@ def test_partner_cannot_write(inst: Installation, lee: paramiko.SFTPClient) -> N
 
 
 def test_staff_cannot_read_contents(inst: Installation, clerk: paramiko.SFTPClient) -> None:
-    assert clerk.listdir("/") == ["acme", "beta", "nokey"]
+    # A partner that cannot receive (no approved key) is not offered as a folder.
+    assert clerk.listdir("/") == ["acme", "beta"]
+    assert clerk.stat("/nokey").st_mode is not None
     assert clerk.listdir("/acme") == ["a.csv.age"]
     event = _denied(inst, clerk, lambda c: c.open("/acme/a.csv.age", "rb"), PermissionError)
     assert "never read" in event["details"]["reason"]

@@ -68,10 +68,10 @@ class RawClient:
         self.transport.start_client(timeout=10)
         self.recorder = _Recorder(self.transport)
         self.transport.auth_handler = self.recorder
-        self._send(cMSG_SERVICE_REQUEST, "ssh-userauth")
+        self.send(cMSG_SERVICE_REQUEST, "ssh-userauth")
         assert self.reply()[0] == MSG_SERVICE_ACCEPT
 
-    def _send(self, kind: bytes, *fields: object) -> None:
+    def send(self, kind: bytes, *fields: object) -> None:
         message = paramiko.Message()
         message.add_byte(kind)
         for value in fields:
@@ -92,7 +92,7 @@ class RawClient:
 
     def probe(self, user: str, key: paramiko.PKey) -> int:
         """The unsigned "would this key do?" query."""
-        self._send(cMSG_USERAUTH_REQUEST, user, "ssh-connection", "publickey", False,
+        self.send(cMSG_USERAUTH_REQUEST, user, "ssh-connection", "publickey", False,
                    key.get_name(), key.asbytes())
         return self.reply()[0]
 
@@ -101,7 +101,7 @@ class RawClient:
         """A public-key request for ``key``, signed by ``signer`` (a forgery if different)."""
         blob = self.recorder._get_session_blob(key, "ssh-connection", user, key.get_name())
         signature = (signer or key).sign_ssh_data(blob, key.get_name())
-        self._send(cMSG_USERAUTH_REQUEST, user, "ssh-connection", "publickey", True,
+        self.send(cMSG_USERAUTH_REQUEST, user, "ssh-connection", "publickey", True,
                    key.get_name(), key.asbytes(), signature.asbytes())
         kind, message = self.reply()
         partial = False
@@ -111,16 +111,24 @@ class RawClient:
         return kind, partial
 
     def keyboard_interactive(self, user: str) -> int:
-        self._send(cMSG_USERAUTH_REQUEST, user, "ssh-connection", "keyboard-interactive",
+        self.send(cMSG_USERAUTH_REQUEST, user, "ssh-connection", "keyboard-interactive",
                    "", "")
         return self.reply()[0]
 
     def answer(self, *responses: str) -> int:
-        self._send(cMSG_USERAUTH_INFO_RESPONSE, len(responses), *responses)
+        self.send(cMSG_USERAUTH_INFO_RESPONSE, len(responses), *responses)
         return self.reply()[0]
 
+    def instructions(self, *responses: str) -> str:
+        """Answer a challenge that is asked again; return the new challenge's instruction."""
+        self.send(cMSG_USERAUTH_INFO_RESPONSE, len(responses), *responses)
+        kind, message = self.reply()
+        assert kind == MSG_USERAUTH_INFO_REQUEST
+        message.get_text()  # The name.
+        return str(message.get_text())
+
     def password(self, user: str, password: str) -> int:
-        self._send(cMSG_USERAUTH_REQUEST, user, "ssh-connection", "password", False, password)
+        self.send(cMSG_USERAUTH_REQUEST, user, "ssh-connection", "password", False, password)
         return self.reply()[0]
 
     def close(self) -> None:
@@ -183,8 +191,9 @@ def test_forged_signature_then_code_is_refused(inst: Installation, lee: User,
 def test_unsolicited_info_response_is_refused_and_disconnected(
         inst: Installation, lee: User, raw: RawClient) -> None:
     assert raw.signed("lee", lee.pkey) == (MSG_USERAUTH_FAILURE, True)
-    assert raw.answer(inst.code(lee)) == MSG_USERAUTH_FAILURE
+    raw.send(cMSG_USERAUTH_INFO_RESPONSE, 1, inst.code(lee))
     assert raw.closed_within(5)
+    _wait_for(lambda: bool(_failures(inst)))
     assert _no_success(inst)
     assert _failures(inst)[-1]["reason"] == "keyboard-interactive response without a challenge"
 
@@ -195,16 +204,19 @@ def test_info_response_after_challenge_was_cancelled_is_refused(
     assert raw.keyboard_interactive("lee") == MSG_USERAUTH_INFO_REQUEST
     # RFC 4256: a new request abandons the challenge; answering it afterwards is refused.
     assert raw.probe("lee", lee.pkey) == MSG_USERAUTH_FAILURE
-    assert raw.answer(inst.code(lee)) == MSG_USERAUTH_FAILURE
+    raw.send(cMSG_USERAUTH_INFO_RESPONSE, 1, inst.code(lee))
+    assert raw.closed_within(5)
     assert _no_success(inst)
 
 
-def test_a_challenge_is_answered_once(inst: Installation, lee: User, raw: RawClient) -> None:
+def test_a_wrong_answer_is_asked_again_with_the_reason(inst: Installation, lee: User,
+                                                       raw: RawClient) -> None:
     assert raw.signed("lee", lee.pkey) == (MSG_USERAUTH_FAILURE, True)
     assert raw.keyboard_interactive("lee") == MSG_USERAUTH_INFO_REQUEST
-    assert raw.answer("000000") == MSG_USERAUTH_FAILURE
-    assert raw.answer(inst.code(lee)) == MSG_USERAUTH_FAILURE
-    assert _no_success(inst)
+    assert raw.instructions("000000") == "wrong code. Enter the code your app shows now."
+    code = inst.code(lee)
+    assert raw.answer(code) == MSG_USERAUTH_SUCCESS
+    assert _failures(inst)[-1]["reason"] == "wrong code"
 
 
 # -- the ways in, and the ways not in ------------------------------------------------

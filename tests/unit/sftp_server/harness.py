@@ -179,26 +179,36 @@ def askpass_script(root: Path, answer: str) -> Path:
 
 def openssh_sftp(inst: Installation, user: User, commands: Sequence[str], *,
                  code: str, extra: Sequence[str] = (), timeout: float = 60,
-                 key: Path | None = None) -> subprocess.CompletedProcess[str]:
+                 key: Path | None = None, prompts: int = 1, askpass: Path | None = None,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run OpenSSH's ``sftp`` in batch mode; the code is fed through SSH_ASKPASS.
 
     ``sftp -b`` turns BatchMode on, which disables keyboard-interactive, so
-    ``-o BatchMode=no`` comes first.
+    ``-o BatchMode=no`` comes first. ``prompts`` is NumberOfPasswordPrompts (OpenSSH's
+    default is 3); ``askpass`` replaces the program that answers with ``code``. Standard
+    error goes through a file (``inst.root / "sftp.stderr"``) that an askpass program may
+    read, as a person reads the terminal.
     """
     sftp = require_tool("sftp")
     batch = inst.root / "batch.txt"
     batch.write_text("\n".join(commands) + "\n")
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(inst.root),
-           "SSH_ASKPASS": str(askpass_script(inst.root, code)),
-           "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"}
+    stderr_path = inst.root / "sftp.stderr"
+    environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(inst.root),
+                   "SSH_ASKPASS": str(askpass or askpass_script(inst.root, code)),
+                   "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0",
+                   "SFTP_STDERR": str(stderr_path), **(env or {})}
     args = [sftp, "-o", "BatchMode=no", "-b", str(batch), "-P", str(inst.port),
             "-i", str(key or user.key_path), "-o", "IdentitiesOnly=yes",
             "-o", "IdentityAgent=none", "-F", "/dev/null",
             "-o", f"UserKnownHostsFile={inst.known_hosts()}",
-            "-o", "StrictHostKeyChecking=yes", "-o", "NumberOfPasswordPrompts=1",
+            "-o", "StrictHostKeyChecking=yes", "-o", f"NumberOfPasswordPrompts={prompts}",
             *extra, f"{user.username}@127.0.0.1"]
-    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout,
-                          check=False, stdin=subprocess.DEVNULL, cwd=inst.root)
+    with stderr_path.open("w") as stderr:
+        result = subprocess.run(args, env=environment, stdout=subprocess.PIPE, stderr=stderr,
+                                text=True, timeout=timeout, check=False,
+                                stdin=subprocess.DEVNULL, cwd=inst.root)
+    result.stderr = stderr_path.read_text()
+    return result
 
 
 @contextmanager
