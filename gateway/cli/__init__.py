@@ -38,6 +38,7 @@ COMMANDS = {
     "version": "gateway.cli:version",
     "partner": "gateway.cli.partners:partner",
     "user": "gateway.cli.users:user",
+    "source": "gateway.cli.sources:source",
     "key": "gateway.cli.keys:key",
     "audit": "gateway.cli.audit:audit",
     "integrity": "gateway.cli.integrity:integrity",

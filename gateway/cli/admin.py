@@ -5,10 +5,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import socket
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from importlib.metadata import entry_points
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Protocol
 
@@ -19,18 +21,22 @@ from gateway import __version__
 from gateway.accounts import NewAccount
 from gateway.app import App
 from gateway.cli.common import (
+    data_dir_flag,
     data_dir_option,
+    describe_data_dir,
     emit_json,
     open_app,
     operator,
     settings_for,
+    when,
 )
 from gateway.cli.errors import fail
-from gateway.config import parse_listen
+from gateway.config import data_dir_origin, parse_listen
 from gateway.datadir import initialise
 from gateway.db import upgrade
 from gateway.db.engine import check_reachable, make_engine
 from gateway.db.models import Role
+from gateway.errors import ConflictError
 from gateway.hostkey import host_key_fingerprint, public_host_key
 from gateway.housekeeping import Housekeeping
 from gateway.stop_signals import StopSignals
@@ -49,17 +55,38 @@ class Service(Protocol):
 
 def show_new_account_secrets(new: NewAccount, *, as_json: bool = False) -> None:
     """Print the one-time password and TOTP enrolment of a new account, once."""
+    info = new.account
     if as_json:
-        emit_json({"username": new.account.username, "role": new.account.role,
-                   "one_time_password": new.one_time_password, "totp_uri": new.totp_uri})
+        emit_json({"username": info.username, "role": info.role,
+                   "one_time_password": new.one_time_password, "totp_uri": new.totp_uri,
+                   "enrol_until": info.enrol_until, "machine_grant": new.machine_grant})
         return
     if new.one_time_password:
-        click.echo(f"One-time password for {new.account.username}: {new.one_time_password}")
-    click.echo(f"TOTP provisioning URI: {new.totp_uri}")
+        click.echo(f"One-time password for {info.username}: {new.one_time_password}")
+    if new.machine_grant is not None:
+        click.echo(f"Machine account proposed (grant {new.machine_grant}): it signs in with its "
+                   "key alone once a second admin runs "
+                   f"`blindpost user approve {new.machine_grant} --by NAME`.")
+    elif new.totp_uri is None:
+        show_enrolment_window(info.username, info.enrol_until)
+    else:
+        show_totp_uri(new.totp_uri)
+
+
+def show_totp_uri(uri: str) -> None:
+    """Print a TOTP enrolment for its holder to scan now (shown once)."""
+    click.echo(f"TOTP provisioning URI: {uri}")
     if sys.stdout.isatty():
         click.echo("Scan with an authenticator app:")
-        segno.make(new.totp_uri, error="m").terminal(compact=True)
+        segno.make(uri, error="m").terminal(compact=True)
     click.echo("Shown once: enrol the code now; `blindpost user reset-totp` replaces it.")
+
+
+def show_enrolment_window(username: str, until: datetime | None) -> None:
+    """Say how the holder enrols over SSH (no secret is shown here)."""
+    click.echo(f"{username} enrols their one-time codes at their first SFTP sign-in with "
+               f"their SSH key, until {when(until)}: the sign-in shows the secret and a QR "
+               "code, and completes with a valid code.")
 
 
 @click.command()
@@ -78,8 +105,12 @@ def init(data_dir: Path | None, admin: str | None, force: bool) -> None:
     Example:
       blindpost init --data-dir /var/lib/blindpost --admin alice
     """
-    target = settings_for(data_dir).data_dir
-    result = initialise(target, admin=admin, force=force)
+    settings = settings_for(data_dir)
+    try:
+        result = initialise(settings.data_dir, admin=admin, force=force)
+    except ConflictError as exc:
+        raise ConflictError(f"{exc} (the data directory was chosen by "
+                            f"{data_dir_origin(data_dir=data_dir_flag(data_dir))})") from exc
     click.echo(f"Initialised {result.data_dir}")
     if result.host_key_fingerprint:
         click.echo(f"SSH host key fingerprint: {result.host_key_fingerprint}")
@@ -91,28 +122,61 @@ def init(data_dir: Path | None, admin: str | None, force: bool) -> None:
 
 
 @click.command("host-key")
+@click.option("--host", "public", metavar="NAME[:PORT]",
+              help="The name (and port) partners connect to (default: the listening "
+                   "address, or this machine's name when it listens on every interface).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @data_dir_option
-def host_key(as_json: bool, data_dir: Path | None) -> None:
+def host_key(public: str | None, as_json: bool, data_dir: Path | None) -> None:
     """Print the SFTP server's host key and fingerprint, for partners to pin.
 
     Send the fingerprint to partners through a second channel; their client shows it on
-    the first connection. The known_hosts line can be handed out as it is.
+    the first connection. The known_hosts line can be handed out as it is: it names the
+    host partners use, so give --host when they reach the server by another name (a
+    load balancer, a public DNS name).
 
     \b
     Example:
-      blindpost host-key --json
+      blindpost host-key --host sftp.registry.example --json
     """
     settings = settings_for(data_dir)
-    public = public_host_key(settings.host_key_path)
-    host, port = parse_listen(settings.sftp_listen)
-    known_hosts = f"[{host}]:{port} {public}"
+    key = public_host_key(settings.host_key_path)
+    host, port, guessed = public_address(public, settings.sftp_listen)
+    known_hosts = f"{known_hosts_name(host, port)} {key}"
     if as_json:
-        emit_json({"fingerprint": host_key_fingerprint(public), "public_key": public,
+        emit_json({"fingerprint": host_key_fingerprint(key), "public_key": key,
                    "known_hosts": known_hosts})
         return
-    click.echo(f"fingerprint  {host_key_fingerprint(public)}")
+    click.echo(f"fingerprint  {host_key_fingerprint(key)}")
     click.echo(f"known_hosts  {known_hosts}")
+    if guessed:
+        click.echo(f"(the server listens on every interface; {host!r} is this machine's name: "
+                   "give --host with the name partners use)", err=True)
+
+
+def public_address(given: str | None, listen: str) -> tuple[str, int, bool]:
+    """The host and port partners connect to, and whether the host was guessed."""
+    listen_host, listen_port = parse_listen(listen, key="sftp_listen")
+    if given:
+        # NAME, NAME:PORT, [IPv6]:PORT, or a bare IPv6 address.
+        if given.count(":") == 1 or (given.startswith("[") and "]:" in given):
+            return (*parse_listen(given, key="--host"), False)
+        return given.strip("[]"), listen_port, False
+    if _unspecified(listen_host):
+        return socket.getfqdn(), listen_port, True
+    return listen_host, listen_port, False
+
+
+def _unspecified(host: str) -> bool:
+    try:
+        return ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def known_hosts_name(host: str, port: int) -> str:
+    """A host as known_hosts names it: bare on port 22, ``[host]:port`` otherwise."""
+    return host if port == 22 else f"[{host}]:{port}"
 
 
 @click.command()
@@ -143,19 +207,22 @@ def purge(full: bool, data_dir: Path | None) -> None:
 @click.command()
 @data_dir_option
 def serve(data_dir: Path | None) -> None:
-    """Run the gateway: SFTP server, console and purger, until interrupted.
+    """Run the gateway until interrupted: the SFTP server, the console and the purger (every
+    installed service).
 
-    Applies pending database migrations first. Production runs the parts as separate
-    services (`blindpost sftp`, `blindpost console`, `blindpost purge`). SIGTERM or
-    SIGINT (Ctrl-C) stops it: transfers under way get shutdown_drain_seconds to finish,
-    the rest are aborted, and a last audit checkpoint is signed.
+    Applies pending database migrations first. The systemd unit in deploy/ runs this;
+    production may instead run the parts as separate services (`blindpost sftp`,
+    `blindpost console`, `blindpost purge`). SIGTERM or SIGINT (Ctrl-C) stops it:
+    transfers under way get shutdown_drain_seconds to finish, the rest are aborted, and a
+    last audit checkpoint is signed.
 
     \b
     Example:
       blindpost serve --data-dir ./var
     """
     app = open_app(data_dir)
-    lock = _exclusive_lock(app.settings.data_dir / ".serve.lock")
+    lock = _exclusive_lock(app.settings.data_dir / ".serve.lock",
+                           describe_data_dir(app.settings, data_dir))
     upgrade(app.engine)
     app.record_settings(component="serve")
     logging.getLogger("gateway").setLevel(app.settings.log_level.upper())
@@ -205,14 +272,14 @@ def _describe(app: App, running: dict[str, Service]) -> None:
                    "(see `blindpost --help` and the README).")
 
 
-def _exclusive_lock(path: Path) -> int:
+def _exclusive_lock(path: Path, described: str) -> int:
     """Hold an exclusive lock on ``path`` for the life of the process, or fail."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        fail(f"another `blindpost serve` is already running on {path.parent}")
+        fail(f"another `blindpost serve` is already running on {described}")
     return fd
 
 

@@ -12,7 +12,7 @@ import click
 
 from gateway.cli import DATA_DIR_KEY
 from gateway.cli.errors import fail
-from gateway.config import CONFIG_FILE_NAME, Settings, load_settings
+from gateway.config import CONFIG_FILE_NAME, Settings, data_dir_origin, load_settings
 from gateway.errors import AuthenticationError, UsageError
 from gateway.values import jsonable
 
@@ -30,12 +30,23 @@ json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print machine-readable JSON instead of a table.")
 
 
-def settings_for(data_dir: Path | None) -> Settings:
-    """Settings for the command's ``--data-dir``, else the top-level one, else the default."""
+def data_dir_flag(data_dir: Path | None) -> Path | None:
+    """The command's ``--data-dir``, else the top-level one."""
     if data_dir is None:
         ctx = click.get_current_context(silent=True)
         data_dir = ctx.meta.get(DATA_DIR_KEY) if ctx else None
-    return load_settings(data_dir=data_dir)
+    return data_dir
+
+
+def settings_for(data_dir: Path | None) -> Settings:
+    """Settings for the command's ``--data-dir``, else the top-level one, else the default."""
+    return load_settings(data_dir=data_dir_flag(data_dir))
+
+
+def describe_data_dir(settings: Settings, data_dir: Path | None) -> str:
+    """The data directory's absolute path and the setting that chose it, for messages."""
+    origin = data_dir_origin(data_dir=data_dir_flag(data_dir))
+    return f"{settings.data_dir.absolute()} (chosen by {origin})"
 
 
 def open_app(data_dir: Path | None) -> App:
@@ -46,8 +57,9 @@ def open_app(data_dir: Path | None) -> App:
 
     settings = settings_for(data_dir)
     if not settings.keys_dir.is_dir() or not (settings.data_dir / CONFIG_FILE_NAME).is_file():
-        fail(f"{settings.data_dir} is not an initialised data directory; "
-             "run `blindpost init` first")
+        fail(f"{describe_data_dir(settings, data_dir)} is not an initialised data directory; "
+             "run `blindpost init` there, or point --data-dir or BLINDPOST_DATA_DIR at "
+             "yours")
     app = App(settings)
     app.check_ready()
     return app

@@ -146,3 +146,17 @@ def partner_disable(slug: str, keep_waiting: bool, data_dir: Path | None) -> Non
     open_app(data_dir).partners.disable(operator(), slug=slug, keep_waiting=keep_waiting)
     waiting = ("kept until they expire" if keep_waiting else "purged")
     click.echo(f"disabled partner {slug}; its waiting files were {waiting}")
+
+
+@partner.command("enable")
+@click.argument("slug")
+@data_dir_option
+def partner_enable(slug: str, data_dir: Path | None) -> None:
+    """Enable a disabled partner again: its users sign in and uploads reach it.
+
+    \b
+    Example:
+      blindpost partner enable uni-research
+    """
+    open_app(data_dir).partners.enable(operator(), slug=slug)
+    click.echo(f"enabled partner {slug}")

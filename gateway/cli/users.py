@@ -1,4 +1,4 @@
-"""``blindpost user …``: accounts and their credentials."""
+"""``blindpost user …``: accounts, their credentials, lockouts and machine grants."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from gateway.accounts import parse_role
-from gateway.cli.admin import show_new_account_secrets
+from gateway.accounts import AccountInfo, parse_allow_from, parse_role
+from gateway.cli.admin import show_enrolment_window, show_new_account_secrets, show_totp_uri
 from gateway.cli.common import (
     data_dir_option,
     emit_json,
@@ -15,9 +15,16 @@ from gateway.cli.common import (
     json_option,
     open_app,
     operator,
+    prove,
+    when,
 )
 from gateway.errors import UsageError
 from gateway.sshkeys import PublicKey, parse_public_key
+
+allow_shared_option = click.option(
+    "--allow-shared-key", "allow_shared", is_flag=True,
+    help="Accept a key that another account already has (whoever holds it can sign in as "
+         "each of them; audited).")
 
 
 def read_key_file(path: Path) -> list[PublicKey]:
@@ -33,6 +40,24 @@ def read_key_file(path: Path) -> list[PublicKey]:
     return keys
 
 
+def state_of(account: AccountInfo) -> str:
+    """Disabled, locked (until when) or active."""
+    if account.disabled:
+        return "disabled"
+    if account.locked_until is not None:
+        return f"locked until {when(account.locked_until)}"
+    return "active"
+
+
+def second_factor_of(account: AccountInfo) -> str:
+    if account.machine:
+        return "none (machine: key alone)"
+    return {"enrolled": "totp",
+            "pending": f"enrol by SSH until {when(account.enrol_until)}",
+            "expired": f"enrolment expired {when(account.enrol_until)}",
+            "none": "none"}[account.enrolment]
+
+
 @click.group()
 def user() -> None:
     """Manage accounts: admins, auditors, staff and partner users."""
@@ -46,23 +71,46 @@ def user() -> None:
 @click.option("--ssh-key", "ssh_keys", multiple=True,
               type=click.Path(path_type=Path, dir_okay=False),
               help="SSH public key file (repeatable).")
+@click.option("--enrol-by-ssh", is_flag=True,
+              help="Do not show the TOTP secret: the holder enrols it at their first SFTP "
+                   "sign-in with their key (within enrolment_hours, 72 by default).")
+@click.option("--allow-from", metavar="CIDR[,CIDR…]",
+              help="Only allow sign-in from these networks.")
+@click.option("--machine", is_flag=True,
+              help="A staff account for scheduled jobs: key alone, only from --allow-from; "
+                   "proposed by --by and usable once a second admin approves it.")
+@click.option("--by", metavar="ADMIN",
+              help="The admin proposing a machine account (their one-time code is asked for).")
+@allow_shared_option
 @json_option
 @data_dir_option
 def user_add(username: str, role: str, partner: str | None, ssh_keys: tuple[Path, ...],
-             as_json: bool, data_dir: Path | None) -> None:
+             enrol_by_ssh: bool, allow_from: str | None, machine: bool, by: str | None,
+             allow_shared: bool, as_json: bool, data_dir: Path | None) -> None:
     """Create an account and print its TOTP enrolment (and one-time password if any).
 
     SFTP users (staff, partner) sign in with an SSH key and a TOTP code; console users
-    (admin, auditor) with a password and a TOTP code.
+    (admin, auditor) with a password and a TOTP code; machine accounts with their key
+    alone, from their networks only.
 
     \b
-    Example:
-      blindpost user add dr-lee --role partner --partner uni-research --ssh-key lee.pub
+    Examples:
+      blindpost user add dr-lee --role partner --partner uni-research --ssh-key lee.pub \\
+          --enrol-by-ssh
+      blindpost user add nightly --role staff --machine --allow-from 10.20.0.0/24 \\
+          --ssh-key job.pub --by alice
     """
     parsed_role = parse_role(role)
+    networks = parse_allow_from(allow_from) if allow_from is not None else None
+    if machine != (by is not None):
+        raise UsageError("--machine needs --by ADMIN (a machine account is proposed by one "
+                         "admin and approved by another), and --by is only for --machine")
     keys = [key for path in ssh_keys for key in read_key_file(path)]
-    new = open_app(data_dir).accounts.add(operator(), username=username, role=parsed_role,
-                                          partner=partner, ssh_keys=keys)
+    app = open_app(data_dir)
+    actor = prove(app, by, purpose="machine account propose") if by else operator()
+    new = app.accounts.add(actor, username=username, role=parsed_role, partner=partner,
+                           ssh_keys=keys, enrol_by_ssh=enrol_by_ssh, allow_from=networks,
+                           machine=machine, allow_shared_key=allow_shared)
     if not as_json:
         click.echo(f"created {parsed_role.value} account {username}")
     show_new_account_secrets(new, as_json=as_json)
@@ -72,7 +120,7 @@ def user_add(username: str, role: str, partner: str | None, ssh_keys: tuple[Path
 @json_option
 @data_dir_option
 def user_list(as_json: bool, data_dir: Path | None) -> None:
-    """List accounts.
+    """List accounts with their state (active, disabled, locked) and second factor.
 
     \b
     Example:
@@ -82,9 +130,45 @@ def user_list(as_json: bool, data_dir: Path | None) -> None:
     if as_json:
         emit_json(rows)
         return
-    emit_table(["username", "role", "partner", "ssh keys", "state"],
-               [[a.username, a.role.value, a.partner, len(a.ssh_keys),
-                 "disabled" if a.disabled else "active"] for a in rows])
+    emit_table(["username", "role", "partner", "ssh keys", "state", "second factor",
+                "allowed from"],
+               [[a.username, a.role.value, a.partner, len(a.ssh_keys), state_of(a),
+                 second_factor_of(a), ",".join(a.allow_from) if a.allow_from else "anywhere"]
+                for a in rows])
+
+
+@user.command("show")
+@click.argument("username")
+@json_option
+@data_dir_option
+def user_show(username: str, as_json: bool, data_dir: Path | None) -> None:
+    """Show one account: state, lockout, second factor, networks and SSH keys.
+
+    \b
+    Example:
+      blindpost user show dr-lee
+    """
+    app = open_app(data_dir)
+    info = app.accounts.get(operator(), username)
+    grants = [g for g in app.machines.pending(operator()) if g.username == username]
+    if as_json:
+        emit_json({"account": info, "pending_machine_grants": grants})
+        return
+    partner = f" of partner {info.partner}" if info.partner else ""
+    lines = [("account", f"{info.username} ({info.role.value}{partner})"),
+             ("state", state_of(info)),
+             ("failed codes", f"{info.failures} counting toward a lockout"),
+             ("second factor", second_factor_of(info)),
+             ("allowed from", ",".join(info.allow_from) if info.allow_from else "anywhere"),
+             ("created", when(info.created_at))]
+    lines += [("pending grant", f"#{g.id}: machine from {','.join(g.allow_from)}, proposed by "
+               f"{g.proposed_by}; awaits a second admin") for g in grants]
+    for label, value in lines:
+        click.echo(f"{label:14} {value}")
+    click.echo("ssh keys:" if info.ssh_keys else "ssh keys:      none")
+    for key in info.ssh_keys:
+        shared = " (shared)" if key.shared else ""
+        click.echo(f"  {key.key_type} {key.fingerprint} {key.comment}{shared}".rstrip())
 
 
 @user.command("disable")
@@ -102,11 +186,46 @@ def user_disable(username: str, data_dir: Path | None) -> None:
     click.echo(f"disabled account {username}")
 
 
+@user.command("enable")
+@click.argument("username")
+@data_dir_option
+def user_enable(username: str, data_dir: Path | None) -> None:
+    """Enable a disabled account again.
+
+    \b
+    Example:
+      blindpost user enable dr-lee
+    """
+    open_app(data_dir).accounts.enable(operator(), username=username)
+    click.echo(f"enabled account {username}")
+
+
+@user.command("unlock")
+@click.argument("username")
+@data_dir_option
+def user_unlock(username: str, data_dir: Path | None) -> None:
+    """Lift an account's lockout and forget its failed codes (audited).
+
+    \b
+    Example:
+      blindpost user unlock dr-lee
+    """
+    lifted = open_app(data_dir).auth.unlock(operator(), username=username)
+    if lifted.blocked_until is not None:
+        click.echo(f"unlocked account {username} (it was locked until "
+                   f"{when(lifted.blocked_until)})")
+    else:
+        click.echo(f"account {username} was not locked; its {lifted.failures} failed codes "
+                   "are forgotten")
+
+
 @user.command("add-key")
 @click.argument("username")
 @click.argument("key_file", type=click.Path(path_type=Path, dir_okay=False))
+@allow_shared_option
 @data_dir_option
-def user_add_key(username: str, key_file: Path, data_dir: Path | None) -> None:
+def user_add_key(username: str, key_file: Path, allow_shared: bool,
+                 data_dir: Path | None) -> None:
     """Add the SSH public keys in KEY_FILE to an account.
 
     \b
@@ -115,23 +234,117 @@ def user_add_key(username: str, key_file: Path, data_dir: Path | None) -> None:
     """
     app = open_app(data_dir)
     for key in read_key_file(key_file):
-        app.accounts.add_key(operator(), username=username, key=key)
+        app.accounts.add_key(operator(), username=username, key=key, allow_shared=allow_shared)
         click.echo(f"added {key.key_type} {key.fingerprint} to {username}")
+
+
+@user.command("remove-key")
+@click.argument("username")
+@click.argument("fingerprint")
+@data_dir_option
+def user_remove_key(username: str, fingerprint: str, data_dir: Path | None) -> None:
+    """Remove one SSH key (named by its SHA256:… fingerprint, see `user show`).
+
+    \b
+    Example:
+      blindpost user remove-key dr-lee SHA256:2Fo0bZ…
+    """
+    removed = open_app(data_dir).accounts.remove_key(operator(), username=username,
+                                                     fingerprint=fingerprint)
+    click.echo(f"removed {removed.key_type} {removed.fingerprint} from {username}")
 
 
 @user.command("reset-totp")
 @click.argument("username")
+@click.option("--enrol-by-ssh", is_flag=True,
+              help="Do not show the new secret: the holder enrols it at their next SFTP "
+                   "sign-in with their key.")
 @json_option
 @data_dir_option
-def user_reset_totp(username: str, as_json: bool, data_dir: Path | None) -> None:
+def user_reset_totp(username: str, enrol_by_ssh: bool, as_json: bool,
+                    data_dir: Path | None) -> None:
     """Replace an account's TOTP secret and print the new enrolment.
 
     \b
     Example:
-      blindpost user reset-totp dr-lee
+      blindpost user reset-totp dr-lee --enrol-by-ssh
     """
-    uri = open_app(data_dir).accounts.reset_totp(operator(), username=username)
+    reset = open_app(data_dir).accounts.reset_totp(operator(), username=username,
+                                                   enrol_by_ssh=enrol_by_ssh)
     if as_json:
-        emit_json({"username": username, "totp_uri": uri})
+        emit_json(reset)
+    elif reset.totp_uri is None:
+        show_enrolment_window(username, reset.enrol_until)
     else:
-        click.echo(f"TOTP provisioning URI: {uri}")
+        show_totp_uri(reset.totp_uri)
+
+
+@user.command("set")
+@click.argument("username")
+@click.option("--allow-from", required=True, metavar="CIDR[,CIDR…]|any",
+              help="The networks sign-in is allowed from; `any` lifts the limit.")
+@click.option("--by", metavar="ADMIN",
+              help="The admin proposing to widen a machine account's networks (a second "
+                   "admin approves it).")
+@data_dir_option
+def user_set(username: str, allow_from: str, by: str | None, data_dir: Path | None) -> None:
+    """Limit where an account may sign in from (refused elsewhere before a code is asked).
+
+    Narrowing applies at once. Widening a machine account's networks is proposed with
+    --by and applies once a second admin approves (`user approve`).
+
+    \b
+    Example:
+      blindpost user set dr-lee --allow-from 192.0.2.0/24,2001:db8:5::/48
+    """
+    networks = parse_allow_from(allow_from)
+    app = open_app(data_dir)
+    actor = prove(app, by, purpose="machine network propose") if by else operator()
+    result = app.accounts.set_allow_from(actor, username=username, allow_from=networks)
+    if isinstance(result, int):
+        click.echo(f"proposed (grant {result}): {username} from {networks}; a second admin "
+                   f"approves with `blindpost user approve {result} --by NAME`")
+    else:
+        click.echo(f"{username} may sign in from {networks or 'anywhere'}")
+
+
+@user.command("approve")
+@click.argument("grant_id", type=click.IntRange(min=1))
+@click.option("--by", required=True, metavar="ADMIN",
+              help="The approving admin, not the proposer (their one-time code is asked for).")
+@json_option
+@data_dir_option
+def user_approve(grant_id: int, by: str, as_json: bool, data_dir: Path | None) -> None:
+    """Approve a machine account, or the widening of its networks, proposed by another admin.
+
+    \b
+    Example:
+      blindpost user approve 2 --by bob
+    """
+    app = open_app(data_dir)
+    grant = app.machines.approve(prove(app, by, purpose="machine approve"), grant_id=grant_id)
+    if as_json:
+        emit_json(grant)
+    else:
+        click.echo(f"approved grant {grant.id}: {grant.username} signs in with its key alone "
+                   f"from {','.join(grant.allow_from)}")
+
+
+@user.command("pending")
+@json_option
+@data_dir_option
+def user_pending(as_json: bool, data_dir: Path | None) -> None:
+    """List machine account grants waiting for a second admin.
+
+    \b
+    Example:
+      blindpost user pending
+    """
+    grants = open_app(data_dir).machines.pending(operator())
+    if as_json:
+        emit_json(grants)
+        return
+    emit_table(["grant", "account", "allowed from", "proposed by", "proposed"],
+               [[g.id, g.username, ",".join(g.allow_from), g.proposed_by, when(g.proposed_at)]
+                for g in grants])
+

@@ -242,7 +242,9 @@ def test_version_and_db_upgrade(ready) -> None:  # type: ignore[no-untyped-def]
 def test_uninitialised_data_dir(run) -> None:  # type: ignore[no-untyped-def]
     result = run("partner", "list")
     assert result.exit_code == 1
-    assert "run `blindpost init` first" in result.output
+    assert f"{run.data_dir} (chosen by --data-dir) is not an initialised data directory" \
+        in result.output
+    assert "run `blindpost init` there" in result.output
 
 
 def test_unreachable_database(ready, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
@@ -343,3 +345,122 @@ def test_token_create_list_revoke(ready) -> None:  # type: ignore[no-untyped-def
     staff = ready("token", "create", "x", "--role", "staff")
     assert staff.exit_code == 2
     assert "admin or auditor" in staff.output
+
+
+# -- everyday operations: lifecycle commands, each audited ------------------------------
+
+def _tags(data_dir: Path) -> list[tuple[str, str]]:
+    lines = CliRunner().invoke(main, ["--data-dir", str(data_dir), "audit", "log",
+                                      "--json"]).output.splitlines()
+    return [(e["tag"], e["subject"]) for e in map(json.loads, lines)]
+
+
+def test_account_lifecycle_commands(ready, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    key_file = _ssh_key(tmp_path)
+    assert ready("user", "add", "lee", "--role", "partner", "--partner", "uni", "--ssh-key",
+                 str(key_file), "--allow-from", "192.0.2.0/24").exit_code == 0
+    shown = ready("user", "show", "lee")
+    assert "state          active" in shown.output
+    assert "allowed from   192.0.2.0/24" in shown.output
+    assert "second factor  totp" in shown.output
+    fingerprint = json.loads(ready("user", "show", "lee", "--json").output)[
+        "account"]["ssh_keys"][0]["fingerprint"]
+    assert ready("user", "disable", "lee").exit_code == 0
+    assert "disabled" in ready("user", "list").output
+    assert ready("user", "enable", "lee").exit_code == 0
+    again = ready("user", "enable", "lee")
+    assert again.exit_code == 1 and "is not disabled" in again.output
+    assert ready("user", "set", "lee", "--allow-from", "any").output.strip() == \
+        "lee may sign in from anywhere"
+    bad = ready("user", "set", "lee", "--allow-from", "10.1.2.3/8")
+    assert bad.exit_code == 2 and "invalid network '10.1.2.3/8'" in bad.output
+    shared = ready("user", "add", "clerk", "--role", "staff", "--ssh-key", str(key_file))
+    assert shared.exit_code == 1 and "already registered to lee" in shared.output
+    assert ready("user", "add", "clerk", "--role", "staff", "--ssh-key", str(key_file),
+                 "--allow-shared-key").exit_code == 0
+    assert "(shared)" in ready("user", "show", "clerk").output
+    removed = ready("user", "remove-key", "lee", fingerprint)
+    assert removed.output.strip() == f"removed ssh-ed25519 {fingerprint} from lee"
+    unlocked = ready("user", "unlock", "lee")
+    assert "was not locked" in unlocked.output
+    assert ready("partner", "disable", "uni").exit_code == 0
+    assert ready("partner", "enable", "uni").output.strip() == "enabled partner uni"
+    tags = _tags(ready.data_dir)
+    for expected in [("account:disable", "account:lee"), ("account:enable", "account:lee"),
+                     ("account:allow-from", "account:lee"), ("account:key:add", "account:clerk"),
+                     ("account:key:remove", "account:lee"), ("account:unlock", "account:lee"),
+                     ("partner:enable", "partner:uni")]:
+        assert expected in tags
+    assert ready("audit", "verify").exit_code == 0
+
+
+def test_enrolment_by_ssh_shows_no_secret(ready, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    added = ready("user", "add", "lee", "--role", "partner", "--partner", "uni",
+                  "--ssh-key", str(_ssh_key(tmp_path)), "--enrol-by-ssh")
+    assert added.exit_code == 0, added.output
+    assert "otpauth://" not in added.output
+    assert "enrols their one-time codes at their first SFTP sign-in" in added.output
+    assert "enrol by SSH until" in ready("user", "list").output
+    reset = json.loads(ready("user", "reset-totp", "lee", "--json").output)
+    assert reset["totp_uri"].startswith("otpauth://") and reset["enrol_until"] is None
+    reopened = ready("user", "reset-totp", "lee", "--enrol-by-ssh")
+    assert "otpauth://" not in reopened.output
+    refused = ready("user", "add", "ops", "--role", "admin", "--enrol-by-ssh")
+    assert refused.exit_code == 2 and "--enrol-by-ssh is for staff and partner" in refused.output
+
+
+def test_machine_account_commands(ready, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    alice, bob = ready.secrets["alice"], ready.secrets["bob"]
+    key_file = _ssh_key(tmp_path)
+    alone = ready("user", "add", "nightly", "--role", "staff", "--machine", "--allow-from",
+                  "10.20.0.0/24", "--ssh-key", str(key_file))
+    assert alone.exit_code == 2 and "--machine needs --by ADMIN" in alone.output
+    proposed = ready("user", "add", "nightly", "--role", "staff", "--machine", "--allow-from",
+                     "10.20.0.0/24", "--ssh-key", str(key_file), "--by", "alice",
+                     stdin=code(alice, 0))
+    assert proposed.exit_code == 0, proposed.output
+    assert "blindpost user approve 1 --by NAME" in proposed.output
+    assert "nightly" in ready("user", "pending").output
+    same = ready("user", "approve", "1", "--by", "alice", stdin=code(alice, 1))
+    assert same.exit_code == 1 and "two-person rule" in same.output
+    approved = ready("user", "approve", "1", "--by", "bob", stdin=code(bob, 0))
+    assert approved.exit_code == 0, approved.output
+    shown = ready("user", "show", "nightly").output
+    assert "none (machine: key alone)" in shown and "10.20.0.0/24" in shown
+    widen = ready("user", "set", "nightly", "--allow-from", "10.20.0.0/16")
+    assert widen.exit_code == 1 and "may not machine propose" in widen.output
+    narrowed = ready("user", "set", "nightly", "--allow-from", "10.20.0.0/25")
+    assert narrowed.exit_code == 0
+    tags = _tags(ready.data_dir)
+    assert ("account:machine:propose", "account:nightly") in tags
+    assert ("account:machine:approve", "account:nightly") in tags
+    assert ready("audit", "verify").exit_code == 0
+
+
+def test_source_commands(ready) -> None:  # type: ignore[no-untyped-def]
+    assert ready("source", "list").output.strip() == "ADDRESS  FAILURES  HELD BACK UNTIL"
+    lifted = ready("source", "unblock", "192.0.2.44")
+    assert lifted.output.strip() == "192.0.2.44 was not held back; its 0 failures are forgotten"
+    assert ("source:unblock", "source:192.0.2.44") in _tags(ready.data_dir)
+    bad = ready("source", "unblock", "somewhere")
+    assert bad.exit_code == 2 and "invalid address" in bad.output
+
+
+def test_host_key_names_the_public_host(run) -> None:  # type: ignore[no-untyped-def]
+    run("init")
+    named = json.loads(run("host-key", "--host", "sftp.example.org", "--json").output)
+    assert named["known_hosts"].startswith("[sftp.example.org]:2222 ssh-ed25519 ")
+    standard = json.loads(run("host-key", "--host", "sftp.example.org:22", "--json").output)
+    assert standard["known_hosts"].startswith("sftp.example.org ssh-ed25519 ")
+    (run.data_dir / "blindpost.toml").write_text('sftp_listen = "0.0.0.0:2222"\n')
+    guessed = run("host-key")
+    assert "0.0.0.0" not in guessed.output
+    assert "give --host with the name partners use" in guessed.output
+
+
+def test_serve_help_and_the_systemd_unit_agree() -> None:
+    unit = (Path(__file__).parents[4] / "deploy/systemd/blindpost.service").read_text()
+    assert "ExecStart=/opt/blindpost/.venv/bin/blindpost serve" in unit
+    assert "SFTP server, console\n# and purger in one service" in unit
+    shown = " ".join(CliRunner().invoke(main, ["serve", "--help"]).output.split())
+    assert "the SFTP server, the console and the purger" in shown
