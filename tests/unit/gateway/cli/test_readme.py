@@ -46,9 +46,11 @@ def test_every_blindpost_line_of_the_walkthrough_parses(tmp_path: Path,
     # The files the walkthrough names (keys, the downloaded file) exist by then.
     monkeypatch.chdir(tmp_path)
     for argv in blindpost:
-        for word in argv:
-            if re.fullmatch(r"[\w-]+\.(key|pub|age)", word):
+        for before, word in zip(["", *argv], argv, strict=False):
+            if re.fullmatch(r"[\w-]+\.(key|pub|age|csv)", word) or before == "--key":
                 (tmp_path / word).touch()
+        if "--out" in argv:
+            (tmp_path / argv[argv.index("--out") + 1]).mkdir(exist_ok=True)
     for argv in blindpost:
         _parse(argv[1:])
     # One prefix: no line reaches for another copy of the program.
