@@ -7,6 +7,7 @@ v2 header naming the client before paramiko speaks SSH through the same socket.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +24,8 @@ CLIENT = "198.51.100.7"
 
 @pytest.fixture
 def inst(tmp_path: Path) -> Iterator[Installation]:
-    installation = Installation(tmp_path, sftp_proxy_protocol_from="127.0.0.1/32")
+    installation = Installation(tmp_path, sftp_proxy_protocol_from="127.0.0.1/32",
+                                source_throttle_threshold=2)
     installation.add_partner("uni")
     installation.start()
     yield installation
@@ -54,6 +56,14 @@ def test_audit_and_lockout_use_the_address_in_the_header(inst: Installation) -> 
     assert audit_events(inst.app, "auth:login:success")[-1]["details"]["source"] == CLIENT
     for _ in range(inst.settings.lockout_threshold):
         assert not sign_in(inst, lee, "000000", header=header)
+    # Wrong codes after the key lock the account; names that do not exist slow the source.
+    ghost = User("ghost", Role.PARTNER, lee.secret, lee.key_path, lee.public_key)
+    for _ in range(inst.settings.source_throttle_threshold):
+        assert not sign_in(inst, ghost, "000000", header=header)
+    # Each is counted when the server sees its connection end.
+    deadline = time.monotonic() + 10
+    while len(audit_events(inst.app, "auth:lockout")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert {event["subject"] for event in audit_events(inst.app, "auth:lockout")} == {
         f"source:{CLIENT}", "account:lee"}
     failures = audit_events(inst.app, "auth:login:failure")

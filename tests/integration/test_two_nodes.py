@@ -59,7 +59,8 @@ def _env(data_dir: Path, postgres_url: str, endpoint: str, bucket: str) -> dict[
     return {**{k: v for k, v in os.environ.items() if not k.startswith("BLINDPOST_")},
             **settings, "BLINDPOST_DATA_DIR": str(data_dir),
             "BLINDPOST_DATABASE_URL": postgres_url, "BLINDPOST_SFTP_WORKERS": "1",
-            "BLINDPOST_SFTP_PROXY_PROTOCOL_FROM": "127.0.0.1/32"}
+            "BLINDPOST_SFTP_PROXY_PROTOCOL_FROM": "127.0.0.1/32",
+            "BLINDPOST_SOURCE_THROTTLE_THRESHOLD": "5"}
 
 
 def _start_node(env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
@@ -162,6 +163,14 @@ def test_upload_on_one_node_download_on_the_other(cluster: Cluster) -> None:
     _verify_audit_log(cluster)
 
 
+def _ghost(port: int, key_holder: User) -> None:
+    """A sign-in as an account that does not exist, from 203.0.113.5."""
+    transport = _transport(port, "203.0.113.5")
+    with pytest.raises(paramiko.AuthenticationException):
+        transport.auth_publickey("ghost", key_holder.pkey)
+    transport.close()
+
+
 def test_lockouts_hold_across_nodes(cluster: Cluster) -> None:
     mia, lee = cluster.users["mia"], cluster.users["lee"]
     threshold = cluster.app.settings.lockout_threshold
@@ -171,20 +180,23 @@ def test_lockouts_hold_across_nodes(cluster: Cluster) -> None:
         assert _sign_in(nodes[attempt % 2], f"198.51.100.{10 + attempt}", mia, "000000") is None
     assert _sign_in(nodes[threshold % 2], "198.51.100.99", mia, _code(mia)) is None
     # The source: one address trying names that do not exist, alternating nodes.
-    for attempt in range(threshold):
-        transport = _transport(nodes[attempt % 2], "203.0.113.5")
-        with pytest.raises(paramiko.AuthenticationException):
-            transport.auth_publickey("ghost", mia.pkey)
-        transport.close()
+    for attempt in range(cluster.app.settings.source_throttle_threshold):
+        _ghost(nodes[attempt % 2], mia)
     # An abandoned sign-in is counted when the node sees the connection end.
     deadline = time.monotonic() + 10
     while not any(e["subject"] == "source:203.0.113.5" for e in
                   audit_events(cluster.app, "auth:lockout")) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _sign_in(nodes[threshold % 2], "203.0.113.5", lee, _code(lee)) is None
-    reasons = [e["details"]["reason"] for e in audit_events(cluster.app, "auth:login:failure")]
-    assert reasons.count("account locked out") == 1
-    assert reasons.count("source locked out") == 1
+    _ghost(nodes[1], mia)  # Held back now, on either node.
+    # A colleague behind the same address proves their key and is not held back.
+    transport = _sign_in(nodes[threshold % 2], "203.0.113.5", lee, _code(lee))
+    assert transport is not None
+    transport.close()
+    failures = audit_events(cluster.app, "auth:login:failure")
+    assert [e["details"]["reason"] for e in failures
+            if e["details"]["source"] == "198.51.100.99"] == ["account locked out"]
+    assert [e for e in failures
+            if e["details"]["reason"].startswith("unknown account; source held back until")]
     assert {e["subject"] for e in audit_events(cluster.app, "auth:lockout")} == {
         "account:mia", "source:203.0.113.5"}
     _verify_audit_log(cluster)
