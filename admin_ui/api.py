@@ -146,6 +146,11 @@ def partner_disable(request: Request, caller: Caller, slug: str) -> JSONResponse
     return _json(console(request).app.partners.disable(caller.actor, slug=slug))
 
 
+@router.post("/partners/{slug}/enable", summary="Enable a disabled partner")
+def partner_enable(request: Request, caller: Caller, slug: str) -> JSONResponse:
+    return _json(console(request).app.partners.enable(caller.actor, slug=slug))
+
+
 @router.get("/accounts", summary="List accounts")
 def accounts(request: Request, caller: Caller) -> JSONResponse:
     return _json(console(request).app.accounts.all(caller.actor))
@@ -173,6 +178,12 @@ def account_disable(request: Request, caller: Caller, username: str) -> JSONResp
 @router.post("/accounts/{username}/enable", summary="Enable an account")
 def account_enable(request: Request, caller: Caller, username: str) -> JSONResponse:
     return _json(console(request).app.accounts.enable(caller.actor, username=username))
+
+
+@router.post("/accounts/{username}/unlock",
+             summary="Lift a lockout and forget the failed codes (what there was)")
+def account_unlock(request: Request, caller: Caller, username: str) -> JSONResponse:
+    return _json(console(request).app.auth.unlock(caller.actor, username=username))
 
 
 @router.post("/accounts/{username}/ssh-keys", status_code=201, summary="Add an SSH key")

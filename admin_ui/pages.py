@@ -88,6 +88,13 @@ def partner_disable(request: Request, current: Session, slug: str, *, csrf: Csrf
     return _back("/partners")
 
 
+@router.post("/partners/{slug}/enable")
+def partner_enable(request: Request, current: Session, slug: str, *, csrf: Csrf = "") -> Response:
+    check_csrf(request, current, csrf)
+    console(request).app.partners.enable(current.actor, slug=slug)
+    return _back("/partners")
+
+
 # Accounts ----------------------------------------------------------------------------
 
 @router.get("/accounts")
@@ -133,6 +140,14 @@ def account_enable(request: Request, current: Session, username: str,
                    *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
     console(request).app.accounts.enable(current.actor, username=username)
+    return _back("/accounts")
+
+
+@router.post("/accounts/{username}/unlock")
+def account_unlock(request: Request, current: Session, username: str,
+                   *, csrf: Csrf = "") -> Response:
+    check_csrf(request, current, csrf)
+    console(request).app.auth.unlock(current.actor, username=username)
     return _back("/accounts")
 
 

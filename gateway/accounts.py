@@ -73,6 +73,29 @@ class AccountInfo:
     locked_until: datetime | None = None
     failures: int = 0
 
+    @property
+    def state(self) -> str:
+        """Disabled, locked (until when) or active, in the words every listing uses."""
+        if self.disabled:
+            return "disabled"
+        if self.locked_until is not None:
+            return f"locked until {_when(self.locked_until)}"
+        return "active"
+
+    @property
+    def second_factor(self) -> str:
+        """The second factor, or the enrolment still due, in the words every listing uses."""
+        if self.machine:
+            return "none (machine: key alone)"
+        return {"enrolled": "totp",
+                "pending": f"enrol by SSH until {_when(self.enrol_until)}",
+                "expired": f"enrolment expired {_when(self.enrol_until)}",
+                "none": "none"}[self.enrolment]
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "-"
+
 
 @dataclass(frozen=True)
 class NewAccount:

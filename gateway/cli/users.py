@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from gateway.accounts import AccountInfo, parse_allow_from, parse_role
+from gateway.accounts import parse_allow_from, parse_role
 from gateway.cli.admin import show_enrolment_window, show_new_account_secrets, show_totp_uri
 from gateway.cli.common import (
     data_dir_option,
@@ -38,24 +38,6 @@ def read_key_file(path: Path) -> list[PublicKey]:
     if not keys:
         raise UsageError(f"{path}: no SSH public key in the file")
     return keys
-
-
-def state_of(account: AccountInfo) -> str:
-    """Disabled, locked (until when) or active."""
-    if account.disabled:
-        return "disabled"
-    if account.locked_until is not None:
-        return f"locked until {when(account.locked_until)}"
-    return "active"
-
-
-def second_factor_of(account: AccountInfo) -> str:
-    if account.machine:
-        return "none (machine: key alone)"
-    return {"enrolled": "totp",
-            "pending": f"enrol by SSH until {when(account.enrol_until)}",
-            "expired": f"enrolment expired {when(account.enrol_until)}",
-            "none": "none"}[account.enrolment]
 
 
 @click.group()
@@ -132,8 +114,8 @@ def user_list(as_json: bool, data_dir: Path | None) -> None:
         return
     emit_table(["username", "role", "partner", "ssh keys", "state", "second factor",
                 "allowed from"],
-               [[a.username, a.role.value, a.partner, len(a.ssh_keys), state_of(a),
-                 second_factor_of(a), ",".join(a.allow_from) if a.allow_from else "anywhere"]
+               [[a.username, a.role.value, a.partner, len(a.ssh_keys), a.state,
+                 a.second_factor, ",".join(a.allow_from) if a.allow_from else "anywhere"]
                 for a in rows])
 
 
@@ -156,9 +138,9 @@ def user_show(username: str, as_json: bool, data_dir: Path | None) -> None:
         return
     partner = f" of partner {info.partner}" if info.partner else ""
     lines = [("account", f"{info.username} ({info.role.value}{partner})"),
-             ("state", state_of(info)),
+             ("state", info.state),
              ("failed codes", f"{info.failures} counting toward a lockout"),
-             ("second factor", second_factor_of(info)),
+             ("second factor", info.second_factor),
              ("allowed from", ",".join(info.allow_from) if info.allow_from else "anywhere"),
              ("created", when(info.created_at))]
     lines += [("pending grant", f"#{g.id}: machine from {','.join(g.allow_from)}, proposed by "

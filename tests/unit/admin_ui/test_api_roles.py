@@ -42,12 +42,14 @@ TABLE: list[tuple[str, str, object, set[str]]] = [
     ("GET", "/api/v1/partners/uni", None, READ),
     ("PATCH", "/api/v1/partners/uni", {"retention": "5d"}, MANAGE),
     ("POST", "/api/v1/partners/spare/disable", None, MANAGE),
+    ("POST", "/api/v1/partners/spare/enable", None, MANAGE),
     ("GET", "/api/v1/accounts", None, READ),
     ("POST", "/api/v1/accounts", {"username": "u-{n}", "role": "auditor"}, MANAGE),
     ("GET", "/api/v1/accounts/clerk", None, READ),
     ("POST", "/api/v1/accounts/clerk/disable", None, MANAGE),
     ("POST", "/api/v1/accounts/clerk/enable", None, MANAGE),
     ("POST", "/api/v1/accounts/clerk/reset-totp", None, MANAGE),
+    ("POST", "/api/v1/accounts/clerk/unlock", None, MANAGE),
     ("POST", "/api/v1/accounts/clerk/ssh-keys", {"key": "{sshkey}"}, MANAGE),
     ("GET", "/api/v1/keys", None, READ),
     ("POST", "/api/v1/keys", {"partner": "uni", "recipient": "{recipient}"}, PERSON_ADMIN),
@@ -149,6 +151,7 @@ def test_every_api_route_is_in_the_table(callers: Callers) -> None:
 
 def _template(path: str) -> str:
     replacements = {"/uni": "/{slug}", "/spare/disable": "/{slug}/disable",
+                    "/spare/enable": "/{slug}/enable",
                     "/clerk": "/{username}", "/1/": "/{key_id}/", "/no-such-file/": "/{file_id}/",
                     "/0/proof": "/{index}/proof", "/spare/revoke": "/{name}/revoke"}
     path = path.partition("?")[0]

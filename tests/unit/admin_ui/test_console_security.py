@@ -8,9 +8,12 @@ import re
 import pytest
 from argon2 import PasswordHasher
 
-from gateway import envelope
+from gateway import envelope, throttle
 from gateway.app import App
+from gateway.auth import MAX_CODE_ATTEMPTS
+from gateway.console_auth import REFUSED
 from gateway.db.models import Account, Role
+from gateway.errors import AuthenticationError
 from tests.conftest import FakeClock
 from tests.unit.admin_ui.console_support import PASSWORD, Person, browser
 from tests.unit.gateway.factories import OPERATOR, account, actor, audit_events
@@ -54,17 +57,98 @@ def test_session_token_changes_when_the_second_factor_passes(app: App, clock: Fa
     assert stolen.get("/", follow_redirects=False).headers["location"] == "/signin"
 
 
-def test_wrong_password_and_lockout_shared_with_sftp_rules(app: App, alice: Person) -> None:
-    for _ in range(app.settings.lockout_threshold):
+def _throttle(app: App, scope: throttle.Scope, key: str) -> int:
+    with app.read() as session:
+        return throttle.failures(session, scope=scope, key=key, now=app.clock(),
+                                 policy=app.auth.policy)
+
+
+def _lockouts(app: App) -> set[str]:
+    return {e["subject"] for e in audit_events(app, "auth:lockout")}
+
+
+def test_wrong_passwords_count_against_the_source_not_the_account(
+        app: App, clock: FakeClock, alice: Person) -> None:
+    """Anyone can type alice's name: that must not lock her out (issue 14)."""
+    for _ in range(app.settings.lockout_threshold + 1):
         _, answer = _sign_in(app, "alice", "wrong password!")
         assert answer.status_code == 401  # type: ignore[attr-defined]
-    _, locked = _sign_in(app, "alice")
-    assert locked.status_code == 401  # type: ignore[attr-defined]
-    assert "too many failures" in locked.text  # type: ignore[attr-defined]
-    reasons = [e["details"]["reason"] for e in audit_events(app, "auth:login:failure")]
-    assert reasons[-1] in ("account locked out", "source locked out")
-    assert {e["subject"] for e in audit_events(app, "auth:lockout")} >= {"account:alice",
-                                                                       "source:testclient"}
+        assert REFUSED in answer.text  # type: ignore[attr-defined]
+    assert _lockouts(app) == set()
+    assert app.accounts.get(OPERATOR, "alice").locked_until is None
+    assert _throttle(app, throttle.Scope.ACCOUNT, "alice") == 0
+    assert _throttle(app, throttle.Scope.SOURCE, "testclient") == \
+        app.settings.lockout_threshold + 1
+    client, first = _sign_in(app, "alice")
+    assert first.headers["location"] == "/signin/verify"  # type: ignore[attr-defined]
+    assert _verify(client, app, alice.code(clock, ahead=1)).headers["location"] == "/"  # type: ignore[attr-defined]
+
+
+def test_a_held_back_source_is_slowed_and_told_so(app: App, clock: FakeClock,
+                                                  alice: Person) -> None:
+    strict = App(dataclasses.replace(app.settings, source_throttle_threshold=3),
+                 clock=app.clock)
+    for name in ("nobody", "alice", "alice"):
+        _, answer = _sign_in(strict, name, "wrong password!")
+        # An unknown name and a known one with a wrong password read the same.
+        assert REFUSED in answer.text  # type: ignore[attr-defined]
+    assert _lockouts(strict) == {"source:testclient"}
+    _, held = _sign_in(strict, "alice")  # The right password: not even checked now.
+    assert held.status_code == 401  # type: ignore[attr-defined]
+    assert "too many failed sign-ins from this address" in held.text  # type: ignore[attr-defined]
+    assert audit_events(strict, "auth:login:failure")[-1]["details"]["reason"].startswith(
+        "source held back until")
+    assert _throttle(strict, throttle.Scope.SOURCE, "testclient") == 3  # Not counted further.
+    clock.advance(seconds=strict.settings.source_backoff_seconds + 1)
+    _, first = _sign_in(strict, "alice")
+    assert first.headers["location"] == "/signin/verify"  # type: ignore[attr-defined]
+
+
+def test_wrong_codes_count_once_per_sign_in_and_end_it(app: App, clock: FakeClock,
+                                                       alice: Person) -> None:
+    client, _ = _sign_in(app, "alice")
+    for attempt in range(1, MAX_CODE_ATTEMPTS + 1):
+        answer = _verify(client, app, "000000")
+        assert answer.status_code == 401  # type: ignore[attr-defined]
+        assert "wrong code" in answer.text  # type: ignore[attr-defined]
+        assert _throttle(app, throttle.Scope.ACCOUNT, "alice") == 1
+        assert ("this sign-in has ended" in answer.text) == (attempt == MAX_CODE_ATTEMPTS)  # type: ignore[attr-defined]
+    assert client.get("/signin/verify", follow_redirects=False).headers["location"] == \
+        "/signin"  # type: ignore[attr-defined]
+    assert _throttle(app, throttle.Scope.SOURCE, "testclient") == 0
+    reasons = [e["details"] for e in audit_events(app, "auth:login:failure")]
+    assert [(r["reason"], r["factor"]) for r in reasons] == [("wrong code", "totp")] * 3
+
+
+def test_account_locks_after_wrong_codes_and_says_so_only_to_its_holder(
+        app: App, clock: FakeClock, alice: Person, bob: Person) -> None:
+    for _ in range(app.settings.lockout_threshold):
+        client, _ = _sign_in(app, "alice")
+        _verify(client, app, "000000")
+    assert _lockouts(app) == {"account:alice"}
+    _, stranger = _sign_in(app, "alice", "wrong password!")
+    assert REFUSED in stranger.text  # type: ignore[attr-defined]
+    assert "locked" not in stranger.text  # type: ignore[attr-defined]
+    _, holder = _sign_in(app, "alice")
+    assert holder.status_code == 401  # type: ignore[attr-defined]
+    assert "account locked until 2026-11-02 09:15 UTC" in holder.text  # type: ignore[attr-defined]
+    # bob, at the same address, is not held back by alice's mistakes.
+    other, _ = _sign_in(app, "bob")
+    assert _verify(other, app, bob.code(clock, ahead=1)).headers["location"] == "/"  # type: ignore[attr-defined]
+    assert app.accounts.get(OPERATOR, "alice").locked_until is not None
+    app.auth.unlock(OPERATOR, username="alice")
+    client, _ = _sign_in(app, "alice")
+    assert _verify(client, app, alice.code(clock, ahead=1)).headers["location"] == "/"  # type: ignore[attr-defined]
+
+
+def test_a_used_code_is_named_after_the_password(app: App, clock: FakeClock,
+                                                 alice: Person) -> None:
+    code = alice.code(clock, ahead=1)
+    client, _ = _sign_in(app, "alice")
+    assert _verify(client, app, code).headers["location"] == "/"  # type: ignore[attr-defined]
+    again, _ = _sign_in(app, "alice")
+    answer = _verify(again, app, code)
+    assert "code already used - wait for the next one" in answer.text  # type: ignore[attr-defined]
 
 
 def test_unknown_user_staff_and_partner_cannot_sign_in(app: App) -> None:
@@ -72,7 +156,7 @@ def test_unknown_user_staff_and_partner_cannot_sign_in(app: App) -> None:
     for name in ("nobody", "clerk"):
         _, answer = _sign_in(app, name, "whatever password")
         assert answer.status_code == 401  # type: ignore[attr-defined]
-        assert "wrong username, password or code" in answer.text  # type: ignore[attr-defined]
+        assert REFUSED in answer.text  # type: ignore[attr-defined]
     reasons = [e["details"]["reason"] for e in audit_events(app, "auth:login:failure")]
     assert reasons == ["unknown account", "staff accounts have no console access"]
 
@@ -405,3 +489,22 @@ def test_rows_injected_into_the_database_grant_nothing(app: App, alice: Person) 
     assert violations == {"api_tokens:1", f"console_sessions:{stolen}",
                           f"console_sessions:{pending_id}"}
     assert alice.client.get("/api/v1/me").status_code == 200
+
+
+def test_accounts_page_is_honest_about_locks_and_enrolment(app: App, alice: Person,
+                                                            bob: Person) -> None:
+    app.accounts.add(OPERATOR, username="lee", role=Role.STAFF, enrol_by_ssh=True)
+    for _ in range(app.settings.lockout_threshold):
+        with pytest.raises(AuthenticationError):
+            app.auth.prove(username="bob", code="000000", source="192.0.2.9", purpose="test")
+    page = alice.client.get("/accounts").text
+    assert "locked until 2026-11-02 09:15 UTC" in page
+    assert "enrol by SSH until 2026-11-05 09:00 UTC" in page
+    assert alice.post("/accounts/bob/unlock").status_code == 303  # type: ignore[attr-defined]
+    assert app.accounts.get(OPERATOR, "bob").state == "active"
+    assert audit_events(app, "account:unlock")[-1]["actor"] == "alice"
+    app.partners.add(OPERATOR, slug="uni")
+    app.partners.disable(OPERATOR, slug="uni")
+    assert alice.post("/partners/uni/enable").status_code == 303  # type: ignore[attr-defined]
+    assert not app.partners.get(OPERATOR, "uni").disabled
+    assert audit_events(app, "partner:enable")[-1]["actor"] == "alice"

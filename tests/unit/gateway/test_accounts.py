@@ -34,7 +34,7 @@ def _verifies(app: App) -> None:
 
 def test_enable_and_disable_an_account(uni: App) -> None:
     account(uni, "clerk", Role.STAFF)
-    with pytest.raises(ConflictError, match="already enabled"):
+    with pytest.raises(ConflictError, match="is not disabled"):
         uni.accounts.enable(OPERATOR, username="clerk")
     assert uni.accounts.disable(OPERATOR, username="clerk").disabled
     assert not uni.accounts.enable(OPERATOR, username="clerk").disabled
