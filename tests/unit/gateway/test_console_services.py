@@ -8,10 +8,11 @@ from datetime import timedelta
 
 import pytest
 
+from gateway import throttle
 from gateway.app import App
 from gateway.config import Settings
 from gateway.db.models import Role, TransferState
-from gateway.errors import ConfigError, ConflictError, UsageError
+from gateway.errors import AuthenticationError, ConfigError, ConflictError, UsageError
 from gateway.partners import PartnerChange
 from gateway.transfers import FileFilter
 from tests.conftest import FakeClock
@@ -119,3 +120,19 @@ def test_a_passkey_challenge_serves_one_purpose_once(clock: FakeClock) -> None:
     issue_challenge(row, b"d" * 32, purpose="sign-in", now=clock())
     late = clock() + CHALLENGE_LIFETIME + timedelta(seconds=1)
     assert take_challenge(row, purpose="sign-in", now=late) is None
+
+
+def test_wrong_tokens_slow_their_source_and_a_valid_one_still_passes(app: App) -> None:
+    """A token is no guessable secret of a person: a wrong one counts against the source
+    only, and a held-back source still gets through with a valid one (issue 14)."""
+    strict = App(dataclasses.replace(app.settings, source_throttle_threshold=2),
+                 clock=app.clock)
+    token = strict.tokens.create(OPERATOR, name="nightly", role=Role.AUDITOR).token
+    for _ in range(3):
+        with pytest.raises(AuthenticationError):
+            strict.tokens.authenticate("bpt_" + "x" * 43, source="192.0.2.5")
+    with strict.read() as session:
+        assert throttle.failures(session, scope=throttle.Scope.SOURCE, key="192.0.2.5",
+                                 now=strict.clock(), policy=strict.auth.policy) == 2
+    assert [e["subject"] for e in audit_events(strict, "auth:lockout")] == ["source:192.0.2.5"]
+    assert strict.tokens.authenticate(token, source="192.0.2.5").name == "token:nightly"
