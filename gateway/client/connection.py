@@ -120,7 +120,7 @@ def _session(transport: paramiko.Transport, endpoint: Endpoint, credentials: Cre
     message = host_keys.verify(endpoint, transport.get_remote_server_key())
     if message:
         notice(message)
-    _sign_in(transport, credentials)
+    _sign_in(transport, credentials, notice)
     try:
         channel = transport.open_session(window_size=WINDOW_BYTES,
                                          max_packet_size=MAX_PACKET_BYTES)
@@ -131,7 +131,9 @@ def _session(transport: paramiko.Transport, endpoint: Endpoint, credentials: Cre
     return Connection(transport, SFTPSession(channel))
 
 
-def _sign_in(transport: paramiko.Transport, credentials: Credentials) -> None:
+def _sign_in(transport: paramiko.Transport, credentials: Credentials,
+             notice: Callable[[str], None]) -> None:
+    """The key, then a code for each prompt; the gateway asks again after a wrong one."""
     user, key = credentials.user, credentials.key
     try:
         remaining = transport.auth_publickey(user, key)
@@ -146,12 +148,19 @@ def _sign_in(transport: paramiko.Transport, credentials: Credentials) -> None:
     if "keyboard-interactive" not in remaining:
         raise RemoteError(f"the gateway asks for {', '.join(remaining)} after the key; "
                           "Blindpost gateways ask for a one-time code")
-    code: list[str] = []
+    asked = 0
 
-    def answer(_title: str, _instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
-        if prompts and not code:
-            code.append(credentials.one_time_code().strip())
-        return [code[0]] * len(prompts)
+    def answer(_title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
+        nonlocal asked
+        if not prompts:
+            return []
+        # The gateway speaks in the instruction: an enrolment (several lines, with the
+        # secret) or, when it asks again, why ("wrong code", "code already used"). The
+        # first one-line instruction only repeats what the prompt asks.
+        if instructions.strip() and (asked or "\n" in instructions.strip()):
+            notice(instructions.strip())
+        asked += 1
+        return [credentials.one_time_code().strip()] * len(prompts)
 
     try:
         transport.auth_interactive(user, answer)

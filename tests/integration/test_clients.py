@@ -320,6 +320,18 @@ def test_one_time_code_sources(inst: Installation, tmp_path: Path) -> None:
     wrong = lee.run("fetch", "-i", str(key), code="000000")
     assert wrong.returncode == 1
     assert "refused the one-time code" in wrong.stderr
+    assert "wrong code. Enter the code your app shows now." in wrong.stderr
+
+
+def test_a_wrong_code_is_explained_and_a_fresh_one_asked(inst: Installation,
+                                                        tmp_path: Path) -> None:
+    lee = Client(inst, inst.users["lee"], tmp_path / "lee")
+    key = _identity_file(lee.home / "uni.key", inst.identities["uni"])
+    before = _logins(inst, lee.user)
+    second = lee.run("fetch", "-i", str(key), stdin="000000\n" + inst.code(lee.user) + "\n")
+    assert second.returncode == 0, second.stderr
+    assert "blindpost: wrong code. Enter the code your app shows now." in second.stderr
+    assert _logins(inst, lee.user) == before + 1
 
 
 def test_usage_errors_exit_2(inst: Installation, tmp_path: Path) -> None:
