@@ -90,14 +90,14 @@ class _Recorder:
     def __init__(self, partial: BinaryIO) -> None:
         self._partial = partial
         self._hash = hashlib.sha256()
-        self._queue: queue.Queue[tuple[bytes, bool] | None] = queue.Queue(_QUEUED)
+        self._queue: queue.Queue[tuple[bytes | memoryview, bool] | None] = queue.Queue(_QUEUED)
         self._error: OSError | None = None
         self._thread = threading.Thread(target=self._run, name="blindpost-record",
                                         daemon=True)
         self._thread.start()
         self._stopped = False
 
-    def add(self, data: bytes, *, append: bool) -> None:
+    def add(self, data: bytes | memoryview, *, append: bool) -> None:
         if self._error is not None:
             raise self._error
         self._queue.put((data, append))
@@ -130,39 +130,38 @@ class _Ciphertext:
     """The ciphertext as the decryptor reads it.
 
     First the part already on disk from an interrupted run, then the rest from the
-    gateway, appended to the partial file as it arrives. Everything is hashed.
+    gateway, appended to the partial file as it arrives. Everything is hashed. The
+    blocks from the gateway are views of what the SFTP session received; the
+    decryptor gets a copy of each piece it asks for, and nothing else copies them.
     """
 
-    def __init__(self, local: BinaryIO, have: int, remote: Iterator[bytes],
+    def __init__(self, local: BinaryIO, have: int, remote: Iterator[memoryview],
                  recorder: _Recorder, advance: Advance) -> None:
         self._local = local
         self._local_left = have
         self._remote = remote
         self._recorder = recorder
         self._advance = advance
-        self._buffer = b""
+        self._buffer = memoryview(b"")
         self._offset = 0
 
     def read(self, size: int = -1, /) -> bytes:
         if self._offset == len(self._buffer):
             self._buffer, self._offset = self._next(), 0
-        if self._offset == 0 and (size < 0 or size >= len(self._buffer)):
-            self._offset = len(self._buffer)
-            return self._buffer
-        end = len(self._buffer) if size < 0 else self._offset + size
-        piece = self._buffer[self._offset:end]
-        self._offset += len(piece)
+        end = len(self._buffer) if size < 0 else min(self._offset + size, len(self._buffer))
+        piece = self._buffer[self._offset:end].tobytes()
+        self._offset = end
         return piece
 
-    def _next(self) -> bytes:
+    def _next(self) -> memoryview:
         if self._local_left:
-            data = self._local.read(min(self._local_left, _BLOCK))
+            data = memoryview(self._local.read(min(self._local_left, _BLOCK)))
             if not data:
                 raise UsageError("the partial download shrank while it was read")
             self._local_left -= len(data)
             self._recorder.add(data, append=False)
         else:
-            data = next(self._remote, b"")
+            data = next(self._remote, memoryview(b""))
             self._recorder.add(data, append=True)
             self._advance(len(data))
         return data
@@ -236,7 +235,7 @@ class Fetcher:
         self._finish_ciphertext(entry, partial)
 
     def _decrypt(self, entry: RemoteFile, partial_path: Path, have: int,
-                 remote: Iterator[bytes], target: Path) -> None:
+                 remote: Iterator[memoryview], target: Path) -> None:
         with (partial_path.open("ab") as partial, partial_path.open("rb") as local,
               self._progress.file(entry.name, entry.size, done=have) as advance,
               atomic_output(target) as sink):
@@ -255,7 +254,7 @@ class Fetcher:
                                   "recorded; nothing was kept, the next run downloads it "
                                   "again")
 
-    def _close(self, handle: bytes, remote: Iterator[bytes]) -> None:
+    def _close(self, handle: bytes, remote: Iterator[memoryview]) -> None:
         close = getattr(remote, "close", None)
         if close is not None:
             close()

@@ -43,6 +43,9 @@ MAX_PACKET = 1 << 20
 # Received bytes are taken from the channel in blocks this large: paramiko's channel
 # buffer moves what stays behind on every smaller read, which costs more than the data.
 RECEIVE_BLOCK = 16 << 20
+# The received data are kept as the blocks they came in, and a read reply is handed on
+# as a view into its block: copying them again would be done holding the GIL, which
+# the SSH transport's thread needs to receive the next packets.
 
 
 class Channel(Protocol):
@@ -87,10 +90,45 @@ def _status_error(code: int, message: str) -> GatewayError:
     return SFTPStatusError(code, message)
 
 
+class _Received:
+    """Received bytes not parsed yet, kept as the blocks they arrived in."""
+
+    def __init__(self) -> None:
+        self._blocks: deque[bytes] = deque()
+        self._start = 0
+        self.size = 0
+
+    def add(self, block: bytes) -> None:
+        self._blocks.append(block)
+        self.size += len(block)
+
+    def take(self, count: int) -> memoryview:
+        """The next ``count`` bytes (at most :attr:`size`): a view unless they span blocks."""
+        self.size -= count
+        first = self._blocks[0]
+        if self._start + count <= len(first):
+            view = memoryview(first)[self._start:self._start + count]
+            self._advance(count)
+            return view
+        joined = bytearray()
+        while len(joined) < count:
+            block = self._blocks[0]
+            piece = block[self._start:self._start + count - len(joined)]
+            joined += piece
+            self._advance(len(piece))
+        return memoryview(joined)
+
+    def _advance(self, count: int) -> None:
+        self._start += count
+        if self._start == len(self._blocks[0]):
+            self._blocks.popleft()
+            self._start = 0
+
+
 class _Reader:
     """Decodes the fields of one packet."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: memoryview) -> None:
         self._data = data
         self._pos = 0
 
@@ -107,7 +145,8 @@ class _Reader:
         self._pos += 8
         return int(value)
 
-    def string(self) -> bytes:
+    def view(self) -> memoryview:
+        """A string field, without copying it."""
         size = self.uint32()
         if self._pos + size > len(self._data):
             raise RemoteError("malformed SFTP reply from the server")
@@ -115,8 +154,11 @@ class _Reader:
         self._pos += size
         return value
 
+    def string(self) -> bytes:
+        return self.view().tobytes()
+
     def text(self) -> str:
-        return self.string().decode("utf-8", "replace")
+        return str(self.view(), "utf-8", "replace")
 
     def attributes(self) -> Attributes:
         flags = self.uint32()
@@ -151,7 +193,7 @@ class SFTPSession:
 
     def __init__(self, channel: Channel) -> None:
         self._channel = channel
-        self._received = bytearray()
+        self._received = _Received()
         self._next_id = 0
         self._replies: dict[int, tuple[int, _Reader]] = {}
         self._ignored: set[int] = set()
@@ -183,26 +225,23 @@ class SFTPSession:
 
     def _fill(self, size: int) -> None:
         """Receive until at least ``size`` bytes are buffered."""
-        while len(self._received) < size:
+        while self._received.size < size:
             try:
                 data = self._channel.recv(RECEIVE_BLOCK)
             except (OSError, EOFError) as exc:
                 raise RemoteError(_lost(exc)) from None
             if not data:
                 raise RemoteError("the gateway closed the connection")
-            self._received += data
+            self._received.add(data)
 
-    def _read_packet(self) -> tuple[int, bytes]:
+    def _read_packet(self) -> tuple[int, memoryview]:
         self._fill(4)
-        (size,) = struct.unpack_from(">I", self._received)
+        (size,) = struct.unpack(">I", self._received.take(4))
         if not 1 <= size <= MAX_PACKET:
             raise RemoteError("malformed SFTP reply from the server")
-        self._fill(4 + size)
-        with memoryview(self._received) as view:
-            kind, body = view[4], bytes(view[5:4 + size])
-        # Deleting from the front of a bytearray moves nothing (CPython keeps an offset).
-        del self._received[:4 + size]
-        return kind, body
+        self._fill(size)
+        packet = self._received.take(size)
+        return packet[0], packet[1:]
 
     def _send(self, kind: int, *parts: bytes | memoryview) -> int:
         request_id = self._next_id
@@ -294,10 +333,11 @@ class SFTPSession:
         finally:
             self.close(handle)
 
-    def read_stream(self, handle: bytes, offset: int, end: int) -> Iterator[bytes]:
+    def read_stream(self, handle: bytes, offset: int, end: int) -> Iterator[memoryview]:
         """Yield the bytes of ``[offset, end)`` in order, with reads pipelined.
 
-        Closing the generator early drops the replies still on their way.
+        Each piece is a read-only view into what was received, not a copy. Closing the
+        generator early drops the replies still on their way.
         """
         queue: deque[tuple[int, int, int]] = deque()
         next_offset = offset
@@ -322,10 +362,10 @@ class SFTPSession:
             for request_id, _, _ in queue:
                 self._ignore(request_id)
 
-    def _read_reply(self, request_id: int) -> bytes:
+    def _read_reply(self, request_id: int) -> memoryview:
         kind, reader = self._wait(request_id)
         if kind == DATA:
-            data = reader.string()
+            data = reader.view()
             if data:
                 return data
             raise RemoteError("the server returned an empty read")

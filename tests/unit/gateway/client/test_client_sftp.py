@@ -21,12 +21,15 @@ class ScriptedServer:
     """A fake channel: answers requests from one in-memory file.
 
     ``short`` caps every read reply (servers may return less than asked); ``reverse``
-    answers each batch of pipelined requests last-first.
+    answers each batch of pipelined requests last-first; ``block`` is the most that one
+    ``recv`` returns, so small blocks split packets across them.
     """
 
     def __init__(self, data: bytes, *, short: int | None = None, reverse: bool = False,
-                 write_error_at: int | None = None) -> None:
+                 write_error_at: int | None = None, block: int = 1000) -> None:
         self.data = data
+        self.block = block
+        self.received: list[bytes] = []
         self.written = bytearray()
         self._short, self._reverse, self._write_error_at = short, reverse, write_error_at
         self._out = bytearray()
@@ -83,8 +86,9 @@ class ScriptedServer:
             self._pending.clear()
             for reply in reversed(replies) if self._reverse else replies:
                 self._out += reply
-        taken = bytes(self._out[:min(size, 1000)])
+        taken = bytes(self._out[:min(size, self.block)])
         del self._out[:len(taken)]
+        self.received.append(taken)
         return taken
 
 
@@ -97,6 +101,15 @@ def test_read_stream_yields_the_bytes_in_order(short: int | None, reverse: bool)
     handle = session.open("/f", sftp.OPEN_READ)
     assert b"".join(session.read_stream(handle, 1000, len(data))) == data[1000:]
     session.close(handle)
+
+
+def test_read_replies_within_one_received_block_are_views_of_it() -> None:
+    data = bytes(range(256)) * 2000
+    server = ScriptedServer(data, block=1 << 20)
+    session = sftp.SFTPSession(server)
+    pieces = list(session.read_stream(b"h1", 0, len(data)))
+    assert b"".join(pieces) == data
+    assert all(any(piece.obj is block for block in server.received) for piece in pieces)
 
 
 def test_a_file_shorter_than_announced_is_an_error() -> None:
