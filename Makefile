@@ -67,6 +67,7 @@ bench: test-deps
 	$(BIN)/python bench/preauth.py
 	$(BIN)/python bench/reorder_memory.py
 	$(BIN)/python bench/exposure.py
+	$(BIN)/python bench/integrity.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache
