@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -72,6 +73,8 @@ if TYPE_CHECKING:
 REFUSED = "sign-in refused: wrong username or password"
 NEEDS_FACTOR = ("this needs a fresh second factor: your current one-time code or your "
                 "passkey")
+# Decides a second factor at sign-in: None to sign in, or why not.
+FactorCheck = Callable[[Session, ConsoleSession, Account, datetime], SignInRefusedError | None]
 
 
 @dataclass(frozen=True)
@@ -165,28 +168,14 @@ class ConsoleAuthService:
 
     def second_factor(self, token: str, *, code: str) -> Opened:
         """Complete a sign-in with the account's current one-time code."""
-        error: AuthenticationError
-        with self._app.transaction() as session:
-            now = self._app.clock()
-            try:
-                row, account = load(session, token_id(token), now=now,
-                                    integrity=self._app.integrity,
-                                    stages=(Stage.SECOND_FACTOR,))
-            except SessionExpiredError as exc:
-                error = exc
-            else:
-                refusal: SignInRefusedError | None
-                if self._codes_refused(session, account):
-                    why = "admins sign in with a passkey (console_require_passkey)"
-                    refusal = SignInRefusedError(why, tell=why)
-                else:
-                    refusal = self._app.auth.consume_code(session, account, code, now,
-                                                          enrolling=False)
-                if refusal is None:
-                    return self._signed_in(session, row, account, method="password+totp",
-                                           now=now)
-                error = self._factor_refused(session, row, account, refusal, "totp")
-        raise error
+        def refusal(session: Session, _row: ConsoleSession, account: Account,
+                    now: datetime) -> SignInRefusedError | None:
+            if self._codes_refused(session, account):
+                why = "admins sign in with a passkey (console_require_passkey)"
+                return SignInRefusedError(why, tell=why)
+            return self._app.auth.consume_code(session, account, code, now, enrolling=False)
+
+        return self._complete(token, refusal, method="password+totp", factor="totp")
 
     def passkey_options(self, token: str) -> str:
         """WebAuthn options for signing in with a passkey instead of the code."""
@@ -195,6 +184,18 @@ class ConsoleAuthService:
 
     def passkey_sign_in(self, token: str, *, credential: str) -> Opened:
         """Complete a sign-in with a passkey assertion answering this session's challenge."""
+        def refusal(session: Session, row: ConsoleSession, account: Account,
+                    now: datetime) -> SignInRefusedError | None:
+            return (self._app.auth.blocked_refusal(session, account, now)
+                    or self._passkey_refusal(session, row, account, credential,
+                                             purpose=SIGN_IN, now=now))
+
+        return self._complete(token, refusal, method="password+passkey", factor="passkey")
+
+    def _complete(self, token: str, refusal: FactorCheck, *, method: str,
+                  factor: str) -> Opened:
+        """The second step of a sign-in: ``refusal`` decides. A refused factor is counted
+        in the transaction, which commits before the error is raised."""
         error: AuthenticationError
         with self._app.transaction() as session:
             now = self._app.clock()
@@ -205,13 +206,10 @@ class ConsoleAuthService:
             except SessionExpiredError as exc:
                 error = exc
             else:
-                refusal = (self._app.auth.blocked_refusal(session, account, now)
-                           or self._passkey_refusal(session, row, account, credential,
-                                                    purpose=SIGN_IN, now=now))
-                if refusal is None:
-                    return self._signed_in(session, row, account, method="password+passkey",
-                                           now=now)
-                error = self._factor_refused(session, row, account, refusal, "passkey")
+                refused = refusal(session, row, account, now)
+                if refused is None:
+                    return self._signed_in(session, row, account, method=method, now=now)
+                error = self._factor_refused(session, row, account, refused, factor)
         raise error
 
     def _signed_in(self, session: Session, row: ConsoleSession, account: Account, *,
