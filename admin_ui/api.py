@@ -20,7 +20,6 @@ from pydantic import BaseModel, Field
 
 from admin_ui.forms import optional_time
 from admin_ui.pages import (
-    DOWNLOADS,
     From,
     Slug,
     To,
@@ -332,7 +331,7 @@ def exposure(request: Request, caller: Caller, start: From, end: To, partner: Sl
     A log that fails verification is 409 unless `unverified`."""
     report = exposure_report(request, caller.actor, start=start, end=end, partner=partner,
                              unverified=unverified)
-    return report_download(report, format if format in DOWNLOADS else "json")
+    return report_download(report, format)
 
 
 @router.get("/tokens", summary="List API tokens (never their secrets)")

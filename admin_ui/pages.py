@@ -386,12 +386,26 @@ def exposure(request: Request, current: Session, start: From = "", end: To = "",
     except VerificationError as exc:
         context["failure"] = exc.diagnostics()
         return render(request, "exposure.html", context, current=current, status=409)
-    lines = "".join(render_text(report)).splitlines()
+    text, cut = _first_lines(render_text(report), SHOWN_LINES)
     query = urlencode({"from": start, "to": end, "partner": partner,
                        **({"unverified": "true"} if unverified else {})})
-    context.update(report=report, text="\n".join(lines[:SHOWN_LINES]),
-                   cut=max(0, len(lines) - SHOWN_LINES), query=query)
+    context.update(report=report, text=text, cut=cut, query=query)
     return render(request, "exposure.html", context, current=current)
+
+
+def _first_lines(chunks: Iterator[str], limit: int) -> tuple[str, int]:
+    """The first ``limit`` lines of a text given in chunks, and how many lines follow.
+
+    A whole year's report is tens of megabytes: only the lines shown are kept.
+    """
+    shown: list[str] = []
+    rest = 0
+    for chunk in chunks:
+        lines = chunk.splitlines()
+        room = limit - len(shown)
+        shown.extend(lines[:room])
+        rest += max(0, len(lines) - room)
+    return "\n".join(shown), rest
 
 
 @router.get("/exposure/report.{kind}")

@@ -4,12 +4,15 @@ refusals, a log that fails verification, and the run recorded in the log."""
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
+import re
 
 import pytest
 from sqlalchemy import text
 
+from admin_ui import pages
 from gateway.app import App
 from gateway.db.models import Role
 from tests.conftest import FakeClock
@@ -108,3 +111,15 @@ def test_a_tampered_log_gives_no_report_unless_asked(audrey: Person, app: App,
     shown = audrey.client.get("/exposure", params={**DAY, "unverified": "true"})
     assert shown.status_code == 200
     assert "WARNING: UNVERIFIED" in shown.text and "other.csv.age" in shown.text
+
+
+def test_a_long_report_shows_its_first_lines_and_counts_the_rest(
+        audrey: Person, uploaded: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = audrey.client.get("/exposure/report.txt", params=DAY).text.splitlines()
+    monkeypatch.setattr(pages, "SHOWN_LINES", 5)
+    page = audrey.client.get("/exposure", params=DAY).text
+    shown = re.search(r'<pre class="report"[^>]*>(.*?)</pre>', page, re.DOTALL)
+    assert shown is not None
+    lines = html.unescape(shown.group(1)).split("\n")
+    assert lines[0] == whole[0] and len(lines) == 5
+    assert f"{len(whole) - 5} more are in the downloads" in page
