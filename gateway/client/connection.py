@@ -135,6 +135,13 @@ def _session(transport: paramiko.Transport, endpoint: Endpoint, credentials: Cre
     return Connection(transport, SFTPSession(channel))
 
 
+def shown_instructions(instructions: str) -> str:
+    """The gateway's instruction text as plain lines for the terminal: a control
+    character from the server could otherwise drive the user's terminal."""
+    return "\n".join("".join(ch if ch.isprintable() else "?" for ch in line)
+                     for line in instructions.strip().splitlines())
+
+
 def _sign_in(transport: paramiko.Transport, credentials: Credentials,
              notice: Callable[[str], None]) -> None:
     """The key, then a code for each prompt; the gateway asks again after a wrong one."""
@@ -162,7 +169,7 @@ def _sign_in(transport: paramiko.Transport, credentials: Credentials,
         # secret) or, when it asks again, why ("wrong code", "code already used"). The
         # first one-line instruction only repeats what the prompt asks.
         if instructions.strip() and (asked or "\n" in instructions.strip()):
-            notice(instructions.strip())
+            notice(shown_instructions(instructions))
         asked += 1
         return [credentials.one_time_code().strip()] * len(prompts)
 
