@@ -528,10 +528,7 @@ class AuthService:
         not written by the gateway; None if every seal holds."""
         checked = [account, *([account.partner] if account.partner else []), *rows]
         for row in checked:
-            try:
-                self._app.integrity.verify(row)
-            except IntegrityViolationError as violation:
-                self._app.integrity.record(session, violation)
+            if not self._app.integrity.holds(session, row):
                 return INTEGRITY_FAILED
         return None
 

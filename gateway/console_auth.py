@@ -59,7 +59,7 @@ from gateway.errors import (
     PolicyError,
     UsageError,
 )
-from gateway.integrity import IntegrityViolationError, decrypt_totp, encrypt_totp
+from gateway.integrity import decrypt_totp, encrypt_totp
 from gateway.partner_keys import RecipientKey
 from gateway.passkeys import SIGN_IN
 from gateway.state_keys import SealError
@@ -157,14 +157,7 @@ class ConsoleAuthService:
     def _enrolled(self, session: Session, account: Account) -> bool:
         """Whether the first sign-in is done (a forged record of it forces enrolment)."""
         credential = session.get(ConsoleCredential, account.id)
-        if credential is None:
-            return False
-        try:
-            self._app.integrity.verify(credential)
-        except IntegrityViolationError as violation:
-            self._app.integrity.record(session, violation)
-            return False
-        return True
+        return credential is not None and self._app.integrity.holds(session, credential)
 
     def second_factor(self, token: str, *, code: str) -> Opened:
         """Complete a sign-in with the account's current one-time code."""

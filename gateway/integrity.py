@@ -256,6 +256,16 @@ class Integrity:
                                      "no seal" if not getattr(row, "seal", None)
                                      else "seal does not match")
 
+    def holds(self, session: Session, row: Base) -> bool:
+        """Whether ``row``'s seal matches; one that does not is recorded (audited in
+        ``session``'s transaction, logged), for callers that refuse rather than raise."""
+        try:
+            self.verify(row)
+        except IntegrityViolationError as violation:
+            self.record(session, violation)
+            return False
+        return True
+
     def record(self, session: Session, violation: IntegrityViolationError,
                actor: Actor | None = None) -> None:
         """Audit a violation in ``session``'s transaction and log it at error level."""

@@ -36,7 +36,6 @@ from gateway.authz import Permission
 from gateway.console_sessions import SessionInfo, Stage
 from gateway.db.models import Account, ConsoleSession, Passkey
 from gateway.errors import AuthenticationError, NotFoundError, UsageError
-from gateway.integrity import IntegrityViolationError
 
 if TYPE_CHECKING:
     from gateway.app import App
@@ -199,10 +198,7 @@ class PasskeyService:
             .with_for_update())
         if key is None:
             return "unknown passkey"
-        try:
-            self._app.integrity.verify(key)
-        except IntegrityViolationError as violation:
-            self._app.integrity.record(session, violation)
+        if not self._app.integrity.holds(session, key):
             return INTEGRITY_FAILED
         try:
             verified = webauthn.verify_authentication_response(
