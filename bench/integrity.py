@@ -1,12 +1,17 @@
-"""Signed-state benchmark (not a test): what verifying seals adds to a sign-in and an upload.
+"""Signed and current state (not a test): what seals and currency add to a sign-in and an upload.
 
-Run: ``.venv/bin/python bench/integrity.py [--accounts 10000] [--rounds 300]``.
+Run: ``.venv/bin/python bench/integrity.py [--accounts 10000] [--rounds 300]
+[--entries 1000000]``.
 
 An installation on SQLite with ``--accounts`` partner accounts (each with an SSH key and a
 TOTP enrolment) and as many recipient keys. Then, in the same run, sign-ins (public key,
 then code, the real ``AuthService``) and small uploads (the real ``TransferService``), each
 timed with the seal checks on and with them turned off: the difference is what signed
-state costs. Also the cost of one seal check and of one TOTP decryption, alone.
+state costs. Then the same with current state (gateway/ledger.py: following the log,
+recording each sealed row, the TOTP step and restrictions) turned on and off. Then the
+log is grown to ``--entries`` entries, and a node's start is timed: from its snapshot
+(the normal case) and, as the reference, replaying the whole log through verification;
+with the memory the followed state takes.
 """
 
 from __future__ import annotations
@@ -28,9 +33,12 @@ from sqlalchemy import select
 from gateway import envelope, integrity, totp
 from gateway.actors import Actor
 from gateway.app import App
+from gateway.audit import AuditTag
+from gateway.audit.log import AuditLog
 from gateway.config import load_settings
 from gateway.datadir import initialise
 from gateway.db.models import Account, KeyState, Partner, PartnerKey, Role, SSHKey, TOTPSecret
+from gateway.ledger import Ledger
 from gateway.sshkeys import parse_public_key
 
 OPERATOR = Actor.local_operator()
@@ -111,6 +119,80 @@ def seals_off() -> Iterator[None]:
         integrity.Integrity.verify = saved  # type: ignore[method-assign]
 
 
+@contextmanager
+def current_state_off(app: App) -> Iterator[None]:
+    """The reference: the gateway without current state (no following, no recording)."""
+    saved = {name: getattr(Ledger, name) for name in
+             ("stale", "totp_step", "locked_until", "guesses", "downloads", "served")}
+    record, record_rows = AuditLog.record, app._record_state_rows
+
+    def record_all_but_steps(self: AuditLog, session: Any, **kwargs: Any) -> int:
+        return 0 if kwargs["tag"] is AuditTag.TOTP_USE else record(self, session, **kwargs)
+
+    Ledger.stale = lambda *_a, **_k: None  # type: ignore[method-assign,assignment,return-value]
+    Ledger.totp_step = lambda *_a, **_k: -1  # type: ignore[method-assign,assignment,return-value]
+    Ledger.locked_until = lambda *_a, **_k: None  # type: ignore[method-assign,assignment,return-value]
+    Ledger.guesses = Ledger.downloads = Ledger.served = (  # type: ignore[method-assign,assignment]
+        lambda *_a, **_k: 0)
+    AuditLog.record = record_all_but_steps  # type: ignore[method-assign]
+    app._record_state_rows = lambda *_a: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(Ledger, name, value)
+        AuditLog.record = record  # type: ignore[method-assign]
+        app._record_state_rows = record_rows  # type: ignore[method-assign]
+
+
+def paired_with(action: Callable[[], object], rounds: int,
+                off: Callable[[], Any]) -> tuple[float, float, float]:
+    """Like :func:`paired`, with ``off`` as the context that turns the feature off."""
+    on_times, off_times = [], []
+    for _ in range(rounds):
+        on_times.append(_once(action))
+        with off():
+            off_times.append(_once(action))
+    differences = [a - b for a, b in zip(on_times, off_times, strict=True)]
+    return (statistics.median(on_times), statistics.median(off_times),
+            statistics.median(differences))
+
+
+def grow_log(app: App, entries: int) -> None:
+    """Append events until the log holds ``entries``, in large transactions."""
+    actor = Actor.system("bench")
+    with app.read() as session:
+        size = app.audit.size(session)
+    while size < entries:
+        with app.transaction() as session:
+            for _ in range(min(5000, entries - size)):
+                app.audit.record(session, tag=AuditTag.LOGIN_FAILURE, actor=actor,
+                                 subject="account:nobody", details={"reason": "bench"})
+            size = app.audit.size(session)
+
+
+def start_up(app_settings: Any, clock: Clock, *, snapshot: bool) -> tuple[float, float]:
+    """Seconds for a new process's App to follow the log, and the MiB its state takes."""
+    import tracemalloc
+    fresh = App(app_settings, clock=clock)
+    try:
+        if not snapshot:
+            fresh.settings.state_snapshot_path.unlink(missing_ok=True)
+        fresh.state_keys  # noqa: B018  # Loaded before the clock starts, as at a start.
+        tracemalloc.start()
+        started = time.perf_counter()
+        fresh.ledger.catch_up()
+        seconds = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+        current = tracemalloc.take_snapshot().statistics("filename")
+        tracemalloc.stop()
+        held = sum(stat.size for stat in current) / 2**20
+        del peak
+        return seconds, held
+    finally:
+        fresh.close()
+
+
 def _once(action: Callable[[], object]) -> float:
     started = time.perf_counter()
     action()
@@ -156,6 +238,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--entries", type=int, default=1_000_000)
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         data_dir = Path(directory) / "var"
@@ -201,7 +284,24 @@ def main() -> None:
                 app.state_keys, account_id=account.id, stored=totp_row.secret),
                 options.rounds * 10)
         print(f"one seal check {check * 1000:.1f} µs; one TOTP decryption {decrypt * 1000:.1f} µs")
+        for label, action in (("sign-in", sign_in), ("upload", upload)):
+            on, off, extra = paired_with(action, options.rounds,
+                                         lambda: current_state_off(app))
+            print(f"{label:8} median {on:7.3f} ms with current state, {off:7.3f} ms without; "
+                  f"median paired difference {extra:+.3f} ms")
+        started = time.perf_counter()
+        grow_log(app, options.entries)
+        app.ledger.catch_up()
+        app.ledger.save_snapshot()
+        print(f"grew the log to {options.entries} entries in "
+              f"{time.perf_counter() - started:.0f} s")
+        settings = app.settings
         app.close()
+        from_snapshot, held = start_up(settings, clock, snapshot=True)
+        replayed, _ = start_up(settings, clock, snapshot=False)
+        print(f"node start-up: {from_snapshot:.2f} s from its snapshot, {replayed:.2f} s "
+              f"replaying the whole log (reference; ratio {replayed / from_snapshot:.1f}x); "
+              f"the followed state holds {held:.1f} MiB")
 
 
 if __name__ == "__main__":

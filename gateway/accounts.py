@@ -187,7 +187,8 @@ def _lock_of(session: Session, app: App, username: str) -> throttle.Block:
     now, account = app.clock(), throttle.Scope.ACCOUNT
     count = throttle.failures(session, scope=account, key=username, now=now,
                               policy=throttle.Policy.from_settings(app.settings))
-    until = throttle.blocked_until(session, scope=account, key=username, now=now)
+    until = throttle.blocked_until(session, scope=account, key=username, now=now,
+                                   logged=app.ledger)
     return throttle.Block(account, username, count, until)
 
 

@@ -6,10 +6,11 @@ one per temporary data directory, with a fake clock where time matters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -19,6 +20,9 @@ from gateway import state_keys
 from gateway.accounts import AccountService
 from gateway.actors import Actor
 from gateway.audit import AuditLog, AuditTag
+from gateway.audit.checkpoint_file import read_latest_checkpoint
+from gateway.audit.errors import VerificationError
+from gateway.audit.verify import verify_database
 from gateway.audit_service import AuditService
 from gateway.auth import AuthService
 from gateway.authz import Authorizer
@@ -30,7 +34,14 @@ from gateway.db.engine import check_reachable, describe_error, snapshot, unavail
 from gateway.db.models import SettingValue
 from gateway.errors import ConflictError, DatabaseError
 from gateway.exposure import ExposureService
-from gateway.integrity import KEYS_INFO, Integrity, IntegrityViolationError
+from gateway.integrity import (
+    KEYS_INFO,
+    STATE_INFO,
+    Integrity,
+    IntegrityViolationError,
+    ensure_baseline,
+)
+from gateway.ledger import ROWS_PER_EVENT, Ledger, LogRolledBackError
 from gateway.machines import MachineService
 from gateway.partner_keys import PartnerKeyService
 from gateway.partners import PartnerService
@@ -59,9 +70,11 @@ class App:
         self.clock = clock
         self.engine = make_engine(settings.effective_database_url,
                                   busy_timeout_seconds=settings.sqlite_busy_timeout_seconds)
-        # Sessions carry the state keys, so every row they write is sealed (integrity.py).
+        # Sessions carry the state keys, so every row they write is sealed, and the
+        # recorder, so every sealed row they write or delete is in the log (integrity.py).
         self.sessions = make_sessionmaker(self.engine,
-                                          info={KEYS_INFO: lambda: self.state_keys})
+                                          info={KEYS_INFO: lambda: self.state_keys,
+                                                STATE_INFO: self._record_state_rows})
         self._store = store
 
     def check_database(self) -> None:
@@ -69,9 +82,45 @@ class App:
         check_reachable(self.engine)
 
     def check_ready(self) -> None:
-        """Raise if the database cannot be reached or the state key cannot be loaded."""
+        """Raise if the database cannot be reached, the state key cannot be loaded or the
+        audit log cannot be followed; record the current-state baseline once."""
         self.check_database()
         self.state_keys  # noqa: B018  # Loading it is the check (and finishes a rotation).
+        try:
+            ensure_baseline(self)
+        except LogRolledBackError as exc:
+            raise DatabaseError(str(exc)) from exc
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        """This process's view of which version of each granting row is current."""
+        return Ledger(engine=self.engine, keys=lambda: self.state_keys,
+                      checkpoint_file=self.settings.audit_checkpoint_path,
+                      snapshot_file=self.settings.state_snapshot_path,
+                      bootstrap=self._replay_log)
+
+    def _replay_log(self, apply: Callable[[int, Mapping[str, Any]], None]) -> int:
+        """Verify the whole log, handing each entry to ``apply``; return its size."""
+        kept = read_latest_checkpoint(self.settings.audit_checkpoint_path)
+        try:
+            with self.read() as session:
+                report = verify_database(
+                    session, verifier=self.audit.verifier, entry_keys=self.state_keys,
+                    kept=kept, reader=lambda index, _time, document, _leaf: apply(index,
+                                                                                document))
+        except VerificationError as exc:
+            raise LogRolledBackError(f"{exc.summary}; run `blindpost audit verify`") from exc
+        return report.size
+
+    def _record_state_rows(self, session: Session, rows: list[str], changed: bool) -> None:
+        """Record rows a flush sealed or removed; a change to an existing row is also
+        checkpointed at once, so it cannot be cut from the log's tail unnoticed."""
+        for start in range(0, len(rows), ROWS_PER_EVENT):
+            self.audit.record(session, tag=AuditTag.STATE_SEAL, actor=Actor.system("state"),
+                              subject="state:rows",
+                              details={"rows": rows[start:start + ROWS_PER_EVENT]})
+        if changed:
+            self.audit.checkpoint(session)
 
     @cached_property
     def store(self) -> ObjectStore:
@@ -79,7 +128,12 @@ class App:
 
     @cached_property
     def state_keys(self) -> StateKeys:
-        """The keys in ``keys/state_key`` (and ``state_key.new`` mid-rotation)."""
+        """The keys in ``keys/state_key`` (and ``state_key.new`` mid-rotation).
+
+        Loading registers this process as a user of the key, which a rotation refuses
+        to run beside (and waits for a running rotation first)."""
+        if self.settings.keys_dir.is_dir():
+            state_keys.register_user(self.settings.keys_dir)
         keys = state_keys.load(self.settings.keys_dir)
         if len(keys.key_ids) > 1:
             keys = finish_interrupted_rotation(self, keys)
@@ -211,5 +265,7 @@ class App:
         return ExposureService(self)
 
     def close(self) -> None:
-        """Release database connections."""
+        """Keep the followed state for the next start, and release database connections."""
+        if "ledger" in self.__dict__:
+            self.ledger.save_snapshot()
         self.engine.dispose()

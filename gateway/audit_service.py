@@ -33,7 +33,7 @@ from gateway.audit.verify import EntryReader
 from gateway.authz import Permission
 from gateway.db.engine import snapshot
 from gateway.errors import GatewayError, NotFoundError
-from gateway.reconcile import REPLAY, reconcile
+from gateway.reconcile import CHECKS, REPLAY, reconcile
 
 if TYPE_CHECKING:
     from gateway.app import App
@@ -134,17 +134,17 @@ class AuditService:
             report = verify_database(session, verifier=verifier or self._app.audit.verifier,
                                      outside=outside, entry_keys=self._app.state_keys,
                                      kept=kept)
-            events = self._app.audit.events(session, tags=tuple(REPLAY))
+            events = self._app.audit.events(session, tags=(*REPLAY, *CHECKS))
             problems = [str(d) for d in reconcile(events, session)]
-        problems += [f"{finding}: not written by the gateway (no valid seal)"
-                     for finding in self._app.integrity.check(actor).findings]
+        problems += [str(finding) for finding in self._app.integrity.check(actor).findings]
         if problems:
             shown = problems[:MAX_DIFFERENCES]
             if len(problems) > MAX_DIFFERENCES:
                 shown.append(f"... and {len(problems) - MAX_DIFFERENCES} more")
             raise VerificationError(
                 f"audit log verified, but the database does not match it: {len(problems)} "
-                "finding(s) (rows the log does not imply, or that fail their seal)", shown)
+                "finding(s) (events the state then did not allow, rows the log does not imply, "
+                "rows that fail their seal or are not current)", shown)
         return report
 
     def _record_verification(self, actor: Actor, details: dict[str, object]) -> None:

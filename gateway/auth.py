@@ -177,7 +177,8 @@ class AuthService:
         data = base64.b64encode(key_blob).decode("ascii")
         with self._app.read() as session:
             if throttle.blocked_until(session, scope=Scope.SOURCE, key=source,
-                                      now=self._app.clock()) is not None:
+                                      now=self._app.clock(),
+                                      logged=self._app.ledger) is not None:
                 return True
             return session.scalar(
                 select(SSHKey.id).join(Account).where(Account.username == username,
@@ -404,7 +405,7 @@ class AuthService:
         """A refusal before any proof: tells nothing, counts against the source (unless
         it is already held back, when nothing counts)."""
         if (until := throttle.blocked_until(session, scope=Scope.SOURCE, key=source,
-                                            now=now)) is not None:
+                                            now=now, logged=self._app.ledger)) is not None:
             return SignInRefusedError(f"{reason}; source held back until {_at(until)}"), ()
         return SignInRefusedError(reason), ((Scope.SOURCE, source),)
 
@@ -451,7 +452,7 @@ class AuthService:
             return _final("partner disabled", f"partner {account.partner.slug!r} is "
                           "disabled; ask the registry")
         until = throttle.blocked_until(session, scope=Scope.ACCOUNT, key=account.username,
-                                       now=now)
+                                       now=now, logged=self._app.ledger)
         if until is not None:
             return _final("account locked out", f"account locked until {_at(until)} after "
                           "repeated wrong codes; try again then, or ask the registry to "
@@ -502,7 +503,10 @@ class AuthService:
         if secret is None:
             return SignInRefusedError(INTEGRITY_FAILED, final=True)
         try:
-            step = totp.check_code(secret, code, now=now, last_step=row.last_step)
+            # The stored last step can be reset by a database writer; the log's cannot.
+            step = totp.check_code(secret, code, now=now, last_step=max(
+                -1 if row.last_step is None else row.last_step,
+                self._app.ledger.totp_step(account.id, session)))
         except totp.ReplayedCodeError:
             return SignInRefusedError("replayed code", guess=True, tell=REPLAYED)
         except totp.InvalidCodeError:
@@ -515,6 +519,9 @@ class AuthService:
             .values(last_step=step).execution_options(synchronize_session=False))
         if consumed.rowcount != 1:  # type: ignore[attr-defined]  # A CursorResult.
             return SignInRefusedError("replayed code", guess=True, tell=REPLAYED)
+        self._app.audit.record(session, tag=AuditTag.TOTP_USE, actor=Actor.system("auth"),
+                               subject=f"account:{account.username}",
+                               details={"account_id": account.id, "step": step})
         return None
 
     @staticmethod
@@ -561,7 +568,12 @@ class AuthService:
         attempt.failures += 1
         actor = Actor.anonymous(claimed=failure.username, source=failure.source,
                                 client=failure.client, os_user=failure.os_user)
+        counting = [(scope, key) for scope, key in failure.counts
+                    if scope not in attempt.counted]
         details: dict[str, object] = {"reason": failure.reason, "factor": failure.factor}
+        if counting:
+            # What this failure counts against, so the log keeps the count too.
+            details["counted"] = [scope.value for scope, _ in counting]
         if failure.purpose:
             details["purpose"] = failure.purpose
         if failure.username and len(failure.username) > MAX_NAME:
@@ -571,12 +583,13 @@ class AuthService:
                                subject=f"account:{actor.name}", details=details)
         log.info("sign-in refused for %s from %s: %s", actor.name, failure.source,
                  failure.reason)
-        for scope, key in failure.counts:
-            if scope in attempt.counted:
-                continue
+        for scope, key in counting:
             attempt.counted.add(scope)
+            logged = self._app.ledger.guesses(
+                key, now=now, forget_after=self.policy.account.forget_after,
+                session=session) if scope is Scope.ACCOUNT else 0
             counted = throttle.record_failure(session, self.policy, scope=scope, key=key,
-                                              now=now)
+                                              now=now, at_least=logged + 1)
             if counted.blocked_until is not None:
                 self._record_block(session, scope, key, counted)
 

@@ -257,6 +257,11 @@ class Settings:
     def audit_checkpoint_path(self) -> Path:
         return self.data_dir / "audit-checkpoint.txt"
 
+    @property
+    def state_snapshot_path(self) -> Path:
+        """The current state this node followed from the log (gateway/ledger.py)."""
+        return self.data_dir / "state-snapshot.json"
+
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?")

@@ -101,7 +101,8 @@ class ConsoleAuthService:
         error: AuthenticationError
         with self._app.transaction() as session:
             now = self._app.clock()
-            held = throttle.blocked_until(session, scope=Scope.SOURCE, key=source, now=now)
+            held = throttle.blocked_until(session, scope=Scope.SOURCE, key=source, now=now,
+                                          logged=self._app.ledger)
             account = None if held else self._app.auth.usable_account(session, username)
             refusal = (self._held_back(held) if held
                        else self._password_refusal(session, account, password))

@@ -24,6 +24,7 @@ from gateway.db import upgrade
 from gateway.db.models import Account, Role
 from gateway.errors import ConfigError, ConflictError, NotFoundError
 from gateway.hostkey import generate_host_key, write_private_file
+from gateway.integrity import ensure_baseline
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,8 @@ def _migrate_and_create_admin(settings: Settings, admin: str | None, *,
         # A state key created just now for a database that already holds rows: the
         # installation predates signed state, and its rows are trusted once.
         adopted = resealing.adopt(app).rows if adopt and _has_rows(app) else 0
+        # From here on the audit log says which version of each granting row is current.
+        ensure_baseline(app)
         return InitResult(settings.data_dir, fingerprint, _first_admin(app, admin), adopted)
     finally:
         app.close()

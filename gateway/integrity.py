@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 import rfc8785
 from sqlalchemy import delete, event, inspect, select
-from sqlalchemy.orm import Session, UOWTransaction
+from sqlalchemy.orm import Session, UOWTransaction, object_session
 
 from gateway.actors import Actor
 from gateway.audit import AuditTag
 from gateway.authz import Permission
 from gateway.db.base import Base
+from gateway.db.engine import reader
 from gateway.db.models import (
     Account,
     ApiToken,
@@ -49,6 +50,16 @@ from gateway.db.models import (
     Transfer,
 )
 from gateway.errors import NotFoundError, PolicyError, UsageError
+from gateway.ledger import (
+    PENDING_ROWS,
+    REMOVED,
+    ROWS_PER_EVENT,
+    LogRolledBackError,
+    RowKey,
+    Version,
+    encode_row,
+    row_digest,
+)
 from gateway.state_keys import StateKeys
 
 if TYPE_CHECKING:
@@ -88,21 +99,29 @@ ADDED_FIELDS: dict[str, dict[str, object]] = {
 # A session's info holds, under this name, a function returning the state keys (sessions
 # made by App do; a session without it seals nothing, as an attacker's would).
 KEYS_INFO = "blindpost.state_keys"
+# A session's info holds, under this name, the function that records the rows a flush
+# sealed or deleted (App.record_state_rows): the log is what says which version is current.
+STATE_INFO = "blindpost.state_recorder"
 _TO_SEAL = "blindpost.to_seal"
+_REMOVED_ROWS = "blindpost.removed_rows"
+
+StateRecorder = Callable[[Session, list[str], bool], None]
 
 
 class IntegrityViolationError(PolicyError):
-    """A row's seal does not match it: it was written or changed outside the gateway."""
+    """A row's seal does not match it (it was written or changed outside the gateway), or
+    it is not the current version the audit log records (an old copy put back)."""
 
-    def __init__(self, table: str, row: str, reason: str) -> None:
+    def __init__(self, table: str, row: str, reason: str, *, transient: bool = False) -> None:
         super().__init__(f"integrity check failed for {table} row {row} ({reason}); it grants "
                          "nothing. See `blindpost integrity check` and docs/security.md")
         self.table = table
         self.row = row
         self.reason = reason
         # The integrity:violation alarm is raised once; the refusal it causes is audited
-        # separately (access:denied, login failure) by whoever refuses.
-        self.recorded = False
+        # separately (access:denied, login failure) by whoever refuses. A row that changed
+        # while a request held it is refused without an alarm: nobody forged anything.
+        self.recorded = transient
 
 
 def _plain(value: object) -> object:
@@ -166,6 +185,11 @@ def _matches(keys: StateKeys, table: str, values: dict[str, object],
                                                seal_value or "")
 
 
+def digest_of(row: Base) -> str:
+    """The digest of ``row``'s granting fields, as ``state:seal`` events record it."""
+    return row_digest(seal_message(table_of(row), current_values(row)))
+
+
 def seal(keys: StateKeys, row: Base) -> None:
     """Set ``row.seal`` for its current granting fields."""
     row.seal = keys.mac("row", seal_message(table_of(row), current_values(row)))  # type: ignore[attr-defined]  # Every sealed model has the column.
@@ -196,23 +220,46 @@ def _collect(session: Session, _flush: UOWTransaction) -> None:
     # seal, valid or not: the gateway vouches only for what it wrote.
     if session.info.get(KEYS_INFO) is None:
         return
-    changed = [row for row in session.new if type(row) in SEALED_FIELDS]
-    changed += [row for row in session.dirty
-                if type(row) in SEALED_FIELDS and _granting_fields_changed(row)]
-    if changed:
-        session.info.setdefault(_TO_SEAL, []).extend(changed)
+    new = [row for row in session.new if type(row) in SEALED_FIELDS]
+    changed = [row for row in session.dirty
+               if type(row) in SEALED_FIELDS and _granting_fields_changed(row)]
+    if new or changed:
+        session.info.setdefault(_TO_SEAL, []).extend((row, False) for row in new)
+        session.info[_TO_SEAL].extend((row, True) for row in changed)
+    removed = [encode_row(table_of(row), row_label(row), REMOVED)
+               for row in session.deleted if type(row) in SEALED_FIELDS]
+    if removed:
+        session.info.setdefault(_REMOVED_ROWS, []).extend(removed)
 
 
 @event.listens_for(Session, "after_flush_postexec")
 def _seal_flushed(session: Session, _flush: UOWTransaction) -> None:
     # After the flush every row has its primary key, which the seal covers; setting the
     # seal makes the row dirty again, and the commit flushes it before it ends.
-    rows = session.info.pop(_TO_SEAL, [])
+    rows: list[tuple[Base, bool]] = session.info.pop(_TO_SEAL, [])
+    removed: list[str] = session.info.pop(_REMOVED_ROWS, [])
     keys = _session_keys(session)
     if keys is None:
         return
-    for row in rows:
+    recorded = list(removed)
+    for row, _changed in rows:
         seal(keys, row)
+        recorded.append(encode_row(table_of(row), row_label(row), digest_of(row)))
+    record_rows(session, recorded, changed=bool(removed) or any(c for _, c in rows))
+
+
+def record_rows(session: Session, rows: list[str], *, changed: bool) -> None:
+    """Record sealed or removed rows (``table/row/digest``) in the audit log, in the
+    session's transaction, and remember them as this transaction's own."""
+    recorder: StateRecorder | None = session.info.get(STATE_INFO)
+    if not rows or recorder is None:
+        return
+    pending: dict[RowKey, str] = session.info.setdefault(PENDING_ROWS, {})
+    for text in rows:
+        table, _, rest = text.partition("/")
+        label, _, digest = rest.rpartition("/")
+        pending[(table, label)] = digest
+    recorder(session, rows, changed)
 
 
 @dataclass(frozen=True)
@@ -244,17 +291,44 @@ class Integrity:
 
     def __init__(self, app: App) -> None:
         self._app = app
+        self._log_alarmed = False
 
     @property
     def keys(self) -> StateKeys:
         return self._app.state_keys
 
     def verify(self, row: Base) -> None:
-        """Raise :class:`IntegrityViolationError` unless ``row``'s seal matches it."""
+        """Raise :class:`IntegrityViolationError` unless ``row``'s seal matches it and it
+        is the current version of the row, as the audit log records it."""
         if not is_valid(self.keys, row):
             raise IntegrityViolationError(table_of(row), row_label(row),
                                      "no seal" if not getattr(row, "seal", None)
                                      else "seal does not match")
+        try:
+            stale = self._app.ledger.stale(table_of(row), row_label(row), digest_of(row),
+                                           object_session(row))
+        except LogRolledBackError as exc:
+            raise self._log_failure(exc) from exc
+        if stale is not None:
+            changed = stale.transient and self._committed_digest(row) != digest_of(row)
+            raise IntegrityViolationError(table_of(row), row_label(row), stale.reason
+                                          if not changed else "changed while in use; try again",
+                                          transient=changed)
+
+    def _committed_digest(self, row: Base) -> str | None:
+        """The digest of ``row`` as committed now, read apart from the caller's session."""
+        model, key = type(row), SEALED_FIELDS[type(row)][0]
+        with Session(reader(self._app.engine)) as session:
+            fresh = session.scalar(select(model).where(getattr(model, key)
+                                                       == getattr(row, key)))
+            return digest_of(fresh) if fresh is not None else None
+
+    def _log_failure(self, exc: LogRolledBackError) -> IntegrityViolationError:
+        """The violation of a log that cannot be followed: alarmed once per process."""
+        violation = IntegrityViolationError("audit_entries", "log", str(exc))
+        violation.recorded = self._log_alarmed
+        self._log_alarmed = True
+        return violation
 
     def holds(self, session: Session, row: Base) -> bool:
         """Whether ``row``'s seal matches; one that does not is recorded (audited in
@@ -288,21 +362,49 @@ class Integrity:
             self.record(session, violation, actor)
 
     def check(self, actor: Actor) -> IntegrityReport:
-        """Verify every sealed row (for monitoring); the findings are also audited."""
+        """Verify every sealed row (for monitoring): its seal, that it is the current
+        version the audit log records, and that no row the log says exists is missing.
+        The findings are also audited."""
         self._app.authz.require(actor, Permission.AUDIT_READ)
         checked, findings = 0, []
+        try:
+            known, baseline = self._app.ledger.known_rows(), self._app.ledger.state.baseline
+        except LogRolledBackError as exc:
+            known, baseline = {}, False
+            findings = [Finding("audit_entries", "log", str(exc))]
+        seen: set[RowKey] = set()
         with self._app.read() as session:
             for row in self._rows(session):
                 checked += 1
-                if not is_valid(self.keys, row):
-                    reason = "no seal" if not getattr(row, "seal", None) else "seal does not match"
-                    findings.append(Finding(table_of(row), row_label(row), reason))
+                key = (table_of(row), row_label(row))
+                seen.add(key)
+                reason = self._row_finding(row, known, baseline=baseline)
+                if reason is not None:
+                    findings.append(Finding(*key, reason))
+        findings += [Finding(table, label, f"missing: the audit log records it at entry "
+                             f"{version.index}, the database has no such row")
+                     for (table, label), version in sorted(known.items())
+                     if version.digest != REMOVED and (table, label) not in seen]
         if findings:
             with self._app.transaction() as session:
                 for finding in findings:
                     self.record(session, IntegrityViolationError(finding.table, finding.row,
                                                             finding.reason), actor)
         return IntegrityReport(checked, tuple(findings))
+
+    def _row_finding(self, row: Base, known: dict[RowKey, Version], *,
+                     baseline: bool) -> str | None:
+        if not is_valid(self.keys, row):
+            return "no seal" if not getattr(row, "seal", None) else "seal does not match"
+        version = known.get((table_of(row), row_label(row)))
+        if version is None:
+            return "not current: the audit log has no record of this row" if baseline else None
+        if version.digest == REMOVED:
+            return f"not current: removed at audit entry {version.index}"
+        if version.digest != digest_of(row):
+            return (f"not current: an older version (the current one was recorded at "
+                    f"audit entry {version.index})")
+        return None
 
     @staticmethod
     def _rows(session: Session) -> Iterator[Base]:
@@ -338,13 +440,64 @@ def remove_forged(app: App, actor: Actor, *, table: str, row_id: str) -> None:
         row = session.scalar(select(model).where(key_column == _typed(key_column, row_id)))
         if row is None:
             raise NotFoundError(f"no {table} row {row_id}")
-        if is_valid(app.state_keys, row):
-            raise PolicyError(f"{table} row {row_id} verifies; only forged rows are removed "
-                              "this way (use the normal commands for the others)")
+        try:
+            app.integrity.verify(row)
+        except IntegrityViolationError:
+            pass
+        else:
+            raise PolicyError(f"{table} row {row_id} verifies and is current; only forged or "
+                              "rolled-back rows are removed this way (use the normal "
+                              "commands for the others)")
         session.execute(delete(model).where(key_column == _typed(key_column, row_id)))
         session.flush()
+        _record_removal(app, session, table, row_id)
         app.audit.record(session, tag=AuditTag.INTEGRITY_REMOVE, actor=actor,
                          subject=f"{table}:{row_id}", details={"table": table, "row": row_id})
+
+
+def _record_removal(app: App, session: Session, table: str, row_id: str) -> None:
+    """Record a removal the flush hooks did not see (a forged row removed by statement),
+    unless the log says the current version of that row exists: then the row removed
+    was an old copy standing in for it, and the log keeps saying what is current."""
+    version = app.ledger.known_rows().get((table, row_id))
+    if version is None or version.digest == REMOVED:
+        record_rows(session, [encode_row(table, row_id, REMOVED)], changed=True)
+
+
+def ensure_baseline(app: App) -> int:
+    """Record, once per installation, every sealed row the audit log does not name yet.
+
+    An installation from before current state has rows no ``state:seal`` event named;
+    they are trusted once, as they are (forged rows excluded), by a ``state:baseline``
+    whose last event says it is complete. From then on a row the log never named grants
+    nothing. Later baselines (two services starting at once) change nothing the log
+    already said. Returns the number of rows recorded.
+    """
+    if app.ledger.state.baseline:
+        return 0
+    with app.transaction() as session:
+        app.audit.lock(session)
+        state = app.ledger.state
+        if state.baseline:
+            return 0
+        rows = [encode_row(table_of(row), row_label(row), digest_of(row))
+                for row in Integrity._rows(session)
+                if is_valid(app.state_keys, row)
+                and (table_of(row), row_label(row)) not in state.rows]
+        chunks = [rows[start:start + ROWS_PER_EVENT]
+                  for start in range(0, len(rows), ROWS_PER_EVENT)] or [[]]
+        for number, chunk in enumerate(chunks, start=1):
+            app.audit.record(session, tag=AuditTag.STATE_BASELINE,
+                             actor=Actor.system("integrity"), subject="state:baseline",
+                             details={"rows": chunk, "complete": number == len(chunks)})
+    app.ledger.catch_up()
+    return len(rows)
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def _forget_pending(session: Session) -> None:
+    session.info.pop(PENDING_ROWS, None)
 
 
 def _typed(column: Any, value: str) -> object:

@@ -18,21 +18,42 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from gateway import networks
 from gateway.audit import AuditEvent, AuditTag
 from gateway.db.models import Account, MachineGrant, Partner, PartnerKey, Transfer
 
 State = dict[str, dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class Breach:
+    """An event the state at its moment did not allow: a grant made from an old copy of
+    a row put back for a while (a hit and run), or with the gateway's keys."""
+
+    index: int
+    tag: str
+    table: str
+    row: str
+    field: str
+    found: object
+
+    def __str__(self) -> str:
+        return (f"entry {self.index} ({self.tag}): {self.table} row {self.row}: "
+                f"{self.field} was {self.found!r} at that moment")
+
+
 @dataclass
 class ImpliedState:
-    """What the log says exists, by table and row."""
+    """What the log says exists, by table and row, and the events it did not allow."""
 
     partners: State = field(default_factory=dict)
     accounts: State = field(default_factory=dict)
     keys: State = field(default_factory=dict)
     transfers: State = field(default_factory=dict)
     grants: State = field(default_factory=dict)
+    # Per file: its download limit and the complete downloads so far.
+    downloads: dict[str, list[Any]] = field(default_factory=dict)
+    breaches: list[Breach] = field(default_factory=list)
 
 
 def _name(event: AuditEvent) -> str:
@@ -148,6 +169,64 @@ def _uploaded(state: ImpliedState, event: AuditEvent) -> None:
         "state": "available"}
 
 
+def _check_upload(state: ImpliedState, event: AuditEvent) -> None:
+    """Every key the file was encrypted to was approved for its partner then."""
+    for key_id in event.details.get("recipient_keys") or ():
+        key = state.keys.get(str(key_id))
+        if key is None:
+            _breach(state, event, "partner_keys", str(key_id), "(row)", "absent")
+        elif key["state"] != "approved":
+            _breach(state, event, "partner_keys", str(key_id), "state", key["state"])
+        elif key["partner"] != event.details.get("partner"):
+            _breach(state, event, "partner_keys", str(key_id), "partner", key["partner"])
+    state.downloads[_name(event)] = [event.details.get("max_downloads"), 0]
+
+
+def _check_sign_in(state: ImpliedState, event: AuditEvent) -> None:
+    """The account, its partner, key, networks and kind allowed this sign-in then."""
+    name, details = _name(event), event.details
+    account = state.accounts.get(name)
+    if account is None:
+        _breach(state, event, "accounts", name, "(row)", "absent")
+        return
+    if account["disabled"]:
+        _breach(state, event, "accounts", name, "disabled", True)
+    partner = state.partners.get(str(account["partner"])) if account["partner"] else None
+    if partner is not None and partner["disabled"]:
+        _breach(state, event, "partners", str(account["partner"]), "disabled", True)
+    key = details.get("key")
+    if key and key not in account["ssh_keys"]:
+        _breach(state, event, "ssh_keys", f"{name}:{key}", "(row)", "absent")
+    source = details.get("source")
+    # Allowed networks bind SFTP sign-ins (a key first), not the console's.
+    over_ssh = str(details.get("method", "")).startswith("publickey")
+    if (over_ssh and isinstance(source, str)
+            and not networks.allows(networks.stored(account["allow_from"]), source)):
+        _breach(state, event, "accounts", name, "allow_from", account["allow_from"])
+    if details.get("method") == "publickey" and not account["machine"]:
+        _breach(state, event, "accounts", name, "machine", False)
+
+
+def _check_download(state: ImpliedState, event: AuditEvent) -> None:
+    """A complete download stayed within its file's limit."""
+    limit = state.downloads.setdefault(_name(event), [None, 0])
+    limit[1] += 1
+    if isinstance(limit[0], int) and limit[1] > limit[0]:
+        _breach(state, event, "transfers", _name(event), "downloads", limit[1])
+
+
+def _breach(state: ImpliedState, event: AuditEvent, table: str, row: str, name: str,
+            found: object) -> None:
+    state.breaches.append(Breach(event.index, event.tag, table, row, name, found))
+
+
+# Events checked against the state at their moment, before they are applied.
+CHECKS: dict[AuditTag, Callable[[ImpliedState, AuditEvent], None]] = {
+    AuditTag.UPLOAD_COMPLETE: _check_upload,
+    AuditTag.LOGIN_SUCCESS: _check_sign_in,
+    AuditTag.DOWNLOAD_COMPLETE: _check_download,
+}
+
 REPLAY: dict[AuditTag, Callable[[ImpliedState, AuditEvent], None]] = {
     AuditTag.PARTNER_CREATE: _partner_create,
     AuditTag.PARTNER_DISABLE: _setter("partners", "disabled", True),
@@ -177,7 +256,11 @@ def replay(events: Iterable[AuditEvent]) -> ImpliedState:
     """The state the events imply, applied in log order."""
     state = ImpliedState()
     for event in events:
-        apply = REPLAY.get(AuditTag(event.tag))
+        tag = AuditTag(event.tag)
+        check = CHECKS.get(tag)
+        if check is not None:
+            check(state, event)
+        apply = REPLAY.get(tag)
         if apply is not None:
             apply(state, event)
     return state
@@ -241,10 +324,11 @@ def database_state(session: Session) -> ImpliedState:
     return state
 
 
-def reconcile(events: Iterable[AuditEvent], session: Session) -> list[Difference]:
-    """Every difference between what ``events`` imply and what the database holds."""
+def reconcile(events: Iterable[AuditEvent], session: Session) -> list[Difference | Breach]:
+    """Every event the state at its moment did not allow, then every difference between
+    what ``events`` imply and what the database holds."""
     implied, found = replay(events), database_state(session)
-    differences: list[Difference] = []
+    differences: list[Difference | Breach] = list(implied.breaches)
     for table, label in (("partners", "partners"), ("accounts", "accounts"),
                          ("keys", "partner_keys"), ("transfers", "transfers"),
                          ("grants", "machine_grants")):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select, text
@@ -27,10 +28,15 @@ from gateway.integrity import (
     KEYS_INFO,
     SEALED_FIELDS,
     decrypt_totp,
+    digest_of,
     encrypt_totp,
     is_valid,
+    record_rows,
+    row_label,
     seal,
+    table_of,
 )
+from gateway.ledger import encode_row
 from gateway.state_keys import StateKeys
 
 if TYPE_CHECKING:
@@ -70,6 +76,9 @@ def adopt(app: App) -> Resealed:
             if isinstance(row, TOTPSecret) and not row.secret.startswith(_SEALED_PREFIX):
                 row.secret = encrypt_totp(keys, account_id=row.account_id, secret=row.secret)
             seal(keys, row)  # type: ignore[arg-type]  # Every row here is a sealed model.
+        # Trusted as they are: these versions are current from here on.
+        record_rows(session, [encode_row(table_of(row), row_label(row), digest_of(row))  # type: ignore[arg-type]  # Sealed models.
+                              for row in rows], changed=True)
         app.audit.record(session, tag=AuditTag.INTEGRITY_ADOPT, actor=Actor.local_operator(),
                          subject="integrity:state", details={"rows": len(rows),
                                                             "key": keys.current.key_id})
@@ -83,11 +92,25 @@ def rotate(app: App, actor: Actor) -> Resealed:
     resolved first, or the rotation would vouch for it.
     """
     app.authz.require(actor, Permission.INTEGRITY_ADMIN)
+    keys_dir = app.settings.keys_dir
+    app.state_keys  # noqa: B018  # Registers this process first: the lock below excludes it.
+    with state_keys.rotation_lock(keys_dir, exclusive=True):
+        return _rotate(app, actor, keys_dir)
+
+
+def _rotate(app: App, actor: Actor, keys_dir: Path) -> Resealed:
+    # A running process keeps the key it loaded: it would refuse every row sealed with
+    # the new one as forged, and seal its own writes with the old one. So the rotation
+    # waits for them to stop (on every node: the others' processes are not visible here).
+    users = state_keys.other_users(keys_dir)
+    if users:
+        raise PolicyError("the state key was not rotated: these processes use it and would "
+                          "keep the old key: " + ", ".join(users) + ". Stop the gateway's "
+                          "services (on every node) and rotate again")
     report = app.integrity.check(actor)
     if not report.ok:
         raise PolicyError("the state key was not rotated: these rows fail their seal: "
                           + "; ".join(str(finding) for finding in report.findings))
-    keys_dir = app.settings.keys_dir
     old = app.state_keys
     following = StateKeys(state_keys.begin_rotation(keys_dir), (old.current,))
     try:

@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import hashlib
 import hmac
 import os
 import secrets
+import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -34,6 +39,11 @@ from gateway.errors import ConfigError, GatewayError
 
 KEY_FILE = "state_key"
 NEXT_SUFFIX = ".new"
+# Every process that uses the state key holds a shared lock on a file of its own in this
+# directory, so a rotation can tell which processes would keep the old key (and refuse).
+USERS_DIR = "state_key.users"
+# Held exclusively for the whole of a rotation, shared while a process registers.
+ROTATION_LOCK = "state_key.lock"
 VERSION = "v1"
 _KEY_BYTES = 32
 _NONCE_BYTES = 12
@@ -209,3 +219,61 @@ def finish_rotation(keys_dir: Path) -> None:
 def abandon_rotation(keys_dir: Path) -> None:
     """Forget a next key that was never used."""
     (keys_dir / (KEY_FILE + NEXT_SUFFIX)).unlink(missing_ok=True)
+
+
+# The registration files this process holds open (and locked) until it exits.
+_registered: dict[Path, int] = {}
+
+
+@contextmanager
+def rotation_lock(keys_dir: Path, *, exclusive: bool) -> Iterator[None]:
+    """Hold the rotation lock: exclusively for a rotation (refused, not waited for, if
+    another one runs), shared while a process starts using the key (it waits)."""
+    fd = os.open(keys_dir / ROTATION_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+        except BlockingIOError:
+            raise GatewayError("another state key rotation is running") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def register_user(keys_dir: Path) -> None:
+    """Mark this process as a user of the state key until it exits.
+
+    Taken under the rotation lock, so a process starting during a rotation waits for it
+    and then loads the new key.
+    """
+    directory = keys_dir / USERS_DIR
+    path = directory / f"{socket.gethostname()}-{os.getpid()}"
+    if path in _registered:
+        return
+    directory.mkdir(mode=0o700, exist_ok=True)
+    with rotation_lock(keys_dir, exclusive=False):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        os.write(fd, " ".join(Path(arg).name for arg in sys.argv)[:200].encode())
+    _registered[path] = fd
+
+
+def other_users(keys_dir: Path) -> list[str]:
+    """The other live processes using the state key, as ``host-pid (command)``; files of
+    processes that ended are removed on the way."""
+    directory = keys_dir / USERS_DIR
+    found: list[str] = []
+    for path in sorted(directory.iterdir()) if directory.is_dir() else []:
+        if path in _registered:
+            continue
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            command = os.read(fd, 200).decode(errors="replace").strip()
+            found.append(f"{path.name} ({command or 'unknown command'})")
+        else:
+            path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+    return found

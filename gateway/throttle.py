@@ -16,6 +16,10 @@ these functions):
   without one. While it waits, only attempts that prove an account (a verified key) get
   through, so colleagues behind the same address are never held back by it.
 
+Deleting or resetting these rows lifts nothing: blocks and the failures counted against
+an account are also kept from the audit log (:mod:`gateway.ledger`), and the larger of
+the two decides.
+
 A connection counts at most once per scope, however many prompts it answers (the
 caller keeps track, see :class:`gateway.auth.LoginAttempt`). Each change is one statement
 whose result decides (an upsert that returns the new count, an update whose row count
@@ -28,7 +32,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -106,11 +110,23 @@ class Block:
     blocked_until: datetime | None
 
 
-def blocked_until(session: Session, *, scope: Scope, key: str, now: datetime) -> datetime | None:
-    """When the block on ``scope:key`` ends, if one is in force at ``now``."""
+class LoggedLocks(Protocol):
+    """The blocks the audit log records (:class:`gateway.ledger.Ledger`): a block row
+    deleted behind the gateway's back is still in force there."""
+
+    def locked_until(self, subject: str, now: datetime,
+                     session: Session | None = None) -> datetime | None: ...
+
+
+def blocked_until(session: Session, *, scope: Scope, key: str, now: datetime,
+                  logged: LoggedLocks) -> datetime | None:
+    """When the block on ``scope:key`` ends, if one is in force at ``now`` in the
+    database or in the log."""
     until = session.scalar(select(AuthThrottle.locked_until).where(
         AuthThrottle.scope == scope.value, AuthThrottle.key == key))
-    return until if until is not None and until > now else None
+    stored = until if until is not None and until > now else None
+    recorded = logged.locked_until(f"{scope.value}:{key}", now, session)
+    return max((m for m in (stored, recorded) if m is not None), default=None)
 
 
 def _insert(session: Session) -> Any:
@@ -119,7 +135,7 @@ def _insert(session: Session) -> Any:
 
 
 def record_failure(session: Session, policy: Policy, *, scope: Scope, key: str,
-                   now: datetime) -> FailureCount:
+                   now: datetime, at_least: int = 0) -> FailureCount:
     """Count one failure against ``scope:key`` and block it if the rule says so.
 
     A key quiet for the rule's ``forget_after`` starts again from one. A block is set
@@ -140,7 +156,8 @@ def record_failure(session: Session, policy: Policy, *, scope: Scope, key: str,
               "locked_until": case((stale, None), else_=table.locked_until),
               "last_failure": now},
     ).returning(table.failures)
-    failures = int(session.execute(upsert).scalar_one())
+    # ``at_least``: the failures the log counted, so deleting the row resets nothing.
+    failures = max(int(session.execute(upsert).scalar_one()), at_least)
     block = rule.block_for(failures)
     if block is None:
         return FailureCount(failures, None)

@@ -151,7 +151,8 @@ class TokenService:
             # A wrong token proves no one: it counts against the source address alone
             # (gateway.throttle). A token cannot be guessed, so a held-back address still
             # gets through with a valid one, and its failures meanwhile count no further.
-            held = throttle.blocked_until(session, scope=Scope.SOURCE, key=source, now=now)
+            held = throttle.blocked_until(session, scope=Scope.SOURCE, key=source, now=now,
+                                          logged=self._app.ledger)
             self._app.auth.record_failure(
                 session, LoginAttempt(source=source, client=client),
                 Failure(AuditTag.LOGIN_FAILURE, claimed, reason, "token", source, client,

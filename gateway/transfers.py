@@ -457,16 +457,19 @@ class Download:
             return False
         self._closed = True
         self._reader.close()
+        # ``served``: the distinct bytes this open served, which the log adds up per
+        # account, so deleting the served ranges stored below lifts no download limit.
         details = {"partner": self.entry.partner, "name": self.name, "bytes": self._sent,
-                   **_resumed_at(self._served.ranges),
+                   "served": self._served.total, **_resumed_at(self._served.ranges),
                    "size": self.size, "seconds": round(time.monotonic() - self._started, 3)}
         with self._app.transaction() as session:
             # Serialises the closes of this file, so each sees what the others served.
             session.execute(select(Transfer.id).where(Transfer.id == self.entry.id)
                             .with_for_update())
-            before = served.record(session, transfer_id=self.entry.id,
-                                   account_id=self._account_id, ranges=self._served.ranges,
-                                   now=self._app.clock())
+            before = max(served.record(session, transfer_id=self.entry.id,
+                                       account_id=self._account_id,
+                                       ranges=self._served.ranges, now=self._app.clock()),
+                         self._app.ledger.served(self.entry.id, self._actor.name, session))
             complete = served.completes_a_download(before=before, added=self._served.total,
                                                    size=self.size)
             if not complete:
@@ -560,6 +563,10 @@ class TransferService:
         self._app.authz.require(actor, Permission.FILE_DOWNLOAD)
         with self._app.transaction() as session:
             row = self._find(session, actor, None, name)
+            # The stored count can be reset by a database writer; the log's cannot.
+            if (row.max_downloads is not None
+                    and self._app.ledger.downloads(row.id, session) >= row.max_downloads):
+                raise NotFoundError("no such file")
             # Reserve the download now, in one conditional UPDATE, so that parallel reads
             # cannot pass the limit on any backend; close() returns it if the read stops.
             reserved = session.execute(update(Transfer).where(

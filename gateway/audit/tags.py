@@ -64,3 +64,9 @@ class AuditTag(enum.StrEnum):
     ACCOUNT_MACHINE_APPROVE = "account:machine:approve"
     PARTNER_ENABLE = "partner:enable"
     SOURCE_UNBLOCK = "source:unblock"
+    # Current state (gateway/ledger.py): the rows a transaction sealed or removed, with
+    # the digest of each; the one-time baseline of an installation from before it; and
+    # each TOTP time step used, so that resetting the stored last step replays nothing.
+    STATE_SEAL = "state:seal"
+    STATE_BASELINE = "state:baseline"
+    TOTP_USE = "auth:totp:use"

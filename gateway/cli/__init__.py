@@ -42,7 +42,7 @@ COMMANDS = {
     "key": "gateway.cli.keys:key",
     "audit": "gateway.cli.audit:audit",
     "integrity": "gateway.cli.integrity:integrity",
-    "keys": "gateway.cli.integrity:keys",
+    "state-key": "gateway.cli.integrity:state_key",
     "token": "gateway.cli.tokens:token",
     "exposure": "gateway.cli.exposure:exposure",
     "files": "gateway.cli.files:files",

@@ -1,4 +1,4 @@
-"""``blindpost integrity …`` and ``blindpost keys …``: signed state, checked and rotated."""
+"""``blindpost integrity …`` and ``blindpost state-key …``: signed state, checked and rotated."""
 
 from __future__ import annotations
 
@@ -63,22 +63,26 @@ def integrity_remove(table: str, row_id: str, data_dir: Path | None) -> None:
     click.echo(f"removed {table} row {row_id}")
 
 
-@click.group()
-def keys() -> None:
-    """Keys of the installation kept in keys/ (the state key)."""
+@click.group("state-key")
+def state_key() -> None:
+    """The host's state key (keys/state_key): seals, TOTP secrets, audit entry MACs.
+
+    Not a partner's recipient key (that is `blindpost key`).
+    """
 
 
-@keys.command("rotate-state-key")
+@state_key.command("rotate")
 @data_dir_option
 def rotate_state_key(data_dir: Path | None) -> None:
     """Replace keys/state_key and re-seal every row with the new key.
 
-    Refused, listing the rows, if any row fails its seal with the current key. Copy the
-    new key file to every node before they next start.
+    Refused, listing them, if any row fails its seal or is not current, and while any
+    other process uses the key (each is named: stop the services on every node first).
+    Copy the new key file to every node before they next start.
 
     \b
     Example:
-      blindpost keys rotate-state-key --data-dir /var/lib/blindpost
+      blindpost state-key rotate --data-dir /var/lib/blindpost
     """
     done = resealing.rotate(open_app(data_dir), operator())
     click.echo(f"state key rotated: {done.old_key} -> {done.new_key}; "

@@ -99,6 +99,15 @@ def _begin_immediate(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+def reader(engine: Engine) -> Engine:
+    """The same engine for short reads that must not queue behind (or block) a writer:
+    on SQLite a deferred ``BEGIN``, so a process can read what is committed while one of
+    its own transactions holds the write lock."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(**{_READ_ONLY: True})
+    return engine
+
+
 @contextmanager
 def snapshot(engine: Engine) -> Iterator[Session]:
     """A read-only session over one consistent snapshot that does not block writers.

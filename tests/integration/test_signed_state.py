@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from gateway import envelope
 from gateway.db.models import Role
+from tests.unit.gateway.factories import OPERATOR
 from tests.unit.sftp_server.harness import (
     Installation,
     audit_events,
@@ -76,3 +77,65 @@ def test_an_injected_recipient_receives_nothing(inst: Installation) -> None:
     assert violation["details"]["table"] == "partner_keys"
     refusal = audit_events(inst.app, "access:denied")[-1]
     assert "integrity check failed for partner_keys" in refusal["details"]["reason"]
+
+
+def _keep(inst: Installation, table: str, where: str) -> list[dict[str, object]]:
+    with inst.app.engine.connect() as connection:
+        return [dict(row._mapping) for row in
+                connection.execute(text(f"SELECT * FROM {table} WHERE {where}"))]
+
+
+def _put_back(inst: Installation, table: str, rows: list[dict[str, object]]) -> None:
+    for row in rows:
+        assignments = ", ".join(f"{name} = :{name}" for name in row)
+        _inject(inst, f"UPDATE {table} SET {assignments} WHERE id = :id", **row)
+
+
+def test_a_revoked_key_put_back_receives_nothing(inst: Installation) -> None:
+    """The stolen-laptop case: the partner's key is revoked; the attacker writes back the
+    row as it was while approved, seal and all, and waits for the next upload."""
+    second = envelope.generate_identity(post_quantum=False)
+    key = inst.app.keys.propose(inst.account_actor("root-admin"), partner="acme",
+                                recipient=str(second.recipient))
+    inst.app.keys.approve(inst.account_actor("second-admin"), key_id=key.id)
+    stolen = _keep(inst, "partner_keys", f"id = {key.id}")
+    inst.app.keys.revoke(inst.account_actor("root-admin"), key_id=key.id)
+    _put_back(inst, "partner_keys", stolen)
+    (inst.root / "extract.csv").write_bytes(b"PATIENT-4711,preeclampsia\n" * 1000)
+    clerk = inst.users["clerk"]
+    upload = openssh_sftp(inst, clerk, ["put extract.csv /acme/"], code=inst.code(clerk))
+    assert upload.returncode != 0
+    assert inst.app.transfers.inbox(inst.actor(clerk), "acme") == []
+    assert [p for p in (inst.data_dir / "store").rglob("*") if p.is_file()] == []
+    violation = audit_events(inst.app, "integrity:violation")[-1]
+    assert (violation["details"]["table"], violation["details"]["row"]) == (
+        "partner_keys", str(key.id))
+    assert "not current" in violation["details"]["reason"]
+
+
+def test_a_disabled_account_put_back_signs_in_nowhere(inst: Installation) -> None:
+    lee = inst.users["lee"]
+    enabled = _keep(inst, "accounts", "username = 'lee'")
+    inst.app.accounts.disable(OPERATOR, username="lee")
+    _put_back(inst, "accounts", enabled)
+    refused = openssh_sftp(inst, lee, ["ls"], code=inst.code(lee))
+    assert refused.returncode != 0
+    violation = audit_events(inst.app, "integrity:violation")[-1]
+    assert violation["details"]["table"] == "accounts"
+    assert "not current" in violation["details"]["reason"]
+
+
+def test_a_reset_secret_put_back_takes_no_old_code(inst: Installation) -> None:
+    lee = inst.users["lee"]
+    old = _keep(inst, "totp_secrets", "account_id = (SELECT id FROM accounts WHERE "
+                "username = 'lee')")
+    inst.app.accounts.reset_totp(OPERATOR, username="lee")
+    with inst.app.engine.begin() as connection:
+        for row in old:
+            assignments = ", ".join(f"{name} = :{name}" for name in row)
+            connection.execute(text(f"UPDATE totp_secrets SET {assignments} "
+                                    "WHERE account_id = :account_id"), row)
+    refused = openssh_sftp(inst, lee, ["ls"], code=inst.code(lee))  # The old secret's code.
+    assert refused.returncode != 0
+    violation = audit_events(inst.app, "integrity:violation")[-1]
+    assert violation["details"]["table"] == "totp_secrets"

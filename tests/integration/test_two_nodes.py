@@ -27,6 +27,7 @@ from pathlib import Path
 import boto3
 import paramiko
 import pytest
+from sqlalchemy import text
 
 from gateway import envelope, totp
 from gateway.app import App
@@ -200,6 +201,38 @@ def test_lockouts_hold_across_nodes(cluster: Cluster) -> None:
     assert {e["subject"] for e in audit_events(cluster.app, "auth:lockout")} == {
         "account:mia", "source:203.0.113.5"}
     _verify_audit_log(cluster)
+
+
+def test_an_old_copy_put_back_signs_in_on_neither_node(cluster: Cluster) -> None:
+    """Lee is disabled; the database writer puts Lee's enabled row back, seal and all.
+    Both nodes follow the one log, so neither honours it, and the lockout it would lift
+    by deleting the throttle rows holds too."""
+    lee, mia = cluster.users["lee"], cluster.users["mia"]
+    with cluster.app.engine.connect() as connection:
+        [enabled] = [dict(row._mapping) for row in connection.execute(
+            text("SELECT * FROM accounts WHERE username = 'lee'"))]
+    cluster.app.accounts.disable(OPERATOR, username="lee")
+    with cluster.app.engine.begin() as connection:
+        assignments = ", ".join(f"{name} = :{name}" for name in enabled)
+        connection.execute(text(f"UPDATE accounts SET {assignments} WHERE id = :id"), enabled)
+    for node in ("a", "b"):
+        assert _sign_in(cluster.nodes[node], "198.51.100.3", lee, _code(lee)) is None
+    refused = [e for e in audit_events(cluster.app, "integrity:violation")
+               if e["details"]["table"] == "accounts"]
+    assert refused and all("not current" in e["details"]["reason"] for e in refused)
+    # Mia locks herself out on node a; the rows that record it are deleted; node b
+    # still refuses her.
+    for _ in range(5):
+        transport = _transport(cluster.nodes["a"], "198.51.100.4")
+        transport.auth_publickey(mia.username, mia.pkey)
+        with pytest.raises(paramiko.AuthenticationException):
+            transport.auth_interactive(mia.username, lambda _t, _i, p: ["000000"] * len(p))
+        transport.close()
+    with cluster.app.engine.begin() as connection:
+        connection.execute(text("DELETE FROM auth_throttle"))
+    assert _sign_in(cluster.nodes["b"], "198.51.100.4", mia, _code(mia)) is None
+    assert audit_events(cluster.app, "auth:login:failure")[-1]["details"]["reason"] == (
+        "account locked out")
 
 
 def _verify_audit_log(cluster: Cluster) -> None:

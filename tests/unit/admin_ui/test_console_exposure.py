@@ -97,6 +97,7 @@ def test_bad_requests_are_clear_and_run_nothing(alice: Person, app: App, params:
 
 def test_a_tampered_log_gives_no_report_unless_asked(audrey: Person, app: App,
                                                      uploaded: str) -> None:
+    app.ledger.catch_up()  # The console had read the entry before it was changed.
     with app.engine.begin() as connection:
         for action in ("update", "delete"):
             connection.execute(text(f"DROP TRIGGER audit_entries_no_{action}"))
@@ -111,6 +112,24 @@ def test_a_tampered_log_gives_no_report_unless_asked(audrey: Person, app: App,
     shown = audrey.client.get("/exposure", params={**DAY, "unverified": "true"})
     assert shown.status_code == 200
     assert "WARNING: UNVERIFIED" in shown.text and "other.csv.age" in shown.text
+
+
+def test_a_log_tampered_before_the_console_read_it_ends_every_session(
+        audrey: Person, app: App, uploaded: str) -> None:
+    # The console follows the log to know which rows are current; an entry it has not
+    # read yet that fails its MAC leaves it unable to tell, so it grants nothing.
+    with app.engine.begin() as connection:
+        for action in ("update", "delete"):
+            connection.execute(text(f"DROP TRIGGER audit_entries_no_{action}"))
+        connection.execute(text("UPDATE audit_entries SET leaf = replace(leaf, :old, :new) "
+                                "WHERE idx = (SELECT max(idx) FROM audit_entries)"),
+                           {"old": '"tag"', "new": '"tag" '})
+    page = audrey.client.get("/exposure", params=DAY)
+    assert "BLINDPOST EXPOSURE REPORT" not in page.text
+    assert audrey.client.get("/api/v1/exposure", params=DAY).status_code in (401, 403)
+    violations = [e for e in audit_events(app, "integrity:violation")
+                  if e["details"]["table"] == "audit_entries"]
+    assert len(violations) == 1 and "MAC" in violations[0]["details"]["reason"]
 
 
 def test_a_long_report_shows_its_first_lines_and_counts_the_rest(

@@ -269,7 +269,7 @@ def test_the_gateway_does_not_launder_a_forged_row(world: World) -> None:
 def test_a_forged_row_is_removed_and_the_check_passes_again(world: World) -> None:
     _forged_ssh_key(world.app)
     forged = world.app.integrity.check(OPERATOR).findings[0]
-    with pytest.raises(GatewayError, match="verifies; only forged rows"):
+    with pytest.raises(GatewayError, match="verifies and is current; only forged"):
         remove_forged(world.app, OPERATOR, table="accounts", row_id=str(lee_id(world.app)))
     remove_forged(world.app, OPERATOR, table=forged.table, row_id=forged.row)
     assert world.app.integrity.check(OPERATOR).ok

@@ -284,7 +284,7 @@ def test_every_command_has_help_with_an_example(path: tuple[str, ...]) -> None:
 def test_integrity_check_and_state_key_rotation(ready) -> None:  # type: ignore[no-untyped-def]
     ok = ready("integrity", "check")
     assert ok.exit_code == 0 and ok.output.startswith("integrity OK: ")
-    rotated = ready("keys", "rotate-state-key")
+    rotated = ready("state-key", "rotate")
     assert rotated.exit_code == 0 and "rows re-sealed" in rotated.output
     assert ready("integrity", "check").exit_code == 0
     assert ready("audit", "verify").exit_code == 0
@@ -300,7 +300,7 @@ def test_integrity_check_and_state_key_rotation(ready) -> None:  # type: ignore[
     assert verify.exit_code == 1
     assert ("partners row uni: retention_seconds: the log implies 1209600, the database holds "
             "2592000") in verify.output
-    refused = ready("keys", "rotate-state-key")
+    refused = ready("state-key", "rotate")
     assert refused.exit_code == 1 and "partners row 1" in refused.output
 
 
