@@ -6,6 +6,7 @@ one per temporary data directory, with a fake clock where time matters.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -54,6 +55,7 @@ from gateway.tokens import TokenService
 from gateway.transfers import TransferService
 
 Clock = Callable[[], datetime]
+log = logging.getLogger(__name__)
 
 
 def utc_now() -> datetime:
@@ -81,15 +83,22 @@ class App:
         """Raise :class:`~gateway.errors.DatabaseError` if the database cannot be reached."""
         check_reachable(self.engine)
 
-    def check_ready(self) -> None:
-        """Raise if the database cannot be reached, the state key cannot be loaded or the
-        audit log cannot be followed; record the current-state baseline once."""
+    def check_ready(self, *, serving: bool = False) -> None:
+        """Raise if the database cannot be reached or the state key cannot be loaded, and
+        record the current-state baseline once.
+
+        An audit log that cannot be followed (rolled back, a gap, an entry without a
+        valid MAC) grants nothing either way; a service about to serve (``serving``)
+        refuses to start, naming why, while the commands that investigate it still run.
+        """
         self.check_database()
         self.state_keys  # noqa: B018  # Loading it is the check (and finishes a rotation).
         try:
             ensure_baseline(self)
         except LogRolledBackError as exc:
-            raise DatabaseError(str(exc)) from exc
+            if serving:
+                raise DatabaseError(str(exc)) from exc
+            log.error("every grant is refused: %s", exc)
 
     @cached_property
     def ledger(self) -> Ledger:

@@ -301,6 +301,7 @@ class Ledger:
         if state is None:
             state = LedgerState()
             state.size = self._bootstrap(state.apply)
+            state.last_mac = self._entry_mac(state.size - 1) if state.size else None
             log.info("current state replayed from the whole audit log (%d entries)",
                      state.size)
         self._state = state

@@ -111,7 +111,7 @@ def start(settings: Settings, *, app: App | None = None) -> Running:
     host_key = load_host_key(settings.host_key_path)
     owned = app is None
     current = app or App(settings)
-    current.check_ready()
+    current.check_ready(serving=True)
     sweep_partials(current)
     if app is not None or worker_count(settings) == 1:
         return InProcessServer(current, host_key=host_key, owns_app=owned)

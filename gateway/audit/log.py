@@ -148,30 +148,36 @@ class AuditLog:
         ids, sizes, hashes and names only: never file contents or health data. A
         checkpoint is written in the same transaction when one is due.
         """
-        self.lock(session)
-        state = self._state(session)
-        merged = {**actor.audit_details(), **(details or {})}
-        index = self._append(session, state.size, AuditTag(tag), actor.name, subject, merged)
-        if self._due(state, index + 1):
-            self._write_checkpoint(session, index + 1)
-        return index
+        # No flush may run between reading the size and inserting at it: the rows it
+        # would write record events of their own (gateway.integrity), at that index.
+        with session.no_autoflush:
+            self.lock(session)
+            state = self._state(session)
+            merged = {**actor.audit_details(), **(details or {})}
+            index = self._append(session, state.size, AuditTag(tag), actor.name, subject,
+                                 merged)
+            if self._due(state, index + 1):
+                self._write_checkpoint(session, index + 1)
+            return index
 
     def checkpoint(self, session: Session) -> SignedCheckpoint:
         """Return a checkpoint of the whole log, signing a new one if the log grew."""
-        self.lock(session)
-        state = self._state(session)
-        latest = self.latest_checkpoint(session)
-        if latest is not None and not _grown_since(latest.checkpoint.size, state.size):
-            return latest
-        return self._write_checkpoint(session, state.size)
+        with session.no_autoflush:
+            self.lock(session)
+            state = self._state(session)
+            latest = self.latest_checkpoint(session)
+            if latest is not None and not _grown_since(latest.checkpoint.size, state.size):
+                return latest
+            return self._write_checkpoint(session, state.size)
 
     def checkpoint_if_due(self, session: Session) -> SignedCheckpoint | None:
         """Sign a checkpoint if N entries or T seconds have passed; for a periodic timer."""
-        self.lock(session)
-        state = self._state(session)
-        if not self._due(state, state.size):
-            return None
-        return self._write_checkpoint(session, state.size)
+        with session.no_autoflush:
+            self.lock(session)
+            state = self._state(session)
+            if not self._due(state, state.size):
+                return None
+            return self._write_checkpoint(session, state.size)
 
     def size(self, session: Session) -> int:
         """Return the number of entries in the log."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -28,7 +29,8 @@ def test_checkpoint_prove_and_verify(data_dir: Path, tmp_path: Path) -> None:
     witnessed = tmp_path / "witness.txt"
     witnessed.write_text(checkpoint.stdout)
 
-    proof = run(data_dir, "prove", "0")
+    created = json.loads(run(data_dir, "log", "--tag", "account:create", "--json").stdout)
+    proof = run(data_dir, "prove", str(created["index"]))
     assert proof.exit_code == 0, proof.output
     _, leaf = verify_tlog_proof(proof.stdout, verifier)
     assert b'"tag":"account:create"' in leaf
@@ -74,8 +76,8 @@ def test_verify_reports_a_changed_row(data_dir: Path) -> None:
     connection = sqlite3.connect(data_dir / "blindpost.db")
     with connection:
         connection.execute("DROP TRIGGER audit_entries_no_update")
-        connection.execute("UPDATE audit_entries SET leaf = replace(leaf, 'root-admin', "
-                           "'evil-admin') WHERE idx = 0")
+        connection.execute("UPDATE audit_entries SET leaf = replace(leaf, '\"complete\":true', "
+                           "'\"complete\":false') WHERE idx = 0")
     connection.close()
     result = run(data_dir, "verify")
     assert result.exit_code == 1

@@ -221,7 +221,8 @@ def test_the_source_back_off_doubles_up_to_its_ceiling(app: App, clock: FakeCloc
         _stranger(app, "198.51.100.3")
         with app.read() as session:
             until = throttle.blocked_until(session, scope=throttle.Scope.SOURCE,
-                                           key="198.51.100.3", now=clock())
+                                           key="198.51.100.3", now=clock(),
+                                           logged=app.ledger)
         blocks.append(None if until is None else (until - clock()).total_seconds())
         if until is not None:
             clock.now = until

@@ -289,7 +289,7 @@ def test_a_restored_old_database_is_refused(world: World, tmp_path: Any) -> None
     restored = App(app.settings, clock=world.clock)
     try:
         with pytest.raises(GatewayError, match="backup-and-restore"):
-            restored.check_ready()
+            restored.check_ready(serving=True)
         with pytest.raises(GatewayError):
             sign_in(World(restored, world.clock, world.lee_secret, world.lee_key,
                           world.clerk_key))

@@ -52,11 +52,12 @@ def _report(history: History, **options: object) -> ExposureReport:
 
 
 def _facts(history: History, report: ExposureReport) -> dict[str, object]:
-    """The values the expected answers cannot know in advance: hashes, the log's size and
-    root, who ran the report."""
+    """The values the expected answers cannot know in advance: hashes, the log's size,
+    root and latest checkpoint (every change to a granting row signs one), who ran it."""
     check = report.verification
     return {"operator": OPERATOR.name, "entries": check.entries, "beyond": check.beyond_checkpoint,
-            "root": check.checkpoint_root, **{
+            "root": check.checkpoint_root, "checkpoint": check.checkpoint,
+            "checkpoint_size": check.checkpoint_size, **{
                 "sha_" + name.replace(".csv", "").replace("-", "_").replace("#", "_"): sha
                 for name, sha in history.sha256.items()}}
 
@@ -66,7 +67,7 @@ BLINDPOST EXPOSURE REPORT
 window       2026-11-02T10:00:00+00:00 to 2026-11-02T12:00:00+00:00 (both included)
 partner      all partners
 generated    2026-11-02T12:30:00+00:00 by {operator}
-audit log    verified: {entries} entries, against stored checkpoint #1 (size 1)
+audit log    verified: {entries} entries, against {checkpoint}
              checkpoint root {root}
              entries after it, checked by their MACs, not yet signed: {beyond}
              outside checkpoints verified: 0
@@ -195,7 +196,8 @@ def test_the_scripted_history_as_json(history: History) -> None:
         "partner": None, "generated_at": f"{day}12:30:00+00:00",
         "generated_by": OPERATOR.name,
         "verification": {"verified": True, "entries": facts["entries"],
-                         "checkpoint": "stored checkpoint #1 (size 1)", "checkpoint_size": 1,
+                         "checkpoint": facts["checkpoint"],
+                         "checkpoint_size": facts["checkpoint_size"],
                          "checkpoint_root": facts["root"], "outside_checkpoints": 0,
                          "beyond_checkpoint": facts["beyond"], "problems": []},
         "plaintext_at_rest": "none",
@@ -239,7 +241,7 @@ role,created_at,disabled_at,sign_ins,proposed_by,approved_by,approved_at,revoked
 downloads,incomplete_downloads,removed,waiting,object_id,detail
 report,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,window 2026-11-02T10:00:00+00:00 to \
 2026-11-02T12:00:00+00:00; partner all; generated 2026-11-02T12:30:00+00:00 by {operator}; \
-audit log verified: {entries} entries against stored checkpoint #1 (size 1); 0 outside \
+audit log verified: {entries} entries against {checkpoint}; 0 outside \
 checkpoints; plaintext at rest: none
 summary,lab,,,,,,,,,,,,,,,700,,,,,,,,,,,,,1,0,0,1,0,,
 summary,uni,,,,,,,,,,,,,,,1800,,,,,,,,,,,,,4,1,1,2,2,,
