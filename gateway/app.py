@@ -19,6 +19,7 @@ from gateway import state_keys
 from gateway.accounts import AccountService
 from gateway.actors import Actor
 from gateway.audit import AuditLog, AuditTag
+from gateway.audit.witnessing import Witnessing
 from gateway.audit_service import AuditService
 from gateway.auth import AuthService
 from gateway.authz import Authorizer
@@ -157,6 +158,15 @@ class App:
                     session.add(SettingValue(name=name, value=value))
                 else:
                     row.value = value
+
+    @cached_property
+    def witnessing(self) -> Witnessing:
+        """The witnesses that cosign checkpoints (none unless ``audit_witnesses`` is set)."""
+        return Witnessing(witnesses=self.settings.witnesses,
+                          quorum=self.settings.audit_witness_quorum,
+                          timeout=self.settings.audit_witness_timeout_seconds,
+                          audit=self.audit, read=self.read, transaction=self.transaction,
+                          clock=self.clock)
 
     @cached_property
     def audit_view(self) -> AuditService:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
@@ -29,7 +29,9 @@ from gateway.audit.checkpoint_file import read_latest_checkpoint
 from gateway.audit.errors import VerificationError
 from gateway.audit.events import decode_leaf, event_from_document
 from gateway.audit.models import AuditEntry
+from gateway.audit.proof import TlogProof
 from gateway.audit.verify import EntryReader
+from gateway.audit.witnessing import cosigned_note, latest_stored
 from gateway.authz import Permission
 from gateway.db.engine import snapshot
 from gateway.errors import GatewayError, NotFoundError
@@ -212,11 +214,25 @@ class AuditService:
         with self._app.transaction() as session:
             return self._app.audit.checkpoint(session)
 
+    def cosigned_checkpoint(self, actor: Actor) -> str:
+        """A checkpoint of the whole log with the witnesses' cosignatures.
+
+        Signs a new checkpoint if the log grew, and asks the witnesses that have not
+        cosigned it yet (see :mod:`gateway.audit.witnessing`).
+        """
+        self.checkpoint(actor)
+        self._app.witnessing.cosign_latest()
+        with self._app.read() as session:
+            latest = latest_stored(session)
+            assert latest is not None  # One was just signed.
+            return cosigned_note(session, latest.note)
+
     def prove(self, actor: Actor, index: int) -> str:
-        """A self-contained tlog-proof of entry ``index``.
+        """A self-contained tlog-proof of entry ``index``, carrying the cosignatures.
 
         Reading a proof may sign a new checkpoint (when the latest does not cover the
-        entry yet); that is the log's own housekeeping, allowed to every reader.
+        entry yet) and ask the witnesses to cosign it; that is the log's own
+        housekeeping, allowed to every reader.
         """
         self._app.authz.require(actor, Permission.AUDIT_READ)
         with self._app.transaction() as session:
@@ -224,7 +240,11 @@ class AuditService:
             if not 0 <= index < size:
                 raise NotFoundError(f"there is no audit entry {index}; the log has {size} "
                                     f"entries (0 to {size - 1})")
-            return self._app.audit.prove(session, index)
+            proof = TlogProof.parse(self._app.audit.prove(session, index))
+        self._app.witnessing.cosign_latest()
+        with self._app.read() as session:
+            note = cosigned_note(session, proof.checkpoint_note)
+        return replace(proof, checkpoint_note=note).text()
 
     def export(self, actor: Actor, out: IO[bytes]) -> int:
         """Write every entry as one JSON line; return how many."""

@@ -64,3 +64,7 @@ class AuditTag(enum.StrEnum):
     ACCOUNT_MACHINE_APPROVE = "account:machine:approve"
     PARTNER_ENABLE = "partner:enable"
     SOURCE_UNBLOCK = "source:unblock"
+    # A checkpoint that fewer witnesses than the quorum cosigned, and a witness refusing
+    # a checkpoint because it contradicts what the witness cosigned before.
+    AUDIT_WITNESS_QUORUM_MISSED = "audit:witness:quorum-missed"
+    AUDIT_WITNESS_REFUSED = "audit:witness:refused"

@@ -12,7 +12,10 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
+from gateway.audit.cosignature import CosignatureVerifier
+from gateway.audit.errors import AuditError
 from gateway.audit.merkle import HASH_SIZE
 from gateway.audit.note import SIGNATURE_PREFIX
 from gateway.errors import UsageError
@@ -113,3 +116,41 @@ def parse_cosignature_lines(body: bytes) -> list[str]:
 def format_cosignature_lines(lines: Sequence[str]) -> bytes:
     """A 200 body."""
     return "".join(lines).encode()
+
+
+@dataclass(frozen=True)
+class WitnessEndpoint:
+    """A witness a gateway submits to: its submission URL prefix and its verifier key."""
+
+    url: str
+    verifier: CosignatureVerifier
+
+    @property
+    def name(self) -> str:
+        return self.verifier.name
+
+
+def parse_witness_list(text: str) -> tuple[WitnessEndpoint, ...]:
+    """Parse ``URL VKEY`` entries separated by commas (the ``audit_witnesses`` setting).
+
+    Raises :class:`UsageError` naming the entry at fault.
+    """
+    endpoints: list[WitnessEndpoint] = []
+    for number, entry in enumerate((part.strip() for part in text.split(",")), start=1):
+        if not entry:
+            continue
+        url, _, vkey = entry.partition(" ")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or (
+                parts.fragment) or not vkey.strip():
+            raise UsageError(f"witness {number}: expected 'https://HOST[/PREFIX] VKEY', got "
+                             f"{entry[:120]!r}")
+        try:
+            verifier = CosignatureVerifier.from_key_string(vkey.strip())
+        except AuditError as exc:
+            raise UsageError(f"witness {number}: {exc.diagnostics()}") from exc
+        endpoints.append(WitnessEndpoint(url.rstrip("/"), verifier))
+    keys = [endpoint.verifier.key_string() for endpoint in endpoints]
+    if len(set(keys)) != len(keys):
+        raise UsageError("the same witness key is listed twice")
+    return tuple(endpoints)
