@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gateway.audit.errors import AuditError, VerificationError
-from gateway.audit.note import SIGNATURE_PREFIX, split_note
+from gateway.audit.note import SIGNATURE_PREFIX, Checkpoint, split_note, unverified_text
 
 COSIGNATURE_TYPE = b"\x04"
 HEADER = b"cosignature/v1\n"
@@ -182,3 +182,16 @@ def with_cosignatures(note: str, lines: Sequence[str]) -> str:
     """Return the signed ``note`` with cosignature ``lines`` appended (skipping duplicates)."""
     present = set(note.splitlines(keepends=True))
     return note + "".join(line for line in dict.fromkeys(lines) if line not in present)
+
+
+def require_quorum_on_largest(notes: Sequence[tuple[str, str]],
+                              witnesses: Sequence[CosignatureVerifier],
+                              quorum: int) -> list[Cosignature]:
+    """Require ``quorum`` cosignatures on the largest of the ``(label, note)`` checkpoints
+    (the one an offline verification of an export ends at)."""
+    if not notes:
+        raise AuditError("a witness quorum needs a cosigned checkpoint (--checkpoint FILE)")
+    sized = [(Checkpoint.parse(unverified_text(note)).size, label, note)
+             for label, note in notes]
+    size, label, note = max(sized, key=lambda item: item[0])
+    return require_quorum(note, witnesses, quorum, label=f"checkpoint {label} ({size} entries)")

@@ -18,6 +18,7 @@ truncated, rolled back or rewritten.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import logging
 import threading
@@ -33,7 +34,12 @@ from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from gateway.actors import Actor
-from gateway.audit.cosignature import Cosignature, cosignatures, with_cosignatures
+from gateway.audit.cosignature import (
+    Cosignature,
+    CosignatureVerifier,
+    cosignatures,
+    with_cosignatures,
+)
 from gateway.audit.errors import VerificationError
 from gateway.audit.log import AuditLog, checkpoints
 from gateway.audit.models import AuditCosignature
@@ -300,3 +306,42 @@ def cosigned_notes(session: Session) -> list[tuple[int, str]]:
                                select(cosignature_rows.c.checkpoint_id).distinct()))
                            .order_by(checkpoints.c.id)).all()
     return [(int(row.size), cosigned_note(session, row.note)) for row in rows]
+
+
+def count_cosignatures(session: Session, checkpoint_id: int, witnesses: Sequence[str]) -> int:
+    """How many of the ``witnesses`` (vkeys) have a cosignature stored for a checkpoint."""
+    return len(set(session.scalars(select(cosignature_rows.c.witness).where(
+        cosignature_rows.c.checkpoint_id == checkpoint_id,
+        cosignature_rows.c.witness.in_(witnesses)))))
+
+
+def witnessed_checkpoints(session: Session, witnesses: Sequence[CosignatureVerifier]
+                          ) -> list[tuple[str, str]]:
+    """For each witness, the largest stored checkpoint it cosigned, as outside checkpoints.
+
+    Verification holds the log to each of them (``label``, cosigned note), so a history
+    rewritten after a witness cosigned it fails naming that witness and the size. A
+    stored cosignature that does not verify is left out here; the quorum check reports it.
+    """
+    found: list[tuple[str, str]] = []
+    for witness in witnesses:
+        rows = session.execute(
+            select(checkpoints.c.size, checkpoints.c.note)
+            .join(cosignature_rows, cosignature_rows.c.checkpoint_id == checkpoints.c.id)
+            .where(cosignature_rows.c.witness == witness.key_string())
+            .order_by(checkpoints.c.size.desc(), checkpoints.c.id.desc()).limit(1)).all()
+        found.extend((f"checkpoint cosigned by witness {witness.name}",
+                      cosigned_note(session, row.note)) for row in rows)
+    return found
+
+
+def fetch_witness_checkpoint(url: str, origin: str, timeout: float) -> str | None:
+    """The latest checkpoint a witness cosigned for ``origin`` (its monitoring endpoint),
+    or None if it cannot be had."""
+    address = f"{url}/{hashlib.sha256(origin.encode()).hexdigest()}/checkpoint"
+    try:
+        # The URL comes from the settings, whose check allows http and https only.
+        with urllib.request.urlopen(address, timeout=timeout) as response:  # noqa: S310
+            return bytes(response.read(MAX_RESPONSE_BYTES)).decode("utf-8")
+    except (urllib.error.URLError, OSError, http.client.HTTPException, UnicodeDecodeError):
+        return None

@@ -21,6 +21,7 @@ from gateway.audit.cosignature import Cosigner, require_quorum
 from gateway.audit.witnessing import cosignature_rows
 from gateway.config import load_settings
 from gateway.datadir import initialise
+from gateway.metrics import AuditCollector
 from gateway.witness.server import WitnessServer
 from gateway.witness.service import Witness
 from gateway.witness.state import WitnessState
@@ -93,7 +94,7 @@ def test_checkpoints_are_cosigned_by_every_witness(
     assert first is not None and first.met and first.cosigned == 2
     _grow(gateway, 5)
     assert gateway.witnessing.cosign_latest().met  # type: ignore[union-attr]
-    note = gateway.audit_view.cosigned_checkpoint(Actor.system("operator"))
+    note = gateway.audit_view.cosigned_checkpoint(Actor.local_operator())
     verifiers = [w.cosigner.verifier for w in witnesses]
     assert {c.witness for c in require_quorum(note, verifiers, 2, label="latest")} == {
         "witness1.example/w", "witness2.example/w"}
@@ -124,10 +125,16 @@ def test_a_witness_down_misses_the_quorum_once_and_resumes(
     assert len(alarms) == 1
     assert alarms[0]["missing"] == ["witness2.example/w"]
     assert any(r.levelname == "ERROR" and "1 of the 2" in r.getMessage() for r in caplog.records)
+    metrics = {sample.name: sample.value for family in AuditCollector(gateway).collect()
+               for sample in family.samples}
+    assert metrics["blindpost_witness_quorum_missed_total"] == 1
+    overview = gateway.dashboard.overview(Actor.local_operator())
+    assert overview.witness_quorum_missed
     witnesses[1].start()
     _grow(gateway)
     back = gateway.witnessing.cosign_latest()
     assert back is not None and back.met
+    assert not gateway.dashboard.overview(Actor.local_operator()).witness_quorum_missed
     gateway.close()
 
 
