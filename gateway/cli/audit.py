@@ -46,8 +46,10 @@ def audit() -> None:
     """Tamper-evident audit log: verify, checkpoint, prove, read, export.
 
     \b
-    Hand `blindpost audit checkpoint` output to a witness regularly; later,
-    `blindpost audit verify --checkpoint FILE` proves that the history it
+    With audit_witnesses set, witnesses cosign every checkpoint and
+    `blindpost audit verify --witness VKEY` requires their cosignatures;
+    otherwise hand `blindpost audit checkpoint` output to someone regularly, and
+    `blindpost audit verify --checkpoint FILE` later proves that the history it
     covers was not rewritten.
     """
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from gateway.actors import Actor
 from gateway.app import App
-from gateway.audit import AuditTag, NoteVerifier
+from gateway.audit import AuditTag, NoteVerifier, VerificationError, verify_tlog_proof
 from gateway.audit.cosignature import Cosigner, require_quorum
 from gateway.audit.witnessing import cosignature_rows
 from gateway.config import load_settings
@@ -100,6 +100,14 @@ def test_checkpoints_are_cosigned_by_every_witness(
         "witness1.example/w", "witness2.example/w"}
     with gateway.read() as session:
         assert len(session.execute(select(cosignature_rows)).all()) == 4
+    # A proof carries the cosignatures, so a third party checks the entry alone.
+    proof = gateway.audit_view.prove(Actor.local_operator(), 2)
+    checkpoint, _ = verify_tlog_proof(proof, gateway.audit.verifier, witnesses=verifiers,
+                                      quorum=2)
+    assert checkpoint.size > 2
+    with pytest.raises(VerificationError, match="1 of the 2"):
+        verify_tlog_proof(proof.replace(proof.split("\n")[-2] + "\n", ""),
+                          gateway.audit.verifier, witnesses=verifiers, quorum=2)
     # A fresh process (no remembered sizes) starts from the stored cosignatures.
     _grow(gateway)
     again = _app(data_dir, clock, witnesses)
