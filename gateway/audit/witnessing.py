@@ -41,7 +41,7 @@ from gateway.audit.cosignature import (
     with_cosignatures,
 )
 from gateway.audit.errors import VerificationError
-from gateway.audit.log import AuditLog, checkpoints
+from gateway.audit.log import AuditLog, checkpoints, entries
 from gateway.audit.models import AuditCosignature
 from gateway.audit.note import Checkpoint, unverified_text
 from gateway.audit.tags import AuditTag
@@ -141,9 +141,9 @@ class Witnessing:
         self._send = send
         # The size each witness (by vkey) is known to have cosigned last.
         self._sizes: dict[str, int] = {}
-        # Checkpoints already reported, so a witness that stays down is one alarm per
-        # checkpoint, not one per timer tick.
-        self._reported: set[int] = set()
+        # The newest checkpoint already reported, so a witness that stays down is one
+        # alarm per checkpoint, not one per timer tick (stored ids only grow).
+        self._reported = 0
         self._round = threading.Lock()
 
     def cosign_latest(self) -> CosigningRound | None:
@@ -252,13 +252,14 @@ class Witnessing:
             if result.problem and not result.contradicts:
                 log.warning("witness %s did not cosign the audit checkpoint of %d entries: %s",
                             result.witness.name, size, result.problem)
-        if outcome.checkpoint.id in self._reported:
+        if outcome.checkpoint.id <= self._reported:
             return
+        subject = f"checkpoint:{outcome.checkpoint.id}"
         refusals = [r for r in outcome.results if r.contradicts]
         for result in refusals:
             log.error("AUDIT LOG REWRITE: witness %s refused the checkpoint of %d entries: %s",
                       result.witness.name, size, result.problem)
-            self._record(AuditTag.AUDIT_WITNESS_REFUSED, {
+            self._record(AuditTag.AUDIT_WITNESS_REFUSED, f"{subject}:{result.witness.name}", {
                 "witness": result.witness.name, "status": result.status, "size": size,
                 "witness_size": result.witness_size, "reason": result.problem})
         if not outcome.met:
@@ -266,17 +267,23 @@ class Witnessing:
             log.error("audit checkpoint of %d entries has %d of the %d witness cosignatures "
                       "required; not cosigned by: %s", size, outcome.cosigned, outcome.quorum,
                       ", ".join(missing))
-            self._record(AuditTag.AUDIT_WITNESS_QUORUM_MISSED, {
+            self._record(AuditTag.AUDIT_WITNESS_QUORUM_MISSED, subject, {
                 "size": size, "cosigned": outcome.cosigned, "quorum": outcome.quorum,
                 "missing": missing})
         if refusals or not outcome.met:
-            self._reported.add(outcome.checkpoint.id)
+            self._reported = outcome.checkpoint.id
 
-    def _record(self, tag: AuditTag, details: dict[str, object]) -> None:
+    def _record(self, tag: AuditTag, subject: str, details: dict[str, object]) -> None:
+        """Audit an alarm, unless another process (each service asks the witnesses on its
+        own timer) already recorded it for this checkpoint."""
         try:
             with self._transaction() as session:
-                self._audit.record(session, tag=tag, actor=ACTOR, subject="audit:witnesses",
-                                   details=details)
+                recorded = session.scalar(select(entries.c.idx).where(
+                    entries.c.tag == tag.value,
+                    entries.c.leaf.contains(f'"subject":"{subject}"', autoescape=True)).limit(1))
+                if recorded is None:
+                    self._audit.record(session, tag=tag, actor=ACTOR, subject=subject,
+                                       details=details)
         except GatewayError as exc:
             log.error("could not audit %s: %s", tag, exc.diagnostics())
 

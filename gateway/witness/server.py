@@ -82,6 +82,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> bytes | None:
         length_text = self.headers.get("Content-Length")
+        # A body that is not read must not be taken for the next request on the connection.
+        self.close_connection = True
         if self.headers.get("Transfer-Encoding") or length_text is None:
             self._send(411, b"a Content-Length is required\n")
             return None
@@ -90,10 +92,13 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         length = int(length_text)
         if length > MAX_REQUEST_BYTES:
-            self.close_connection = True
             self._send(413, b"request body too large\n")
             return None
-        return self.rfile.read(length)
+        body = self.rfile.read(length)
+        if len(body) != length:
+            return None  # The client went away mid-body.
+        self.close_connection = self.headers.get("Connection", "").lower() == "close"
+        return body
 
     def _send(self, status: int, body: bytes,
               content_type: str = "text/plain; charset=utf-8") -> None:

@@ -128,7 +128,10 @@ def test_a_witness_down_misses_the_quorum_once_and_resumes(
     missed = gateway.witnessing.cosign_latest()
     assert missed is not None and not missed.met and missed.cosigned == 1
     assert "unreachable" in missed.results[1].problem
-    gateway.witnessing.cosign_latest()  # Still down: no second alarm for this checkpoint.
+    gateway.witnessing.cosign_latest()  # Still down: no second alarm for this checkpoint,
+    other = _app(data_dir, clock, witnesses)  # nor from another service's process.
+    other.witnessing.cosign_latest()
+    other.close()
     alarms = _events(gateway, AuditTag.AUDIT_WITNESS_QUORUM_MISSED)
     assert len(alarms) == 1
     assert alarms[0]["missing"] == ["witness2.example/w"]
