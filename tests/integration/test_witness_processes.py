@@ -253,9 +253,9 @@ def test_a_gateway_with_two_witnesses(tmp_path: Path, data_dir: Path, log_vkey: 
 
     # Offline: an export, the cosigned checkpoint and the witnesses' keys.
     checkpoint = tmp_path / "checkpoint.txt"
-    checkpoint.write_text(_blindpost(data_dir, "audit", "checkpoint").stdout)
     export = tmp_path / "audit.jsonl"
     app = App(load_settings(data_dir=data_dir, environ={}))
+    checkpoint.write_text(app.audit_view.cosigned_checkpoint(Actor.local_operator()))
     with export.open("wb") as handle:
         app.audit_view.export(Actor.local_operator(), handle)
     app.close()
@@ -269,7 +269,7 @@ def test_a_gateway_with_two_witnesses(tmp_path: Path, data_dir: Path, log_vkey: 
     for leftover in data_dir.glob("blindpost.db*"):
         leftover.unlink()
     (data_dir / "audit-checkpoint.txt").unlink()
-    assert _blindpost(data_dir, "init", "--force").returncode == 0
+    initialise(data_dir, admin=None, force=True, environ={})  # `blindpost init --force`
     truncated = _blindpost(data_dir, "audit", "checkpoint")
     assert "AUDIT LOG REWRITE: witness witness1.partner.example/w refused" in truncated.stderr
     assert f"cosigned a checkpoint of {witnessed} entries" in truncated.stderr
