@@ -160,9 +160,11 @@ class Witnessing:
                 pending = [w for w in self.witnesses if w.verifier.key_string() not in done]
                 starts = {w.verifier.key_string(): self._start(session, w, latest)
                           for w in pending}
-            with ThreadPoolExecutor(max_workers=max(1, len(pending))) as pool:
-                results = tuple(pool.map(lambda w: self._ask(
-                    w, latest, starts[w.verifier.key_string()]), pending))
+            results: tuple[WitnessResult, ...] = ()
+            if pending:
+                with ThreadPoolExecutor(max_workers=len(pending)) as pool:
+                    results = tuple(pool.map(lambda w: self._ask(
+                        w, latest, starts[w.verifier.key_string()]), pending))
             self._store(latest, [r for r in results if r.cosignature is not None])
             cosigned = len(done & {w.verifier.key_string() for w in self.witnesses}) + sum(
                 1 for r in results if r.cosignature is not None)
