@@ -24,6 +24,7 @@ from gateway.audit import AuditLog, AuditTag
 from gateway.audit.checkpoint_file import read_latest_checkpoint
 from gateway.audit.errors import VerificationError
 from gateway.audit.verify import verify_database
+from gateway.audit.witnessing import Witnessing
 from gateway.audit_service import AuditService
 from gateway.auth import AuthService
 from gateway.authz import Authorizer
@@ -220,6 +221,15 @@ class App:
                     session.add(SettingValue(name=name, value=value))
                 else:
                     row.value = value
+
+    @cached_property
+    def witnessing(self) -> Witnessing:
+        """The witnesses that cosign checkpoints (none unless ``audit_witnesses`` is set)."""
+        return Witnessing(witnesses=self.settings.witnesses,
+                          quorum=self.settings.audit_witness_quorum,
+                          timeout=self.settings.audit_witness_timeout_seconds,
+                          audit=self.audit, read=self.read, transaction=self.transaction,
+                          clock=self.clock)
 
     @cached_property
     def audit_view(self) -> AuditService:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
@@ -26,10 +26,19 @@ from gateway.audit import (
     verify_database,
 )
 from gateway.audit.checkpoint_file import read_latest_checkpoint
+from gateway.audit.cosignature import CosignatureVerifier, require_quorum
 from gateway.audit.errors import VerificationError
 from gateway.audit.events import decode_leaf, event_from_document
 from gateway.audit.models import AuditEntry
+from gateway.audit.proof import TlogProof
 from gateway.audit.verify import EntryReader
+from gateway.audit.witnessing import (
+    cosigned_note,
+    count_cosignatures,
+    fetch_witness_checkpoint,
+    latest_stored,
+    witnessed_checkpoints,
+)
 from gateway.authz import Permission
 from gateway.db.engine import snapshot
 from gateway.errors import GatewayError, NotFoundError
@@ -106,7 +115,8 @@ class AuditService:
         return list(self.events(actor, selection, limit=size))
 
     def verify(self, actor: Actor, *, outside: Sequence[tuple[str, str]] = (),
-               verifier: NoteVerifier | None = None) -> VerifyReport:
+               verifier: NoteVerifier | None = None,
+               witnesses: Sequence[CosignatureVerifier] = (), quorum: int = 0) -> VerifyReport:
         """Verify the log, then the database against it.
 
         The log: its tree, its stored checkpoints, the given outside ones and the one kept
@@ -114,18 +124,58 @@ class AuditService:
         database: every granting row's seal, and the state the log implies (partners,
         accounts, keys, enrolments, recipient keys, transfers), row by row and field by
         field. ``verifier`` replaces the key in the data directory (one obtained elsewhere).
+        With ``witnesses``, the latest checkpoint must carry ``quorum`` valid cosignatures
+        from them, and the log is held to the largest checkpoint each of them cosigned
+        (stored, and as each configured witness serves it now).
         The outcome is itself recorded (``audit:verify``), so the console can show when
         the log was last verified and whether it passed.
         """
         self._app.authz.require(actor, Permission.AUDIT_READ)
         try:
+            if witnesses:
+                outside = [*outside, *self._witnessed(witnesses)]
             report = self._verify(actor, outside=outside, verifier=verifier)
+            if witnesses:
+                self._require_quorum(witnesses, quorum)
         except VerificationError as exc:
             self._record_verification(actor, {"ok": False, "findings": len(exc.problems)})
             raise
         self._record_verification(actor, {"ok": True, "size": report.size,
                                           "outside": report.outside})
         return report
+
+    def _witnessed(self, witnesses: Sequence[CosignatureVerifier]) -> list[tuple[str, str]]:
+        """The checkpoints the witnesses cosigned: stored, and live from each configured
+        witness whose key was given (one that cannot be reached is skipped: the quorum
+        check decides)."""
+        with self._app.read() as session:
+            found = witnessed_checkpoints(session, witnesses)
+        keys = {witness.key_string() for witness in witnesses}
+        for endpoint in self._app.settings.witnesses:
+            if endpoint.verifier.key_string() not in keys:
+                continue
+            note = fetch_witness_checkpoint(endpoint.url, self._app.audit.origin,
+                                            self._app.settings.audit_witness_timeout_seconds)
+            if note is None:
+                log.warning("witness %s: its latest checkpoint cannot be fetched",
+                            endpoint.name)
+                continue
+            try:
+                require_quorum(note, [endpoint.verifier], 1, label=f"witness {endpoint.name}")
+            except VerificationError as exc:
+                raise VerificationError(f"witness {endpoint.name} served a checkpoint it "
+                                        f"did not cosign: {exc.summary}") from exc
+            found.append((f"witness {endpoint.name}'s latest checkpoint", note))
+        return found
+
+    def _require_quorum(self, witnesses: Sequence[CosignatureVerifier], quorum: int) -> None:
+        with self._app.read() as session:
+            latest = latest_stored(session)
+            if latest is None:
+                raise VerificationError("no checkpoint to require witness cosignatures on")
+            note = cosigned_note(session, latest.note)
+        require_quorum(note, witnesses, quorum,
+                       label=f"the latest checkpoint ({latest.checkpoint.size} entries)")
 
     def _verify(self, actor: Actor, *, outside: Sequence[tuple[str, str]],
                 verifier: NoteVerifier | None) -> VerifyReport:
@@ -212,11 +262,36 @@ class AuditService:
         with self._app.transaction() as session:
             return self._app.audit.checkpoint(session)
 
+    def latest_cosignature_count(self, actor: Actor) -> int | None:
+        """How many configured witnesses cosigned the latest checkpoint (None: no witnesses
+        are configured). Counts stored rows; ``audit verify --witness`` checks them."""
+        self._app.authz.require(actor, Permission.AUDIT_READ)
+        keys = [witness.verifier.key_string() for witness in self._app.settings.witnesses]
+        if not keys:
+            return None
+        with self._app.read() as session:
+            latest = latest_stored(session)
+            return 0 if latest is None else count_cosignatures(session, latest.id, keys)
+
+    def cosigned_checkpoint(self, actor: Actor) -> str:
+        """A checkpoint of the whole log with the witnesses' cosignatures.
+
+        Signs a new checkpoint if the log grew, and asks the witnesses that have not
+        cosigned it yet (see :mod:`gateway.audit.witnessing`).
+        """
+        self.checkpoint(actor)
+        self._app.witnessing.cosign_latest()
+        with self._app.read() as session:
+            latest = latest_stored(session)
+            assert latest is not None  # One was just signed.
+            return cosigned_note(session, latest.note)
+
     def prove(self, actor: Actor, index: int) -> str:
-        """A self-contained tlog-proof of entry ``index``.
+        """A self-contained tlog-proof of entry ``index``, carrying the cosignatures.
 
         Reading a proof may sign a new checkpoint (when the latest does not cover the
-        entry yet); that is the log's own housekeeping, allowed to every reader.
+        entry yet) and ask the witnesses to cosign it; that is the log's own
+        housekeeping, allowed to every reader.
         """
         self._app.authz.require(actor, Permission.AUDIT_READ)
         with self._app.transaction() as session:
@@ -224,7 +299,11 @@ class AuditService:
             if not 0 <= index < size:
                 raise NotFoundError(f"there is no audit entry {index}; the log has {size} "
                                     f"entries (0 to {size - 1})")
-            return self._app.audit.prove(session, index)
+            proof = TlogProof.parse(self._app.audit.prove(session, index))
+        self._app.witnessing.cosign_latest()
+        with self._app.read() as session:
+            note = cosigned_note(session, proof.checkpoint_note)
+        return replace(proof, checkpoint_note=note).text()
 
     def export(self, actor: Actor, out: IO[bytes]) -> int:
         """Write every entry as one JSON line; return how many."""

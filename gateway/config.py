@@ -14,11 +14,15 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from gateway.durations import EXAMPLES as DURATION_EXAMPLES
 from gateway.durations import format_duration, parse_duration
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from gateway.witness.protocol import WitnessEndpoint
 
 CONFIG_FILE_NAME = "blindpost.toml"
 ENV_PREFIX = "BLINDPOST_"
@@ -98,6 +102,14 @@ class Settings:
     audit_checkpoint_every: int = 1000
     audit_checkpoint_seconds: int = 60
     audit_syslog: bool = False
+    # Witnesses (c2sp.org/tlog-witness) that cosign each checkpoint, so that even someone
+    # holding keys/ cannot rewrite the history they saw: "URL VKEY" entries separated by
+    # commas (or a TOML array of them), the VKEY being what `blindpost witness keygen`
+    # printed for the witness. A checkpoint with fewer cosignatures than the quorum is an
+    # alarm. Each request waits at most the timeout; no transfer ever waits for one.
+    audit_witnesses: str = ""
+    audit_witness_quorum: int = 1
+    audit_witness_timeout_seconds: int = 5
     # True only when one process alone writes this store: crash leftovers are then swept
     # at start instead of after an hour's grace.
     single_node: bool = False
@@ -119,7 +131,8 @@ class Settings:
                         "sftp_process_buffer_mib", "max_upload_mib", "lockout_threshold",
                         "lockout_minutes", "source_throttle_threshold", "source_backoff_seconds",
                         "source_backoff_max_minutes", "enrolment_hours",
-                        "audit_checkpoint_every", "audit_checkpoint_seconds")
+                        "audit_checkpoint_every", "audit_checkpoint_seconds",
+                        "audit_witness_quorum", "audit_witness_timeout_seconds")
         if self.shutdown_drain_seconds < 0:
             raise ConfigError("shutdown_drain_seconds: must be 0 (abort transfers at once) "
                               "or a positive number of seconds")
@@ -147,11 +160,29 @@ class Settings:
                               f"https://blindpost.example.org, got {self.console_origin!r}")
         if not self.audit_origin or "\n" in self.audit_origin:
             raise ConfigError("audit_origin: must be a non-empty single line")
+        self._check_witnesses()
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log_format: expected one of {', '.join(LOG_FORMATS)}, "
                               f"got {self.log_format!r}")
         self._check_store()
         parse_networks(self.sftp_proxy_protocol_from, key="sftp_proxy_protocol_from")
+
+    def _check_witnesses(self) -> None:
+        count = len(self.witnesses)
+        if count and self.audit_witness_quorum > count:
+            raise ConfigError(f"audit_witness_quorum: {self.audit_witness_quorum} is more "
+                              f"than the {count} witness(es) in audit_witnesses")
+
+    @property
+    def witnesses(self) -> tuple[WitnessEndpoint, ...]:
+        """The parsed ``audit_witnesses``."""
+        # Imported here: the client commands read settings without needing these formats.
+        from gateway.witness.protocol import parse_witness_list
+
+        try:
+            return parse_witness_list(self.audit_witnesses)
+        except UsageError as exc:
+            raise ConfigError(f"audit_witnesses: {exc.diagnostics()}") from exc
 
     def _check_store(self) -> None:
         location = self.store_location
@@ -392,6 +423,9 @@ def _coerce(name: str, raw: object, *, source: str) -> object:
         raise ConfigError(f"{name} ({source}): expected a path, got {raw!r}")
     if isinstance(raw, str):
         return raw
+    if name == "audit_witnesses" and isinstance(raw, list) and all(
+            isinstance(item, str) for item in raw):
+        return ", ".join(raw)
     raise ConfigError(f"{name} ({source}): expected a string, got {raw!r}")
 
 

@@ -38,6 +38,14 @@ class Overview:
     last_verification: Verification | None
     recent: tuple[AuditEvent, ...]
     insecure_settings: tuple[str, ...]
+    # Cosignatures on the latest checkpoint, and how many it needs (None: no witnesses).
+    witness_cosignatures: int | None = None
+    witness_quorum: int | None = None
+
+    @property
+    def witness_quorum_missed(self) -> bool:
+        return (self.witness_quorum is not None and self.witness_cosignatures is not None
+                and self.witness_cosignatures < self.witness_quorum)
 
     @property
     def checkpoint_age(self) -> timedelta | None:
@@ -64,4 +72,7 @@ class DashboardService:
             last_verification=(Verification(verified.time, bool(verified.details.get("ok")),
                                             verified.actor) if verified else None),
             recent=tuple(app.audit_view.recent(actor, limit=recent)),
-            insecure_settings=tuple(app.settings.insecure_switches))
+            insecure_settings=tuple(app.settings.insecure_switches),
+            witness_cosignatures=app.audit_view.latest_cosignature_count(actor),
+            witness_quorum=app.settings.audit_witness_quorum if app.settings.witnesses
+            else None)

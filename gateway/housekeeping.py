@@ -84,18 +84,34 @@ class Housekeeping:
         return None
 
     def checkpoint_if_due(self) -> None:
-        """Sign a checkpoint if one is due; a failure waits for the next tick."""
+        """Sign a checkpoint if one is due, then have the witnesses cosign the latest; a
+        failure waits for the next tick."""
         try:
             with self._app.transaction() as session:
                 self._app.audit.checkpoint_if_due(session)
         except GatewayError as exc:
             log.warning("could not sign a due audit checkpoint: %s; retrying later",
                         exc.diagnostics())
+        self.witness()
 
     def final_checkpoint(self) -> None:
-        """Sign a checkpoint of the whole log (at shutdown); raises if the database fails."""
+        """Sign a checkpoint of the whole log (at shutdown) and have it cosigned; raises if
+        the database fails."""
         with self._app.transaction() as session:
             self._app.audit.checkpoint(session)
+        self.witness()
+
+    def witness(self) -> None:
+        """Send the latest checkpoint to the witnesses that lack it (after the checkpoint's
+        transaction: a witness never holds a lock a transfer needs). Failures are
+        reported by the round itself; this only keeps them from ending the process."""
+        try:
+            self._app.witnessing.cosign_latest()
+        except GatewayError as exc:
+            log.error("could not ask the audit witnesses: %s; retrying at the next tick",
+                      exc.diagnostics())
+        except Exception:  # A bug in one round must not stop the checkpoints.
+            log.exception("could not ask the audit witnesses; retrying at the next tick")
 
     def run(self, stop: StopRequest, *, purge: bool) -> None:
         """Do the chores on their timers until ``stop`` says to stop."""

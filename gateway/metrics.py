@@ -43,6 +43,10 @@ COUNTED = (
     ("blindpost_lockouts", "Accounts or source addresses locked out.", AuditTag.LOCKOUT),
     ("blindpost_purges", "Files purged (expired or download limit reached).",
      AuditTag.FILE_PURGE),
+    ("blindpost_witness_quorum_missed", "Audit checkpoints cosigned by fewer witnesses than "
+     "the quorum.", AuditTag.AUDIT_WITNESS_QUORUM_MISSED),
+    ("blindpost_witness_refusals", "Checkpoints a witness refused as contradicting the "
+     "history it cosigned (a rewritten or truncated log).", AuditTag.AUDIT_WITNESS_REFUSED),
 )
 # Which detail of which event carries a byte count.
 BYTES = {AuditTag.UPLOAD_COMPLETE: ("blindpost_upload_bytes", "size"),

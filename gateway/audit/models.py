@@ -1,7 +1,8 @@
-"""The audit tables: entries (the leaves), tree nodes and signed checkpoints.
+"""The audit tables: entries (the leaves), tree nodes, signed checkpoints, cosignatures.
 
-All three are append-only; the migration ``0002_audit`` installs the triggers that make
-the database itself refuse UPDATE, DELETE (and, on PostgreSQL, TRUNCATE).
+All four are append-only; the migrations ``0002_audit`` and ``0009_audit_cosignatures``
+install the triggers that make the database itself refuse UPDATE, DELETE (and, on
+PostgreSQL, TRUNCATE).
 """
 
 from __future__ import annotations
@@ -61,3 +62,25 @@ class AuditCheckpoint(Base):
     root: Mapped[bytes] = mapped_column(LargeBinary(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     note: Mapped[str] = mapped_column(Text)
+
+
+class AuditCosignature(Base):
+    """A witness's cosignature (c2sp.org/tlog-cosignature) on a stored checkpoint.
+
+    ``line`` is the signature line as the witness returned it, verified with the
+    witness's key before it was stored; appended to the checkpoint's note it makes the
+    cosigned checkpoint that ``audit checkpoint`` prints and proofs carry. Append-only.
+    """
+
+    __tablename__ = "audit_cosignatures"
+    __table_args__ = (Index("ix_audit_cosignatures_checkpoint_id", "checkpoint_id"),
+                      Index("ix_audit_cosignatures_witness_size", "witness", "size"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    checkpoint_id: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)
+    # The witness's verifier key (vkey): its name, key ID and public key.
+    witness: Mapped[str] = mapped_column(String(200))
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    line: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -7,9 +7,9 @@ read it: ``<name>+<key ID as 8 hex digits>+<base64(0x01 || public key)>``.
 
 The signing key lives in one PEM (PKCS #8) file, created 0600 and never overwritten.
 
-Besides ``gateway.envelope``, only ``gateway.audit.note``, ``gateway.hostkey`` and
-``gateway.sshkeys`` import ``cryptography.hazmat``: each needs one primitive (signing, key
-generation, key parsing) and exposes nothing of it.
+Besides ``gateway.envelope``, only ``gateway.audit.note``, ``gateway.audit.cosignature``,
+``gateway.hostkey`` and ``gateway.sshkeys`` import ``cryptography.hazmat``: each needs one
+primitive (signing, key generation, key parsing) and exposes nothing of it.
 """
 
 from __future__ import annotations
@@ -132,8 +132,11 @@ def _check_note_text(text: str) -> None:
         raise AuditError("a note must not contain control characters")
 
 
-def _split_note(note: str) -> tuple[str, list[tuple[str, bytes]]]:
-    """Split a signed note into its text and its ``(key name, signature bytes)`` pairs."""
+def split_note(note: str) -> tuple[str, list[tuple[str, bytes]]]:
+    """Split a signed note into its text and its ``(key name, signature bytes)`` pairs.
+
+    Nothing is verified; raises :class:`VerificationError` if the note is malformed.
+    """
     if len(note.encode()) > MAX_NOTE_BYTES:
         raise VerificationError("signed note: too large")
     if any(ord(char) < 0x20 and char != "\n" for char in note):
@@ -155,7 +158,7 @@ def _split_note(note: str) -> tuple[str, list[tuple[str, bytes]]]:
 
 def unverified_text(note: str) -> str:
     """Return the text of a note *without* checking any signature (our own stored notes)."""
-    return _split_note(note)[0]
+    return split_note(note)[0]
 
 
 def open_note(note: str, verifiers: Sequence[NoteVerifier]) -> str:
@@ -164,7 +167,7 @@ def open_note(note: str, verifiers: Sequence[NoteVerifier]) -> str:
     Signatures from unknown keys are ignored, as the spec requires (witness
     cosignatures ride along); a known key whose signature fails rejects the note.
     """
-    text, signatures = _split_note(note)
+    text, signatures = split_note(note)
     known = {(verifier.name, verifier.key_id): verifier for verifier in verifiers}
     verified = False
     for name, signature in signatures:
@@ -217,7 +220,7 @@ def open_checkpoint(note: str, verifier: NoteVerifier) -> Checkpoint:
     return checkpoint
 
 
-def generate_signing_key_file(path: Path) -> None:
+def generate_signing_key_file(path: Path, *, what: str = "an audit signing key") -> None:
     """Create a new Ed25519 signing key at ``path`` (mode 0600); never overwrite one.
 
     Raises :class:`AuditError` if the file already exists.
@@ -229,7 +232,7 @@ def generate_signing_key_file(path: Path) -> None:
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError as exc:
-        raise AuditError(f"{path}: an audit signing key already exists; "
+        raise AuditError(f"{path}: {what} already exists; "
                          "it is never overwritten") from exc
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(pem)
@@ -237,16 +240,18 @@ def generate_signing_key_file(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def load_signer(path: Path, *, name: str) -> NoteSigner:
-    """Load the Ed25519 key at ``path`` as a signer under key name ``name``."""
+def read_private_key(path: Path, *, what: str, hint: str) -> Ed25519PrivateKey:
+    """Read the Ed25519 PEM key at ``path`` (``what`` names it, ``hint`` says how to make one).
+
+    Raises :class:`AuditError` if it is missing, readable by others or not Ed25519.
+    """
     try:
         mode = path.stat().st_mode
         data = path.read_bytes()
     except OSError as exc:
-        raise AuditError(f"{path}: cannot read the audit signing key ({exc.strerror}); "
-                         "run `blindpost init` to create one") from exc
+        raise AuditError(f"{path}: cannot read the {what} ({exc.strerror}); {hint}") from exc
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise AuditError(f"{path}: the audit signing key is readable by other users; "
+        raise AuditError(f"{path}: the {what} is readable by other users; "
                          "run `chmod 600` on it")
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -254,4 +259,10 @@ def load_signer(path: Path, *, name: str) -> NoteSigner:
         raise AuditError(f"{path}: not a PEM private key") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise AuditError(f"{path}: not an Ed25519 private key")
-    return NoteSigner(name, key)
+    return key
+
+
+def load_signer(path: Path, *, name: str) -> NoteSigner:
+    """Load the Ed25519 key at ``path`` as a signer under key name ``name``."""
+    return NoteSigner(name, read_private_key(path, what="audit signing key",
+                                             hint="run `blindpost init` to create one"))

@@ -7,8 +7,10 @@ self-contained: whoever holds it and the log's verifier key can check it alone.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gateway.audit.cosignature import CosignatureVerifier, require_quorum
 from gateway.audit.errors import VerificationError
 from gateway.audit.merkle import leaf_hash, verify_inclusion
 from gateway.audit.note import Checkpoint, NoteVerifier, decode_base64, open_checkpoint
@@ -55,14 +57,21 @@ class TlogProof:
 
 
 def verify_tlog_proof(text: str, verifier: NoteVerifier, *,
-                      leaf: bytes | None = None) -> tuple[Checkpoint, bytes]:
+                      leaf: bytes | None = None,
+                      witnesses: Sequence[CosignatureVerifier] = (),
+                      quorum: int = 0) -> tuple[Checkpoint, bytes]:
     """Check a tlog-proof against the log's key; return its checkpoint and the leaf.
 
     The leaf is ``leaf`` when given (the caller holds the entry), else the proof's
-    extra data. Raises :class:`VerificationError` if anything fails.
+    extra data. With ``witnesses``, the checkpoint must carry ``quorum`` valid
+    cosignatures from them (the tlog-proof spec's k-of-n policy). Raises
+    :class:`VerificationError` if anything fails.
     """
     proof = TlogProof.parse(text)
     checkpoint = open_checkpoint(proof.checkpoint_note, verifier)
+    if witnesses:
+        require_quorum(proof.checkpoint_note, witnesses, quorum,
+                       label=f"the proof's checkpoint ({checkpoint.size} entries)")
     entry = leaf if leaf is not None else proof.extra
     if entry is None:
         raise VerificationError("tlog-proof: no entry given and no extra data to check")

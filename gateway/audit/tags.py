@@ -70,3 +70,7 @@ class AuditTag(enum.StrEnum):
     STATE_SEAL = "state:seal"
     STATE_BASELINE = "state:baseline"
     TOTP_USE = "auth:totp:use"
+    # A checkpoint that fewer witnesses than the quorum cosigned, and a witness refusing
+    # a checkpoint because it contradicts what the witness cosigned before.
+    AUDIT_WITNESS_QUORUM_MISSED = "audit:witness:quorum-missed"
+    AUDIT_WITNESS_REFUSED = "audit:witness:refused"

@@ -5,7 +5,7 @@ Exit codes: 0 success, 1 the operation failed, 2 usage error.
 Subcommands are imported only when they run, so ``blindpost decrypt`` on a partner's
 laptop starts without loading the database layer. ``pip install blindpost`` installs
 the client commands only (``keygen``, ``encrypt``, ``decrypt``, ``key fingerprint``,
-``send``, ``fetch``, ``trust``); the gateway's commands need the ``server`` extra, and
+``send``, ``fetch``, ``trust``, ``witness``); the gateway's commands need the ``server`` extra, and
 say so when it is missing.
 """
 
@@ -52,6 +52,7 @@ COMMANDS = {
     "send": "gateway.cli.client:send",
     "fetch": "gateway.cli.client:fetch",
     "trust": "gateway.cli.client:trust",
+    "witness": "gateway.cli.witness:witness",
 }
 
 # Top-level modules of the `server` extra (pyproject.toml). Missing one means a client-only

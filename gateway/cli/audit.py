@@ -18,9 +18,22 @@ from gateway.audit import (
     load_signer,
     verify_export,
 )
+from gateway.audit.cosignature import (
+    Cosignature,
+    CosignatureVerifier,
+    require_quorum_on_largest,
+)
 from gateway.audit_service import EventFilter
 from gateway.cli.common import data_dir_option, open_app, operator, settings_for
 from gateway.cli.errors import fail
+
+witness_option = click.option(
+    "--witness", "witness_keys", multiple=True, metavar="VKEY",
+    help="A witness's verifier key (from `blindpost witness keygen`); the latest checkpoint "
+         "must carry a quorum of their cosignatures. Repeat for several.")
+quorum_option = click.option(
+    "--quorum", type=click.IntRange(min=1), default=None,
+    help="How many of the --witness keys must have cosigned (default: all of them).")
 
 checkpoint_option = click.option(
     "--checkpoint", "checkpoint_files", multiple=True, metavar="FILE",
@@ -33,8 +46,10 @@ def audit() -> None:
     """Tamper-evident audit log: verify, checkpoint, prove, read, export.
 
     \b
-    Hand `blindpost audit checkpoint` output to a witness regularly; later,
-    `blindpost audit verify --checkpoint FILE` proves that the history it
+    With audit_witnesses set, witnesses cosign every checkpoint and
+    `blindpost audit verify --witness VKEY` requires their cosignatures;
+    otherwise hand `blindpost audit checkpoint` output to someone regularly, and
+    `blindpost audit verify --checkpoint FILE` later proves that the history it
     covers was not rewritten.
     """
 
@@ -73,8 +88,21 @@ def _export_lines(path: Path) -> Iterator[bytes]:
         yield from handle
 
 
+def _witnesses(keys: tuple[str, ...], quorum: int | None) -> tuple[
+        list[CosignatureVerifier], int]:
+    verifiers = [CosignatureVerifier.from_key_string(key) for key in keys]
+    chosen = len(verifiers) if quorum is None else quorum
+    if quorum is not None and not verifiers:
+        fail("--quorum needs --witness keys", code=2)
+    if chosen > len(verifiers):
+        fail(f"--quorum {chosen} is more than the {len(verifiers)} --witness keys given", code=2)
+    return verifiers, chosen
+
+
 @audit.command("verify")
 @checkpoint_option
+@witness_option
+@quorum_option
 @click.option("--export", "export_file", metavar="FILE",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Verify this export offline instead of the database (needs --key).")
@@ -82,17 +110,25 @@ def _export_lines(path: Path) -> Iterator[bytes]:
               help="The log's verifier key, from `blindpost audit key` "
                    "(default: the key in the data directory).")
 @data_dir_option
-def audit_verify(checkpoint_files: tuple[Path, ...], export_file: Path | None,
-                 verifier_key: str | None, data_dir: Path | None) -> None:
+def audit_verify(checkpoint_files: tuple[Path, ...], witness_keys: tuple[str, ...],
+                 quorum: int | None, export_file: Path | None, verifier_key: str | None,
+                 data_dir: Path | None) -> None:
     """Recompute the whole tree and check every checkpoint; exit 1 on any finding.
+
+    With --witness, the latest checkpoint (of the database, or the largest --checkpoint
+    for an export) must carry a quorum of valid cosignatures from those witnesses, and
+    the log must be consistent with every checkpoint they cosigned.
 
     \b
     Examples:
       blindpost audit verify --checkpoint witness-2026-11-01.txt
+      blindpost audit verify --witness 'witness.partner.example/w1+…' --quorum 1
       blindpost audit verify --export audit.jsonl \\
-          --key 'registry.example/blindpost+1a2b3c4d+AR…' --checkpoint cp.txt
+          --key 'registry.example/blindpost+1a2b3c4d+AR…' --checkpoint cp.txt \\
+          --witness 'witness.partner.example/w1+…'
     """
     outside = read_checkpoints(checkpoint_files)
+    witnesses, needed = _witnesses(witness_keys, quorum)
     if export_file is not None:
         if verifier_key is None:
             fail("--export needs --key VERIFIER_KEY: an export is checked without the "
@@ -100,25 +136,37 @@ def audit_verify(checkpoint_files: tuple[Path, ...], export_file: Path | None,
         verifier = NoteVerifier.from_key_string(verifier_key)
         _report(lambda: verify_export(_export_lines(export_file), verifier=verifier,
                                       outside=outside))
+        if witnesses:
+            found = require_quorum_on_largest(outside, witnesses, needed)
+            _report_quorum(found, needed)
         return
     app = open_app(data_dir)
     chosen = NoteVerifier.from_key_string(verifier_key) if verifier_key else None
-    _report(lambda: app.audit_view.verify(operator(), outside=outside, verifier=chosen))
+    _report(lambda: app.audit_view.verify(operator(), outside=outside, verifier=chosen,
+                                          witnesses=witnesses, quorum=needed))
+    if witnesses:
+        click.echo(f"witness quorum met: the latest checkpoint carries at least {needed} "
+                   "valid cosignature(s) from the given witnesses")
+
+
+def _report_quorum(found: list[Cosignature], needed: int) -> None:
+    names = ", ".join(cosignature.witness for cosignature in found)
+    click.echo(f"witness quorum met ({needed} required): cosigned by {names}")
 
 
 @audit.command("checkpoint")
 @data_dir_option
 def audit_checkpoint(data_dir: Path | None) -> None:
-    """Print a signed checkpoint of the whole log, to hand to a witness.
+    """Print a signed checkpoint of the whole log with its witnesses' cosignatures.
 
-    A new checkpoint is signed first if entries were added since the last one.
+    A new checkpoint is signed first if entries were added since the last one, and the
+    configured witnesses (audit_witnesses) are asked to cosign it.
 
     \b
     Example:
       blindpost audit checkpoint > checkpoint-$(date +%F).txt
     """
-    signed = open_app(data_dir).audit_view.checkpoint(operator())
-    click.echo(signed.note, nl=False)
+    click.echo(open_app(data_dir).audit_view.cosigned_checkpoint(operator()), nl=False)
 
 
 @audit.command("prove")
@@ -127,8 +175,9 @@ def audit_checkpoint(data_dir: Path | None) -> None:
 def audit_prove(index: int, data_dir: Path | None) -> None:
     """Print a self-contained tlog-proof (c2sp.org/tlog-proof) that entry INDEX is logged.
 
-    The entry travels in the proof's extra line; the proof verifies offline with the
-    log's verifier key alone.
+    The entry travels in the proof's extra line, and the checkpoint carries the
+    witnesses' cosignatures; the proof verifies offline with the log's verifier key (and
+    the witnesses' keys, to check their cosignatures).
 
     \b
     Example:

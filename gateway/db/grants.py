@@ -16,11 +16,12 @@ import re
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.audit.models import AuditCheckpoint, AuditEntry, AuditNode
+from gateway.audit.models import AuditCheckpoint, AuditCosignature, AuditEntry, AuditNode
 from gateway.errors import DatabaseError, UsageError
 
 APPEND_ONLY_TABLES = tuple(sorted(str(model.__tablename__)
-                                  for model in (AuditEntry, AuditNode, AuditCheckpoint)))
+                                  for model in (AuditEntry, AuditNode, AuditCheckpoint,
+                                                AuditCosignature)))
 READ_ONLY_TABLES = ("alembic_version",)
 _ROLE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 

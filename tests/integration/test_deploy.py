@@ -32,6 +32,9 @@ SANDBOX = {
     "ReadWritePaths": "/var/lib/blindpost", "LimitCORE": "0", "UMask": "0077",
 }
 MAX_EXPOSURE = 2.0
+# The witness runs on a partner's machine, under its own user and state directory.
+WITNESS_SANDBOX = {**SANDBOX, "User": "blindpost-witness",
+                   "ReadWritePaths": "/var/lib/blindpost-witness"}
 
 
 def _directives(unit: Path) -> dict[str, list[str]]:
@@ -65,7 +68,8 @@ def test_units_verify(unit_dir: Path) -> None:
 @pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
 def test_units_are_sandboxed(unit: Path) -> None:
     directives = _directives(unit)
-    for key, value in SANDBOX.items():
+    sandbox = WITNESS_SANDBOX if unit.name == "blindpost-witness.service" else SANDBOX
+    for key, value in sandbox.items():
         assert directives.get(key) == [value], f"{unit.name}: {key}={value}"
     assert "@system-service" in directives["SystemCallFilter"]
     assert all(INSTALLED in command for command in directives["ExecStart"])

@@ -115,7 +115,8 @@ def test_grants_are_printed_for_review(tmp_path: Path, roles: tuple[str, str]) -
     owner_url, _ = roles
     initialise(tmp_path / "var", admin=None, environ={"BLINDPOST_DATABASE_URL": owner_url})
     printed = _blindpost(tmp_path / "var", owner_url, "db", "grant", "blindpost_app").stdout
-    assert 'GRANT SELECT, INSERT ON public.audit_checkpoints, public.audit_entries, ' \
+    assert 'GRANT SELECT, INSERT ON public.audit_checkpoints, public.audit_cosignatures, ' \
+           'public.audit_entries, ' \
            'public.audit_nodes TO blindpost_app;' in printed
     audit_lines = [line for line in printed.splitlines() if "audit_entries" in line]
     assert all("UPDATE" not in line and "DELETE" not in line for line in audit_lines)

@@ -11,6 +11,7 @@ from click.testing import CliRunner, Result
 from gateway.actors import Actor, ActorKind
 from gateway.app import App
 from gateway.audit import AuditTag, NoteVerifier, verify_tlog_proof
+from gateway.audit.cosignature import CosignatureVerifier
 from gateway.cli import main
 
 
@@ -102,3 +103,17 @@ def test_log_escapes_control_characters(data_dir: Path, app: App) -> None:
     assert "mallory\\n       9" in lines[1] and "\\r" in lines[1]
     assert "\\u202e" in lines[1] and "\\u001b[31m" in lines[1]
     assert all(ch.isprintable() for ch in lines[1])
+
+
+def test_witness_options_are_checked(data_dir: Path) -> None:
+    vkey = CosignatureVerifier("witness.example/w", bytes(32)).key_string()
+    too_many = run(data_dir, "verify", "--witness", vkey, "--quorum", "2")
+    assert too_many.exit_code == 2 and "more than the 1 --witness" in too_many.stderr
+    alone = run(data_dir, "verify", "--quorum", "1")
+    assert alone.exit_code == 2 and "needs --witness" in alone.stderr
+    wrong = run(data_dir, "verify", "--witness", run(data_dir, "key").stdout.strip())
+    assert wrong.exit_code == 1 and "signature type 0x04" in wrong.stderr
+    # No witness ever cosigned this log: the quorum fails, naming the witness.
+    missing = run(data_dir, "verify", "--witness", vkey)
+    assert missing.exit_code == 1
+    assert "no valid cosignature from witness witness.example/w" in missing.stderr

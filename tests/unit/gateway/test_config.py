@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.audit.cosignature import CosignatureVerifier
 from gateway.config import load_settings, parse_listen
 from gateway.errors import ConfigError
 
@@ -151,3 +152,31 @@ def test_the_s3_secret_is_not_in_the_settings_repr(tmp_path: Path) -> None:
     assert "hunter2-secret" not in repr(settings)
     assert settings.audited_values()["s3_secret_access_key"] == "***"
     assert "hunter2-secret" not in str(settings.audited_values())
+
+
+
+
+def test_witnesses_from_a_toml_array_or_a_string(tmp_path: Path) -> None:
+    key = CosignatureVerifier("witness.example/w1", bytes(32)).key_string()
+    other = CosignatureVerifier("witness.example/w2", bytes(range(32))).key_string()
+    (tmp_path / "blindpost.toml").write_text(
+        f'audit_witnesses = ["https://w1.example/tlog/ {key}", "http://127.0.0.1:7380 {other}"]\n'
+        "audit_witness_quorum = 2\n")
+    settings = load_settings(data_dir=tmp_path, environ={})
+    assert [(w.url, w.name) for w in settings.witnesses] == [
+        ("https://w1.example/tlog", "witness.example/w1"),
+        ("http://127.0.0.1:7380", "witness.example/w2")]
+    from_env = load_settings(data_dir=tmp_path, environ={
+        "BLINDPOST_AUDIT_WITNESSES": f"https://w1.example {key}",
+        "BLINDPOST_AUDIT_WITNESS_QUORUM": "1"})
+    assert len(from_env.witnesses) == 1
+    with pytest.raises(ConfigError, match="audit_witness_quorum: 2 is more than the 1"):
+        load_settings(data_dir=tmp_path, environ={
+            "BLINDPOST_AUDIT_WITNESSES": f"https://w1.example {key}"})
+    for bad, message in ((f"ftp://w1.example {key}", "expected 'https://HOST"),
+                         ("https://w1.example", "expected 'https://HOST"),
+                         ("https://w1.example example.com/x+00000000+AQ==", "witness 1: "),
+                         (f"https://a.example {key}, https://b.example {key}", "twice")):
+        with pytest.raises(ConfigError, match=message):
+            load_settings(data_dir=tmp_path, environ={"BLINDPOST_AUDIT_WITNESSES": bad,
+                                                      "BLINDPOST_AUDIT_WITNESS_QUORUM": "1"})
