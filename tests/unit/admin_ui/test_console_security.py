@@ -508,3 +508,43 @@ def test_accounts_page_is_honest_about_locks_and_enrolment(app: App, alice: Pers
     assert alice.post("/partners/uni/enable").status_code == 303  # type: ignore[attr-defined]
     assert not app.partners.get(OPERATOR, "uni").disabled
     assert audit_events(app, "partner:enable")[-1]["actor"] == "alice"
+
+
+def test_a_revoked_token_put_back_grants_nothing(app: App, alice: Person) -> None:
+    """Current state through the API: the revoked token's row is written back as it was
+    while valid, seal and all; the token still gets 401, and the console session of a
+    signed-out admin put back is refused the same way."""
+    from sqlalchemy import text
+
+    secret = app.tokens.create(OPERATOR, name="robot", role=Role.AUDITOR).token
+    client = browser(app)
+    with app.engine.connect() as connection:
+        [valid] = [dict(row._mapping) for row in
+                   connection.execute(text("SELECT * FROM api_tokens WHERE name = 'robot'"))]
+    app.tokens.revoke(OPERATOR, name="robot")
+    with app.engine.begin() as connection:
+        connection.execute(text("UPDATE api_tokens SET revoked_at = :revoked_at, seal = :seal "
+                                "WHERE id = :id"), valid)
+    answer = client.get("/api/v1/partners", headers={"Authorization": f"Bearer {secret}"})
+    assert answer.status_code == 401
+    [violation] = [e for e in audit_events(app, "integrity:violation")
+                   if e["details"]["table"] == "api_tokens"]
+    assert "not current" in violation["details"]["reason"]
+
+    assert alice.client.get("/partners").status_code == 200
+    with app.engine.connect() as connection:
+        kept = [dict(row._mapping) for row in connection.execute(text(
+            "SELECT * FROM console_sessions WHERE account_id = (SELECT id FROM accounts "
+            "WHERE username = 'alice')"))]
+    cookie = alice.token
+    alice.post("/signout")
+    with app.engine.begin() as connection:
+        for row in kept:
+            columns = ", ".join(row)
+            connection.execute(text(f"INSERT INTO console_sessions ({columns}) VALUES "
+                                    f"({', '.join(':' + name for name in row)})"), row)
+    alice.client.cookies.set("blindpost", cookie)
+    answer = alice.client.get("/partners", follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/signin")
+    assert any(e["details"]["table"] == "console_sessions"
+               for e in audit_events(app, "integrity:violation"))
