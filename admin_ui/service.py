@@ -33,7 +33,7 @@ class RunningConsole:
         self._sock = sock
         self.settings = settings
         self._app = App(settings)
-        self._app.check_database()
+        self._app.check_ready()
         config = uvicorn.Config(
             create_app(self._app), log_config=None, access_log=False, server_header=False,
             ssl_certfile=settings.console_tls_cert or None,

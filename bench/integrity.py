@@ -269,7 +269,11 @@ def main() -> None:
         clerk = _account_actor(app, "clerk")
 
         def upload() -> None:
-            handle = app.transfers.begin_upload(clerk, partner="p0", name="bench.csv")
+            # A new name each time, as extracts are named: replacing a file changes its
+            # row, which current state checkpoints at once (priced apart, below).
+            state["n"] += 1
+            handle = app.transfers.begin_upload(clerk, partner="p0",
+                                                name=f"bench-{state['n']}.csv")
             handle.write(b"x" * 1024)
             handle.commit()
 

@@ -269,6 +269,9 @@ def test_a_gateway_with_two_witnesses(tmp_path: Path, data_dir: Path, log_vkey: 
     for leftover in data_dir.glob("blindpost.db*"):
         leftover.unlink()
     (data_dir / "audit-checkpoint.txt").unlink()
+    # The host's own memory of the log goes too (root can remove it; left in place, it
+    # would refuse the emptied database before any witness is asked).
+    (data_dir / "state-snapshot.json").unlink(missing_ok=True)
     initialise(data_dir, admin=None, force=True, environ={})  # `blindpost init --force`
     truncated = _blindpost(data_dir, "audit", "checkpoint")
     assert "AUDIT LOG REWRITE: witness witness1.partner.example/w refused" in truncated.stderr
