@@ -1,9 +1,21 @@
-"""Whether a sample of bytes could be ciphertext: cheap tests that need no key.
+"""Whether bytes could be ciphertext: cheap tests that need no key.
 
 age's payload is ChaCha20-Poly1305 output, indistinguishable from random bytes. The
 gateway cannot check a pre-encrypted file's header MAC (it holds no key), so a real header
 followed by plaintext would be stored as it is; these tests catch that payload instead.
-Each has a false-alarm rate far below one in a billion for real ciphertext:
+
+:class:`BlockScan` tests *every* byte, with C-speed primitives only (``bytes.translate``,
+``bytes.find``, ``bytes.count``: about the cost of the SHA-256 every upload already pays):
+
+- no run of :data:`TEXT_RUN` bytes without a control byte (text in any ASCII-compatible
+  encoding: CSV, JSON, XML, HL7, UTF-8 or Latin-1 prose; random bytes have a control byte
+  every 8.5 bytes on average, and such a run by chance is rarer than 1e-27);
+- in every :data:`BLOCK` (64 KiB) block, no more 0x00 and no more 0xFF bytes than random
+  data has with a chance of 1e-20 (418 of an expected 256 in a full block): binary records,
+  padding, small integers and UTF-16 text are full of them.
+
+:func:`why_not_random` is stronger but slower (a Python-level byte histogram), so it runs
+on samples. Each test has a false-alarm rate far below one in a billion for real ciphertext:
 
 - byte frequencies, by a chi-square test with 255 degrees of freedom, in both tails (text
   and deflate or bzip2 output are too uneven; a counter or a repeated pattern too even);
@@ -12,7 +24,9 @@ Each has a false-alarm rate far below one in a billion for real ciphertext:
   it, random bytes about 38%);
 - the signatures of compressed formats whose output passes the tests above (xz, zstd).
 
-A determined uploader can always pass them (by encrypting to a key they publish): they
+Compressed plaintext (zip, gzip, xz, zstd) looks random byte by byte: only the sampled tests
+and the signatures catch it, at the sampled places. A determined uploader can always pass
+them (by encrypting to a key they publish): they
 catch mistakes and naive tools, not an adversary who controls the client.
 """
 
@@ -52,6 +66,68 @@ def chi_square(sample: bytes | bytearray) -> float:
     expected = len(sample) / 256
     counts = Counter(sample)
     return sum((counts.get(value, 0) - expected) ** 2 for value in range(256)) / expected
+
+
+def binomial_limit(count: int, *, share: float = 1 / 256, alarm: float = 1e-20) -> int:
+    """The smallest number of hits of a byte value (``share`` of random bytes) in ``count``
+    random bytes whose chance is below ``alarm``: the exact binomial upper tail."""
+    log_p, log_q = math.log(share), math.log1p(-share)
+    top = min(count, int(count * share * 4) + 200)
+    tail = 0.0
+    for hits in range(top, -1, -1):
+        tail += math.exp(math.lgamma(count + 1) - math.lgamma(hits + 1)
+                         - math.lgamma(count - hits + 1) + hits * log_p + (count - hits) * log_q)
+        if tail >= alarm:
+            return hits + 1
+    return 0
+
+
+BLOCK = 64 * 1024
+TEXT_RUN = 512
+# Control bytes other than tab, line feed and carriage return, which text never has.
+_CONTROL = frozenset(range(0x20)) - {0x09, 0x0A, 0x0D} | {0x7F}
+# Control bytes become 0xFF, the rest 0x00: a text run is then a run of zero bytes.
+_CONTROL_MAP = bytes(0xFF if value in _CONTROL else 0 for value in range(256))
+_TEXT_NEEDLE = bytes(TEXT_RUN)
+_BLOCK_LIMIT = binomial_limit(BLOCK)
+
+
+class BlockScan:
+    """The every-byte tests over a stream of bytes fed in order: :meth:`scan` the
+    next bytes (whole blocks), :meth:`finish` with the last, partial block.
+
+    Offsets in findings count from the first byte scanned.
+    """
+
+    def __init__(self) -> None:
+        self.scanned = 0
+        # The translated end of what was scanned, so that a run across two calls is seen.
+        self._overlap = b""
+
+    def scan(self, data: bytes) -> tuple[int, str] | None:
+        """Test ``data`` (a multiple of :data:`BLOCK` long, except at the end); return
+        the offset and reason of the first finding, or None."""
+        start, self.scanned = self.scanned, self.scanned + len(data)
+        marked = self._overlap + data.translate(_CONTROL_MAP)
+        run = marked.find(_TEXT_NEEDLE)
+        self._overlap = marked[-(TEXT_RUN - 1):]
+        finding = None
+        if run >= 0:
+            at = start - (len(marked) - len(data)) + run
+            finding = (at, f"it holds {TEXT_RUN} bytes in a row without a control byte, as "
+                           "text does (random bytes have one every 8.5 bytes)")
+        for offset in range(0, len(data), BLOCK):
+            if finding is not None and finding[0] < start + offset:
+                break
+            limit = _BLOCK_LIMIT if len(data) - offset >= BLOCK else \
+                binomial_limit(len(data) - offset)
+            for value in (0x00, 0xFF):
+                hits = data.count(value, offset, offset + BLOCK)
+                if hits >= limit:
+                    return start + offset, (
+                        f"its {min(BLOCK, len(data) - offset)}-byte block has {hits} bytes "
+                        f"0x{value:02X}, random data fewer than {limit}")
+        return finding
 
 
 def why_not_random(sample: bytes | bytearray, *, first: bool = False) -> str | None:

@@ -11,6 +11,7 @@ aborted upload leaves nothing.
 
 from __future__ import annotations
 
+import collections
 import io
 import logging
 import time
@@ -166,7 +167,11 @@ def _header_complete(head: bytes, armored: bool) -> bool:
 class _PassThrough:
     """Stores an uploaded age file as it is, after checking its header is well formed and
     fits the partner (:mod:`gateway.pre_encrypted`), and that its payload looks like
-    ciphertext (:mod:`gateway.payload_check`)."""
+    ciphertext (:mod:`gateway.payload_check`).
+
+    Bytes reach the pending object only once the check has cleared them, so a refused
+    upload never wrote an unchecked byte anywhere, not even to be deleted.
+    """
 
     def __init__(self, sink: PendingObject, approved: Sequence[envelope.Recipient]) -> None:
         self._sink = sink
@@ -175,11 +180,13 @@ class _PassThrough:
         # Set once the header has been checked; then every byte goes through it.
         self._payload: PayloadCheck | None = None
         self.header: envelope.HeaderInfo | None = None
+        # Written but not yet cleared, oldest first; ``_stored`` bytes went to the sink.
+        self._held: collections.deque[memoryview] = collections.deque()
+        self._stored = 0
 
     def write(self, data: bytes | memoryview) -> None:
         if self._payload is not None:
-            self._payload.feed(data)
-            self._sink.write(data)
+            self._pass(data)
             return
         self._head += data
         self._check_header(final=False)
@@ -189,6 +196,27 @@ class _PassThrough:
             self._check_header(final=True)
         assert self._payload is not None
         self._payload.finish()
+        self._release()
+
+    def _pass(self, data: bytes | memoryview) -> None:
+        assert self._payload is not None
+        self._payload.feed(data)
+        # Held bytes must not change under us: writers may reuse their buffers.
+        self._held.append(memoryview(data if isinstance(data, bytes) else bytes(data)))
+        self._release()
+
+    def _release(self) -> None:
+        """Write to the sink every held byte the check has cleared."""
+        assert self._payload is not None
+        while self._held and self._stored < self._payload.cleared:
+            piece = self._held[0]
+            take = min(len(piece), self._payload.cleared - self._stored)
+            self._sink.write(piece[:take])
+            self._stored += take
+            if take == len(piece):
+                self._held.popleft()
+            else:
+                self._held[0] = piece[take:]
 
     def _check_header(self, *, final: bool) -> None:
         head = bytes(self._head)
@@ -206,8 +234,7 @@ class _PassThrough:
         self.header = header
         self._head.clear()
         self._payload = PayloadCheck(armored=armored)
-        self._payload.feed(head)
-        self._sink.write(head)
+        self._pass(head)
 
 
 class Upload:
