@@ -110,3 +110,4 @@ def test_files_from_age_and_blindpost_encrypt_are_stored_as_they_are(
         local = (inst.root / name).read_bytes()
         assert stored[name]["sha256"] == hashlib.sha256(local).hexdigest()
         assert stored[name]["encrypted_here"] is False
+        assert stored[name]["payload_check"].startswith("every byte screened")
