@@ -54,11 +54,12 @@ def header() -> bytes:
     return data[:data.index(b"\n", data.index(b"\n--- ") + 1) + 1]
 
 
-def writes(size: int, pool: bytes) -> list[memoryview]:
-    """``size`` bytes of random-looking payload as 255 KiB writes, reusing ``pool``."""
-    view = memoryview(pool)
-    return [view[offset % len(pool):offset % len(pool) + min(WRITE, size - offset)]
-            for offset in range(0, size, WRITE)]
+def writes(size: int, pool: bytes) -> list[bytes]:
+    """``size`` bytes of random-looking payload as 255 KiB writes, reusing ``pool``: bytes,
+    as the SFTP server hands them to the upload."""
+    chunks = [pool[start:start + WRITE] for start in range(0, len(pool), WRITE)]
+    pieces = [chunks[number % len(chunks)] for number in range(size // WRITE)]
+    return pieces + ([pool[:size % WRITE]] if size % WRITE else [])
 
 
 def best(repeat: int, run: Callable[[], None]) -> float:
@@ -70,7 +71,7 @@ def best(repeat: int, run: Callable[[], None]) -> float:
     return min(times)
 
 
-def check(head: bytes, pieces: list[memoryview]) -> None:
+def check(head: bytes, pieces: list[bytes]) -> None:
     checker = PayloadCheck(armored=False)
     checker.feed(head)
     for piece in pieces:
@@ -78,7 +79,7 @@ def check(head: bytes, pieces: list[memoryview]) -> None:
     checker.finish()
 
 
-def sha256(head: bytes, pieces: list[memoryview]) -> None:
+def sha256(head: bytes, pieces: list[bytes]) -> None:
     digest = hashlib.sha256(head)
     for piece in pieces:
         digest.update(piece)

@@ -23,7 +23,7 @@ import itertools
 from collections.abc import Iterator
 
 from gateway.errors import UsageError
-from gateway.randomness import BLOCK, TEXT_RUN, BlockScan, why_not_random
+from gateway.randomness import BlockScan, why_not_random
 
 WINDOW = 64 * 1024
 HEAD_WINDOWS = 2
@@ -101,7 +101,6 @@ class PayloadCheck:
         self._window = bytearray()
         self._tail = b""
         self._scan = BlockScan()
-        self._unscanned = b""
         self._fed = 0
         # (bytes fed so far, decoded bytes that must be checked before they may be stored)
         self._marks: collections.deque[tuple[int, int]] = collections.deque()
@@ -121,15 +120,15 @@ class PayloadCheck:
                 self._header.clear()
         if self._header_length is not None and binary:
             self._sample(binary)
-            self._check_blocks(binary)
+            self._judge_scan(self._scan.feed(binary if isinstance(binary, bytes)
+                                             else bytes(binary)))
         self._clear()
 
     def finish(self) -> None:
         """The upload is complete: judge what is left (a short payload, the last bytes)."""
         if self._position < MIN_PAYLOAD:
             raise refusal("it is too short to be age ciphertext")
-        self._judge_scan(self._scan.scan(self._unscanned))
-        self._unscanned = b""
+        self._judge_scan(self._scan.finish())
         if self._window:
             self._judge(self._window, at=self._next)
         if self._position > HEAD_WINDOWS * WINDOW:
@@ -137,29 +136,17 @@ class PayloadCheck:
         self._finished = True
         self.cleared = self._fed
 
-    def _check_blocks(self, binary: bytes | memoryview) -> None:
-        """Scan every whole 64 KiB block that is now complete."""
-        pending = self._unscanned + binary if self._unscanned else bytes(binary)
-        whole = len(pending) - len(pending) % BLOCK
-        if whole:
-            self._judge_scan(self._scan.scan(pending[:whole] if whole < len(pending)
-                                             else pending))
-        self._unscanned = pending[whole:]
-
     def _judge_scan(self, finding: tuple[int, str] | None) -> None:
         if finding is not None:
             raise refusal(finding[1], at=finding[0])
 
     def _clear(self) -> None:
-        """Move :attr:`cleared` to the end of the input whose decoded bytes all passed.
-
-        A run of text is only found once :data:`TEXT_RUN` bytes of it were scanned, so
-        the last ``TEXT_RUN - 1`` scanned bytes are not cleared yet.
-        """
+        """Move :attr:`cleared` to the end of the input whose decoded bytes all passed
+        (:attr:`BlockScan.judged`: whole blocks, short of a run of text that may grow)."""
         assert not self._finished
         if self._header_length is None:
             return
-        checked = self._header_length + max(0, self._scan.scanned - (TEXT_RUN - 1))
+        checked = self._header_length + self._scan.judged
         decoded = self._header_length + self._position
         if self._dearmor is None:
             self.cleared = checked

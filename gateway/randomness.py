@@ -7,11 +7,11 @@ followed by plaintext would be stored as it is; these tests catch that payload i
 :class:`BlockScan` tests *every* byte, with C-speed primitives only (``bytes.translate``,
 ``bytes.find``, ``bytes.count``: about the cost of the SHA-256 every upload already pays):
 
-- no run of :data:`TEXT_RUN` bytes without a control byte (text in any ASCII-compatible
-  encoding: CSV, JSON, XML, HL7, UTF-8 or Latin-1 prose; random bytes have a control byte
-  every 8.5 bytes on average, and such a run by chance is rarer than 1e-27);
-- in every :data:`BLOCK` (64 KiB) block, no more 0x00 and no more 0xFF bytes than random
-  data has with a chance of 1e-20 (418 of an expected 256 in a full block): binary records,
+- no run of :data:`TEXT_RUN` bytes without a control byte or 0xFF (text in any
+  ASCII-compatible encoding: CSV, JSON, XML, HL7, UTF-8 or Latin-1 prose; random bytes
+  have one every 8 bytes on average, and such a run by chance is rarer than 1e-28);
+- in every :data:`BLOCK` (64 KiB) block, no more bytes 0x00 and 0xFF together than random
+  data has with a chance of 1e-20 (an expected 512 in a full block): binary records,
   padding, small integers and UTF-16 text are full of them.
 
 :func:`why_not_random` is stronger but slower (a Python-level byte histogram), so it runs
@@ -86,48 +86,91 @@ BLOCK = 64 * 1024
 TEXT_RUN = 512
 # Control bytes other than tab, line feed and carriage return, which text never has.
 _CONTROL = frozenset(range(0x20)) - {0x09, 0x0A, 0x0D} | {0x7F}
-# Control bytes become 0xFF, the rest 0x00: a text run is then a run of zero bytes.
-_CONTROL_MAP = bytes(0xFF if value in _CONTROL else 0 for value in range(256))
+# One pass of bytes.translate marks every byte for both tests: 0x00 and 0xFF become 0x01
+# (counted per block; they break a run of text too), other control bytes 0x02, the rest
+# 0x00. A run of text is then a run of zero bytes, found by bytes.find.
+_MARKS = bytes(1 if value in (0x00, 0xFF) else 2 if value in _CONTROL else 0
+               for value in range(256))
 _TEXT_NEEDLE = bytes(TEXT_RUN)
-_BLOCK_LIMIT = binomial_limit(BLOCK)
+_EXTREME_SHARE = 2 / 256
+_BLOCK_LIMIT = binomial_limit(BLOCK, share=_EXTREME_SHARE)
 
 
 class BlockScan:
-    """The every-byte tests over a stream of bytes fed in order: :meth:`scan` the
-    next bytes (whole blocks), :meth:`finish` with the last, partial block.
+    """The every-byte tests over a stream of bytes fed in order, in pieces of any size.
 
-    Offsets in findings count from the first byte scanned.
+    :meth:`feed` returns the first finding (offset from the first byte fed, and reason),
+    or None; :attr:`judged` is how many bytes both tests have passed for good.
     """
 
     def __init__(self) -> None:
-        self.scanned = 0
-        # The translated end of what was scanned, so that a run across two calls is seen.
-        self._overlap = b""
+        self.fed = 0
+        # The marked end of what was fed, so that a run across two pieces is seen.
+        self._run_tail = b""
+        # The block being counted: its bytes so far, and its 0x00 and 0xFF bytes.
+        self._block_length = 0
+        self._block_hits = 0
+        self._blocks_end = 0
 
-    def scan(self, data: bytes) -> tuple[int, str] | None:
-        """Test ``data`` (a multiple of :data:`BLOCK` long, except at the end); return
-        the offset and reason of the first finding, or None."""
-        start, self.scanned = self.scanned, self.scanned + len(data)
-        marked = self._overlap + data.translate(_CONTROL_MAP)
-        run = marked.find(_TEXT_NEEDLE)
-        self._overlap = marked[-(TEXT_RUN - 1):]
-        finding = None
-        if run >= 0:
-            at = start - (len(marked) - len(data)) + run
-            finding = (at, f"it holds {TEXT_RUN} bytes in a row without a control byte, as "
-                           "text does (random bytes have one every 8.5 bytes)")
-        for offset in range(0, len(data), BLOCK):
-            if finding is not None and finding[0] < start + offset:
-                break
-            limit = _BLOCK_LIMIT if len(data) - offset >= BLOCK else \
-                binomial_limit(len(data) - offset)
-            for value in (0x00, 0xFF):
-                hits = data.count(value, offset, offset + BLOCK)
-                if hits >= limit:
-                    return start + offset, (
-                        f"its {min(BLOCK, len(data) - offset)}-byte block has {hits} bytes "
-                        f"0x{value:02X}, random data fewer than {limit}")
-        return finding
+    @property
+    def judged(self) -> int:
+        """Bytes in whole blocks counted, and not in a run of text that may yet grow."""
+        return min(self._blocks_end, max(0, self.fed - (TEXT_RUN - 1)))
+
+    def feed(self, data: bytes) -> tuple[int, str] | None:
+        """Test the next ``data``; return the first finding in it, or None."""
+        start, self.fed = self.fed, self.fed + len(data)
+        marked = data.translate(_MARKS)
+        run = self._find_run(marked, start)
+        self._run_tail = (self._run_tail + marked[:TEXT_RUN - 1])[-(TEXT_RUN - 1):] \
+            if len(marked) < TEXT_RUN - 1 else marked[-(TEXT_RUN - 1):]
+        extreme = self._count(marked)
+        findings = [finding for finding in (run, extreme) if finding is not None]
+        return min(findings) if findings else None
+
+    def finish(self) -> tuple[int, str] | None:
+        """Judge the last, partial block (by the binomial bound for its length)."""
+        if self._block_length == 0:
+            return None
+        return self._judge(self._blocks_end, self._block_length, self._block_hits)
+
+    def _find_run(self, marked: bytes, start: int) -> tuple[int, str] | None:
+        joint = self._run_tail + marked[:TEXT_RUN - 1]
+        at = joint.find(_TEXT_NEEDLE)
+        if at >= 0:
+            at += start - len(self._run_tail)
+        else:
+            at = marked.find(_TEXT_NEEDLE)
+            if at < 0:
+                return None
+            at += start
+        return at, (f"it holds {TEXT_RUN} bytes in a row without a control byte, as text "
+                    "does (random bytes have one every 8 bytes)")
+
+    def _count(self, marked: bytes) -> tuple[int, str] | None:
+        """Count 0x00 and 0xFF per block (aligned on the first byte fed)."""
+        offset = 0
+        while offset < len(marked):
+            take = min(BLOCK - self._block_length, len(marked) - offset)
+            self._block_hits += marked.count(1, offset, offset + take)
+            self._block_length += take
+            offset += take
+            if self._block_length == BLOCK:
+                finding = self._judge(self._blocks_end, BLOCK, self._block_hits)
+                if finding is not None:
+                    return finding
+                self._blocks_end += BLOCK
+                self._block_length = self._block_hits = 0
+        return None
+
+    @staticmethod
+    def _judge(at: int, length: int, hits: int) -> tuple[int, str] | None:
+        limit = _BLOCK_LIMIT if length == BLOCK else \
+            binomial_limit(length, share=_EXTREME_SHARE)
+        if hits < limit:
+            return None
+        return at, (f"its {length}-byte block has {hits} bytes 0x00 or 0xFF, random data "
+                    f"fewer than {limit}")
 
 
 def why_not_random(sample: bytes | bytearray, *, first: bool = False) -> str | None:

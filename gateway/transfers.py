@@ -200,9 +200,10 @@ class _PassThrough:
 
     def _pass(self, data: bytes | memoryview) -> None:
         assert self._payload is not None
-        self._payload.feed(data)
         # Held bytes must not change under us: writers may reuse their buffers.
-        self._held.append(memoryview(data if isinstance(data, bytes) else bytes(data)))
+        piece = data if isinstance(data, bytes) else bytes(data)
+        self._payload.feed(piece)
+        self._held.append(memoryview(piece))
         self._release()
 
     def _release(self) -> None:

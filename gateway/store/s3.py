@@ -18,8 +18,9 @@ bytes to gather and gives it back after each part it sends, so the buffers go ro
 uploads a part at a time, first come first served; an upload that finds none free waits
 (its client is held back by SSH flow control) for at most :data:`PART_WAIT_SECONDS`.
 
-Downloads are ranged GETs, with a read-ahead window (1 MiB per open object) so that an
-SFTP client's 255 KiB reads do not each cost a request. Multipart uploads abandoned by
+Downloads stream: an open object's reads in order continue one GET (started at the first
+read), so an SFTP client's 255 KiB reads neither cost a request each nor hold a window of
+the object in memory per download. Multipart uploads abandoned by
 a crash are aborted by :meth:`S3Store.sweep_partials` and by :meth:`S3Store.delete`.
 """
 
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _OBJECT_ID = re.compile(r"[0-9a-f]{32}")
-READ_AHEAD = 1 << 20
 # How long an upload waits for a part buffer before it is refused as "busy": long enough
 # for every buffer to go round several times on a loaded node.
 PART_WAIT_SECONDS = 300.0
@@ -270,7 +270,9 @@ class S3PendingObject:
 
 
 class S3ObjectReader:
-    """Ranged reads of one committed object, through a read-ahead window."""
+    """Reads of one committed object, streamed: reads in order (what SFTP clients send)
+    continue one GET from where the last read ended, so an open download holds one read's
+    bytes, not a window; a read anywhere else starts a new GET there."""
 
     def __init__(self, store: S3Store, key: str) -> None:
         self._store = store
@@ -285,8 +287,8 @@ class S3ObjectReader:
             raise _storage_error("cannot open object", exc) from exc
         self._size = int(head["ContentLength"])
         self._etag = str(head["ETag"])
-        self._window = b""
-        self._window_start = 0
+        self._stream: Any = None
+        self._position = 0
 
     @property
     def size(self) -> int:
@@ -298,26 +300,39 @@ class S3ObjectReader:
         end = min(offset + length, self._size)
         if end <= offset:
             return b""
-        start = self._window_start
-        if not (start <= offset and end <= start + len(self._window)):
-            self._fetch(offset, min(self._size, max(end, offset + READ_AHEAD)))
-            start = offset
-        return self._window[offset - start:end - start]
-
-    def _fetch(self, first: int, end: int) -> None:
-        store = self._store
         try:
-            # If-Match: a window from another version of the key would corrupt the file.
-            body = store.client.get_object(Bucket=store.bucket, Key=self._key,
-                                           Range=f"bytes={first}-{end - 1}",
-                                           IfMatch=self._etag)["Body"]
-            self._window = body.read()
-        except (BotoCoreError, ClientError) as exc:
-            raise _storage_error("cannot read object", exc) from exc
-        self._window_start = first
+            return self._read(offset, end - offset)
+        except (BotoCoreError, ClientError, OSError):
+            # A stream the server closed while the client paused: one fresh GET from here.
+            self.close()
+            try:
+                return self._read(offset, end - offset)
+            except (BotoCoreError, ClientError, OSError) as exc:
+                raise _storage_error("cannot read object", exc) from exc
+
+    def _read(self, offset: int, count: int) -> bytes:
+        if self._stream is None or offset != self._position:
+            self._open(offset)
+        data = bytes(self._stream.read(count))
+        if len(data) != count:
+            # Retried like a broken connection (the stream ended early).
+            raise OSError(f"{len(data)} of {count} bytes arrived")
+        self._position = offset + count
+        return data
+
+    def _open(self, offset: int) -> None:
+        self.close()
+        store = self._store
+        # If-Match: bytes from another version of the key would corrupt the file.
+        self._stream = store.client.get_object(Bucket=store.bucket, Key=self._key,
+                                               Range=f"bytes={offset}-",
+                                               IfMatch=self._etag)["Body"]
+        self._position = offset
 
     def close(self) -> None:
-        self._window = b""
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.close()
 
 
 class S3Store:

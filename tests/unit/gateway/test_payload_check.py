@@ -79,6 +79,7 @@ def test_chi_square_bounds_match_the_distribution() -> None:
 
 def test_the_zero_limit_is_the_binomial_tail() -> None:
     assert binomial_limit(BLOCK) == 418  # Expected 256, standard deviation 16.
+    assert binomial_limit(BLOCK, share=2 / 256) == 735  # 0x00 and 0xFF: expected 512.
     assert binomial_limit(1) == 2  # One zero byte alone proves nothing.
     assert binomial_limit(64) == 14
 
@@ -127,7 +128,8 @@ def test_a_block_with_too_many_zero_or_ff_bytes_is_refused(value: int) -> None:
     payload[start:start + 8 * 30:8] = bytes([value]) * 30
     _check(HEADER + bytes(payload))
     payload[start:start + 8 * 400] = (b"\x07" + bytes([value]) * 7) * 400
-    with pytest.raises(UsageError, match=f"at byte {3 * BLOCK} is not: its 65536-byte block"):
+    with pytest.raises(UsageError, match=f"at byte {3 * BLOCK} is not: its 65536-byte block "
+                                         r"has \d+ bytes 0x00 or 0xFF, random data fewer than 735"):
         _check(HEADER + bytes(payload), pieces=5)
     # The last, partial block is judged by its own length.
     tail = bytes(os.urandom(3 * BLOCK)) + bytes([value]) * 40
@@ -162,9 +164,9 @@ def test_the_block_scan_sees_a_run_across_its_calls() -> None:
     scan = BlockScan()
     first = bytearray(os.urandom(BLOCK))
     first[-300:] = TEXT[:300]
-    assert scan.scan(bytes(first)) is None
+    assert scan.feed(bytes(first)) is None
     second = TEXT[300:600] + os.urandom(BLOCK - 300)
-    finding = scan.scan(second)
+    finding = scan.feed(second)
     assert finding is not None and finding[0] <= BLOCK - 300
 
 

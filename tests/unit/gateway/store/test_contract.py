@@ -20,7 +20,7 @@ import pytest
 from gateway.config import load_settings
 from gateway.errors import NotFoundError, StorageError
 from gateway.store import ObjectStore, open_store
-from gateway.store.s3 import READ_AHEAD, PartBuffers, S3Store
+from gateway.store.s3 import PartBuffers, S3Store
 from tests.s3 import create_bucket, s3_settings
 
 MIB = 1 << 20
@@ -80,9 +80,11 @@ def test_large_object_in_several_parts(store: ObjectStore) -> None:
     assert _read_all(store, object_id) == data
     reader = store.open(object_id)
     rng = random.Random(7)
-    for _ in range(40):  # Reads jumping around the read-ahead window's edges.
-        offset = rng.choice([0, READ_AHEAD - 3, PART, len(data) - 5, rng.randrange(len(data))])
-        length = rng.choice([1, 7, 255 * 1024, READ_AHEAD + 1])
+    for _ in range(40):  # Reads jumping around, and reads in order that continue a stream.
+        offset = rng.choice([0, MIB - 3, PART, len(data) - 5, rng.randrange(len(data))])
+        length = rng.choice([1, 7, 255 * 1024, MIB + 1])
+        assert reader.read_at(offset, length) == data[offset:offset + length]
+        offset = min(offset + length, len(data))
         assert reader.read_at(offset, length) == data[offset:offset + length]
     reader.close()
 
@@ -291,3 +293,20 @@ def test_part_buffers_go_round_in_order_and_a_long_wait_is_refused() -> None:
         buffers.take()
     buffers.give_back(held)
     assert len(buffers.take()) == 16
+
+
+def test_s3_download_survives_a_stream_the_server_closed(tmp_path: Path,
+                                                         s3_endpoint: str) -> None:
+    """Reads in order continue one GET; if it was closed meanwhile (a client that paused
+    past the server's idle limit), the next read starts a new one where it stopped."""
+    store = open_store(load_settings(data_dir=tmp_path, environ={}, overrides={
+        **s3_settings(s3_endpoint, create_bucket(s3_endpoint))}))
+    assert isinstance(store, S3Store)
+    data = os.urandom(3 * MIB)
+    reader = store.open(_put(store, data))
+    assert reader.read_at(0, MIB) == data[:MIB]
+    stream = reader._stream  # The stream the server would drop.
+    stream.close()
+    assert reader.read_at(MIB, 2 * MIB) == data[MIB:]
+    assert reader._stream is not stream
+    reader.close()
