@@ -11,7 +11,6 @@ aborted upload leaves nothing.
 
 from __future__ import annotations
 
-import collections
 import io
 import logging
 import time
@@ -180,8 +179,9 @@ class _PassThrough:
         # Set once the header has been checked; then every byte goes through it.
         self._payload: PayloadCheck | None = None
         self.header: envelope.HeaderInfo | None = None
-        # Written but not yet cleared, oldest first; ``_stored`` bytes went to the sink.
-        self._held: collections.deque[memoryview] = collections.deque()
+        # Written but not yet cleared (under a block, and a run of text, behind): one buffer,
+        # so that many tiny writes cost their bytes, not an object each.
+        self._held = bytearray()
         self._stored = 0
 
     def write(self, data: bytes | memoryview) -> None:
@@ -200,24 +200,23 @@ class _PassThrough:
 
     def _pass(self, data: bytes | memoryview) -> None:
         assert self._payload is not None
-        # Held bytes must not change under us: writers may reuse their buffers.
+        # The check reads bytes as they were written: writers may reuse their buffers.
         piece = data if isinstance(data, bytes) else bytes(data)
         self._payload.feed(piece)
-        self._held.append(memoryview(piece))
+        self._held += piece
         self._release()
 
     def _release(self) -> None:
         """Write to the sink every held byte the check has cleared."""
         assert self._payload is not None
-        while self._held and self._stored < self._payload.cleared:
-            piece = self._held[0]
-            take = min(len(piece), self._payload.cleared - self._stored)
-            self._sink.write(piece[:take])
-            self._stored += take
-            if take == len(piece):
-                self._held.popleft()
-            else:
-                self._held[0] = piece[take:]
+        take = min(len(self._held), self._payload.cleared - self._stored)
+        if take <= 0:
+            return
+        with memoryview(self._held) as held:
+            self._sink.write(held[:take])
+        # Dropping a bytearray's head moves its start, not its bytes.
+        del self._held[:take]
+        self._stored += take
 
     def _check_header(self, *, final: bool) -> None:
         head = bytes(self._head)
