@@ -1,12 +1,21 @@
 """Benchmark: the cost of checking that a pre-encrypted upload's payload is ciphertext.
 
-Feeds age files of several sizes through :class:`gateway.payload_check.PayloadCheck` in
-255 KiB writes (what SFTP clients send) and compares its time with SHA-256 over the same
-bytes, which every upload already pays (the store hashes the ciphertext), measured in the
-same run. Prints milliseconds per file, the check's cost relative to the hash, and its
-throughput.
+1. In process: feeds age files of several sizes through
+   :class:`gateway.payload_check.PayloadCheck` (every byte screened, samples tested) in
+   255 KiB writes (what SFTP clients send) and compares its time with SHA-256 over the
+   same bytes, which every upload already pays (the store hashes the ciphertext),
+   measured in the same run. Prints milliseconds per file, seconds per GiB, the check's
+   cost relative to the hash, and its throughput.
+2. Over SFTP (as root, unless ``--sftp-mib 0``): the same real age file uploaded with the
+   OpenSSH ``sftp`` client and the same cipher to OpenSSH's sshd + sftp-server, to
+   Blindpost, and to Blindpost with the check replaced by a no-op (``bench/unchecked``,
+   on that server's PYTHONPATH only), in alternating order, ``--rounds`` times. Prints the
+   median MB/s of each and the upload ratios against OpenSSH with and without the check.
+   Target: the check costs no measurable share of the upload (the two ratios within the
+   run-to-run spread).
 
-    python bench/payload_check.py [--repeat 3]
+    python bench/payload_check.py [--repeat 3] [--sizes-mib 0.1,1,16,256,1024]
+                                  [--sftp-mib 1024] [--rounds 3] [--workers N]
 """
 
 from __future__ import annotations
@@ -15,7 +24,10 @@ import argparse
 import hashlib
 import io
 import os
+import shutil
+import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,12 +35,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.sftp import Blindpost, OpenSSH, Result, check_size, timed  # noqa: E402
 from gateway import envelope  # noqa: E402
 from gateway.payload_check import PayloadCheck  # noqa: E402
 
 MIB = 1 << 20
+GIB = 1 << 30
 WRITE = 255 * 1024
-SIZES_MIB = (0.1, 1, 16, 256, 1024)
+SIZES_MIB = "0.1,1,16,256,1024"
+UNCHECKED = Path(__file__).resolve().parent / "unchecked"
 
 
 def header() -> bytes:
@@ -39,11 +54,12 @@ def header() -> bytes:
     return data[:data.index(b"\n", data.index(b"\n--- ") + 1) + 1]
 
 
-def writes(size: int, pool: bytes) -> list[memoryview]:
-    """``size`` bytes of random-looking payload as 255 KiB writes, reusing ``pool``."""
-    view = memoryview(pool)
-    return [view[offset % len(pool):offset % len(pool) + min(WRITE, size - offset)]
-            for offset in range(0, size, WRITE)]
+def writes(size: int, pool: bytes) -> list[bytes]:
+    """``size`` bytes of random-looking payload as 255 KiB writes, reusing ``pool``: bytes,
+    as the SFTP server hands them to the upload."""
+    chunks = [pool[start:start + WRITE] for start in range(0, len(pool), WRITE)]
+    pieces = [chunks[number % len(chunks)] for number in range(size // WRITE)]
+    return pieces + ([pool[:size % WRITE]] if size % WRITE else [])
 
 
 def best(repeat: int, run: Callable[[], None]) -> float:
@@ -55,7 +71,7 @@ def best(repeat: int, run: Callable[[], None]) -> float:
     return min(times)
 
 
-def check(head: bytes, pieces: list[memoryview]) -> None:
+def check(head: bytes, pieces: list[bytes]) -> None:
     checker = PayloadCheck(armored=False)
     checker.feed(head)
     for piece in pieces:
@@ -63,29 +79,114 @@ def check(head: bytes, pieces: list[memoryview]) -> None:
     checker.finish()
 
 
-def sha256(head: bytes, pieces: list[memoryview]) -> None:
+def sha256(head: bytes, pieces: list[bytes]) -> None:
     digest = hashlib.sha256(head)
     for piece in pieces:
         digest.update(piece)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+def in_process(sizes_mib: list[float], repeat: int) -> None:
     head = header()
     # The pool is a multiple of the write size, so every write is a whole slice of it.
     pool = os.urandom(64 * WRITE)
-    print(f"{'payload':>10}  {'check ms':>9}  {'sha256 ms':>9}  {'check/sha256':>12}  "
-          f"{'check MB/s':>10}")
-    for size_mib in SIZES_MIB:
+    print(f"{'payload':>10}  {'check ms':>9}  {'sha256 ms':>9}  {'check s/GiB':>11}  "
+          f"{'check/sha256':>12}  {'check MB/s':>10}")
+    for size_mib in sizes_mib:
         size = int(size_mib * MIB)
         pieces = writes(size, pool)
-        checked = best(args.repeat, lambda: check(head, pieces))  # noqa: B023
-        hashed = best(args.repeat, lambda: sha256(head, pieces))  # noqa: B023
+        checked = best(repeat, lambda: check(head, pieces))  # noqa: B023
+        hashed = best(repeat, lambda: sha256(head, pieces))  # noqa: B023
         print(f"{size_mib:>7g} MiB  {checked * 1000:9.1f}  {hashed * 1000:9.1f}  "
-              f"{checked / hashed:12.2f}  {size / checked / 1e6:10.0f}")
+              f"{checked / size * GIB:11.3f}  {checked / hashed:12.2f}  "
+              f"{size / checked / 1e6:10.0f}")
+
+
+def age_file(path: Path, recipient: envelope.Recipient, size: int) -> None:
+    """A real age file of ``size`` random plaintext bytes for ``recipient``."""
+    chunk = os.urandom(MIB)
+    with path.open("wb") as sink, envelope.Encryptor(sink, [recipient]) as encryptor:
+        for _ in range(size // MIB):
+            encryptor.write(chunk)
+
+
+def over_sftp(size_mib: int, rounds: int, workers: int) -> bool:
+    work = Path(tempfile.mkdtemp(prefix="bench-payload-"))
+    work.chmod(0o755)
+    checked = Blindpost(work, workers, name="checked")
+    unchecked = Blindpost(work, workers, name="unchecked",
+                          env={"PYTHONPATH": os.pathsep.join(
+                              [str(UNCHECKED), os.environ.get("PYTHONPATH", "")]).rstrip(":")})
+    openssh = OpenSSH(work)
+    (openssh.work / "in").mkdir()
+    source = work / "upload.bin.age"
+    age_file(source, checked.recipient, size_mib * MIB)
+    # Both servers' partners take the same file: its header must fit each one's key.
+    other = work / "other.bin.age"
+    age_file(other, unchecked.recipient, size_mib * MIB)
+    size = source.stat().st_size
+    runs: dict[str, list[Result]] = {"openssh": [], "checked": [], "unchecked": []}
+    try:
+        for number in range(rounds):
+            order = ["openssh", "checked", "unchecked"]
+            for label in order[number % 3:] + order[:number % 3]:
+                runs[label].append(_upload(label, number, size, source, other,
+                                           checked, unchecked, openssh))
+    finally:
+        checked.stop()
+        unchecked.stop()
+        openssh.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return _report(runs, size_mib, rounds)
+
+
+def _upload(label: str, number: int, size: int, source: Path, other: Path,
+            checked: Blindpost, unchecked: Blindpost, openssh: OpenSSH) -> Result:
+    if label == "openssh":
+        target = openssh.work / "in" / f"up{number}.age"
+        result = timed("OpenSSH sshd upload", size, openssh.process.pid,
+                       lambda: openssh.sftp([f"put {source} {target}"]))
+        check_size(result, target, minimum=size)
+        target.unlink(missing_ok=True)
+        return result
+    server, path = (checked, source) if label == "checked" else (unchecked, other)
+    return timed(f"Blindpost upload, {label}", size, server.process.pid,
+                 lambda: server.sftp("clerk", [f"put {path} /acme/up{number}.age"]))
+
+
+def _report(runs: dict[str, list[Result]], size_mib: int, rounds: int) -> bool:
+    median = {label: statistics.median(r.mb_s for r in results)
+              for label, results in runs.items()}
+    spread = {label: (min(r.mb_s for r in results), max(r.mb_s for r in results))
+              for label, results in runs.items()}
+    print(f"SFTP upload of a {size_mib} MiB age file, median of {rounds} (alternating order):")
+    for label, name in (("openssh", "OpenSSH sshd + sftp-server"),
+                        ("checked", "Blindpost, payload checked"),
+                        ("unchecked", "Blindpost, check replaced by a no-op")):
+        low, high = spread[label]
+        print(f"  {name:<38} {median[label]:7.1f} MB/s  (runs {low:.1f}-{high:.1f})")
+    print(f"  upload ratio Blindpost/OpenSSH with the check:    "
+          f"{median['checked'] / median['openssh']:5.0%}")
+    print(f"  upload ratio Blindpost/OpenSSH without the check: "
+          f"{median['unchecked'] / median['openssh']:5.0%}")
+    print(f"  with / without the check: {median['checked'] / median['unchecked']:5.2f}x")
+    return all(r.ok for results in runs.values() for r in results)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--sizes-mib", default=SIZES_MIB,
+                        help="payload sizes for the in-process part, comma-separated")
+    parser.add_argument("--sftp-mib", type=int, default=1024,
+                        help="size of the SFTP upload (0: skip that part)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    in_process([float(size) for size in args.sizes_mib.split(",")], args.repeat)
+    if args.sftp_mib <= 0:
+        return 0
+    return 0 if over_sftp(args.sftp_mib, args.rounds, args.workers) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

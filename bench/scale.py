@@ -2,18 +2,19 @@
 
 Scale-out: two ``blindpost sftp`` nodes (one worker process each by default) sharing a
 PostgreSQL database and an S3 endpoint (a moto server: MinIO does not run here), with the
-sessions spread evenly over the nodes. Reference, in the same run: one node with as many
-worker processes in total, on SQLite and the local store. For each, a small wave
-(``--small`` sessions) and then the full wave (``--sessions``, default 200): half of the
-clients upload a 16 MiB file each, half download a 16 MiB file, all at once, with the
-OpenSSH ``sftp`` client and real TOTP codes.
+sessions spread evenly over the nodes. Reference, in the same run (unless
+``--no-reference``): one node with as many worker processes in total, on SQLite and the
+local store. For each, one wave per count in ``--sessions`` (default 20, 100 and 200
+sessions), one after the other: half of the clients upload a 16 MiB file each, half
+download a 16 MiB file, all at once, with the OpenSSH ``sftp`` client and real TOTP codes.
 
 Prints aggregate throughput, p99 time to sign in (client start to the audit log's
 ``auth:login:success``), peak memory per node (the sum of its processes' RSS, sampled),
 and errors (failed clients, or transfers missing from the audit log). Targets: no errors;
-memory flat with the session count (the full wave's peak close to the small wave's).
+memory flat with the session count (the largest wave's peak close to the smallest's).
 
-    python bench/scale.py [--sessions 200] [--small 20] [--size-mib 16] [--workers 1]
+    python bench/scale.py [--sessions 20,100,200] [--size-mib 16] [--workers 1]
+                          [--no-reference]
 """
 
 from __future__ import annotations
@@ -241,13 +242,17 @@ def run_wave(cluster: Cluster, label: str, users: range, source: Path) -> Wave:
 
 def scenario(label: str, env: dict[str, str], args: argparse.Namespace, work: Path,
              *, nodes: int, workers: int, source: Path) -> list[Wave]:
-    small, full = args.small // 2, args.sessions // 2
-    cluster = Cluster(work, env, nodes=nodes, workers=workers, users=small + full,
+    """One wave per session count, each with users of its own (half staff, half partners)."""
+    halves = [sessions // 2 for sessions in args.sessions]
+    cluster = Cluster(work, env, nodes=nodes, workers=workers, users=sum(halves),
                       size=args.size_mib * MIB)
+    waves, first = [], 0
     try:
-        return [run_wave(cluster, f"{label}, {args.small} sessions", range(small), source),
-                run_wave(cluster, f"{label}, {args.sessions} sessions",
-                         range(small, small + full), source)]
+        for sessions, half in zip(args.sessions, halves, strict=True):
+            waves.append(run_wave(cluster, f"{label}, {sessions} sessions",
+                                  range(first, first + half), source))
+            first += half
+        return waves
     finally:
         cluster.stop()
 
@@ -256,8 +261,8 @@ def common_env(args: argparse.Namespace) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if not k.startswith("BLINDPOST_")},
             # Every client comes from 127.0.0.1, and one node takes every session of the
             # reference run; the limits leave room for the last wave's closing sessions.
-            "BLINDPOST_SFTP_MAX_CONNECTIONS_PER_SOURCE": str(2 * args.sessions),
-            "BLINDPOST_SFTP_MAX_CONNECTIONS": str(max(200, 2 * args.sessions))}
+            "BLINDPOST_SFTP_MAX_CONNECTIONS_PER_SOURCE": str(2 * max(args.sessions)),
+            "BLINDPOST_SFTP_MAX_CONNECTIONS": str(max(200, 2 * max(args.sessions)))}
 
 
 def report(waves: list[Wave]) -> None:
@@ -273,17 +278,20 @@ def report(waves: list[Wave]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=200)
-    parser.add_argument("--small", type=int, default=20)
+    parser.add_argument("--sessions", type=_counts, default=[20, 100, 200],
+                        help="session counts of the waves, comma-separated (default 20,100,200)")
     parser.add_argument("--size-mib", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1, help="worker processes per node")
+    parser.add_argument("--no-reference", dest="reference", action="store_false",
+                        help="skip the one-node run on SQLite and the local store")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     source = work / "upload.bin"
     source.write_bytes(os.urandom(args.size_mib * MIB))
-    print(f"Scale benchmark: {args.sessions} sessions (half 16 MiB uploads, half downloads), "
-          f"file {args.size_mib} MiB, {os.cpu_count()} cores")
-    waves: list[Wave] = []
+    print(f"Scale benchmark: waves of {', '.join(map(str, args.sessions))} sessions (half "
+          f"uploads, half downloads), file {args.size_mib} MiB, {os.cpu_count()} cores")
+    out: list[Wave] = []
+    one: list[Wave] = []
     try:
         with ExitStack() as stack:
             pg_base = stack.enter_context(postgres_server())
@@ -292,21 +300,32 @@ def main() -> int:
                    **{f"BLINDPOST_{k.upper()}": str(v)
                       for k, v in s3_settings(s3, create_bucket(s3)).items()}}
             (work / "out").mkdir()
-            waves += scenario("2 nodes, PostgreSQL + S3", env, args, work / "out",
-                              nodes=2, workers=args.workers, source=source)
-        (work / "single").mkdir()
-        waves += scenario("1 node, SQLite + local store", common_env(args), args,
-                          work / "single", nodes=1, workers=2 * args.workers, source=source)
+            out = scenario("2 nodes, PostgreSQL + S3", env, args, work / "out",
+                           nodes=2, workers=args.workers, source=source)
+        if args.reference:
+            (work / "single").mkdir()
+            one = scenario("1 node, SQLite + local store", common_env(args), args,
+                           work / "single", nodes=1, workers=2 * args.workers, source=source)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report(waves)
-    out_small, out_full, _, one_full = waves
-    print(f"  throughput ratio, 2 nodes on PostgreSQL + S3 / 1 node on SQLite + local: "
-          f"{out_full.mb_s / one_full.mb_s:.2f}")
-    print(f"  memory growth per node from {args.small} to {args.sessions} sessions: "
-          + ", ".join(f"{full - small:+.0f} MiB" for small, full in
-                      zip(out_small.peak_mib, out_full.peak_mib, strict=True)))
-    return 0 if not any(wave.errors for wave in waves) else 1
+    report(out + one)
+    if one:
+        print(f"  throughput ratio, 2 nodes on PostgreSQL + S3 / 1 node on SQLite + local: "
+              f"{out[-1].mb_s / one[-1].mb_s:.2f}")
+    for label, waves in (("S3", out), ("local store", one)):
+        for wave in waves[1:]:
+            print(f"  memory growth per node on {label} from {waves[0].sessions} to "
+                  f"{wave.sessions} sessions: " + ", ".join(
+                      f"{full - small:+.0f} MiB" for small, full in
+                      zip(waves[0].peak_mib, wave.peak_mib, strict=True)))
+    return 0 if not any(wave.errors for wave in out + one) else 1
+
+
+def _counts(text: str) -> list[int]:
+    counts = [int(part) for part in text.split(",")]
+    if not counts or any(count < 2 for count in counts):
+        raise argparse.ArgumentTypeError("session counts must be at least 2")
+    return counts
 
 
 if __name__ == "__main__":

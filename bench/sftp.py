@@ -186,9 +186,10 @@ def _admin(app: App, username: str) -> Actor:
 class Blindpost:
     """A data directory with staff and partner users, and ``blindpost sftp`` running."""
 
-    def __init__(self, work: Path, workers: int) -> None:
+    def __init__(self, work: Path, workers: int, *, name: str = "bp",
+                 env: dict[str, str] | None = None) -> None:
         self.work = work
-        self.data_dir = work / "bp"
+        self.data_dir = work / name
         initialise(self.data_dir, admin="root-admin", environ={})
         settings = load_settings(data_dir=self.data_dir, environ={})
         app = App(settings)
@@ -198,18 +199,19 @@ class Blindpost:
         key = app.keys.propose(_admin(app, "root-admin"), partner="acme",
                                recipient=str(identity.recipient))
         app.keys.approve(_admin(app, "second-admin"), key_id=key.id)
+        self.recipient = identity.recipient
         self.secrets: dict[str, str] = {}
         self.last_step: dict[str, int] = {}
         self.keys: dict[str, Path] = {}
-        for name, role in [("clerk", Role.STAFF)] + [(f"p{i}", Role.PARTNER)
+        for user, role in [("clerk", Role.STAFF)] + [(f"p{i}", Role.PARTNER)
                                                      for i in range(CONCURRENT + 2)]:
-            key_path = work / f"id_{name}"
-            public = write_key_pair(key_path, name)
-            new = app.accounts.add(OPERATOR, username=name, role=role,
+            key_path = self.data_dir.parent / f"id_{self.data_dir.name}_{user}"
+            public = write_key_pair(key_path, user)
+            new = app.accounts.add(OPERATOR, username=user, role=role,
                                    partner="acme" if role is Role.PARTNER else None,
                                    ssh_keys=[public])
-            self.secrets[name] = new.totp_uri.split("secret=")[1].split("&")[0]
-            self.keys[name] = key_path
+            self.secrets[user] = new.totp_uri.split("secret=")[1].split("&")[0]
+            self.keys[user] = key_path
         app.close()
         self.port = free_port()
         self.process = subprocess.Popen(
@@ -217,7 +219,8 @@ class Blindpost:
              "--listen", f"127.0.0.1:{self.port}", "--workers", str(workers)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             # All the benchmark's clients come from 127.0.0.1.
-            env={**os.environ, "BLINDPOST_SFTP_MAX_CONNECTIONS_PER_SOURCE": "100"})
+            env={**os.environ, "BLINDPOST_SFTP_MAX_CONNECTIONS_PER_SOURCE": "100",
+                 **(env or {})})
         assert self.process.stdout is not None
         print("  " + self.process.stdout.readline().strip())
 

@@ -49,6 +49,9 @@ class Settings:
     s3_sse: str = ""
     s3_sse_kms_key_id: str = ""
     s3_part_size_mib: int = 8
+    # Part buffers the S3 uploads of one process share (each s3_part_size_mib): the
+    # process's memory for parts, however many sessions upload. More uploads wait.
+    s3_part_buffers: int = 8
     # Retention: how long a file waits for its partner, and the ceiling no partner may
     # pass. Durations (90s, 15m, 12h, 7d, 2w; a bare number is days), kept as written
     # in their shortest exact form.
@@ -190,6 +193,9 @@ class Settings:
             raise ConfigError(f"s3_part_size_mib: must be between {MIN_PART_MIB} and "
                               f"{MAX_PART_MIB} (S3's part size limits), got "
                               f"{self.s3_part_size_mib}")
+        if location.scheme == "s3" and not 1 <= self.s3_part_buffers <= MAX_PART_BUFFERS:
+            raise ConfigError(f"s3_part_buffers: must be between 1 and {MAX_PART_BUFFERS}, "
+                              f"got {self.s3_part_buffers}")
         # An upload's ciphertext is 16 bytes per 64 KiB chunk longer, plus its header.
         largest = self.max_upload_mib + self.max_upload_mib * 16 // 65536 + 1
         if location.scheme == "s3" and self.s3_part_size_mib * MAX_PARTS < largest:
@@ -306,6 +312,7 @@ S3_SSE_MODES = ("", "AES256", "aws:kms")
 # S3 parts are at least 5 MiB (except the last) and at most 5 GiB.
 MIN_PART_MIB = 5
 MAX_PART_MIB = 5 * 1024
+MAX_PART_BUFFERS = 1024
 MAX_PARTS = 10_000  # per multipart upload
 
 

@@ -3,20 +3,27 @@
 A ``*.age`` upload is stored as it is once its header parses; without this, a real header
 followed by plaintext would sit in the store, and "plaintext at rest: none" would be
 false. :class:`PayloadCheck` reads the upload (binary or armored), finds where the
-header ends, and tests samples of the payload with :mod:`gateway.randomness`: the first
-two 64 KiB windows, one window every 64 MiB after them, and the last 64 KiB (which
-catches plaintext appended to a real file). Its cost is measured by
-``bench/payload_check.py``.
+header ends, and tests the payload with :mod:`gateway.randomness`:
+
+- every byte, in order, with the C-speed tests of :class:`~gateway.randomness.BlockScan`
+  (runs of text, excess 0x00 or 0xFF bytes per 64 KiB block);
+- samples with the stronger statistical tests: the first two 64 KiB windows, one window
+  every 64 MiB after them, and the last 64 KiB.
+
+:attr:`PayloadCheck.cleared` says how much of the upload as written has passed, so that
+the caller stores only bytes that were checked: a refused upload leaves no unchecked
+byte even in its pending object. Its cost is measured by ``bench/payload_check.py``.
 """
 
 from __future__ import annotations
 
 import binascii
+import collections
 import itertools
 from collections.abc import Iterator
 
 from gateway.errors import UsageError
-from gateway.randomness import why_not_random
+from gateway.randomness import BlockScan, why_not_random
 
 WINDOW = 64 * 1024
 HEAD_WINDOWS = 2
@@ -81,39 +88,74 @@ def _window_starts() -> Iterator[int]:
 
 
 class PayloadCheck:
-    """Samples the payload of an age file pushed through :meth:`feed`; raises
-    :class:`UsageError` as soon as a sample is not ciphertext, or at :meth:`finish`."""
+    """Checks the payload of an age file pushed through :meth:`feed`; raises
+    :class:`UsageError` as soon as a block or sample is not ciphertext, or at :meth:`finish`."""
 
     def __init__(self, *, armored: bool) -> None:
         self._dearmor = _Dearmor() if armored else None
         self._header = bytearray()
-        self._in_payload = False
+        self._header_length: int | None = None
         self._position = 0
         self._starts = _window_starts()
         self._next = next(self._starts)
         self._window = bytearray()
         self._tail = b""
+        self._scan = BlockScan()
+        self._fed = 0
+        # (bytes fed so far, decoded bytes that must be checked before they may be stored)
+        self._marks: collections.deque[tuple[int, int]] = collections.deque()
+        self._finished = False
+        self.cleared = 0
 
     def feed(self, data: bytes | memoryview) -> None:
-        """Take the next bytes of the upload, as written."""
+        """Take the next bytes of the upload, as written, and move :attr:`cleared`."""
         binary = self._dearmor.decode(data) if self._dearmor else data
-        if not self._in_payload:
+        self._fed += len(data)
+        if self._header_length is None:
             self._header += binary
             end = header_end(self._header)
-            if end is None:
-                return
-            binary, self._in_payload = bytes(self._header[end:]), True
-            self._header.clear()
-        self._sample(binary)
+            binary = b""
+            if end is not None:
+                binary, self._header_length = bytes(self._header[end:]), end
+                self._header.clear()
+        if self._header_length is not None and binary:
+            self._sample(binary)
+            self._judge_scan(self._scan.feed(binary if isinstance(binary, bytes)
+                                             else bytes(binary)))
+        self._clear()
 
     def finish(self) -> None:
         """The upload is complete: judge what is left (a short payload, the last bytes)."""
         if self._position < MIN_PAYLOAD:
             raise refusal("it is too short to be age ciphertext")
+        self._judge_scan(self._scan.finish())
         if self._window:
             self._judge(self._window, at=self._next)
         if self._position > HEAD_WINDOWS * WINDOW:
             self._judge(self._tail, at=self._position - len(self._tail))
+        self._finished = True
+        self.cleared = self._fed
+
+    def _judge_scan(self, finding: tuple[int, str] | None) -> None:
+        if finding is not None:
+            raise refusal(finding[1], at=finding[0])
+
+    def _clear(self) -> None:
+        """Move :attr:`cleared` to the end of the input whose decoded bytes all passed
+        (:attr:`BlockScan.judged`: whole blocks, short of a run of text that may grow)."""
+        assert not self._finished
+        if self._header_length is None:
+            return
+        checked = self._header_length + self._scan.judged
+        decoded = self._header_length + self._position
+        if self._dearmor is None:
+            self.cleared = checked
+            return
+        # Armor: input is cleared a whole write at a time, once what it decodes to (and up
+        # to two bytes its last characters decode to with the next write) passed.
+        self._marks.append((self._fed, decoded + 2))
+        while self._marks and self._marks[0][1] <= checked:
+            self.cleared = self._marks.popleft()[0]
 
     def _sample(self, data: bytes | memoryview) -> None:
         offset, self._position = self._position, self._position + len(data)

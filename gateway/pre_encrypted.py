@@ -19,6 +19,9 @@ from gateway import envelope
 from gateway.errors import PolicyError
 
 PRE_ENCRYPTED = "pre-encrypted by the uploader"
+# What was checked of a pre-encrypted payload (gateway.payload_check), as its upload event
+# records it: events without it are from before every byte was checked (samples only).
+PAYLOAD_CHECKED = "every byte screened, samples tested statistically; not decrypted"
 ENCRYPTED_HERE = "encrypted by the gateway"
 # rage adds a "grease" stanza of a random type ending in this suffix; no key opens it,
 # so it exposes nothing and is not counted.
@@ -58,6 +61,7 @@ def pre_encrypted_details(header: envelope.HeaderInfo | None, *, declared: Seque
                   key_ids: Sequence[int]) -> dict[str, object]:
     """What the upload audit event says about a pre-encrypted file's recipients."""
     details: dict[str, object] = {"encrypted_here": False, "encryption": PRE_ENCRYPTED,
+                                  "payload_check": PAYLOAD_CHECKED,
                                   "stanzas": list(header.stanza_types) if header else []}
     if declared is not None:
         ids = dict(zip((r.fingerprint for r in approved), key_ids, strict=True))

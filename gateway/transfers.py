@@ -166,7 +166,11 @@ def _header_complete(head: bytes, armored: bool) -> bool:
 class _PassThrough:
     """Stores an uploaded age file as it is, after checking its header is well formed and
     fits the partner (:mod:`gateway.pre_encrypted`), and that its payload looks like
-    ciphertext (:mod:`gateway.payload_check`)."""
+    ciphertext (:mod:`gateway.payload_check`).
+
+    Bytes reach the pending object only once the check has cleared them, so a refused
+    upload never wrote an unchecked byte anywhere, not even to be deleted.
+    """
 
     def __init__(self, sink: PendingObject, approved: Sequence[envelope.Recipient]) -> None:
         self._sink = sink
@@ -175,11 +179,14 @@ class _PassThrough:
         # Set once the header has been checked; then every byte goes through it.
         self._payload: PayloadCheck | None = None
         self.header: envelope.HeaderInfo | None = None
+        # Written but not yet cleared (under a block, and a run of text, behind): one buffer,
+        # so that many tiny writes cost their bytes, not an object each.
+        self._held = bytearray()
+        self._stored = 0
 
     def write(self, data: bytes | memoryview) -> None:
         if self._payload is not None:
-            self._payload.feed(data)
-            self._sink.write(data)
+            self._pass(data)
             return
         self._head += data
         self._check_header(final=False)
@@ -189,6 +196,27 @@ class _PassThrough:
             self._check_header(final=True)
         assert self._payload is not None
         self._payload.finish()
+        self._release()
+
+    def _pass(self, data: bytes | memoryview) -> None:
+        assert self._payload is not None
+        # The check reads bytes as they were written: writers may reuse their buffers.
+        piece = data if isinstance(data, bytes) else bytes(data)
+        self._payload.feed(piece)
+        self._held += piece
+        self._release()
+
+    def _release(self) -> None:
+        """Write to the sink every held byte the check has cleared."""
+        assert self._payload is not None
+        take = min(len(self._held), self._payload.cleared - self._stored)
+        if take <= 0:
+            return
+        with memoryview(self._held) as held:
+            self._sink.write(held[:take])
+        # Dropping a bytearray's head moves its start, not its bytes.
+        del self._held[:take]
+        self._stored += take
 
     def _check_header(self, *, final: bool) -> None:
         head = bytes(self._head)
@@ -206,8 +234,7 @@ class _PassThrough:
         self.header = header
         self._head.clear()
         self._payload = PayloadCheck(armored=armored)
-        self._payload.feed(head)
-        self._sink.write(head)
+        self._pass(head)
 
 
 class Upload:

@@ -47,4 +47,5 @@ def _s3_store(settings: Settings) -> ObjectStore:
     if settings.s3_sse_kms_key_id:
         sse["SSEKMSKeyId"] = settings.s3_sse_kms_key_id
     return S3Store(client, bucket=location.bucket, prefix=location.prefix,
-                   part_size=settings.s3_part_size_mib * MIB, sse=sse)
+                   part_size=settings.s3_part_size_mib * MIB,
+                   part_buffers=settings.s3_part_buffers, sse=sse)

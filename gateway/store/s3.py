@@ -6,23 +6,33 @@ Layout under the bucket's key prefix::
 
 An object being written is an S3 multipart upload to its final key, started when the
 object is created and kept invisible by S3 until ``CompleteMultipartUpload``: that call
-is the atomic commit. Memory per upload is bounded by one part (``s3_part_size_mib``,
-8 MiB by default) plus one write: a full part is sent before more is buffered. Starting
-the upload at once (rather than at the first full part) costs a request for small
-files, but means that every uncommitted object exists in the bucket, where ``delete``
-and the sweep can find it.
+is the atomic commit. Starting the upload at once (rather than at the first full part)
+costs a request for small files, but means that every uncommitted object exists in the
+bucket, where ``delete`` and the sweep can find it.
 
-Downloads are ranged GETs, with a read-ahead window (1 MiB per open object) so that an
-SFTP client's 255 KiB reads do not each cost a request. Multipart uploads abandoned by
+S3 takes parts of at least 5 MiB (but the last), so an upload must gather a part in
+memory before sending it. The buffers it gathers in are shared by every upload of the
+process (:class:`PartBuffers`, ``s3_part_buffers`` of ``s3_part_size_mib`` each): memory
+stays flat however many sessions upload at once. An upload takes a buffer when it has
+bytes to gather and gives it back after each part it sends, so the buffers go round the
+uploads a part at a time, first come first served; an upload that finds none free waits
+(its client is held back by SSH flow control) for at most :data:`PART_WAIT_SECONDS`.
+
+Downloads stream: an open object's reads in order continue one GET (started at the first
+read), so an SFTP client's 255 KiB reads neither cost a request each nor hold a window of
+the object in memory per download. Multipart uploads abandoned by
 a crash are aborted by :meth:`S3Store.sweep_partials` and by :meth:`S3Store.delete`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import re
 import secrets
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -38,7 +48,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _OBJECT_ID = re.compile(r"[0-9a-f]{32}")
-READ_AHEAD = 1 << 20
+# How long an upload waits for a part buffer before it is refused as "busy": long enough
+# for every buffer to go round several times on a loaded node.
+PART_WAIT_SECONDS = 300.0
 _MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
 
 
@@ -57,6 +69,102 @@ def _storage_error(action: str, exc: Exception) -> StorageError:
     return StorageError(f"{action}: {exc}")
 
 
+class _PartBody(io.RawIOBase):
+    """A read-only file over the start of a part buffer, for the last, short part.
+
+    botocore takes bytes, a bytearray or a file as a body: slicing the buffer would copy
+    up to a part per committing upload, outside the bounded buffers.
+    """
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__()
+        self._view = view
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = min(len(buffer), len(self._view) - self._at)
+        buffer[:count] = self._view[self._at:self._at + count]
+        self._at += count
+        return count
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: len(self._view)}[whence]
+        self._at = max(0, base + offset)
+        return self._at
+
+    def tell(self) -> int:
+        return self._at
+
+
+class PartBuffers:
+    """At most ``count`` part buffers of ``part_size`` bytes, shared by the uploads of a
+    process and handed out in the order they were asked for.
+
+    Buffers are made when first needed and then kept (fixed-size ``bytearray``s filled in
+    place), so the process's memory for parts never grows past ``count * part_size`` and
+    does not fragment.
+    """
+
+    def __init__(self, *, part_size: int, count: int,
+                 wait_seconds: float = PART_WAIT_SECONDS) -> None:
+        self.part_size = part_size
+        self.count = count
+        self._wait_seconds = wait_seconds
+        self._free: list[bytearray] = []
+        self._made = 0
+        self._waiting: list[object] = []
+        self._changed = threading.Condition()
+
+    @property
+    def in_use(self) -> int:
+        with self._changed:
+            return self._made - len(self._free)
+
+    @property
+    def waiting(self) -> int:
+        with self._changed:
+            return len(self._waiting)
+
+    def take(self) -> bytearray:
+        """A buffer of its own for the caller; waits its turn, then raises
+        :class:`StorageError` if none came free in time."""
+        turn = object()
+        deadline = time.monotonic() + self._wait_seconds
+        with self._changed:
+            self._waiting.append(turn)
+            try:
+                while not (self._waiting[0] is turn and self._available()):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise StorageError(
+                            f"the server is busy: all {self.count} S3 part buffers of this "
+                            f"process were in use for {self._wait_seconds:.0f} s; try again "
+                            "later (an admin can raise s3_part_buffers)")
+                    self._changed.wait(left)
+                if self._free:
+                    return self._free.pop()
+                self._made += 1
+                return bytearray(self.part_size)
+            finally:
+                self._waiting.remove(turn)
+                # The next in line may now be first, or a buffer may still be free.
+                self._changed.notify_all()
+
+    def give_back(self, buffer: bytearray) -> None:
+        with self._changed:
+            self._free.append(buffer)
+            self._changed.notify_all()
+
+    def _available(self) -> bool:
+        return bool(self._free) or self._made < self.count
+
+
 class S3PendingObject:
     """An object being written as a multipart upload; see :class:`gateway.store.PendingObject`."""
 
@@ -65,7 +173,9 @@ class S3PendingObject:
         self._object_id = object_id
         self._key = store.key(object_id)
         self._hash = hashlib.sha256()
-        self._buffer = bytearray()
+        # A shared part buffer, held only while it gathers this object's next part.
+        self._buffer: bytearray | None = None
+        self._filled = 0
         self._size = 0
         self._parts: list[dict[str, Any]] = []
         self._done = False
@@ -87,28 +197,45 @@ class S3PendingObject:
         if self._done:
             raise StorageError("write to an object that was already committed or aborted")
         self._hash.update(data)
-        self._buffer += data
         self._size += len(data)
-        if len(self._buffer) >= self._store.part_size:
-            try:
-                self._send_part(final=False)
-            except StorageError:
-                self.abort()
-                raise
+        view = memoryview(data).cast("B")
+        try:
+            while view:
+                view = self._gather(view)
+        except StorageError:
+            self.abort()
+            raise
         return len(data)
 
-    def _send_part(self, *, final: bool) -> None:
-        """Send the buffer's first part (all of it when ``final``) and drop it from memory."""
-        size = len(self._buffer) if final else self._store.part_size
-        part, self._buffer = self._buffer, self._buffer[size:]
-        del part[size:]
+    def _gather(self, view: memoryview) -> memoryview:
+        """Copy what fits of ``view`` into the part buffer, send the part if it is full,
+        and return the rest."""
+        parts = self._store.parts
+        if self._buffer is None:
+            self._buffer = parts.take()
+        take = min(len(view), parts.part_size - self._filled)
+        self._buffer[self._filled:self._filled + take] = view[:take]
+        self._filled += take
+        if self._filled == parts.part_size:
+            # The whole buffer is the part: botocore sends it without a copy.
+            self._send_part(self._buffer)
+            self._release()
+        return view[take:]
+
+    def _release(self) -> None:
+        """Give the part buffer back to the other uploads (emptied)."""
+        if self._buffer is not None:
+            self._store.parts.give_back(self._buffer)
+            self._buffer, self._filled = None, 0
+
+    def _send_part(self, body: bytearray | _PartBody) -> None:
         client, number = self._store.client, len(self._parts) + 1
         # botocore accepts a bytearray body (its stubs say bytes): no copy of the part.
-        body: Any = part
+        payload: Any = body
         try:
             etag = client.upload_part(Bucket=self._store.bucket, Key=self._key,
                                       UploadId=self._upload_id, PartNumber=number,
-                                      Body=body)["ETag"]
+                                      Body=payload)["ETag"]
         except (BotoCoreError, ClientError) as exc:
             raise _storage_error("cannot write object", exc) from exc
         self._parts.append({"PartNumber": number, "ETag": etag})
@@ -118,8 +245,10 @@ class S3PendingObject:
             raise StorageError("object was already committed or aborted")
         store = self._store
         try:
-            if self._buffer or not self._parts:
-                self._send_part(final=True)
+            if self._filled or not self._parts:
+                with memoryview(self._buffer or b"")[:self._filled] as last:
+                    self._send_part(_PartBody(last))
+            self._release()
             store.client.complete_multipart_upload(
                 Bucket=store.bucket, Key=self._key, UploadId=self._upload_id,
                 MultipartUpload={"Parts": self._parts})  # type: ignore[typeddict-item]
@@ -129,20 +258,21 @@ class S3PendingObject:
                 raise
             raise _storage_error("cannot commit object", exc) from exc
         self._done = True
-        self._buffer = bytearray()
         return StoredObject(self._object_id, self._size, self._hash.hexdigest())
 
     def abort(self) -> None:
         if self._done:
             return
         self._done = True
-        self._buffer = bytearray()
+        self._release()
         # A failure here leaves an invisible multipart upload, which the sweep aborts.
         self._store.abort_upload(self._key, self._upload_id)
 
 
 class S3ObjectReader:
-    """Ranged reads of one committed object, through a read-ahead window."""
+    """Reads of one committed object, streamed: reads in order (what SFTP clients send)
+    continue one GET from where the last read ended, so an open download holds one read's
+    bytes, not a window; a read anywhere else starts a new GET there."""
 
     def __init__(self, store: S3Store, key: str) -> None:
         self._store = store
@@ -157,8 +287,8 @@ class S3ObjectReader:
             raise _storage_error("cannot open object", exc) from exc
         self._size = int(head["ContentLength"])
         self._etag = str(head["ETag"])
-        self._window = b""
-        self._window_start = 0
+        self._stream: Any = None
+        self._position = 0
 
     @property
     def size(self) -> int:
@@ -170,37 +300,52 @@ class S3ObjectReader:
         end = min(offset + length, self._size)
         if end <= offset:
             return b""
-        start = self._window_start
-        if not (start <= offset and end <= start + len(self._window)):
-            self._fetch(offset, min(self._size, max(end, offset + READ_AHEAD)))
-            start = offset
-        return self._window[offset - start:end - start]
-
-    def _fetch(self, first: int, end: int) -> None:
-        store = self._store
         try:
-            # If-Match: a window from another version of the key would corrupt the file.
-            body = store.client.get_object(Bucket=store.bucket, Key=self._key,
-                                           Range=f"bytes={first}-{end - 1}",
-                                           IfMatch=self._etag)["Body"]
-            self._window = body.read()
-        except (BotoCoreError, ClientError) as exc:
-            raise _storage_error("cannot read object", exc) from exc
-        self._window_start = first
+            return self._read(offset, end - offset)
+        except (BotoCoreError, ClientError, OSError):
+            # A stream the server closed while the client paused: one fresh GET from here.
+            self.close()
+            try:
+                return self._read(offset, end - offset)
+            except (BotoCoreError, ClientError, OSError) as exc:
+                raise _storage_error("cannot read object", exc) from exc
+
+    def _read(self, offset: int, count: int) -> bytes:
+        if self._stream is None or offset != self._position:
+            self._open(offset)
+        data = bytes(self._stream.read(count))
+        if len(data) != count:
+            # Retried like a broken connection (the stream ended early).
+            raise OSError(f"{len(data)} of {count} bytes arrived")
+        self._position = offset + count
+        return data
+
+    def _open(self, offset: int) -> None:
+        self.close()
+        store = self._store
+        # If-Match: bytes from another version of the key would corrupt the file.
+        self._stream = store.client.get_object(Bucket=store.bucket, Key=self._key,
+                                               Range=f"bytes={offset}-",
+                                               IfMatch=self._etag)["Body"]
+        self._position = offset
 
     def close(self) -> None:
-        self._window = b""
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.close()
 
 
 class S3Store:
     """An :class:`~gateway.store.ObjectStore` in an S3 bucket under a key prefix."""
 
     def __init__(self, client: S3Client, *, bucket: str, prefix: str = "",
-                 part_size: int = 8 << 20, sse: Mapping[str, str] | None = None) -> None:
+                 part_size: int = 8 << 20, part_buffers: int = 8,
+                 sse: Mapping[str, str] | None = None) -> None:
         self.client = client
         self.bucket = bucket
         self.objects_prefix = f"{prefix}objects/"
         self.part_size = part_size
+        self.parts = PartBuffers(part_size=part_size, count=part_buffers)
         # ServerSideEncryption / SSEKMSKeyId, passed on every object write.
         self.sse: dict[str, Any] = dict(sse or {})
 

@@ -72,7 +72,10 @@ audit log    verified: {entries} entries, against {checkpoint}
              entries after it, checked by their MACs, not yet signed: {beyond}
              outside checkpoints verified: 0
 plaintext at rest: none
-             (every object stored now checked to be age ciphertext; see STORE CHECK)
+             (checked now: every stored object has a well-formed age header, see STORE
+             CHECK; the gateway encrypted what it was sent in plaintext; a pre-encrypted
+             file's payload was screened as it arrived, by a statistical test, not by
+             decryption: docs/security.md says what that proves)
 
 SUMMARY
 partner  files  bytes  downloads  incomplete  removed  waiting
@@ -151,7 +154,7 @@ RECIPIENT KEYS APPROVED IN THE WINDOW (1)
     approved 2026-11-02T10:40:00+00:00 by second-admin, proposed by root-admin; not revoked
 
 STORE CHECK
-3 objects in the store, checked now: every one is age ciphertext
+3 objects in the store, checked now: every one has a well-formed age header
 
 END OF REPORT
 """

@@ -1,10 +1,12 @@
-"""The ciphertext check on pre-encrypted uploads: its tests, and where it samples."""
+"""The ciphertext check on pre-encrypted uploads: every byte's tests, the samples' tests,
+and that only cleared bytes are stored."""
 
 from __future__ import annotations
 
 import io
 import os
 import random
+import zlib
 
 import pytest
 
@@ -12,7 +14,17 @@ from gateway import envelope
 from gateway.envelope.armor import ArmorWriter
 from gateway.errors import UsageError
 from gateway.payload_check import SPACING, WINDOW, PayloadCheck
-from gateway.randomness import CHI_SQUARE_HIGH, CHI_SQUARE_LOW, chi_square, why_not_random
+from gateway.randomness import (
+    BLOCK,
+    CHI_SQUARE_HIGH,
+    CHI_SQUARE_LOW,
+    TEXT_RUN,
+    BlockScan,
+    binomial_limit,
+    chi_square,
+    why_not_random,
+)
+from gateway.transfers import _PassThrough
 
 TEXT = b"".join(b"%d,P%07d,1986-04-12,F\n" % (i, i * 7919) for i in range(5000))
 
@@ -28,12 +40,29 @@ def _header() -> bytes:
 HEADER = _header()
 
 
+def _cuts(length: int, pieces: int) -> list[tuple[int, int]]:
+    cuts = sorted(random.sample(range(1, length), pieces - 1)) if pieces > 1 else []
+    return list(zip([0, *cuts], [*cuts, length], strict=True))
+
+
 def _check(data: bytes, *, armored: bool = False, pieces: int = 1) -> None:
     check = PayloadCheck(armored=armored)
-    cuts = sorted(random.sample(range(1, len(data)), pieces - 1)) if pieces > 1 else []
-    for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
+    for start, end in _cuts(len(data), pieces):
         check.feed(data[start:end])
+        assert check.cleared <= end
     check.finish()
+    assert check.cleared == len(data)
+
+
+def _payload(size: int, text_at: int, text: bytes = TEXT[:TEXT_RUN]) -> bytes:
+    """Random bytes with ``text`` at ``text_at``, fenced by control bytes so that the run
+    of text is exactly as long as ``text``."""
+    payload = bytearray(os.urandom(size))
+    payload[max(0, text_at - 1)] = 0x01
+    payload[text_at:text_at + len(text)] = text
+    if text_at + len(text) < size:
+        payload[text_at + len(text)] = 0x01
+    return bytes(payload)
 
 
 def test_random_samples_pass_at_every_size() -> None:
@@ -48,33 +77,131 @@ def test_chi_square_bounds_match_the_distribution() -> None:
     assert 230 < sum(statistics) / len(statistics) < 280
 
 
-@pytest.mark.parametrize("pieces", [1, 7, 500])
-def test_the_verdict_does_not_depend_on_how_the_upload_was_cut(pieces: int) -> None:
-    _check(HEADER + os.urandom(300_000), pieces=pieces)
-    with pytest.raises(UsageError, match="at byte 300000 is not"):
-        _check(HEADER + os.urandom(300_000) + TEXT[:64 * 1024], pieces=pieces)
+def test_the_zero_limit_is_the_binomial_tail() -> None:
+    assert binomial_limit(BLOCK) == 418  # Expected 256, standard deviation 16.
+    assert binomial_limit(BLOCK, share=2 / 256) == 735  # 0x00 and 0xFF: expected 512.
+    assert binomial_limit(1) == 2  # One zero byte alone proves nothing.
+    assert binomial_limit(64) == 14
 
 
-def test_samples_are_the_head_every_64_mib_and_the_tail() -> None:
-    """Plaintext in a sampled window is found wherever it is; between samples it is not
-    (the test is a cheap screen, not a proof)."""
-    payload = bytearray(os.urandom(SPACING + 4 * WINDOW))
-    payload[SPACING:SPACING + len(TEXT)] = TEXT
-    with pytest.raises(UsageError, match=f"at byte {SPACING} is not"):
-        _check(HEADER + bytes(payload), pieces=50)
-    payload[SPACING:SPACING + len(TEXT)] = os.urandom(len(TEXT))
-    payload[10 * WINDOW:10 * WINDOW + len(TEXT)] = TEXT
-    _check(HEADER + bytes(payload), pieces=50)
+@pytest.mark.parametrize("size", [1, 100, TEXT_RUN, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 7])
+def test_random_payloads_of_every_length_pass(size: int) -> None:
+    for pieces in (1, 3):
+        _check(HEADER + os.urandom(max(32, size)), pieces=min(pieces, size))
 
 
-def test_armored_payloads_are_decoded_before_sampling() -> None:
-    for payload, refused in ((os.urandom(200_000), False), (TEXT, True)):
+@pytest.mark.parametrize("text_at", [0, 1, BLOCK - TEXT_RUN, BLOCK - 200, BLOCK, 2 * BLOCK + 5,
+                                     3 * BLOCK - TEXT_RUN])
+@pytest.mark.parametrize("pieces", [1, 7, 300])
+def test_a_run_of_text_is_found_wherever_it_is(text_at: int, pieces: int) -> None:
+    """At the first byte, across block and write boundaries, up to the last byte."""
+    payload = _payload(3 * BLOCK, text_at)
+    with pytest.raises(UsageError, match=f"at byte {text_at} is not: it holds 512 bytes"):
+        _check(HEADER + payload, pieces=pieces)
+
+
+def test_a_run_one_byte_shorter_passes() -> None:
+    """The resolution of the every-byte test, stated in docs/security.md."""
+    _check(HEADER + _payload(3 * BLOCK, BLOCK - 100, TEXT[:TEXT_RUN - 1]), pieces=9)
+
+
+@pytest.mark.parametrize("pieces", [1, 40])
+def test_plaintext_in_the_middle_and_striped_is_refused(pieces: int) -> None:
+    """The two crafted uploads of issue 21, between the sampled windows."""
+    middle = bytearray(os.urandom(8 << 20))
+    middle[(3 << 20) - 1:5 << 20] = b"\x01" + (TEXT * 20)[:2 << 20]
+    with pytest.raises(UsageError, match=f"at byte {3 << 20} is not"):
+        _check(HEADER + bytes(middle), pieces=pieces)
+    striped = bytearray(os.urandom(8 << 20))
+    for start in range(2 * WINDOW + 1000, len(striped), BLOCK):
+        striped[start - 1:start + 4096] = b"\x01" + TEXT[start % 4096:start % 4096 + 4096]
+    with pytest.raises(UsageError, match=f"at byte {2 * WINDOW + 1000} is not"):
+        _check(HEADER + bytes(striped), pieces=pieces)
+
+
+@pytest.mark.parametrize("value", [0x00, 0xFF])
+def test_a_block_with_too_many_zero_or_ff_bytes_is_refused(value: int) -> None:
+    payload = bytearray(os.urandom(5 * BLOCK))
+    # Binary records: a small integer in each 8 bytes, as in an array of int64 (in the
+    # fourth block, which no sample covers).
+    start = 3 * BLOCK + 100
+    payload[start:start + 8 * 30:8] = bytes([value]) * 30
+    _check(HEADER + bytes(payload))
+    payload[start:start + 8 * 400] = (b"\x07" + bytes([value]) * 7) * 400
+    with pytest.raises(UsageError, match=f"at byte {3 * BLOCK} is not: its 65536-byte block "
+                                         r"has \d+ bytes 0x00 or 0xFF, random data fewer than 735"):
+        _check(HEADER + bytes(payload), pieces=5)
+    # The last, partial block is judged by its own length.
+    tail = bytes(os.urandom(3 * BLOCK)) + bytes([value]) * 40
+    with pytest.raises(UsageError, match=f"at byte {3 * BLOCK} is not: its 40-byte block"):
+        _check(HEADER + tail, pieces=3)
+
+
+def test_compressed_plaintext_is_caught_only_in_the_samples() -> None:
+    """Compressed data looks random byte by byte; the sampled tests see its statistics."""
+    packed = zlib.compress(TEXT * 8, 9)[2:]  # Raw deflate: no zlib signature to find.
+    assert len(packed) >= 2 * WINDOW
+    with pytest.raises(UsageError, match="at byte 0 is not"):
+        _check(HEADER + packed + os.urandom(SPACING))
+    _check(HEADER + os.urandom(4 * WINDOW) + packed + os.urandom(4 * WINDOW))
+
+
+def test_armored_payloads_are_decoded_before_checking() -> None:
+    unsampled = os.urandom(3 * WINDOW) + b"\x01" + TEXT + os.urandom(2 * WINDOW)
+    for payload, refused in ((os.urandom(200_000), False), (unsampled, True)):
         armored = io.BytesIO()
         writer = ArmorWriter(armored)
         writer.write(HEADER + payload)
         writer.close()
         if refused:
-            with pytest.raises(UsageError, match="not uniformly distributed"):
+            with pytest.raises(UsageError, match=f"at byte {3 * WINDOW + 1} is not: it holds"):
                 _check(armored.getvalue(), armored=True, pieces=30)
         else:
             _check(armored.getvalue(), armored=True, pieces=30)
+
+
+def test_the_block_scan_sees_a_run_across_its_calls() -> None:
+    scan = BlockScan()
+    first = bytearray(os.urandom(BLOCK))
+    first[-300:] = TEXT[:300]
+    assert scan.feed(bytes(first)) is None
+    second = TEXT[300:600] + os.urandom(BLOCK - 300)
+    finding = scan.feed(second)
+    assert finding is not None and finding[0] <= BLOCK - 300
+
+
+class _Sink:
+    """A pending object that remembers what it was given."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.data += data
+        return len(data)
+
+
+@pytest.mark.parametrize("pieces", [1, 13, 400])
+def test_only_cleared_bytes_reach_the_pending_object(pieces: int) -> None:
+    upload = HEADER + _payload(5 * BLOCK + 123, 2 * BLOCK + 17, TEXT[:3000])
+    identity = envelope.generate_identity()
+    sink = _Sink()
+    through = _PassThrough(sink, [identity.recipient])  # type: ignore[arg-type]
+
+    def write_all() -> None:
+        for start, end in _cuts(len(upload), pieces):
+            buffer = bytearray(upload[start:end])
+            through.write(memoryview(buffer))
+            buffer[:] = bytes(len(buffer))  # The writer reuses its buffer.
+
+    with pytest.raises(UsageError, match="without a control byte"):
+        write_all()
+    assert TEXT[:64] not in sink.data
+    assert bytes(sink.data) == upload[:len(sink.data)]
+    sink = _Sink()
+    good = HEADER + os.urandom(5 * BLOCK + 123)
+    through = _PassThrough(sink, [identity.recipient])  # type: ignore[arg-type]
+    for start, end in _cuts(len(good), pieces):
+        through.write(good[start:end])
+    through.close()
+    assert bytes(sink.data) == good

@@ -337,7 +337,7 @@ _NOISE = os.urandom(60_000)
 
 
 @pytest.mark.parametrize(("payload", "reason"), [
-    (CSV, "not uniformly distributed"),
+    (CSV, "without a control byte"),
     (gzip.compress(CSV), "not uniformly distributed"),
     (bytes(range(256)) * 300, "not uniformly distributed"),
     (_NOISE + _NOISE[-6000:], "compresses"),

@@ -1,10 +1,16 @@
-"""The reorder buffer, the error table and the transport's algorithm choice."""
+"""The reorder buffer (and the payload check behind it), the error table and the
+transport's algorithm choice."""
 
 from __future__ import annotations
+
+import io
+import os
+import random
 
 import pytest
 from paramiko import sftp
 
+from gateway import envelope
 from gateway.errors import (
     ConflictError,
     DatabaseError,
@@ -14,6 +20,7 @@ from gateway.errors import (
     StorageError,
     UsageError,
 )
+from gateway.payload_check import PayloadCheck
 from sftp_server.budget import ENTRY_OVERHEAD, MemoryBudget
 from sftp_server.errors import refusal_for, status_for
 from sftp_server.handles import ReorderBuffer
@@ -122,3 +129,36 @@ def test_only_modern_algorithms_remain() -> None:
     for weak in ("sha1", "cbc", "3des", "md5", "group14", "nistp256-sha"):
         assert weak not in everything_offered
     assert "mlkem768x25519-sha256" in everything_offered
+
+
+
+def _age_header() -> bytes:
+    sink = io.BytesIO()
+    with envelope.Encryptor(sink, [envelope.generate_identity().recipient]) as encryptor:
+        encryptor.write(b"")
+    data = sink.getvalue()
+    return data[:data.index(b"\n", data.index(b"\n--- ") + 1) + 1]
+
+
+def _check_in_arrival_order(writes: list[tuple[int, bytes]]) -> None:
+    buffer, check = _buffer(1 << 21, entries=len(writes)), PayloadCheck(armored=False)
+    for offset, data in writes:
+        for chunk in buffer.accept(offset, data):
+            check.feed(chunk)
+    check.finish()
+
+
+def test_out_of_order_writes_reach_the_payload_check_in_order() -> None:
+    """Issue 21: a pre-encrypted upload whose writes arrive out of order (pipelined SFTP
+    writes) is checked as the file it is, and plaintext in it is found where it is."""
+    text = b"".join(b"%d,P%07d,1986-04-12,F\n" % (i, i) for i in range(200))
+    payload = bytearray(os.urandom(600_000))
+    upload = _age_header() + bytes(payload)
+    writes = [(start, upload[start:start + 32768]) for start in range(0, len(upload), 32768)]
+    _check_in_arrival_order(random.sample(writes, len(writes)))
+    payload[299_999:300_000 + len(text)] = b"\x01" + text
+    upload = _age_header() + bytes(payload)
+    writes = [(start, upload[start:start + 32768]) for start in range(0, len(upload), 32768)]
+    for order in (writes, random.sample(writes, len(writes))):
+        with pytest.raises(UsageError, match="payload at byte 300000 is not: it holds 512"):
+            _check_in_arrival_order(order)

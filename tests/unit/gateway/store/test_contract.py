@@ -10,6 +10,7 @@ import hashlib
 import os
 import random
 import threading
+import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from gateway.config import load_settings
 from gateway.errors import NotFoundError, StorageError
 from gateway.store import ObjectStore, open_store
-from gateway.store.s3 import READ_AHEAD, S3Store
+from gateway.store.s3 import PartBuffers, S3Store
 from tests.s3 import create_bucket, s3_settings
 
 MIB = 1 << 20
@@ -79,9 +80,11 @@ def test_large_object_in_several_parts(store: ObjectStore) -> None:
     assert _read_all(store, object_id) == data
     reader = store.open(object_id)
     rng = random.Random(7)
-    for _ in range(40):  # Reads jumping around the read-ahead window's edges.
-        offset = rng.choice([0, READ_AHEAD - 3, PART, len(data) - 5, rng.randrange(len(data))])
-        length = rng.choice([1, 7, 255 * 1024, READ_AHEAD + 1])
+    for _ in range(40):  # Reads jumping around, and reads in order that continue a stream.
+        offset = rng.choice([0, MIB - 3, PART, len(data) - 5, rng.randrange(len(data))])
+        length = rng.choice([1, 7, 255 * 1024, MIB + 1])
+        assert reader.read_at(offset, length) == data[offset:offset + length]
+        offset = min(offset + length, len(data))
         assert reader.read_at(offset, length) == data[offset:offset + length]
     reader.close()
 
@@ -233,3 +236,77 @@ def test_s3_unreachable_bucket_is_one_clear_error(tmp_path: Path, s3_endpoint: s
         store.create()
     with pytest.raises(StorageError, match="cannot sweep partial uploads: S3 error NoSuch"):
         store.sweep_partials(older_than=_future())
+
+
+def test_s3_concurrent_uploads_share_a_bounded_set_of_part_buffers(
+        tmp_path: Path, s3_endpoint: str) -> None:
+    """Issue 21: six uploads at once with two part buffers all complete, intact, and the
+    process never holds more than the two buffers for parts."""
+    settings = load_settings(data_dir=tmp_path, environ={}, overrides={
+        **s3_settings(s3_endpoint, create_bucket(s3_endpoint)), "s3_part_size_mib": 5,
+        "s3_part_buffers": 2, "max_upload_mib": 1024})
+    store = open_store(settings)
+    assert isinstance(store, S3Store)
+    datas = [os.urandom(2 * PART + 1000 * n) for n in range(6)]
+    results: dict[int, str] = {}
+    most = [0]
+
+    def put(n: int) -> None:
+        pending = store.create()
+        for start in range(0, len(datas[n]), 255 * 1024):
+            pending.write(datas[n][start:start + 255 * 1024])
+            most[0] = max(most[0], store.parts.in_use)
+        results[n] = pending.commit().object_id
+
+    threads = [threading.Thread(target=put, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 2 and store.parts.in_use == 0
+    for n, object_id in results.items():
+        assert _read_all(store, object_id) == datas[n]
+
+
+def test_part_buffers_go_round_in_order_and_a_long_wait_is_refused() -> None:
+    buffers = PartBuffers(part_size=16, count=1, wait_seconds=0.2)
+    first = buffers.take()
+    order: list[int] = []
+
+    def wait_turn(n: int) -> None:
+        buffer = buffers.take()
+        order.append(n)
+        buffers.give_back(buffer)
+
+    waiters = []
+    for n in range(3):
+        waiters.append(threading.Thread(target=wait_turn, args=(n,)))
+        waiters[-1].start()
+        while buffers.waiting < n + 1:
+            time.sleep(0.001)
+    buffers.give_back(first)
+    for thread in waiters:
+        thread.join()
+    assert order == [0, 1, 2] and buffers.in_use == 0
+    held = buffers.take()
+    with pytest.raises(StorageError, match="the server is busy: all 1 S3 part buffers"):
+        buffers.take()
+    buffers.give_back(held)
+    assert len(buffers.take()) == 16
+
+
+def test_s3_download_survives_a_stream_the_server_closed(tmp_path: Path,
+                                                         s3_endpoint: str) -> None:
+    """Reads in order continue one GET; if it was closed meanwhile (a client that paused
+    past the server's idle limit), the next read starts a new one where it stopped."""
+    store = open_store(load_settings(data_dir=tmp_path, environ={}, overrides={
+        **s3_settings(s3_endpoint, create_bucket(s3_endpoint))}))
+    assert isinstance(store, S3Store)
+    data = os.urandom(3 * MIB)
+    reader = store.open(_put(store, data))
+    assert reader.read_at(0, MIB) == data[:MIB]
+    stream = reader._stream  # The stream the server would drop.
+    stream.close()
+    assert reader.read_at(MIB, 2 * MIB) == data[MIB:]
+    assert reader._stream is not stream
+    reader.close()
