@@ -15,7 +15,6 @@ import hashlib
 import queue
 import threading
 import time
-import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from gateway import envelope
+from gateway.client import names
 from gateway.client.fetched import FetchedRecord, RemoteFile
 from gateway.client.files import atomic_output, sync_directory
 from gateway.client.progress import Advance, Progress
@@ -30,7 +30,10 @@ from gateway.client.sftp import OPEN_READ, SFTPSession
 from gateway.errors import GatewayError, RemoteError, UsageError
 from gateway.sftp_extensions import CIPHERTEXT_SHA256, TRANSFER_ID
 
-AGE_SUFFIX = ".age"
+# At most this many files in one listing: a Blindpost inbox holds far fewer (files
+# expire within days), and a gateway that lists more is refused rather than let fill
+# the client's memory.
+MAX_LISTED = 10_000
 _BLOCK = 1 << 20
 # Received blocks (up to 255 KiB each) that may wait to be hashed and written.
 _QUEUED = 64
@@ -52,31 +55,29 @@ class FetchResult:
 
 
 def inbox(sftp: SFTPSession) -> list[RemoteFile]:
-    """The files waiting in the partner's inbox, with the gateway's recorded hashes."""
+    """The files waiting in the partner's inbox, with the gateway's recorded hashes.
+
+    Every name, id and hash is checked here, before anything uses it: one that is not
+    plain refuses the whole listing, since only a broken or hostile gateway sends it.
+    """
     files = []
-    for entry in sftp.listdir("/"):
+    for entry in sftp.listdir("/", limit=MAX_LISTED):
         attrs = entry.attributes
         sha256, transfer_id = attrs.extended.get(CIPHERTEXT_SHA256), attrs.extended.get(
             TRANSFER_ID)
         if sha256 is None or transfer_id is None or attrs.size is None:
             raise RemoteError("the server does not list ciphertext hashes; is it a "
                               "Blindpost gateway, signed in as a partner account?")
-        files.append(RemoteFile(entry.name, attrs.size, sha256, transfer_id))
+        files.append(checked(RemoteFile(entry.name, attrs.size, sha256, transfer_id)))
     return files
 
 
-def plain_name(name: str) -> str:
-    """The local name for the gateway's ``NAME.age``; refuses names that are not plain.
-
-    The name comes from the server, which the client does not trust with its file system.
-    """
-    base = name[:-len(AGE_SUFFIX)] if name.endswith(AGE_SUFFIX) else ""
-    if (not base or base in (".", "..") or base.startswith(".") or "/" in base
-            or "\\" in base or any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn")
-                                   for ch in base)):
-        raise UsageError(f"refusing the file name {name!r} from the gateway: not a plain "
-                         "NAME.age")
-    return base
+def checked(entry: RemoteFile) -> RemoteFile:
+    """``entry`` if its name, transfer id and hash are plain; see :mod:`.names`."""
+    names.plain_name(entry.name)
+    names.transfer_id(entry.transfer_id)
+    names.ciphertext_sha256(entry.sha256)
+    return entry
 
 
 class _Recorder:
@@ -182,7 +183,12 @@ class Fetcher:
         self._overwrite = overwrite
 
     def partial_path(self, entry: RemoteFile) -> Path:
-        return self._out / f".{entry.name}.{entry.transfer_id}.part"
+        """The hidden partial file of ``entry``, which must be :func:`checked`."""
+        suffix = f".{entry.transfer_id}.part"
+        # Cut the name so the whole stays within NAME_MAX; the id keeps it unique.
+        room = names.MAX_NAME_BYTES - 1 - len(suffix)
+        name = entry.name.encode("utf-8")[:room].decode("utf-8", "ignore")
+        return self._out / f".{name}{suffix}"
 
     def fetch(self, entry: RemoteFile, *, now: datetime) -> FetchResult:
         """Download, verify and decrypt one file; failures are in the result."""
@@ -190,7 +196,7 @@ class Fetcher:
                              sha256=entry.sha256)
         started = time.monotonic()
         try:
-            target = self._target(entry)
+            target = self._target(checked(entry))
             self._record.mark_begun(entry)
             self._download(entry, target, result)
             self._record.mark_fetched(entry, target, now=now)
@@ -203,7 +209,7 @@ class Fetcher:
         return result
 
     def _target(self, entry: RemoteFile) -> Path:
-        target = self._out / plain_name(entry.name)
+        target = self._out / names.plain_name(entry.name)
         taken = [p for p in (target, self._out / entry.name if self._keep else None)
                  if p is not None and p.exists()]
         if taken and not self._overwrite:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from gateway import envelope
-from gateway.client.fetch import Fetcher, plain_name
+from gateway.client.fetch import Fetcher
 from gateway.client.fetched import FetchedRecord, RemoteFile
+from gateway.client.names import UnsafeNameError, plain_name
 from gateway.client.progress import NoProgress
-from gateway.errors import UsageError
 
 
 @pytest.mark.parametrize("name", ["a.csv.age", "résumé 2026.xlsx.age", "x.age.age"])
@@ -24,7 +24,7 @@ def test_plain_names(name: str) -> None:
 @pytest.mark.parametrize("name", ["a.csv", ".age", "..age", ".hidden.age", "a/b.age",
                                   "..\\b.age", "evil\u202egpj.exe.age", "nul\x00.age"])
 def test_names_a_hostile_gateway_might_send_are_refused(name: str) -> None:
-    with pytest.raises(UsageError, match=r"not a plain NAME\.age"):
+    with pytest.raises(UnsafeNameError, match=r"^refusing the file name '.*' from the gateway"):
         plain_name(name)
 
 
@@ -71,3 +71,14 @@ def test_a_partial_that_does_not_hash_right_is_discarded(tmp_path: Path) -> None
     assert not result.ok
     assert "SHA-256 differs" in str(result.error)
     assert list(out.iterdir()) == []
+
+
+def test_a_partial_file_name_stays_within_name_max(tmp_path: Path) -> None:
+    fetcher = Fetcher(NoGateway(), out_dir=tmp_path, identities=[],  # type: ignore[arg-type]
+                      record=FetchedRecord(tmp_path / "fetched.json", "lee@gw"),
+                      progress=NoProgress(), keep_ciphertext=False, overwrite=False)
+    entry = RemoteFile("é" * 125 + ".age", 1, "00" * 32, "7" * 64)
+    partial = fetcher.partial_path(entry)
+    assert len(partial.name.encode()) <= 255
+    assert partial.name.startswith(".éé") and partial.name.endswith("." + "7" * 64 + ".part")
+    partial.write_bytes(b"x")
