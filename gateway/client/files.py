@@ -1,11 +1,12 @@
-"""Files on a staff or partner machine: private, replaced atomically, durable.
+"""Files on a staff or partner machine: private, replaced atomically, durable if asked.
 
-A plaintext output never sits under its final name until it is complete and on disk:
-it is written to a 0600 temporary file next to it, flushed to the disk (``fsync``) and
-renamed into place. Writes go straight to the file descriptor, in the caller's blocks
-(1 MiB): no buffering layer copies them again. (Asking the kernel to start writing back
-early, with ``posix_fadvise``, or writing from a second thread, measured no faster in
-bench/clients.py and cost more CPU.)
+A plaintext output never sits under its final name until it is complete: it is written
+to a 0600 temporary file next to it and renamed into place. ``fetch`` also flushes it to
+the disk (``fsync``) before the rename, because it then records the file as delivered;
+``encrypt -o`` and ``decrypt -o`` convert one file into another, as ``age -o``, ``cp``
+and ``gpg -o`` do, and leave the flushing to the kernel. Writes go straight to the file
+descriptor in the caller's blocks (no buffering layer copies them again), optionally
+from a thread of their own, so that the next block is decrypted while one is written.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 
@@ -33,41 +35,78 @@ def sync_directory(path: Path) -> None:
         os.close(fd)
 
 
-class DurableWriter:
-    """A binary sink over a file descriptor; :meth:`finish` makes it durable."""
+class OutputWriter:
+    """A binary sink over a file descriptor.
 
-    def __init__(self, fd: int) -> None:
+    With ``background``, :meth:`write` hands the block to a writer thread and returns;
+    the caller may not change that block until its next :meth:`write` returns (which
+    waits for the block before). ``os.write`` releases the GIL, so decryption and the
+    kernel's copying run side by side. :meth:`finish` waits for the last block and
+    raises the first write error.
+    """
+
+    def __init__(self, fd: int, *, background: bool = False) -> None:
         self._fd = fd
+        self._pool = ThreadPoolExecutor(1, "blindpost-write") if background else None
+        self._pending: Future[None] | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data).cast("B")
-        size = len(view)
+        if self._pool is None:
+            self._write_all(view)
+            return len(view)
+        self._wait()
+        self._pending = self._pool.submit(self._write_all, view)
+        return len(view)
+
+    def _write_all(self, view: memoryview) -> None:
         while view:
             view = view[os.write(self._fd, view):]
-        return size
 
-    def finish(self) -> None:
-        """Wait until everything written is on disk."""
-        os.fsync(self._fd)
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def finish(self, *, durable: bool) -> None:
+        """Wait for every write; with ``durable``, until it is on disk too."""
+        self.close()
+        if durable:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        """Wait for the write in progress and stop the writer thread."""
+        try:
+            self._wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
 
 
 @contextlib.contextmanager
-def atomic_output(path: Path) -> Iterator[DurableWriter]:
+def atomic_output(path: Path, *, durable: bool = True,
+                  background: bool = False) -> Iterator[OutputWriter]:
     """A private temporary file next to ``path``, renamed to it only on success.
 
-    On success the data and the rename are on disk when the block ends; on any error
+    On success, with ``durable``, the data and the rename are on disk when the block
+    ends; without, the kernel writes them back in its own time (a crash soon after
+    may leave an empty or partial file under ``path``, as with ``cp``). On any error
     the temporary file is removed and ``path`` is untouched.
     """
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    sink = OutputWriter(fd, background=background)
     try:
-        sink = DurableWriter(fd)
         yield sink
-        sink.finish()
+        sink.finish(durable=durable)
         os.close(fd)
         fd = -1
         Path(temporary).replace(path)
-        sync_directory(path.parent)
+        if durable:
+            sync_directory(path.parent)
     except BaseException:
+        with contextlib.suppress(OSError):
+            sink.close()
         if fd >= 0:
             os.close(fd)
         Path(temporary).unlink(missing_ok=True)

@@ -96,3 +96,26 @@ class BufferedSource:
         if len(parts) == 1:
             return parts[0]
         return b"".join(parts)
+
+    def readinto_exact(self, view: memoryview) -> int:
+        """Fill ``view``; return the count, smaller only if the stream ends first.
+
+        Reads straight into ``view`` when the source has ``readinto`` (files do),
+        so a large block is copied once, by the kernel.
+        """
+        done = min(len(self._buf), len(view))
+        view[:done] = self._buf[:done]
+        self._buf = self._buf[done:]
+        readinto = getattr(self._raw, "readinto", None)
+        while done < len(view) and not self._eof:
+            if readinto is not None:
+                count = readinto(view[done:]) or 0
+            else:
+                data = self._raw.read(len(view) - done)
+                count = len(data)
+                view[done:done + count] = data
+            if not count:
+                self._eof = True
+                break
+            done += count
+        return done
