@@ -344,11 +344,10 @@ def _wanted(fetcher: Fetcher, record: FetchedRecord, listed: list[RemoteFile],
     listed_ids = {entry.transfer_id for entry in listed}
     for begun in record.begun():
         try:
-            partial = fetcher.partial_path(checked(begun))
+            checked(begun)
         except UnsafeNameError:
             continue  # Recorded by an older client from a hostile gateway: never used.
-        if (begun.transfer_id not in listed_ids and partial.exists()
-                and partial.stat().st_size == begun.size):
+        if begun.transfer_id not in listed_ids and fetcher.complete_locally(begun):
             wanted.append(begun)
     return wanted
 

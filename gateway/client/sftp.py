@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -344,7 +344,8 @@ class SFTPSession:
         finally:
             self.close(handle)
 
-    def read_stream(self, handle: bytes, offset: int, end: int) -> Iterator[memoryview]:
+    def read_stream(self, handle: bytes, offset: int,
+                    end: int) -> Generator[memoryview, None, None]:
         """Yield the bytes of ``[offset, end)`` in order, with reads pipelined.
 
         Each piece is a read-only view into what was received, not a copy. Closing the

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -93,7 +93,7 @@ class Decryptor:
         threads: int = 1,
     ) -> None:
         self._error: DecryptionError | None = None
-        self._source, _ = _open(source, armored)
+        self._source, is_armored = _open(source, armored)
         header = parse_header(self._source)
         file_key = _unwrap(header, identities)
         if not verify_header_mac(header, file_key):
@@ -102,11 +102,47 @@ class Decryptor:
         if len(nonce) != PAYLOAD_NONCE_SIZE:
             raise HeaderError("file is truncated after the header")
         self._opener: ChunkOpener | None = ChunkOpener(payload_key(file_key, nonce))
+        # Kept after the last chunk, for :meth:`reseal`; forgotten at close.
+        self._resealer: ChunkOpener | None = self._opener
+        self._payload_start = None if is_armored else self._source.position
         self._plain = b""
         self._offset = 0
         self._closed = False
         self._halves = Halves(threads)
         self._sealed = memoryview(bytearray(0))
+
+    @property
+    def payload_start(self) -> int | None:
+        """Where the first payload chunk starts in a binary file (header and payload
+        nonce before it); ``None`` for an armored file, whose chunks have no fixed
+        offsets. Chunk ``i`` starts at ``payload_start + i * (64 KiB + 16)``."""
+        return self._payload_start
+
+    def resume(self, source: Readable, *, chunk: int) -> None:
+        """Go on with chunk ``chunk`` of a binary file, read from ``source`` (whose
+        first byte is that chunk's first byte): a resumed download, whose chunks
+        before ``chunk`` were opened in an earlier run."""
+        if self._payload_start is None or self._resealer is None or self._closed:
+            raise ValueError("only an open binary age file can be resumed")
+        self._source = BufferedSource(source)
+        self._resealer.restart_at(chunk)
+        self._opener = self._resealer
+        self._error = None
+        self._plain = b""
+        self._offset = 0
+
+    def reseal(self, plaintext: memoryview, *, first: int, final: bool) -> Iterator[bytes]:
+        """The sealed chunks of this file, from chunk ``first``, for their plaintext:
+        whole chunks, and with ``final`` the file's last (possibly short) one after
+        them. A resumed download recomputes the file's hash from them."""
+        if self._resealer is None:
+            raise ValueError("reseal on a closed Decryptor")
+        chunks = max(1, -(-len(plaintext) // CHUNK_SIZE)) if final else len(
+            plaintext) // CHUNK_SIZE
+        for index in range(chunks):
+            piece = plaintext[index * CHUNK_SIZE:(index + 1) * CHUNK_SIZE]
+            yield self._resealer.reseal(piece, first + index,
+                                        last=final and index == chunks - 1)
 
     @property
     def closed(self) -> bool:
@@ -245,7 +281,7 @@ class Decryptor:
     def close(self) -> None:
         """Forget the payload key and any buffered plaintext. The source stays open."""
         self._closed = True
-        self._opener = None
+        self._opener = self._resealer = None
         self._plain = b""
         self._offset = 0
         self._halves.close()

@@ -148,6 +148,19 @@ class ChunkOpener:
         self._counter += done
         return done
 
+    def restart_at(self, counter: int) -> None:
+        """Open chunk ``counter`` next (a download resumed at that chunk)."""
+        self._counter = counter
+        self.finished = False
+
+    def reseal(self, plaintext: memoryview, counter: int, *, last: bool) -> bytes:
+        """The sealed form of chunk ``counter`` of this file, given its plaintext.
+
+        Sealing is deterministic, so this is byte for byte what the file holds: a
+        resumed download hashes the chunks it kept without having kept them sealed.
+        """
+        return self._aead.encrypt(_chunk_nonce(counter, last=last), plaintext, None)
+
     def open_full(self, sealed: bytes) -> bytes:
         """Open a full-size chunk, which may be a middle chunk or the final one.
 

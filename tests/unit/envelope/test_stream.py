@@ -310,3 +310,37 @@ def test_two_thread_encryption_round_trips(size: int, step: int) -> None:
             encryptor.write(data[at:at + step])
     assert decrypt_bytes(sink.getvalue(), [_IDENTITY]) == data
     assert _released_in_batches(sink.getvalue(), 4 * CHUNK, 2) == (data, None)
+
+
+@pytest.mark.parametrize("size", [0, 5, CHUNK, 5 * CHUNK + 100])
+def test_resume_and_reseal_give_the_file_back(size: int) -> None:
+    """A download resumed at chunk k decrypts the rest; resealing the plaintext of the
+    chunks before k gives the very bytes of the file (to hash them again)."""
+    data = _plaintext(size, size)
+    ciphertext = encrypt_bytes(data, [_IDENTITY.recipient])
+    start = _payload_start(ciphertext)
+    with Decryptor(io.BytesIO(ciphertext), [_IDENTITY], threads=2) as decryptor:
+        assert decryptor.payload_start == start
+        whole = b"".join(decryptor.reseal(memoryview(data), first=0, final=True))
+        assert whole == ciphertext[start:]
+        for chunk in range(size // CHUNK):
+            prefix = b"".join(decryptor.reseal(memoryview(data[:chunk * CHUNK]), first=0,
+                                               final=False))
+            assert prefix == ciphertext[start:start + chunk * SEALED]
+            decryptor.resume(io.BytesIO(ciphertext[start + chunk * SEALED:]), chunk=chunk)
+            buffer = bytearray(3 * CHUNK)
+            rest = bytearray()
+            while count := decryptor.readinto(buffer):
+                rest += buffer[:count]
+            assert rest == data[chunk * CHUNK:]
+        decryptor.resume(io.BytesIO(ciphertext[start + SEALED:]), chunk=0)
+        with pytest.raises(PayloadError):
+            decryptor.read()
+
+
+def test_armored_files_have_no_chunk_offsets() -> None:
+    armored = encrypt_bytes(b"rows", [_IDENTITY.recipient], armor=True)
+    with Decryptor(io.BytesIO(armored), [_IDENTITY]) as decryptor:
+        assert decryptor.payload_start is None
+        with pytest.raises(ValueError, match="only an open binary age file"):
+            decryptor.resume(io.BytesIO(b""), chunk=0)

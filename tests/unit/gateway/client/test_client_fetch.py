@@ -1,9 +1,11 @@
 """fetch's local rules: plain names only, and finishing a download whose last byte
-arrived before the program stopped, from the partial file, without the gateway."""
+arrived before the program stopped, from the kept plaintext and header, without the
+gateway."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,6 +37,16 @@ class NoGateway:
         raise AssertionError(f"the gateway was asked for {name}")
 
 
+def _keep(fetcher: Fetcher, entry: RemoteFile, ciphertext: bytes, plaintext: bytes,
+          identity: envelope.Identity) -> None:
+    """What an interrupted run leaves: the age header and the decrypted plaintext."""
+    with envelope.Decryptor(io.BytesIO(ciphertext), [identity]) as decryptor:
+        start = decryptor.payload_start
+    assert start is not None
+    fetcher.partial_path(entry, ".head").write_bytes(ciphertext[:start])
+    fetcher.partial_path(entry).write_bytes(plaintext)
+
+
 def test_a_complete_partial_download_is_finished_locally(tmp_path: Path) -> None:
     identity = envelope.generate_identity(post_quantum=False)
     ciphertext = envelope.encrypt_bytes(b"rows\n" * 1000, [identity.recipient])
@@ -47,7 +59,8 @@ def test_a_complete_partial_download_is_finished_locally(tmp_path: Path) -> None
     fetcher = Fetcher(NoGateway(), out_dir=out, identities=[identity],  # type: ignore[arg-type]
                       record=record, progress=NoProgress(), keep_ciphertext=False,
                       overwrite=False)
-    fetcher.partial_path(entry).write_bytes(ciphertext)
+    _keep(fetcher, entry, ciphertext, b"rows\n" * 1000, identity)
+    assert fetcher.complete_locally(entry)
     assert record.begun() == [entry]
     result = fetcher.fetch(entry, now=datetime.now(UTC))
     assert result.ok, result.error
@@ -66,7 +79,7 @@ def test_a_partial_that_does_not_hash_right_is_discarded(tmp_path: Path) -> None
     fetcher = Fetcher(NoGateway(), out_dir=out, identities=[identity],  # type: ignore[arg-type]
                       record=FetchedRecord(tmp_path / "fetched.json", "lee@gw"),
                       progress=NoProgress(), keep_ciphertext=False, overwrite=False)
-    fetcher.partial_path(entry).write_bytes(ciphertext)
+    _keep(fetcher, entry, ciphertext, b"rows\n", identity)
     result = fetcher.fetch(entry, now=datetime.now(UTC))
     assert not result.ok
     assert "SHA-256 differs" in str(result.error)
@@ -82,3 +95,26 @@ def test_a_partial_file_name_stays_within_name_max(tmp_path: Path) -> None:
     assert len(partial.name.encode()) <= 255
     assert partial.name.startswith(".éé") and partial.name.endswith("." + "7" * 64 + ".part")
     partial.write_bytes(b"x")
+
+
+def test_a_kept_plaintext_that_was_changed_is_discarded(tmp_path: Path) -> None:
+    identity = envelope.generate_identity(post_quantum=False)
+    plaintext = bytes(200_000)
+    ciphertext = envelope.encrypt_bytes(plaintext, [identity.recipient])
+    entry = RemoteFile("rows.csv.age", len(ciphertext), hashlib.sha256(ciphertext).hexdigest(),
+                       "id-2")
+    out = tmp_path / "inbox"
+    out.mkdir()
+    fetcher = Fetcher(NoGateway(), out_dir=out, identities=[identity],  # type: ignore[arg-type]
+                      record=FetchedRecord(tmp_path / "fetched.json", "lee@gw"),
+                      progress=NoProgress(), keep_ciphertext=True, overwrite=False)
+    _keep(fetcher, entry, ciphertext, b"x" + plaintext[1:], identity)
+    result = fetcher.fetch(entry, now=datetime.now(UTC))
+    assert not result.ok
+    assert "SHA-256 differs" in str(result.error)
+    assert list(out.iterdir()) == []
+    _keep(fetcher, entry, ciphertext, plaintext, identity)
+    result = fetcher.fetch(entry, now=datetime.now(UTC))
+    assert result.ok, result.error
+    assert sorted(p.name for p in out.iterdir()) == ["rows.csv", "rows.csv.age"]
+    assert (out / "rows.csv.age").read_bytes() == ciphertext, "sealed again, byte for byte"
