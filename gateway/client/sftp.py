@@ -41,8 +41,8 @@ MAX_REQUEST = 255 * 1024
 WINDOW = 64
 # A reply larger than this is a broken or hostile server.
 MAX_PACKET = 1 << 20
-# Received bytes are taken from the channel in blocks this large: paramiko's channel
-# buffer moves what stays behind on every smaller read, which costs more than the data.
+# Received bytes are taken from the channel in blocks of up to this size (with the
+# client's BlockPipe, one SSH packet's data per call, uncopied).
 RECEIVE_BLOCK = 16 << 20
 # The received data are kept as the blocks they came in, and a read reply is handed on
 # as a view into its block: copying them again would be done holding the GIL, which
