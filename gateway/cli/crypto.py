@@ -11,7 +11,6 @@ or later (Debian 12's age 1.1.1 refuses them); classical keys (``keygen --classi
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import stat
 import sys
@@ -23,6 +22,7 @@ from typing import Protocol, cast
 import click
 
 from gateway.cli.errors import fail, from_os_error
+from gateway.client.cores import block_bytes, chunk_threads
 from gateway.client.files import atomic_output
 from gateway.envelope import (
     Decryptor,
@@ -35,13 +35,6 @@ from gateway.envelope import (
     parse_recipients_file,
 )
 
-# Copy in blocks of 64 chunks: big enough that per-call overhead vanishes and that each
-# of the two threads gets 32 chunks to seal or open at a time, small enough that memory
-# stays flat.
-_BLOCK = 64 * 64 * 1024
-# Chunks are sealed and opened in two threads (the cipher releases the GIL), while the
-# output is written from a third.
-_THREADS = 2
 # Progress bars only for inputs that take long enough to be worth watching.
 _PROGRESS_MIN_SIZE = 8 * 1024 * 1024
 
@@ -187,12 +180,15 @@ def encrypt(
             raise click.UsageError(
                 "refusing to write binary ciphertext to a terminal; use -a or -o"
             )
+        # With a core to spare, chunks are sealed in two threads (gateway.client.cores).
+        threads = chunk_threads()
         with (
             _open_input(input_path) as source,
             _open_output(output) as sink,
-            Encryptor(sink, recipients, armor=armor, threads=_THREADS) as encryptor,
+            Encryptor(sink, recipients, armor=armor, threads=threads) as encryptor,
         ):
-            _copy_blocks(source, encryptor.write, progress=_progress_for(source, "encrypting"))
+            _copy_blocks(source, encryptor.write, block_bytes(threads),
+                         progress=_progress_for(source, "encrypting"))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -266,29 +262,27 @@ def decrypt(identity_files: tuple[Path, ...], output: Path | None, input_path: s
             # Undecodable bytes become U+FFFD, so a wrong file fails as "not an
             # identity" on its line rather than with a codec error.
             identities += parse_identities_file(path.read_text(encoding="utf-8", errors="replace"))
+        threads = chunk_threads()
         with (
             _open_input(input_path) as source,
             _open_output(output) as sink,
-            Decryptor(source, identities, threads=_THREADS) as decryptor,
+            Decryptor(source, identities, threads=threads) as decryptor,
         ):
-            _copy_blocks(decryptor, sink.write, progress=_progress_for(source, "decrypting"))
+            _copy_blocks(decryptor, sink.write, block_bytes(threads),
+                         progress=_progress_for(source, "decrypting"))
 
 
 def _copy_blocks(
-    source: _Input | Decryptor, write: Callable[[memoryview], object], *, progress: _Progress
+    source: _Input | Decryptor,
+    write: Callable[[memoryview], object],
+    block: int,
+    *,
+    progress: _Progress,
 ) -> None:
-    """Copy ``source`` to ``write`` through two buffers that take turns.
-
-    ``write`` may still be writing one block (from its own thread) while the next
-    is read into the other buffer.
-    """
-    views = [memoryview(bytearray(_BLOCK)) for _ in range(2)]
+    """Copy ``source`` to ``write`` through one reused buffer of ``block`` bytes."""
+    view = memoryview(bytearray(block))
     with progress as update:
-        for turn in itertools.count():
-            view = views[turn % 2]
-            count = source.readinto(view)
-            if not count:
-                break
+        while count := source.readinto(view):
             write(view[:count])
             update()
 
@@ -313,7 +307,7 @@ def _open_output(path: Path | None) -> Iterator[_Output]:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    with atomic_output(path, durable=False, background=True) as sink:
+    with atomic_output(path, durable=False) as sink:
         yield sink
 
 

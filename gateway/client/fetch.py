@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import os
 import queue
 import threading
@@ -32,6 +31,7 @@ from typing import Protocol
 
 from gateway import envelope
 from gateway.client import names
+from gateway.client.cores import block_bytes, chunk_threads
 from gateway.client.fetched import FetchedRecord, RemoteFile
 from gateway.client.files import OutputWriter, atomic_output, sync_directory
 from gateway.client.progress import Advance, Progress
@@ -43,9 +43,8 @@ from gateway.sftp_extensions import CIPHERTEXT_SHA256, TRANSFER_ID
 # expire within days), and a gateway that lists more is refused rather than let fill
 # the client's memory.
 MAX_LISTED = 10_000
-# Plaintext is decrypted in blocks of 64 chunks, 32 for each of two threads.
-_BLOCK = 4 << 20
-_THREADS = 2
+# Kept plaintext is read back (to seal it again) in blocks this large.
+_BLOCK = 1 << 20
 # Received blocks (up to 255 KiB each) that may wait to be hashed.
 _QUEUED = 64
 # Sizes of age's payload chunks, plain and sealed.
@@ -311,7 +310,8 @@ class Fetcher:
     def _decrypt(self, entry: RemoteFile, handle: bytes | None,
                  source: _Readable, target: Path,
                  result: FetchResult) -> None:
-        with envelope.Decryptor(source, self._identities, threads=_THREADS) as decryptor:
+        with envelope.Decryptor(source, self._identities,
+                                threads=chunk_threads()) as decryptor:
             resume = self._resume_point(entry, decryptor, source)
             result.resumed_at = min(resume.offset, entry.size) if resume.kept else 0
             partial = self.partial_path(entry)
@@ -405,26 +405,20 @@ class Fetcher:
                         copy: OutputWriter | None) -> None:
         remote = self._sftp.read_stream(handle, resume.offset, entry.size)
         hasher = _Hasher(resume.hash, copy)
-        sink = OutputWriter(fd, background=True)
+        sink = OutputWriter(fd)
+        threads = chunk_threads()
         try:
             with self._progress.file(entry.name, entry.size, done=resume.offset) as advance:
                 source = _Ciphertext(remote, hasher, advance)
                 if decryptor.closed:  # Armored: the whole file, through a new decryptor.
-                    decryptor = envelope.Decryptor(source, self._identities,
-                                                   threads=_THREADS)
+                    decryptor = envelope.Decryptor(source, self._identities, threads=threads)
                 else:
                     decryptor.resume(source, chunk=resume.chunk)
-                # Two buffers take turns: the sink writes one from its thread while
-                # the next is decrypted into the other.
-                views = [memoryview(bytearray(_BLOCK)) for _ in range(2)]
-                for turn in itertools.count():
-                    count = decryptor.readinto(views[turn % 2])
-                    if not count:
-                        break
-                    sink.write(views[turn % 2][:count])
-            sink.finish(durable=False)
+                # Small blocks: each is written while still in the cache.
+                view = memoryview(bytearray(block_bytes(threads)))
+                while count := decryptor.readinto(view):
+                    sink.write(view[:count])
         finally:
-            sink.close()
             hasher.stop()
             remote.close()
         if hasher.finish() != entry.sha256:

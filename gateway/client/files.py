@@ -5,8 +5,9 @@ to a 0600 temporary file next to it and renamed into place. ``fetch`` also flush
 the disk (``fsync``) before the rename, because it then records the file as delivered;
 ``encrypt -o`` and ``decrypt -o`` convert one file into another, as ``age -o``, ``cp``
 and ``gpg -o`` do, and leave the flushing to the kernel. Writes go straight to the file
-descriptor in the caller's blocks (no buffering layer copies them again), optionally
-from a thread of their own, so that the next block is decrypted while one is written.
+descriptor in the caller's blocks (no buffering layer copies them again). (A writer
+thread of its own measured no faster once the blocks were small enough to stay in
+the cache; see :mod:`gateway.client.cores`.)
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 
@@ -36,57 +36,26 @@ def sync_directory(path: Path) -> None:
 
 
 class OutputWriter:
-    """A binary sink over a file descriptor.
+    """A binary sink over a file descriptor; :meth:`finish` may make it durable."""
 
-    With ``background``, :meth:`write` hands the block to a writer thread and returns;
-    the caller may not change that block until its next :meth:`write` returns (which
-    waits for the block before). ``os.write`` releases the GIL, so decryption and the
-    kernel's copying run side by side. :meth:`finish` waits for the last block and
-    raises the first write error.
-    """
-
-    def __init__(self, fd: int, *, background: bool = False) -> None:
+    def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._pool = ThreadPoolExecutor(1, "blindpost-write") if background else None
-        self._pending: Future[None] | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data).cast("B")
-        if self._pool is None:
-            self._write_all(view)
-            return len(view)
-        self._wait()
-        self._pending = self._pool.submit(self._write_all, view)
-        return len(view)
-
-    def _write_all(self, view: memoryview) -> None:
+        size = len(view)
         while view:
             view = view[os.write(self._fd, view):]
-
-    def _wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
+        return size
 
     def finish(self, *, durable: bool) -> None:
-        """Wait for every write; with ``durable``, until it is on disk too."""
-        self.close()
+        """With ``durable``, wait until everything written is on disk."""
         if durable:
             os.fsync(self._fd)
 
-    def close(self) -> None:
-        """Wait for the write in progress and stop the writer thread."""
-        try:
-            self._wait()
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown()
-                self._pool = None
-
 
 @contextlib.contextmanager
-def atomic_output(path: Path, *, durable: bool = True,
-                  background: bool = False) -> Iterator[OutputWriter]:
+def atomic_output(path: Path, *, durable: bool = True) -> Iterator[OutputWriter]:
     """A private temporary file next to ``path``, renamed to it only on success.
 
     On success, with ``durable``, the data and the rename are on disk when the block
@@ -95,7 +64,7 @@ def atomic_output(path: Path, *, durable: bool = True,
     the temporary file is removed and ``path`` is untouched.
     """
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    sink = OutputWriter(fd, background=background)
+    sink = OutputWriter(fd)
     try:
         yield sink
         sink.finish(durable=durable)
@@ -105,8 +74,6 @@ def atomic_output(path: Path, *, durable: bool = True,
         if durable:
             sync_directory(path.parent)
     except BaseException:
-        with contextlib.suppress(OSError):
-            sink.close()
         if fd >= 0:
             os.close(fd)
         Path(temporary).unlink(missing_ok=True)

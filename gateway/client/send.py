@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import envelope, recipient_list
+from gateway.client.cores import block_bytes, chunk_threads
 from gateway.client.progress import Progress
 from gateway.client.recipient_pins import Change, PinFile, compare, pins_of
 from gateway.client.sftp import (
@@ -28,11 +29,6 @@ from gateway.client.sftp import (
 )
 from gateway.errors import GatewayError, NotFoundError, PolicyError, RemoteError
 from gateway.sftp_extensions import CIPHERTEXT_SHA256, RECIPIENTS_FOLDER
-
-# The file is read in blocks of 64 chunks, sealed 32 to a thread in two threads (the
-# cipher releases the GIL) while this one hashes and sends what was sealed before.
-_BLOCK = 4 << 20
-_THREADS = 2
 
 
 class RecipientsChangedError(PolicyError):
@@ -152,7 +148,9 @@ def _upload(sftp: SFTPSession, path: Path, result: SendResult,
 
 def _encrypt(path: Path, sink: _HashingSink, recipients: list[envelope.Recipient],
              progress: Progress, result: SendResult) -> None:
-    buffer = memoryview(bytearray(_BLOCK))
+    # With a core to spare, chunks are sealed in two threads (gateway.client.cores).
+    threads = chunk_threads()
+    buffer = memoryview(bytearray(block_bytes(threads)))
     try:
         source = path.open("rb")
     except OSError as exc:
@@ -161,7 +159,7 @@ def _encrypt(path: Path, sink: _HashingSink, recipients: list[envelope.Recipient
         # The file is read once, in order: let the kernel read further ahead.
         os.posix_fadvise(source.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
     with source, progress.file(path.name, path.stat().st_size) as advance, \
-            envelope.Encryptor(sink, recipients, threads=_THREADS) as encryptor:
+            envelope.Encryptor(sink, recipients, threads=threads) as encryptor:
         while True:
             try:
                 count = source.readinto(buffer)

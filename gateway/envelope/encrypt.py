@@ -23,10 +23,8 @@ from gateway.envelope.stream import (
 
 Buffer = bytes | bytearray | memoryview
 # Sealed chunks are handed to the sink in batches of up to 1 MiB: one write call
-# per batch instead of one per chunk. With two threads, batches of 4 MiB, so that
-# each thread's half is long enough to be worth handing over.
+# per batch instead of one per chunk.
 _BATCH_CHUNKS = 16
-_PARALLEL_BATCH_CHUNKS = 64
 
 
 def check_recipients(recipients: Sequence[Recipient]) -> None:
@@ -85,8 +83,7 @@ class Encryptor:
         # on every write, which showed up as a 20% loss in bench/envelope.py.
         self._pending = memoryview(bytearray(CHUNK_SIZE))
         self._pending_size = 0
-        chunks = _BATCH_CHUNKS if threads == 1 else _PARALLEL_BATCH_CHUNKS
-        self._batches = [memoryview(bytearray(chunks * ENCRYPTED_CHUNK_SIZE))
+        self._batches = [memoryview(bytearray(_BATCH_CHUNKS * ENCRYPTED_CHUNK_SIZE))
                          for _ in range(1 if threads == 1 else 2)]
         self._batch = self._batches[0]
         self._batch_size = 0

@@ -10,12 +10,11 @@ import pytest
 from gateway.client.files import OutputWriter, atomic_output, write_private_text
 
 
-@pytest.mark.parametrize(("durable", "background"), [(True, False), (False, True)])
-def test_atomic_output_appears_whole_and_private(tmp_path: Path, durable: bool,
-                                                 background: bool) -> None:
+@pytest.mark.parametrize("durable", [True, False])
+def test_atomic_output_appears_whole_and_private(tmp_path: Path, durable: bool) -> None:
     target = tmp_path / "extract.csv"
     data = os.urandom(5 << 20)
-    with atomic_output(target, durable=durable, background=background) as sink:
+    with atomic_output(target, durable=durable) as sink:
         for start in range(0, len(data), 300_000):
             sink.write(memoryview(data)[start:start + 300_000])
         assert not target.exists()
@@ -24,27 +23,21 @@ def test_atomic_output_appears_whole_and_private(tmp_path: Path, durable: bool,
     assert [p.name for p in tmp_path.iterdir()] == ["extract.csv"]
 
 
-@pytest.mark.parametrize("background", [False, True])
-def test_failure_leaves_nothing_and_keeps_the_old_file(tmp_path: Path,
-                                                       background: bool) -> None:
+def test_failure_leaves_nothing_and_keeps_the_old_file(tmp_path: Path) -> None:
     target = tmp_path / "extract.csv"
     target.write_bytes(b"old")
-    with pytest.raises(RuntimeError), atomic_output(  # noqa: PT012
-            target, background=background) as sink:
+    with pytest.raises(RuntimeError), atomic_output(target) as sink:  # noqa: PT012
         sink.write(b"new partial")  # The failure comes after a write, as in real use.
         raise RuntimeError
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["extract.csv"]
 
 
-@pytest.mark.parametrize("background", [False, True])
-def test_write_errors_are_raised(background: bool) -> None:
+def test_write_errors_are_raised() -> None:
     fd = os.open("/dev/full", os.O_WRONLY)
     try:
-        writer = OutputWriter(fd, background=background)
-        with pytest.raises(OSError, match="No space left"):  # noqa: PT012  # this or finish
-            writer.write(b"x" * (1 << 20))
-            writer.finish(durable=False)
+        with pytest.raises(OSError, match="No space left"):
+            OutputWriter(fd).write(b"x" * (1 << 20))
     finally:
         os.close(fd)
 
