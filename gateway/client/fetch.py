@@ -1,7 +1,7 @@
 """``blindpost fetch``: download what is new in the inbox, verify it, decrypt it.
 
 Each file is downloaded with pipelined ranged reads and decrypted while it arrives
-(chunks opened in two threads) into a hidden, private partial file in the output
+(in two threads when a core is free) into a hidden, private partial file in the output
 folder; the ciphertext is hashed on the way and not written anywhere. Only when the
 whole file has been decrypted (every chunk authenticated) and its SHA-256 equals the one
 the gateway recorded is the plaintext made durable and renamed to its final name.

@@ -55,9 +55,7 @@ class Encryptor:
 
     ``sink.write`` receives views of a buffer that is reused, so it must consume
     the data before returning, as files and sockets do (the :class:`io.RawIOBase`
-    contract). With ``threads=2`` whole chunks are sealed in two threads, and two
-    batch buffers take turns: a sink may then keep using a view until its next
-    ``write`` returns (a writer thread may write one batch while the next is sealed).
+    contract). With ``threads=2`` whole chunks are sealed in two threads.
 
     The file key lives only in this object's memory, and is dropped at close or
     abort. Nothing secret is reachable from the object afterwards.
@@ -83,9 +81,7 @@ class Encryptor:
         # on every write, which showed up as a 20% loss in bench/envelope.py.
         self._pending = memoryview(bytearray(CHUNK_SIZE))
         self._pending_size = 0
-        self._batches = [memoryview(bytearray(_BATCH_CHUNKS * ENCRYPTED_CHUNK_SIZE))
-                         for _ in range(1 if threads == 1 else 2)]
-        self._batch = self._batches[0]
+        self._batch = memoryview(bytearray(_BATCH_CHUNKS * ENCRYPTED_CHUNK_SIZE))
         self._batch_size = 0
         self._halves = Halves(threads)
 
@@ -141,9 +137,6 @@ class Encryptor:
         if self._batch_size:
             self._sink.write(self._batch[: self._batch_size])
             self._batch_size = 0
-            # The sink may still be writing the batch just handed over (see above).
-            self._batches.append(self._batches.pop(0))
-            self._batch = self._batches[0]
 
     def close(self) -> None:
         """Write the final chunk (and armor footer). Idempotent after success."""

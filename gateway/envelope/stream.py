@@ -39,7 +39,8 @@ class Halves:
     ChaCha20-Poly1305 in ``cryptography`` releases the GIL, so two threads seal or open
     a batch in about half the time on two cores. With ``threads=1`` there is no helper
     and the work runs in the caller, as before: the gateway, which serves many sessions,
-    keeps one thread per stream; the clients, which run one stream, use two.
+    keeps one thread per stream; the clients, which run one stream, use two when a core
+    is free.
     """
 
     def __init__(self, threads: int) -> None:
