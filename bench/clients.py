@@ -1,24 +1,24 @@
 """Benchmark: `blindpost send/fetch` against OpenSSH `sftp` + `age` by hand (not a test).
 
-Over one `blindpost sftp` gateway on loopback, with a 1 GiB file of random bytes:
+Over one `blindpost sftp` gateway on loopback, with a file of random bytes:
 
 - **send**: `blindpost send` (encrypts while it uploads, then checks the recorded hash)
   against `age -e -R LIST -o FILE.age` followed by `sftp put FILE.age`, as a person would
   run them, timed together;
 - **fetch**: `blindpost fetch` (downloads, decrypts while it downloads, checks the hash,
-  fsyncs, renames) against `sftp get FILE.age` followed by `age -d -o FILE`;
+  fsyncs, renames, records) against `sftp get FILE.age` followed by `age -d -o FILE`;
 - **-o**: `blindpost encrypt -o` and `decrypt -o` against `age -e -o` / `age -d -o`, on the
-  scratch directory and on /dev/shm (tmpfs);
-- **fsync**: the same `blindpost decrypt -o` and `fetch` with ``os.fsync`` turned into a
-  no-op, so the difference is what durability costs (the manual pairs never fsync).
+  scratch directory's disk (and on /dev/shm with ``--tmpfs``). None of them fsyncs.
 
-Every command is timed from outside, start-up and sign-in included; each is repeated
-(``--repeat``) and the fastest run kept, since noise on a shared machine only slows runs
-down. Each sign-in uses an account of its own, so no one-time code is needed twice.
-Targets: send and fetch at least as fast as their manual pairs; ``-o`` at least as fast
-as ``age -o`` both ways. Partner keys are X25519, which Debian's age 1.1 reads.
+Every command is timed from outside, start-up and sign-in included. Each comparison runs
+``--repeat`` rounds, alternating which side goes first, and reports the median, the
+spread (fastest and slowest run) and the median of the per-round ratios: the machine may
+be shared, so a single run proves little. Each sign-in uses an account of its own, so no
+one-time code is needed twice. Targets: send and fetch at least 1.0x their manual pairs;
+``-o`` at least 1.3x ``age -o`` both ways. Partner keys are X25519, which Debian's age 1.1
+reads, on both sides of every comparison.
 
-    .venv/bin/python bench/clients.py [--size-mib 1024] [--repeat 3] [--dir /tmp]
+    .venv/bin/python bench/clients.py [--size-mib 1024] [--repeat 3] [--dir /tmp] [--tmpfs]
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ import filecmp
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,19 +42,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MIB = 1 << 20
-# The blindpost CLI with fsync made a no-op, to price durability; started
-# like the `blindpost` script, so only the syncing differs.
-NO_FSYNC = ("import os, sys; os.fsync = lambda fd: None; "
-            "from gateway.cli import main; main(sys.argv[1:], prog_name='blindpost')")
 BLINDPOST = ROOT / ".venv" / "bin" / "blindpost"
 TIME = shutil.which("time", path="/usr/bin")
 
 
 @dataclass
-class Best:
-    seconds: float
-    rss_kib: int
-    cpu: float
+class Runs:
+    """Every run of one measurement: wall seconds, peak RSS (KiB), CPU seconds."""
+
+    seconds: list[float]
+    rss_kib: list[int]
+    cpu: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
 
 
 def free_port() -> int:
@@ -135,19 +139,29 @@ class Bench:
         self.size = size
         self.gw = gateway
         self.plain = work / "big.bin"
-        self.best: dict[str, Best] = {}
+        self.runs: dict[str, Runs] = {}
+        # Per round, (ours, theirs) seconds of each comparison.
+        self.pairs: dict[tuple[str, str], list[tuple[float, float]]] = {}
 
     def keep(self, name: str, result: Measured) -> Measured:
         seconds, rss, cpu = result
-        if name not in self.best or seconds < self.best[name].seconds:
-            self.best[name] = Best(seconds, rss, cpu)
+        runs = self.runs.setdefault(name, Runs([], [], []))
+        runs.seconds.append(seconds)
+        runs.rss_kib.append(rss)
+        runs.cpu.append(cpu)
         return result
 
-    def client(self, command: str, kind: str, *args: str, home: Path,
-               durable: bool = True) -> Measured:
+    def compare(self, number: int, ours: tuple[str, Callable[[], Measured]],
+                theirs: tuple[str, Callable[[], Measured]]) -> None:
+        """Run both sides, ours first in even rounds and theirs first in odd ones."""
+        order = [ours, theirs] if number % 2 == 0 else [theirs, ours]
+        seconds = {name: self.keep(name, measure())[0] for name, measure in order}
+        self.pairs.setdefault((ours[0], theirs[0]), []).append(
+            (seconds[ours[0]], seconds[theirs[0]]))
+
+    def client(self, command: str, kind: str, *args: str, home: Path) -> Measured:
         name, key, code = self.gw.account(kind)
-        program = [str(BLINDPOST)] if durable else [sys.executable, "-c", NO_FSYNC]
-        return run([*program, command, "--host", "127.0.0.1", "--port",
+        return run([str(BLINDPOST), command, "--host", "127.0.0.1", "--port",
                     str(self.gw.port), "--user", name, "--key", str(key), "--known-hosts",
                     str(self.gw.known_hosts), "--totp-command", f"echo {code}", *args],
                    env={"PATH": os.environ["PATH"], "HOME": str(home)}, cwd=self.work)
@@ -170,55 +184,63 @@ class Bench:
         home = self.work / f"home{number}"
         home.mkdir()
         out = self.work / f"out{number}"
-        out.mkdir()
-        self.keep("blindpost send", self.client("send", "s", "acme", str(self.plain),
-                                                home=home))
         by_hand = self.work / "big.bin.age"
-        encrypt = self.keep("age -e -o", run(["age", "-e", "-R", str(self.gw.recipients),
-                                              "-o", str(by_hand), str(self.plain)]))
-        upload = self.keep("sftp put", self.sftp("s", [f"put {by_hand} /acme/big.bin.age"]))
-        self.keep("age -e -o + sftp put", _sum(encrypt, upload))
-        self.keep("blindpost fetch", self.client(
-            "fetch", "p", "-i", str(self.gw.identity_file), "--out", str(out), home=home))
-        if number == 0 and not filecmp.cmp(self.plain, out / "big.bin", shallow=False):
-            raise SystemExit("blindpost fetch: the decrypted file differs from the input")
-        (out / "big.bin").unlink()
-        self.keep("blindpost fetch, no fsync", self.client(
-            "fetch", "p", "-i", str(self.gw.identity_file), "--out", str(out), "--all",
-            home=home, durable=False))
         got = self.work / "got.age"
-        download = self.keep("sftp get", self.sftp("p", [f"get big.bin.age {got}"]))
-        decrypt = self.keep("age -d -o", run(["age", "-d", "-i", str(self.gw.identity_file),
-                                              "-o", str(self.work / "by-age.bin"), str(got)]))
-        self.keep("sftp get + age -d -o", _sum(download, decrypt))
-        (self.work / "by-age.bin").unlink()
-        shutil.rmtree(out)
-        for where in scratch:
-            self.outputs(where, got)
 
-    def outputs(self, where: Path, sealed: Path) -> None:
+        def send() -> Measured:
+            return self.client("send", "s", "acme", str(self.plain), home=home)
+
+        def encrypt_and_put() -> Measured:
+            encrypt = self.keep("age -e -o", run(["age", "-e", "-R", str(self.gw.recipients),
+                                                  "-o", str(by_hand), str(self.plain)]))
+            upload = self.keep("sftp put", self.sftp("s", [f"put {by_hand} /acme/big.bin.age"]))
+            by_hand.unlink()
+            return _sum(encrypt, upload)
+
+        def fetch() -> Measured:
+            measured = self.client("fetch", "p", "-i", str(self.gw.identity_file), "--out",
+                                   str(out), "--all", "--overwrite", home=home)
+            if number == 0 and not filecmp.cmp(self.plain, out / "big.bin", shallow=False):
+                raise SystemExit("blindpost fetch: the decrypted file differs from the input")
+            shutil.rmtree(out)
+            return measured
+
+        def get_and_decrypt() -> Measured:
+            download = self.keep("sftp get", self.sftp("p", [f"get big.bin.age {got}"]))
+            decrypt = self.keep("age -d -o", run(["age", "-d", "-i", str(self.gw.identity_file),
+                                                  "-o", str(self.work / "by-age.bin"), str(got)]))
+            (self.work / "by-age.bin").unlink()
+            return _sum(download, decrypt)
+
+        self.compare(number, ("blindpost send", send), ("age -e -o + sftp put", encrypt_and_put))
+        self.compare(number, ("blindpost fetch", fetch), ("sftp get + age -d -o", get_and_decrypt))
+        # The ciphertext `sftp get` saved is the input of the decrypt -o comparisons.
+        if not got.exists():
+            get_and_decrypt()
+        for where in scratch:
+            self.outputs(number, where, got)
+
+    def outputs(self, number: int, where: Path, sealed: Path) -> None:
         """encrypt/decrypt -o against age -o, writing new files in ``where``."""
         label = "tmpfs" if str(where).startswith("/dev/shm") else "disk"
         key, recipient = str(self.gw.identity_file), str(self.gw.identity.recipient)
         target = where / "bench-clients.out"
-        commands = {
-            f"age -e -o ({label})": ["age", "-e", "-r", recipient, "-o", str(target),
-                                     str(self.plain)],
-            f"blindpost encrypt -o ({label})": [str(BLINDPOST), "encrypt", "-r", recipient,
-                                                "-o", str(target), str(self.plain)],
-            f"blindpost encrypt -o, no fsync ({label})": [
-                sys.executable, "-c", NO_FSYNC, "encrypt", "-r", recipient, "-o",
-                str(target), str(self.plain)],
-            f"age -d -o ({label})": ["age", "-d", "-i", key, "-o", str(target), str(sealed)],
-            f"blindpost decrypt -o ({label})": [str(BLINDPOST), "decrypt", "-i", key, "-o",
-                                                str(target), str(sealed)],
-            f"blindpost decrypt -o, no fsync ({label})": [
-                sys.executable, "-c", NO_FSYNC, "decrypt", "-i", key, "-o", str(target),
-                str(sealed)],
-        }
-        for name, argv in commands.items():
-            self.keep(name, run(argv))
-            target.unlink()
+
+        def timed(argv: list[str]) -> Callable[[], Measured]:
+            def measure() -> Measured:
+                measured = run(argv)
+                target.unlink()
+                return measured
+            return measure
+
+        self.compare(number, (f"blindpost encrypt -o ({label})", timed(
+            [str(BLINDPOST), "encrypt", "-r", recipient, "-o", str(target), str(self.plain)])),
+            (f"age -e -o ({label})", timed(
+                ["age", "-e", "-r", recipient, "-o", str(target), str(self.plain)])))
+        self.compare(number, (f"blindpost decrypt -o ({label})", timed(
+            [str(BLINDPOST), "decrypt", "-i", key, "-o", str(target), str(sealed)])),
+            (f"age -d -o ({label})", timed(
+                ["age", "-d", "-i", key, "-o", str(target), str(sealed)])))
 
 
 def _sum(first: Measured, second: Measured) -> Measured:
@@ -226,33 +248,28 @@ def _sum(first: Measured, second: Measured) -> Measured:
     return first[0] + second[0], max(first[1], second[1]), first[2] + second[2]
 
 
+TARGETS = {"blindpost send": 1.0, "blindpost fetch": 1.0}
+
+
 def report(bench: Bench) -> None:
     size = bench.size
-    print(f"\n{'measurement':44} {'seconds':>8} {'MB/s':>8} {'CPU s':>7} {'peak RSS':>10}")
-    for name, best in bench.best.items():
-        rss = f"{best.rss_kib / 1024:.0f} MiB" if best.rss_kib else "-"
-        print(f"{name:44} {best.seconds:8.2f} {size / best.seconds / 1e6:8.0f} "
-              f"{best.cpu:7.2f} {rss:>10}")
+    print(f"\n{'measurement':36} {'median s':>9} {'fastest':>8} {'slowest':>8} {'MB/s':>6} "
+          f"{'CPU s':>6} {'peak RSS':>9}")
+    for name, runs in bench.runs.items():
+        rss = max(runs.rss_kib)
+        shown = f"{rss / 1024:.0f} MiB" if rss else "-"
+        print(f"{name:36} {runs.median:9.2f} {min(runs.seconds):8.2f} "
+              f"{max(runs.seconds):8.2f} {size / runs.median / 1e6:6.0f} "
+              f"{statistics.median(runs.cpu):6.2f} {shown:>9}")
     print()
-
-    def ratio(ours: str, theirs: str) -> None:
-        if ours in bench.best and theirs in bench.best:
-            value = bench.best[theirs].seconds / bench.best[ours].seconds
-            verdict = "ok" if value >= 1 else "SLOWER"
-            print(f"{ours:36} vs {theirs:30} {value:5.2f}x as fast  {verdict}")
-
-    ratio("blindpost send", "age -e -o + sftp put")
-    ratio("blindpost fetch", "sftp get + age -d -o")
-    ratio("blindpost fetch, no fsync", "sftp get + age -d -o")
-    for label in ("disk", "tmpfs"):
-        ratio(f"blindpost encrypt -o ({label})", f"age -e -o ({label})")
-        ratio(f"blindpost decrypt -o ({label})", f"age -d -o ({label})")
-        for direction in ("encrypt", "decrypt"):
-            durable = bench.best.get(f"blindpost {direction} -o ({label})")
-            loose = bench.best.get(f"blindpost {direction} -o, no fsync ({label})")
-            if durable and loose:
-                print(f"durable fsync of {direction} -o ({label}): "
-                      f"{durable.seconds - loose.seconds:+.2f} s per {size / MIB:.0f} MiB")
+    for (ours, theirs), pairs in bench.pairs.items():
+        ratios = [their / our for our, their in pairs]
+        target = TARGETS.get(ours, 1.3)
+        value = statistics.median(ratios)
+        verdict = "ok" if value >= target else "BELOW TARGET"
+        spread = ", ".join(f"{r:.2f}" for r in ratios)
+        print(f"{ours:30} vs {theirs:24} {value:5.2f}x (rounds: {spread}; "
+              f"target {target:.1f}x)  {verdict}")
 
 
 def main() -> None:
@@ -261,16 +278,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None, help="scratch directory parent")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--tmpfs", action="store_true",
+                        help="also compare -o on /dev/shm (no disk at all)")
     args = parser.parse_args()
     for tool in ("age", "sftp"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is missing: make test-deps installs it")
     work = Path(tempfile.mkdtemp(prefix="bench-clients-", dir=args.dir))
     scratch = [work] + ([Path(tempfile.mkdtemp(prefix="bench-clients-", dir="/dev/shm"))]
-                        if Path("/dev/shm").is_dir() else [])
-    print(f"client benchmark: {args.size_mib} MiB, best of {args.repeat}, "
+                        if args.tmpfs and Path("/dev/shm").is_dir() else [])
+    print(f"client benchmark: {args.size_mib} MiB, median of {args.repeat}, "
           f"{args.workers} gateway workers, {os.cpu_count()} cores, scratch {work}")
-    gateway = Gateway(work, accounts=3 * args.repeat, workers=args.workers)
+    gateway = Gateway(work, accounts=2 * args.repeat + 1, workers=args.workers)
     try:
         bench = Bench(work, args.size_mib * MIB, gateway)
         with bench.plain.open("wb") as handle:

@@ -28,6 +28,7 @@ RELIED_ON: dict[str, str] = {
     "Transport._parse_kex_init": "(self, m)",
     "Transport._parse_newkeys": "(self, m)",
     "Transport._send_message": "(self, data)",
+    "Transport._sanitize_packet_size": "(self, max_packet_size)",
     "Transport._preferred_kex": "",
     "Transport._preferred_ciphers": "",
     "Transport._preferred_macs": "",
@@ -68,7 +69,15 @@ def preferred_algorithms(kind: str) -> tuple[str, ...]:
 
 
 class FencedTransport(paramiko.Transport):  # type: ignore[misc]  # paramiko ships no type hints.
-    """A transport that calls :meth:`on_kex_init` and :meth:`make_auth_handler`."""
+    """A transport that calls :meth:`on_kex_init` and :meth:`make_auth_handler`, and
+    sends no SSH packet larger than :attr:`max_packet_cap` whatever the client asks."""
+
+    max_packet_cap: int | None = None
+
+    def _sanitize_packet_size(self, max_packet_size: int | None) -> int:
+        # paramiko takes the packet size a client asks for as it is (up to 32 MiB).
+        size = int(super()._sanitize_packet_size(max_packet_size))
+        return size if self.max_packet_cap is None else min(size, self.max_packet_cap)
 
     def on_kex_init(self) -> None:
         """Called after each KEXINIT from the peer was parsed; may raise to refuse it."""

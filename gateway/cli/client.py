@@ -26,7 +26,7 @@ import click
 
 from gateway.cli.common import emit_json
 from gateway.client.connection import Connection, Credentials, connect, load_ssh_key
-from gateway.client.fetch import Fetcher, FetchResult, inbox
+from gateway.client.fetch import Fetcher, FetchResult, checked, inbox
 from gateway.client.fetched import FetchedRecord, RemoteFile
 from gateway.client.hostkeys import (
     Endpoint,
@@ -35,6 +35,7 @@ from gateway.client.hostkeys import (
     KnownHostsFile,
     PinnedHostKeys,
 )
+from gateway.client.names import UnsafeNameError
 from gateway.client.progress import NoProgress, Progress, TerminalProgress
 from gateway.client.recipient_pins import PinFile, compare
 from gateway.client.send import (
@@ -48,12 +49,14 @@ from gateway.config import ClientPaths, client_paths
 from gateway.envelope import Identity, parse_identities_file
 from gateway.errors import AuthenticationError, GatewayError, UsageError
 from gateway.recipient_list import RecipientList
+from gateway.terminal import shown, shown_lines
 
 TOTP_COMMAND_SECONDS = 60
 
 
 def _notice(message: str) -> None:
-    click.echo(f"blindpost: {message}", err=True)
+    # Notices carry the gateway's words (its instructions, its error messages).
+    click.echo(f"blindpost: {shown_lines(message)}", err=True)
 
 
 def _connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -255,7 +258,7 @@ def _report_sent(results: list[SendResult], fingerprints: list[str], as_json: bo
                 click.echo(f"sent    {r.file} -> {r.remote}  {_rate(r.size, r.seconds)}, "
                            f"sha256 {r.sha256}")
             else:
-                click.echo(f"FAILED  {r.file}: {r.error}")
+                click.echo(f"FAILED  {r.file}: {shown_lines(r.error or '')}")
     if not ok:
         sys.exit(1)
 
@@ -268,7 +271,8 @@ def _report_sent(results: list[SendResult], fingerprints: list[str], as_json: bo
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Your identity file (`blindpost keygen` or `age-keygen`). Repeatable.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path(), show_default=True, help="Where the decrypted files go.")
+              default=Path(), show_default=True,
+              help="Where the decrypted files go; created (mode 0700) if missing.")
 @click.option("--keep-ciphertext", is_flag=True, help="Keep NAME.age next to NAME.")
 @click.option("--all", "fetch_all", is_flag=True,
               help="Fetch every file in the inbox, also those fetched before.")
@@ -292,8 +296,7 @@ def fetch(host: str, port: int, user: str, key_path: Path, known_hosts: Path | N
           -i partner.key --totp-command "pass otp blindpost" --json
     """
     identities = _identities(identity_files)
-    if not out_dir.is_dir():
-        raise click.UsageError(f"--out {out_dir}: no such folder")
+    _make_folder(out_dir)
     results: list[FetchResult] = []
     record = FetchedRecord(client_paths().fetched, f"{user}@{Endpoint(host, port)}")
     try:
@@ -311,6 +314,17 @@ def fetch(host: str, port: int, user: str, key_path: Path, known_hosts: Path | N
     _report_fetched(results, as_json)
 
 
+def _make_folder(path: Path) -> None:
+    """Create --out (and its parents) if missing: decrypted files need a private home."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError:
+        raise UsageError(f"--out {path}: exists and is not a folder") from None
+    except OSError as exc:
+        raise UsageError(f"--out {path}: cannot create the folder "
+                         f"({exc.strerror or exc})") from None
+
+
 def _identities(paths: tuple[Path, ...]) -> list[Identity]:
     identities: list[Identity] = []
     for path in paths:
@@ -325,12 +339,15 @@ def _identities(paths: tuple[Path, ...]) -> list[Identity]:
 def _wanted(fetcher: Fetcher, record: FetchedRecord, listed: list[RemoteFile],
             fetch_all: bool) -> list[RemoteFile]:
     """New files, and begun downloads whose last byte arrived before a stop."""
-    wanted = [entry for entry in listed if fetch_all or not record.is_fetched(entry)]
+    fetched = {} if fetch_all else record.fetched()
+    wanted = [entry for entry in listed if fetched.get(entry.transfer_id) != entry.sha256]
     listed_ids = {entry.transfer_id for entry in listed}
     for begun in record.begun():
-        partial = fetcher.partial_path(begun)
-        if (begun.transfer_id not in listed_ids and partial.exists()
-                and partial.stat().st_size == begun.size):
+        try:
+            checked(begun)
+        except UnsafeNameError:
+            continue  # Recorded by an older client from a hostile gateway: never used.
+        if begun.transfer_id not in listed_ids and fetcher.complete_locally(begun):
             wanted.append(begun)
     return wanted
 
@@ -345,10 +362,10 @@ def _report_fetched(results: list[FetchResult], as_json: bool) -> None:
         for r in results:
             if r.ok:
                 resumed = f", resumed at byte {r.resumed_at}" if r.resumed_at else ""
-                click.echo(f"fetched {r.name} -> {r.path}  {_rate(r.size, r.seconds)}, "
-                           f"sha256 {r.sha256}{resumed}")
+                click.echo(f"fetched {shown(r.name)} -> {shown(r.path or '')}  "
+                           f"{_rate(r.size, r.seconds)}, sha256 {r.sha256}{resumed}")
             else:
-                click.echo(f"FAILED  {r.name}: {r.error}")
+                click.echo(f"FAILED  {shown(r.name)}: {shown_lines(r.error or '')}")
     if not ok:
         sys.exit(1)
 

@@ -13,6 +13,7 @@ from typing import NoReturn
 import click
 
 from gateway.errors import GatewayError, UsageError
+from gateway.terminal import shown_lines
 
 
 class CommandError(GatewayError):
@@ -36,5 +37,7 @@ def exit_code(exc: GatewayError) -> int:
 
 def exit_with(exc: GatewayError) -> NoReturn:
     """Print ``exc`` as the command's error and exit with its code."""
-    click.echo(f"blindpost: error: {exc.diagnostics()}", err=True)
+    # A message may carry a remote party's words: no control character of theirs
+    # reaches the terminal.
+    click.echo(f"blindpost: error: {shown_lines(exc.diagnostics())}", err=True)
     sys.exit(exit_code(exc))

@@ -17,6 +17,7 @@ from typing import Self
 
 import paramiko
 
+from gateway.client import receive
 from gateway.client.hostkeys import Endpoint, HostKeyCheck, fingerprint
 from gateway.client.sftp import SFTPSession
 from gateway.errors import AuthenticationError, RemoteError, UsageError
@@ -128,6 +129,7 @@ def _session(transport: paramiko.Transport, endpoint: Endpoint, credentials: Cre
     try:
         channel = transport.open_session(window_size=WINDOW_BYTES,
                                          max_packet_size=MAX_PACKET_BYTES)
+        receive.install(channel)
         channel.settimeout(REPLY_SECONDS)
         channel.invoke_subsystem("sftp")
     except (paramiko.SSHException, OSError, EOFError) as exc:

@@ -58,6 +58,11 @@ class FetchedRecord:
             self.account, {"fetched": {}, "begun": {}})
         return mine
 
+    def fetched(self) -> dict[str, str]:
+        """The ciphertext SHA-256 of every fetched file, by transfer id."""
+        return {tid: done["sha256"]
+                for tid, done in self._mine(self._load())["fetched"].items()}
+
     def is_fetched(self, entry: RemoteFile) -> bool:
         done = self._mine(self._load())["fetched"].get(entry.transfer_id)
         return bool(done) and done["sha256"] == entry.sha256

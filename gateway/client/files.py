@@ -1,11 +1,13 @@
-"""Files on a staff or partner machine: private, replaced atomically, durable.
+"""Files on a staff or partner machine: private, replaced atomically, durable if asked.
 
-A plaintext output never sits under its final name until it is complete and on disk:
-it is written to a 0600 temporary file next to it, flushed to the disk (``fsync``) and
-renamed into place. Writes go straight to the file descriptor, in the caller's blocks
-(1 MiB): no buffering layer copies them again. (Asking the kernel to start writing back
-early, with ``posix_fadvise``, or writing from a second thread, measured no faster in
-bench/clients.py and cost more CPU.)
+A plaintext output never sits under its final name until it is complete: it is written
+to a 0600 temporary file next to it and renamed into place. ``fetch`` also flushes it to
+the disk (``fsync``) before the rename, because it then records the file as delivered;
+``encrypt -o`` and ``decrypt -o`` convert one file into another, as ``age -o``, ``cp``
+and ``gpg -o`` do, and leave the flushing to the kernel. Writes go straight to the file
+descriptor in the caller's blocks (no buffering layer copies them again). (A writer
+thread of its own measured no faster once the blocks were small enough to stay in
+the cache; see :mod:`gateway.client.cores`.)
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ def sync_directory(path: Path) -> None:
         os.close(fd)
 
 
-class DurableWriter:
-    """A binary sink over a file descriptor; :meth:`finish` makes it durable."""
+class OutputWriter:
+    """A binary sink over a file descriptor; :meth:`finish` may make it durable."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
@@ -46,27 +48,31 @@ class DurableWriter:
             view = view[os.write(self._fd, view):]
         return size
 
-    def finish(self) -> None:
-        """Wait until everything written is on disk."""
-        os.fsync(self._fd)
+    def finish(self, *, durable: bool) -> None:
+        """With ``durable``, wait until everything written is on disk."""
+        if durable:
+            os.fsync(self._fd)
 
 
 @contextlib.contextmanager
-def atomic_output(path: Path) -> Iterator[DurableWriter]:
+def atomic_output(path: Path, *, durable: bool = True) -> Iterator[OutputWriter]:
     """A private temporary file next to ``path``, renamed to it only on success.
 
-    On success the data and the rename are on disk when the block ends; on any error
+    On success, with ``durable``, the data and the rename are on disk when the block
+    ends; without, the kernel writes them back in its own time (a crash soon after
+    may leave an empty or partial file under ``path``, as with ``cp``). On any error
     the temporary file is removed and ``path`` is untouched.
     """
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    sink = OutputWriter(fd)
     try:
-        sink = DurableWriter(fd)
         yield sink
-        sink.finish()
+        sink.finish(durable=durable)
         os.close(fd)
         fd = -1
         Path(temporary).replace(path)
-        sync_directory(path.parent)
+        if durable:
+            sync_directory(path.parent)
     except BaseException:
         if fd >= 0:
             os.close(fd)

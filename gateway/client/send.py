@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import envelope, recipient_list
+from gateway.client.cores import block_bytes, chunk_threads
 from gateway.client.progress import Progress
 from gateway.client.recipient_pins import Change, PinFile, compare, pins_of
 from gateway.client.sftp import (
@@ -27,8 +29,6 @@ from gateway.client.sftp import (
 )
 from gateway.errors import GatewayError, NotFoundError, PolicyError, RemoteError
 from gateway.sftp_extensions import CIPHERTEXT_SHA256, RECIPIENTS_FOLDER
-
-_BLOCK = 1 << 20
 
 
 class RecipientsChangedError(PolicyError):
@@ -148,13 +148,18 @@ def _upload(sftp: SFTPSession, path: Path, result: SendResult,
 
 def _encrypt(path: Path, sink: _HashingSink, recipients: list[envelope.Recipient],
              progress: Progress, result: SendResult) -> None:
-    buffer = memoryview(bytearray(_BLOCK))
+    # With a core to spare, chunks are sealed in two threads (gateway.client.cores).
+    threads = chunk_threads()
+    buffer = memoryview(bytearray(block_bytes(threads)))
     try:
         source = path.open("rb")
     except OSError as exc:
         raise LocalReadError(f"{path}: {exc.strerror or exc}") from None
+    with contextlib.suppress(OSError, AttributeError):
+        # The file is read once, in order: let the kernel read further ahead.
+        os.posix_fadvise(source.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
     with source, progress.file(path.name, path.stat().st_size) as advance, \
-            envelope.Encryptor(sink, recipients) as encryptor:
+            envelope.Encryptor(sink, recipients, threads=threads) as encryptor:
         while True:
             try:
                 count = source.readinto(buffer)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.errors import GatewayError, NotFoundError, PolicyError, RemoteError
 from gateway.sftp_extensions import DECLARE_RECIPIENTS
+from gateway.terminal import shown
 
 VERSION = 3
 # Packet types (draft-ietf-secsh-filexfer-02).
@@ -40,8 +41,8 @@ MAX_REQUEST = 255 * 1024
 WINDOW = 64
 # A reply larger than this is a broken or hostile server.
 MAX_PACKET = 1 << 20
-# Received bytes are taken from the channel in blocks this large: paramiko's channel
-# buffer moves what stays behind on every smaller read, which costs more than the data.
+# Received bytes are taken from the channel in blocks of up to this size (with the
+# client's BlockPipe, one SSH packet's data per call, uncopied).
 RECEIVE_BLOCK = 16 << 20
 # The received data are kept as the blocks they came in, and a read reply is handed on
 # as a view into its block: copying them again would be done holding the GIL, which
@@ -82,7 +83,11 @@ class SFTPStatusError(RemoteError):
 
 
 def _status_error(code: int, message: str) -> GatewayError:
-    """The gateway error for a status, so callers can tell "no such file" from the rest."""
+    """The gateway error for a status, so callers can tell "no such file" from the rest.
+
+    The message is the server's own words: escaped and cut where it enters.
+    """
+    message = shown(message)
     if code == NO_SUCH_FILE:
         return NotFoundError(message or "no such file")
     if code == PERMISSION_DENIED:
@@ -283,7 +288,9 @@ class SFTPSession:
     def stat(self, path: str) -> Attributes:
         return self._call(STAT, _string(path), expect=ATTRS).attributes()
 
-    def listdir(self, path: str) -> list[Entry]:
+    def listdir(self, path: str, *, limit: int) -> list[Entry]:
+        """The entries of a folder; more than ``limit`` of them is an error, so that a
+        hostile server cannot fill the client's memory with a listing without end."""
         handle = self._call(OPENDIR, _string(path), expect=HANDLE).string()
         entries: list[Entry] = []
         try:
@@ -292,7 +299,11 @@ class SFTPSession:
                 if kind == STATUS and reader.uint32() == EOF:
                     return entries
                 reply = _expect(kind, reader, NAME)
-                for _ in range(reply.uint32()):
+                count = reply.uint32()
+                if len(entries) + count > limit:
+                    raise RemoteError(f"the server lists more than {limit} entries in "
+                                      f"{path}; refusing the listing")
+                for _ in range(count):
                     name = reply.text()
                     reply.string()
                     entries.append(Entry(name, reply.attributes()))
@@ -333,7 +344,8 @@ class SFTPSession:
         finally:
             self.close(handle)
 
-    def read_stream(self, handle: bytes, offset: int, end: int) -> Iterator[memoryview]:
+    def read_stream(self, handle: bytes, offset: int,
+                    end: int) -> Generator[memoryview, None, None]:
         """Yield the bytes of ``[offset, end)`` in order, with reads pipelined.
 
         Each piece is a read-only view into what was received, not a copy. Closing the

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -19,9 +19,11 @@ from gateway.envelope.format import Header, Stanza, parse_header, verify_header_
 from gateway.envelope.recipient import Identity
 from gateway.envelope.source import BufferedSource, Readable
 from gateway.envelope.stream import (
+    CHUNK_SIZE,
     ENCRYPTED_CHUNK_SIZE,
     PAYLOAD_NONCE_SIZE,
     ChunkOpener,
+    Halves,
     payload_key,
 )
 
@@ -88,9 +90,10 @@ class Decryptor:
         identities: Sequence[Identity],
         *,
         armored: bool | None = None,
+        threads: int = 1,
     ) -> None:
         self._error: DecryptionError | None = None
-        self._source, _ = _open(source, armored)
+        self._source, is_armored = _open(source, armored)
         header = parse_header(self._source)
         file_key = _unwrap(header, identities)
         if not verify_header_mac(header, file_key):
@@ -99,9 +102,47 @@ class Decryptor:
         if len(nonce) != PAYLOAD_NONCE_SIZE:
             raise HeaderError("file is truncated after the header")
         self._opener: ChunkOpener | None = ChunkOpener(payload_key(file_key, nonce))
+        # Kept after the last chunk, for :meth:`reseal`; forgotten at close.
+        self._resealer: ChunkOpener | None = self._opener
+        self._payload_start = None if is_armored else self._source.position
         self._plain = b""
         self._offset = 0
         self._closed = False
+        self._halves = Halves(threads)
+        self._sealed = memoryview(bytearray(0))
+
+    @property
+    def payload_start(self) -> int | None:
+        """Where the first payload chunk starts in a binary file (header and payload
+        nonce before it); ``None`` for an armored file, whose chunks have no fixed
+        offsets. Chunk ``i`` starts at ``payload_start + i * (64 KiB + 16)``."""
+        return self._payload_start
+
+    def resume(self, source: Readable, *, chunk: int) -> None:
+        """Go on with chunk ``chunk`` of a binary file, read from ``source`` (whose
+        first byte is that chunk's first byte): a resumed download, whose chunks
+        before ``chunk`` were opened in an earlier run."""
+        if self._payload_start is None or self._resealer is None or self._closed:
+            raise ValueError("only an open binary age file can be resumed")
+        self._source = BufferedSource(source)
+        self._resealer.restart_at(chunk)
+        self._opener = self._resealer
+        self._error = None
+        self._plain = b""
+        self._offset = 0
+
+    def reseal(self, plaintext: memoryview, *, first: int, final: bool) -> Iterator[bytes]:
+        """The sealed chunks of this file, from chunk ``first``, for their plaintext:
+        whole chunks, and with ``final`` the file's last (possibly short) one after
+        them. A resumed download recomputes the file's hash from them."""
+        if self._resealer is None:
+            raise ValueError("reseal on a closed Decryptor")
+        chunks = max(1, -(-len(plaintext) // CHUNK_SIZE)) if final else len(
+            plaintext) // CHUNK_SIZE
+        for index in range(chunks):
+            piece = plaintext[index * CHUNK_SIZE:(index + 1) * CHUNK_SIZE]
+            yield self._resealer.reseal(piece, first + index,
+                                        last=final and index == chunks - 1)
 
     @property
     def closed(self) -> bool:
@@ -128,8 +169,15 @@ class Decryptor:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
-        """Fill ``buffer`` with plaintext; return the count (0 at the end)."""
+        """Fill ``buffer`` with plaintext; return the count (0 at the end).
+
+        A buffer of several chunks is filled a batch at a time, the chunks opened
+        straight into it (in two threads if the decryptor has them): no copies.
+        """
         view = memoryview(buffer).cast("B")
+        if (len(view) >= 2 * CHUNK_SIZE and self._offset == len(self._plain)
+                and self._opener is not None and self._error is None and not self._closed):
+            return self._read_batch(view, self._opener)
         done = 0
         while done < len(view):
             try:
@@ -143,6 +191,50 @@ class Decryptor:
             view[done : done + len(piece)] = piece
             done += len(piece)
         return done
+
+    def _read_batch(self, view: memoryview, opener: ChunkOpener) -> int:
+        """Open as many whole chunks as ``view`` holds, straight into it."""
+        count = len(view) // CHUNK_SIZE
+        if len(self._sealed) < count * ENCRYPTED_CHUNK_SIZE:
+            self._sealed = memoryview(bytearray(count * ENCRYPTED_CHUNK_SIZE))
+        sealed = self._sealed[:count * ENCRYPTED_CHUNK_SIZE]
+        got = self._source.readinto_exact(sealed)
+        # Whether the stream ends within this batch decides which chunk is the last.
+        ends = got < len(sealed) or not self._source.peek(1)
+        middle = got // ENCRYPTED_CHUNK_SIZE
+        if ends and middle * ENCRYPTED_CHUNK_SIZE == got:
+            middle = max(middle - 1, 0)
+        done = opener.open_middle(sealed[:middle * ENCRYPTED_CHUNK_SIZE], view, self._halves)
+        size = done * CHUNK_SIZE
+        try:
+            if done < middle:
+                # Not a middle chunk: the file's final one with data after it, or damage.
+                size += self._final(opener, sealed[done * ENCRYPTED_CHUNK_SIZE:
+                                                   (done + 1) * ENCRYPTED_CHUNK_SIZE],
+                                    view[size:], trailing=True)
+            elif ends:
+                size += self._final(opener, sealed[middle * ENCRYPTED_CHUNK_SIZE:got],
+                                    view[size:], trailing=False)
+        except DecryptionError as exc:
+            self._error, self._opener = exc, None
+            if not size:
+                raise
+        if self._error is not None:
+            # Whatever the failed chunk left in the buffer was never verified.
+            view[size:] = bytes(len(view) - size)
+        return size
+
+    def _final(self, opener: ChunkOpener, sealed: memoryview, out: memoryview, *,
+               trailing: bool) -> int:
+        """Open the file's final chunk into ``out``; data after it is an error."""
+        plaintext = opener.open(bytes(sealed), last=True)
+        out[:len(plaintext)] = plaintext
+        self._opener = None
+        if trailing:
+            # The final chunk is authentic and released, but the stream fails instead
+            # of ending (as the age reference implementation and CCTV vectors expect).
+            self._error = PayloadError("trailing data after the end of the payload")
+        return len(plaintext)
 
     def _take(self, size: int) -> bytes:
         """Return up to ``size`` bytes of the current chunk, opening the next if needed."""
@@ -189,9 +281,10 @@ class Decryptor:
     def close(self) -> None:
         """Forget the payload key and any buffered plaintext. The source stays open."""
         self._closed = True
-        self._opener = None
+        self._opener = self._resealer = None
         self._plain = b""
         self._offset = 0
+        self._halves.close()
 
     def __enter__(self) -> Self:
         return self

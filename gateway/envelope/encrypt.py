@@ -17,6 +17,7 @@ from gateway.envelope.stream import (
     PAYLOAD_NONCE_SIZE,
     TAG_SIZE,
     ChunkSealer,
+    Halves,
     payload_key,
 )
 
@@ -54,14 +55,19 @@ class Encryptor:
 
     ``sink.write`` receives views of a buffer that is reused, so it must consume
     the data before returning, as files and sockets do (the :class:`io.RawIOBase`
-    contract).
+    contract). With ``threads=2`` whole chunks are sealed in two threads.
 
     The file key lives only in this object's memory, and is dropped at close or
     abort. Nothing secret is reachable from the object afterwards.
     """
 
     def __init__(
-        self, sink: Writable, recipients: Sequence[Recipient], *, armor: bool = False
+        self,
+        sink: Writable,
+        recipients: Sequence[Recipient],
+        *,
+        armor: bool = False,
+        threads: int = 1,
     ) -> None:
         check_recipients(recipients)
         self._armor = ArmorWriter(sink) if armor else None
@@ -77,6 +83,7 @@ class Encryptor:
         self._pending_size = 0
         self._batch = memoryview(bytearray(_BATCH_CHUNKS * ENCRYPTED_CHUNK_SIZE))
         self._batch_size = 0
+        self._halves = Halves(threads)
 
     @property
     def closed(self) -> bool:
@@ -95,10 +102,9 @@ class Encryptor:
             self._pending_size = 0
             # Whole chunks are sealed straight from the caller's buffer; the last
             # one is held back because it might be the file's final chunk.
-            while size - pos > CHUNK_SIZE:
-                self._seal(sealer, view[pos : pos + CHUNK_SIZE])
-                pos += CHUNK_SIZE
-            self._fill_pending(view[pos:])
+            whole = (size - pos - 1) // CHUNK_SIZE
+            self._seal_whole(sealer, view[pos : pos + whole * CHUNK_SIZE])
+            self._fill_pending(view[pos + whole * CHUNK_SIZE :])
         self._flush()
         return size
 
@@ -114,6 +120,18 @@ class Encryptor:
             self._flush()
         out = self._batch[self._batch_size :]
         self._batch_size += sealer.seal_into(chunk, out, last=last)
+
+    def _seal_whole(self, sealer: ChunkSealer, chunks: memoryview) -> None:
+        """Seal full chunks that are not the last, a batch at a time."""
+        while chunks:
+            room = (len(self._batch) - self._batch_size) // ENCRYPTED_CHUNK_SIZE
+            if not room:
+                self._flush()
+                continue
+            part = chunks[: room * CHUNK_SIZE]
+            self._batch_size += sealer.seal_full(part, self._batch[self._batch_size :],
+                                                 self._halves)
+            chunks = chunks[len(part) :]
 
     def _flush(self) -> None:
         if self._batch_size:
@@ -137,6 +155,7 @@ class Encryptor:
 
     def _drop_secrets(self) -> None:
         self._sealer = None
+        self._halves.close()
         # Overwrite buffered plaintext rather than leave it for the allocator.
         self._pending[:] = bytes(CHUNK_SIZE)
         self._pending_size = 0

@@ -35,6 +35,12 @@ class BufferedSource:
         self._raw = raw
         self._buf = b""
         self._eof = False
+        self._taken = 0  # Bytes read from ``raw``, buffered or not.
+
+    @property
+    def position(self) -> int:
+        """How many bytes of the stream have been consumed (read, skipped, parsed)."""
+        return self._taken - len(self._buf)
 
     def _fill(self, size: int) -> bool:
         """Read up to ``size`` more bytes into the buffer; False at end of stream."""
@@ -45,6 +51,7 @@ class BufferedSource:
             self._eof = True
             return False
         self._buf += data
+        self._taken += len(data)
         return True
 
     def peek(self, size: int) -> bytes:
@@ -93,6 +100,31 @@ class BufferedSource:
                 break
             parts.append(data)
             missing -= len(data)
+            self._taken += len(data)
         if len(parts) == 1:
             return parts[0]
         return b"".join(parts)
+
+    def readinto_exact(self, view: memoryview) -> int:
+        """Fill ``view``; return the count, smaller only if the stream ends first.
+
+        Reads straight into ``view`` when the source has ``readinto`` (files do),
+        so a large block is copied once, by the kernel.
+        """
+        done = min(len(self._buf), len(view))
+        view[:done] = self._buf[:done]
+        self._buf = self._buf[done:]
+        readinto = getattr(self._raw, "readinto", None)
+        while done < len(view) and not self._eof:
+            if readinto is not None:
+                count = readinto(view[done:]) or 0
+            else:
+                data = self._raw.read(len(view) - done)
+                count = len(data)
+                view[done:done + count] = data
+            if not count:
+                self._eof = True
+                break
+            done += count
+            self._taken += count
+        return done

@@ -259,3 +259,88 @@ def test_inspect_reads_only_the_header(hybrid_identity: Identity) -> None:
     assert not armored.is_post_quantum
     with pytest.raises(HeaderError):
         inspect(io.BytesIO(b"not an age file"))
+
+
+def _released_in_batches(ciphertext: bytes, size: int,
+                         threads: int) -> tuple[bytes, DecryptionError | None]:
+    """What :func:`_released` gets, read with ``readinto`` into ``size``-byte buffers."""
+    out = bytearray()
+    buffer = bytearray(size)
+    try:
+        with Decryptor(io.BytesIO(ciphertext), [_IDENTITY], threads=threads) as decryptor:
+            while count := decryptor.readinto(buffer):
+                out += buffer[:count]
+    except DecryptionError as exc:
+        return bytes(out), exc
+    return bytes(out), None
+
+
+@PROPERTY
+@given(size=st.integers(0, 9 * CHUNK + 7), cut=st.integers(-SEALED - 20, 40),
+       flip=st.one_of(st.none(), st.integers(0, 10 * SEALED)),
+       buffer=st.sampled_from([2 * CHUNK, 3 * CHUNK + 1, 8 * CHUNK]),
+       threads=st.sampled_from([1, 2]))
+def test_batched_reads_release_what_chunk_reads_release(
+        size: int, cut: int, flip: int | None, buffer: int, threads: int) -> None:
+    """Opening chunks a batch at a time (in two threads) releases the same verified
+    bytes and fails the same way as opening them one by one: truncation, trailing
+    data and damage anywhere."""
+    ciphertext = bytearray(encrypt_bytes(_plaintext(size, size), [_IDENTITY.recipient]))
+    start = _payload_start(bytes(ciphertext))
+    if flip is not None and start + flip < len(ciphertext):
+        ciphertext[start + flip] ^= 0x40
+    if cut < 0:
+        del ciphertext[max(start, len(ciphertext) + cut):]
+    else:
+        ciphertext += os.urandom(cut)
+    expected, error = _released(bytes(ciphertext), step=CHUNK)
+    got, got_error = _released_in_batches(bytes(ciphertext), buffer, threads)
+    assert got == expected
+    assert type(got_error) is type(error)
+
+
+@PROPERTY
+@given(size=st.integers(0, 20 * CHUNK), step=st.sampled_from([1000, CHUNK, 5 * CHUNK + 3,
+                                                              1 << 20]))
+def test_two_thread_encryption_round_trips(size: int, step: int) -> None:
+    data = _plaintext(size, size)
+    sink = io.BytesIO()
+    with Encryptor(sink, [_IDENTITY.recipient], threads=2) as encryptor:
+        for at in range(0, size, step):
+            encryptor.write(data[at:at + step])
+    assert decrypt_bytes(sink.getvalue(), [_IDENTITY]) == data
+    assert _released_in_batches(sink.getvalue(), 4 * CHUNK, 2) == (data, None)
+
+
+@pytest.mark.parametrize("size", [0, 5, CHUNK, 5 * CHUNK + 100])
+def test_resume_and_reseal_give_the_file_back(size: int) -> None:
+    """A download resumed at chunk k decrypts the rest; resealing the plaintext of the
+    chunks before k gives the very bytes of the file (to hash them again)."""
+    data = _plaintext(size, size)
+    ciphertext = encrypt_bytes(data, [_IDENTITY.recipient])
+    start = _payload_start(ciphertext)
+    with Decryptor(io.BytesIO(ciphertext), [_IDENTITY], threads=2) as decryptor:
+        assert decryptor.payload_start == start
+        whole = b"".join(decryptor.reseal(memoryview(data), first=0, final=True))
+        assert whole == ciphertext[start:]
+        for chunk in range(size // CHUNK):
+            prefix = b"".join(decryptor.reseal(memoryview(data[:chunk * CHUNK]), first=0,
+                                               final=False))
+            assert prefix == ciphertext[start:start + chunk * SEALED]
+            decryptor.resume(io.BytesIO(ciphertext[start + chunk * SEALED:]), chunk=chunk)
+            buffer = bytearray(3 * CHUNK)
+            rest = bytearray()
+            while count := decryptor.readinto(buffer):
+                rest += buffer[:count]
+            assert rest == data[chunk * CHUNK:]
+        decryptor.resume(io.BytesIO(ciphertext[start + SEALED:]), chunk=0)
+        with pytest.raises(PayloadError):
+            decryptor.read()
+
+
+def test_armored_files_have_no_chunk_offsets() -> None:
+    armored = encrypt_bytes(b"rows", [_IDENTITY.recipient], armor=True)
+    with Decryptor(io.BytesIO(armored), [_IDENTITY]) as decryptor:
+        assert decryptor.payload_start is None
+        with pytest.raises(ValueError, match="only an open binary age file"):
+            decryptor.resume(io.BytesIO(b""), chunk=0)

@@ -59,3 +59,22 @@ def test_only_the_fence_overrides_private_paramiko_methods() -> None:
     # And every override inside the fence is one it declares.
     declared = {name.split(".", 1)[1] for name in RELIED_ON}
     assert {o.rsplit(".", 1)[1] for o in fenced} <= declared
+
+
+def test_ssh_packets_are_capped_whatever_the_client_asks() -> None:
+    """Uploads come in 120 KiB packets (not paramiko's 32 KiB), and a client asking for
+    256 KiB packets gets 120 KiB ones: larger ones cost the gateway 4x the CPU."""
+    import socket
+
+    from sftp_server.transport import MAX_SSH_PACKET, BlindpostTransport
+
+    ours, theirs = socket.socketpair()
+    try:
+        transport = BlindpostTransport(ours)
+        assert MAX_SSH_PACKET == 120 << 10
+        assert transport._sanitize_packet_size(None) == MAX_SSH_PACKET
+        assert transport._sanitize_packet_size(256 << 10) == MAX_SSH_PACKET
+        assert transport._sanitize_packet_size(32 << 10) == 32 << 10
+    finally:
+        ours.close()
+        theirs.close()

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.client.files import DurableWriter, atomic_output, write_private_text
+from gateway.client.files import OutputWriter, atomic_output, write_private_text
 
 
-def test_atomic_output_appears_whole_and_private(tmp_path: Path) -> None:
+@pytest.mark.parametrize("durable", [True, False])
+def test_atomic_output_appears_whole_and_private(tmp_path: Path, durable: bool) -> None:
     target = tmp_path / "extract.csv"
     data = os.urandom(5 << 20)
-    with atomic_output(target) as sink:
+    with atomic_output(target, durable=durable) as sink:
         for start in range(0, len(data), 300_000):
             sink.write(memoryview(data)[start:start + 300_000])
         assert not target.exists()
@@ -36,7 +37,7 @@ def test_write_errors_are_raised() -> None:
     fd = os.open("/dev/full", os.O_WRONLY)
     try:
         with pytest.raises(OSError, match="No space left"):
-            DurableWriter(fd).write(b"x" * (1 << 20))
+            OutputWriter(fd).write(b"x" * (1 << 20))
     finally:
         os.close(fd)
 

@@ -146,6 +146,6 @@ def test_pipelined_writes_arrive_whole_and_errors_surface() -> None:
 def test_statuses_become_gateway_errors() -> None:
     session = sftp.SFTPSession(ScriptedServer(b""))
     with pytest.raises(NotFoundError, match="no such file"):
-        session.listdir("/missing")
+        session.listdir("/missing", limit=10)
     with pytest.raises(RemoteError, match="not a Blindpost gateway"):
         session.declare_recipients(b"h1", ["SHA256:x"])

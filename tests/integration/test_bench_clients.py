@@ -1,0 +1,32 @@
+"""bench/clients.py runs at a tiny size, so the benchmark cannot rot between runs of
+`make bench` (its figures are not checked here: a test is no place for speed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.unit.sftp_server.harness import require_tool
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_client_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    require_tool("age")
+    require_tool("sftp")
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "clients.py"), "--size-mib",
+                           "1", "--repeat", "2", "--dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for ours, theirs in (("blindpost send", "age -e -o + sftp put"),
+                         ("blindpost fetch", "sftp get + age -d -o"),
+                         ("blindpost encrypt -o (disk)", "age -e -o (disk)"),
+                         ("blindpost decrypt -o (disk)", "age -d -o (disk)")):
+        [line] = [line for line in done.stdout.splitlines()
+                  if line.startswith(ours) and f" vs {theirs}" in line]
+        assert "(rounds: " in line, line
+    assert list(tmp_path.iterdir()) == [], "the scratch directory is removed"
