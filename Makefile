@@ -11,7 +11,7 @@ DATA   ?= var
 TEST_DEBS := age openssh-client openssh-server lftp postgresql nodejs npm systemd haproxy \
              chromium
 
-.PHONY: run test lint typecheck unit bench deps test-deps clean
+.PHONY: run test lint typecheck unit bench deps test-deps dist clean
 
 $(BIN)/python:
 	@# Debian splits ensurepip (needed by venv) into python3-venv.
@@ -69,5 +69,20 @@ bench: test-deps
 	$(BIN)/python bench/exposure.py
 	$(BIN)/python bench/integrity.py
 
+## dist: the release gateway/__init__.py names, in dist/: the wheel (partners install it as is,
+## the gateway with [server]), the sdist, deploy/install.sh, the release's CHANGELOG.md entry
+## and SHA256SUMS over all of them. Timestamps come from the last commit, so the same commit
+## builds the same wheel.
+dist: $(VENV)/.installed-dev
+	@version=$$($(BIN)/python -c 'import gateway; print(gateway.__version__)'); \
+	grep -q "^## $$version\b" CHANGELOG.md || { echo "CHANGELOG.md has no '## $$version' entry" >&2; exit 1; }; \
+	rm -rf dist build *.egg-info && mkdir dist && \
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || date +%s) \
+	  $(BIN)/python -m build --quiet --outdir dist . >/dev/null && \
+	cp deploy/install.sh dist/ && \
+	awk -v v="$$version" '/^## / {on = ($$2 == v)} on' CHANGELOG.md > dist/CHANGES-$$version.md && \
+	(cd dist && sha256sum -- * > SHA256SUMS) && rm -rf build *.egg-info && \
+	ls -1 dist
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache dist build
