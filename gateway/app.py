@@ -10,37 +10,41 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway import state_keys
-from gateway.accounts import AccountService
 from gateway.actors import Actor
 from gateway.audit import AuditLog, AuditTag
-from gateway.audit_service import AuditService
-from gateway.auth import AuthService
-from gateway.authz import Authorizer
 from gateway.config import Settings
-from gateway.console_auth import ConsoleAuthService
-from gateway.dashboard import DashboardService
 from gateway.db import make_engine, make_sessionmaker
 from gateway.db.engine import check_reachable, describe_error, snapshot, unavailable_as_error
 from gateway.db.models import SettingValue
 from gateway.errors import ConflictError, DatabaseError
-from gateway.exposure import ExposureService
 from gateway.integrity import KEYS_INFO, Integrity, IntegrityViolationError
-from gateway.machines import MachineService
-from gateway.partner_keys import PartnerKeyService
-from gateway.partners import PartnerService
-from gateway.passkeys import PasskeyService
-from gateway.resealing import finish_interrupted_rotation
-from gateway.retention import RetentionService
 from gateway.state_keys import StateKeys
-from gateway.store import ObjectStore, open_store
-from gateway.tokens import TokenService
-from gateway.transfers import TransferService
+
+if TYPE_CHECKING:
+    # The services are imported when first used: a command pays only for those it calls
+    # (`partner list` needs neither the console's nor the store's libraries).
+    from gateway.accounts import AccountService
+    from gateway.audit_service import AuditService
+    from gateway.auth import AuthService
+    from gateway.authz import Authorizer
+    from gateway.console_auth import ConsoleAuthService
+    from gateway.dashboard import DashboardService
+    from gateway.exposure import ExposureService
+    from gateway.machines import MachineService
+    from gateway.partner_keys import PartnerKeyService
+    from gateway.partners import PartnerService
+    from gateway.passkeys import PasskeyService
+    from gateway.retention import RetentionService
+    from gateway.store import ObjectStore
+    from gateway.tokens import TokenService
+    from gateway.transfers import TransferService
 
 Clock = Callable[[], datetime]
 
@@ -75,6 +79,8 @@ class App:
 
     @cached_property
     def store(self) -> ObjectStore:
+        from gateway.store import open_store
+
         return self._store or open_store(self.settings)
 
     @cached_property
@@ -82,6 +88,8 @@ class App:
         """The keys in ``keys/state_key`` (and ``state_key.new`` mid-rotation)."""
         keys = state_keys.load(self.settings.keys_dir)
         if len(keys.key_ids) > 1:
+            from gateway.resealing import finish_interrupted_rotation
+
             keys = finish_interrupted_rotation(self, keys)
         return keys
 
@@ -132,6 +140,8 @@ class App:
 
     @cached_property
     def authz(self) -> Authorizer:
+        from gateway.authz import Authorizer
+
         return Authorizer(self)
 
     def record_settings(self, *, component: str) -> None:
@@ -160,54 +170,80 @@ class App:
 
     @cached_property
     def audit_view(self) -> AuditService:
+        from gateway.audit_service import AuditService
+
         return AuditService(self)
 
     @cached_property
     def partners(self) -> PartnerService:
+        from gateway.partners import PartnerService
+
         return PartnerService(self)
 
     @cached_property
     def accounts(self) -> AccountService:
+        from gateway.accounts import AccountService
+
         return AccountService(self)
 
     @cached_property
     def auth(self) -> AuthService:
+        from gateway.auth import AuthService
+
         return AuthService(self)
 
     @cached_property
     def machines(self) -> MachineService:
+        from gateway.machines import MachineService
+
         return MachineService(self)
 
     @cached_property
     def keys(self) -> PartnerKeyService:
+        from gateway.partner_keys import PartnerKeyService
+
         return PartnerKeyService(self)
 
     @cached_property
     def transfers(self) -> TransferService:
+        from gateway.transfers import TransferService
+
         return TransferService(self)
 
     @cached_property
     def retention(self) -> RetentionService:
+        from gateway.retention import RetentionService
+
         return RetentionService(self)
 
     @cached_property
     def console_auth(self) -> ConsoleAuthService:
+        from gateway.console_auth import ConsoleAuthService
+
         return ConsoleAuthService(self)
 
     @cached_property
     def passkeys(self) -> PasskeyService:
+        from gateway.passkeys import PasskeyService
+
         return PasskeyService(self)
 
     @cached_property
     def dashboard(self) -> DashboardService:
+        from gateway.dashboard import DashboardService
+
         return DashboardService(self)
 
     @cached_property
     def tokens(self) -> TokenService:
+        from gateway.tokens import TokenService
+
         return TokenService(self)
 
     @cached_property
     def exposure(self) -> ExposureService:
+        from gateway.exposure import ExposureService
+
         return ExposureService(self)
 
     def close(self) -> None:
