@@ -156,7 +156,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--tiny", action="store_true",
+                        help="a size that runs in seconds (the test suite runs every bench so)")
     options = parser.parse_args()
+    if options.tiny:
+        options.accounts, options.rounds = 20, 5
     with tempfile.TemporaryDirectory() as directory:
         data_dir = Path(directory) / "var"
         initialise(data_dir, admin="root-admin", environ={})

@@ -72,13 +72,18 @@ def sha256(head: bytes, pieces: list[memoryview]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--tiny", action="store_true",
+                        help="a size that runs in seconds (the test suite runs every bench so)")
     args = parser.parse_args()
+    sizes = (0.1, 1) if args.tiny else SIZES_MIB
+    if args.tiny:
+        args.repeat = 1
     head = header()
     # The pool is a multiple of the write size, so every write is a whole slice of it.
     pool = os.urandom(64 * WRITE)
     print(f"{'payload':>10}  {'check ms':>9}  {'sha256 ms':>9}  {'check/sha256':>12}  "
           f"{'check MB/s':>10}")
-    for size_mib in SIZES_MIB:
+    for size_mib in sizes:
         size = int(size_mib * MIB)
         pieces = writes(size, pool)
         checked = best(args.repeat, lambda: check(head, pieces))  # noqa: B023

@@ -277,7 +277,11 @@ def main() -> int:
     parser.add_argument("--small", type=int, default=20)
     parser.add_argument("--size-mib", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1, help="worker processes per node")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a size that runs in seconds (the test suite runs every bench so)")
     args = parser.parse_args()
+    if args.tiny:
+        args.sessions, args.small, args.size_mib = 4, 2, 1
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     source = work / "upload.bin"
     source.write_bytes(os.urandom(args.size_mib * MIB))
