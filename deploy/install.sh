@@ -16,7 +16,7 @@
 #       The installed releases, the current one marked with '*'.
 #
 # DIR is --prefix, else $BLINDPOST_PREFIX, else /opt/blindpost. The systemd units and the
-# image run DIR/current/bin/blindpost. A release directory is never moved or renamed once
+# image run DIR/current/bin/blindpost; each install leaves this script as DIR/install.sh. A release directory is never moved or renamed once
 # installed: a virtual environment's scripts name its interpreter by absolute path.
 set -eu
 
@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
         --prefix=*) prefix=${1#--prefix=}; shift ;;
         --python) [ $# -ge 2 ] || die "--python needs an interpreter"; python=$2; shift 2 ;;
         --switch) switch=yes; shift ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         --) shift; break ;;
         -*) die "unknown option $1 (see --help)" ;;
         *) break ;;
@@ -102,6 +102,9 @@ installed=$("$target/bin/blindpost" version)
 [ "$installed" = "blindpost $version" ] ||
     die "$file installed as '$installed', not blindpost $version: left in $target, not switched"
 touch "$target/.installed"
+# This script stays with the releases, so switching back needs nothing from a release's files.
+cp "$0" "$prefix/.install.sh.new" && chmod 0755 "$prefix/.install.sh.new" &&
+    mv -f "$prefix/.install.sh.new" "$prefix/install.sh"
 echo "installed blindpost $version in $target"
 
 if [ "$switch" = yes ] || [ -z "$(current_version)" ]; then
