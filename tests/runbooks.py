@@ -60,6 +60,7 @@ class Block:
 
     runbook: str
     line: int
+    section: str  # the `## ` heading it is under
     language: str
     illustrative: bool
     text: str
@@ -80,7 +81,9 @@ def blocks(path: Path) -> list[Block]:
         words = match.group("info").split()
         indent = len(match.group("indent"))
         body = "\n".join(line[indent:] for line in match.group("body").splitlines())
+        headings = re.findall(r"^## (.+)$", text[:match.start()], re.MULTILINE)
         found.append(Block(runbook=path.name, line=text.count("\n", 0, match.start()) + 1,
+                           section=headings[-1] if headings else "",
                            language=words[0] if words else "",
                            illustrative=ILLUSTRATIVE in words[1:], text=body + "\n"))
     return found
@@ -130,11 +133,11 @@ class Session:
             script = re.sub(rf"(?<![\w/]){re.escape(path)}(?![\w-])",
                             str(self.node_path(path)), script)
         # The state of the shell so far, the block, then the state it leaves (variables
-        # in lower case or BLINDPOST_/AWS_, and the working directory).
+        # in lower case or BLINDPOST_/AWS_, the working directory and the umask).
         kept = "^([a-z][a-z0-9_]*|BLINDPOST_\\w+|AWS_\\w+)$"
         wrapper = (f'. "{self._state}"\nset -euo pipefail\n{script}\nset +eu\n'
-                   f'{{ declare -p $(compgen -v | grep -E "{kept}"); echo "cd \\"$PWD\\""; }}'
-                   f' > "{self._state}"\n')
+                   f'{{ declare -p $(compgen -v | grep -E "{kept}"); echo "cd \\"$PWD\\"";'
+                   f' echo "umask $(umask)"; }} > "{self._state}"\n')
         result = subprocess.run(["bash", "-c", wrapper], cwd=self.cwd, env=self.env,
                                 capture_output=True, text=True, timeout=300, check=False)
         if check:
@@ -143,9 +146,14 @@ class Session:
                 f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
         return result
 
-    def unrun(self) -> list[str]:
+    def chdir(self, path: Path) -> None:
+        """Go to ``path``, as the administrator does between steps."""
+        with self._state.open("a") as state:
+            state.write(f'cd "{path}"\n')
+
+    def unrun(self) -> list[Block]:
         """The runnable blocks not run yet (a test that ends with some left missed them)."""
-        return [str(b) for i, b in enumerate(self.blocks) if b.runnable and i not in self.ran]
+        return [b for i, b in enumerate(self.blocks) if b.runnable and i not in self.ran]
 
     def host_commands(self) -> list[str]:
         return self.host_log.read_text().splitlines() if self.host_log.exists() else []

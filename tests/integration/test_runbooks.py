@@ -107,7 +107,7 @@ def test_install_upgrade_rollback(tmp_path: Path, releases: tuple[Release, Relea
                for p in units.glob("*.service"))
     checked = install.run("blindpost audit verify")
     assert "audit log OK" in checked.stdout
-    assert install.unrun() == []
+    assert not install.unrun()
     commands = install.host_commands()
     assert "systemctl enable --now blindpost-sftp blindpost-purge.timer" in commands
     assert any(c.startswith("chown -R blindpost:blindpost ") for c in commands)
@@ -152,7 +152,7 @@ def test_install_upgrade_rollback(tmp_path: Path, releases: tuple[Release, Relea
     upgrade.run('switch "$old"')
     assert str(current.readlink()) == f"releases/{old.version}"
     running(old)
-    assert upgrade.unrun() == []
+    assert not upgrade.unrun()
     listed = subprocess.run(["sh", str(install.node_path("/opt/blindpost") / "install.sh"),
                              "--prefix", str(install.node_path("/opt/blindpost")), "list"],
                             capture_output=True, text=True, check=True)
