@@ -25,8 +25,7 @@ def test_every_bench_is_listed() -> None:
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
 def test_bench_runs_tiny(script: Path, tmp_path: Path) -> None:
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("BLINDPOST_")},
-           "TMPDIR": str(tmp_path)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLINDPOST_")}
     result = subprocess.run([sys.executable, str(script), "--tiny"], env=env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, f"{script.name}:\n{result.stdout}\n{result.stderr}"
