@@ -112,23 +112,27 @@ def test_install_upgrade_rollback(tmp_path: Path, releases: tuple[Release, Relea
     assert "systemctl enable --now blindpost-sftp blindpost-purge.timer" in commands
     assert any(c.startswith("chown -R blindpost:blindpost ") for c in commands)
 
-    # A staff member who signs in after every step.
-    key = tmp_path / "id_clerk"
-    public = write_key_pair(key, "clerk")
-    Path(f"{key}.pub").write_text(public.openssh() + "\n")
+    # Staff members who sign in after every step: one for each sign-in, since a one-time
+    # code is refused the second time (the sign-ins may fall within one 30 s step).
     blindpost = str(install.node_path("/usr/local/bin") / "blindpost")
     service_env = {**env, **dict(line.split("=", 1) for line in
                                  env_file.read_text().splitlines() if line)}
-    added = subprocess.run([blindpost, "user", "add", "clerk", "--role", "staff",
-                            "--ssh-key", f"{key}.pub"], env=service_env,
-                           capture_output=True, text=True, timeout=120, check=True)
-    secret = totp_secret(added.stdout)
+    staff = []
+    for name in ("clerk-a", "clerk-b", "clerk-c"):
+        key = tmp_path / f"id_{name}"
+        public = write_key_pair(key, name)
+        Path(f"{key}.pub").write_text(public.openssh() + "\n")
+        added = subprocess.run([blindpost, "user", "add", name, "--role", "staff",
+                                "--ssh-key", f"{key}.pub"], env=service_env,
+                               capture_output=True, text=True, timeout=120, check=True)
+        staff.append((name, key, totp_secret(added.stdout)))
 
     def running(release: Release) -> None:
         version = subprocess.run([blindpost, "version"], env=service_env, capture_output=True,
                                  text=True, timeout=60, check=True)
         assert version.stdout.strip() == f"blindpost {release.version}"
-        with sftp_node([blindpost], service_env, user="clerk", key=key,
+        name, key, secret = staff.pop(0)
+        with sftp_node([blindpost], service_env, user=name, key=key,
                        totp_secret=secret) as client:
             assert client.listdir(".") is not None
 
