@@ -3,15 +3,16 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   ?= var
+DIST   ?= dist
 # Debian packages the test suite drives: real OpenSSH client and server, the age CLI,
-# lftp as a third SFTP client, PostgreSQL for scale-out, Node.js for the second age
-# implementation (and axe-core), systemd-analyze for the units in deploy/, haproxy for its
-# example, Chromium for the console's browser tests (driven by Playwright, which downloads
-# no browser of its own here).
-TEST_DEBS := age openssh-client openssh-server lftp postgresql nodejs npm systemd haproxy \
+# lftp as a third SFTP client, PostgreSQL for scale-out, sqlite3 for the backup runbook,
+# Node.js for the second age implementation (and axe-core), systemd-analyze for the units
+# in deploy/, haproxy for its example, Chromium for the console's browser tests (driven by
+# Playwright, which downloads no browser of its own here).
+TEST_DEBS := age openssh-client openssh-server lftp postgresql nodejs npm systemd haproxy sqlite3 \
              chromium
 
-.PHONY: run test lint typecheck unit bench deps test-deps clean
+.PHONY: run test lint typecheck unit bench deps test-deps dist clean
 
 $(BIN)/python:
 	@# Debian splits ensurepip (needed by venv) into python3-venv.
@@ -68,6 +69,22 @@ bench: test-deps
 	$(BIN)/python bench/reorder_memory.py
 	$(BIN)/python bench/exposure.py
 	$(BIN)/python bench/integrity.py
+	$(BIN)/python bench/startup.py
+
+## dist: the release gateway/__init__.py names, in dist/: the wheel (partners install it as is,
+## the gateway with [server]), the sdist, deploy/install.sh, the systemd units, the release's
+## CHANGELOG.md entry and SHA256SUMS over all of them. Timestamps come from the last commit, so the same commit
+## builds the same wheel.
+dist: $(VENV)/.installed-dev
+	@version=$$($(BIN)/python -c 'import gateway; print(gateway.__version__)'); \
+	grep -q "^## $$version\b" CHANGELOG.md || { echo "CHANGELOG.md has no '## $$version' entry" >&2; exit 1; }; \
+	rm -rf $(DIST) build *.egg-info && mkdir -p $(DIST) && \
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || date +%s) \
+	  $(BIN)/python -m build --quiet --outdir $(DIST) . >/dev/null && \
+	cp deploy/install.sh $(DIST)/ && cp -r deploy/systemd $(DIST)/ && \
+	awk -v v="$$version" '/^## / {on = ($$2 == v)} on' CHANGELOG.md > $(DIST)/CHANGES-$$version.md && \
+	(cd $(DIST) && find . -type f ! -name SHA256SUMS | sed 's|^\./||' | LC_ALL=C sort | xargs sha256sum -- > SHA256SUMS) && \
+	rm -rf build *.egg-info && ls -1 $(DIST)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache dist build

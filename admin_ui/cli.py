@@ -14,7 +14,6 @@ from pathlib import Path
 import click
 
 from gateway.cli.common import data_dir_option, open_app
-from gateway.housekeeping import Housekeeping
 from gateway.stop_signals import StopSignals
 
 
@@ -34,7 +33,9 @@ def console(listen: str | None, data_dir: Path | None) -> None:
     Example:
       blindpost console --data-dir /var/lib/blindpost --listen 127.0.0.1:8443
     """
+    # Imported here: `blindpost --help` lists this command without the database layer.
     from admin_ui.service import start
+    from gateway.housekeeping import Housekeeping
 
     app = open_app(data_dir)
     app.record_settings(component="console")

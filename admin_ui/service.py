@@ -10,6 +10,7 @@ says so when it starts.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import socket
 import threading
@@ -19,7 +20,8 @@ import uvicorn
 
 from admin_ui.web import create_app
 from gateway.app import App
-from gateway.config import Settings, parse_listen
+from gateway.config import Settings, address_in_use, parse_listen
+from gateway.errors import StartupError
 
 log = logging.getLogger(__name__)
 START_SECONDS = 30.0
@@ -83,7 +85,13 @@ def bind(listen: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(address_in_use("console_listen", listen)) from exc
+        raise
     sock.listen(128)
     sock.set_inheritable(True)
     return sock

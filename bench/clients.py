@@ -280,7 +280,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--tmpfs", action="store_true",
                         help="also compare -o on /dev/shm (no disk at all)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a size that runs in seconds (the test suite runs every bench so)")
     args = parser.parse_args()
+    if args.tiny:
+        args.size_mib, args.repeat, args.workers = 1, 1, 1
     for tool in ("age", "sftp"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is missing: make test-deps installs it")

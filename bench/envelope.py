@@ -279,7 +279,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement")
     parser.add_argument("--dir", type=Path, default=None, help="scratch directory parent")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--tiny", action="store_true",
+                        help="a size that runs in seconds (the test suite runs every bench so)")
     args = parser.parse_args()
+    if args.tiny:
+        args.size, args.repeat = 1 << 20, 1
     if args.worker:
         worker(*args.worker)
         return

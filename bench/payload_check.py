@@ -181,7 +181,11 @@ def main() -> int:
                         help="size of the SFTP upload (0: skip that part)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--tiny", action="store_true",
+                        help="a size that runs in seconds (the test suite runs every bench so)")
     args = parser.parse_args()
+    if args.tiny:
+        args.sizes_mib, args.sftp_mib, args.rounds, args.repeat = "0.1,1", 2, 1, 1
     in_process([float(size) for size in args.sizes_mib.split(",")], args.repeat)
     if args.sftp_mib <= 0:
         return 0

@@ -16,6 +16,7 @@ Run from a checkout of the code to measure (the script measures whatever is ther
 
 from __future__ import annotations
 
+import argparse
 import select
 import socket
 import sys
@@ -113,7 +114,8 @@ def installation(root: Path) -> Installation:
     return inst
 
 
-def run(title: str, sources: list[str], per_source: int, *, returning: bool) -> None:
+def run(title: str, sources: list[str], per_source: int, *, returning: bool,
+        watch: float = WATCH_SECONDS) -> None:
     with tempfile.TemporaryDirectory() as work:
         inst = installation(Path(work))
         try:
@@ -125,11 +127,11 @@ def run(title: str, sources: list[str], per_source: int, *, returning: bool) -> 
             print(f"  new user from a new address:   {sign_in(inst, 'lee', '127.0.1.2')}")
             if returning:
                 print(f"  returning user (signed in before): {sign_in(inst, 'ann', '127.0.1.1')}")
-            deadline = attack.opened + WATCH_SECONDS
+            deadline = attack.opened + watch
             while attack.alive() and time.monotonic() < deadline:
                 time.sleep(1)
             longest = max(attack.lifetimes, default=0.0)
-            print(f"  still held after {WATCH_SECONDS:.0f} s: {attack.alive()}; the longest "
+            print(f"  still held after {watch:.0f} s: {attack.alive()}; the longest "
                   f"closed one lived {longest:.0f} s (grace "
                   f"{inst.settings.sftp_auth_timeout_seconds} s, one byte every "
                   f"{DRIBBLE_SECONDS:.0f} s)")
@@ -139,7 +141,14 @@ def run(title: str, sources: list[str], per_source: int, *, returning: bool) -> 
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true",
+                        help="a size that runs in seconds (the test suite runs every bench so)")
+    args = parser.parse_args()
     print(f"code under test: {ROOT}")
+    if args.tiny:
+        run("2 addresses x 2", ["127.0.0.2", "127.0.0.3"], 2, returning=True, watch=1.0)
+        return
     run("10 addresses x 20", [f"127.0.0.{n}" for n in range(2, 12)], 20, returning=False)
     run("40 addresses x 10", [f"127.0.{n // 200 + 2}.{n % 200 + 2}" for n in range(40)], 10,
         returning=True)

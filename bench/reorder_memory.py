@@ -18,6 +18,7 @@ budgets (run it from a checkout of that code) and after.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
@@ -185,9 +186,9 @@ def scenario(inst: Installation, users: list[User], name: str, sessions: int,
         server.stop()
 
 
-def in_order(session: Session) -> list[tuple[bytes, int, bytes]]:
+def in_order(session: Session, total: int = 256 * MIB) -> list[tuple[bytes, int, bytes]]:
     handle, block = session.open("/acme/in-order.csv"), os.urandom(32 * KIB)
-    return [(handle, i * len(block), block) for i in range(256 * MIB // len(block))]
+    return [(handle, i * len(block), block) for i in range(total // len(block))]
 
 
 def gapped(count: int, size: int) -> object:
@@ -199,6 +200,12 @@ def gapped(count: int, size: int) -> object:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true",
+                        help="a size that runs in seconds (the test suite runs every bench so)")
+    args = parser.parse_args()
+    # --tiny: the same scenarios, 1/64 of the writes.
+    scale = 64 if args.tiny else 1
     with tempfile.TemporaryDirectory() as work:
         inst = Installation(Path(work))
         inst.add_partner("acme")
@@ -207,10 +214,11 @@ def main() -> None:
         users = [inst.add_user(f"clerk{n}", Role.STAFF) for n in range(4)]
         inst.app.close()
         print(f"code under test: {ROOT}")
-        reference = scenario(inst, users[0:1], "in-order", 1, in_order)
+        reference = scenario(inst, users[0:1], "in-order", 1,
+                             lambda session: in_order(session, 256 * MIB // scale))
         hostile = scenario(inst, users[1:3], "gapped 32 KiB", 2,
-                           gapped(64 * MIB // (32 * KIB), 32 * KIB))
-        scenario(inst, users[3:4], "gapped 1 byte", 1, gapped(25_000, 1))
+                           gapped(64 * MIB // (32 * KIB) // scale, 32 * KIB))
+        scenario(inst, users[3:4], "gapped 1 byte", 1, gapped(25_000 // scale, 1))
         print(f"gapped 32 KiB grew the server {hostile / max(reference, 0.1):.0f}x as much as "
               "the in-order reference")
 

@@ -284,7 +284,11 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="worker processes per node")
     parser.add_argument("--no-reference", dest="reference", action="store_false",
                         help="skip the one-node run on SQLite and the local store")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a size that runs in seconds (the test suite runs every bench so)")
     args = parser.parse_args()
+    if args.tiny:
+        args.sessions, args.size_mib = [2, 4], 1
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     source = work / "upload.bin"
     source.write_bytes(os.urandom(args.size_mib * MIB))

@@ -332,7 +332,12 @@ def main() -> int:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a size that runs in seconds (the test suite runs every bench so)")
     args = parser.parse_args()
+    if args.tiny:
+        args.size_mib, args.workers = 1, 1
+    concurrent_mib = 1 if args.tiny else CONCURRENT_MIB
     size = args.size_mib * MIB
     work = Path(tempfile.mkdtemp(prefix="bench-sftp-"))
     work.chmod(0o755)
@@ -342,12 +347,12 @@ def main() -> int:
         for _ in range(args.size_mib):
             handle.write(os.urandom(MIB))
     with (work / "conc.bin").open("wb") as handle:
-        handle.write(os.urandom(CONCURRENT_MIB * MIB))
+        handle.write(os.urandom(concurrent_mib * MIB))
     blindpost, openssh = Blindpost(work, args.workers), OpenSSH(work)
     rows: list[Result] = []
     try:
         rows += run_pair(blindpost, openssh, size, work, args.profile)
-        rows += concurrent(blindpost, work)
+        rows += concurrent(blindpost, work, concurrent_mib)
     finally:
         blindpost.stop()
         openssh.stop()
@@ -393,12 +398,12 @@ def check_size(result: Result, path: Path, *, minimum: int) -> None:
         result.ok = False
 
 
-def concurrent(bp: Blindpost, work: Path) -> list[Result]:
+def concurrent(bp: Blindpost, work: Path, mib: int = CONCURRENT_MIB) -> list[Result]:
     """One 64 MiB download, then 20 at once, to /dev/null: this measures the server,
     not the client machine's disk (which all 20 clients share here)."""
-    size = CONCURRENT_MIB * MIB
+    size = mib * MIB
     bp.sftp("clerk", [f"put {work / 'conc.bin'} /acme/conc.bin"]).communicate()
-    single = timed(f"Blindpost 1 download of {CONCURRENT_MIB} MiB", size, bp.process.pid,
+    single = timed(f"Blindpost 1 download of {mib} MiB", size, bp.process.pid,
                    lambda: bp.sftp("p1", ["get conc.bin.age /dev/null"]))
     with Sampler(bp.process.pid) as usage:
         began = time.monotonic()

@@ -11,31 +11,20 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway import state_keys
-from gateway.accounts import AccountService
 from gateway.actors import Actor
 from gateway.audit import AuditLog, AuditTag
-from gateway.audit.checkpoint_file import read_latest_checkpoint
-from gateway.audit.errors import VerificationError
-from gateway.audit.verify import verify_database
-from gateway.audit.witnessing import Witnessing
-from gateway.audit_service import AuditService
-from gateway.auth import AuthService
-from gateway.authz import Authorizer
 from gateway.config import Settings
-from gateway.console_auth import ConsoleAuthService
-from gateway.dashboard import DashboardService
 from gateway.db import make_engine, make_sessionmaker
 from gateway.db.engine import check_reachable, describe_error, snapshot, unavailable_as_error
 from gateway.db.models import SettingValue
 from gateway.errors import ConflictError, DatabaseError
-from gateway.exposure import ExposureService
 from gateway.integrity import (
     KEYS_INFO,
     STATE_INFO,
@@ -44,16 +33,27 @@ from gateway.integrity import (
     ensure_baseline,
 )
 from gateway.ledger import ROWS_PER_EVENT, Ledger, LogRolledBackError
-from gateway.machines import MachineService
-from gateway.partner_keys import PartnerKeyService
-from gateway.partners import PartnerService
-from gateway.passkeys import PasskeyService
-from gateway.resealing import finish_interrupted_rotation
-from gateway.retention import RetentionService
 from gateway.state_keys import StateKeys
-from gateway.store import ObjectStore, open_store
-from gateway.tokens import TokenService
-from gateway.transfers import TransferService
+
+if TYPE_CHECKING:
+    # The services are imported when first used: a command pays only for those it calls
+    # (`partner list` needs neither the console's nor the store's libraries).
+    from gateway.accounts import AccountService
+    from gateway.audit.witnessing import Witnessing
+    from gateway.audit_service import AuditService
+    from gateway.auth import AuthService
+    from gateway.authz import Authorizer
+    from gateway.console_auth import ConsoleAuthService
+    from gateway.dashboard import DashboardService
+    from gateway.exposure import ExposureService
+    from gateway.machines import MachineService
+    from gateway.partner_keys import PartnerKeyService
+    from gateway.partners import PartnerService
+    from gateway.passkeys import PasskeyService
+    from gateway.retention import RetentionService
+    from gateway.store import ObjectStore
+    from gateway.tokens import TokenService
+    from gateway.transfers import TransferService
 
 Clock = Callable[[], datetime]
 log = logging.getLogger(__name__)
@@ -111,6 +111,10 @@ class App:
 
     def _replay_log(self, apply: Callable[[int, Mapping[str, Any]], None]) -> int:
         """Verify the whole log, handing each entry to ``apply``; return its size."""
+        from gateway.audit.checkpoint_file import read_latest_checkpoint
+        from gateway.audit.errors import VerificationError
+        from gateway.audit.verify import verify_database
+
         kept = read_latest_checkpoint(self.settings.audit_checkpoint_path)
         try:
             with self.read() as session:
@@ -134,6 +138,8 @@ class App:
 
     @cached_property
     def store(self) -> ObjectStore:
+        from gateway.store import open_store
+
         return self._store or open_store(self.settings)
 
     @cached_property
@@ -146,6 +152,8 @@ class App:
             state_keys.register_user(self.settings.keys_dir)
         keys = state_keys.load(self.settings.keys_dir)
         if len(keys.key_ids) > 1:
+            from gateway.resealing import finish_interrupted_rotation
+
             keys = finish_interrupted_rotation(self, keys)
         return keys
 
@@ -196,6 +204,8 @@ class App:
 
     @cached_property
     def authz(self) -> Authorizer:
+        from gateway.authz import Authorizer
+
         return Authorizer(self)
 
     def record_settings(self, *, component: str) -> None:
@@ -223,65 +233,93 @@ class App:
                     row.value = value
 
     @cached_property
+    def audit_view(self) -> AuditService:
+        from gateway.audit_service import AuditService
+
+        return AuditService(self)
+
+    @cached_property
+    def partners(self) -> PartnerService:
+        from gateway.partners import PartnerService
+
+        return PartnerService(self)
+
+    @cached_property
+    def accounts(self) -> AccountService:
+        from gateway.accounts import AccountService
+
+        return AccountService(self)
+
+    @cached_property
+    def auth(self) -> AuthService:
+        from gateway.auth import AuthService
+
+        return AuthService(self)
+
+    @cached_property
+    def machines(self) -> MachineService:
+        from gateway.machines import MachineService
+
+        return MachineService(self)
+
+    @cached_property
+    def keys(self) -> PartnerKeyService:
+        from gateway.partner_keys import PartnerKeyService
+
+        return PartnerKeyService(self)
+
+    @cached_property
+    def transfers(self) -> TransferService:
+        from gateway.transfers import TransferService
+
+        return TransferService(self)
+
+    @cached_property
+    def retention(self) -> RetentionService:
+        from gateway.retention import RetentionService
+
+        return RetentionService(self)
+
+    @cached_property
+    def console_auth(self) -> ConsoleAuthService:
+        from gateway.console_auth import ConsoleAuthService
+
+        return ConsoleAuthService(self)
+
+    @cached_property
+    def passkeys(self) -> PasskeyService:
+        from gateway.passkeys import PasskeyService
+
+        return PasskeyService(self)
+
+    @cached_property
+    def dashboard(self) -> DashboardService:
+        from gateway.dashboard import DashboardService
+
+        return DashboardService(self)
+
+    @cached_property
+    def tokens(self) -> TokenService:
+        from gateway.tokens import TokenService
+
+        return TokenService(self)
+
+    @cached_property
+    def exposure(self) -> ExposureService:
+        from gateway.exposure import ExposureService
+
+        return ExposureService(self)
+
+    @cached_property
     def witnessing(self) -> Witnessing:
         """The witnesses that cosign checkpoints (none unless ``audit_witnesses`` is set)."""
+        from gateway.audit.witnessing import Witnessing
+
         return Witnessing(witnesses=self.settings.witnesses,
                           quorum=self.settings.audit_witness_quorum,
                           timeout=self.settings.audit_witness_timeout_seconds,
                           audit=self.audit, read=self.read, transaction=self.transaction,
                           clock=self.clock)
-
-    @cached_property
-    def audit_view(self) -> AuditService:
-        return AuditService(self)
-
-    @cached_property
-    def partners(self) -> PartnerService:
-        return PartnerService(self)
-
-    @cached_property
-    def accounts(self) -> AccountService:
-        return AccountService(self)
-
-    @cached_property
-    def auth(self) -> AuthService:
-        return AuthService(self)
-
-    @cached_property
-    def machines(self) -> MachineService:
-        return MachineService(self)
-
-    @cached_property
-    def keys(self) -> PartnerKeyService:
-        return PartnerKeyService(self)
-
-    @cached_property
-    def transfers(self) -> TransferService:
-        return TransferService(self)
-
-    @cached_property
-    def retention(self) -> RetentionService:
-        return RetentionService(self)
-
-    @cached_property
-    def console_auth(self) -> ConsoleAuthService:
-        return ConsoleAuthService(self)
-
-    @cached_property
-    def passkeys(self) -> PasskeyService:
-        return PasskeyService(self)
-
-    @cached_property
-    def dashboard(self) -> DashboardService:
-        return DashboardService(self)
-
-    @cached_property
-    def tokens(self) -> TokenService:
-        return TokenService(self)
-
-    @cached_property
-    def exposure(self) -> ExposureService:
-        return ExposureService(self)
 
     def close(self) -> None:
         """Keep the followed state for the next start, and release database connections."""

@@ -399,6 +399,23 @@ def parse_listen(value: str, *, key: str = "listen") -> tuple[str, int]:
     return host, int(port_text)
 
 
+# The listener each listen setting opens: a message about an address names both.
+LISTENERS = {"sftp_listen": "the SFTP server", "console_listen": "the console",
+             "metrics_listen": "the metrics endpoint"}
+
+
+def address_in_use(key: str, listen: str, *, flag: str | None = "--listen") -> str:
+    """What to say when ``listen``, the value of setting ``key``, is taken: which listener
+    could not start, and every way to move it."""
+    shown = listen if listen.isprintable() else repr(listen)
+    ways = [f"{key} in {CONFIG_FILE_NAME}", f"{ENV_PREFIX}{key.upper()}"]
+    if flag:
+        ways.append(flag)
+    return (f"cannot listen on {shown} for {LISTENERS[key]}: the address is already in use "
+            f"(is another server running there?); set another with {', '.join(ways[:-1])} "
+            f"or {ways[-1]}")
+
+
 def _setting_names() -> tuple[str, ...]:
     """Every setting, in declaration order (the example file follows it)."""
     return tuple(f.name for f in fields(Settings))

@@ -11,6 +11,7 @@ times only, never names, addresses or file contents.
 
 from __future__ import annotations
 
+import errno
 import json
 import threading
 from collections import Counter
@@ -25,9 +26,9 @@ from sqlalchemy import func, select
 
 from gateway.audit.log import checkpoints, entries
 from gateway.audit.tags import AuditTag
-from gateway.config import parse_listen
+from gateway.config import address_in_use, parse_listen
 from gateway.db.engine import snapshot
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StartupError
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -141,6 +142,8 @@ def serve_metrics(listen: str, collectors: Iterable[Collector]) -> MetricsEndpoi
     try:
         server, thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(address_in_use("metrics_listen", listen, flag=None)) from exc
         raise ConfigError(f"metrics_listen: cannot listen on {listen}: "
                           f"{exc.strerror or exc}") from exc
     return MetricsEndpoint(server, thread)

@@ -16,7 +16,6 @@ import click
 from gateway.cli.common import data_dir_option, open_app
 from gateway.config import MAX_WORKERS, parse_listen
 from gateway.errors import ConfigError, UsageError
-from gateway.housekeeping import Housekeeping
 from gateway.logs import configure_logging
 from gateway.stop_signals import StopSignals
 
@@ -41,6 +40,8 @@ def sftp(listen: str | None, workers: int | None, data_dir: Path | None) -> None
     Example:
       blindpost sftp --data-dir /var/lib/blindpost --listen 0.0.0.0:2222 --workers 4
     """
+    # Imported here: `blindpost --help` lists this command without the database layer.
+    from gateway.housekeeping import Housekeeping
     from sftp_server.service import start
 
     overrides: dict[str, object] = {}

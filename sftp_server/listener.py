@@ -31,7 +31,7 @@ import paramiko
 from paramiko.ssh_exception import SSHException
 
 from gateway.app import App
-from gateway.config import parse_listen
+from gateway.config import address_in_use, parse_listen
 from gateway.errors import GatewayError, StartupError, UsageError
 from sftp_server.admission import Admission, Ticket
 from sftp_server.auth import LoginGate
@@ -112,8 +112,7 @@ def _bind(listen: str, address: tuple[str, int], *, reuse_port: bool) -> socket.
 def _bind_error(listen: str, exc: Exception) -> GatewayError:
     shown = listen if listen.isprintable() else repr(listen)
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
-        return StartupError(f"cannot listen on {shown}: the address is already in use "
-                            "(is another server running there?)")
+        return StartupError(address_in_use("sftp_listen", listen))
     if isinstance(exc, socket.gaierror | TypeError | UnicodeError):
         return UsageError(f"cannot listen on {shown}: unknown host")
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

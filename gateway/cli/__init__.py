@@ -55,6 +55,38 @@ COMMANDS = {
     "witness": "gateway.cli.witness:witness",
 }
 
+# What `blindpost --help` lists for each command: its short help, kept here so that the
+# listing imports none of the commands (tests/unit/gateway/cli/test_startup.py checks that
+# each is what the command itself says). Adapters' commands are loaded to list them.
+SUMMARIES = {
+    "audit": "Tamper-evident audit log: verify, checkpoint, prove, read, export.",
+    "db": "Database maintenance.",
+    "decrypt": "Decrypt the age file INPUT (default: standard input), binary or armored.",
+    "encrypt": "Encrypt INPUT (default: standard input) to age recipients.",
+    "exposure": "Report every file on the server at any moment of a window, from the audit log.",
+    "fetch": "Download what is new in your inbox, verify it and decrypt it into --out.",
+    "files": ("List files, newest first, with partner, name, size, uploader, times, downloads "
+              "and state."),
+    "host-key": "Print the SFTP server's host key and fingerprint, for partners to pin.",
+    "init": "Create a data directory: keys, configuration, database and the first admin.",
+    "integrity": "Check that every granting row was written by the gateway (its seal verifies).",
+    "key": ("Partner encryption keys: propose, approve (by a second admin), revoke, list; and "
+            "the fingerprint of a key, anywhere."),
+    "keygen": ("Generate an identity (private key); show its recipient (public key) and "
+               "fingerprint."),
+    "keys": "Keys of the installation kept in keys/ (the state key).",
+    "partner": "Manage partners (the organisations that receive files).",
+    "purge": "Purge expired files and sweep leftovers of interrupted uploads, once.",
+    "send": "Encrypt FILEs on this machine to PARTNER's keys and upload them as FILE.age.",
+    "serve": ("Run the gateway until interrupted: the SFTP server, the console and the purger "
+              "(every installed service)."),
+    "source": "Source addresses slowed down after many failed sign-ins (see docs/security.md).",
+    "token": "API tokens for /api/v1: create (shown once), list, revoke.",
+    "trust": "Accept PARTNER's changed keys, after showing what changed and asking.",
+    "user": "Manage accounts: admins, auditors, staff and partner users.",
+    "version": "Print the Blindpost version.",
+}
+
 # Top-level modules of the `server` extra (pyproject.toml). Missing one means a client-only
 # install: the command that needs it says which extra to install.
 SERVER_EXTRA_MODULES = frozenset({
@@ -102,6 +134,26 @@ class BlindpostGroup(click.Group):
 
     def list_commands(self, _ctx: click.Context) -> list[str]:
         return sorted({*COMMANDS, *_plugin_commands()})
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``--help``, without importing every command's module."""
+        names = sorted({*COMMANDS, *_plugin_commands()})
+        # As click's own listing: what fits beside the longest name.
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = []
+        for name in names:
+            if name in SUMMARIES:
+                # A stand-in command shortens the text exactly as the real one would.
+                summary = click.Command(name, help=SUMMARIES[name]).get_short_help_str(limit)
+            else:
+                command = self.get_command(ctx, name)
+                if command is None or command.hidden:
+                    continue
+                summary = command.get_short_help_str(limit)
+            rows.append((name, summary))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def get_command(self, _ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name) or _plugin_commands().get(cmd_name)

@@ -20,7 +20,7 @@ from tests.unit.sftp_server.harness import require_tool
 pytestmark = pytest.mark.integration
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
-INSTALLED = "/opt/blindpost/.venv/bin/blindpost"
+INSTALLED = "/opt/blindpost/current/bin/blindpost"
 # Stop timeout = shutdown_drain_seconds (default 10) + 15 s: the drain, the grace before a
 # worker is killed, and the shutdown checkpoint (sftp_server/service.py).
 STOP_SECONDS = 25
@@ -115,7 +115,7 @@ def test_container_image_runs_non_root_without_a_shell() -> None:
     assert all(part.isdigit() and int(part) != 0 for part in user.split(":"))
     [entrypoint] = [line.removeprefix("ENTRYPOINT ") for line in final
                     if line.startswith("ENTRYPOINT ")]
-    assert json.loads(entrypoint) == ["/opt/blindpost/bin/blindpost"]  # exec form
+    assert json.loads(entrypoint) == ["/opt/blindpost/current/bin/blindpost"]  # exec form
 
 
 def test_compose_services_are_non_root_and_read_only() -> None:

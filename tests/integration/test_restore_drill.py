@@ -1,131 +1,202 @@
 """The backup-and-restore runbook, run as written: back up, destroy, restore, verify, download.
 
-deploy/runbooks/backup-and-restore.md: witness checkpoint, `pg_dump`, the data directory
-through `tar | age`; then the database and the data directory are destroyed and restored,
-`audit verify` passes against the witnessed checkpoint (and fails against one taken after
-the backup: the restored log really is shorter), and the file that was waiting before
-the backup downloads over SFTP and decrypts.
+deploy/runbooks/backup-and-restore.md's blocks run in a scratch root (tests/runbooks.py),
+once for each shape: SQLite on one host (`sqlite3 .backup`), and PostgreSQL with its owner
+and application roles (`pg_dump` as the owner). Each drill makes the backup key as the
+runbook shows, backs up an installation with a file waiting for its partner, checks that
+no backup file is readable by others and no unencrypted copy is left, destroys the
+database and the data directory, restores them, and then: `audit verify` passes against
+the witnessed checkpoint (and fails against one taken after the backup: the restored log
+really is shorter), and the file that was waiting before the backup downloads over SFTP
+and decrypts with the partner's key.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
-import paramiko
 import psycopg
 import pytest
 
-from gateway import totp
 from gateway.app import App
 from gateway.config import load_settings
 from gateway.db.models import Role
 from tests.postgres import postgres_tool
+from tests.runbooks import Session, sftp_node
 from tests.unit.gateway.factories import OPERATOR, actor
 from tests.unit.sftp_server.harness import require_tool, write_key_pair
 
 pytestmark = pytest.mark.integration
 CONTENT = b"PATIENT-4711,1990-02-03,preeclampsia\n" * 1000
+BIN = str(Path(sys.executable).parent)
+BLINDPOST = [sys.executable, "-m", "gateway.cli"]
 
 
-def _run(env: dict[str, str], *args: str, stdout: object = subprocess.PIPE,
-         check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(list(args), env=env, stdout=stdout, stderr=subprocess.PIPE,
-                            text=True, timeout=120, check=False)
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    require_tool("age")
+    require_tool("sqlite3")
+    path = f"{BIN}:{Path(postgres_tool('pg_dump')).parent}:{os.environ['PATH']}"
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("BLINDPOST_")},
+            "PATH": path, "HOME": str(tmp_path), **extra}
+
+
+def _run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([*BLINDPOST, *args], env=env, capture_output=True, text=True,
+                            timeout=120, check=False)
     if check:
         assert result.returncode == 0, (args, result.stderr)
     return result
 
 
-def _pipe(env: dict[str, str], first: list[str], second: list[str]) -> None:
-    """``first | second``, without a shell."""
-    producer = subprocess.Popen(first, env=env, stdout=subprocess.PIPE)
-    consumer = subprocess.run(second, env=env, stdin=producer.stdout, capture_output=True,
-                              timeout=120, check=False)
-    assert producer.stdout is not None
-    producer.stdout.close()
-    assert producer.wait(timeout=120) == 0
-    assert consumer.returncode == 0, consumer.stderr
+def _backup_key(tmp_path: Path, env: dict[str, str], book: Session) -> Path:
+    """The runbook's backup key, made "offline" (in its own directory); the recipient
+    copied to the server as the runbook says."""
+    offline = tmp_path / "offline"
+    offline.mkdir()
+    book.chdir(offline)
+    book.run("blindpost keygen --classic -o backup.key")
+    assert (offline / "backup.key").stat().st_mode & 0o077 == 0
+    backups = book.node_path("/var/backups/blindpost")
+    backups.mkdir(mode=0o700, parents=True, exist_ok=True)
+    shutil.copy(offline / "backup-recipient.txt", backups)
+    return offline / "backup.key"
 
 
-def _admin(base_url: str, statement: str) -> None:
-    with psycopg.connect(f"{base_url}/postgres", autocommit=True) as connection:
-        connection.execute(statement)  # Test-generated names only.
+def _backup(book: Session, env: dict[str, str], database_block: str, archive_block: str) -> None:
+    """Back up as the runbook says, with life going on between its two steps (a running
+    gateway signs a checkpoint into the data directory every minute)."""
+    book.run(database_block)
+    _run(env, "partner", "add", "during-backup")
+    _run(env, "audit", "checkpoint")
+    book.run(archive_block)
+    backups = book.node_path("/var/backups/blindpost")
+    for path in [backups, *backups.rglob("*")]:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+    names = sorted(p.name for p in backups.iterdir())
+    assert all(n.endswith((".age", ".txt")) for n in names), f"unencrypted copy left: {names}"
 
 
-def test_backup_destroy_restore(tmp_path: Path, postgres_url: str) -> None:
-    age = require_tool("age")
-    data_dir, backups = tmp_path / "var", tmp_path / "backups"
-    backups.mkdir()
-    blindpost = [sys.executable, "-m", "gateway.cli"]
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("BLINDPOST_")},
-           "BLINDPOST_DATA_DIR": str(data_dir), "BLINDPOST_DATABASE_URL": postgres_url}
-
-    # An installation with a file waiting for its partner.
-    _run(env, *blindpost, "init", "--admin", "alice")
-    _run(env, *blindpost, "keygen", "-o", str(tmp_path / "partner.key"))
-    recipient = (tmp_path / "partner.key").read_text().split("public key: ")[1].split()[0]
-    lee_secret = _populate(env, recipient, tmp_path)
-    _run(env, *blindpost, "keygen", "--classic", "-o", str(tmp_path / "backup.key"))
-    backup_recipient = (tmp_path / "backup.key").read_text().split("public key: ")[1].split()[0]
-
-    # Backup, in the runbook's order.
-    with (backups / "witness.txt").open("w") as witness:
-        _run(env, *blindpost, "audit", "checkpoint", stdout=witness)
-    shutil.copy2(data_dir / "audit-checkpoint.txt", data_dir / "audit-checkpoint.at-dump.txt")
-    _run(env, postgres_tool("pg_dump"), "--format=custom",
-         f"--file={backups / 'blindpost.dump'}", postgres_url)
-    # A running gateway signs checkpoints every minute, so one may land in the data
-    # directory's audit-checkpoint.txt between the dump and the archive.
-    _run(env, *blindpost, "partner", "add", "during-backup")
-    _run(env, *blindpost, "audit", "checkpoint")
-    _pipe(env, ["tar", "-C", str(data_dir), "-cf", "-", "."],
-          [age, "-r", backup_recipient, "-o", str(backups / "data.tar.age")])
-    # Life goes on after the backup, and a witness sees it.
-    _run(env, *blindpost, "partner", "add", "late-partner")
-    with (backups / "witness-newer.txt").open("w") as witness:
-        _run(env, *blindpost, "audit", "checkpoint", stdout=witness)
-
-    # Disaster: the database and the data directory are gone.
-    base_url, _, database = postgres_url.rpartition("/")
-    _admin(base_url, f'DROP DATABASE "{database}" WITH (FORCE)')
-    shutil.rmtree(data_dir)
-
-    # Restore.
-    _admin(base_url, f'CREATE DATABASE "{database}"')
-    _run(env, postgres_tool("pg_restore"), f"--dbname={postgres_url}", "--no-owner",
-         str(backups / "blindpost.dump"))
-    _run(env, *blindpost, "db", "upgrade")
-    data_dir.mkdir(mode=0o700)
-    _pipe(env, [age, "-d", "-i", str(tmp_path / "backup.key"), str(backups / "data.tar.age")],
-          ["tar", "-C", str(data_dir), "-xf", "-"])
-    (data_dir / "audit-checkpoint.at-dump.txt").replace(data_dir / "audit-checkpoint.txt")
-
-    verified = _run(env, *blindpost, "audit", "verify", "--checkpoint",
-                    str(backups / "witness.txt"))
-    assert verified.stdout.startswith("audit log OK")
-    newer = _run(env, *blindpost, "audit", "verify", "--checkpoint",
-                 str(backups / "witness-newer.txt"), check=False)
-    assert newer.returncode == 1
-    assert "witness-newer.txt" in newer.stderr
-
+def _after_restore(book: Session, env: dict[str, str], tmp_path: Path,
+                   lee_secret: str) -> None:
+    data_dir = book.node_path("/var/lib/blindpost")
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    backups = book.node_path("/var/backups/blindpost")
+    [newer] = backups.glob("witness-newer.txt")
+    refused = _run(env, "audit", "verify", "--checkpoint", str(newer), check=False)
+    assert refused.returncode == 1
+    assert "witness-newer.txt" in refused.stderr
     # The waiting file downloads over SFTP and decrypts with the partner's key.
-    ciphertext = _download(env, tmp_path, lee_secret)
-    (tmp_path / "extract.csv.age").write_bytes(ciphertext)
-    _run(env, *blindpost, "decrypt", "-i", str(tmp_path / "partner.key"), "-o",
+    with sftp_node(BLINDPOST, env, user="lee", key=tmp_path / "id_lee",
+                   totp_secret=lee_secret) as client:
+        (tmp_path / "extract.csv.age").write_bytes(client.open("extract.csv.age").read())
+    _run(env, "decrypt", "-i", str(tmp_path / "partner.key"), "-o",
          str(tmp_path / "extract.csv"), str(tmp_path / "extract.csv.age"))
     assert (tmp_path / "extract.csv").read_bytes() == CONTENT
 
 
-def _populate(env: dict[str, str], recipient: str, root: Path) -> str:
-    """Partner with an approved key, a partner user, one uploaded file; lee's TOTP secret."""
+def _witness_newer(env: dict[str, str], book: Session) -> None:
+    """Life goes on after the backup, and a witness sees it."""
+    _run(env, "partner", "add", "late-partner")
+    checkpoint = _run(env, "audit", "checkpoint").stdout
+    (book.node_path("/var/backups/blindpost") / "witness-newer.txt").write_text(checkpoint)
+
+
+def test_sqlite_backup_destroy_restore(tmp_path: Path) -> None:
+    root = tmp_path / "node"
+    data_dir = root / "var/lib/blindpost"
+    env = _env(tmp_path, BLINDPOST_DATA_DIR=str(data_dir))
+    book = Session("backup-and-restore.md", root=root, cwd=tmp_path, env=env)
+    _run(env, "init", "--admin", "alice")
+    lee_secret = _installation_with_a_waiting_file(env, tmp_path)
+    key = _backup_key(tmp_path, env, book)
+
+    _backup(book, env, 'sqlite3 "$BLINDPOST_DATA_DIR/blindpost.db" ".backup',
+            'tar -cf - -C "$BLINDPOST_DATA_DIR"')
+    _witness_newer(env, book)
+
+    # Disaster: the data directory, database and all, is gone.
+    shutil.rmtree(data_dir)
+    restore_dir = tmp_path / "restore"
+    restore_dir.mkdir()
+    backups = book.node_path("/var/backups/blindpost")
+    for path in [key, *backups.glob("*.age"), *backups.glob("witness-2*.txt")]:
+        shutil.copy(path, restore_dir)
+    book.chdir(restore_dir)
+    restored = book.run("systemctl stop blindpost\n")
+    assert restored.stdout.startswith("audit log OK")
+    assert "systemctl start blindpost" in book.host_commands()
+    _after_restore(book, env, tmp_path, lee_secret)
+    # Every block of the backup key and the SQLite sections ran; the others are the
+    # PostgreSQL drill's.
+    assert all(b.section.startswith("PostgreSQL") for b in book.unrun()), book.unrun()
+
+
+def _owner_and_app(base_url: str) -> tuple[str, str]:
+    """The runbook's roles and its `blindpost` database, fresh; their URLs."""
+    with psycopg.connect(f"{base_url}/postgres", autocommit=True) as connection:
+        for role in ("blindpost_owner", "blindpost_app"):
+            if not connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                      (role,)).fetchone():
+                connection.execute(f"CREATE ROLE {role} LOGIN")  # Fixed names.
+        connection.execute("DROP DATABASE IF EXISTS blindpost WITH (FORCE)")
+        connection.execute("CREATE DATABASE blindpost OWNER blindpost_owner")
+
+    def url(role: str) -> str:
+        return base_url.replace("//postgres@", f"//{role}@") + "/blindpost"
+
+    return url("blindpost_owner"), url("blindpost_app")
+
+
+def test_postgres_backup_destroy_restore(tmp_path: Path, postgres_base_url: str) -> None:
+    root = tmp_path / "node"
+    data_dir = root / "var/lib/blindpost"
+    owner, app = _owner_and_app(postgres_base_url)
+    host, port = postgres_base_url.rsplit("@", 1)[1].split(":")
+    env = _env(tmp_path, owner=owner, PGHOST=host, PGPORT=port, PGUSER="postgres")
+    book = Session("backup-and-restore.md", root=root, cwd=tmp_path, env=env)
+    env_file = book.node_path("/etc/blindpost") / "blindpost.env"
+    env_file.write_text(f"BLINDPOST_DATA_DIR={data_dir}\nBLINDPOST_DATABASE_URL={app}\n")
+    env_file.chmod(0o600)
+    as_owner = {**env, "BLINDPOST_DATA_DIR": str(data_dir), "BLINDPOST_DATABASE_URL": owner}
+    _run(as_owner, "init", "--admin", "alice")
+    _run(as_owner, "db", "grant", "blindpost_app", "--apply")
+    as_app = {**as_owner, "BLINDPOST_DATABASE_URL": app}
+    lee_secret = _installation_with_a_waiting_file(as_app, tmp_path)
+    key = _backup_key(tmp_path, env, book)
+
+    _backup(book, as_app, 'pg_dump --format=custom "$owner"',
+            'tar -C "$BLINDPOST_DATA_DIR" -cf - .')
+    _witness_newer(as_app, book)
+
+    # Disaster: the database and the data directory are gone.
+    with psycopg.connect(f"{postgres_base_url}/postgres", autocommit=True) as connection:
+        connection.execute("DROP DATABASE blindpost WITH (FORCE)")
+    shutil.rmtree(data_dir)
+    restore_dir = tmp_path / "restore"
+    restore_dir.mkdir()
+    backups = book.node_path("/var/backups/blindpost")
+    for path in [key, *backups.glob("*.age"), *backups.glob("witness-2*.txt")]:
+        shutil.copy(path, restore_dir)
+    book.chdir(restore_dir)
+    book.run("systemctl stop blindpost-sftp blindpost-console")
+    book.run("createdb --owner=blindpost_owner blindpost")
+    book.run("age -d -i backup.key blindpost-data-$stamp.tar.age")
+    verified = book.run("set +a\nblindpost audit verify --checkpoint witness-$stamp.txt")
+    assert verified.stdout.startswith("audit log OK")
+    assert "sudo -u postgres createdb --owner=blindpost_owner blindpost" in book.host_commands()
+    _after_restore(book, as_app, tmp_path, lee_secret)
+    assert all(b.section.startswith("One host") for b in book.unrun()), book.unrun()
+
+
+def _installation_with_a_waiting_file(env: dict[str, str], root: Path) -> str:
+    """A partner with an approved key and a partner user, one uploaded file waiting for
+    them; lee's TOTP secret."""
+    _run(env, "keygen", "-o", str(root / "partner.key"))
+    recipient = (root / "partner.key").read_text().split("public key: ")[1].split()[0]
     app = App(load_settings(environ=env))
     try:
         app.accounts.add(OPERATOR, username="bob", role=Role.ADMIN)
@@ -142,29 +213,3 @@ def _populate(env: dict[str, str], recipient: str, root: Path) -> str:
     finally:
         app.close()
     return lee.totp_uri.split("secret=")[1].split("&")[0]
-
-
-def _download(env: dict[str, str], root: Path, secret: str) -> bytes:
-    node = subprocess.Popen([sys.executable, "-m", "gateway.cli", "sftp", "--listen",
-                             "127.0.0.1:0", "--workers", "1"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert node.stdout is not None
-        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", node.stdout.readline())
-        assert match
-        transport = paramiko.Transport(socket.create_connection(
-            ("127.0.0.1", int(match.group(1))), timeout=30))
-        transport.connect()
-        transport.auth_publickey("lee", paramiko.Ed25519Key.from_private_key_file(
-            str(root / "id_lee")))
-        code = totp.current_code(secret, now=datetime.now(UTC))
-        transport.auth_interactive("lee", lambda _t, _i, prompts: [code] * len(prompts))
-        client = paramiko.SFTPClient.from_transport(transport)
-        assert client is not None
-        with client:
-            data: bytes = client.open("extract.csv.age").read()
-        transport.close()
-        return data
-    finally:
-        node.send_signal(signal.SIGTERM)
-        node.communicate(timeout=60)

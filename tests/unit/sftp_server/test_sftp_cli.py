@@ -1,5 +1,6 @@
-"""``blindpost sftp`` with an unusable address: one clear line, exit 2 for a malformed value
-and 1 for what the host refuses (issue 15, point 8)."""
+"""``blindpost sftp`` (and ``console``) with an unusable address: one clear line, exit 2 for a
+malformed value and 1 for what the host refuses (issue 15, point 8), naming the listener and
+the setting that moves it (issue 22)."""
 
 from __future__ import annotations
 
@@ -53,8 +54,24 @@ def _one_line(result: Result, exit_code: int, message: str) -> None:
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_busy_address(initialised: Callable[..., Result], busy_port: int, workers: str) -> None:
     result = initialised("sftp", "--listen", f"127.0.0.1:{busy_port}", "--workers", workers)
-    _one_line(result, 1, f"cannot listen on 127.0.0.1:{busy_port}: the address is already "
-                         "in use")
+    _one_line(result, 1, f"cannot listen on 127.0.0.1:{busy_port} for the SFTP server: the "
+                         "address is already in use (is another server running there?); set "
+                         "another with sftp_listen in blindpost.toml, BLINDPOST_SFTP_LISTEN or "
+                         "--listen")
+
+
+def test_busy_console_address(initialised: Callable[..., Result]) -> None:
+    # The console is another adapter, with its own listen setting: the message names it.
+    holder = _holder(reuse_port=False)
+    port = next(holder)
+    try:
+        result = initialised("console", "--listen", f"127.0.0.1:{port}")
+    finally:
+        holder.close()
+    _one_line(result, 1, f"cannot listen on 127.0.0.1:{port} for the console: the address is "
+                         "already in use (is another server running there?); set another "
+                         "with console_listen in blindpost.toml, BLINDPOST_CONSOLE_LISTEN or "
+                         "--listen")
 
 
 def test_address_not_on_this_host(initialised: Callable[..., Result]) -> None:

@@ -460,7 +460,7 @@ def test_host_key_names_the_public_host(run) -> None:  # type: ignore[no-untyped
 
 def test_serve_help_and_the_systemd_unit_agree() -> None:
     unit = (Path(__file__).parents[4] / "deploy/systemd/blindpost.service").read_text()
-    assert "ExecStart=/opt/blindpost/.venv/bin/blindpost serve" in unit
+    assert "ExecStart=/opt/blindpost/current/bin/blindpost serve" in unit
     assert "SFTP server, console\n# and purger in one service" in unit
     shown = " ".join(CliRunner().invoke(main, ["serve", "--help"]).output.split())
     assert "the SFTP server, the console and the purger" in shown
