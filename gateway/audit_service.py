@@ -180,8 +180,9 @@ class AuditService:
         with self._app.read() as session:
             return self._app.audit.size(session)
 
-    def read_verified(self, actor: Actor, read: Callable[[AuditEvent], None], *,
+    def read_verified(self, actor: Actor, read: Callable[[AuditEvent], None] | None, *,
                       tags: Collection[str] | None = None,
+                      raw: EntryReader | None = None,
                       outside: Sequence[tuple[str, str]] = (),
                       verifier: NoteVerifier | None = None) -> VerifyReport:
         """Verify the log alone, handing ``read`` every event as it is verified.
@@ -193,14 +194,16 @@ class AuditService:
         and in the same pass, so a report over the whole log costs one read of it. The
         verdict comes at the end: if the log fails, this raises
         :class:`~gateway.audit.VerificationError` after ``read`` saw every event, and
-        what the caller built from them is unverified.
+        what the caller built from them is unverified. A reader that decodes only some
+        entries passes ``raw`` (an :data:`~gateway.audit.verify.EntryReader`) instead.
         """
         self._app.authz.require(actor, Permission.AUDIT_READ)
         kept = read_latest_checkpoint(self._app.settings.audit_checkpoint_path)
         with snapshot(self._app.engine) as session:
             return verify_database(session, verifier=verifier or self._app.audit.verifier,
                                    outside=outside, entry_keys=self._app.state_keys,
-                                   kept=kept, reader=_event_reader(read, tags))
+                                   kept=kept,
+                                   reader=raw if read is None else _event_reader(read, tags))
 
     def latest_checkpoint(self, actor: Actor) -> SignedCheckpoint | None:
         self._app.authz.require(actor, Permission.AUDIT_READ)

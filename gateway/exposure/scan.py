@@ -12,12 +12,15 @@ the log is reported with what its later events say.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from gateway.audit import AuditEvent, AuditTag
+from gateway.audit.events import event_from_document
 from gateway.exposure.model import (
     BY_GATEWAY,
     BY_UPLOADER,
@@ -45,6 +48,12 @@ OTHER_TAGS = frozenset({AuditTag.KEY_PROPOSE, AuditTag.KEY_APPROVE, AuditTag.KEY
                         AuditTag.LOGIN_SUCCESS})
 TAGS = frozenset(tag.value for tag in FILE_TAGS | OTHER_TAGS)
 _REMOVALS = frozenset({AuditTag.FILE_PURGE, AuditTag.FILE_WITHDRAW, AuditTag.FILE_SUPERSEDE})
+_DOWNLOADS = frozenset({AuditTag.DOWNLOAD_COMPLETE, AuditTag.DOWNLOAD_INCOMPLETE})
+# The end of a leaf in the log's usual form whose subject is a file: the last keys of
+# the top-level object (a details value cannot end the leaf so), captured file id.
+_FILE_SUBJECT_END = re.compile(
+    rb',"subject":"file:([^"\\\x00-\x1f]*)","tag":"[^"\\\x00-\x1f]*",'
+    rb'"time":"[^"\\\x00-\x1f]*","v":1\}')
 # The classical recipient type; every other one is post-quantum (see RecipientKey).
 CLASSICAL_KIND = "x25519"
 # The fields of an upload event, in the order `unrecorded` lists what is missing.
@@ -73,6 +82,9 @@ class _File:
     removal: str | None = None
     removed_by: str | None = None
     downloads: list[DownloadExposure] = field(default_factory=list)
+    # Downloads before the window, kept undecoded (time, leaf) until the file is known
+    # to be on the server in the window: most files are removed before it opens.
+    undecoded: list[tuple[datetime, bytes]] = field(default_factory=list)
 
     def value(self) -> FileExposure:
         unrecorded = tuple(name for name in _UPLOAD_FIELDS if getattr(self, name) is None
@@ -162,6 +174,55 @@ class HistoryScan:
         # a handful of keys.
         self._recipient_sets: dict[tuple[RecipientExposure, ...],
                                    tuple[RecipientExposure, ...]] = {}
+
+    def add_entry(self, _index: int, time: datetime, tag: str, leaf: bytes) -> None:
+        """Take in the next entry of the log, undecoded (a verification reader).
+
+        Entries that cannot change the report are not decoded: other tags, sign-ins
+        outside the window, and downloads, before the window opens, of a file that may
+        yet be removed before it (decoded when the file turns out to be in it).
+        """
+        if tag not in TAGS:
+            return
+        if tag == AuditTag.LOGIN_SUCCESS and not self.window.holds(time):
+            self.events += 1
+            return
+        if tag in _DOWNLOADS and time <= self.window.start and self._defer(time, leaf):
+            self.events += 1
+            return
+        try:
+            event = event_from_document(json.loads(leaf), leaf, time=time)
+        except ValueError:
+            return  # Verification reports a malformed leaf; there is no event to read.
+        self.add(event)
+
+    def _defer(self, time: datetime, leaf: bytes) -> bool:
+        """Keep a download of a file already in the report undecoded; False when it
+        needs reading now."""
+        start = leaf.rfind(b',"subject":"file:')
+        found = _FILE_SUBJECT_END.fullmatch(leaf, start) if start >= 0 else None
+        if found is None:
+            return False
+        file_id = found[1].decode()
+        if file_id in self._outside:
+            return True  # As add() would: events about it are ignored.
+        record = self._files.get(file_id)
+        if record is None or record.downloads:
+            return False
+        record.undecoded.append((time, leaf))
+        return True
+
+    def _decode_downloads(self, record: _File) -> None:
+        """Read the downloads kept undecoded, before those read already (they came first)."""
+        decoded, record.downloads = record.downloads, []
+        for time, leaf in record.undecoded:
+            try:
+                self.add(event_from_document(json.loads(leaf), leaf, time=time))
+            except ValueError:
+                continue
+            self.events -= 1  # Counted when it was kept.
+        record.undecoded.clear()
+        record.downloads.extend(decoded)
 
     def add(self, event: AuditEvent) -> None:
         """Take in the next event (of :data:`TAGS`; others are ignored)."""
@@ -332,6 +393,9 @@ class HistoryScan:
         """The files on the server at some moment of the window, by partner and upload."""
         chosen = [record for record in self._files.values()
                   if self.window.overlaps(record.uploaded_at, record.removed_at)]
+        for record in chosen:
+            if record.undecoded:
+                self._decode_downloads(record)
         chosen.sort(key=lambda r: (r.partner, r.uploaded_at is not None,
                                    r.uploaded_at or self.window.start, r.id))
         return [record.value() for record in chosen]
