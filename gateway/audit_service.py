@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import IO, TYPE_CHECKING
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from gateway.actors import Actor
 from gateway.audit import (
@@ -25,11 +26,13 @@ from gateway.audit import (
     SignedCheckpoint,
     VerifyReport,
     verify_database,
+    verify_from,
 )
 from gateway.audit.checkpoint_file import read_latest_checkpoint
-from gateway.audit.errors import VerificationError
+from gateway.audit.errors import StaleStateError, VerificationError
 from gateway.audit.events import decode_leaf, event_from_document
 from gateway.audit.models import AuditEntry
+from gateway.audit.verified_file import keep_verified_state, read_verified_state
 from gateway.audit.verify import EntryReader
 from gateway.authz import Permission
 from gateway.db.engine import snapshot
@@ -107,7 +110,8 @@ class AuditService:
         return list(self.events(actor, selection, limit=size))
 
     def verify(self, actor: Actor, *, outside: Sequence[tuple[str, str]] = (),
-               verifier: NoteVerifier | None = None) -> VerifyReport:
+               verifier: NoteVerifier | None = None,
+               incremental: bool = False) -> VerifyReport:
         """Verify the log, then the database against it.
 
         The log: its tree, its stored checkpoints, the given outside ones and the one kept
@@ -117,24 +121,47 @@ class AuditService:
         field. ``verifier`` replaces the key in the data directory (one obtained elsewhere).
         The outcome is itself recorded (``audit:verify``), so the console can show when
         the log was last verified and whether it passed.
+
+        ``incremental``: the log is verified from where the last successful verification
+        ended (kept in ``audit-verified.json`` in the data directory), checking only
+        what was appended since; without a usable state, or with another ``verifier``,
+        or when the log no longer extends that state, the whole log is verified. The
+        database is compared with the whole log either way.
         """
         self._app.authz.require(actor, Permission.AUDIT_READ)
         try:
-            report = self._verify(actor, outside=outside, verifier=verifier)
+            report = self._verify(actor, outside=outside, verifier=verifier,
+                                  incremental=incremental)
         except VerificationError as exc:
             self._record_verification(actor, {"ok": False, "findings": len(exc.problems)})
             raise
         self._record_verification(actor, {"ok": True, "size": report.size,
-                                          "outside": report.outside})
+                                          "outside": report.outside, "from": report.start})
+        if verifier is None:
+            keep_verified_state(self._app.settings.audit_verified_path, report.state,
+                                key=self._app.audit.verifier.key_string())
         return report
 
-    def _verify(self, actor: Actor, *, outside: Sequence[tuple[str, str]],
-                verifier: NoteVerifier | None) -> VerifyReport:
+    def _verify_log(self, session: Session, *, outside: Sequence[tuple[str, str]],
+                    verifier: NoteVerifier | None, incremental: bool) -> VerifyReport:
         kept = read_latest_checkpoint(self._app.settings.audit_checkpoint_path)
+        chosen = verifier or self._app.audit.verifier
+        trusted = read_verified_state(self._app.settings.audit_verified_path,
+                                      key=chosen.key_string()) if incremental else None
+        if trusted is not None and verifier is None:
+            try:
+                return verify_from(session, trusted=trusted, verifier=chosen, outside=outside,
+                                   entry_keys=self._app.state_keys, kept=kept)
+            except StaleStateError as exc:
+                log.warning("%s; verifying the whole log", exc.problems[0])
+        return verify_database(session, verifier=chosen, outside=outside,
+                               entry_keys=self._app.state_keys, kept=kept)
+
+    def _verify(self, actor: Actor, *, outside: Sequence[tuple[str, str]],
+                verifier: NoteVerifier | None, incremental: bool) -> VerifyReport:
         with snapshot(self._app.engine) as session:
-            report = verify_database(session, verifier=verifier or self._app.audit.verifier,
-                                     outside=outside, entry_keys=self._app.state_keys,
-                                     kept=kept)
+            report = self._verify_log(session, outside=outside, verifier=verifier,
+                                      incremental=incremental)
             events = self._app.audit.events(session, tags=tuple(REPLAY))
             problems = [str(d) for d in reconcile(events, session)]
         problems += [f"{finding}: not written by the gateway (no valid seal)"

@@ -257,6 +257,11 @@ class Settings:
     def audit_checkpoint_path(self) -> Path:
         return self.data_dir / "audit-checkpoint.txt"
 
+    @property
+    def audit_verified_path(self) -> Path:
+        """Where ``audit verify`` keeps its last result, to continue from it."""
+        return self.data_dir / "audit-verified.json"
+
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?")

@@ -14,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gateway.audit.errors import AuditError, VerificationError
+    from gateway.audit.errors import AuditError, StaleStateError, VerificationError
     from gateway.audit.events import AuditEvent
     from gateway.audit.log import AuditLog, SignedCheckpoint
     from gateway.audit.note import (
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     )
 
 _MODULE_OF = {
-    "AuditError": "errors", "VerificationError": "errors", "AuditEvent": "events",
+    "AuditError": "errors", "StaleStateError": "errors", "VerificationError": "errors",
+    "AuditEvent": "events",
     "AuditLog": "log", "SignedCheckpoint": "log", "Checkpoint": "note",
     "NoteSigner": "note", "NoteVerifier": "note", "generate_signing_key_file": "note",
     "load_signer": "note", "verify_tlog_proof": "proof", "AuditTag": "tags",
@@ -53,6 +54,7 @@ __all__ = [
     "NoteSigner",
     "NoteVerifier",
     "SignedCheckpoint",
+    "StaleStateError",
     "VerificationError",
     "VerifiedCheckpoint",
     "VerifiedState",

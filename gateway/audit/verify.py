@@ -55,7 +55,7 @@ from itertools import chain, islice
 from typing import TYPE_CHECKING, Any
 
 from gateway.audit import merkle
-from gateway.audit.errors import AuditError, VerificationError
+from gateway.audit.errors import AuditError, StaleStateError, VerificationError
 from gateway.audit.events import format_time
 from gateway.audit.leaves import column_datetime, column_time_text, leaf_fields
 from gateway.audit.note import Checkpoint, NoteVerifier, open_checkpoint
@@ -657,16 +657,16 @@ def verify_from(session: Session, *, trusted: VerifiedState | VerifiedCheckpoint
                 reader: EntryReader | None = None) -> VerifyReport:
     """Verify what was appended since ``trusted`` (see the module's documentation).
 
-    Raises :class:`VerificationError` when the stored tree no longer extends the trusted
-    one, or on any finding among the new entries and checkpoints; ``reader`` gets the
-    entries from ``trusted.size`` on.
+    Raises :class:`~gateway.audit.errors.StaleStateError` when the stored tree no longer
+    extends the trusted one, :class:`VerificationError` on any finding among the new
+    entries and checkpoints; ``reader`` gets the entries from ``trusted.size`` on.
     """
     from gateway.audit.reading import LogTables
 
     start = _trusted_state(trusted)
     tables = LogTables(session)
     findings = _Findings()
-    builder = _resume(tables, start, findings)
+    builder = _resume(tables, start)
     stored = _stored_checkpoints(tables, verifier, findings, trusted=start)
     external, local = _outside_and_kept(outside, kept, verifier, findings)
     expectations = [*stored.expectations, *external, *local]
@@ -689,20 +689,20 @@ def _trusted_state(trusted: VerifiedState | VerifiedCheckpoint | tuple[int, byte
     return VerifiedState(size, root)
 
 
-def _resume(tables: LogTables, start: VerifiedState, findings: _Findings,
-            ) -> merkle.TreeBuilder:
+def _resume(tables: LogTables, start: VerifiedState) -> merkle.TreeBuilder:
     """The tree of the first ``start.size`` entries from stored subtrees, which must fold
-    to the trusted root; raise :class:`VerificationError` if they do not."""
+    to the trusted root; raise :class:`StaleStateError` if they do not."""
     try:
         builder = merkle.TreeBuilder.resume(start.size, tables.node_reader)
     except AuditError:
         builder = None
     if builder is None or builder.root() != start.root:
-        findings.add(f"the stored tree of the first {start.size} entries does not match the "
-                     "verified root: entries or stored hashes before it were changed or "
-                     "removed since the last verification; run a full verification")
-        findings.raise_if_any(start.size)
-    assert builder is not None
+        raise StaleStateError(
+            "audit log verification FAILED: the log no longer extends the verified state",
+            [f"the stored tree of the first {start.size} entries does not match the "
+             "verified root: entries or stored hashes before it were changed or removed "
+             "since the last verification (or the database was restored); a full "
+             "verification names them"])
     return builder
 
 

@@ -18,7 +18,6 @@ from gateway.audit import (
     load_signer,
     verify_export,
 )
-from gateway.audit_service import EventFilter
 from gateway.cli.common import data_dir_option, open_app, operator, settings_for
 from gateway.cli.errors import fail
 
@@ -81,14 +80,23 @@ def _export_lines(path: Path) -> Iterator[bytes]:
 @click.option("--key", "verifier_key", metavar="VERIFIER_KEY",
               help="The log's verifier key, from `blindpost audit key` "
                    "(default: the key in the data directory).")
+@click.option("--full", is_flag=True,
+              help="Verify the whole log again, not only what was appended since the last "
+                   "verification.")
 @data_dir_option
 def audit_verify(checkpoint_files: tuple[Path, ...], export_file: Path | None,
-                 verifier_key: str | None, data_dir: Path | None) -> None:
-    """Recompute the whole tree and check every checkpoint; exit 1 on any finding.
+                 verifier_key: str | None, full: bool, data_dir: Path | None) -> None:
+    """Recompute the tree and check every checkpoint; exit 1 on any finding.
+
+    The log is verified from where the last successful verification ended (kept in
+    the data directory as audit-verified.json), so a daily run costs what was
+    appended since; --full (or --key) verifies the whole log. The database is
+    compared with the whole log every time.
 
     \b
     Examples:
       blindpost audit verify --checkpoint witness-2026-11-01.txt
+      blindpost audit verify --full
       blindpost audit verify --export audit.jsonl \\
           --key 'registry.example/blindpost+1a2b3c4d+AR…' --checkpoint cp.txt
     """
@@ -103,7 +111,8 @@ def audit_verify(checkpoint_files: tuple[Path, ...], export_file: Path | None,
         return
     app = open_app(data_dir)
     chosen = NoteVerifier.from_key_string(verifier_key) if verifier_key else None
-    _report(lambda: app.audit_view.verify(operator(), outside=outside, verifier=chosen))
+    _report(lambda: app.audit_view.verify(operator(), outside=outside, verifier=chosen,
+                                          incremental=not full))
 
 
 @audit.command("checkpoint")
@@ -170,6 +179,10 @@ def audit_log(since: str | None, tag: str | None, partner: str | None, user: str
       blindpost audit log --partner uni-research --user dr-lee
       blindpost audit log --json | jq .details
     """
+    # Imported here: `audit verify --export` runs on client-only installs, without the
+    # database layer the other audit commands need.
+    from gateway.audit_service import EventFilter
+
     selection = EventFilter(tag=AuditTag(tag) if tag else None, since=_parse_since(since),
                             partner=partner, user=user, file=file)
     for event in open_app(data_dir).audit_view.events(operator(), selection):
