@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -100,3 +101,27 @@ def test_log_escapes_control_characters(data_dir: Path, app: App) -> None:
     assert "mallory\\n       9" in lines[1] and "\\r" in lines[1]
     assert "\\u202e" in lines[1] and "\\u001b[31m" in lines[1]
     assert all(ch.isprintable() for ch in lines[1])
+
+
+def test_verify_continues_from_its_last_result(data_dir: Path, app: App) -> None:
+    first = run(data_dir, "verify")
+    assert first.exit_code == 0, first.output
+    assert "new since the last verification" not in first.stdout
+    state = data_dir / "audit-verified.json"
+    assert state.stat().st_mode & 0o777 == 0o600
+    with app.transaction() as session:
+        app.audit.record(session, tag=AuditTag.LOGIN_FAILURE,
+                         actor=Actor.anonymous(claimed="x", source="192.0.2.7"),
+                         subject="account:x", details={"reason": "wrong code"})
+    again = run(data_dir, "verify")
+    assert again.exit_code == 0, again.output
+    assert "new since the last verification" in again.stdout
+    full = run(data_dir, "verify", "--full")
+    assert full.exit_code == 0, full.output
+    assert "new since the last verification" not in full.stdout
+    # A state the log does not extend (a restored database, say): all is verified again.
+    kept = json.loads(state.read_text())
+    state.write_text(json.dumps({**kept, "root": "00" * 32}))
+    restarted = run(data_dir, "verify")
+    assert restarted.exit_code == 0, restarted.output
+    assert "new since the last verification" not in restarted.stdout
