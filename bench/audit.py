@@ -122,7 +122,10 @@ def _materials(directory: Path) -> tuple[NoteSigner, StateKeys]:
     key_file, state_file = directory / "audit_ed25519", directory / "state_key"
     if not key_file.exists():
         generate_signing_key_file(key_file)
-        state_file.write_bytes(os.urandom(32))
+        # A secret, even a bench's: 0600 like keys/state_key.
+        with os.fdopen(os.open(state_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
+                       "wb") as handle:
+            handle.write(os.urandom(32))
     return (load_signer(key_file, name=ORIGIN),
             StateKeys(StateKey(state_file.read_bytes())))
 
