@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Generator, Iterator, Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, select
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from gateway.audit.log import SessionNodes, checkpoints, entries, nodes
@@ -54,7 +54,9 @@ class LogTables:
             # SQLite's stored text; the text of a timestamp column is the same everywhere.
             time = func.to_char(entries.c.recorded_at, "YYYY-MM-DD HH24:MI:SS.US")
         self._entries = _DriverQuery(
-            select(entries.c.idx, time, entries.c.tag, entries.c.leaf, entries.c.mac)
+            select(entries.c.idx, time, entries.c.tag, entries.c.leaf,
+                   # MACs only from where they are checked: most entries need none.
+                   case((entries.c.idx >= bindparam("macs_from"), entries.c.mac)))
             .where(entries.c.idx >= bindparam("start"), entries.c.idx < bindparam("stop"))
             .order_by(entries.c.idx).limit(bindparam("batch")), connection)
         self._nodes = _DriverQuery(
@@ -66,16 +68,17 @@ class LogTables:
         """Stored nodes by coordinate, for proofs and a resumed tree."""
         return SessionNodes(self._session)
 
-    def entries(self, start: int = 0,
-                stop: int | None = None) -> Generator[list[EntryRow], None, None]:
-        """Batches of entry rows with ``start <= idx < stop``, in index order."""
+    def entries(self, start: int = 0, stop: int | None = None, *,
+                macs_from: int = 0) -> Generator[list[EntryRow], None, None]:
+        """Batches of entry rows with ``start <= idx < stop``, in index order; the MAC
+        is ``None`` below ``macs_from``."""
         # Past the largest integer both databases hold: no index is beyond it.
         end = _NO_END if stop is None else stop
         cursor = self._dbapi.cursor()
         try:
             while start < end:
                 cursor.execute(self._entries.sql, self._entries.params(
-                    start=start, stop=end, batch=BATCH))
+                    start=start, stop=end, batch=BATCH, macs_from=macs_from))
                 batch: list[EntryRow] = list(cursor.fetchall())
                 if not batch:
                     return
@@ -84,8 +87,8 @@ class LogTables:
         finally:
             cursor.close()
 
-    def nodes(self, start: int = 0) -> Generator[tuple[int, bytes], None, None]:
-        """Stored nodes ``(pos, hash)`` from position ``start``, in position order."""
+    def nodes(self, start: int = 0) -> Generator[list[tuple[int, bytes]], None, None]:
+        """Batches of stored nodes ``(pos, hash)`` from position ``start``, in order."""
         cursor = self._dbapi.cursor()
         try:
             while True:
@@ -94,7 +97,7 @@ class LogTables:
                 batch = cursor.fetchall()
                 if not batch:
                     return
-                yield from batch
+                yield list(batch)
                 start = int(batch[-1][0]) + 1
         finally:
             cursor.close()

@@ -51,7 +51,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from itertools import chain, islice
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from gateway.audit import merkle
@@ -385,31 +385,50 @@ class _NodeStream:
 
     listed = 10
 
-    def __init__(self, rows: Iterator[tuple[int, bytes]], findings: _Findings,
+    def __init__(self, batches: Iterator[list[tuple[int, bytes]]], findings: _Findings,
                  start: int = 0) -> None:
-        self._rows = rows
+        # Stored nodes ``(pos, hash)`` arrive in batches; ``_buffer[_at:]`` is unread.
+        self._batches = batches
+        self._buffer: list[tuple[int, bytes]] = []
+        self._at = 0
         self._findings = findings
         self._next_pos = start
         self._in_step = True
         self._mismatches = 0
+
+    def _take(self, count: int) -> list[tuple[int, bytes]]:
+        taken = self._buffer[self._at:self._at + count]
+        self._at += len(taken)
+        while len(taken) < count:
+            self._buffer, self._at = next(self._batches, []), 0
+            if not self._buffer:
+                break
+            more = self._buffer[:count - len(taken)]
+            self._at = len(more)
+            taken += more
+        return taken
+
+    def _next_row(self) -> tuple[int, bytes] | None:
+        taken = self._take(1)
+        return taken[0] if taken else None
 
     def matches(self, computed: Sequence[bytes]) -> bool:
         """Whether the next stored nodes are exactly ``computed``; if so they are taken,
         else left for :meth:`compare` to name what differs."""
         if not self._in_step or not computed:
             return not computed
-        taken = list(islice(self._rows, len(computed)))
+        taken = self._take(len(computed))
         if (len(taken) == len(computed) and taken[0][0] == self._next_pos and
                 taken[-1][0] == self._next_pos + len(computed) - 1 and
-                [hashed for _pos, hashed in taken] == computed):
+                list(map(itemgetter(1), taken)) == computed):
             self._next_pos += len(computed)
             return True
-        self._rows = chain(taken, self._rows)
+        self._buffer, self._at = taken + self._buffer[self._at:], 0
         return False
 
     def compare(self, index: int, completed: Sequence[bytes]) -> None:
         for level, hashed in enumerate(completed):
-            row = next(self._rows, None) if self._in_step else None
+            row = self._next_row() if self._in_step else None
             if self._in_step and (row is None or row[0] != self._next_pos):
                 self._in_step = False
                 self._findings.add(f"entry {index}: the stored tree lacks node position "
@@ -427,7 +446,7 @@ class _NodeStream:
         if self._mismatches > self.listed:
             self._findings.add(f"... and {self._mismatches - self.listed} more stored tree "
                                "hashes that differ from the recomputed ones")
-        if self._in_step and next(self._rows, None) is not None:
+        if self._in_step and self._next_row() is not None:
             self._findings.add(f"the stored tree has nodes beyond position {self._next_pos - 1}"
                                ", for entries that do not exist: entries were removed")
 
@@ -756,7 +775,7 @@ def _verify_entries(tables: LogTables, recomputer: _Recomputer, findings: _Findi
         node_stream = _NodeStream(stored_nodes, findings, merkle.stored_node_count(start))
         rows = _RowChecker(recomputer, node_stream, findings, run.entry_keys, run.reader,
                            start=start)
-        for batch in tables.entries(start):
+        for batch in tables.entries(start, macs_from=rows.mac_from):
             rows.check_batch(batch)
         recomputer.finish()
         node_stream.finish()
