@@ -3,7 +3,9 @@
 The log is read once, in index order, while it is verified. State is kept for each file
 until it is known to fall outside the window (uploaded after it, or removed before it),
 for each account and recipient key, and nothing else: a log of a million events is read
-in a few hundred megabytes at most.
+in a few hundred megabytes at most. Entries arrive undecoded (:meth:`HistoryScan.add_entry`)
+and only those that can change the report are decoded: a report on one week of a year
+decodes a small part of the log, and costs little more than its verification.
 
 Only what the events say is used. An event written before a field was recorded leaves
 that field ``None`` (listed in the file's ``unrecorded``); a file whose upload is not in
