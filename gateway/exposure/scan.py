@@ -181,33 +181,37 @@ class HistoryScan:
         """Take in the next entry of the log, undecoded (a verification reader).
 
         Entries that cannot change the report are not decoded: other tags, sign-ins
-        outside the window, and downloads, before the window opens, of a file that may
-        yet be removed before it (decoded when the file turns out to be in it).
+        outside the window, events about files known to be outside it, and downloads,
+        before the window opens, of a file that may yet be removed before it (decoded
+        when the file turns out to be in it).
         """
         if tag not in TAGS:
             return
         if tag == AuditTag.LOGIN_SUCCESS and not self.window.holds(time):
             self.events += 1
             return
-        if tag in _DOWNLOADS and time <= self.window.start and self._defer(time, leaf):
-            self.events += 1
-            return
+        if tag in _DOWNLOADS or tag in _REMOVALS:
+            file_id = _file_subject(leaf)
+            if file_id is not None and self._undecoded(file_id, time, tag, leaf):
+                self.events += 1
+                return
         try:
             event = event_from_document(json.loads(leaf), leaf, time=time)
         except ValueError:
             return  # Verification reports a malformed leaf; there is no event to read.
         self.add(event)
 
-    def _defer(self, time: datetime, leaf: bytes) -> bool:
-        """Keep a download of a file already in the report undecoded; False when it
-        needs reading now."""
-        start = leaf.rfind(b',"subject":"file:')
-        found = _FILE_SUBJECT_END.fullmatch(leaf, start) if start >= 0 else None
-        if found is None:
-            return False
-        file_id = found[1].decode()
+    def _undecoded(self, file_id: str, time: datetime, tag: str, leaf: bytes) -> bool:
+        """Take in a download or removal of ``file_id`` without decoding it, when that
+        is all :meth:`add` would do with it; False when it needs reading now."""
         if file_id in self._outside:
-            return True  # As add() would: events about it are ignored.
+            # As add() would: a removal only forgets where the file was stored, and
+            # nothing else about a file outside the window counts.
+            if tag in _REMOVALS:
+                self._stored.pop(file_id, None)
+            return True
+        if tag in _REMOVALS or time > self.window.start:
+            return False
         record = self._files.get(file_id)
         if record is None or record.downloads:
             return False
@@ -437,6 +441,13 @@ class HistoryScan:
                 for key in sorted(self._keys.values(), key=lambda k: k.id)
                 if key.approved_at is not None and self.window.holds(key.approved_at)
                 and (self.partner is None or key.partner == self.partner)]
+
+
+def _file_subject(leaf: bytes) -> str | None:
+    """The file id a leaf in the log's usual form names as its subject, else None."""
+    start = leaf.rfind(b',"subject":"file:')
+    found = _FILE_SUBJECT_END.fullmatch(leaf, start) if start >= 0 else None
+    return None if found is None else found[1].decode()
 
 
 def summarise(files: Iterable[FileExposure], *, partner: str | None) -> list[PartnerSummary]:
