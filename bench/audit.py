@@ -1,20 +1,31 @@
-"""Audit log benchmark (not a test): append rate, full verification and proof latency.
+"""Audit log benchmark (not a test): append rate, verification and proof latency.
 
-Run: ``.venv/bin/python bench/audit.py [--entries 1000000] [--appends 5000]``.
+Run: ``.venv/bin/python bench/audit.py [--entries 1000000] [--appends 5000] [--keep DIR]``
+(``--tiny`` runs every step at a size of seconds, as the test suite does).
 
 * durable appends per second: one writer, one transaction per event, SQLite WAL with
   synchronous=FULL (the production engine), checkpoints every 1000 entries;
-* the time ``verify_database`` (the real verification code) takes over a log of
-  ``--entries`` entries, built with a bulk path that writes the same rows the service would;
+* the time, CPU time and peak memory of ``verify_database`` (the real verification
+  code, entry MACs included) over a log of ``--entries`` entries, each in its own
+  process, built with a bulk path that writes the same rows the service would
+  (``--keep DIR`` keeps the log for another run, e.g. of the previous code);
+* incremental verification (``verify_from``) of the ``--new`` entries appended since;
 * inclusion-proof latency at that size, from the stored tree.
+
+Targets on the project's 2-core machine: a million entries verified in under 10 s and
+200 MiB; incremental verification proportional to what is new.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import shutil
 import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -23,13 +34,18 @@ from pathlib import Path
 from gateway.actors import Actor, ActorKind
 from gateway.audit import AuditLog, AuditTag, generate_signing_key_file, load_signer, merkle
 from gateway.audit.events import encode_leaf
+from gateway.audit.log import SessionNodes, entry_mac
 from gateway.audit.note import Checkpoint, NoteSigner
 from gateway.audit.siem import JsonlSink
-from gateway.audit.verify import verify_database
+from gateway.audit.verify import verify_database, verify_from
 from gateway.db import make_engine, make_sessionmaker, upgrade
 from gateway.db.engine import snapshot
+from gateway.state_keys import StateKey, StateKeys
 
 ORIGIN = "bench.example/audit"
+START = datetime(2026, 1, 1, tzinfo=UTC)
+# The time column as SQLAlchemy stores it in SQLite.
+COLUMN_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def append_rate(directory: Path, signer: NoteSigner, count: int) -> float:
@@ -51,24 +67,29 @@ def append_rate(directory: Path, signer: NoteSigner, count: int) -> float:
     return count / elapsed
 
 
-def bulk_build(path: Path, signer: NoteSigner, count: int, every: int = 1000) -> None:
-    """Write ``count`` entries, their nodes and a checkpoint every ``every`` entries."""
+def bulk_build(path: Path, signer: NoteSigner, keys: StateKeys, count: int,
+               every: int = 1000) -> None:
+    """Append ``count`` entries (with their MACs), their nodes and a checkpoint every
+    ``every`` entries, to the log at ``path`` (created if new)."""
     engine = make_engine(f"sqlite:///{path}")
     upgrade(engine)
+    with make_sessionmaker(engine).begin() as session:
+        size = AuditLog(signer=signer, clock=lambda: START).size(session)
+        builder = merkle.TreeBuilder.resume(size, SessionNodes(session))
     engine.dispose()
     connection = sqlite3.connect(path)
     connection.execute("PRAGMA synchronous=OFF")
-    builder = merkle.TreeBuilder()
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    entries, nodes, checkpoints = [], [], []
-    position = 0
-    for index in range(count):
-        moment = start + timedelta(milliseconds=index)
+    entries: list[tuple[int, str, str, str, str]] = []
+    nodes: list[tuple[int, bytes]] = []
+    checkpoints: list[tuple[int, bytes, str, str]] = []
+    position = merkle.stored_node_count(size)
+    for index in range(size, size + count):
+        moment = START + timedelta(milliseconds=index)
         leaf = encode_leaf(index=index, time=moment, tag=AuditTag.DOWNLOAD_COMPLETE,
                            actor="partner-a", subject=f"file:{index}",
                            details={"bytes": 123456, "source": "192.0.2.7"})
-        entries.append((index, moment.replace(tzinfo=None).isoformat(sep=" "),
-                        AuditTag.DOWNLOAD_COMPLETE.value, leaf.decode()))
+        entries.append((index, moment.strftime(COLUMN_TIME), AuditTag.DOWNLOAD_COMPLETE.value,
+                         leaf.decode(), entry_mac(keys, index, leaf)))
         for hashed in builder.append(merkle.leaf_hash(leaf)):
             nodes.append((position, hashed))
             position += 1
@@ -82,10 +103,13 @@ def bulk_build(path: Path, signer: NoteSigner, count: int, every: int = 1000) ->
     connection.close()
 
 
-def _flush(connection: sqlite3.Connection, entries: list, nodes: list, checkpoints: list) -> None:  # type: ignore[type-arg]
+def _flush(connection: sqlite3.Connection, entries: list[tuple[int, str, str, str, str]],
+           nodes: list[tuple[int, bytes]], checkpoints: list[tuple[int, bytes, str, str]],
+           ) -> None:
     with connection:
-        connection.executemany("INSERT INTO audit_entries VALUES (?, ?, ?, ?)", entries)
-        connection.executemany("INSERT INTO audit_nodes VALUES (?, ?)", nodes)
+        connection.executemany("INSERT INTO audit_entries (idx, recorded_at, tag, leaf, mac) "
+                               "VALUES (?, ?, ?, ?, ?)", entries)
+        connection.executemany("INSERT INTO audit_nodes (pos, hash) VALUES (?, ?)", nodes)
         connection.executemany("INSERT INTO audit_checkpoints (size, root, created_at, note) "
                                "VALUES (?, ?, ?, ?)", checkpoints)
     entries.clear()
@@ -93,52 +117,124 @@ def _flush(connection: sqlite3.Connection, entries: list, nodes: list, checkpoin
     checkpoints.clear()
 
 
+def _materials(directory: Path) -> tuple[NoteSigner, StateKeys]:
+    """The log's signing key and state key, created on first use."""
+    key_file, state_file = directory / "audit_ed25519", directory / "state_key"
+    if not key_file.exists():
+        generate_signing_key_file(key_file)
+        # A secret, even a bench's: 0600 like keys/state_key.
+        with os.fdopen(os.open(state_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
+                       "wb") as handle:
+            handle.write(os.urandom(32))
+    return (load_signer(key_file, name=ORIGIN),
+            StateKeys(StateKey(state_file.read_bytes())))
+
+
+def verify_alone(directory: Path) -> None:
+    """In its own process: the whole log's verification, as `blindpost audit verify`."""
+    signer, keys = _materials(directory)
+    engine = make_engine(f"sqlite:///{directory / 'big.db'}")
+    with snapshot(engine) as session:
+        report = verify_database(session, verifier=signer.verifier, entry_keys=keys)
+    engine.dispose()
+    print(report.summary())
+
+
+def run_alone(directory: Path) -> tuple[float, float, float]:
+    """Wall time, CPU time and peak memory (MiB) of :func:`verify_alone` in a process."""
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, __file__, "--verify-only", str(directory)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _pid, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    assert process.stderr is not None
+    errors = process.stderr.read().decode()
+    process.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"verification failed: {errors}")
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def incremental(directory: Path, signer: NoteSigner, keys: StateKeys, new: int) -> None:
+    """Verify the whole log, append ``new`` entries, and verify only those."""
+    engine = make_engine(f"sqlite:///{directory / 'big.db'}")
+    with snapshot(engine) as session:
+        state = verify_database(session, verifier=signer.verifier, entry_keys=keys).state
+    bulk_build(directory / "big.db", signer, keys, new)
+    started, cpu = time.perf_counter(), time.process_time()
+    with snapshot(engine) as session:
+        report = verify_from(session, trusted=state, verifier=signer.verifier,
+                             entry_keys=keys)
+    print(f"incremental verification of {report.size - report.start:,} new entries after "
+          f"{report.start:,}: {time.perf_counter() - started:.2f} s "
+          f"({time.process_time() - cpu:.2f} s CPU)")
+    engine.dispose()
+
+
+def proofs(directory: Path, signer: NoteSigner, count: int) -> None:
+    engine = make_engine(f"sqlite:///{directory / 'big.db'}")
+    log = AuditLog(signer=signer, clock=lambda: datetime.now(UTC))
+    sessions = make_sessionmaker(engine)
+    latencies = []
+    with sessions.begin() as session:
+        size = log.size(session)
+        root = log.root(session, size)
+        for _ in range(count):
+            index = random.randrange(size)
+            started = time.perf_counter()
+            proof = log.inclusion_proof(session, index, size)
+            latencies.append(time.perf_counter() - started)
+            leaf = next(log.events(session, start=index)).leaf
+            merkle.verify_inclusion(index=index, size=size, proof=proof, root=root,
+                                    hashed_leaf=merkle.leaf_hash(leaf))
+    latencies.sort()
+    print(f"inclusion proof at {size:,} entries: median "
+          f"{statistics.median(latencies) * 1000:.2f} ms, p99 "
+          f"{latencies[int(len(latencies) * 0.99)] * 1000:.2f} ms (target <= 5 ms); "
+          f"root {root.hex()[:16]}…")
+    engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--appends", type=int, default=5000)
     parser.add_argument("--proofs", type=int, default=1000)
+    parser.add_argument("--new", type=int, default=10_000,
+                        help="Entries appended before the incremental verification.")
+    parser.add_argument("--tiny", action="store_true",
+                        help="Every step at a size of seconds (the test suite's run).")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="Build the log into DIR and keep it; a later run with the same "
+                             "DIR measures it again without building.")
+    parser.add_argument("--verify-only", type=Path, metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="blindpost-bench-") as name:
-        directory = Path(name)
-        generate_signing_key_file(directory / "audit_ed25519")
-        signer = load_signer(directory / "audit_ed25519", name=ORIGIN)
-
+    if args.verify_only:
+        verify_alone(args.verify_only)
+        return
+    if args.tiny:
+        args.entries, args.appends, args.proofs, args.new = 3000, 30, 20, 100
+    directory = args.keep or Path(tempfile.mkdtemp(prefix="blindpost-bench-audit-"))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        signer, keys = _materials(directory)
         rate = append_rate(directory, signer, args.appends)
         print(f"durable appends: {rate:,.0f}/s over {args.appends} (target >= 2,000/s)")
-
-        big = directory / "big.db"
-        started = time.perf_counter()
-        bulk_build(big, signer, args.entries)
-        print(f"bulk build of {args.entries:,} entries: {time.perf_counter() - started:.1f} s")
-
-        engine = make_engine(f"sqlite:///{big}")
-        started = time.perf_counter()
-        with snapshot(engine) as session:
-            report = verify_database(session, verifier=signer.verifier)
-        print(f"full verification: {time.perf_counter() - started:.1f} s "
-              f"({report.summary()}) (target <= 30 s)")
-
-        log = AuditLog(signer=signer, clock=lambda: datetime.now(UTC))
-        sessions = make_sessionmaker(engine)
-        latencies = []
-        with sessions.begin() as session:
-            size = log.size(session)
-            root = log.root(session, size)
-            for _ in range(args.proofs):
-                index = random.randrange(size)
-                started = time.perf_counter()
-                proof = log.inclusion_proof(session, index, size)
-                latencies.append(time.perf_counter() - started)
-                leaf = next(log.events(session, start=index)).leaf
-                merkle.verify_inclusion(index=index, size=size, proof=proof, root=root,
-                                        hashed_leaf=merkle.leaf_hash(leaf))
-        latencies.sort()
-        print(f"inclusion proof at {size:,} entries: median "
-              f"{statistics.median(latencies) * 1000:.2f} ms, p99 "
-              f"{latencies[int(len(latencies) * 0.99)] * 1000:.2f} ms (target <= 5 ms); "
-              f"root {root.hex()[:16]}…")
-        engine.dispose()
+        if not (directory / "big.db").exists():
+            started = time.perf_counter()
+            bulk_build(directory / "big.db", signer, keys, args.entries)
+            print(f"bulk build of {args.entries:,} entries: "
+                  f"{time.perf_counter() - started:.1f} s")
+        wall, cpu, memory = run_alone(directory)
+        print(f"full verification, in its own process: {wall:.1f} s wall, {cpu:.1f} s CPU, "
+              f"peak memory {memory:.0f} MiB (target for a million entries: under 10 s "
+              "and 200 MiB)", flush=True)
+        proofs(directory, signer, args.proofs)
+        # Last: it grows the log (a kept one too) by --new entries.
+        incremental(directory, signer, keys, args.new)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(directory)
 
 
 if __name__ == "__main__":

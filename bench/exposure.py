@@ -1,6 +1,7 @@
 """Exposure report benchmark (not a test): a year of history, a week and the whole of it.
 
-Run: ``.venv/bin/python bench/exposure.py [--events 1000000] [--files 100000]``.
+Run: ``.venv/bin/python bench/exposure.py [--events 1000000] [--files 100000]``
+(``--tiny``: a log of a few thousand entries, as the test suite runs it).
 
 Builds a data directory whose audit log holds ``--events`` entries about ``--files``
 files over a year (uploads, sign-ins, complete and interrupted downloads, expiry,
@@ -14,8 +15,10 @@ store. Then, each as its own process through the real command line:
 * ``blindpost exposure`` for one week in the middle of the year;
 * ``blindpost exposure`` for the whole history (text, then JSON).
 
-Target: the whole history in under 60 s, verification included, and under 500 MiB
-of peak memory (the maximum resident set of the process).
+Targets on the project's 2-core machine, for a million entries: verification alone
+under 10 s and 200 MiB, one week under 15 s, the whole history (text and JSON) under
+30 s and 500 MiB of peak memory (the maximum resident set of the process). CPU time is
+reported beside wall time: on a shared machine it is the steadier figure.
 """
 
 from __future__ import annotations
@@ -282,11 +285,15 @@ def main() -> None:
                         help="Build into DIR and keep it; a later run with the same DIR "
                              "measures again without building.")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--tiny", action="store_true",
+                        help="A log of a few thousand entries, one round (the test suite's run).")
     parser.add_argument("--verify-only", type=Path, metavar="DATA_DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.verify_only:
         verify_alone(args.verify_only)
         return
+    if args.tiny:
+        args.events, args.files, args.rounds = 3000, 300, 1
     directory = args.keep or Path(tempfile.mkdtemp(prefix="blindpost-bench-exposure-"))
     try:
         data_dir = directory / "var"
@@ -322,8 +329,9 @@ def main() -> None:
                   f"(best of {len(measured)})", flush=True)
         lines = sum(1 for _ in (directory / "all.txt").open())
         print(f"whole-history text report: {lines:,} lines, "
-              f"{(directory / 'all.txt').stat().st_size / 1e6:.0f} MB; target: under 60 s "
-              "and 500 MiB")
+              f"{(directory / 'all.txt').stat().st_size / 1e6:.0f} MB; targets at a million "
+              "entries: verification under 10 s and 200 MiB, a week under 15 s, the whole "
+              "history under 30 s and 500 MiB")
     finally:
         if args.keep is None:
             shutil.rmtree(directory)

@@ -6,6 +6,7 @@ one per temporary data directory, with a fake clock where time matters.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from gateway.integrity import (
     IntegrityViolationError,
     ensure_baseline,
 )
-from gateway.ledger import ROWS_PER_EVENT, Ledger, LogRolledBackError
+from gateway.ledger import FOLLOWED_TAGS, ROWS_PER_EVENT, Ledger, LogRolledBackError
 from gateway.state_keys import StateKeys
 
 if TYPE_CHECKING:
@@ -120,8 +121,8 @@ class App:
             with self.read() as session:
                 report = verify_database(
                     session, verifier=self.audit.verifier, entry_keys=self.state_keys,
-                    kept=kept, reader=lambda index, _time, document, _leaf: apply(index,
-                                                                                document))
+                    kept=kept, reader=lambda index, _time, tag, leaf: (
+                        apply(index, json.loads(leaf)) if tag in FOLLOWED_TAGS else None))
         except VerificationError as exc:
             raise LogRolledBackError(f"{exc.summary}; run `blindpost audit verify`") from exc
         return report.size

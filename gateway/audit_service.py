@@ -8,13 +8,15 @@ so a query streams the log once in index order and never loads it whole.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from gateway.actors import Actor
 from gateway.audit import (
@@ -24,13 +26,15 @@ from gateway.audit import (
     SignedCheckpoint,
     VerifyReport,
     verify_database,
+    verify_from,
 )
 from gateway.audit.checkpoint_file import read_latest_checkpoint
 from gateway.audit.cosignature import CosignatureVerifier, require_quorum
-from gateway.audit.errors import VerificationError
+from gateway.audit.errors import StaleStateError, VerificationError
 from gateway.audit.events import decode_leaf, event_from_document
 from gateway.audit.models import AuditEntry
 from gateway.audit.proof import TlogProof
+from gateway.audit.verified_file import keep_verified_state, read_verified_state
 from gateway.audit.verify import EntryReader
 from gateway.audit.witnessing import (
     cosigned_note,
@@ -116,7 +120,8 @@ class AuditService:
 
     def verify(self, actor: Actor, *, outside: Sequence[tuple[str, str]] = (),
                verifier: NoteVerifier | None = None,
-               witnesses: Sequence[CosignatureVerifier] = (), quorum: int = 0) -> VerifyReport:
+               witnesses: Sequence[CosignatureVerifier] = (), quorum: int = 0,
+               incremental: bool = False) -> VerifyReport:
         """Verify the log, then the database against it.
 
         The log: its tree, its stored checkpoints, the given outside ones and the one kept
@@ -129,19 +134,29 @@ class AuditService:
         (stored, and as each configured witness serves it now).
         The outcome is itself recorded (``audit:verify``), so the console can show when
         the log was last verified and whether it passed.
+
+        ``incremental``: the log is verified from where the last successful verification
+        ended (kept in ``audit-verified.json`` in the data directory), checking only
+        what was appended since; without a usable state, or with another ``verifier``,
+        or when the log no longer extends that state, the whole log is verified. The
+        database is compared with the whole log either way.
         """
         self._app.authz.require(actor, Permission.AUDIT_READ)
         try:
             if witnesses:
                 outside = [*outside, *self._witnessed(witnesses)]
-            report = self._verify(actor, outside=outside, verifier=verifier)
+            report = self._verify(actor, outside=outside, verifier=verifier,
+                                  incremental=incremental)
             if witnesses:
                 self._require_quorum(witnesses, quorum)
         except VerificationError as exc:
             self._record_verification(actor, {"ok": False, "findings": len(exc.problems)})
             raise
         self._record_verification(actor, {"ok": True, "size": report.size,
-                                          "outside": report.outside})
+                                          "outside": report.outside, "from": report.start})
+        if verifier is None:
+            keep_verified_state(self._app.settings.audit_verified_path, report.state,
+                                key=self._app.audit.verifier.key_string())
         return report
 
     def _witnessed(self, witnesses: Sequence[CosignatureVerifier]) -> list[tuple[str, str]]:
@@ -177,13 +192,26 @@ class AuditService:
         require_quorum(note, witnesses, quorum,
                        label=f"the latest checkpoint ({latest.checkpoint.size} entries)")
 
-    def _verify(self, actor: Actor, *, outside: Sequence[tuple[str, str]],
-                verifier: NoteVerifier | None) -> VerifyReport:
+    def _verify_log(self, session: Session, *, outside: Sequence[tuple[str, str]],
+                    verifier: NoteVerifier | None, incremental: bool) -> VerifyReport:
         kept = read_latest_checkpoint(self._app.settings.audit_checkpoint_path)
+        chosen = verifier or self._app.audit.verifier
+        trusted = read_verified_state(self._app.settings.audit_verified_path,
+                                      key=chosen.key_string()) if incremental else None
+        if trusted is not None and verifier is None:
+            try:
+                return verify_from(session, trusted=trusted, verifier=chosen, outside=outside,
+                                   entry_keys=self._app.state_keys, kept=kept)
+            except StaleStateError as exc:
+                log.warning("%s; verifying the whole log", exc.problems[0])
+        return verify_database(session, verifier=chosen, outside=outside,
+                               entry_keys=self._app.state_keys, kept=kept)
+
+    def _verify(self, actor: Actor, *, outside: Sequence[tuple[str, str]],
+                verifier: NoteVerifier | None, incremental: bool) -> VerifyReport:
         with snapshot(self._app.engine) as session:
-            report = verify_database(session, verifier=verifier or self._app.audit.verifier,
-                                     outside=outside, entry_keys=self._app.state_keys,
-                                     kept=kept)
+            report = self._verify_log(session, outside=outside, verifier=verifier,
+                                      incremental=incremental)
             events = self._app.audit.events(session, tags=(*REPLAY, *CHECKS))
             problems = [str(d) for d in reconcile(events, session)]
         problems += [str(finding) for finding in self._app.integrity.check(actor).findings]
@@ -229,8 +257,9 @@ class AuditService:
         with self._app.read() as session:
             return self._app.audit.size(session)
 
-    def read_verified(self, actor: Actor, read: Callable[[AuditEvent], None], *,
+    def read_verified(self, actor: Actor, read: Callable[[AuditEvent], None] | None, *,
                       tags: Collection[str] | None = None,
+                      raw: EntryReader | None = None,
                       outside: Sequence[tuple[str, str]] = (),
                       verifier: NoteVerifier | None = None) -> VerifyReport:
         """Verify the log alone, handing ``read`` every event as it is verified.
@@ -242,14 +271,16 @@ class AuditService:
         and in the same pass, so a report over the whole log costs one read of it. The
         verdict comes at the end: if the log fails, this raises
         :class:`~gateway.audit.VerificationError` after ``read`` saw every event, and
-        what the caller built from them is unverified.
+        what the caller built from them is unverified. A reader that decodes only some
+        entries passes ``raw`` (an :data:`~gateway.audit.verify.EntryReader`) instead.
         """
         self._app.authz.require(actor, Permission.AUDIT_READ)
         kept = read_latest_checkpoint(self._app.settings.audit_checkpoint_path)
         with snapshot(self._app.engine) as session:
             return verify_database(session, verifier=verifier or self._app.audit.verifier,
                                    outside=outside, entry_keys=self._app.state_keys,
-                                   kept=kept, reader=_event_reader(read, tags))
+                                   kept=kept,
+                                   reader=raw if read is None else _event_reader(read, tags))
 
     def latest_checkpoint(self, actor: Actor) -> SignedCheckpoint | None:
         self._app.authz.require(actor, Permission.AUDIT_READ)
@@ -317,11 +348,13 @@ def _event_reader(read: Callable[[AuditEvent], None],
     """Hands ``read`` the well-formed events of ``tags`` among the entries verified."""
     wanted = None if tags is None else frozenset(tags)
 
-    def visit(_index: int, time: datetime, document: dict[str, Any], leaf: bytes) -> None:
-        if wanted is not None and document.get("tag") not in wanted:
+    def visit(_index: int, time: datetime, tag: str, leaf: bytes) -> None:
+        # The tag column, checked against the leaf by the verification: entries of
+        # other tags are never decoded.
+        if wanted is not None and tag not in wanted:
             return
         try:
-            event = event_from_document(document, leaf, time=time)
+            event = event_from_document(json.loads(leaf), leaf, time=time)
         except ValueError:
             return  # Verification reports a malformed leaf; there is no event to read.
         read(event)

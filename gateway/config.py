@@ -299,6 +299,11 @@ class Settings:
         """The current state this node followed from the log (gateway/ledger.py)."""
         return self.data_dir / "state-snapshot.json"
 
+    @property
+    def audit_verified_path(self) -> Path:
+        """Where ``audit verify`` keeps its last result, to continue from it."""
+        return self.data_dir / "audit-verified.json"
+
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?")

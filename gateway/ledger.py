@@ -120,6 +120,15 @@ class Restrictions:
     served: dict[str, int] = field(default_factory=dict)
 
 
+# The tags whose entries change the followed state (the others are read, MAC-checked and
+# counted, not decoded).
+FOLLOWED_TAGS = frozenset({
+    AuditTag.STATE_SEAL, AuditTag.STATE_BASELINE, AuditTag.TOTP_USE, AuditTag.LOCKOUT,
+    AuditTag.ACCOUNT_UNLOCK, AuditTag.SOURCE_UNBLOCK, AuditTag.LOGIN_FAILURE,
+    AuditTag.STEP_UP_FAILURE, AuditTag.LOGIN_SUCCESS, AuditTag.STEP_UP_SUCCESS,
+    AuditTag.DOWNLOAD_COMPLETE, AuditTag.DOWNLOAD_INCOMPLETE, AuditTag.FILE_PURGE})
+
+
 def _subject_name(subject: str) -> str:
     return subject.partition(":")[2]
 

@@ -26,3 +26,8 @@ class VerificationError(AuditError):
     def diagnostics(self) -> str:
         """Return the summary followed by one line per finding."""
         return str(self)
+
+
+class StaleStateError(VerificationError):
+    """The log no longer extends the state an incremental verification started from:
+    entries it covered were changed or removed, or the database was restored."""

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import rfc8785
-
 from gateway.audit.errors import AuditError
 from gateway.audit.tags import AuditTag
 
@@ -121,6 +119,10 @@ def encode_leaf(*, index: int, time: datetime, tag: AuditTag, actor: str, subjec
     document = {"v": LEAF_VERSION, "index": index, "time": format_time(time),
                 "tag": tag.value, "actor": actor, "subject": subject,
                 "details": _check_details(details or {})}
+    # Imported here: reading and verifying leaves needs only the standard library, and
+    # runs on client-only installs that lack this server dependency.
+    import rfc8785
+
     try:
         leaf = rfc8785.dumps(document)  # type: ignore[arg-type]  # Values were checked above.
     except rfc8785.CanonicalizationError as exc:

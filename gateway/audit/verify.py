@@ -1,10 +1,11 @@
-"""Full verification of the audit log, from the database or from an export file.
+"""Verification of the audit log, from the database or from an export file.
 
-Verification recomputes the whole tree from the leaves, never trusting stored hashes,
-and reports every finding with the entry index or checkpoint it concerns:
+Verification recomputes the tree from the leaves, never trusting stored hashes, and
+reports every finding with the entry index or checkpoint it concerns:
 
 * entries: gaps in the index, a leaf whose own index, tag or time disagrees with its
-  row, a leaf whose hash differs from the tree stored when it was appended;
+  row, a leaf whose hash differs from the tree stored when it was appended, an entry
+  beyond the last matching checkpoint whose MAC does not verify;
 * checkpoints: a signature that does not verify with the log's key, a stored root or
   size that disagrees with the signed note, a size smaller than an earlier checkpoint
   (rolled back) or larger than the log (entries removed), and a root that differs from
@@ -13,34 +14,69 @@ and reports every finding with the entry index or checkpoint it concerns:
 
 Outside checkpoints (held by witnesses) are checked the same way; they are what makes a
 rewrite by someone holding the signing key detectable.
+
+Three entry points:
+
+``verify_database(session, *, verifier, outside=(), entry_keys=None, kept=None, reader=None)``
+    The whole log. Returns a :class:`VerifyReport` or raises
+    :class:`~gateway.audit.errors.VerificationError` listing every finding.
+
+``verify_from(session, *, trusted, verifier, outside=(), entry_keys=None, kept=None, reader=None)``
+    Incremental: only what was appended since ``trusted``, the :class:`VerifiedState`
+    of an earlier verification (``report.state``; a :class:`VerifiedCheckpoint` or a
+    ``(size, root)`` pair also do). The stored subtrees of the first ``trusted.size``
+    entries must fold to ``trusted.root`` (the old side of a consistency proof: the
+    new tree extends the verified one), then the new entries are verified exactly as a
+    full verification verifies them, and checkpoints that cover no new entry are held
+    to the trusted root by a consistency proof. Time is proportional to what is new;
+    a follower calls it in a loop, each time with the last report's ``state``, and
+    ``reader`` is handed each new entry. What it cannot see: a change to entries the
+    trusted state already covers (stored tree left intact); a full verification
+    (``verify_database``) still finds that, so run one now and then.
+
+``verify_export(lines, *, verifier, outside)``
+    An export, offline, against outside checkpoints. This path needs only the standard
+    library and ``cryptography``: the module imports nothing of the database layer
+    until a database is verified.
+
+``reader`` (:data:`EntryReader`) is called with each entry's index, time, tag column
+and leaf bytes, in index order, as they are verified; the verdict comes only at the
+end, so a caller builds from what it was handed and discards it if verification raises.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
 
 from gateway.audit import merkle
-from gateway.audit.errors import AuditError, VerificationError
+from gateway.audit.errors import AuditError, StaleStateError, VerificationError
 from gateway.audit.events import format_time
-from gateway.audit.log import checkpoints, entries, nodes
+from gateway.audit.leaves import column_datetime, column_time_text, leaf_fields
 from gateway.audit.note import Checkpoint, NoteVerifier, open_checkpoint
 from gateway.audit.tags import AuditTag
-from gateway.state_keys import StateKeys
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from gateway.audit.reading import EntryRow, LogTables
+    from gateway.state_keys import StateKeys
 
 MAX_FINDINGS = 100
-_BATCH = 10_000
 _TAGS = frozenset(tag.value for tag in AuditTag)
+# Never equal to a leaf's time: what a time column that holds no time compares as.
+_NO_TIME = object()
 
-# Called with each entry's index, time column, decoded leaf and leaf bytes, in index
-# order, as verification reads it: one pass serves a reader and the verification.
-EntryReader = Callable[[int, datetime, dict[str, Any], bytes], None]
+# Called with each entry's index, time column, tag column and leaf bytes, in index
+# order, as verification reads it: one pass serves a reader and the verification. The
+# leaf is not decoded for the reader: most readers want a few tags, and decoding is
+# the dearest step of the pass.
+EntryReader = Callable[[int, datetime, str, bytes], None]
 
 
 @dataclass(frozen=True)
@@ -54,12 +90,26 @@ class VerifiedCheckpoint:
 
 
 @dataclass(frozen=True)
+class VerifiedState:
+    """Where a successful verification ended: what :func:`verify_from` continues from.
+
+    ``checkpoint_id`` is the largest stored checkpoint id seen; stored checkpoints
+    with larger ids are new to the next verification and checked in full.
+    """
+
+    size: int
+    root: bytes
+    checkpoint_id: int = 0
+
+
+@dataclass(frozen=True)
 class VerifyReport:
     """What a successful verification covered.
 
     ``anchor`` is the largest checkpoint (stored or outside) the recomputed tree matched,
     ``witnessed`` the largest outside one: entries past ``anchor.size`` are checked only
-    against the stored tree, not yet against a signature.
+    against the stored tree and their MACs, not yet against a signature. ``start`` is
+    where an incremental verification began (0 for a full one).
     """
 
     size: int
@@ -70,13 +120,22 @@ class VerifyReport:
     kept: int | None = None
     anchor: VerifiedCheckpoint | None = None
     witnessed: VerifiedCheckpoint | None = None
+    start: int = 0
+    checkpoint_id: int = 0
+
+    @property
+    def state(self) -> VerifiedState:
+        """What a later :func:`verify_from` may trust."""
+        return VerifiedState(self.size, self.root, self.checkpoint_id)
 
     def summary(self) -> str:
         """One line for the operator."""
         kept = "" if self.kept is None else (
             f"; the log holds the {self.kept} entries of the data directory's checkpoint")
-        return (f"audit log OK: {self.size} entries, {self.checkpoints} stored checkpoints "
-                f"and {self.outside} outside checkpoints verified{kept}")
+        since = "" if not self.start else (
+            f" ({self.size - self.start} new since the last verification, of {self.start})")
+        return (f"audit log OK: {self.size} entries{since}, {self.checkpoints} stored "
+                f"checkpoints and {self.outside} outside checkpoints verified{kept}")
 
 
 @dataclass(frozen=True)
@@ -119,8 +178,9 @@ class _Findings:
 class _Recomputer:
     """Rebuilds the tree leaf by leaf and checks each expected root as its size passes."""
 
-    def __init__(self, expectations: Sequence[_Expectation], findings: _Findings) -> None:
-        self.builder = merkle.TreeBuilder()
+    def __init__(self, expectations: Sequence[_Expectation], findings: _Findings, *,
+                 builder: merkle.TreeBuilder | None = None) -> None:
+        self.builder = builder or merkle.TreeBuilder()
         self._pending = sorted(expectations, key=lambda item: item.size)
         self._findings = findings
         # Largest sizes whose roots matched: any checkpoint, and witnessed ones only.
@@ -142,16 +202,40 @@ class _Recomputer:
         """How many entries a checkpoint that matched covers."""
         return self._good_any
 
-    def add(self, leaf: bytes) -> list[bytes]:
-        completed = self.builder.append(merkle.leaf_hash(leaf))
-        self._check_roots()
+    @property
+    def largest_expected(self) -> int:
+        """The largest size still to be checked (the entries a MAC must protect begin
+        there, when every checkpoint matches)."""
+        return max((item.size for item in self._pending), default=self._good_any)
+
+    def add(self, hashed_leaf: bytes) -> list[bytes]:
+        completed = self.builder.append(hashed_leaf)
+        if self._pending and self._pending[0].size == self.builder.size:
+            self._check_roots()
         return completed
+
+    def due_within(self, count: int) -> list[_Expectation]:
+        """The expectations the next ``count`` leaves reach, smallest first."""
+        end = self.builder.size + count
+        due = []
+        for expected in self._pending:
+            if expected.size > end:
+                break
+            due.append(expected)
+        return due
+
+    def accept(self, builder: merkle.TreeBuilder, reached: Sequence[_Expectation]) -> None:
+        """Take ``builder`` (this tree, extended), whose roots matched ``reached``."""
+        self.builder = builder
+        del self._pending[:len(reached)]
+        for expected in reached:
+            self.matched(expected)
 
     def _check_roots(self) -> None:
         while self._pending and self._pending[0].size == self.builder.size:
             expected = self._pending.pop(0)
             if self.builder.root() == expected.root:
-                self._matched(expected)
+                self.matched(expected)
                 continue
             good = self._good_outside if expected.outside else self._good_any
             self._findings.add(
@@ -159,17 +243,18 @@ class _Recomputer:
                 f"{expected.size} entries; entries in [{good}, {expected.size}) "
                 "were changed, removed, inserted or reordered")
 
-    def _matched(self, expected: _Expectation) -> None:
+    def matched(self, expected: _Expectation) -> None:
+        """Record a checkpoint whose root is known to match (here or by a proof)."""
         self._good_any = max(self._good_any, expected.size)
         if expected.outside:
             self._good_outside = max(self._good_outside, expected.size)
-        # Expectations arrive in size order, so a later match is at least as large.
         verified = VerifiedCheckpoint(expected.label, expected.size, expected.root,
                                       expected.outside and not expected.kept)
         if self._anchor_rank is None or expected.size > self.anchor_size or (
-                expected.rank > self._anchor_rank):
+                expected.size == self.anchor_size and expected.rank > self._anchor_rank):
             self.anchor, self._anchor_rank = verified, expected.rank
-        if verified.outside:
+        if verified.outside and (self.witnessed is None or
+                                 expected.size >= self.witnessed.size):
             self.witnessed = verified
 
     @property
@@ -201,12 +286,32 @@ def _check_leaf(position: int, leaf: str | bytes,
         findings.add(f"entry {position}: its leaf is not a JSON audit event")
         return None
     index, tag = document.get("index"), document.get("tag")
+    _check_declared(position, index, tag, findings)
+    return document
+
+
+def _check_declared(position: int, index: object, tag: object, findings: _Findings) -> None:
     if index != position:
         findings.add(f"entry {position}: its leaf declares index {index} "
                      "(an entry was inserted, removed or moved)")
     if tag not in _TAGS:
         findings.add(f"entry {position}: unknown tag {tag!r}")
-    return document
+
+
+def _check_leaf_text(position: int, leaf: str,
+                     findings: _Findings) -> tuple[Any, Any, bool] | None:
+    """Check a leaf (text) declares ``position``; return the tag and time it declares and
+    whether it is in the usual form, or None when it is not an audit event. The usual
+    form (see :mod:`gateway.audit.leaves`) is read without decoding."""
+    fields = leaf_fields(leaf)
+    if fields is None:
+        document = _check_leaf(position, leaf, findings)
+        return None if document is None else (document.get("tag"), document.get("time"),
+                                              False)
+    index, tag, time = fields
+    if int(index) != position or tag not in _TAGS:
+        _check_declared(position, int(index), tag, findings)
+    return tag, time, True
 
 
 def parse_outside(notes: Sequence[tuple[str, str]], verifier: NoteVerifier,
@@ -225,27 +330,43 @@ def parse_outside(notes: Sequence[tuple[str, str]], verifier: NoteVerifier,
     return expectations
 
 
-def _stored_checkpoints(session: Session, verifier: NoteVerifier,
-                        findings: _Findings) -> list[_Expectation]:
-    """Check each stored checkpoint's signature and columns, and that sizes only grow."""
-    expectations: list[_Expectation] = []
+@dataclass
+class _Stored:
+    """The stored checkpoints a verification checks, and what it saw of the table."""
+
+    expectations: list[_Expectation] = field(default_factory=list)
+    rows: int = 0
+    last_id: int = 0
+
+
+def _stored_checkpoints(tables: LogTables, verifier: NoteVerifier, findings: _Findings, *,
+                        trusted: VerifiedState | None = None) -> _Stored:
+    """Check each stored checkpoint's signature and columns, and that sizes only grow.
+
+    With ``trusted``, a checkpoint an earlier verification saw (id and size both within
+    what it covered) is only held to the growing sizes; its signature was checked then.
+    """
+    stored = _Stored()
     largest: tuple[int, int] | None = None
-    query = select(checkpoints.c.id, checkpoints.c.size, checkpoints.c.root,
-                   checkpoints.c.note).order_by(checkpoints.c.id)
-    for row in session.execute(query):
-        label = f"stored checkpoint #{row.id} (size {row.size})"
+    for row_id, size, root, note in tables.stored_checkpoints():
+        stored.rows += 1
+        stored.last_id = max(stored.last_id, row_id)
+        label = f"stored checkpoint #{row_id} (size {size})"
+        if trusted is not None and row_id <= trusted.checkpoint_id and size <= trusted.size:
+            largest = (row_id, size) if largest is None or size > largest[1] else largest
+            continue
         try:
-            body = open_checkpoint(row.note, verifier)
+            body = open_checkpoint(note, verifier)
         except VerificationError as exc:
             findings.add(f"{label}: not a valid checkpoint of {verifier.name}: {exc.summary}")
             continue
-        _compare_columns(label, row.size, row.root, body, findings)
+        _compare_columns(label, size, root, body, findings)
         if largest is not None and body.size < largest[1]:
             findings.add(f"{label}: its size is smaller than that of the earlier checkpoint "
                          f"#{largest[0]} (size {largest[1]}): a rolled-back checkpoint")
-        largest = (row.id, body.size) if largest is None or body.size > largest[1] else largest
-        expectations.append(_Expectation(body.size, body.root, label))
-    return expectations
+        largest = (row_id, body.size) if largest is None or body.size > largest[1] else largest
+        stored.expectations.append(_Expectation(body.size, body.root, label))
+    return stored
 
 
 def _compare_columns(label: str, size: int, root: bytes, body: Checkpoint,
@@ -264,21 +385,55 @@ class _NodeStream:
 
     listed = 10
 
-    def __init__(self, rows: Iterator[Any], findings: _Findings) -> None:
-        self._rows = rows
+    def __init__(self, batches: Iterator[list[tuple[int, bytes]]], findings: _Findings,
+                 start: int = 0) -> None:
+        # Stored nodes ``(pos, hash)`` arrive in batches; ``_buffer[_at:]`` is unread.
+        self._batches = batches
+        self._buffer: list[tuple[int, bytes]] = []
+        self._at = 0
         self._findings = findings
-        self._next_pos = 0
+        self._next_pos = start
         self._in_step = True
         self._mismatches = 0
 
+    def _take(self, count: int) -> list[tuple[int, bytes]]:
+        taken = self._buffer[self._at:self._at + count]
+        self._at += len(taken)
+        while len(taken) < count:
+            self._buffer, self._at = next(self._batches, []), 0
+            if not self._buffer:
+                break
+            more = self._buffer[:count - len(taken)]
+            self._at = len(more)
+            taken += more
+        return taken
+
+    def _next_row(self) -> tuple[int, bytes] | None:
+        taken = self._take(1)
+        return taken[0] if taken else None
+
+    def matches(self, computed: Sequence[bytes]) -> bool:
+        """Whether the next stored nodes are exactly ``computed``; if so they are taken,
+        else left for :meth:`compare` to name what differs."""
+        if not self._in_step or not computed:
+            return not computed
+        taken = self._take(len(computed))
+        if (len(taken) == len(computed) and taken[0][0] == self._next_pos and
+                taken[-1][0] == self._next_pos + len(computed) - 1 and
+                list(map(itemgetter(1), taken)) == computed):
+            self._next_pos += len(computed)
+            return True
+        self._buffer, self._at = taken + self._buffer[self._at:], 0
+        return False
+
     def compare(self, index: int, completed: Sequence[bytes]) -> None:
         for level, hashed in enumerate(completed):
-            row = next(self._rows, None) if self._in_step else None
-            if self._in_step and (row is None or row.pos != self._next_pos):
+            row = self._next_row() if self._in_step else None
+            if self._in_step and (row is None or row[0] != self._next_pos):
                 self._in_step = False
                 self._findings.add(f"entry {index}: the stored tree lacks node position "
                                    f"{self._next_pos}; stored nodes were removed")
-            elif row is not None and bytes(row.hash) != hashed:
+            elif row is not None and row[1] != hashed:
                 self._mismatch(index, level)
             self._next_pos += 1
 
@@ -291,7 +446,7 @@ class _NodeStream:
         if self._mismatches > self.listed:
             self._findings.add(f"... and {self._mismatches - self.listed} more stored tree "
                                "hashes that differ from the recomputed ones")
-        if self._in_step and next(self._rows, None) is not None:
+        if self._in_step and self._next_row() is not None:
             self._findings.add(f"the stored tree has nodes beyond position {self._next_pos - 1}"
                                ", for entries that do not exist: entries were removed")
 
@@ -318,6 +473,14 @@ class _UnauthenticatedEntries:
         else:
             self.runs.append([index, index + 1])
 
+    def then(self, later: _UnauthenticatedEntries) -> None:
+        """Append the runs of ``later``, which all lie after these."""
+        for start, end in later.runs:
+            if self.runs and self.runs[-1][1] == start:
+                self.runs[-1][1] = end
+            else:
+                self.runs.append([start, end])
+
     def report(self, covered: int, findings: _Findings) -> None:
         """Only entries beyond the last matching checkpoint need their MAC: the signed
         checkpoint protects the rest."""
@@ -329,39 +492,153 @@ class _UnauthenticatedEntries:
                              "without the state key")
 
 
+class _EntryMacs:
+    """Checks entry MACs with keys derived once (see :meth:`StateKeys.check_mac`)."""
+
+    def __init__(self, keys: StateKeys) -> None:
+        self._keys = keys
+        self.unauthenticated = _UnauthenticatedEntries()
+
+    def valid(self, index: int, leaf: bytes, mac: object) -> bool:
+        return bool(isinstance(mac, str) and mac and self._keys.check_mac(
+            "audit", index.to_bytes(8, "big") + leaf, mac))
+
+    def check(self, index: int, leaf: bytes, mac: object) -> None:
+        if not self.valid(index, leaf, mac):
+            self.unauthenticated.add(index)
+
+
 class _RowChecker:
-    """Checks entry rows in index order and feeds them to the recomputed tree."""
+    """Checks entry rows in index order and feeds them to the recomputed tree.
+
+    MACs are checked from ``mac_from`` on: every checkpoint is expected to match, and
+    the entries they cover need none. When one does not, the entries between the last
+    that matched and ``mac_from`` are read again for their MACs (:meth:`late_macs`).
+    """
 
     def __init__(self, recomputer: _Recomputer, node_stream: _NodeStream,
                  findings: _Findings, entry_keys: StateKeys | None,
-                 reader: EntryReader | None = None) -> None:
+                 reader: EntryReader | None = None, *, start: int = 0) -> None:
         self._recomputer = recomputer
         self._nodes = node_stream
         self._findings = findings
         self._reader = reader
-        self._expected_idx = 0
+        self._expected_idx = start
         self._keys = entry_keys
-        self.unauthenticated = _UnauthenticatedEntries()
+        self.mac_from = max(start, recomputer.largest_expected)
+        self.macs = _EntryMacs(entry_keys) if entry_keys is not None else None
 
-    def check(self, row: Any) -> None:
-        if row.idx != self._expected_idx:
-            self._findings.add(f"entries {self._expected_idx} to {row.idx - 1} are missing; "
-                               "they were deleted")
-        self._expected_idx = row.idx + 1
-        leaf = row.leaf.encode()
-        # Parsed from the text column: JSON from bytes would be decoded again.
-        document = _check_leaf(row.idx, row.leaf, self._findings)
-        if document is not None and (document.get("tag") != row.tag or
-                                     document.get("time") != format_time(row.recorded_at)):
-            self._findings.add(f"entry {row.idx}: its tag or time column differs from its leaf")
-        if self._keys is not None and not (
-                row.mac and self._keys.check_mac("audit", row.idx.to_bytes(8, "big") + leaf,
-                                                 row.mac)):
-            self.unauthenticated.add(row.idx)
-        position = self._recomputer.size
-        self._nodes.compare(position, self._recomputer.add(leaf))
-        if document is not None and self._reader is not None:
-            self._reader(row.idx, row.recorded_at, document, leaf)
+    def check_batch(self, rows: Sequence[EntryRow]) -> None:
+        """Check a batch of rows: at once when all is as the log writes it, else entry
+        by entry, naming each finding in the order a reader of the log meets it."""
+        if not self._usual_batch(rows):
+            self._check_rows(rows)
+
+    def _usual_batch(self, rows: Sequence[EntryRow]) -> bool:
+        """Check a batch where every row is in the usual form and every hash matches;
+        return False, having changed nothing, at the first thing that is not so."""
+        if not rows or rows[0][0] != self._expected_idx or (
+                rows[-1][0] != self._expected_idx + len(rows) - 1):
+            return False
+        leaves = self._usual_leaves(rows)
+        if leaves is None:
+            return False
+        recomputer = self._recomputer
+        reached = recomputer.due_within(len(leaves))
+        builder = recomputer.builder.copy()
+        sha256 = hashlib.sha256
+        completed, roots = builder.extend(
+            [sha256(b"\x00" + leaf).digest() for leaf in leaves],
+            roots_at=[expected.size for expected in reached])
+        if any(root != expected.root for root, expected in zip(roots, reached, strict=True)):
+            return False
+        if not self._nodes.matches(completed):
+            return False
+        recomputer.accept(builder, reached)
+        self._expected_idx += len(rows)
+        if self._reader is not None:
+            for (idx, when, tag, _text, _mac), leaf in zip(rows, leaves, strict=True):
+                _hand(self._reader, idx, when, tag, leaf)
+        return True
+
+    def _usual_leaves(self, rows: Sequence[EntryRow]) -> list[bytes] | None:
+        """The leaves of rows in the usual form whose columns and MACs agree, or None."""
+        leaves: list[bytes] = []
+        tags, macs, mac_from = _TAGS, self.macs, self.mac_from
+        for idx, when, tag, text, mac in rows:
+            fields = leaf_fields(text) if isinstance(text, str) else None
+            if fields is None:
+                return None
+            index, leaf_tag, leaf_time = fields
+            if (int(index) != idx or leaf_tag != tag or leaf_tag not in tags
+                    or when != f"{leaf_time[:10]} {leaf_time[11:26]}"):
+                return None
+            leaf = text.encode()
+            if macs is not None and idx >= mac_from and not macs.valid(idx, leaf, mac):
+                return None
+            leaves.append(leaf)
+        return leaves
+
+    def _check_rows(self, rows: Sequence[EntryRow]) -> None:
+        findings, recomputer, nodes, reader = (self._findings, self._recomputer,
+                                               self._nodes, self._reader)
+        macs, mac_from = self.macs, self.mac_from
+        leaf_hash = merkle.leaf_hash
+        for idx, when, tag, text, mac in rows:
+            if idx != self._expected_idx:
+                findings.add(f"entries {self._expected_idx} to {idx - 1} are missing; "
+                             "they were deleted")
+            self._expected_idx = idx + 1
+            leaf = text.encode() if isinstance(text, str) else bytes(text)
+            declared = _check_leaf_text(idx, text if isinstance(text, str) else
+                                        leaf.decode(errors="replace"), findings)
+            if declared is not None and (declared[0] != tag or not _same_time(
+                    declared[1], when, usual=declared[2])):
+                findings.add(f"entry {idx}: its tag or time column differs from its leaf")
+            if macs is not None and idx >= mac_from:
+                macs.check(idx, leaf, mac)
+            position = recomputer.size
+            nodes.compare(position, recomputer.add(leaf_hash(leaf)))
+            if reader is not None:
+                _hand(reader, idx, when, tag, leaf)
+
+    def late_macs(self, rows: Iterable[Sequence[EntryRow]]) -> None:
+        """Check the MACs of entries before ``mac_from`` (``rows`` holds them)."""
+        if self.macs is None:
+            return
+        early = _EntryMacs(self.macs._keys)
+        for batch in rows:
+            for idx, _when, _tag, text, mac in batch:
+                early.check(idx, text.encode() if isinstance(text, str) else bytes(text), mac)
+        early.unauthenticated.then(self.macs.unauthenticated)
+        self.macs.unauthenticated = early.unauthenticated
+
+    def report_macs(self, covered: int) -> None:
+        if self.macs is not None:
+            self.macs.unauthenticated.report(covered, self._findings)
+
+
+def _same_time(leaf_time: object, column: object, *, usual: bool) -> bool:
+    """Whether a leaf's time is its time column's (as the leaf renders times).
+
+    ``usual``: the leaf's time is in the form :func:`format_time` writes (the leaf
+    pattern checked it), so equal text means equal times without parsing the column.
+    """
+    if usual and column_time_text(str(leaf_time)) == column:
+        return True
+    try:
+        expected: object = format_time(column_datetime(column))
+    except (TypeError, ValueError):
+        expected = _NO_TIME
+    return leaf_time == expected
+
+
+def _hand(reader: EntryReader, idx: int, when: object, tag: object, leaf: bytes) -> None:
+    try:
+        moment = column_datetime(when)
+    except (TypeError, ValueError):
+        return  # No time to hand: verification reports the column.
+    reader(idx, moment, tag if isinstance(tag, str) else str(tag), leaf)
 
 
 def verify_database(session: Session, *, verifier: NoteVerifier,
@@ -378,32 +655,144 @@ def verify_database(session: Session, *, verifier: NoteVerifier,
     verdict comes only at the end, so a caller builds from what it was handed and
     discards it if this raises.
     """
+    # The database layer is imported here, not with the module: offline verification of
+    # an export runs where SQLAlchemy is not installed.
+    from gateway.audit.reading import LogTables
+
+    tables = LogTables(session)
     findings = _Findings()
-    stored = _stored_checkpoints(session, verifier, findings)
+    stored = _stored_checkpoints(tables, verifier, findings)
+    external, local = _outside_and_kept(outside, kept, verifier, findings)
+    recomputer = _Recomputer([*stored.expectations, *external, *local], findings)
+    return _verify_entries(tables, recomputer, findings, _Run(
+        stored=stored, outside=len(external),
+        kept=local[0].size if local else None, entry_keys=entry_keys, reader=reader))
+
+
+def verify_from(session: Session, *, trusted: VerifiedState | VerifiedCheckpoint |
+                tuple[int, bytes], verifier: NoteVerifier,
+                outside: Sequence[tuple[str, str]] = (),
+                entry_keys: StateKeys | None = None, kept: str | None = None,
+                reader: EntryReader | None = None) -> VerifyReport:
+    """Verify what was appended since ``trusted`` (see the module's documentation).
+
+    Raises :class:`~gateway.audit.errors.StaleStateError` when the stored tree no longer
+    extends the trusted one, :class:`VerificationError` on any finding among the new
+    entries and checkpoints; ``reader`` gets the entries from ``trusted.size`` on.
+    """
+    from gateway.audit.reading import LogTables
+
+    start = _trusted_state(trusted)
+    tables = LogTables(session)
+    findings = _Findings()
+    builder = _resume(tables, start)
+    stored = _stored_checkpoints(tables, verifier, findings, trusted=start)
+    external, local = _outside_and_kept(outside, kept, verifier, findings)
+    expectations = [*stored.expectations, *external, *local]
+    recomputer = _Recomputer([item for item in expectations if item.size > start.size],
+                             findings, builder=builder)
+    _prove_covered([item for item in expectations if item.size <= start.size], start,
+                   tables, recomputer, findings)
+    return _verify_entries(tables, recomputer, findings, _Run(
+        stored=stored, outside=len(external), kept=local[0].size if local else None,
+        entry_keys=entry_keys, reader=reader, start=start.size))
+
+
+def _trusted_state(trusted: VerifiedState | VerifiedCheckpoint | tuple[int, bytes],
+                   ) -> VerifiedState:
+    if isinstance(trusted, VerifiedState):
+        return trusted
+    if isinstance(trusted, VerifiedCheckpoint):
+        return VerifiedState(trusted.size, trusted.root)
+    size, root = trusted
+    return VerifiedState(size, root)
+
+
+def _resume(tables: LogTables, start: VerifiedState) -> merkle.TreeBuilder:
+    """The tree of the first ``start.size`` entries from stored subtrees, which must fold
+    to the trusted root; raise :class:`StaleStateError` if they do not."""
+    try:
+        builder = merkle.TreeBuilder.resume(start.size, tables.node_reader)
+    except AuditError:
+        builder = None
+    if builder is None or builder.root() != start.root:
+        raise StaleStateError(
+            "audit log verification FAILED: the log no longer extends the verified state",
+            [f"the stored tree of the first {start.size} entries does not match the "
+             "verified root: entries or stored hashes before it were changed or removed "
+             "since the last verification (or the database was restored); a full "
+             "verification names them"])
+    return builder
+
+
+def _prove_covered(expectations: Sequence[_Expectation], start: VerifiedState,
+                   tables: LogTables, recomputer: _Recomputer, findings: _Findings) -> None:
+    """Hold checkpoints within the trusted tree to its root by a consistency proof."""
+    for expected in sorted(expectations, key=lambda item: item.size):
+        try:
+            if expected.size == 0:
+                consistent = expected.root == merkle.EMPTY_ROOT
+            else:
+                proof = merkle.consistency_proof(expected.size, start.size, tables.node_reader)
+                merkle.verify_consistency(size1=expected.size, size2=start.size,
+                                          root1=expected.root, root2=start.root, proof=proof)
+                consistent = True
+        except (AuditError, ValueError):
+            consistent = False
+        if consistent:
+            recomputer.matched(expected)
+        else:
+            findings.add(f"{expected.label}: it is not consistent with the verified tree of "
+                         f"{start.size} entries; entries in [0, {expected.size}) were "
+                         "changed, removed, inserted or reordered")
+
+
+def _outside_and_kept(outside: Sequence[tuple[str, str]], kept: str | None,
+                      verifier: NoteVerifier, findings: _Findings,
+                      ) -> tuple[list[_Expectation], list[_Expectation]]:
     external = parse_outside(outside, verifier, findings)
     local = [replace(expectation, kept=True) for expectation in parse_outside(
         [("kept in the data directory", kept)] if kept else [], verifier, findings)]
-    external_count = len(external)
-    external += local
-    recomputer = _Recomputer([*stored, *external], findings)
-    node_query = select(nodes.c.pos, nodes.c.hash).order_by(nodes.c.pos)
-    node_stream = _NodeStream(iter(session.execute(
-        node_query.execution_options(yield_per=_BATCH))), findings)
-    rows = _RowChecker(recomputer, node_stream, findings, entry_keys, reader)
-    entry_query = select(entries.c.idx, entries.c.recorded_at, entries.c.tag,
-                         entries.c.leaf, entries.c.mac).order_by(entries.c.idx)
-    for row in session.execute(entry_query.execution_options(yield_per=_BATCH)):
-        rows.check(row)
-    recomputer.finish()
-    node_stream.finish()
-    rows.unauthenticated.report(recomputer.covered, findings)
-    if recomputer.size and not stored:
+    return external, local
+
+
+@dataclass(frozen=True)
+class _Run:
+    stored: _Stored
+    outside: int
+    kept: int | None
+    entry_keys: StateKeys | None
+    reader: EntryReader | None
+    start: int = 0
+
+
+def _verify_entries(tables: LogTables, recomputer: _Recomputer, findings: _Findings,
+                    run: _Run) -> VerifyReport:
+    """Read the entries from ``run.start`` on, check them, and conclude."""
+    start = run.start
+    stored_nodes = tables.nodes(merkle.stored_node_count(start))
+    try:
+        node_stream = _NodeStream(stored_nodes, findings, merkle.stored_node_count(start))
+        rows = _RowChecker(recomputer, node_stream, findings, run.entry_keys, run.reader,
+                           start=start)
+        for batch in tables.entries(start, macs_from=rows.mac_from):
+            rows.check_batch(batch)
+        recomputer.finish()
+        node_stream.finish()
+    finally:
+        # Its cursor is closed now, while the session's connection is still open.
+        stored_nodes.close()
+    if recomputer.covered < rows.mac_from:
+        rows.late_macs(tables.entries(max(start, recomputer.covered), rows.mac_from))
+    rows.report_macs(recomputer.covered)
+    if recomputer.size and not run.stored.rows:
         findings.add(f"the log holds {recomputer.size} entries but no stored checkpoint: "
                      "the checkpoints were removed")
     findings.raise_if_any(recomputer.size)
-    return VerifyReport(recomputer.size, recomputer.builder.root(), len(stored), external_count,
-                        kept=local[0].size if local else None, anchor=recomputer.anchor,
-                        witnessed=recomputer.witnessed)
+    return VerifyReport(recomputer.size, recomputer.builder.root(),
+                        len(run.stored.expectations), run.outside, kept=run.kept,
+                        anchor=recomputer.anchor, witnessed=recomputer.witnessed,
+                        start=start, checkpoint_id=run.stored.last_id)
 
 
 def verify_export(lines: Iterable[bytes], *, verifier: NoteVerifier,
@@ -417,13 +806,17 @@ def verify_export(lines: Iterable[bytes], *, verifier: NoteVerifier,
                          "(--checkpoint FILE) from a witness or the log")
     findings = _Findings()
     recomputer = _Recomputer(parse_outside(outside, verifier, findings), findings)
+    leaf_hash = merkle.leaf_hash
     for line in lines:
         leaf = line.rstrip(b"\n")
         if not leaf:
             findings.add(f"entry {recomputer.size}: empty line in the export")
             continue
-        _check_leaf(recomputer.size, leaf, findings)
-        recomputer.add(leaf)
+        try:
+            _check_leaf_text(recomputer.size, leaf.decode(), findings)
+        except UnicodeDecodeError:
+            findings.add(f"entry {recomputer.size}: its leaf is not a JSON audit event")
+        recomputer.add(leaf_hash(leaf))
     recomputer.finish()
     findings.raise_if_any(recomputer.size)
     return VerifyReport(recomputer.size, recomputer.builder.root(), 0, len(outside),

@@ -23,7 +23,6 @@ from gateway.audit.cosignature import (
     CosignatureVerifier,
     require_quorum_on_largest,
 )
-from gateway.audit_service import EventFilter
 from gateway.cli.common import data_dir_option, open_app, operator, settings_for
 from gateway.cli.errors import fail
 
@@ -109,11 +108,19 @@ def _witnesses(keys: tuple[str, ...], quorum: int | None) -> tuple[
 @click.option("--key", "verifier_key", metavar="VERIFIER_KEY",
               help="The log's verifier key, from `blindpost audit key` "
                    "(default: the key in the data directory).")
+@click.option("--full", is_flag=True,
+              help="Verify the whole log again, not only what was appended since the last "
+                   "verification.")
 @data_dir_option
 def audit_verify(checkpoint_files: tuple[Path, ...], witness_keys: tuple[str, ...],
                  quorum: int | None, export_file: Path | None, verifier_key: str | None,
-                 data_dir: Path | None) -> None:
-    """Recompute the whole tree and check every checkpoint; exit 1 on any finding.
+                 full: bool, data_dir: Path | None) -> None:
+    """Recompute the tree and check every checkpoint; exit 1 on any finding.
+
+    The log is verified from where the last successful verification ended (kept in
+    the data directory as audit-verified.json), so a daily run costs what was
+    appended since; --full (or --key) verifies the whole log. The database is
+    compared with the whole log every time.
 
     With --witness, the latest checkpoint (of the database, or the largest --checkpoint
     for an export) must carry a quorum of valid cosignatures from those witnesses, and
@@ -122,6 +129,7 @@ def audit_verify(checkpoint_files: tuple[Path, ...], witness_keys: tuple[str, ..
     \b
     Examples:
       blindpost audit verify --checkpoint witness-2026-11-01.txt
+      blindpost audit verify --full
       blindpost audit verify --witness 'witness.partner.example/w1+…' --quorum 1
       blindpost audit verify --export audit.jsonl \\
           --key 'registry.example/blindpost+1a2b3c4d+AR…' --checkpoint cp.txt \\
@@ -143,7 +151,8 @@ def audit_verify(checkpoint_files: tuple[Path, ...], witness_keys: tuple[str, ..
     app = open_app(data_dir)
     chosen = NoteVerifier.from_key_string(verifier_key) if verifier_key else None
     _report(lambda: app.audit_view.verify(operator(), outside=outside, verifier=chosen,
-                                          witnesses=witnesses, quorum=needed))
+                                          witnesses=witnesses, quorum=needed,
+                                          incremental=not full))
     if witnesses:
         click.echo(f"witness quorum met: the latest checkpoint carries at least {needed} "
                    "valid cosignature(s) from the given witnesses")
@@ -219,6 +228,10 @@ def audit_log(since: str | None, tag: str | None, partner: str | None, user: str
       blindpost audit log --partner uni-research --user dr-lee
       blindpost audit log --json | jq .details
     """
+    # Imported here: `audit verify --export` runs on client-only installs, without the
+    # database layer the other audit commands need.
+    from gateway.audit_service import EventFilter
+
     selection = EventFilter(tag=AuditTag(tag) if tag else None, since=_parse_since(since),
                             partner=partner, user=user, file=file)
     for event in open_app(data_dir).audit_view.events(operator(), selection):

@@ -3,7 +3,9 @@
 The log is read once, in index order, while it is verified. State is kept for each file
 until it is known to fall outside the window (uploaded after it, or removed before it),
 for each account and recipient key, and nothing else: a log of a million events is read
-in a few hundred megabytes at most.
+in a few hundred megabytes at most. Entries arrive undecoded (:meth:`HistoryScan.add_entry`)
+and only those that can change the report are decoded: a report on one week of a year
+decodes a small part of the log, and costs little more than its verification.
 
 Only what the events say is used. An event written before a field was recorded leaves
 that field ``None`` (listed in the file's ``unrecorded``); a file whose upload is not in
@@ -12,12 +14,15 @@ the log is reported with what its later events say.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from gateway.audit import AuditEvent, AuditTag
+from gateway.audit.events import event_from_document
 from gateway.exposure.model import (
     BY_GATEWAY,
     BY_UPLOADER,
@@ -45,6 +50,12 @@ OTHER_TAGS = frozenset({AuditTag.KEY_PROPOSE, AuditTag.KEY_APPROVE, AuditTag.KEY
                         AuditTag.LOGIN_SUCCESS})
 TAGS = frozenset(tag.value for tag in FILE_TAGS | OTHER_TAGS)
 _REMOVALS = frozenset({AuditTag.FILE_PURGE, AuditTag.FILE_WITHDRAW, AuditTag.FILE_SUPERSEDE})
+_DOWNLOADS = frozenset({AuditTag.DOWNLOAD_COMPLETE, AuditTag.DOWNLOAD_INCOMPLETE})
+# The end of a leaf in the log's usual form whose subject is a file: the last keys of
+# the top-level object (a details value cannot end the leaf so), captured file id.
+_FILE_SUBJECT_END = re.compile(
+    rb',"subject":"file:([^"\\\x00-\x1f]*)","tag":"[^"\\\x00-\x1f]*",'
+    rb'"time":"[^"\\\x00-\x1f]*","v":1\}')
 # The classical recipient type; every other one is post-quantum (see RecipientKey).
 CLASSICAL_KIND = "x25519"
 # The fields of an upload event, in the order `unrecorded` lists what is missing.
@@ -73,6 +84,9 @@ class _File:
     removal: str | None = None
     removed_by: str | None = None
     downloads: list[DownloadExposure] = field(default_factory=list)
+    # Downloads before the window, kept undecoded (time, leaf) until the file is known
+    # to be on the server in the window: most files are removed before it opens.
+    undecoded: list[tuple[datetime, bytes]] = field(default_factory=list)
 
     def value(self) -> FileExposure:
         unrecorded = tuple(name for name in _UPLOAD_FIELDS if getattr(self, name) is None
@@ -162,6 +176,59 @@ class HistoryScan:
         # a handful of keys.
         self._recipient_sets: dict[tuple[RecipientExposure, ...],
                                    tuple[RecipientExposure, ...]] = {}
+
+    def add_entry(self, _index: int, time: datetime, tag: str, leaf: bytes) -> None:
+        """Take in the next entry of the log, undecoded (a verification reader).
+
+        Entries that cannot change the report are not decoded: other tags, sign-ins
+        outside the window, events about files known to be outside it, and downloads,
+        before the window opens, of a file that may yet be removed before it (decoded
+        when the file turns out to be in it).
+        """
+        if tag not in TAGS:
+            return
+        if tag == AuditTag.LOGIN_SUCCESS and not self.window.holds(time):
+            self.events += 1
+            return
+        if tag in _DOWNLOADS or tag in _REMOVALS:
+            file_id = _file_subject(leaf)
+            if file_id is not None and self._undecoded(file_id, time, tag, leaf):
+                self.events += 1
+                return
+        try:
+            event = event_from_document(json.loads(leaf), leaf, time=time)
+        except ValueError:
+            return  # Verification reports a malformed leaf; there is no event to read.
+        self.add(event)
+
+    def _undecoded(self, file_id: str, time: datetime, tag: str, leaf: bytes) -> bool:
+        """Take in a download or removal of ``file_id`` without decoding it, when that
+        is all :meth:`add` would do with it; False when it needs reading now."""
+        if file_id in self._outside:
+            # As add() would: a removal only forgets where the file was stored, and
+            # nothing else about a file outside the window counts.
+            if tag in _REMOVALS:
+                self._stored.pop(file_id, None)
+            return True
+        if tag in _REMOVALS or time > self.window.start:
+            return False
+        record = self._files.get(file_id)
+        if record is None or record.downloads:
+            return False
+        record.undecoded.append((time, leaf))
+        return True
+
+    def _decode_downloads(self, record: _File) -> None:
+        """Read the downloads kept undecoded, before those read already (they came first)."""
+        decoded, record.downloads = record.downloads, []
+        for time, leaf in record.undecoded:
+            try:
+                self.add(event_from_document(json.loads(leaf), leaf, time=time))
+            except ValueError:
+                continue
+            self.events -= 1  # Counted when it was kept.
+        record.undecoded.clear()
+        record.downloads.extend(decoded)
 
     def add(self, event: AuditEvent) -> None:
         """Take in the next event (of :data:`TAGS`; others are ignored)."""
@@ -332,6 +399,9 @@ class HistoryScan:
         """The files on the server at some moment of the window, by partner and upload."""
         chosen = [record for record in self._files.values()
                   if self.window.overlaps(record.uploaded_at, record.removed_at)]
+        for record in chosen:
+            if record.undecoded:
+                self._decode_downloads(record)
         chosen.sort(key=lambda r: (r.partner, r.uploaded_at is not None,
                                    r.uploaded_at or self.window.start, r.id))
         return [record.value() for record in chosen]
@@ -371,6 +441,13 @@ class HistoryScan:
                 for key in sorted(self._keys.values(), key=lambda k: k.id)
                 if key.approved_at is not None and self.window.holds(key.approved_at)
                 and (self.partner is None or key.partner == self.partner)]
+
+
+def _file_subject(leaf: bytes) -> str | None:
+    """The file id a leaf in the log's usual form names as its subject, else None."""
+    start = leaf.rfind(b',"subject":"file:')
+    found = _FILE_SUBJECT_END.fullmatch(leaf, start) if start >= 0 else None
+    return None if found is None else found[1].decode()
 
 
 def summarise(files: Iterable[FileExposure], *, partner: str | None) -> list[PartnerSummary]:

@@ -21,7 +21,7 @@ from gateway.exposure.model import (
     StoreProblem,
     Window,
 )
-from gateway.exposure.scan import TAGS, HistoryScan, summarise
+from gateway.exposure.scan import HistoryScan, summarise
 from gateway.partners import get_partner
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class ExposureService:
                 get_partner(session, partner)
         scan = HistoryScan(window, partner=partner)
         try:
-            verified = self._app.audit_view.read_verified(actor, scan.add, tags=TAGS,
+            verified = self._app.audit_view.read_verified(actor, None, raw=scan.add_entry,
                                                           outside=checkpoints)
             verification = _verified(verified)
         except VerificationError as exc:

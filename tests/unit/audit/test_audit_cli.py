@@ -117,3 +117,25 @@ def test_witness_options_are_checked(data_dir: Path) -> None:
     missing = run(data_dir, "verify", "--witness", vkey)
     assert missing.exit_code == 1
     assert "no valid cosignature from witness witness.example/w" in missing.stderr
+def test_verify_continues_from_its_last_result(data_dir: Path, app: App) -> None:
+    first = run(data_dir, "verify")
+    assert first.exit_code == 0, first.output
+    assert "new since the last verification" not in first.stdout
+    state = data_dir / "audit-verified.json"
+    assert state.stat().st_mode & 0o777 == 0o600
+    with app.transaction() as session:
+        app.audit.record(session, tag=AuditTag.LOGIN_FAILURE,
+                         actor=Actor.anonymous(claimed="x", source="192.0.2.7"),
+                         subject="account:x", details={"reason": "wrong code"})
+    again = run(data_dir, "verify")
+    assert again.exit_code == 0, again.output
+    assert "new since the last verification" in again.stdout
+    full = run(data_dir, "verify", "--full")
+    assert full.exit_code == 0, full.output
+    assert "new since the last verification" not in full.stdout
+    # A state the log does not extend (a restored database, say): all is verified again.
+    kept = json.loads(state.read_text())
+    state.write_text(json.dumps({**kept, "root": "00" * 32}))
+    restarted = run(data_dir, "verify")
+    assert restarted.exit_code == 0, restarted.output
+    assert "new since the last verification" not in restarted.stdout

@@ -18,12 +18,14 @@ from gateway.db.models import Role
 from gateway.errors import AuthorizationError, NotFoundError, UsageError
 from gateway.exposure import (
     ExposureReport,
+    Window,
     parse_moment,
     render_csv,
     render_json,
     render_text,
 )
 from gateway.exposure.render import PAGE_LINES
+from gateway.exposure.scan import TAGS, HistoryScan
 from tests.unit.audit.audit_support import named
 from tests.unit.gateway.exposure_history import (
     RECIPIENTS,
@@ -528,3 +530,27 @@ def test_pre_encrypted_files_name_the_keys_their_client_declared(history: Histor
     assert file_row["detail"].startswith("to the keys its client declared")
     assert [r["fingerprint"] for r in rows
             if r["record"] == "recipient" and r["file_id"] == sent] == [FP3]
+
+
+def test_entries_left_undecoded_change_nothing(history: History) -> None:
+    """The report skips decoding sign-ins outside the window and keeps downloads before
+    it undecoded; for every window it says what decoding every event says."""
+    entries: list[tuple[int, datetime, str, bytes]] = []
+    history.app.audit_view.read_verified(
+        OPERATOR, None, raw=lambda *entry: entries.append(entry))
+    events = [event for event in history.app.audit_view.events(OPERATOR) if event.tag in TAGS]
+    starts = [_day(9, 0) + timedelta(minutes=5 * step) for step in range(48)]
+    for start, partner in [(start, partner) for start in starts for partner in (None, "uni")]:
+        window = Window(start, start + timedelta(minutes=30))
+        decoded, deferred = (HistoryScan(window, partner=partner),
+                             HistoryScan(window, partner=partner))
+        for event in events:
+            decoded.add(event)
+        for entry in entries:
+            deferred.add_entry(*entry)
+        assert deferred.files() == decoded.files(), start
+        assert (deferred.accounts(), deferred.keys(), deferred.stored_objects(),
+                deferred.events) == (decoded.accounts(), decoded.keys(),
+                                     decoded.stored_objects(), decoded.events)
+    # The windows cut downloads of files that stay, and of files removed before them.
+    assert any(event.tag == AuditTag.DOWNLOAD_COMPLETE for event in events)

@@ -87,3 +87,32 @@ def test_help_lists_server_commands_with_the_hint(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert re.search(r"\n  init +\(needs pip install 'blindpost\[server\]'\)", result.stdout)
     assert re.search(r"\n  send +Encrypt FILEs", result.stdout)
+
+
+def test_an_export_verifies_offline_without_the_server_extra(data_dir: Path,
+                                                             tmp_path: Path) -> None:
+    """The incident runbook's check on a clean machine: only cryptography and the
+    standard library (the canonical leaves are read without rfc8785 or SQLAlchemy)."""
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    def server(*args: str) -> str:
+        result = CliRunner().invoke(main, ["audit", *args, "--data-dir", str(data_dir)])
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    key = server("key").strip()
+    (tmp_path / "cp.txt").write_text(server("checkpoint"))
+    server("export", "-o", str(tmp_path / "export.jsonl"))
+    verified = _client_only(tmp_path, "audit", "verify", "--export", "export.jsonl",
+                            "--key", key, "--checkpoint", "cp.txt")
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout.startswith("audit log OK: ")
+    lines = (tmp_path / "export.jsonl").read_bytes().splitlines(keepends=True)
+    (tmp_path / "forged.jsonl").write_bytes(b"".join([lines[0].replace(b'"v":1', b'"v":2'),
+                                                      *lines[1:]]))
+    refused = _client_only(tmp_path, "audit", "verify", "--export", "forged.jsonl",
+                           "--key", key, "--checkpoint", "cp.txt")
+    assert refused.returncode == 1
+    assert "its root does not match the recomputed tree" in refused.stderr
