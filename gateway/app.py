@@ -21,6 +21,7 @@ from gateway.actors import Actor
 from gateway.audit import AuditLog, AuditTag
 from gateway.audit_service import AuditService
 from gateway.auth import AuthService
+from gateway.authority import AuthorityService
 from gateway.authz import Authorizer
 from gateway.config import Settings
 from gateway.console_auth import ConsoleAuthService
@@ -177,6 +178,10 @@ class App:
     @cached_property
     def machines(self) -> MachineService:
         return MachineService(self)
+
+    @cached_property
+    def authority(self) -> AuthorityService:
+        return AuthorityService(self)
 
     @cached_property
     def keys(self) -> PartnerKeyService:

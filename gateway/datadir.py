@@ -116,4 +116,8 @@ def _first_admin(app: App, admin: str | None) -> NewAccount | None:
         pass
     else:
         return None  # Completing with --force: the admin already exists.
-    return app.accounts.add(operator, username=admin, role=Role.ADMIN)
+    # The bootstrap (gateway.authority): the operator creates admins directly only while
+    # there are fewer than two; past that the service refuses, it never proposes.
+    new = app.accounts.add(operator, username=admin, role=Role.ADMIN)
+    assert isinstance(new, NewAccount)
+    return new

@@ -153,8 +153,12 @@ def test_user_commands(ready, tmp_path: Path) -> None:  # type: ignore[no-untype
                              "--ssh-key", str(key_file), "--json").output)
     assert added["one_time_password"] is None
     assert added["totp_uri"].startswith("otpauth://totp/Blindpost:lee?")
-    staff = json.loads(ready("user", "add", "aud", "--role", "auditor", "--json").output)
-    assert staff["one_time_password"]
+    proposed = json.loads(ready("user", "add", "aud", "--role", "auditor", "--by", "alice",
+                                "--json", stdin=code(ready.secrets["alice"], 0)).output)
+    assert proposed["pending"]["kind"] == "account-create"
+    applied = json.loads(ready("user", "approve-change", str(proposed["pending"]["id"]),
+                               "--by", "bob", "--json", stdin=code(ready.secrets["bob"], 0)).output)
+    assert applied["one_time_password"] and applied["change"]["approved_by"] == "bob"
     users = {u["username"]: u for u in json.loads(ready("user", "list", "--json").output)}
     assert users["lee"]["ssh_keys"][0]["fingerprint"].startswith("SHA256:")
     assert users["lee"]["partner"] == "uni"
