@@ -13,6 +13,7 @@ from gateway import envelope, totp
 from gateway.accounts import NewAccount
 from gateway.actors import Actor
 from gateway.app import App
+from gateway.audit import AuditTag
 from gateway.audit.models import AuditEntry
 from gateway.authority import AppliedChange, AuthorityChangeInfo
 from gateway.db.models import Account, Role, TOTPSecret
@@ -86,6 +87,9 @@ def usable_admin(app: App, username: str) -> str:
                                    created_at=app.clock()))
         else:
             existing.secret = stored
+        # As the console's enrolment records it, so the log still implies the database.
+        app.audit.record(session, tag=AuditTag.ACCOUNT_TOTP_ENROL,
+                         actor=actor(app, username), subject=f"account:{username}")
     return secret
 
 
