@@ -2,7 +2,10 @@
 
 The lifecycle of an account — create, disable, enable, keys added and removed, its
 second factor reset or enrolled by the holder, its allowed networks — with every change
-audited. Machine accounts' grants (two admins) live in :mod:`gateway.machines`.
+audited. Machine accounts' grants (two admins) live in :mod:`gateway.machines`; what
+creates or extends authority (admin and auditor accounts, their credentials and keys) is
+proposed here and applied on a second admin's approval (:mod:`gateway.authority`). The
+values handed out are in :mod:`gateway.account_values`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,14 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, selectinload
 
 from gateway import networks, passwords, throttle, totp
+from gateway.account_values import (
+    AccountInfo,
+    Enrolment,
+    NewAccount,
+    SSHKeyInfo,
+    account_info,
+    key_info,
+)
 from gateway.actors import Actor
 from gateway.audit import AuditTag
 from gateway.authority import AuthorityChangeInfo, ChangeKind, Outcome
@@ -36,116 +47,6 @@ USERNAME_PATTERN = re.compile(r"[a-z][a-z0-9._-]{0,63}")
 # Roles that sign in to the console with a password (plus TOTP); the others use SSH keys.
 PASSWORD_ROLES = (Role.ADMIN, Role.AUDITOR)
 SFTP_ROLES = (Role.STAFF, Role.PARTNER)
-
-
-@dataclass(frozen=True)
-class SSHKeyInfo:
-    """An account's SSH public key."""
-
-    key_type: str
-    fingerprint: str
-    comment: str
-    created_at: datetime
-    shared: bool = False
-
-
-@dataclass(frozen=True)
-class AccountInfo:
-    """An account as the services hand it out: no secrets, no password hash.
-
-    ``enrolment`` is ``enrolled``, ``pending`` (the holder enrols at their first SFTP
-    sign-in, until ``enrol_until``), ``expired`` (that window closed first) or ``none``
-    (a machine account, or one awaiting approval). ``locked_until`` is set while a
-    lockout is in force; ``failures`` counts the failed codes that still count toward one.
-    """
-
-    id: int
-    username: str
-    role: Role
-    partner: str | None
-    partner_id: int | None
-    disabled: bool
-    created_at: datetime
-    ssh_keys: tuple[SSHKeyInfo, ...]
-    totp_enrolled: bool
-    machine: bool = False
-    allow_from: tuple[str, ...] | None = None
-    enrolment: str = "enrolled"
-    enrol_until: datetime | None = None
-    locked_until: datetime | None = None
-    failures: int = 0
-
-    @property
-    def state(self) -> str:
-        """Disabled, locked (until when) or active, in the words every listing uses."""
-        if self.disabled:
-            return "disabled"
-        if self.locked_until is not None:
-            return f"locked until {_when(self.locked_until)}"
-        return "active"
-
-    @property
-    def second_factor(self) -> str:
-        """The second factor, or the enrolment still due, in the words every listing uses."""
-        if self.machine:
-            return "none (machine: key alone)"
-        return {"enrolled": "totp",
-                "pending": f"enrol by SSH until {_when(self.enrol_until)}",
-                "expired": f"enrolment expired {_when(self.enrol_until)}",
-                "none": "none"}[self.enrolment]
-
-
-def _when(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "-"
-
-
-@dataclass(frozen=True)
-class NewAccount:
-    """A freshly created account and the secrets shown to its owner exactly once.
-
-    ``totp_uri`` is None when the holder enrols over SSH (or for a machine account);
-    ``machine_grant`` is the id of a machine account's proposal awaiting approval.
-    """
-
-    account: AccountInfo
-    totp_uri: str | None
-    one_time_password: str | None
-    machine_grant: int | None = None
-
-
-@dataclass(frozen=True)
-class Enrolment:
-    """A new second factor: its URI to show now, or the window for the holder to enrol."""
-
-    username: str
-    totp_uri: str | None
-    enrol_until: datetime | None
-
-
-def key_info(row: SSHKey) -> SSHKeyInfo:
-    return SSHKeyInfo(row.key_type, row.fingerprint, row.comment, row.created_at, row.shared)
-
-
-def enrolment_state(row: Account, now: datetime) -> str:
-    if row.totp is None:
-        return "none"
-    if row.totp.enrol_until is None:
-        return "enrolled"
-    return "pending" if row.totp.enrol_until > now else "expired"
-
-
-def account_info(row: Account, *, now: datetime,
-                 lock: throttle.Block | None = None) -> AccountInfo:
-    """The value of an account loaded by :func:`get_account` (keys and TOTP loaded)."""
-    allowed = networks.stored(row.allow_from)
-    state = enrolment_state(row, now)
-    return AccountInfo(row.id, row.username, row.role,
-                       row.partner.slug if row.partner else None, row.partner_id, row.disabled,
-                       row.created_at, tuple(key_info(k) for k in row.ssh_keys),
-                       state == "enrolled", row.machine,
-                       None if allowed is None else tuple(str(n) for n in allowed), state,
-                       row.totp.enrol_until if row.totp else None,
-                       lock.blocked_until if lock else None, lock.failures if lock else 0)
 
 
 def check_username(username: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from gateway import resealing, state_keys
-from gateway.accounts import NewAccount
+from gateway.account_values import NewAccount
 from gateway.actors import Actor
 from gateway.app import App
 from gateway.audit import generate_signing_key_file

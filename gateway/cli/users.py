@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from gateway.accounts import PASSWORD_ROLES, NewAccount, parse_allow_from, parse_role
+from gateway.account_values import NewAccount
+from gateway.accounts import PASSWORD_ROLES, parse_allow_from, parse_role
 from gateway.authority import AppliedChange, AuthorityChangeInfo
 from gateway.cli.admin import show_enrolment_window, show_new_account_secrets, show_totp_uri
 from gateway.cli.common import (

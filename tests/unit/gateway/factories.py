@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
 from gateway import envelope, totp
-from gateway.accounts import NewAccount
+from gateway.account_values import NewAccount
 from gateway.actors import Actor
 from gateway.app import App
 from gateway.audit import AuditTag
