@@ -2,8 +2,12 @@
 
 Callers authenticate with ``Authorization: Bearer <token>`` (``blindpost token create``)
 or with a console session and its CSRF token in ``X-CSRF-Token``. Approving or revoking
-a recipient key takes a session and a fresh second factor in the request; the services
-refuse a token. Errors are RFC 9457 problem documents (:mod:`admin_ui.problems`).
+a recipient key, and approving an authority change, takes a session and a fresh second
+factor in the request; the services refuse a token. A change to authority (an admin or
+auditor account, their credentials and keys, an admin token) answers 202 with the
+pending proposal, which a second admin approves under ``/authority-changes``; a token
+asking for one is refused (403). Errors are RFC 9457 problem documents
+(:mod:`admin_ui.problems`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from admin_ui.pages import (
 from admin_ui.security import Principal, api_principal, console
 from gateway.accounts import parse_role
 from gateway.audit import VerificationError
+from gateway.authority import AppliedChange, AuthorityChangeInfo
 from gateway.db.models import TransferState
 from gateway.durations import parse_retention
 from gateway.errors import AuthorizationError, NotFoundError
@@ -48,6 +53,13 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 def _json(value: object, status: int = 200) -> JSONResponse:
     return JSONResponse(jsonable(value), status_code=status)
+
+
+def _done_or_pending(value: object, status: int = 200) -> JSONResponse:
+    """The result, or 202 with the proposal a second admin must approve first."""
+    if isinstance(value, AuthorityChangeInfo):
+        return _json({"pending": value}, 202)
+    return _json(value, status)
 
 
 # How long files wait: 90s, 15m, 12h, 7d, 2w (a bare number is days), up to max_retention.
@@ -156,10 +168,11 @@ def accounts(request: Request, caller: Caller) -> JSONResponse:
 
 
 @router.post("/accounts", status_code=201,
-             summary="Create an account (the response holds its one-time secrets)")
+             summary="Create an account (the response holds its one-time secrets); an admin "
+                     "or auditor is proposed (202) for a second admin to approve")
 def account_add(request: Request, caller: Caller, body: AccountIn) -> JSONResponse:
     keys = [parse_public_key(key) for key in body.ssh_keys]
-    return _json(console(request).app.accounts.add(
+    return _done_or_pending(console(request).app.accounts.add(
         caller.actor, username=body.username, role=parse_role(body.role),
         partner=body.partner, ssh_keys=keys), 201)
 
@@ -174,9 +187,11 @@ def account_disable(request: Request, caller: Caller, username: str) -> JSONResp
     return _json(console(request).app.accounts.disable(caller.actor, username=username))
 
 
-@router.post("/accounts/{username}/enable", summary="Enable an account")
+@router.post("/accounts/{username}/enable",
+             summary="Enable an account (an admin or auditor: proposed, 202)")
 def account_enable(request: Request, caller: Caller, username: str) -> JSONResponse:
-    return _json(console(request).app.accounts.enable(caller.actor, username=username))
+    return _done_or_pending(console(request).app.accounts.enable(caller.actor,
+                                                                 username=username))
 
 
 @router.post("/accounts/{username}/unlock",
@@ -185,17 +200,66 @@ def account_unlock(request: Request, caller: Caller, username: str) -> JSONRespo
     return _json(console(request).app.auth.unlock(caller.actor, username=username))
 
 
-@router.post("/accounts/{username}/ssh-keys", status_code=201, summary="Add an SSH key")
+@router.post("/accounts/{username}/ssh-keys", status_code=201,
+             summary="Add an SSH key (to an admin or auditor: proposed, 202)")
 def account_add_key(request: Request, caller: Caller, username: str,
                     body: SSHKeyIn) -> JSONResponse:
-    return _json(console(request).app.accounts.add_key(
+    return _done_or_pending(console(request).app.accounts.add_key(
         caller.actor, username=username, key=parse_public_key(body.key)), 201)
 
 
-@router.post("/accounts/{username}/reset-totp", summary="Replace the TOTP secret")
+@router.post("/accounts/{username}/reset-totp",
+             summary="Replace the TOTP secret (of an admin or auditor: proposed, 202)")
 def account_reset_totp(request: Request, caller: Caller, username: str) -> JSONResponse:
     enrolment = console(request).app.accounts.reset_totp(caller.actor, username=username)
+    if isinstance(enrolment, AuthorityChangeInfo):
+        return _done_or_pending(enrolment)
     return _json({"username": username, "totp_uri": enrolment.totp_uri})
+
+
+@router.get("/authority-changes", summary="Authority changes waiting for a second admin")
+def authority_changes(request: Request, caller: Caller) -> JSONResponse:
+    return _json(console(request).app.authority.pending(caller.actor))
+
+
+@router.get("/authority-changes/{change_id}", summary="Show an authority change")
+def authority_change(request: Request, caller: Caller, change_id: int) -> JSONResponse:
+    return _json(console(request).app.authority.get(caller.actor, change_id))
+
+
+@router.post("/authority-changes/{change_id}/approve",
+             summary="Approve and apply an authority change (a different admin, with a fresh "
+                     "second factor); the response holds its one-time secret")
+def authority_approve(request: Request, caller: Caller, change_id: int,
+                      body: SecondFactor) -> JSONResponse:
+    gateway = console(request).app
+    if caller.session is None:
+        # A token is no person: the service refuses it (and audits the refusal).
+        return _applied(gateway.authority.approve(caller.actor, change_id=change_id))
+    credential = json.dumps(body.credential) if body.credential else None
+    return _applied(gateway.console_auth.approve_change(
+        caller.session, change_id=change_id, code=body.code, credential=credential))
+
+
+def _applied(applied: AppliedChange) -> JSONResponse:
+    return _json({"change": applied.change, "one_time_password": applied.one_time_password,
+                  "token": applied.token})
+
+
+@router.post("/authority-changes/{change_id}/approve/options",
+             summary="WebAuthn options for a passkey approving this change")
+def authority_approve_options(request: Request, caller: Caller, change_id: int) -> Response:
+    if caller.session is None:
+        raise AuthorizationError("a passkey confirms a person's console session, not a token")
+    options = console(request).app.console_auth.change_options(caller.session,
+                                                               change_id=change_id)
+    return Response(options, media_type="application/json")
+
+
+@router.post("/authority-changes/{change_id}/withdraw",
+             summary="Withdraw a proposed authority change")
+def authority_withdraw(request: Request, caller: Caller, change_id: int) -> JSONResponse:
+    return _json(console(request).app.authority.withdraw(caller.actor, change_id=change_id))
 
 
 @router.get("/keys", summary="List recipient keys")
@@ -339,11 +403,14 @@ def tokens(request: Request, caller: Caller) -> JSONResponse:
     return _json(console(request).app.tokens.all(caller.actor))
 
 
-@router.post("/tokens", status_code=201, summary="Create an API token (shown once)")
+@router.post("/tokens", status_code=201,
+             summary="Create an API token (shown once); an admin token is proposed (202)")
 def token_create(request: Request, caller: Caller, body: TokenIn) -> JSONResponse:
     new = console(request).app.tokens.create(
         caller.actor, name=body.name, role=parse_role(body.role),
         lifetime=timedelta(days=body.expires_days) if body.expires_days else None)
+    if isinstance(new, AuthorityChangeInfo):
+        return _done_or_pending(new)
     return _json({**jsonable(new.info), "token": new.token}, 201)  # type: ignore[dict-item]
 
 

@@ -22,6 +22,7 @@ from gateway.accounts import parse_role
 from gateway.actors import Actor
 from gateway.audit import AuditTag, VerificationError
 from gateway.audit_service import EventFilter
+from gateway.authority import AuthorityChangeInfo
 from gateway.console_sessions import SessionInfo
 from gateway.db.models import Role, TransferState
 from gateway.durations import parse_retention
@@ -102,7 +103,15 @@ def accounts(request: Request, current: Session) -> Response:
     gateway = console(request).app
     return render(request, "accounts.html", {
         "accounts": gateway.accounts.all(current.actor),
+        "changes": gateway.authority.pending(current.actor),
         "partners": gateway.partners.all(current.actor), "roles": list(Role)}, current=current)
+
+
+def _done_or_pending(result: object, done: Callable[[], Response]) -> Response:
+    """A proposal waits on the accounts page for a second admin; anything else is done."""
+    if isinstance(result, AuthorityChangeInfo):
+        return _back(f"/accounts#change-{result.id}")
+    return done()
 
 
 def _secret_page(request: Request, current: SessionInfo, *, title: str, username: str,
@@ -122,6 +131,8 @@ def account_add(request: Request, current: Session, *, csrf: Csrf = "", username
     new = console(request).app.accounts.add(
         current.actor, username=username.strip(), role=parse_role(role.strip()),
         partner=partner.strip() or None, ssh_keys=keys)
+    if isinstance(new, AuthorityChangeInfo):
+        return _back(f"/accounts#change-{new.id}")
     return _secret_page(request, current, title=f"Account {new.account.username} created",
                         username=new.account.username, password=new.one_time_password,
                         totp_uri=new.totp_uri)
@@ -139,8 +150,8 @@ def account_disable(request: Request, current: Session, username: str,
 def account_enable(request: Request, current: Session, username: str,
                    *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
-    console(request).app.accounts.enable(current.actor, username=username)
-    return _back("/accounts")
+    result = console(request).app.accounts.enable(current.actor, username=username)
+    return _done_or_pending(result, lambda: _back("/accounts"))
 
 
 @router.post("/accounts/{username}/unlock")
@@ -155,9 +166,9 @@ def account_unlock(request: Request, current: Session, username: str,
 def account_add_key(request: Request, current: Session, username: str, *, csrf: Csrf = "",
                     ssh_key: Text) -> Response:
     check_csrf(request, current, csrf)
-    console(request).app.accounts.add_key(current.actor, username=username,
-                                          key=parse_public_key(ssh_key.strip()))
-    return _back("/accounts")
+    result = console(request).app.accounts.add_key(current.actor, username=username,
+                                                   key=parse_public_key(ssh_key.strip()))
+    return _done_or_pending(result, lambda: _back("/accounts"))
 
 
 @router.post("/accounts/{username}/reset-totp")
@@ -165,8 +176,40 @@ def account_reset_totp(request: Request, current: Session, username: str,
                        *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
     enrolment = console(request).app.accounts.reset_totp(current.actor, username=username)
+    if isinstance(enrolment, AuthorityChangeInfo):
+        return _back(f"/accounts#change-{enrolment.id}")
     return _secret_page(request, current, title=f"New TOTP secret for {username}",
                         username=username, totp_uri=enrolment.totp_uri)
+
+
+@router.post("/accounts/changes/{change_id}/approve/options")
+def change_step_up_options(request: Request, current: Session, change_id: int) -> Response:
+    check_csrf(request, current, request.headers.get(CSRF_HEADER))
+    options = console(request).app.console_auth.change_options(current, change_id=change_id)
+    return Response(options, media_type="application/json")
+
+
+@router.post("/accounts/changes/{change_id}/approve")
+def change_approve(request: Request, current: Session, change_id: int, *, csrf: Csrf = "",
+                   code: Text = "", credential: Text = "") -> Response:
+    check_csrf(request, current, csrf)
+    applied = console(request).app.console_auth.approve_change(
+        current, change_id=change_id, code=code.strip(), credential=credential or None)
+    change = applied.change
+    if applied.one_time_password is None and applied.token is None:
+        return _back("/accounts")
+    # Shown once, to this approver: the proposer never sees the new credential.
+    return _secret_page(request, current, title=f"Approved: {change.summary}",
+                        username=change.target, password=applied.one_time_password,
+                        token=applied.token)
+
+
+@router.post("/accounts/changes/{change_id}/withdraw")
+def change_withdraw(request: Request, current: Session, change_id: int,
+                    *, csrf: Csrf = "") -> Response:
+    check_csrf(request, current, csrf)
+    console(request).app.authority.withdraw(current.actor, change_id=change_id)
+    return _back("/accounts")
 
 
 # Recipient keys ----------------------------------------------------------------------
@@ -435,6 +478,8 @@ def token_create(request: Request, current: Session, *, csrf: Csrf = "", name: T
     new = console(request).app.tokens.create(
         current.actor, name=name.strip(), role=parse_role(role.strip()),
         lifetime=timedelta(days=days) if days else None)
+    if isinstance(new, AuthorityChangeInfo):
+        return _back(f"/accounts#change-{new.id}")
     return _secret_page(request, current, title=f"API token {new.info.name} created",
                         username=new.info.name, token=new.token)
 

@@ -2,7 +2,10 @@
 
 The lifecycle of an account — create, disable, enable, keys added and removed, its
 second factor reset or enrolled by the holder, its allowed networks — with every change
-audited. Machine accounts' grants (two admins) live in :mod:`gateway.machines`.
+audited. Machine accounts' grants (two admins) live in :mod:`gateway.machines`; what
+creates or extends authority (admin and auditor accounts, their credentials and keys) is
+proposed here and applied on a second admin's approval (:mod:`gateway.authority`). The
+values handed out are in :mod:`gateway.account_values`.
 """
 
 from __future__ import annotations
@@ -18,14 +21,24 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, selectinload
 
 from gateway import networks, passwords, throttle, totp
+from gateway.account_values import (
+    AccountInfo,
+    Enrolment,
+    NewAccount,
+    SSHKeyInfo,
+    account_info,
+    key_info,
+)
 from gateway.actors import Actor
 from gateway.audit import AuditTag
+from gateway.authority import AuthorityChangeInfo, ChangeKind, Outcome
 from gateway.authz import Permission
-from gateway.db.models import Account, Role, SSHKey, TOTPSecret
+from gateway.console_sessions import end_all
+from gateway.db.models import Account, AuthorityChange, ConsoleCredential, Role, SSHKey, TOTPSecret
 from gateway.errors import ConflictError, NotFoundError, PolicyError, UsageError
 from gateway.integrity import encrypt_totp
 from gateway.partners import get_partner
-from gateway.sshkeys import PublicKey
+from gateway.sshkeys import PublicKey, parse_public_key
 
 if TYPE_CHECKING:
     from gateway.app import App
@@ -34,116 +47,6 @@ USERNAME_PATTERN = re.compile(r"[a-z][a-z0-9._-]{0,63}")
 # Roles that sign in to the console with a password (plus TOTP); the others use SSH keys.
 PASSWORD_ROLES = (Role.ADMIN, Role.AUDITOR)
 SFTP_ROLES = (Role.STAFF, Role.PARTNER)
-
-
-@dataclass(frozen=True)
-class SSHKeyInfo:
-    """An account's SSH public key."""
-
-    key_type: str
-    fingerprint: str
-    comment: str
-    created_at: datetime
-    shared: bool = False
-
-
-@dataclass(frozen=True)
-class AccountInfo:
-    """An account as the services hand it out: no secrets, no password hash.
-
-    ``enrolment`` is ``enrolled``, ``pending`` (the holder enrols at their first SFTP
-    sign-in, until ``enrol_until``), ``expired`` (that window closed first) or ``none``
-    (a machine account, or one awaiting approval). ``locked_until`` is set while a
-    lockout is in force; ``failures`` counts the failed codes that still count toward one.
-    """
-
-    id: int
-    username: str
-    role: Role
-    partner: str | None
-    partner_id: int | None
-    disabled: bool
-    created_at: datetime
-    ssh_keys: tuple[SSHKeyInfo, ...]
-    totp_enrolled: bool
-    machine: bool = False
-    allow_from: tuple[str, ...] | None = None
-    enrolment: str = "enrolled"
-    enrol_until: datetime | None = None
-    locked_until: datetime | None = None
-    failures: int = 0
-
-    @property
-    def state(self) -> str:
-        """Disabled, locked (until when) or active, in the words every listing uses."""
-        if self.disabled:
-            return "disabled"
-        if self.locked_until is not None:
-            return f"locked until {_when(self.locked_until)}"
-        return "active"
-
-    @property
-    def second_factor(self) -> str:
-        """The second factor, or the enrolment still due, in the words every listing uses."""
-        if self.machine:
-            return "none (machine: key alone)"
-        return {"enrolled": "totp",
-                "pending": f"enrol by SSH until {_when(self.enrol_until)}",
-                "expired": f"enrolment expired {_when(self.enrol_until)}",
-                "none": "none"}[self.enrolment]
-
-
-def _when(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "-"
-
-
-@dataclass(frozen=True)
-class NewAccount:
-    """A freshly created account and the secrets shown to its owner exactly once.
-
-    ``totp_uri`` is None when the holder enrols over SSH (or for a machine account);
-    ``machine_grant`` is the id of a machine account's proposal awaiting approval.
-    """
-
-    account: AccountInfo
-    totp_uri: str | None
-    one_time_password: str | None
-    machine_grant: int | None = None
-
-
-@dataclass(frozen=True)
-class Enrolment:
-    """A new second factor: its URI to show now, or the window for the holder to enrol."""
-
-    username: str
-    totp_uri: str | None
-    enrol_until: datetime | None
-
-
-def key_info(row: SSHKey) -> SSHKeyInfo:
-    return SSHKeyInfo(row.key_type, row.fingerprint, row.comment, row.created_at, row.shared)
-
-
-def enrolment_state(row: Account, now: datetime) -> str:
-    if row.totp is None:
-        return "none"
-    if row.totp.enrol_until is None:
-        return "enrolled"
-    return "pending" if row.totp.enrol_until > now else "expired"
-
-
-def account_info(row: Account, *, now: datetime,
-                 lock: throttle.Block | None = None) -> AccountInfo:
-    """The value of an account loaded by :func:`get_account` (keys and TOTP loaded)."""
-    allowed = networks.stored(row.allow_from)
-    state = enrolment_state(row, now)
-    return AccountInfo(row.id, row.username, row.role,
-                       row.partner.slug if row.partner else None, row.partner_id, row.disabled,
-                       row.created_at, tuple(key_info(k) for k in row.ssh_keys),
-                       state == "enrolled", row.machine,
-                       None if allowed is None else tuple(str(n) for n in allowed), state,
-                       row.totp.enrol_until if row.totp else None,
-                       lock.blocked_until if lock else None, lock.failures if lock else 0)
 
 
 def check_username(username: str) -> str:
@@ -212,7 +115,7 @@ class AccountService:
     def add(self, actor: Actor, *, username: str, role: Role, partner: str | None = None,
             ssh_keys: Sequence[PublicKey] = (), enrol_by_ssh: bool = False,
             allow_from: str | None = None, machine: bool = False,
-            allow_shared_key: bool = False) -> NewAccount:
+            allow_shared_key: bool = False) -> NewAccount | AuthorityChangeInfo:
         """Create an account with its second factor (and a one-time password for console
         roles).
 
@@ -220,8 +123,19 @@ class AccountService:
         SFTP sign-in within ``enrolment_hours``. ``machine``: a staff account that will
         sign in with its key alone, from ``allow_from`` only, once a second admin approves
         (the acting admin proposes it; see :class:`gateway.machines.MachineService`).
+
+        An admin or auditor account is only proposed (the proposal is returned): a second
+        admin's approval creates it (:mod:`gateway.authority`). The one exception is the
+        bootstrap: the local operator of an installation with fewer than two active admins
+        creates it at once.
         """
         self._app.authz.require(actor, Permission.ACCOUNT_MANAGE, subject=f"account:{username}")
+        bootstrap = role in PASSWORD_ROLES and self._app.authority.bootstrapping(actor)
+        if role in PASSWORD_ROLES and not bootstrap:
+            return self._propose_create(actor, username=username, role=role, partner=partner,
+                                        ssh_keys=ssh_keys, allow_from=allow_from,
+                                        allow_shared_key=allow_shared_key,
+                                        enrol_by_ssh=enrol_by_ssh, machine=machine)
         if machine:
             self._app.authz.require(actor, Permission.MACHINE_PROPOSE,
                                     subject=f"account:{username}")
@@ -235,7 +149,8 @@ class AccountService:
             account = self._insert(session, actor, username=username, role=role,
                                    partner=partner, credentials=credentials,
                                    allow_from=None if machine else allow_from,
-                                   details={"machine": machine, "enrol_by_ssh": enrol_by_ssh})
+                                   details={"machine": machine, "enrol_by_ssh": enrol_by_ssh,
+                                            **({"bootstrap": True} if bootstrap else {})})
             for key in ssh_keys:
                 self._add_key(session, actor=actor, account=account, key=key,
                               allow_shared=allow_shared_key)
@@ -247,6 +162,25 @@ class AccountService:
         uri = (totp.provisioning_uri(credentials.secret, account=username)
                if credentials.secret and credentials.enrol_until is None else None)
         return NewAccount(info, uri, credentials.password, grant)
+
+    def _propose_create(self, actor: Actor, *, username: str, role: Role, partner: str | None,
+                        ssh_keys: Sequence[PublicKey], allow_from: str | None,
+                        allow_shared_key: bool, enrol_by_ssh: bool,
+                        machine: bool) -> AuthorityChangeInfo:
+        self._check_new(username=username, role=role, partner=partner, ssh_keys=ssh_keys,
+                        enrol_by_ssh=enrol_by_ssh, allow_from=allow_from, machine=machine)
+        self._app.authority.refuse_alone(actor, ChangeKind.ACCOUNT_CREATE,
+                                         subject=f"account:{username}")
+        with self._app.read() as session:
+            if session.scalar(select(Account.id).where(Account.username == username)):
+                raise ConflictError(f"account {username!r} already exists")
+        return self._app.authority.propose(
+            actor, kind=ChangeKind.ACCOUNT_CREATE, target=username,
+            params={"role": role.value, "allow_from": allow_from,
+                    "ssh_keys": [key.openssh() for key in ssh_keys],
+                    "allow_shared_key": allow_shared_key},
+            shown={"role": role.value, "allow_from": allow_from,
+                   "ssh_keys": [key.fingerprint for key in ssh_keys]})
 
     @staticmethod
     def _check_new(*, username: str, role: Role, partner: str | None,
@@ -327,12 +261,31 @@ class AccountService:
     # -- changing -------------------------------------------------------------------
 
     def disable(self, actor: Actor, *, username: str) -> AccountInfo:
-        """Disable an account; it can no longer sign in anywhere."""
+        """Disable an account; it can no longer sign in anywhere.
+
+        Nobody disables their own account, and an admin is not disabled when that would
+        leave too few admins to approve anything (:mod:`gateway.authority`).
+        """
         return self._set_disabled(actor, username=username, disabled=True)
 
-    def enable(self, actor: Actor, *, username: str) -> AccountInfo:
-        """Enable a disabled account again."""
+    def enable(self, actor: Actor, *, username: str) -> AccountInfo | AuthorityChangeInfo:
+        """Enable a disabled account again; an admin or auditor account only once a second
+        admin approves (the proposal is returned)."""
+        self._app.authz.require(actor, Permission.ACCOUNT_MANAGE, subject=f"account:{username}")
+        if self._console_role(username):
+            subject = f"account:{username}"
+            self._app.authority.refuse_alone(actor, ChangeKind.ACCOUNT_ENABLE, subject=subject)
+            with self._app.read() as session:
+                if not get_account(session, username).disabled:
+                    raise ConflictError(f"account {username!r} is not disabled")
+            return self._app.authority.propose(actor, kind=ChangeKind.ACCOUNT_ENABLE,
+                                               target=username, params={})
         return self._set_disabled(actor, username=username, disabled=False)
+
+    def _console_role(self, username: str) -> bool:
+        """Whether ``username`` is an admin or auditor account (raise if unknown)."""
+        with self._app.read() as session:
+            return get_account(session, username).role in PASSWORD_ROLES
 
     def _set_disabled(self, actor: Actor, *, username: str, disabled: bool) -> AccountInfo:
         self._app.authz.require(actor, Permission.ACCOUNT_MANAGE, subject=f"account:{username}")
@@ -341,15 +294,42 @@ class AccountService:
             account = get_account(session, username, for_update=True)
             if account.disabled == disabled:
                 raise ConflictError(f"account {username!r} {state}")
+            if disabled:
+                self._check_disable(session, actor, account)
+            elif account.role in PASSWORD_ROLES:
+                raise ConflictError(f"account {username!r} changed meanwhile; try again")
             account.disabled = disabled
             self._app.audit.record(session, tag=AuditTag.ACCOUNT_DISABLE if disabled
                                    else AuditTag.ACCOUNT_ENABLE, actor=actor,
                                    subject=f"account:{username}")
             return account_info(account, now=self._app.clock())
 
+    def _check_disable(self, session: Session, actor: Actor, account: Account) -> None:
+        if actor.account_id == account.id:
+            raise PolicyError("nobody disables their own account: another admin does")
+        if account.role is Role.ADMIN:
+            self._app.authority.check_not_starved(session, account,
+                                                  action=f"disabling {account.username!r}")
+
     def add_key(self, actor: Actor, *, username: str, key: PublicKey,
-                allow_shared: bool = False) -> SSHKeyInfo:
+                allow_shared: bool = False) -> SSHKeyInfo | AuthorityChangeInfo:
+        """Add an SSH key; to an admin or auditor account only once a second admin
+        approves (the proposal is returned)."""
         self._app.authz.require(actor, Permission.ACCOUNT_MANAGE, subject=f"account:{username}")
+        if self._console_role(username):
+            self._app.authority.refuse_alone(actor, ChangeKind.SSH_KEY_ADD,
+                                             subject=f"account:{username}")
+            with self._app.read() as session:
+                if any(k.fingerprint == key.fingerprint
+                       for k in get_account(session, username).ssh_keys):
+                    raise ConflictError(f"account {username!r} already has key "
+                                        f"{key.fingerprint}")
+            return self._app.authority.propose(
+                actor, kind=ChangeKind.SSH_KEY_ADD, target=username,
+                params={"key": key.openssh(), "fingerprint": key.fingerprint,
+                        "allow_shared": allow_shared},
+                shown={"fingerprint": key.fingerprint, "key_type": key.key_type,
+                       "allow_shared": allow_shared})
         conflict = f"account {username!r} already has key {key.fingerprint}"
         with self._app.transaction(conflict=conflict) as session:
             account = get_account(session, username)
@@ -403,9 +383,22 @@ class AccountService:
             return info
 
     def reset_totp(self, actor: Actor, *, username: str, enrol_by_ssh: bool = False
-                   ) -> Enrolment:
-        """Replace the account's TOTP secret: shown now, or enrolled by the holder over SSH."""
+                   ) -> Enrolment | AuthorityChangeInfo:
+        """Replace the account's TOTP secret: shown now, or enrolled by the holder over SSH.
+
+        An admin's or auditor's second factor is only proposed to be reset (the proposal
+        is returned): the approval gives the approver a one-time password, and the holder
+        enrols a new factor at their next console sign-in.
+        """
         self._app.authz.require(actor, Permission.ACCOUNT_MANAGE, subject=f"account:{username}")
+        if self._console_role(username):
+            self._app.authority.refuse_alone(actor, ChangeKind.CONSOLE_RESET,
+                                             subject=f"account:{username}")
+            if enrol_by_ssh:
+                raise UsageError("--enrol-by-ssh is for staff and partner accounts (they sign "
+                                 "in over SFTP); console accounts enrol at the console")
+            return self._app.authority.propose(actor, kind=ChangeKind.CONSOLE_RESET,
+                                               target=username, params={})
         secret, now = totp.new_secret(), self._app.clock()
         until = now + timedelta(hours=self._app.settings.enrolment_hours) if enrol_by_ssh \
             else None
@@ -435,6 +428,83 @@ class AccountService:
         if enrol_by_ssh and account.role not in SFTP_ROLES:
             raise UsageError("--enrol-by-ssh is for staff and partner accounts (they sign in "
                              "over SFTP); console accounts are shown their secret")
+
+    # -- authority changes, applied by gateway.authority on approval --------------------
+
+    def apply_create(self, session: Session, actor: Actor, change: AuthorityChange,
+                     params: dict[str, object]) -> Outcome:
+        """Create a proposed admin or auditor account: a one-time password for the
+        approver, and no second factor yet (the holder enrols it at the console)."""
+        username = change.target
+        if session.scalar(select(Account.id).where(Account.username == username)):
+            raise ConflictError(f"account {username!r} already exists")
+        password = secrets.token_urlsafe(18)
+        allow_from = params.get("allow_from")
+        account = self._insert(session, actor, username=username, role=Role(str(params["role"])),
+                               partner=None, credentials=_Credentials(password, None, None),
+                               allow_from=allow_from if isinstance(allow_from, str) else None,
+                               details={"machine": False, "enrol_by_ssh": False,
+                                        **_approval(change)})
+        lines = params.get("ssh_keys")
+        for line in lines if isinstance(lines, list) else []:
+            self._add_key(session, actor=actor, account=account, key=parse_public_key(line),
+                          allow_shared=params.get("allow_shared_key") is True)
+        return Outcome(one_time_password=password)
+
+    def apply_console_reset(self, session: Session, actor: Actor, change: AuthorityChange,
+                            _params: dict[str, object]) -> Outcome:
+        """Reset a console account's password and second factor: a one-time password for
+        the approver; the holder enrols a new code at their next sign-in."""
+        account = self._console_account(session, change.target)
+        if not self._app.passkeys.has_passkey(session, account.id):
+            self._app.authority.check_not_starved(
+                session, account, action=f"resetting {account.username!r}'s second factor")
+        password = secrets.token_urlsafe(18)
+        account.password_hash = passwords.hash_password(password)
+        if account.totp is not None:
+            session.delete(account.totp)
+        credential = session.get(ConsoleCredential, account.id)
+        if credential is not None:
+            session.delete(credential)
+        ended = end_all(session, account.id)
+        self._app.audit.record(session, tag=AuditTag.ACCOUNT_TOTP_RESET, actor=actor,
+                               subject=f"account:{account.username}",
+                               details={"enrol_by_ssh": False, "totp": False,
+                                        "enrol": "console", "sessions_ended": ended,
+                                        **_approval(change)})
+        return Outcome(one_time_password=password)
+
+    def apply_key(self, session: Session, actor: Actor, change: AuthorityChange,
+                  params: dict[str, object]) -> Outcome:
+        """Add a proposed SSH key to a console account."""
+        account = self._console_account(session, change.target)
+        key = parse_public_key(str(params["key"]))
+        if any(k.fingerprint == key.fingerprint for k in account.ssh_keys):
+            raise ConflictError(f"account {account.username!r} already has key "
+                                f"{key.fingerprint}")
+        self._add_key(session, actor=actor, account=account, key=key,
+                      allow_shared=params.get("allow_shared") is True)
+        return Outcome(extra={"fingerprint": key.fingerprint})
+
+    def apply_enable(self, session: Session, actor: Actor, change: AuthorityChange,
+                     _params: dict[str, object]) -> Outcome:
+        """Enable a disabled console account."""
+        account = self._console_account(session, change.target)
+        if not account.disabled:
+            raise ConflictError(f"account {account.username!r} is not disabled")
+        account.disabled = False
+        self._app.audit.record(session, tag=AuditTag.ACCOUNT_ENABLE, actor=actor,
+                               subject=f"account:{account.username}",
+                               details=_approval(change))
+        return Outcome()
+
+    def _console_account(self, session: Session, username: str) -> Account:
+        account = get_account(session, username, for_update=True)
+        # Never change credentials on a row the gateway did not write.
+        self._app.integrity.verify(account)
+        if account.role not in PASSWORD_ROLES:
+            raise ConflictError(f"account {username!r} is no longer an admin or auditor")
+        return account
 
     def set_allow_from(self, actor: Actor, *, username: str, allow_from: str | None
                        ) -> AccountInfo | int:
@@ -467,6 +537,11 @@ class AccountService:
                                    subject=f"account:{username}",
                                    details={"allow_from": allow_from, "previous": previous})
             return account_info(account, now=self._app.clock())
+
+
+def _approval(change: AuthorityChange) -> dict[str, object]:
+    """What an applied change's own events say of the two people behind it."""
+    return {"authority_change": change.id, "proposed_by": change.proposer.username}
 
 
 def _widens_machine(account: Account, allow_from: str | None) -> bool:

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from gateway.audit.witnessing import Witnessing
     from gateway.audit_service import AuditService
     from gateway.auth import AuthService
+    from gateway.authority import AuthorityService
     from gateway.authz import Authorizer
     from gateway.console_auth import ConsoleAuthService
     from gateway.dashboard import DashboardService
@@ -262,6 +263,12 @@ class App:
         from gateway.machines import MachineService
 
         return MachineService(self)
+
+    @cached_property
+    def authority(self) -> AuthorityService:
+        from gateway.authority import AuthorityService
+
+        return AuthorityService(self)
 
     @cached_property
     def keys(self) -> PartnerKeyService:

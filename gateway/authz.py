@@ -36,6 +36,12 @@ class Permission(enum.StrEnum):
     # networks, is proposed by one admin and approved by another, as keys are.
     MACHINE_PROPOSE = "machine:propose"
     MACHINE_APPROVE = "machine:approve"
+    # Creating or extending authority (an admin, an admin's credential, an admin token):
+    # proposed by one admin, approved by another (gateway.authority). Withdrawing a
+    # proposal grants nothing, so whoever administers may.
+    AUTHORITY_PROPOSE = "authority:propose"
+    AUTHORITY_APPROVE = "authority:approve"
+    AUTHORITY_WITHDRAW = "authority:withdraw"
     # SFTP: a partner's own inbox, or staff's partner folders.
     INBOX_READ = "inbox:read"
     FILE_UPLOAD = "file:upload"
@@ -57,15 +63,18 @@ _READ_ALL = {Permission.PARTNER_READ, Permission.ACCOUNT_READ, Permission.KEY_RE
              Permission.FILE_LIST, Permission.AUDIT_READ, Permission.EXPOSURE_REPORT}
 _ADMINISTER = _READ_ALL | {Permission.PARTNER_MANAGE, Permission.ACCOUNT_MANAGE,
                            Permission.FILE_MANAGE, Permission.FILE_PURGE,
-                           Permission.AUDIT_CHECKPOINT, Permission.TOKEN_MANAGE}
-# Recipient keys decide who can read future files: changing them always takes a
-# person's proof (an admin account), never the local operator's shell alone.
+                           Permission.AUDIT_CHECKPOINT, Permission.TOKEN_MANAGE,
+                           Permission.AUTHORITY_WITHDRAW}
+# Recipient keys decide who can read future files, and admins decide recipient keys:
+# changing either always takes a person's proof (an admin account), never the local
+# operator's shell alone, nor a token.
 _KEY_CHANGES = {Permission.KEY_PROPOSE, Permission.KEY_APPROVE, Permission.KEY_REVOKE,
-                Permission.MACHINE_PROPOSE, Permission.MACHINE_APPROVE}
+                Permission.MACHINE_PROPOSE, Permission.MACHINE_APPROVE,
+                Permission.AUTHORITY_PROPOSE, Permission.AUTHORITY_APPROVE}
 # What a standing credential (a console session, an API token) never does: deciding a
 # key takes a second factor given for that very decision.
 NEEDS_FRESH_PROOF = frozenset({Permission.KEY_APPROVE, Permission.KEY_REVOKE,
-                               Permission.MACHINE_APPROVE})
+                               Permission.MACHINE_APPROVE, Permission.AUTHORITY_APPROVE})
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(_ADMINISTER | _KEY_CHANGES),

@@ -37,6 +37,7 @@ from gateway.accounts import PASSWORD_ROLES
 from gateway.actors import Actor
 from gateway.audit import AuditTag
 from gateway.auth import MAX_CODE_ATTEMPTS, Failure, LoginAttempt, SignInRefusedError
+from gateway.authority import AppliedChange
 from gateway.authz import Permission
 from gateway.console_sessions import (
     CLIENT,
@@ -413,14 +414,21 @@ class ConsoleAuthService:
         permission = {"approve": Permission.KEY_APPROVE, "revoke": Permission.KEY_REVOKE}.get(verb)
         if permission is None:
             raise NotFoundError(f"no key action {verb!r}")
-        self._may(current, permission, key_id)
+        self._may(current, permission, f"key:{key_id}")
         return self._app.passkeys.assertion_options(current.id,
                                                     purpose=key_purpose(verb, key_id))
 
-    def _may(self, current: SessionInfo, permission: Permission, key_id: int) -> None:
+    def change_options(self, current: SessionInfo, *, change_id: int) -> str:
+        """WebAuthn options whose assertion approves one authority change (and nothing
+        else)."""
+        self._may(current, Permission.AUTHORITY_APPROVE, f"change:{change_id}")
+        return self._app.passkeys.assertion_options(current.id,
+                                                    purpose=change_purpose(change_id))
+
+    def _may(self, current: SessionInfo, permission: Permission, subject: str) -> None:
         """Refuse before asking for a factor when even a fresh one would not do."""
         self._app.authz.require(dataclasses.replace(current.actor, standing=False),
-                                permission, subject=f"key:{key_id}")
+                                permission, subject=subject)
 
     def _passkey_step_up(self, current: SessionInfo, *, purpose: str,
                          credential: str) -> Actor:
@@ -459,7 +467,7 @@ class ConsoleAuthService:
     def approve_key(self, current: SessionInfo, *, key_id: int, code: str | None = None,
                     credential: str | None = None) -> RecipientKey:
         """Approve a key after a second factor given for this very approval."""
-        self._may(current, Permission.KEY_APPROVE, key_id)
+        self._may(current, Permission.KEY_APPROVE, f"key:{key_id}")
         proven = self.step_up(current, purpose=key_purpose("approve", key_id), code=code,
                               credential=credential)
         return self._app.keys.approve(proven, key_id=key_id)
@@ -467,12 +475,26 @@ class ConsoleAuthService:
     def revoke_key(self, current: SessionInfo, *, key_id: int, code: str | None = None,
                    credential: str | None = None) -> RecipientKey:
         """Revoke a key after a second factor given for this very revocation."""
-        self._may(current, Permission.KEY_REVOKE, key_id)
+        self._may(current, Permission.KEY_REVOKE, f"key:{key_id}")
         proven = self.step_up(current, purpose=key_purpose("revoke", key_id), code=code,
                               credential=credential)
         return self._app.keys.revoke(proven, key_id=key_id)
+
+    def approve_change(self, current: SessionInfo, *, change_id: int, code: str | None = None,
+                       credential: str | None = None) -> AppliedChange:
+        """Approve an authority change after a second factor given for this very change;
+        its one-time secret is for this approver alone."""
+        self._may(current, Permission.AUTHORITY_APPROVE, f"change:{change_id}")
+        proven = self.step_up(current, purpose=change_purpose(change_id), code=code,
+                              credential=credential)
+        return self._app.authority.approve(proven, change_id=change_id)
 
 
 def key_purpose(verb: str, key_id: int) -> str:
     """The purpose a key decision's second factor is bound to."""
     return f"key {verb} {key_id}"
+
+
+def change_purpose(change_id: int) -> str:
+    """The purpose an authority change's approving second factor is bound to."""
+    return f"authority approve {change_id}"

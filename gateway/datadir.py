@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from gateway import resealing, state_keys
-from gateway.accounts import NewAccount
+from gateway.account_values import NewAccount
 from gateway.actors import Actor
 from gateway.app import App
 from gateway.audit import generate_signing_key_file
@@ -119,4 +119,8 @@ def _first_admin(app: App, admin: str | None) -> NewAccount | None:
         pass
     else:
         return None  # Completing with --force: the admin already exists.
-    return app.accounts.add(operator, username=admin, role=Role.ADMIN)
+    # The bootstrap (gateway.authority): the operator creates admins directly only while
+    # there are fewer than two; past that the service refuses, it never proposes.
+    new = app.accounts.add(operator, username=admin, role=Role.ADMIN)
+    assert isinstance(new, NewAccount)
+    return new

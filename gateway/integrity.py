@@ -2,12 +2,12 @@
 
 The breach this product answers began with a SQL injection that wrote rows the
 application then trusted. Here, each granting row (accounts, SSH keys, TOTP enrolments,
-partners, recipient keys, machine grants, transfers) carries ``seal``: an HMAC-SHA256,
-under a key derived from ``keys/state_key`` (never in the database), over the RFC 8785
-JSON of the table name and the row's granting fields, its primary key among them. A row
-written or edited by anyone without that key — an injection, a leaked database password,
-a tampered backup — has no valid seal; a valid row copied to another identity, or a field
-swapped between rows, no longer matches its own.
+partners, recipient keys, machine grants, authority changes, transfers) carries ``seal``:
+an HMAC-SHA256, under a key derived from ``keys/state_key`` (never in the database), over
+the RFC 8785 JSON of the table name and the row's granting fields, its primary key among
+them. A row written or edited by anyone without that key — an injection, a leaked
+database password, a tampered backup — has no valid seal; a valid row copied to another
+identity, or a field swapped between rows, no longer matches its own.
 
 Sealing needs no call in the services: a session made by :class:`~gateway.app.App`
 carries the keys, and the flush hooks below seal every new or changed row of a sealed
@@ -39,6 +39,7 @@ from gateway.db.engine import reader
 from gateway.db.models import (
     Account,
     ApiToken,
+    AuthorityChange,
     ConsoleCredential,
     ConsoleSession,
     MachineGrant,
@@ -85,6 +86,9 @@ SEALED_FIELDS: dict[type[Base], tuple[str, ...]] = {
     Passkey: ("id", "account_id", "credential_id", "public_key", "sign_count"),
     ConsoleCredential: ("account_id", "enrolled_at"),
     MachineGrant: ("id", "account_id", "allow_from", "state", "proposed_by", "approved_by"),
+    # A pending change to authority: an injected "approved" row must apply nothing.
+    AuthorityChange: ("id", "kind", "target", "params", "state", "proposed_by",
+                      "approved_by"),
 }
 # Fields added to a table after its rows were first sealed, with the value every older
 # row holds. A field at that value is left out of the sealed message, so seals made

@@ -34,7 +34,7 @@ from gateway.audit import AuditTag
 from gateway.auth import INTEGRITY_FAILED
 from gateway.authz import Permission
 from gateway.console_sessions import SessionInfo, Stage
-from gateway.db.models import Account, ConsoleSession, Passkey
+from gateway.db.models import Account, ConsoleSession, Passkey, Role, TOTPSecret
 from gateway.errors import AuthenticationError, NotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -215,6 +215,16 @@ class PasskeyService:
         return session.scalar(select(Passkey.id).where(Passkey.account_id == account_id)
                               .limit(1)) is not None
 
+    @staticmethod
+    def _last_factor(session: Session, owner: Account) -> bool:
+        """Whether removing one passkey leaves admin ``owner`` with no second factor."""
+        if owner.role is not Role.ADMIN:
+            return False
+        code = session.scalar(select(TOTPSecret.account_id).where(
+            TOTPSecret.account_id == owner.id, TOTPSecret.enrol_until.is_(None)))
+        keys = session.scalars(select(Passkey.id).where(Passkey.account_id == owner.id)).all()
+        return code is None and len(keys) <= 1
+
     def mine(self, current: SessionInfo) -> list[PasskeyInfo]:
         """The passkeys of the session's own account."""
         with self._app.read() as session:
@@ -232,6 +242,9 @@ class PasskeyService:
             if key is None or (own_account is not None and key.account_id != own_account):
                 raise NotFoundError(f"unknown passkey {passkey_id}")
             owner = session.get(Account, key.account_id)
+            if owner is not None and self._last_factor(session, owner):
+                self._app.authority.check_not_starved(
+                    session, owner, action=f"removing {owner.username!r}'s last second factor")
             session.delete(key)
             self._app.audit.record(session, tag=AuditTag.ACCOUNT_PASSKEY_REMOVE, actor=actor,
                                    subject=f"account:{owner.username if owner else '-'}",

@@ -2,8 +2,8 @@
 
 The log is verified (Merkle tree, signed checkpoints, entry MACs), so the state it
 implies is what the gateway really did: which partners, accounts (with their SSH keys,
-enrolments, machine flag and allowed networks), recipient keys, machine grants and
-transfers exist, and in which state. A database that says otherwise
+enrolments, machine flag and allowed networks), recipient keys, machine grants,
+authority changes and transfers exist, and in which state. A database that says otherwise
 was changed behind the gateway's back — even with the state key, by someone who could
 re-seal rows but not rewrite the witnessed log. Each difference names the table, row,
 field, what the log implies and what the database holds.
@@ -20,7 +20,14 @@ from sqlalchemy.orm import Session, selectinload
 
 from gateway import networks
 from gateway.audit import AuditEvent, AuditTag
-from gateway.db.models import Account, MachineGrant, Partner, PartnerKey, Transfer
+from gateway.db.models import (
+    Account,
+    AuthorityChange,
+    MachineGrant,
+    Partner,
+    PartnerKey,
+    Transfer,
+)
 
 State = dict[str, dict[str, Any]]
 
@@ -54,6 +61,7 @@ class ImpliedState:
     # Per file: its download limit and the complete downloads so far.
     downloads: dict[str, list[Any]] = field(default_factory=dict)
     breaches: list[Breach] = field(default_factory=list)
+    changes: State = field(default_factory=dict)
 
 
 def _name(event: AuditEvent) -> str:
@@ -97,9 +105,11 @@ def _account_fields(**fixed: object) -> Callable[[ImpliedState, AuditEvent], Non
 
 
 def _totp_reset(state: ImpliedState, event: AuditEvent) -> None:
+    # A console account's reset removes its code until the holder enrols a new one.
     row = state.accounts.get(_name(event))
     if row is not None:
-        row.update(totp=True, totp_pending=bool(event.details.get("enrol_by_ssh")))
+        row.update(totp=event.details.get("totp", True),
+                   totp_pending=bool(event.details.get("enrol_by_ssh")))
 
 
 def _key_removed(state: ImpliedState, event: AuditEvent) -> None:
@@ -123,6 +133,23 @@ def _grant_approved(state: ImpliedState, event: AuditEvent) -> None:
     grant = state.grants.get(str(event.details.get("grant_id")))
     if grant is not None:
         grant["state"] = "approved"
+
+
+def _change_proposed(state: ImpliedState, event: AuditEvent) -> None:
+    kind, target = event.details.get("kind"), event.details.get("target")
+    for change in state.changes.values():
+        if (change["kind"], change["target"], change["state"]) == (kind, target, "proposed"):
+            change["state"] = "superseded"
+    state.changes[str(event.details.get("change_id"))] = {"kind": kind, "target": target,
+                                                          "state": "proposed"}
+
+
+def _change_decided(decision: str) -> Callable[[ImpliedState, AuditEvent], None]:
+    def apply(state: ImpliedState, event: AuditEvent) -> None:
+        change = state.changes.get(str(event.details.get("change_id")))
+        if change is not None:
+            change["state"] = decision
+    return apply
 
 
 def _partner_changed(state: ImpliedState, event: AuditEvent) -> None:
@@ -237,10 +264,13 @@ REPLAY: dict[AuditTag, Callable[[ImpliedState, AuditEvent], None]] = {
     AuditTag.ACCOUNT_KEY_ADD: _key_added,
     AuditTag.ACCOUNT_KEY_REMOVE: _key_removed,
     AuditTag.ACCOUNT_TOTP_RESET: _totp_reset,
-    AuditTag.ACCOUNT_TOTP_ENROL: _setter("accounts", "totp_pending", False),
+    AuditTag.ACCOUNT_TOTP_ENROL: _account_fields(totp=True, totp_pending=False),
     AuditTag.ACCOUNT_ALLOW_FROM: _account_fields(),
     AuditTag.ACCOUNT_MACHINE_PROPOSE: _grant_proposed,
     AuditTag.ACCOUNT_MACHINE_APPROVE: _grant_approved,
+    AuditTag.AUTHORITY_PROPOSE: _change_proposed,
+    AuditTag.AUTHORITY_APPROVE: _change_decided("approved"),
+    AuditTag.AUTHORITY_WITHDRAW: _change_decided("withdrawn"),
     AuditTag.PARTNER_ENABLE: _setter("partners", "disabled", False),
     AuditTag.KEY_PROPOSE: _key_proposed,
     AuditTag.KEY_APPROVE: _setter("keys", "state", "approved"),
@@ -313,6 +343,9 @@ def database_state(session: Session) -> ImpliedState:
         state.grants[str(grant.id)] = {"account": grant.account.username,
                                        "allow_from": grant.allow_from,
                                        "state": grant.state.value}
+    for change in session.scalars(select(AuthorityChange)):
+        state.changes[str(change.id)] = {"kind": change.kind, "target": change.target,
+                                         "state": change.state.value}
     for key in session.scalars(select(PartnerKey)):
         state.keys[str(key.id)] = {"partner": key.partner.slug, "kind": key.kind,
                                    "fingerprint": key.fingerprint, "state": key.state.value}
@@ -331,6 +364,6 @@ def reconcile(events: Iterable[AuditEvent], session: Session) -> list[Difference
     differences: list[Difference | Breach] = list(implied.breaches)
     for table, label in (("partners", "partners"), ("accounts", "accounts"),
                          ("keys", "partner_keys"), ("transfers", "transfers"),
-                         ("grants", "machine_grants")):
+                         ("grants", "machine_grants"), ("changes", "authority_changes")):
         differences += _diff(label, getattr(implied, table), getattr(found, table))
     return differences

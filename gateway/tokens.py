@@ -2,8 +2,10 @@
 
 A token acts with its role's permissions less those that take a person
 (:func:`gateway.authz.permissions_of`): it never proposes, approves or revokes a recipient
-key and never creates another token. A refused token counts toward the source address's
-lockout, like a wrong password.
+key, never creates or extends authority, and never creates another token. An admin token
+is itself authority: one admin proposes it and a second approves it
+(:mod:`gateway.authority`), and its secret is shown to the approver. A refused token
+counts toward the source address's lockout, like a wrong password.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from gateway import throttle
 from gateway.actors import Actor
 from gateway.audit import AuditTag
 from gateway.auth import INTEGRITY_FAILED, Failure, LoginAttempt
+from gateway.authority import AuthorityChangeInfo, ChangeKind, Outcome
 from gateway.authz import Permission
-from gateway.db.models import ApiToken, Role
+from gateway.db.models import ApiToken, AuthorityChange, Role
 from gateway.errors import AuthenticationError, ConflictError, NotFoundError, UsageError
 from gateway.throttle import Scope
 
@@ -86,8 +89,15 @@ class TokenService:
         self._app = app
 
     def create(self, actor: Actor, *, name: str, role: Role,
-               lifetime: timedelta | None = None) -> NewToken:
-        """Create a token; the secret is in the result and nowhere else."""
+               lifetime: timedelta | None = None) -> NewToken | AuthorityChangeInfo:
+        """Create a token; the secret is in the result and nowhere else.
+
+        An admin token is only proposed (the proposal is returned); a second admin's
+        approval creates it and shows its secret to that approver.
+        """
+        if role is Role.ADMIN:
+            self._app.authority.refuse_alone(actor, ChangeKind.TOKEN_CREATE,
+                                             subject=f"token:{name}")
         self._app.authz.require(actor, Permission.TOKEN_MANAGE, subject=f"token:{name}")
         if not NAME_PATTERN.fullmatch(name):
             raise UsageError(f"invalid token name {name!r}: lowercase letters, digits, '.', "
@@ -96,19 +106,48 @@ class TokenService:
             raise UsageError("a token's role is admin or auditor")
         if lifetime is not None and not timedelta(0) < lifetime <= MAX_LIFETIME:
             raise UsageError(f"a token expires after 1 to {MAX_LIFETIME.days} days")
+        conflict = f"a token named {name!r} already exists"
+        if role is Role.ADMIN:
+            with self._app.read() as session:
+                if session.scalar(select(ApiToken.id).where(ApiToken.name == name)):
+                    raise ConflictError(conflict)
+            return self._app.authority.propose(
+                actor, kind=ChangeKind.TOKEN_CREATE, target=name,
+                params={"role": role.value,
+                        "lifetime_seconds": int(lifetime.total_seconds()) if lifetime else None})
+        with self._app.transaction(conflict=conflict) as session:
+            secret, row = self._insert(session, actor, name=name, role=role, lifetime=lifetime)
+            return NewToken(_info(row, self._app.clock()), secret)
+
+    def _insert(self, session: Session, actor: Actor, *, name: str, role: Role,
+                lifetime: timedelta | None,
+                details: dict[str, object] | None = None) -> tuple[str, ApiToken]:
         secret = PREFIX + secrets.token_urlsafe(32)
         now = self._app.clock()
-        with self._app.transaction(conflict=f"a token named {name!r} already exists") as session:
-            row = ApiToken(name=name, role=role, token_hash=digest(secret),
-                           created_by=actor.name, created_at=now,
-                           expires_at=now + lifetime if lifetime else None)
-            session.add(row)
-            session.flush()
-            self._app.audit.record(session, tag=AuditTag.TOKEN_CREATE, actor=actor,
-                                   subject=f"token:{name}",
-                                   details={"role": role.value, "expires_at":
-                                            row.expires_at.isoformat() if row.expires_at else None})
-            return NewToken(_info(row, now), secret)
+        row = ApiToken(name=name, role=role, token_hash=digest(secret),
+                       created_by=actor.name, created_at=now,
+                       expires_at=now + lifetime if lifetime else None)
+        session.add(row)
+        session.flush()
+        self._app.audit.record(session, tag=AuditTag.TOKEN_CREATE, actor=actor,
+                               subject=f"token:{name}",
+                               details={"role": role.value, "expires_at":
+                                        row.expires_at.isoformat() if row.expires_at else None,
+                                        **(details or {})})
+        return secret, row
+
+    def apply_create(self, session: Session, actor: Actor, change: AuthorityChange,
+                     params: dict[str, object]) -> Outcome:
+        """Create a proposed admin token; its secret goes to the approver alone."""
+        name = change.target
+        if session.scalar(select(ApiToken.id).where(ApiToken.name == name)):
+            raise ConflictError(f"a token named {name!r} already exists")
+        seconds = params.get("lifetime_seconds")
+        secret, _row = self._insert(
+            session, actor, name=name, role=Role(str(params["role"])),
+            lifetime=timedelta(seconds=seconds) if isinstance(seconds, int) else None,
+            details={"authority_change": change.id, "proposed_by": change.proposer.username})
+        return Outcome(token=secret)
 
     def all(self, actor: Actor) -> list[TokenInfo]:
         self._app.authz.require(actor, Permission.TOKEN_MANAGE)

@@ -62,6 +62,9 @@ class AuditTag(enum.StrEnum):
     ACCOUNT_ALLOW_FROM = "account:allow-from"
     ACCOUNT_MACHINE_PROPOSE = "account:machine:propose"
     ACCOUNT_MACHINE_APPROVE = "account:machine:approve"
+    AUTHORITY_PROPOSE = "authority:propose"
+    AUTHORITY_APPROVE = "authority:approve"
+    AUTHORITY_WITHDRAW = "authority:withdraw"
     PARTNER_ENABLE = "partner:enable"
     SOURCE_UNBLOCK = "source:unblock"
     # Current state (gateway/ledger.py): the rows a transaction sealed or removed, with

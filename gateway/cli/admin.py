@@ -18,7 +18,7 @@ import click
 import segno
 
 from gateway import __version__
-from gateway.accounts import NewAccount
+from gateway.account_values import NewAccount
 from gateway.app import App
 from gateway.cli.common import (
     data_dir_flag,

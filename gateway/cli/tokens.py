@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from gateway.accounts import parse_role
+from gateway.authority import AuthorityChangeInfo
 from gateway.cli.common import (
     data_dir_option,
     emit_json,
@@ -17,6 +18,7 @@ from gateway.cli.common import (
     operator,
     when,
 )
+from gateway.cli.users import acting, proposer_option, show_proposal
 from gateway.durations import duration_option
 from gateway.values import jsonable
 
@@ -26,7 +28,9 @@ def token() -> None:
     """API tokens for /api/v1: create (shown once), list, revoke.
 
     A token acts with its role's rights, except that it never proposes, approves or
-    revokes a recipient key: those take a person's second factor.
+    revokes a recipient key and never creates or extends authority: those take a
+    person's second factor. An admin token is proposed --by an admin and created when a
+    second admin approves it (`user approve-change`), who is shown its secret.
     """
 
 
@@ -35,20 +39,29 @@ def token() -> None:
 @click.option("--role", required=True, metavar="ROLE", help="admin | auditor")
 @click.option("--expires", metavar="DURATION",
               help="Lifetime, e.g. 30d, 2w or 12h (default: until revoked).")
+@proposer_option
 @json_option
 @data_dir_option
-def token_create(name: str, role: str, expires: str | None, as_json: bool,
+def token_create(name: str, role: str, expires: str | None, by: str | None, as_json: bool,
                  data_dir: Path | None) -> None:
     """Create API token NAME and print it once (it is stored only as a hash).
+
+    An admin token is proposed --by an admin; a second admin approves it with
+    `blindpost user approve-change` and is shown the token.
 
     \b
     Example:
       blindpost token create nightly-report --role auditor --expires 30d --json
+      blindpost token create deploy --role admin --by alice
     """
     seconds = duration_option(expires, what="lifetime")
     lifetime = timedelta(seconds=seconds) if seconds else None
-    new = open_app(data_dir).tokens.create(operator(), name=name, role=parse_role(role),
-                                           lifetime=lifetime)
+    app = open_app(data_dir)
+    new = app.tokens.create(acting(app, by, purpose="token propose"), name=name,
+                            role=parse_role(role), lifetime=lifetime)
+    if isinstance(new, AuthorityChangeInfo):
+        show_proposal(new, as_json=as_json)
+        return
     if as_json:
         info = jsonable(new.info)
         assert isinstance(info, dict)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from gateway.accounts import parse_allow_from, parse_role
+from gateway.account_values import NewAccount
+from gateway.accounts import PASSWORD_ROLES, parse_allow_from, parse_role
+from gateway.authority import AppliedChange, AuthorityChangeInfo
 from gateway.cli.admin import show_enrolment_window, show_new_account_secrets, show_totp_uri
 from gateway.cli.common import (
     data_dir_option,
@@ -20,6 +23,10 @@ from gateway.cli.common import (
 )
 from gateway.errors import UsageError
 from gateway.sshkeys import PublicKey, parse_public_key
+
+if TYPE_CHECKING:
+    from gateway.actors import Actor
+    from gateway.app import App
 
 allow_shared_option = click.option(
     "--allow-shared-key", "allow_shared", is_flag=True,
@@ -40,9 +47,34 @@ def read_key_file(path: Path) -> list[PublicKey]:
     return keys
 
 
+proposer_option = click.option(
+    "--by", metavar="ADMIN",
+    help="The admin proposing a change to an admin or auditor account (their one-time code "
+         "is asked for); a second admin approves it with `user approve-change`.")
+
+
+def acting(app: App, by: str | None, *, purpose: str) -> Actor:
+    """The named admin once proven, or else the local operator."""
+    return prove(app, by, purpose=purpose) if by else operator()
+
+
+def show_proposal(change: AuthorityChangeInfo, *, as_json: bool = False) -> None:
+    """Say that a change waits for a second admin, and how they approve it."""
+    if as_json:
+        emit_json({"pending": change})
+        return
+    click.echo(f"proposed (change {change.id}): {change.summary}; it grants nothing until a "
+               f"second admin runs `blindpost user approve-change {change.id} --by NAME`")
+
+
 @click.group()
 def user() -> None:
-    """Manage accounts: admins, auditors, staff and partner users."""
+    """Manage accounts: admins, auditors, staff and partner users.
+
+    Creating an admin or auditor, resetting their credentials, adding their SSH keys,
+    enabling them, and admin API tokens take two admins: one proposes (--by), a second
+    approves (`user approve-change`).
+    """
 
 
 @user.command("add")
@@ -62,7 +94,8 @@ def user() -> None:
               help="A staff account for scheduled jobs: key alone, only from --allow-from; "
                    "proposed by --by and usable once a second admin approves it.")
 @click.option("--by", metavar="ADMIN",
-              help="The admin proposing a machine account (their one-time code is asked for).")
+              help="The admin proposing a machine, admin or auditor account (their one-time "
+                   "code is asked for); a second admin approves it.")
 @allow_shared_option
 @json_option
 @data_dir_option
@@ -75,24 +108,38 @@ def user_add(username: str, role: str, partner: str | None, ssh_keys: tuple[Path
     (admin, auditor) with a password and a TOTP code; machine accounts with their key
     alone, from their networks only.
 
+    An admin or auditor account is proposed --by an admin and created when a second
+    admin approves it (`user approve-change`); the approver is shown its one-time
+    password, and the new holder enrols their code at their first console sign-in.
+    Only while there are fewer than two active admins does the local operator create
+    one directly (the bootstrap).
+
     \b
     Examples:
       blindpost user add dr-lee --role partner --partner uni-research --ssh-key lee.pub \\
           --enrol-by-ssh
       blindpost user add nightly --role staff --machine --allow-from 10.20.0.0/24 \\
           --ssh-key job.pub --by alice
+      blindpost user add carol --role admin --by alice
     """
     parsed_role = parse_role(role)
     networks = parse_allow_from(allow_from) if allow_from is not None else None
-    if machine != (by is not None):
+    if machine and by is None:
         raise UsageError("--machine needs --by ADMIN (a machine account is proposed by one "
-                         "admin and approved by another), and --by is only for --machine")
+                         "admin and approved by another)")
+    if by is not None and not machine and parsed_role not in PASSWORD_ROLES:
+        raise UsageError("--by is for machine, admin and auditor accounts, which a second "
+                         "admin approves")
     keys = [key for path in ssh_keys for key in read_key_file(path)]
     app = open_app(data_dir)
-    actor = prove(app, by, purpose="machine account propose") if by else operator()
+    actor = acting(app, by, purpose="machine account propose" if machine
+                   else "account propose")
     new = app.accounts.add(actor, username=username, role=parsed_role, partner=partner,
                            ssh_keys=keys, enrol_by_ssh=enrol_by_ssh, allow_from=networks,
                            machine=machine, allow_shared_key=allow_shared)
+    if not isinstance(new, NewAccount):
+        show_proposal(new, as_json=as_json)
+        return
     if not as_json:
         click.echo(f"created {parsed_role.value} account {username}")
     show_new_account_secrets(new, as_json=as_json)
@@ -170,16 +217,23 @@ def user_disable(username: str, data_dir: Path | None) -> None:
 
 @user.command("enable")
 @click.argument("username")
+@proposer_option
 @data_dir_option
-def user_enable(username: str, data_dir: Path | None) -> None:
-    """Enable a disabled account again.
+def user_enable(username: str, by: str | None, data_dir: Path | None) -> None:
+    """Enable a disabled account again (an admin or auditor: proposed --by an admin,
+    applied when a second admin approves).
 
     \b
     Example:
       blindpost user enable dr-lee
     """
-    open_app(data_dir).accounts.enable(operator(), username=username)
-    click.echo(f"enabled account {username}")
+    app = open_app(data_dir)
+    result = app.accounts.enable(acting(app, by, purpose="account enable propose"),
+                                 username=username)
+    if isinstance(result, AuthorityChangeInfo):
+        show_proposal(result)
+    else:
+        click.echo(f"enabled account {username}")
 
 
 @user.command("unlock")
@@ -205,19 +259,27 @@ def user_unlock(username: str, data_dir: Path | None) -> None:
 @click.argument("username")
 @click.argument("key_file", type=click.Path(path_type=Path, dir_okay=False))
 @allow_shared_option
+@proposer_option
 @data_dir_option
-def user_add_key(username: str, key_file: Path, allow_shared: bool,
+def user_add_key(username: str, key_file: Path, allow_shared: bool, by: str | None,
                  data_dir: Path | None) -> None:
-    """Add the SSH public keys in KEY_FILE to an account.
+    """Add the SSH public keys in KEY_FILE to an account (to an admin or auditor:
+    proposed --by an admin, added when a second admin approves).
 
     \b
     Example:
       blindpost user add-key dr-lee ~/.ssh/id_ed25519.pub
     """
+    keys = read_key_file(key_file)
     app = open_app(data_dir)
-    for key in read_key_file(key_file):
-        app.accounts.add_key(operator(), username=username, key=key, allow_shared=allow_shared)
-        click.echo(f"added {key.key_type} {key.fingerprint} to {username}")
+    actor = acting(app, by, purpose="ssh key propose")
+    for key in keys:
+        result = app.accounts.add_key(actor, username=username, key=key,
+                                      allow_shared=allow_shared)
+        if isinstance(result, AuthorityChangeInfo):
+            show_proposal(result)
+        else:
+            click.echo(f"added {key.key_type} {key.fingerprint} to {username}")
 
 
 @user.command("remove-key")
@@ -241,19 +303,28 @@ def user_remove_key(username: str, fingerprint: str, data_dir: Path | None) -> N
 @click.option("--enrol-by-ssh", is_flag=True,
               help="Do not show the new secret: the holder enrols it at their next SFTP "
                    "sign-in with their key.")
+@proposer_option
 @json_option
 @data_dir_option
-def user_reset_totp(username: str, enrol_by_ssh: bool, as_json: bool,
+def user_reset_totp(username: str, enrol_by_ssh: bool, by: str | None, as_json: bool,
                     data_dir: Path | None) -> None:
     """Replace an account's TOTP secret and print the new enrolment.
+
+    An admin's or auditor's password and second factor are reset only when a second
+    admin approves the proposal (--by); the approver is shown a one-time password and
+    the holder enrols a new code at their next console sign-in.
 
     \b
     Example:
       blindpost user reset-totp dr-lee --enrol-by-ssh
+      blindpost user reset-totp carol --by alice
     """
-    reset = open_app(data_dir).accounts.reset_totp(operator(), username=username,
-                                                   enrol_by_ssh=enrol_by_ssh)
-    if as_json:
+    app = open_app(data_dir)
+    reset = app.accounts.reset_totp(acting(app, by, purpose="reset propose"),
+                                    username=username, enrol_by_ssh=enrol_by_ssh)
+    if isinstance(reset, AuthorityChangeInfo):
+        show_proposal(reset, as_json=as_json)
+    elif as_json:
         emit_json(reset)
     elif reset.totp_uri is None:
         show_enrolment_window(username, reset.enrol_until)
@@ -312,21 +383,83 @@ def user_approve(grant_id: int, by: str, as_json: bool, data_dir: Path | None) -
                    f"from {','.join(grant.allow_from)}")
 
 
+@user.command("approve-change")
+@click.argument("change_id", type=click.IntRange(min=1))
+@click.option("--by", required=True, metavar="ADMIN",
+              help="The approving admin: not the proposer, not the account changed (their "
+                   "one-time code is asked for).")
+@json_option
+@data_dir_option
+def user_approve_change(change_id: int, by: str, as_json: bool, data_dir: Path | None) -> None:
+    """Approve an authority change proposed by another admin (see `user pending`) and
+    print its one-time secret, for the approver alone.
+
+    \b
+    Example:
+      blindpost user approve-change 4 --by bob
+    """
+    app = open_app(data_dir)
+    applied = app.authority.approve(prove(app, by, purpose=f"authority approve {change_id}"),
+                                    change_id=change_id)
+    show_applied(applied, as_json=as_json)
+
+
+def show_applied(applied: AppliedChange, *, as_json: bool) -> None:
+    """Print an approved change and its one-time secret (shown once, to the approver)."""
+    change = applied.change
+    if as_json:
+        emit_json({"change": change, "one_time_password": applied.one_time_password,
+                   "token": applied.token})
+        return
+    click.echo(f"approved change {change.id}: {change.summary} (proposed by "
+               f"{change.proposed_by})")
+    if applied.one_time_password:
+        click.echo(f"One-time password for {change.target} (shown once, to you alone): "
+                   f"{applied.one_time_password}")
+        click.echo(f"{change.target} sets a new password and enrols their own one-time codes "
+                   "at their first console sign-in.")
+    if applied.token:
+        click.echo(f"Token (shown once, to you alone): {applied.token}")
+
+
+@user.command("withdraw-change")
+@click.argument("change_id", type=click.IntRange(min=1))
+@click.option("--by", metavar="ADMIN",
+              help="The admin withdrawing it (default: the local operator).")
+@data_dir_option
+def user_withdraw_change(change_id: int, by: str | None, data_dir: Path | None) -> None:
+    """Withdraw a proposed authority change: it will never apply (audited).
+
+    \b
+    Example:
+      blindpost user withdraw-change 4
+    """
+    app = open_app(data_dir)
+    change = app.authority.withdraw(acting(app, by, purpose="authority withdraw"),
+                                    change_id=change_id)
+    click.echo(f"withdrew change {change.id}: {change.summary}")
+
+
 @user.command("pending")
 @json_option
 @data_dir_option
 def user_pending(as_json: bool, data_dir: Path | None) -> None:
-    """List machine account grants waiting for a second admin.
+    """List what waits for a second admin: machine account grants and authority changes.
 
     \b
     Example:
       blindpost user pending
     """
-    grants = open_app(data_dir).machines.pending(operator())
+    app = open_app(data_dir)
+    grants = app.machines.pending(operator())
+    changes = app.authority.pending(operator())
     if as_json:
-        emit_json(grants)
+        emit_json({"machine_grants": grants, "authority_changes": changes})
         return
-    emit_table(["grant", "account", "allowed from", "proposed by", "proposed"],
-               [[g.id, g.username, ",".join(g.allow_from), g.proposed_by, when(g.proposed_at)]
-                for g in grants])
+    rows: list[list[object]] = [
+        [f"grant {g.id}", f"machine account {g.username} from {','.join(g.allow_from)}",
+         g.proposed_by, when(g.proposed_at), f"user approve {g.id}"] for g in grants]
+    rows += [[f"change {c.id}", c.summary, c.proposed_by, when(c.proposed_at),
+              f"user approve-change {c.id}"] for c in changes]
+    emit_table(["pending", "what", "proposed by", "proposed", "approve with"], rows)
 

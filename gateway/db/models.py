@@ -222,6 +222,45 @@ class MachineGrant(Base):
     approver: Mapped[Account | None] = relationship(foreign_keys=[approved_by], lazy="joined")
 
 
+class ChangeState(enum.StrEnum):
+    """Life of a proposed authority change: only an approved one was applied."""
+
+    PROPOSED = "proposed"
+    APPROVED = "approved"
+    WITHDRAWN = "withdrawn"
+    SUPERSEDED = "superseded"
+
+
+class AuthorityChange(Base):
+    """A change that creates or extends authority, proposed by one admin and applied only
+    when a different admin approves it with a fresh proof (:mod:`gateway.authority`).
+
+    ``target`` names the account (or, for a token, the token) the change is about; it
+    may not exist yet. ``params`` is the change's parameters as RFC 8785 JSON.
+    """
+
+    __tablename__ = "authority_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(200), index=True)
+    params: Mapped[str] = mapped_column(Text)
+    state: Mapped[ChangeState] = mapped_column(_enum(ChangeState, "change_state"))
+    proposed_by: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    proposed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    approved_by: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Who withdrew it: an admin, the local operator or a token, by name (grants nothing).
+    withdrawn_by: Mapped[str | None] = mapped_column(String(200))
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # An HMAC over the granting fields, made with keys/state_key (gateway.integrity).
+    seal: Mapped[str | None] = mapped_column(String(100))
+
+    proposer: Mapped[Account] = relationship(foreign_keys=[proposed_by], lazy="joined",
+                                             innerjoin=True)
+    approver: Mapped[Account | None] = relationship(foreign_keys=[approved_by], lazy="joined")
+
+
 class Transfer(Base):
     __tablename__ = "transfers"
     __table_args__ = (

@@ -2,7 +2,9 @@
 
 First sign-in with enrolment, sign-in with a TOTP code, a passkey registered with
 Chromium's virtual authenticator and used to sign in, a partner created, a key proposed
-by admin A and approved by admin B, both seen in the audit log, an exposure report run.
+by admin A and approved by admin B, both seen in the audit log, an exposure report run,
+a third admin proposed by B and approved by A with her passkey (A alone sees its one-time
+password), who then signs in and enrols.
 Each main page is saved as a screenshot (build/screenshots/) and checked with axe-core.
 """
 
@@ -75,11 +77,16 @@ def test_console_in_chromium(tmp_path: Path) -> None:
     found = re.search(r"One-time password for alice: (\S+)", init.stdout)
     assert found, init.stdout
     alice_otp = found.group(1)
+    # The second admin is the bootstrap: the operator creates it directly.
+    bob = subprocess.run([*BLINDPOST, "user", "add", "bob", "--role", "admin"], env=env,
+                         capture_output=True, text=True, timeout=60, check=True)
+    found = re.search(r"One-time password for bob: (\S+)", bob.stdout)
+    assert found, bob.stdout
     server = serve(env)
     violations: list[dict[str, object]] = []
     try:
         with chromium() as browser:
-            _run(browser, server, alice_otp, violations)
+            _run(browser, server, (alice_otp, found.group(1)), violations)
     finally:
         server.stop()
     assert violations == [], violations
@@ -87,11 +94,13 @@ def test_console_in_chromium(tmp_path: Path) -> None:
     assert '"method":"password+passkey"' in log
     assert '"method":"password+totp"' in log
     assert '"purpose":"key revoke 1"' in log
+    assert '"purpose":"authority approve 1"' in log
     server.cli("audit", "verify")
 
 
-def _run(browser: Browser, server: Served, alice_otp: str,
+def _run(browser: Browser, server: Served, otps: tuple[str, str],
          violations: list[dict[str, object]]) -> None:
+    alice_otp, bob_otp = otps
     origin = server.origin
     _, a = new_person(browser)
     a.goto(origin + "/signin")
@@ -117,21 +126,13 @@ def _run(browser: Browser, server: Served, alice_otp: str,
     a.get_by_role("button", name="Use a passkey instead").click()
     expect(a).to_have_url(origin + "/")
 
-    # A partner, a second admin, a proposed key.
+    # A partner and a proposed key.
     a.goto(origin + "/partners")
     a.get_by_label("Slug (folder name: lowercase letters, digits, hyphens)").fill("uni-research")
     a.get_by_label("Display name").fill("University Research")
     a.get_by_role("button", name="Create partner").click()
     expect(a.get_by_role("cell", name="University Research")).to_be_visible()
     violations += check_page(a, "partners")
-    a.goto(origin + "/accounts")
-    a.get_by_label("Username").fill("bob")
-    a.get_by_label("Role").select_option("admin")
-    a.get_by_role("button", name="Create account").click()
-    bob_otp = a.locator("dd code.secret").first.inner_text().strip()
-    violations += check_page(a, "account-created")
-    a.goto(origin + "/accounts")
-    violations += check_page(a, "accounts")
     recipient = str(envelope.generate_identity().recipient)
     a.goto(origin + "/keys")
     a.get_by_label("Public key (age1pq1… post-quantum, or age1…)").fill(recipient)
@@ -171,6 +172,28 @@ def _run(browser: Browser, server: Served, alice_otp: str,
     violations += check_page(b, "transfers")
     b.goto(origin + "/tokens")
     violations += check_page(b, "tokens")
+
+    # Bob proposes a third admin; it waits, and he cannot approve it himself.
+    b.goto(origin + "/accounts")
+    b.get_by_label("Username").fill("carol")
+    b.get_by_label("Role").select_option("admin")
+    b.get_by_role("button", name="Create account").click()
+    expect(b.get_by_role("heading", name="Change 1: create admin account carol")).to_be_visible()
+    expect(b.get_by_text("Waiting for another admin to approve.")).to_be_visible()
+    expect(b.get_by_role("button", name="Approve change 1")).to_have_count(0)
+    violations += check_page(b, "accounts")
+
+    # Alice approves it with her passkey (a challenge bound to the change) and alone is
+    # shown carol's one-time password; carol signs in with it and enrols her own code.
+    a.goto(origin + "/accounts")
+    a.get_by_role("button", name="Approve with a passkey").click()
+    # The approval hashes carol's one-time password (argon2id): slow on a busy machine.
+    expect(a.get_by_role("heading", name="Approved: create admin account carol")).to_be_visible(
+        timeout=30_000)
+    carol_otp = a.locator("dd code.secret").first.inner_text().strip()
+    violations += check_page(a, "account-created")
+    _, c = new_person(browser)
+    _first_sign_in(c, origin, "carol", carol_otp)
 
     # Alice revokes the key, confirming with her passkey (a challenge bound to the key).
     a.goto(origin + "/keys")

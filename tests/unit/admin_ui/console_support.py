@@ -12,7 +12,7 @@ from gateway import totp
 from gateway.app import App
 from gateway.db.models import Role
 from tests.conftest import FakeClock
-from tests.unit.gateway.factories import OPERATOR
+from tests.unit.gateway.factories import add_console_account
 
 ORIGIN = "http://localhost:8443"
 PASSWORD = "correct horse battery staple"
@@ -52,7 +52,7 @@ def browser(app: App) -> TestClient:
 
 def enrolled(app: App, clock: FakeClock, username: str, role: Role = Role.ADMIN) -> Person:
     """Create ``username`` and complete their first sign-in (new password, TOTP)."""
-    new = app.accounts.add(OPERATOR, username=username, role=role)
+    new = add_console_account(app, username, role)
     assert new.one_time_password is not None
     client = browser(app)
     answer = client.post("/signin", data={"username": username,

@@ -21,9 +21,10 @@ from gateway.app import App
 from gateway.config import load_settings
 from gateway.datadir import initialise
 from gateway.db.models import Role
+from gateway.tokens import NewToken
 from tests.conftest import FakeClock
 from tests.unit.admin_ui.console_support import Person, browser, enrolled
-from tests.unit.gateway.factories import OPERATOR, account, actor
+from tests.unit.gateway.factories import OPERATOR, account, actor, admin_token
 
 ADMIN_S, AUDITOR_S, ADMIN_T, AUDITOR_T, NOBODY = ("admin session", "auditor session",
                                                   "admin token", "auditor token", "anonymous")
@@ -44,7 +45,18 @@ TABLE: list[tuple[str, str, object, set[str]]] = [
     ("POST", "/api/v1/partners/spare/disable", None, MANAGE),
     ("POST", "/api/v1/partners/spare/enable", None, MANAGE),
     ("GET", "/api/v1/accounts", None, READ),
-    ("POST", "/api/v1/accounts", {"username": "u-{n}", "role": "auditor"}, MANAGE),
+    ("POST", "/api/v1/accounts", {"username": "u-{n}", "role": "staff"}, MANAGE),
+    # Authority: proposed by a person, never by a token (issue 20).
+    ("POST", "/api/v1/accounts", {"username": "u-{n}", "role": "auditor"}, PERSON_ADMIN),
+    ("POST", "/api/v1/accounts", {"username": "u-{n}", "role": "admin"}, PERSON_ADMIN),
+    ("POST", "/api/v1/accounts/root-admin/reset-totp", None, PERSON_ADMIN),
+    ("POST", "/api/v1/accounts/root-admin/ssh-keys", {"key": "{sshkey}"}, PERSON_ADMIN),
+    ("POST", "/api/v1/accounts/root-admin/enable", None, PERSON_ADMIN),
+    ("GET", "/api/v1/authority-changes", None, READ),
+    ("GET", "/api/v1/authority-changes/1", None, READ),
+    ("POST", "/api/v1/authority-changes/1/approve", {}, PERSON_ADMIN),
+    ("POST", "/api/v1/authority-changes/1/approve/options", None, PERSON_ADMIN),
+    ("POST", "/api/v1/authority-changes/1/withdraw", None, MANAGE),
     ("GET", "/api/v1/accounts/clerk", None, READ),
     ("POST", "/api/v1/accounts/clerk/disable", None, MANAGE),
     ("POST", "/api/v1/accounts/clerk/enable", None, MANAGE),
@@ -68,6 +80,7 @@ TABLE: list[tuple[str, str, object, set[str]]] = [
     ("GET", "/api/v1/exposure?from=2026-11-02&to=2026-11-02", None, READ),
     ("GET", "/api/v1/tokens", None, PERSON_ADMIN),
     ("POST", "/api/v1/tokens", {"name": "t-{n}", "role": "auditor"}, PERSON_ADMIN),
+    ("POST", "/api/v1/tokens", {"name": "t-{n}", "role": "admin"}, PERSON_ADMIN),
     ("POST", "/api/v1/tokens/spare/revoke", None, PERSON_ADMIN),
 ]
 
@@ -79,10 +92,11 @@ class Callers:
         self.app = app
         self.people = {ADMIN_S: enrolled(app, clock, "alice"),
                        AUDITOR_S: enrolled(app, clock, "audrey", Role.AUDITOR)}
-        self.tokens = {name: app.tokens.create(OPERATOR, name=name.replace(" ", "-"),
-                                               role=role).token
-                       for name, role in ((ADMIN_T, Role.ADMIN), (AUDITOR_T, Role.AUDITOR))}
-        app.tokens.create(OPERATOR, name="spare", role=Role.AUDITOR)
+        self.tokens = {ADMIN_T: admin_token(app, "admin-token"),
+                       AUDITOR_T: _auditor_token(app, "auditor-token")}
+        _auditor_token(app, "spare")
+        # A proposal for the approve, options and withdraw rows to find.
+        app.accounts.add(actor(app, "root-admin"), username="proposed", role=Role.AUDITOR)
         app.partners.add(OPERATOR, slug="uni")
         app.partners.add(OPERATOR, slug="spare")
         account(app, "clerk", Role.STAFF)
@@ -102,6 +116,12 @@ class Callers:
             client = self.anonymous
         kwargs = {"json": body} if body is not None else {}
         return client.request(method, path, headers=headers, **kwargs).status_code
+
+
+def _auditor_token(app: App, name: str) -> str:
+    new = app.tokens.create(OPERATOR, name=name, role=Role.AUDITOR)
+    assert isinstance(new, NewToken)
+    return new.token
 
 
 def _fill(body: object) -> object:
@@ -150,7 +170,9 @@ def test_every_api_route_is_in_the_table(callers: Callers) -> None:
 
 
 def _template(path: str) -> str:
-    replacements = {"/uni": "/{slug}", "/spare/disable": "/{slug}/disable",
+    replacements = {"/authority-changes/1": "/authority-changes/{change_id}",
+                    "/root-admin": "/{username}", "/uni": "/{slug}",
+                    "/spare/disable": "/{slug}/disable",
                     "/spare/enable": "/{slug}/enable",
                     "/clerk": "/{username}", "/1/": "/{key_id}/", "/no-such-file/": "/{file_id}/",
                     "/0/proof": "/{index}/proof", "/spare/revoke": "/{name}/revoke"}

@@ -23,7 +23,7 @@ from gateway.datadir import initialise
 from gateway.db.models import Role
 from tests.conftest import FakeClock
 from tests.unit.admin_ui.console_support import Person, enrolled
-from tests.unit.gateway.factories import OPERATOR, account, actor
+from tests.unit.gateway.factories import OPERATOR, account, actor, admin_token
 
 # schemathesis's ASGI client names this host.
 ORIGIN = "http://testserver"
@@ -49,7 +49,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     account(app, "clerk", Role.STAFF)
     app.keys.propose(actor(app, "root-admin"), partner="uni",
                      recipient=str(envelope.generate_identity().recipient))
-    token = app.tokens.create(OPERATOR, name="fuzz", role=Role.ADMIN).token
+    token = admin_token(app, "fuzz")
     person = enrolled(app, clock, "alice")
     schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", create_app(app,
                                                                                origin=ORIGIN))

@@ -16,7 +16,7 @@ from gateway.db.models import Account, Role
 from gateway.errors import AuthenticationError
 from tests.conftest import FakeClock
 from tests.unit.admin_ui.console_support import PASSWORD, Person, browser
-from tests.unit.gateway.factories import OPERATOR, account, actor, audit_events
+from tests.unit.gateway.factories import OPERATOR, account, actor, admin_token, audit_events
 
 
 def _sign_in(app: App, username: str, password: str = PASSWORD) -> tuple[object, object]:
@@ -362,7 +362,7 @@ def test_session_actor_alone_cannot_approve_in_the_core(app: App, alice: Person,
 
 def test_a_token_can_never_approve_or_revoke_a_key(app: App, alice: Person) -> None:
     key_id = _proposed_key(app, alice)
-    token = app.tokens.create(OPERATOR, name="robot", role=Role.ADMIN).token
+    token = admin_token(app, "robot")
     client = browser(app)
     for verb in ("approve", "revoke"):
         answer = client.post(f"/api/v1/keys/{key_id}/{verb}", json={"code": "123456"},
@@ -444,8 +444,8 @@ def test_admin_flow_through_pages(app: App, clock: FakeClock, alice: Person) -> 
     assert alice.post("/partners", {"slug": "uni", "retention": "5d"}).status_code == 303  # type: ignore[attr-defined]
     alice.post("/partners/uni", {"retention": "3d", "max_downloads": "2", "name": "Uni"})
     assert app.partners.get(OPERATOR, "uni").max_downloads == 2
-    created = alice.post("/accounts", {"username": "dr-lee", "role": "auditor"})
-    assert "One-time password" in created.text  # type: ignore[attr-defined]
+    created = alice.post("/accounts", {"username": "dr-lee", "role": "staff"})
+    assert "TOTP enrolment" in created.text  # type: ignore[attr-defined]
     assert "<svg" in created.text  # type: ignore[attr-defined]
     alice.post("/accounts/dr-lee/disable")
     assert app.accounts.get(OPERATOR, "dr-lee").disabled

@@ -9,12 +9,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
-from gateway import envelope
-from gateway.accounts import NewAccount
+from gateway import envelope, totp
+from gateway.account_values import NewAccount
 from gateway.actors import Actor
 from gateway.app import App
+from gateway.audit import AuditTag
 from gateway.audit.models import AuditEntry
-from gateway.db.models import Role
+from gateway.authority import AppliedChange, AuthorityChangeInfo
+from gateway.db.models import Account, Role, TOTPSecret
+from gateway.integrity import encrypt_totp
 from gateway.sshkeys import PublicKey, parse_public_key
 
 OPERATOR = Actor.local_operator()
@@ -33,12 +36,79 @@ def actor(app: App, username: str) -> Actor:
                          partner_id=info.partner_id, source="192.0.2.1")
 
 
+def active_admins(app: App) -> list[str]:
+    return [a.username for a in app.accounts.all(OPERATOR)
+            if a.role is Role.ADMIN and not a.disabled]
+
+
+def two_admins(app: App) -> tuple[Actor, Actor]:
+    """A proposer and a different approver among the active admins."""
+    names = active_admins(app)
+    assert len(names) >= 2, f"two admins are needed, there are {names}"
+    return actor(app, names[0]), actor(app, names[1])
+
+
+def approved(app: App, change: AuthorityChangeInfo | object) -> AppliedChange:
+    """Approve ``change`` (a proposal) by an admin who is neither its proposer nor target."""
+    assert isinstance(change, AuthorityChangeInfo), change
+    approver = next(a for a in app.accounts.all(OPERATOR)
+                    if a.role is Role.ADMIN and not a.disabled
+                    and a.username not in (change.proposed_by, change.target))
+    return app.authority.approve(actor(app, approver.username), change_id=change.id)
+
+
+def add_console_account(app: App, username: str, role: Role = Role.ADMIN,
+                        ssh_keys: list[PublicKey] | None = None) -> NewAccount:
+    """An admin or auditor account, made as the rules allow: by the operator while it
+    bootstraps (fewer than two admins), else proposed by one admin and approved by
+    another (the one-time password goes to the approver)."""
+    if app.authority.bootstrapping(OPERATOR):
+        new = app.accounts.add(OPERATOR, username=username, role=role, ssh_keys=ssh_keys or [])
+        assert isinstance(new, NewAccount)
+        return new
+    proposer, _ = two_admins(app)
+    applied = approved(app, app.accounts.add(proposer, username=username, role=role,
+                                             ssh_keys=ssh_keys or []))
+    return NewAccount(app.accounts.get(OPERATOR, username), None, applied.one_time_password)
+
+
+def usable_admin(app: App, username: str) -> str:
+    """An admin who can give a fresh code now (an approved admin enrols their code at the
+    console; a service test writes the enrolment directly). Returns the TOTP secret."""
+    add_console_account(app, username)
+    secret = totp.new_secret()
+    with app.transaction() as session:
+        account = session.scalar(select(Account).where(Account.username == username))
+        assert account is not None
+        existing = session.get(TOTPSecret, account.id)
+        stored = encrypt_totp(app.state_keys, account_id=account.id, secret=secret)
+        if existing is None:
+            session.add(TOTPSecret(account_id=account.id, secret=stored, last_step=None,
+                                   created_at=app.clock()))
+        else:
+            existing.secret = stored
+        # As the console's enrolment records it, so the log still implies the database.
+        app.audit.record(session, tag=AuditTag.ACCOUNT_TOTP_ENROL,
+                         actor=actor(app, username), subject=f"account:{username}")
+    return secret
+
+
+def admin_token(app: App, name: str) -> str:
+    """An admin API token, proposed by one admin and approved by another."""
+    if len(active_admins(app)) < 2:
+        add_console_account(app, "second-admin")
+    proposer, _ = two_admins(app)
+    applied = approved(app, app.tokens.create(proposer, name=name, role=Role.ADMIN))
+    assert applied.token is not None
+    return applied.token
+
+
 def partner_with_key(app: App, slug: str = "uni", *, post_quantum: bool = True,
                      max_downloads: int | None = None) -> envelope.Identity:
     """A partner whose key was proposed by root-admin and approved by a second admin."""
     app.partners.add(OPERATOR, slug=slug, max_downloads=max_downloads)
     if "second-admin" not in {a.username for a in app.accounts.all(OPERATOR)}:
-        app.accounts.add(OPERATOR, username="second-admin", role=Role.ADMIN)
+        add_console_account(app, "second-admin")
     identity = envelope.generate_identity(post_quantum=post_quantum)
     key = app.keys.propose(actor(app, "root-admin"), partner=slug,
                            recipient=str(identity.recipient))
@@ -49,8 +119,11 @@ def partner_with_key(app: App, slug: str = "uni", *, post_quantum: bool = True,
 def account(app: App, username: str, role: Role, partner: str | None = None,
             key: PublicKey | None = None) -> tuple[NewAccount, PublicKey]:
     key = key or ssh_public_key()
+    if role in (Role.ADMIN, Role.AUDITOR):
+        return add_console_account(app, username, role, [key]), key
     new = app.accounts.add(OPERATOR, username=username, role=role, partner=partner,
                            ssh_keys=[key])
+    assert isinstance(new, NewAccount)
     return new, key
 
 

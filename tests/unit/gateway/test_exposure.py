@@ -35,7 +35,7 @@ from tests.unit.gateway.exposure_history import (
     history_app,
     play,
 )
-from tests.unit.gateway.factories import OPERATOR, actor
+from tests.unit.gateway.factories import OPERATOR, actor, add_console_account
 
 FP1, FP2, FP3 = (RECIPIENTS[n][1] for n in (1, 2, 3))
 
@@ -474,7 +474,7 @@ def test_staff_and_partners_get_no_report(history: History) -> None:
         with pytest.raises(AuthorizationError):
             history.app.exposure.report(actor(history.app, name), start=WINDOW[0],
                                         end=WINDOW[1])
-    auditor = history.app.accounts.add(OPERATOR, username="aud", role=Role.AUDITOR)
+    auditor = add_console_account(history.app, "aud", Role.AUDITOR)
     assert auditor.account.role is Role.AUDITOR
     assert history.app.exposure.report(actor(history.app, "aud"), start=WINDOW[0],
                                        end=WINDOW[0] + timedelta(minutes=1)).files

@@ -18,7 +18,13 @@ from gateway.errors import (
     PolicyError,
 )
 from gateway.integrity import IntegrityViolationError
-from tests.unit.gateway.factories import OPERATOR, account, actor, audit_events
+from tests.unit.gateway.factories import (
+    OPERATOR,
+    account,
+    actor,
+    audit_events,
+    usable_admin,
+)
 
 
 @pytest.fixture
@@ -107,6 +113,8 @@ def test_the_local_operator_cannot_change_keys(admins: App) -> None:
 def test_a_disabled_admin_approves_nothing(admins: App) -> None:
     key = admins.keys.propose(actor(admins, "root-admin"), partner="uni", recipient=_recipient())
     bob = actor(admins, "bob")
+    # A third admin with a code, so that disabling bob leaves two who can approve.
+    usable_admin(admins, "carol")
     admins.accounts.disable(OPERATOR, username="bob")
     with pytest.raises(PolicyError, match="not an active admin"):
         admins.keys.approve(bob, key_id=key.id)

@@ -153,8 +153,12 @@ def test_user_commands(ready, tmp_path: Path) -> None:  # type: ignore[no-untype
                              "--ssh-key", str(key_file), "--json").output)
     assert added["one_time_password"] is None
     assert added["totp_uri"].startswith("otpauth://totp/Blindpost:lee?")
-    staff = json.loads(ready("user", "add", "aud", "--role", "auditor", "--json").output)
-    assert staff["one_time_password"]
+    proposed = json.loads(ready("user", "add", "aud", "--role", "auditor", "--by", "alice",
+                                "--json", stdin=code(ready.secrets["alice"], 0)).output)
+    assert proposed["pending"]["kind"] == "account-create"
+    applied = json.loads(ready("user", "approve-change", str(proposed["pending"]["id"]),
+                               "--by", "bob", "--json", stdin=code(ready.secrets["bob"], 0)).output)
+    assert applied["one_time_password"] and applied["change"]["approved_by"] == "bob"
     users = {u["username"]: u for u in json.loads(ready("user", "list", "--json").output)}
     assert users["lee"]["ssh_keys"][0]["fingerprint"].startswith("SHA256:")
     assert users["lee"]["partner"] == "uni"
@@ -464,3 +468,46 @@ def test_serve_help_and_the_systemd_unit_agree() -> None:
     assert "SFTP server, console\n# and purger in one service" in unit
     shown = " ".join(CliRunner().invoke(main, ["serve", "--help"]).output.split())
     assert "the SFTP server, the console and the purger" in shown
+
+
+def test_authority_changes_take_two_admins(ready, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 20 on the CLI: the operator alone is refused, one admin proposes, the same admin
+    cannot approve, a second admin approves and alone sees the one-time password."""
+    alice, bob = ready.secrets["alice"], ready.secrets["bob"]
+    alone = ready("user", "add", "carol", "--role", "admin")
+    assert alone.exit_code == 1 and "the local operator does not act alone" in alone.output
+    proposed = ready("user", "add", "carol", "--role", "admin", "--by", "alice",
+                     stdin=code(alice, 0))
+    assert proposed.exit_code == 0, proposed.output
+    assert "proposed (change 1): create admin account carol" in proposed.output
+    assert "password" not in proposed.output.lower()
+    listed = [u["username"] for u in json.loads(ready("user", "list", "--json").output)]
+    assert "carol" not in listed
+    pending = ready("user", "pending")
+    assert "change 1" in pending.output and "alice" in pending.output
+    own = ready("user", "approve-change", "1", "--by", "alice", stdin=code(alice, 1))
+    assert own.exit_code == 1 and "different admin" in own.output
+    done = ready("user", "approve-change", "1", "--by", "bob", stdin=code(bob, 0))
+    assert done.exit_code == 0, done.output
+    assert "One-time password for carol (shown once, to you alone): " in done.output
+    assert "otpauth://" not in done.output
+    event = json.loads(ready("audit", "log", "--tag", "authority:approve",
+                             "--json").output.splitlines()[-1])
+    assert event["actor"] == "bob"
+    assert (event["details"]["proposed_by"], event["details"]["approved_by"]) == ("alice", "bob")
+    # The other authority changes: never the operator alone, proposed --by an admin.
+    key_file = _ssh_key(tmp_path)
+    for args in (["user", "reset-totp", "alice"], ["user", "add-key", "alice", str(key_file)],
+                 ["token", "create", "deploy", "--role", "admin"]):
+        refused = ready(*args)
+        assert refused.exit_code == 1 and "does not act alone" in refused.output, args
+    token = ready("token", "create", "deploy", "--role", "admin", "--by", "bob",
+                  stdin=code(bob, 1))
+    assert "proposed (change 2): create admin API token deploy" in token.output
+    assert "bpt_" not in token.output
+    withdrawn = ready("user", "withdraw-change", "2")
+    assert withdrawn.output.strip() == "withdrew change 2: create admin API token deploy"
+    assert "change 2" not in ready("user", "pending").output
+    # carol has no code until her first console sign-in: alice and bob stay the two.
+    starved = ready("user", "disable", "alice")
+    assert starved.exit_code == 1 and "fewer than 2 active admins" in starved.output
