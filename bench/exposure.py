@@ -75,7 +75,11 @@ class LogWriter:
         self._entries: list[tuple[int, str, str, str, str]] = []
         self._nodes: list[tuple[int, bytes]] = []
         self._checkpoints: list[tuple[int, bytes, str, str]] = []
-        self._position = 0
+        # `init` has already written a few entries (the current-state baseline): go on
+        # from them, as the service would.
+        for (leaf,) in self._db.execute("SELECT leaf FROM audit_entries ORDER BY idx"):
+            self._builder.append(merkle.leaf_hash(leaf.encode()))
+        self._position = self._db.execute("SELECT count(*) FROM audit_nodes").fetchone()[0]
 
     @property
     def size(self) -> int:
