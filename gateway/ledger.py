@@ -42,12 +42,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.orm import Session
 
 from gateway.audit import AuditTag
 from gateway.audit.checkpoint_file import read_latest_checkpoint
 from gateway.audit.events import parse_time
+from gateway.audit.log import PENDING_KEY as AUDIT_PENDING
 from gateway.audit.log import entries
 from gateway.audit.note import Checkpoint, unverified_text
 from gateway.db.engine import reader
@@ -279,9 +280,14 @@ class Ledger:
 
     def fresh(self, session: Session | None) -> LedgerState:
         """The followed state, caught up once per database transaction of the caller's:
-        every request reads what was committed before it began, and no more often."""
+        every request reads what was committed before it began, and no more often.
+
+        The entries are read on the caller's own connection while its transaction has
+        appended nothing (so nothing uncommitted is followed), sparing a second
+        connection per request."""
         if session is None or session.info.get(_CAUGHT_UP) is not self:
-            self.catch_up()
+            own = session is not None and not session.info.get(AUDIT_PENDING)
+            self.catch_up(session.connection() if own and session is not None else None)
             if session is not None:
                 session.info[_CAUGHT_UP] = self
         assert self._state is not None
@@ -289,8 +295,9 @@ class Ledger:
             raise LogRolledBackError(self._broken)
         return self._state
 
-    def catch_up(self) -> int:
-        """Read the entries appended since the last call; return the log size."""
+    def catch_up(self, connection: Connection | None = None) -> int:
+        """Read the entries appended since the last call (on ``connection``, or one of its
+        own); return the log size."""
         with self._lock:
             if self._broken is not None:
                 raise LogRolledBackError(self._broken)
@@ -298,7 +305,13 @@ class Ledger:
                 if self._state is None:
                     self._start()
                 assert self._state is not None
-                self._read_new(self._state)
+                # The caller's connection may see an older snapshot than what this
+                # process has already read: a log shorter than that is judged on a
+                # connection of the ledger's own, which sees everything committed.
+                if connection is None or not self._read_new(self._state, connection,
+                                                            judge_absence=False):
+                    with self._engine.connect() as own:
+                        self._read_new(self._state, own, judge_absence=True)
             except LogRolledBackError as exc:
                 self._broken = str(exc)
                 log.error("current state cannot be followed: %s", exc)
@@ -316,17 +329,21 @@ class Ledger:
         self._state = state
         self._snapshot_size = state.size
 
-    def _read_new(self, state: LedgerState) -> None:
+    def _read_new(self, state: LedgerState, connection: Connection, *,
+                  judge_absence: bool) -> bool:
+        """Apply the entries ``connection`` sees beyond ``state``; False if it does not
+        see the last entry read (and ``judge_absence`` is off: the caller asks again)."""
         kept = self._kept_size()
         keys = self._keys()
         start = state.size
         # One query: the entry read last (it must still be there, as it was) and any after.
-        with self._engine.connect() as connection:
-            rows = connection.execute(
-                select(entries.c.idx, entries.c.leaf, entries.c.mac)
-                .where(entries.c.idx >= max(start - 1, 0)).order_by(entries.c.idx)).all()
+        rows = connection.execute(
+            select(entries.c.idx, entries.c.leaf, entries.c.mac)
+            .where(entries.c.idx >= max(start - 1, 0)).order_by(entries.c.idx)).all()
         if start > 0:
             if not rows or rows[0].idx != start - 1:
+                if not judge_absence:
+                    return False
                 raise LogRolledBackError(self._shorter(
                     rows[0].idx if rows else 0, start, "this process read"))
             if rows[0].mac != state.last_mac:
@@ -344,10 +361,13 @@ class Ledger:
             state.apply(idx, json.loads(data))
             state.size, state.last_mac = idx + 1, mac
         if state.size < kept:
+            if not judge_absence:
+                return False
             raise LogRolledBackError(self._shorter(state.size, kept,
                                                    "the checkpoint kept on disk covers"))
         if state.size - self._snapshot_size >= SNAPSHOT_EVERY:
             self.save_snapshot()
+        return True
 
     @staticmethod
     def _shorter(size: int, seen: int, who: str) -> str:

@@ -45,7 +45,7 @@ Clock = Callable[[], datetime]
 # "BLNDAUDT" in ASCII so it is recognisable in pg_locks.
 SEQUENCER_LOCK_ID = 0x424C4E4441554454
 SYSTEM_ACTOR = Actor.system("audit")
-_PENDING_KEY = "blindpost.audit.pending"
+PENDING_KEY = "blindpost.audit.pending"
 
 entries: Table = AuditEntry.__table__  # type: ignore[assignment]  # Declarative tables are Tables.
 nodes: Table = AuditNode.__table__  # type: ignore[assignment]
@@ -281,7 +281,7 @@ class AuditLog:
         this log committed, is reused when it is still the tip; committed nodes never
         change, so that is safe across processes. Otherwise it is read from the store.
         """
-        pending: _Pending | None = session.info.get(_PENDING_KEY)
+        pending: _Pending | None = session.info.get(PENDING_KEY)
         for candidate in (pending.edge if pending else None, self._committed_edge):
             if candidate is not None and candidate.size == size:
                 return candidate.copy()
@@ -332,9 +332,9 @@ class AuditLog:
 
     def _pending(self, session: Session) -> _Pending:
         """What this session's transaction recorded, handed over after commit."""
-        pending: _Pending | None = session.info.get(_PENDING_KEY)
+        pending: _Pending | None = session.info.get(PENDING_KEY)
         if pending is None or pending.log is not self:
-            pending = session.info[_PENDING_KEY] = _Pending(self)
+            pending = session.info[PENDING_KEY] = _Pending(self)
         return pending
 
     def _committed(self, pending: _Pending) -> None:
@@ -361,14 +361,14 @@ class _Pending:
 def _after_commit(session: Session) -> None:
     # One listener for every session (registering one per session costs more than an
     # append); sessions that recorded nothing carry no pending state.
-    pending: _Pending | None = session.info.pop(_PENDING_KEY, None)
+    pending: _Pending | None = session.info.pop(PENDING_KEY, None)
     if pending is not None:
         pending.log._committed(pending)
 
 
 @event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
-    session.info.pop(_PENDING_KEY, None)
+    session.info.pop(PENDING_KEY, None)
 
 
 def entry_mac(keys: StateKeys, index: int, leaf: bytes) -> str:
