@@ -30,6 +30,7 @@ from paramiko.common import (
 
 from gateway.actors import Actor
 from gateway.db.models import Role
+from tests.unit.gateway.factories import usable_admin
 from tests.unit.sftp_server.harness import (
     Installation,
     User,
@@ -354,7 +355,10 @@ def test_lockout_after_repeated_failures(inst: Installation, lee: User) -> None:
 
 
 def test_admin_signs_in_but_gets_no_sftp(inst: Installation) -> None:
-    admin = inst.add_user("ops-admin", Role.ADMIN)
+    # An admin takes two admins to make (issue 20); it then enrols its code.
+    public = write_key_pair(inst.root / "id_ops-admin", "ops-admin@test")
+    secret = usable_admin(inst.app, "ops-admin", ssh_keys=[public])
+    admin = User("ops-admin", Role.ADMIN, secret, inst.root / "id_ops-admin", public)
     with pytest.raises(paramiko.SSHException), paramiko_sftp(inst, admin):
         pass
     denied = audit_events(inst.app, "access:denied")[-1]

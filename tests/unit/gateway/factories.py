@@ -72,10 +72,10 @@ def add_console_account(app: App, username: str, role: Role = Role.ADMIN,
     return NewAccount(app.accounts.get(OPERATOR, username), None, applied.one_time_password)
 
 
-def usable_admin(app: App, username: str) -> str:
+def usable_admin(app: App, username: str, ssh_keys: list[PublicKey] | None = None) -> str:
     """An admin who can give a fresh code now (an approved admin enrols their code at the
     console; a service test writes the enrolment directly). Returns the TOTP secret."""
-    add_console_account(app, username)
+    add_console_account(app, username, ssh_keys=ssh_keys)
     secret = totp.new_secret()
     with app.transaction() as session:
         account = session.scalar(select(Account).where(Account.username == username))
