@@ -12,6 +12,7 @@ say so when it is missing.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -74,17 +75,18 @@ SUMMARIES = {
             "the fingerprint of a key, anywhere."),
     "keygen": ("Generate an identity (private key); show its recipient (public key) and "
                "fingerprint."),
-    "keys": "Keys of the installation kept in keys/ (the state key).",
     "partner": "Manage partners (the organisations that receive files).",
     "purge": "Purge expired files and sweep leftovers of interrupted uploads, once.",
     "send": "Encrypt FILEs on this machine to PARTNER's keys and upload them as FILE.age.",
     "serve": ("Run the gateway until interrupted: the SFTP server, the console and the purger "
               "(every installed service)."),
     "source": "Source addresses slowed down after many failed sign-ins (see docs/security.md).",
+    "state-key": "The host's state key (keys/state_key): seals, TOTP secrets, audit entry MACs.",
     "token": "API tokens for /api/v1: create (shown once), list, revoke.",
     "trust": "Accept PARTNER's changed keys, after showing what changed and asking.",
     "user": "Manage accounts: admins, auditors, staff and partner users.",
     "version": "Print the Blindpost version.",
+    "witness": "A transparency-log witness (c2sp.org/tlog-witness) for Blindpost audit logs.",
 }
 
 # Top-level modules of the `server` extra (pyproject.toml). Missing one means a client-only
@@ -121,6 +123,14 @@ def _needs_server_extra(name: str, module: str) -> click.Command:
                                            "allow_extra_args": True})
 
 
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def _plugin_commands() -> dict[str, str]:
     # Imported here: importlib.metadata takes longer to load than a client command's own
     # modules, and the commands in COMMANDS never need it.
@@ -140,9 +150,12 @@ class BlindpostGroup(click.Group):
         names = sorted({*COMMANDS, *_plugin_commands()})
         # As click's own listing: what fits beside the longest name.
         limit = formatter.width - 6 - max(map(len, names))
+        # On a client-only install each command is looked up, so that those needing the
+        # server extra show the hint instead of what they would do.
+        server = _installed("sqlalchemy")
         rows = []
         for name in names:
-            if name in SUMMARIES:
+            if name in SUMMARIES and server:
                 # A stand-in command shortens the text exactly as the real one would.
                 summary = click.Command(name, help=SUMMARIES[name]).get_short_help_str(limit)
             else:
