@@ -147,7 +147,9 @@ def current_state_off(app: App) -> Iterator[None]:
 
 def paired_with(action: Callable[[], object], rounds: int,
                 off: Callable[[], Any]) -> tuple[float, float, float]:
-    """Like :func:`paired`, with ``off`` as the context that turns the feature off."""
+    """Median ms with a feature, without (inside ``off()``), and the median of the
+    per-round differences. Rounds alternate on and off, so drift in the machine's load
+    cancels out."""
     on_times, off_times = [], []
     for _ in range(rounds):
         on_times.append(_once(action))
@@ -183,11 +185,9 @@ def start_up(app_settings: Any, clock: Clock, *, snapshot: bool) -> tuple[float,
         started = time.perf_counter()
         fresh.ledger.catch_up()
         seconds = time.perf_counter() - started
-        _, peak = tracemalloc.get_traced_memory()
         current = tracemalloc.take_snapshot().statistics("filename")
         tracemalloc.stop()
         held = sum(stat.size for stat in current) / 2**20
-        del peak
         return seconds, held
     finally:
         fresh.close()
@@ -200,17 +200,8 @@ def _once(action: Callable[[], object]) -> float:
 
 
 def paired(action: Callable[[], object], rounds: int) -> tuple[float, float, float]:
-    """Median ms with checks, without, and the median of the per-round differences.
-
-    Rounds alternate on and off, so drift in the machine's load cancels out.
-    """
-    on, off = [], []
-    for _ in range(rounds):
-        on.append(_once(action))
-        with seals_off():
-            off.append(_once(action))
-    differences = [a - b for a, b in zip(on, off, strict=True)]
-    return statistics.median(on), statistics.median(off), statistics.median(differences)
+    """Median ms with seal checks, without, and the median of the per-round differences."""
+    return paired_with(action, rounds, seals_off)
 
 
 def count_checks(action: Callable[[], object]) -> int:

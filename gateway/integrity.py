@@ -55,9 +55,9 @@ from gateway.ledger import (
     PENDING_ROWS,
     REMOVED,
     ROWS_PER_EVENT,
+    LedgerState,
     LogRolledBackError,
     RowKey,
-    Version,
     encode_row,
     row_digest,
 )
@@ -189,6 +189,18 @@ def _matches(keys: StateKeys, table: str, values: dict[str, object],
                                                seal_value or "")
 
 
+def _seal_check(keys: StateKeys, row: Base) -> tuple[bytes, str | None]:
+    """``row``'s sealed message (one encoding serves the seal and the digest) and why
+    its seal fails, or None when it holds."""
+    message = seal_message(table_of(row), current_values(row))
+    seal_value = getattr(row, "seal", None)
+    if not seal_value:
+        return message, "no seal"
+    if not keys.check_mac("row", message, seal_value):
+        return message, "seal does not match"
+    return message, None
+
+
 def digest_of(row: Base) -> str:
     """The digest of ``row``'s granting fields, as ``state:seal`` events record it."""
     return row_digest(seal_message(table_of(row), current_values(row)))
@@ -304,12 +316,9 @@ class Integrity:
     def verify(self, row: Base) -> None:
         """Raise :class:`IntegrityViolationError` unless ``row``'s seal matches it and it
         is the current version of the row, as the audit log records it."""
-        # One encoding of the granting fields serves both checks.
-        message = seal_message(table_of(row), current_values(row))
-        seal_value = getattr(row, "seal", None)
-        if not seal_value or not self.keys.check_mac("row", message, seal_value):
-            raise IntegrityViolationError(table_of(row), row_label(row),
-                                     "no seal" if not seal_value else "seal does not match")
+        message, failed = _seal_check(self.keys, row)
+        if failed is not None:
+            raise IntegrityViolationError(table_of(row), row_label(row), failed)
         try:
             stale = self._app.ledger.stale(table_of(row), row_label(row), row_digest(message),
                                            object_session(row))
@@ -374,19 +383,19 @@ class Integrity:
         self._app.authz.require(actor, Permission.AUDIT_READ)
         checked, findings = 0, []
         try:
-            known, baseline = self._app.ledger.known_rows(), self._app.ledger.state.baseline
+            state: LedgerState | None = self._app.ledger.state
         except LogRolledBackError as exc:
-            known, baseline = {}, False
-            findings = [Finding("audit_entries", "log", str(exc))]
+            state, findings = None, [Finding("audit_entries", "log", str(exc))]
         seen: set[RowKey] = set()
         with self._app.read() as session:
             for row in self._rows(session):
                 checked += 1
                 key = (table_of(row), row_label(row))
                 seen.add(key)
-                reason = self._row_finding(row, known, baseline=baseline)
+                reason = self._row_finding(row, state)
                 if reason is not None:
                     findings.append(Finding(*key, reason))
+        known = state.rows if state is not None else {}
         findings += [Finding(table, label, f"missing: the audit log records it at entry "
                              f"{version.index}, the database has no such row")
                      for (table, label), version in sorted(known.items())
@@ -398,19 +407,13 @@ class Integrity:
                                                             finding.reason), actor)
         return IntegrityReport(checked, tuple(findings))
 
-    def _row_finding(self, row: Base, known: dict[RowKey, Version], *,
-                     baseline: bool) -> str | None:
-        if not is_valid(self.keys, row):
-            return "no seal" if not getattr(row, "seal", None) else "seal does not match"
-        version = known.get((table_of(row), row_label(row)))
-        if version is None:
-            return "not current: the audit log has no record of this row" if baseline else None
-        if version.digest == REMOVED:
-            return f"not current: removed at audit entry {version.index}"
-        if version.digest != digest_of(row):
-            return (f"not current: an older version (the current one was recorded at "
-                    f"audit entry {version.index})")
-        return None
+    def _row_finding(self, row: Base, state: LedgerState | None) -> str | None:
+        message, failed = _seal_check(self.keys, row)
+        if failed is not None:
+            return failed
+        stale = state.judge((table_of(row), row_label(row)), row_digest(message)) \
+            if state is not None else None
+        return stale.reason if stale is not None else None
 
     @staticmethod
     def _rows(session: Session) -> Iterator[Base]:
@@ -465,7 +468,7 @@ def _record_removal(app: App, session: Session, table: str, row_id: str) -> None
     """Record a removal the flush hooks did not see (a forged row removed by statement),
     unless the log says the current version of that row exists: then the row removed
     was an old copy standing in for it, and the log keeps saying what is current."""
-    version = app.ledger.known_rows().get((table, row_id))
+    version = app.ledger.state.rows.get((table, row_id))
     if version is None or version.digest == REMOVED:
         record_rows(session, [encode_row(table, row_id, REMOVED)], changed=True)
 

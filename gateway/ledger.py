@@ -209,6 +209,26 @@ class LedgerState:
                 continue
             self.rows[key] = Version(digest, index, known.digest if known else None)
 
+    def judge(self, key: RowKey, digest: str) -> Staleness | None:
+        """Why the row ``key`` with ``digest`` is not the current version, or None."""
+        version = self.rows.get(key)
+        if version is None:
+            if not self.baseline:
+                return None
+            return Staleness("not current: the audit log has no record of this row")
+        if version.digest == digest:
+            return None
+        older = (f"not current: an older version (the current one was recorded at audit "
+                 f"entry {version.index})")
+        if version.previous == digest:
+            # The version just before the current one: either the change committed while
+            # the caller held the row, or an old copy was put back. The caller tells
+            # them apart by reading the row again.
+            return Staleness(older, transient=True)
+        if version.digest == REMOVED:
+            return Staleness(f"not current: removed at audit entry {version.index}")
+        return Staleness(older)
+
     def as_document(self) -> dict[str, Any]:
         return {"size": self.size, "last_mac": self.last_mac, "baseline": self.baseline,
                 "rows": {f"{t}/{r}": [v.digest, v.index] for (t, r), v in self.rows.items()},
@@ -274,9 +294,7 @@ class Ledger:
     @property
     def state(self) -> LedgerState:
         """The followed state, caught up with the log; raise :class:`LogRolledBackError`."""
-        self.catch_up()
-        assert self._state is not None
-        return self._state
+        return self.fresh(None)
 
     def fresh(self, session: Session | None) -> LedgerState:
         """The followed state, caught up once per database transaction of the caller's:
@@ -400,28 +418,7 @@ class Ledger:
         if key in pending:
             return None if pending[key] == digest else Staleness(
                 "changed in this transaction", transient=True)
-        state = self.fresh(session)
-        version = state.rows.get(key)
-        if version is None:
-            if not state.baseline:
-                return None
-            return Staleness("not current: the audit log has no record of this row")
-        if version.digest == digest:
-            return None
-        if version.previous == digest:
-            # The version just before the current one: either the change committed while
-            # the caller held the row, or an old copy was put back. The caller tells
-            # them apart by reading the row again.
-            return Staleness(f"not current: an older version (the current one was recorded "
-                             f"at audit entry {version.index})", transient=True)
-        if version.digest == REMOVED:
-            return Staleness(f"not current: removed at audit entry {version.index}")
-        return Staleness(f"not current: an older version (the current one was recorded "
-                         f"at audit entry {version.index})")
-
-    def known_rows(self) -> dict[RowKey, Version]:
-        """Every row the log names, with its current version (for ``integrity check``)."""
-        return dict(self.state.rows)
+        return self.fresh(session).judge(key, digest)
 
     def totp_step(self, account_id: int, session: Session | None = None) -> int:
         """The last TOTP step ``account_id`` used, per the log (-1 if none)."""

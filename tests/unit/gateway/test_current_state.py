@@ -23,7 +23,7 @@ from sqlalchemy import text
 from gateway import console_sessions, totp
 from gateway.app import App
 from gateway.audit import VerificationError
-from gateway.db.models import Account, Role, SSHKey
+from gateway.db.models import Account, SSHKey
 from gateway.errors import AuthenticationError, GatewayError
 from gateway.integrity import STATE_INFO
 from gateway.ledger import Ledger
@@ -31,27 +31,26 @@ from gateway.resealing import rotate
 from tests.conftest import FakeClock
 from tests.unit.gateway.factories import (
     OPERATOR,
-    account,
     actor,
     audit_events,
-    partner_with_key,
     ssh_public_key,
 )
-from tests.unit.gateway.test_integrity import World, inject, lee_id, scalar, sign_in, upload_to
+from tests.unit.gateway.test_integrity import (
+    World,
+    inject,
+    lee_id,
+    make_world,
+    scalar,
+    sign_in,
+    upload_to,
+)
 
 Rows = list[dict[str, Any]]
 
 
 @pytest.fixture
 def world(app: App, clock: FakeClock) -> World:
-    partner_with_key(app, "uni", max_downloads=1)
-    new, lee_key = account(app, "lee", Role.PARTNER, partner="uni")
-    _, clerk_key = account(app, "clerk", Role.STAFF)
-    upload = app.transfers.begin_upload(actor(app, "clerk"), partner="uni", name="rows.csv")
-    upload.write(b"rows")
-    upload.commit()
-    secret = new.totp_uri.split("secret=")[1].split("&", maxsplit=1)[0]
-    return World(app, clock, secret, lee_key, clerk_key)
+    return make_world(app, clock)
 
 
 def keep(app: App, table: str, where: str, **params: object) -> Rows:

@@ -46,6 +46,11 @@ class World:
 
 @pytest.fixture
 def world(app: App, clock: FakeClock) -> World:
+    return make_world(app, clock)
+
+
+def make_world(app: App, clock: FakeClock) -> World:
+    """Two partners with keys (uni at most one download), lee of uni, clerk, one file."""
     partner_with_key(app, "uni", max_downloads=1)
     partner_with_key(app, "lab")
     new, lee_key = account(app, "lee", Role.PARTNER, partner="uni")
