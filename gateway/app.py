@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from gateway.dashboard import DashboardService
     from gateway.exposure import ExposureService
     from gateway.machines import MachineService
+    from gateway.notify.service import NotificationService
     from gateway.partner_keys import PartnerKeyService
     from gateway.partners import PartnerService
     from gateway.passkeys import PasskeyService
@@ -317,6 +318,12 @@ class App:
         from gateway.exposure import ExposureService
 
         return ExposureService(self)
+
+    @cached_property
+    def notifications(self) -> NotificationService:
+        from gateway.notify.service import NotificationService
+
+        return NotificationService(self)
 
     @cached_property
     def witnessing(self) -> Witnessing:

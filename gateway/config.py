@@ -122,6 +122,29 @@ class Settings:
     log_format: str = "text"
     # Prometheus endpoint (HOST:PORT); empty keeps it off.
     metrics_listen: str = ""
+    # Notifications (gateway/notify): e-mail through an SMTP relay, and a signed webhook,
+    # telling a partner's people that files wait and admins that something awaits their
+    # approval or an alarm was raised; never a file name, size or content. Both are off
+    # while their host or URL is empty. The relay must offer STARTTLS (verified against
+    # the system's CAs, or notify_smtp_ca_file); only a relay on this host may be used
+    # without it, and only by the insecure switch below. Secrets live in 0600 files.
+    notify_smtp_host: str = ""
+    notify_smtp_port: int = 587
+    notify_smtp_user: str = ""
+    notify_smtp_password_file: str = ""
+    notify_smtp_from: str = ""
+    notify_smtp_ca_file: str = ""
+    notify_webhook_url: str = ""
+    notify_webhook_secret_file: str = ""
+    # One message per partner (and one digest per admin) per interval, at most
+    # notify_max_per_hour to any one recipient; a failed send is retried with doubling
+    # waits, at most notify_max_attempts times. Each relay or webhook call waits at most
+    # notify_timeout_seconds, in the background: no transfer waits for one.
+    notify_interval_seconds: int = 300
+    notify_max_per_hour: int = 6
+    notify_max_attempts: int = 8
+    notify_timeout_seconds: int = 10
+    insecure_notify_smtp_without_tls: bool = False
 
     def __post_init__(self) -> None:
         for name in DURATION_SETTINGS:
@@ -135,7 +158,9 @@ class Settings:
                         "lockout_minutes", "source_throttle_threshold", "source_backoff_seconds",
                         "source_backoff_max_minutes", "enrolment_hours",
                         "audit_checkpoint_every", "audit_checkpoint_seconds",
-                        "audit_witness_quorum", "audit_witness_timeout_seconds")
+                        "audit_witness_quorum", "audit_witness_timeout_seconds",
+                        "notify_smtp_port", "notify_interval_seconds", "notify_max_per_hour",
+                        "notify_max_attempts", "notify_timeout_seconds")
         if self.shutdown_drain_seconds < 0:
             raise ConfigError("shutdown_drain_seconds: must be 0 (abort transfers at once) "
                               "or a positive number of seconds")
@@ -168,6 +193,7 @@ class Settings:
             raise ConfigError(f"log_format: expected one of {', '.join(LOG_FORMATS)}, "
                               f"got {self.log_format!r}")
         self._check_store()
+        self._check_notifications()
         parse_networks(self.sftp_proxy_protocol_from, key="sftp_proxy_protocol_from")
 
     def _check_witnesses(self) -> None:
@@ -175,6 +201,12 @@ class Settings:
         if count and self.audit_witness_quorum > count:
             raise ConfigError(f"audit_witness_quorum: {self.audit_witness_quorum} is more "
                               f"than the {count} witness(es) in audit_witnesses")
+
+    def _check_notifications(self) -> None:
+        # Imported here: the client commands read settings without the notifier.
+        from gateway.notify.settings import check_notification_settings
+
+        check_notification_settings(self)
 
     @property
     def witnesses(self) -> tuple[WitnessEndpoint, ...]:
@@ -365,7 +397,8 @@ MAX_INTEGER_SETTING = 2**31 - 1
 MAX_RETENTION = format_duration(3650 * 86400)
 MAX_WORKERS = 256
 MAX_RESERVE_PERCENT = 90
-_CEILINGS = {"sftp_workers": MAX_WORKERS, "sftp_reserve_percent": MAX_RESERVE_PERCENT}
+_CEILINGS = {"sftp_workers": MAX_WORKERS, "sftp_reserve_percent": MAX_RESERVE_PERCENT,
+             "notify_smtp_port": 65535}
 
 
 def _check_at_most(settings: Settings) -> None:

@@ -2,7 +2,8 @@
 
 ``blindpost serve`` and ``blindpost sftp`` record their start and stop in the audit log,
 sign a checkpoint whenever one is due (on a timer, so that a quiet log is covered too)
-and at shutdown; ``serve`` also purges expired files every minute. A chore that fails —
+and at shutdown, and send due notifications (gateway/notify) on the same tick; ``serve``
+also purges expired files every minute. A chore that fails —
 the database restarting, the store unreachable — is logged in one line, audited when
 the database takes the record, and tried again at its next turn: it never ends the process.
 """
@@ -113,6 +114,19 @@ class Housekeeping:
         except Exception:  # A bug in one round must not stop the checkpoints.
             log.exception("could not ask the audit witnesses; retrying at the next tick")
 
+    def notify(self) -> None:
+        """Plan and send due notifications (gateway/notify); a relay that is down is the
+        outbox's to retry, and a failure here only waits for the next tick."""
+        if not self._app.notifications.enabled:
+            return
+        try:
+            self._app.notifications.run_once()
+        except GatewayError as exc:
+            log.error("could not send notifications: %s; retrying at the next tick",
+                      exc.diagnostics())
+        except Exception:  # A bug in one pass must not stop the checkpoints.
+            log.exception("could not send notifications; retrying at the next tick")
+
     def run(self, stop: StopRequest, *, purge: bool) -> None:
         """Do the chores on their timers until ``stop`` says to stop."""
         tick = checkpoint_tick_seconds(self._app.settings)
@@ -122,5 +136,6 @@ class Housekeeping:
                 self.purge()
                 next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
             self.checkpoint_if_due()
+            self.notify()
             if stop.wait(tick):
                 return

@@ -77,3 +77,9 @@ class AuditTag(enum.StrEnum):
     # a checkpoint because it contradicts what the witness cosigned before.
     AUDIT_WITNESS_QUORUM_MISSED = "audit:witness:quorum-missed"
     AUDIT_WITNESS_REFUSED = "audit:witness:refused"
+    # Notifications (gateway/notify): an account opting in or out (never the address),
+    # a message handed to the relay or webhook, and an attempt that failed.
+    NOTIFY_SUBSCRIBE = "notify:subscribe"
+    NOTIFY_UNSUBSCRIBE = "notify:unsubscribe"
+    NOTIFY_SENT = "notify:sent"
+    NOTIFY_FAILURE = "notify:failure"

@@ -361,6 +361,49 @@ def user_set(username: str, allow_from: str, by: str | None, data_dir: Path | No
         click.echo(f"{username} may sign in from {networks or 'anywhere'}")
 
 
+@user.command("notify")
+@click.argument("username")
+@click.option("--email", metavar="ADDRESS",
+              help="Send this account's notifications to ADDRESS (opt in).")
+@click.option("--off", is_flag=True, help="Stop them and forget the address (opt out).")
+@json_option
+@data_dir_option
+def user_notify(username: str, email: str | None, off: bool, as_json: bool,
+                data_dir: Path | None) -> None:
+    """Turn an account's e-mail notifications on or off, or show the setting (audited).
+
+    A partner account hears when files wait for its partner, an admin when a key, grant
+    or authority change awaits approval or an alarm is raised; never a file's name or
+    content. The relay is set up with the notify_smtp_* settings.
+
+    \b
+    Examples:
+      blindpost user notify dr-lee --email lee@uni-research.example
+      blindpost user notify dr-lee --off
+    """
+    if email is not None and off:
+        raise UsageError("give --email ADDRESS or --off, not both")
+    app = open_app(data_dir)
+    service = app.notifications
+    if off:
+        removed = service.unsubscribe(operator(), username=username)
+        click.echo(f"notifications for {username} are off" if removed else
+                   f"notifications for {username} were not on")
+        return
+    if email is not None:
+        setting = service.subscribe(operator(), username=username, email=email)
+    else:
+        setting = service.subscription(operator(), username=username)
+    if as_json:
+        emit_json(setting)
+    elif setting.email is None:
+        click.echo(f"notifications for {username} are off")
+    else:
+        click.echo(f"notifications for {username} go to {setting.email}"
+                   + ("" if service.enabled else " (no relay is configured yet: set "
+                      "notify_smtp_host)"))
+
+
 @user.command("approve")
 @click.argument("grant_id", type=click.IntRange(min=1))
 @click.option("--by", required=True, metavar="ADMIN",

@@ -1,0 +1,421 @@
+"""Opt-in per account, planning messages from the audit log, and sending them.
+
+Planning reads the audit entries appended since the last round (uploads, proposals,
+alarms) once per ``notify_interval_seconds``: one message per partner with files
+waiting, one digest per admin. Whichever node advances the planner's cursor with its
+conditional UPDATE plans the round; the others find the cursor moved and plan nothing.
+The messages go into the outbox in that same transaction. Sending claims one row at a
+time with a conditional UPDATE (a lease), talks to the relay outside any transaction,
+and records the outcome; a failure waits twice as long as the one before, and after
+``notify_max_attempts`` the message is given up (audited). Nothing here runs inside a
+transfer, so a relay that is down costs a transfer nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from gateway.actors import Actor
+from gateway.audit import AuditTag
+from gateway.audit.log import entries
+from gateway.authz import Permission
+from gateway.db.models import Account, Partner, Role, Transfer, TransferState
+from gateway.errors import ConfigError, ConflictError, NotFoundError, UsageError
+from gateway.notify.delivery import DeliveryError, Mail, post_webhook, send_mail
+from gateway.notify.messages import (
+    WATCHED_TAGS,
+    Message,
+    Notice,
+    admin_digest,
+    files_waiting,
+    notice,
+)
+from gateway.notify.models import NotificationCursor, NotificationOutbox, NotificationSubscription
+from gateway.notify.settings import check_address
+
+if TYPE_CHECKING:
+    from gateway.app import App
+
+log = logging.getLogger(__name__)
+
+EMAIL = "email"
+WEBHOOK = "webhook"
+CURSOR = "audit"
+# Which roles hear what: a partner's people of its files, admins of approvals and alarms.
+NOTIFIED_ROLES = (Role.PARTNER, Role.ADMIN)
+RETRY_BASE_SECONDS = 60
+RETRY_MAX_SECONDS = 3600
+RATE_WINDOW = timedelta(hours=1)
+# Sent and given-up rows are kept this long (the rate limit looks back one hour).
+KEEP_DONE = timedelta(days=1)
+# At most this many messages per delivery pass: a long backlog drains over several ticks.
+BATCH = 50
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """An account's notification setting, as its owner or an admin sees it."""
+
+    username: str
+    email: str | None
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What one delivery pass did."""
+
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    dropped: int = 0
+
+
+class _LostRaceError(Exception):
+    """Another node advanced the planner's cursor first."""
+
+
+class NotificationService:
+    """Notification opt-ins, the planner and the sender of one installation."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+        self._settings = app.settings
+        self._actor = Actor.system("notify")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a relay or a webhook is configured."""
+        return bool(self._settings.notify_smtp_host or self._settings.notify_webhook_url)
+
+    # Opt-in, per account -------------------------------------------------------------
+
+    def subscribe(self, actor: Actor, *, username: str, email: str) -> Subscription:
+        """Send ``username``'s notifications to ``email`` (the account itself or an admin)."""
+        try:
+            address = check_address(email.strip(), key="e-mail address")
+        except ConfigError as exc:
+            raise UsageError(exc.diagnostics()) from None
+        account_id, role = self._target(actor, username)
+        with self._app.transaction() as session:
+            if role not in NOTIFIED_ROLES:
+                raise UsageError(f"account {username!r} is {role.value}: only partner "
+                                 "accounts (files waiting) and admins (approvals, alarms) "
+                                 "receive notifications")
+            row = session.get(NotificationSubscription, account_id)
+            if row is None:
+                session.add(NotificationSubscription(account_id=account_id, email=address,
+                                                     created_at=self._app.clock()))
+            else:
+                row.email = address
+            # The address is personal data and the log keeps everything forever: it
+            # records that notifications are on, not where they go.
+            self._record(session, AuditTag.NOTIFY_SUBSCRIBE, actor, username,
+                         {"channel": EMAIL, "changed": row is not None})
+        return Subscription(username, address)
+
+    def unsubscribe(self, actor: Actor, *, username: str) -> bool:
+        """Stop ``username``'s notifications and forget the address; False if none were on."""
+        account_id, _ = self._target(actor, username)
+        with self._app.transaction() as session:
+            removed = bool(session.execute(delete(NotificationSubscription).where(
+                NotificationSubscription.account_id == account_id)).rowcount)  # type: ignore[attr-defined]  # A CursorResult.
+            if removed:
+                self._record(session, AuditTag.NOTIFY_UNSUBSCRIBE, actor, username,
+                             {"channel": EMAIL})
+        return removed
+
+    def subscription(self, actor: Actor, *, username: str) -> Subscription:
+        """``username``'s setting (the account itself or whoever may read accounts)."""
+        account_id, _ = self._target(actor, username, write=False)
+        with self._app.read() as session:
+            row = session.get(NotificationSubscription, account_id)
+            return Subscription(username, row.email if row else None)
+
+    def _target(self, actor: Actor, username: str, *, write: bool = True
+                ) -> tuple[int, Role]:
+        """The account's id and role, once ``actor`` may change (or read) its setting:
+        checked before any write transaction, as a refusal is audited in one of its own."""
+        with self._app.read() as session:
+            found = session.execute(select(Account.id, Account.role).where(
+                Account.username == username)).first()
+        if found is None or actor.account_id != found.id:
+            permission = Permission.ACCOUNT_MANAGE if write else Permission.ACCOUNT_READ
+            self._app.authz.require(actor, permission, subject=f"account:{username}")
+        if found is None:
+            raise NotFoundError(f"no account named {username!r}")
+        return found.id, Role(found.role)
+
+    def _record(self, session: Session, tag: AuditTag, actor: Actor, username: str,
+                details: dict[str, object]) -> None:
+        self._app.audit.record(session, tag=tag, actor=actor, subject=f"account:{username}",
+                               details=details)
+
+    # Planning --------------------------------------------------------------------------
+
+    def plan(self) -> int:
+        """Queue the messages of a round if one is due; return how many were queued."""
+        if not self.enabled:
+            return 0
+        now = self._app.clock()
+        try:
+            with self._app.transaction() as session:
+                cursor = session.get(NotificationCursor, CURSOR)
+                if cursor is None:
+                    # The first round starts from now: switching notifications on does not
+                    # send the whole history.
+                    session.add(NotificationCursor(name=CURSOR, position=_log_size(session),
+                                                   planned_at=now))
+                    return 0
+                interval = timedelta(seconds=self._settings.notify_interval_seconds)
+                if now < cursor.planned_at + interval:
+                    return 0
+                return self._plan_round(session, cursor.position, cursor.planned_at, now)
+        except (_LostRaceError, ConflictError):
+            return 0
+
+    def _plan_round(self, session: Session, position: int, planned_at: datetime,
+                    now: datetime) -> int:
+        end = _log_size(session)
+        advanced = session.execute(
+            update(NotificationCursor)
+            .where(NotificationCursor.name == CURSOR, NotificationCursor.position == position,
+                   NotificationCursor.planned_at == planned_at)
+            .values(position=end, planned_at=now)
+            .execution_options(synchronize_session=False))
+        if advanced.rowcount != 1:  # type: ignore[attr-defined]  # A CursorResult.
+            raise _LostRaceError
+        partners: dict[str, None] = {}
+        notices: list[Notice] = []
+        for index, tag, leaf in session.execute(
+                select(entries.c.idx, entries.c.tag, entries.c.leaf)
+                .where(entries.c.idx >= position, entries.c.idx < end,
+                       entries.c.tag.in_([t.value for t in WATCHED_TAGS]))
+                .order_by(entries.c.idx)):
+            details = _details(leaf)
+            if tag == AuditTag.UPLOAD_COMPLETE.value:
+                if isinstance(details.get("partner"), str):
+                    partners[details["partner"]] = None
+            elif (found := notice(index, tag, details)) is not None:
+                notices.append(found)
+        queued = sum(self._queue_files(session, slug, now) for slug in partners)
+        if notices:
+            queued += self._queue(session, admin_digest(notices), self._admins(session), now)
+        return queued
+
+    def _queue_files(self, session: Session, slug: str, now: datetime) -> int:
+        partner_id = session.scalar(select(Partner.id).where(Partner.slug == slug,
+                                                             Partner.disabled.is_(False)))
+        if partner_id is None:
+            return 0
+        count, first = session.execute(
+            select(func.count(Transfer.id), func.min(Transfer.expires_at))
+            .where(Transfer.partner_id == partner_id,
+                   Transfer.state == TransferState.AVAILABLE,
+                   Transfer.expires_at > now)).one()
+        if not count:
+            return 0  # Fetched or withdrawn before the round: nothing waits any more.
+        people = list(session.scalars(
+            select(Account.id).join(NotificationSubscription,
+                                    NotificationSubscription.account_id == Account.id)
+            .where(Account.role == Role.PARTNER, Account.partner_id == partner_id,
+                   Account.disabled.is_(False))))
+        return self._queue(session, files_waiting(slug, count=count, first_expiry=first),
+                           people, now)
+
+    def _admins(self, session: Session) -> list[int]:
+        return list(session.scalars(
+            select(Account.id).join(NotificationSubscription,
+                                    NotificationSubscription.account_id == Account.id)
+            .where(Account.role == Role.ADMIN, Account.disabled.is_(False))))
+
+    def _queue(self, session: Session, message: Message, people: list[int],
+               now: datetime) -> int:
+        recipients: list[tuple[str, int | None]] = []
+        if self._settings.notify_smtp_host:
+            recipients += [(EMAIL, account_id) for account_id in people]
+        if self._settings.notify_webhook_url:
+            recipients.append((WEBHOOK, None))
+        for channel, account_id in recipients:
+            # A newer message on the topic says everything an unsent older one did.
+            session.execute(delete(NotificationOutbox).where(
+                NotificationOutbox.topic == message.topic,
+                NotificationOutbox.channel == channel,
+                _same_account(account_id),
+                NotificationOutbox.sent_at.is_(None),
+                NotificationOutbox.gave_up_at.is_(None)))
+            session.add(NotificationOutbox(
+                channel=channel, account_id=account_id, topic=message.topic,
+                subject=message.subject, body=message.body(), created_at=now,
+                next_attempt_at=now, attempts=0))
+        return len(recipients)
+
+    # Sending ---------------------------------------------------------------------------
+
+    def deliver(self) -> DeliveryReport:
+        """Send what is due, each message claimed by one node; forget old sent rows."""
+        if not self.enabled:
+            return DeliveryReport()
+        now = self._app.clock()
+        with self._app.transaction() as session:
+            session.execute(delete(NotificationOutbox).where(
+                func.coalesce(NotificationOutbox.sent_at, NotificationOutbox.gave_up_at)
+                < now - KEEP_DONE))
+            due = list(session.scalars(
+                select(NotificationOutbox.id)
+                .where(NotificationOutbox.sent_at.is_(None),
+                       NotificationOutbox.gave_up_at.is_(None),
+                       NotificationOutbox.next_attempt_at <= now)
+                .order_by(NotificationOutbox.id).limit(BATCH)))
+        counts = {"sent": 0, "failed": 0, "deferred": 0, "dropped": 0}
+        for message_id in due:
+            outcome = self._deliver_one(message_id)
+            if outcome:
+                counts[outcome] += 1
+        return DeliveryReport(**counts)
+
+    def _deliver_one(self, message_id: int) -> str | None:
+        now = self._app.clock()
+        with self._app.transaction() as session:
+            claimed = self._claim(session, message_id, now)
+            if claimed is None:
+                return None  # Another node has it, or it was sent or replaced meanwhile.
+            row, username, address = claimed
+            if row.channel == EMAIL and address is None:
+                # Opted out (or disabled) since it was queued: the message goes too.
+                session.delete(row)
+                return "dropped"
+            if self._rate_limited(session, row, now):
+                return "deferred"
+            channel, subject, body = row.channel, row.subject, row.body
+        try:
+            self._send(channel, address, subject, body, now)
+        except (DeliveryError, ConfigError) as exc:
+            self._failed(message_id, username, exc.diagnostics())
+            return "failed"
+        self._sent(message_id, username)
+        return "sent"
+
+    def _claim(self, session: Session, message_id: int, now: datetime
+               ) -> tuple[NotificationOutbox, str | None, str | None] | None:
+        lease = timedelta(seconds=3 * self._settings.notify_timeout_seconds + 30)
+        taken = session.execute(
+            update(NotificationOutbox)
+            .where(NotificationOutbox.id == message_id,
+                   NotificationOutbox.sent_at.is_(None),
+                   NotificationOutbox.gave_up_at.is_(None),
+                   NotificationOutbox.next_attempt_at <= now,
+                   (NotificationOutbox.claimed_until.is_(None))
+                   | (NotificationOutbox.claimed_until < now))
+            .values(claimed_until=now + lease)
+            .execution_options(synchronize_session=False))
+        if taken.rowcount != 1:  # type: ignore[attr-defined]  # A CursorResult.
+            return None
+        row = session.get(NotificationOutbox, message_id, populate_existing=True)
+        assert row is not None
+        if row.account_id is None:
+            return row, None, None
+        found = session.execute(
+            select(Account.username, Account.disabled, NotificationSubscription.email)
+            .outerjoin(NotificationSubscription,
+                       NotificationSubscription.account_id == Account.id)
+            .where(Account.id == row.account_id)).first()
+        if found is None:
+            return row, None, None
+        return row, found.username, None if found.disabled else found.email
+
+    def _rate_limited(self, session: Session, row: NotificationOutbox, now: datetime) -> bool:
+        """Hold the message back if its recipient had the hour's share already."""
+        window = (select(NotificationOutbox.sent_at)
+                  .where(NotificationOutbox.channel == row.channel,
+                         _same_account(row.account_id),
+                         NotificationOutbox.sent_at > now - RATE_WINDOW)
+                  .order_by(NotificationOutbox.sent_at))
+        sent = list(session.scalars(window))
+        if len(sent) < self._settings.notify_max_per_hour:
+            return False
+        oldest = sent[-self._settings.notify_max_per_hour]
+        assert oldest is not None
+        row.next_attempt_at = oldest + RATE_WINDOW
+        row.claimed_until = None
+        log.info("notification %d held back until %s: its recipient had %d this hour",
+                 row.id, row.next_attempt_at.isoformat(), len(sent))
+        return True
+
+    def _send(self, channel: str, address: str | None, subject: str, body: str,
+              now: datetime) -> None:
+        if channel == WEBHOOK:
+            post_webhook(self._settings, body.encode(), now=now)
+            return
+        assert address is not None
+        text = json.loads(body)["text"]
+        send_mail(self._settings, Mail(to=address, subject=subject, body=text), now=now)
+
+    def _sent(self, message_id: int, username: str | None) -> None:
+        now = self._app.clock()
+        with self._app.transaction() as session:
+            row = session.get(NotificationOutbox, message_id)
+            if row is None:
+                return
+            row.sent_at, row.claimed_until = now, None
+            row.attempts += 1
+            self._app.audit.record(session, tag=AuditTag.NOTIFY_SENT, actor=self._actor,
+                                   subject=f"notification:{message_id}",
+                                   details=self._outcome(row, username))
+
+    def _failed(self, message_id: int, username: str | None, reason: str) -> None:
+        now = self._app.clock()
+        with self._app.transaction() as session:
+            row = session.get(NotificationOutbox, message_id)
+            if row is None:
+                return
+            row.attempts += 1
+            row.claimed_until, row.last_error = None, reason[:200]
+            final = row.attempts >= self._settings.notify_max_attempts
+            if final:
+                row.gave_up_at = now
+            else:
+                wait = min(RETRY_BASE_SECONDS * 2 ** (row.attempts - 1), RETRY_MAX_SECONDS)
+                row.next_attempt_at = now + timedelta(seconds=wait)
+            log.warning("notification %d (%s) not sent, attempt %d: %s; %s", message_id,
+                        row.channel, row.attempts, reason,
+                        "giving up" if final else f"retrying at {row.next_attempt_at:%H:%M:%S}")
+            self._app.audit.record(session, tag=AuditTag.NOTIFY_FAILURE, actor=self._actor,
+                                   subject=f"notification:{message_id}",
+                                   details={**self._outcome(row, username), "reason": reason,
+                                            "final": final})
+
+    @staticmethod
+    def _outcome(row: NotificationOutbox, username: str | None) -> dict[str, object]:
+        return {"channel": row.channel, "account": username, "topic": row.topic,
+                "attempt": row.attempts}
+
+    def run_once(self) -> DeliveryReport:
+        """One turn of the chore: plan a round if due, then send what is due."""
+        self.plan()
+        return self.deliver()
+
+
+def _log_size(session: Session) -> int:
+    last = session.execute(select(func.max(entries.c.idx))).scalar()
+    return 0 if last is None else int(last) + 1
+
+
+def _details(leaf: str) -> dict[str, Any]:
+    try:
+        decoded = json.loads(leaf)
+    except ValueError:
+        return {}
+    details = decoded.get("details") if isinstance(decoded, dict) else None
+    return details if isinstance(details, dict) else {}
+
+
+def _same_account(account_id: int | None) -> Any:
+    column = NotificationOutbox.account_id
+    return column.is_(None) if account_id is None else column == account_id

@@ -1,0 +1,420 @@
+"""Notifications reach a real SMTP server (aiosmtpd, STARTTLS with a certificate made
+here) and a real HTTP receiver; none names a file, and a relay that is down costs a
+transfer nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import http.server
+import ipaddress
+import json
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from sqlalchemy import select
+
+from gateway.app import App
+from gateway.audit import AuditTag
+from gateway.config import load_settings
+from gateway.db.models import Role
+from gateway.errors import AuthorizationError, ConfigError, UsageError
+from gateway.notify import DeliveryError, verify_webhook
+from gateway.notify.models import NotificationOutbox
+from tests.conftest import FakeClock
+from tests.unit.gateway.factories import (
+    OPERATOR,
+    account,
+    actor,
+    audit_events,
+    partner_with_key,
+)
+
+pytestmark = pytest.mark.integration
+
+FILE_NAMES = ("cohort-2026-perinatal.csv", "newborn-screening-q4.csv", "followup-x7.csv")
+INTERVAL = 300
+
+
+@dataclass
+class Received:
+    recipients: list[str]
+    content: bytes
+    tls: bool
+
+
+@dataclass
+class Inbox:
+    """An aiosmtpd handler that keeps every message it accepts."""
+
+    messages: list[Received] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802  # aiosmtpd's hook name.
+        self.messages.append(Received(list(envelope.rcpt_tos), bytes(envelope.content),
+                                      session.ssl is not None))
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def relay_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1: the relay's, and the CA the gateway trusts."""
+    directory = tmp_path_factory.mktemp("relay-tls")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test relay")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"),
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "relay.pem", directory / "relay.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+class Relay:
+    """A real SMTP server on 127.0.0.1 that requires STARTTLS (unless ``tls`` is False)."""
+
+    def __init__(self, port: int, cert: tuple[Path, Path], *, tls: bool = True) -> None:
+        self.inbox = Inbox()
+        kwargs: dict[str, Any] = {}
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*cert)
+            kwargs = {"tls_context": context, "require_starttls": True}
+        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=port, **kwargs)
+        self.controller.start()
+
+    @property
+    def messages(self) -> list[Received]:
+        return self.inbox.messages
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+@pytest.fixture
+def relays(relay_cert: tuple[Path, Path]) -> Iterator[list[Relay]]:
+    started: list[Relay] = []
+    yield started
+    for relay in started:
+        relay.stop()
+
+
+def make_app(data_dir: Path, clock: FakeClock, **overrides: object) -> App:
+    settings = load_settings(data_dir=data_dir, environ={}, overrides={
+        "notify_smtp_from": "blindpost@registry.example", "notify_interval_seconds": INTERVAL,
+        **overrides})
+    return App(settings, clock=clock)
+
+
+@pytest.fixture
+def world(data_dir: Path, clock: FakeClock, relay_cert: tuple[Path, Path]) -> Iterator[
+        tuple[App, int]]:
+    """An installation whose relay setting points at a free port (no relay there yet),
+    with partner uni, staff clerk, partner account lee (opted in) and admins."""
+    port = free_port()
+    app = make_app(data_dir, clock, notify_smtp_host="127.0.0.1", notify_smtp_port=port,
+                   notify_smtp_ca_file=str(relay_cert[0]))
+    partner_with_key(app, "uni")
+    account(app, "clerk", Role.STAFF)
+    account(app, "lee", Role.PARTNER, partner="uni")
+    app.notifications.subscribe(actor(app, "lee"), username="lee",
+                                email="lee@uni-research.example")
+    app.notifications.plan()  # The first round starts the cursor at the log's end.
+    yield app, port
+    app.close()
+
+
+def upload(app: App, name: str, data: bytes = b"PATIENT 123\n") -> None:
+    writer = app.transfers.begin_upload(actor(app, "clerk"), partner="uni", name=name)
+    writer.write(data)
+    writer.commit()
+
+
+def next_round(app: App, clock: FakeClock) -> None:
+    clock.advance(seconds=INTERVAL)
+    app.notifications.run_once()
+
+
+def assert_no_file_named(blob: bytes | str) -> None:
+    text = blob.decode("utf-8", "replace") if isinstance(blob, bytes) else blob
+    for name in FILE_NAMES:
+        for part in (name, name.rsplit(".", 1)[0]):
+            assert part not in text, f"{part!r} appears in a notification"
+    assert ".age" not in text and "PATIENT" not in text
+
+
+def test_partner_people_get_one_message_per_round_over_starttls_naming_no_file(
+        world: tuple[App, int], clock: FakeClock, relays: list[Relay],
+        relay_cert: tuple[Path, Path]) -> None:
+    app, port = world
+    relays.append(relay := Relay(port, relay_cert))
+    for name in FILE_NAMES:
+        upload(app, name)
+    next_round(app, clock)
+    assert len(relay.messages) == 1, "three uploads in one round make one message"
+    message = relay.messages[0]
+    assert message.recipients == ["lee@uni-research.example"]
+    assert message.tls, "the message was sent in the clear"
+    text = message.content.decode()
+    first_expiry = clock.now - dt.timedelta(seconds=INTERVAL) + dt.timedelta(days=7)
+    assert "3 files for uni, the first expires " in text
+    assert f"{first_expiry.day} {first_expiry:%b %H:%M} UTC" in text
+    assert "Auto-Submitted: auto-generated" in text
+    assert_no_file_named(message.content)
+    with app.read() as session:
+        for row in session.scalars(select(NotificationOutbox)):
+            assert_no_file_named(row.subject + row.body)
+    sent = audit_events(app, AuditTag.NOTIFY_SENT)
+    assert [(e["details"]["account"], e["details"]["channel"]) for e in sent] == [
+        ("lee", "email")]
+    # A quiet round sends nothing; a new upload is told in the next round, not at once.
+    next_round(app, clock)
+    upload(app, "late-arrival.csv")
+    app.notifications.run_once()
+    assert len(relay.messages) == 1
+    next_round(app, clock)
+    assert len(relay.messages) == 2
+    assert "4 files for uni" in relay.messages[1].content.decode()
+    assert "late-arrival" not in relay.messages[1].content.decode()
+
+
+def test_relay_down_never_blocks_a_transfer_and_the_message_is_retried(
+        world: tuple[App, int], clock: FakeClock, relays: list[Relay],
+        relay_cert: tuple[Path, Path]) -> None:
+    app, port = world
+    upload(app, FILE_NAMES[0])  # No relay listens: the upload is untouched by that.
+    assert [f.name for f in app.transfers.inbox(actor(app, "lee"))] == [
+        f"{FILE_NAMES[0]}.age"]
+    next_round(app, clock)
+    failures = audit_events(app, AuditTag.NOTIFY_FAILURE)
+    assert len(failures) == 1 and not failures[0]["details"]["final"]
+    assert "cannot reach the relay" in failures[0]["details"]["reason"]
+    assert "lee@" not in json.dumps(failures)
+    relays.append(relay := Relay(port, relay_cert))
+    app.notifications.deliver()
+    assert relay.messages == [], "a retry waits for its backoff"
+    clock.advance(seconds=61)
+    report = app.notifications.deliver()
+    assert report.sent == 1 and len(relay.messages) == 1
+    assert "1 file for uni" in relay.messages[0].content.decode()
+
+
+def test_retries_are_bounded(data_dir: Path, clock: FakeClock) -> None:
+    app = make_app(data_dir, clock, notify_smtp_host="127.0.0.1",
+                   notify_smtp_port=free_port(), notify_max_attempts=2)
+    partner_with_key(app, "uni")
+    account(app, "clerk", Role.STAFF)
+    account(app, "lee", Role.PARTNER, partner="uni")
+    app.notifications.subscribe(OPERATOR, username="lee", email="lee@uni.example")
+    app.notifications.plan()
+    upload(app, FILE_NAMES[0])
+    next_round(app, clock)
+    clock.advance(hours=2)
+    app.notifications.deliver()
+    clock.advance(hours=2)
+    assert app.notifications.deliver().failed == 0, "given up after two attempts"
+    assert [e["details"]["final"] for e in audit_events(app, AuditTag.NOTIFY_FAILURE)] == [
+        False, True]
+    app.close()
+
+
+def test_a_relay_without_starttls_is_refused_unless_local_and_allowed(
+        world: tuple[App, int], clock: FakeClock, relays: list[Relay],
+        relay_cert: tuple[Path, Path], data_dir: Path) -> None:
+    app, port = world
+    relays.append(relay := Relay(port, relay_cert, tls=False))
+    upload(app, FILE_NAMES[0])
+    next_round(app, clock)
+    assert relay.messages == []
+    assert "does not offer STARTTLS" in audit_events(
+        app, AuditTag.NOTIFY_FAILURE)[0]["details"]["reason"]
+    plain = make_app(data_dir, clock, notify_smtp_host="127.0.0.1", notify_smtp_port=port,
+                     insecure_notify_smtp_without_tls=True)
+    clock.advance(seconds=61)
+    assert plain.notifications.deliver().sent == 1
+    assert len(relay.messages) == 1 and not relay.messages[0].tls
+    plain.close()
+    with pytest.raises(ConfigError, match="only for a relay on this host"):
+        make_app(data_dir, clock, notify_smtp_host="relay.example.org",
+                 insecure_notify_smtp_without_tls=True)
+
+
+def test_rate_limit_holds_messages_back_for_the_hour(
+        world: tuple[App, int], clock: FakeClock, relays: list[Relay],
+        relay_cert: tuple[Path, Path], data_dir: Path) -> None:
+    _, port = world
+    limited = make_app(data_dir, clock, notify_smtp_host="127.0.0.1", notify_smtp_port=port,
+                       notify_smtp_ca_file=str(relay_cert[0]), notify_max_per_hour=2)
+    relays.append(relay := Relay(port, relay_cert))
+    for name in FILE_NAMES:
+        upload(limited, name)
+        next_round(limited, clock)
+    assert len(relay.messages) == 2, "the third message of the hour waits"
+    clock.advance(minutes=50)
+    limited.notifications.deliver()
+    assert len(relay.messages) == 3
+    assert "3 files for uni" in relay.messages[2].content.decode()
+    limited.close()
+
+
+def test_opt_in_and_out_are_audited_and_stop_what_is_queued(
+        world: tuple[App, int], clock: FakeClock, relays: list[Relay],
+        relay_cert: tuple[Path, Path]) -> None:
+    app, port = world
+    service = app.notifications
+    subscribed = audit_events(app, AuditTag.NOTIFY_SUBSCRIBE)
+    assert [(e["subject"], e["actor"]) for e in subscribed] == [("account:lee", "lee")]
+    assert "uni-research.example" not in json.dumps(subscribed), "the address is not logged"
+    with pytest.raises(UsageError, match="plain e-mail address"):
+        service.subscribe(OPERATOR, username="lee", email="lee@uni.example\r\nBcc: x@evil.example")
+    with pytest.raises(UsageError, match="only partner accounts"):
+        service.subscribe(OPERATOR, username="clerk", email="clerk@registry.example")
+    with pytest.raises(AuthorizationError):
+        service.subscribe(actor(app, "clerk"), username="lee", email="spy@evil.example")
+    assert service.subscription(actor(app, "lee"), username="lee").email == (
+        "lee@uni-research.example")
+    upload(app, FILE_NAMES[0])
+    clock.advance(seconds=INTERVAL)
+    assert service.plan() == 1
+    assert service.unsubscribe(actor(app, "lee"), username="lee")
+    assert not service.unsubscribe(actor(app, "lee"), username="lee")
+    relays.append(relay := Relay(port, relay_cert))
+    assert service.deliver().dropped == 1
+    assert relay.messages == []
+    assert [e["subject"] for e in audit_events(app, AuditTag.NOTIFY_UNSUBSCRIBE)] == [
+        "account:lee"]
+
+
+def test_admins_hear_of_proposals_and_alarms_in_one_digest(
+        world: tuple[App, int], clock: FakeClock, relays: list[Relay],
+        relay_cert: tuple[Path, Path]) -> None:
+    from gateway import envelope
+    from gateway.integrity import IntegrityViolationError
+
+    app, port = world
+    relays.append(relay := Relay(port, relay_cert))
+    app.notifications.subscribe(OPERATOR, username="root-admin", email="root@registry.example")
+    key = app.keys.propose(actor(app, "root-admin"), partner="uni",
+                           recipient=str(envelope.generate_identity().recipient))
+    app.integrity.record_now(IntegrityViolationError(table="accounts", row="7",
+                                                     reason="seal does not match"))
+    next_round(app, clock)
+    assert [m.recipients for m in relay.messages] == [["root@registry.example"]]
+    text = relay.messages[0].content.decode()
+    assert "Subject: Blindpost: 1 alarm, 1 approval waiting" in text
+    assert f"recipient key {key.id} for partner uni awaits approval" in text
+    assert "integrity violation in accounts row 7" in text
+
+
+def test_webhook_carries_the_same_payload_signed(data_dir: Path, clock: FakeClock,
+                                                 tmp_path: Path) -> None:
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # http.server's hook name.
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((dict(self.headers), body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    secret_file = tmp_path / "webhook.secret"
+    secret_file.write_bytes(b"s3cret-shared-with-the-receiver\n")
+    try:
+        secret_file.chmod(0o644)
+        app = make_app(data_dir, clock, notify_webhook_secret_file=str(secret_file),
+                       notify_webhook_url=f"http://127.0.0.1:{server.server_port}/hook")
+        partner_with_key(app, "uni")
+        account(app, "clerk", Role.STAFF)
+        app.notifications.plan()
+        upload(app, FILE_NAMES[1])
+        next_round(app, clock)
+        assert received == [], "a secret readable by others is refused"
+        assert "readable by others" in audit_events(
+            app, AuditTag.NOTIFY_FAILURE)[0]["details"]["reason"]
+        secret_file.chmod(0o600)
+        clock.advance(seconds=61)
+        assert app.notifications.deliver().sent == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    headers, body = received[0]
+    payload = json.loads(body)
+    assert payload["kind"] == "files-waiting" and payload["count"] == 1
+    assert payload["partner"] == "uni"
+    assert_no_file_named(body)
+    secret = b"s3cret-shared-with-the-receiver"
+    now = clock.now.timestamp()
+    verify_webhook(secret, timestamp=headers["Blindpost-Timestamp"], body=body,
+                   signature=headers["Blindpost-Signature"], now=now)
+    by_hand = hmac.new(secret, headers["Blindpost-Timestamp"].encode() + b"." + body,
+                       hashlib.sha256).hexdigest()
+    assert headers["Blindpost-Signature"] == f"v1={by_hand}"
+    with pytest.raises(DeliveryError, match="does not match"):
+        verify_webhook(secret, timestamp=headers["Blindpost-Timestamp"], body=body + b" ",
+                       signature=headers["Blindpost-Signature"], now=now)
+    with pytest.raises(DeliveryError, match="too far"):
+        verify_webhook(secret, timestamp=headers["Blindpost-Timestamp"], body=body,
+                       signature=headers["Blindpost-Signature"], now=now + 3600)
+    app.close()
+
+
+def test_two_nodes_plan_a_round_once_and_send_each_message_once(
+        world: tuple[App, int], clock: FakeClock, relays: list[Relay],
+        relay_cert: tuple[Path, Path], data_dir: Path) -> None:
+    app, port = world
+    other = make_app(data_dir, clock, notify_smtp_host="127.0.0.1", notify_smtp_port=port,
+                     notify_smtp_ca_file=str(relay_cert[0]))
+    relays.append(relay := Relay(port, relay_cert))
+    upload(app, FILE_NAMES[0])
+    clock.advance(seconds=INTERVAL)
+    assert app.notifications.plan() == 1
+    assert other.notifications.plan() == 0, "the round was planned by the first node"
+    app.notifications.deliver()
+    other.notifications.deliver()
+    assert len(relay.messages) == 1
+    other.close()
+
+
+def test_password_file_must_be_private(tmp_path: Path) -> None:
+    from gateway.notify.settings import read_secret_file
+
+    secret = tmp_path / "relay.password"
+    secret.write_text("hunter2\n")
+    secret.chmod(0o640)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        read_secret_file(str(secret), key="notify_smtp_password_file")
+    secret.chmod(0o600)
+    assert read_secret_file(str(secret), key="notify_smtp_password_file") == b"hunter2"
