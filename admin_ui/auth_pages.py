@@ -25,6 +25,7 @@ from admin_ui.security import (
 from gateway.actors import Actor
 from gateway.console_sessions import Opened, SessionExpiredError, SessionInfo, Stage
 from gateway.errors import AuthenticationError, UsageError
+from gateway.notify.service import NOTIFIED_ROLES
 
 router = APIRouter(include_in_schema=False)
 NEXT_PAGE = {Stage.SECOND_FACTOR: "/signin/verify", Stage.ENROL: "/signin/enrol",
@@ -167,8 +168,26 @@ def signout(request: Request, *, csrf: Csrf = "", everywhere: Text = "") -> Resp
 
 @router.get("/me")
 def me_page(request: Request, current: Annotated[SessionInfo, Depends(signed_in)]) -> Response:
-    passkeys = console(request).app.passkeys.mine(current)
-    return render(request, "me.html", {"passkeys": passkeys}, current=current)
+    app = console(request).app
+    passkeys = app.passkeys.mine(current)
+    notify = app.notifications.subscription(current.actor, username=current.username)
+    return render(request, "me.html", {"passkeys": passkeys, "notify_email": notify.email,
+                                       "notify_enabled": app.notifications.enabled,
+                                       "notify_allowed": current.role in NOTIFIED_ROLES},
+                  current=current)
+
+
+@router.post("/me/notifications")
+def set_notifications(request: Request, *, csrf: Csrf = "", email: Text = "",
+                      current: Annotated[SessionInfo, Depends(signed_in)]) -> Response:
+    """Opt in (an address) or out (the Turn off button) of e-mail notifications."""
+    check_csrf(request, current, csrf)
+    service = console(request).app.notifications
+    if email.strip():
+        service.subscribe(current.actor, username=current.username, email=email)
+    else:
+        service.unsubscribe(current.actor, username=current.username)
+    return RedirectResponse("/me", status_code=303)
 
 
 @router.post("/me/passkeys/{passkey_id}/remove")
