@@ -61,15 +61,17 @@ def build_message(settings: Settings, mail: Mail, *, now: datetime) -> EmailMess
     return message
 
 
-def send_mail(settings: Settings, mail: Mail, *, now: datetime) -> None:
+def send_mail(settings: Settings, mail: Mail, *, now: datetime) -> bool:
     """Send ``mail`` through the relay, over STARTTLS unless the insecure switch allows a
-    local relay without it; raise :class:`DeliveryError`."""
+    local relay without it; return whether it went over TLS, or raise
+    :class:`DeliveryError`."""
     message = build_message(settings, mail, now=now)
     try:
         with smtplib.SMTP(settings.notify_smtp_host, settings.notify_smtp_port,
                           timeout=settings.notify_timeout_seconds) as relay:
             relay.ehlo()
-            if relay.has_extn("starttls"):
+            encrypted = relay.has_extn("starttls")
+            if encrypted:
                 relay.starttls(context=_tls_context(settings))
                 relay.ehlo()
             elif not settings.insecure_notify_smtp_without_tls:
@@ -81,6 +83,7 @@ def send_mail(settings: Settings, mail: Mail, *, now: datetime) -> None:
                                             key="notify_smtp_password_file")
                 relay.login(settings.notify_smtp_user, password.decode())
             relay.send_message(message)
+            return encrypted
     except DeliveryError:
         raise
     except ssl.SSLError as exc:

@@ -295,11 +295,11 @@ class NotificationService:
                 return "deferred"
             channel, subject, body = row.channel, row.subject, row.body
         try:
-            self._send(channel, address, subject, body, now)
+            encrypted = self._send(channel, address, subject, body, now)
         except (DeliveryError, ConfigError) as exc:
             self._failed(message_id, username, exc.diagnostics())
             return "failed"
-        self._sent(message_id, username)
+        self._sent(message_id, username, encrypted=encrypted)
         return "sent"
 
     def _claim(self, session: Session, message_id: int, now: datetime
@@ -349,15 +349,17 @@ class NotificationService:
         return True
 
     def _send(self, channel: str, address: str | None, subject: str, body: str,
-              now: datetime) -> None:
+              now: datetime) -> bool:
+        """Hand the message over; return whether it travelled encrypted."""
         if channel == WEBHOOK:
             post_webhook(self._settings, body.encode(), now=now)
-            return
+            return True
         assert address is not None
         text = json.loads(body)["text"]
-        send_mail(self._settings, Mail(to=address, subject=subject, body=text), now=now)
+        return send_mail(self._settings, Mail(to=address, subject=subject, body=text),
+                         now=now)
 
-    def _sent(self, message_id: int, username: str | None) -> None:
+    def _sent(self, message_id: int, username: str | None, *, encrypted: bool) -> None:
         now = self._app.clock()
         with self._app.transaction() as session:
             row = session.get(NotificationOutbox, message_id)
@@ -365,9 +367,17 @@ class NotificationService:
                 return
             row.sent_at, row.claimed_until = now, None
             row.attempts += 1
+            if not encrypted:
+                log.warning("insecure_notify_smtp_without_tls: notification %d went to the "
+                            "local relay unencrypted", message_id)
+                self._app.audit.record(
+                    session, tag=AuditTag.SETTING_INSECURE_USE, actor=self._actor,
+                    subject="setting:insecure_notify_smtp_without_tls",
+                    details={"notification": message_id})
             self._app.audit.record(session, tag=AuditTag.NOTIFY_SENT, actor=self._actor,
                                    subject=f"notification:{message_id}",
-                                   details=self._outcome(row, username))
+                                   details={**self._outcome(row, username),
+                                            "encrypted": encrypted})
 
     def _failed(self, message_id: int, username: str | None, reason: str) -> None:
         now = self._app.clock()

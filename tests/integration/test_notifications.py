@@ -10,6 +10,7 @@ import hmac
 import http.server
 import ipaddress
 import json
+import shutil
 import socket
 import ssl
 import threading
@@ -20,15 +21,18 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from argon2 import PasswordHasher
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
+from gateway import passwords
 from gateway.app import App
 from gateway.audit import AuditTag
 from gateway.config import load_settings
+from gateway.datadir import initialise
 from gateway.db.models import Role
 from gateway.errors import AuthorizationError, ConfigError, UsageError
 from gateway.notify import DeliveryError, verify_webhook
@@ -133,17 +137,45 @@ def make_app(data_dir: Path, clock: FakeClock, **overrides: object) -> App:
     return App(settings, clock=clock)
 
 
-@pytest.fixture
-def world(data_dir: Path, clock: FakeClock, relay_cert: tuple[Path, Path]) -> Iterator[
-        tuple[App, int]]:
-    """An installation whose relay setting points at a free port (no relay there yet),
-    with partner uni, staff clerk, partner account lee (opted in) and admins."""
-    port = free_port()
-    app = make_app(data_dir, clock, notify_smtp_host="127.0.0.1", notify_smtp_port=port,
-                   notify_smtp_ca_file=str(relay_cert[0]))
+@pytest.fixture(scope="module")
+def cheap_password_hashes() -> Iterator[None]:
+    """Production argon2id costs half a second a hash; the admins made here need none."""
+    cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(passwords, "_hasher", cheap)
+        yield
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory,
+             cheap_password_hashes: None) -> Path:
+    """An installation built once: partner uni with an approved key, staff clerk,
+    partner account lee, two admins. Each test works on its own copy."""
+    target = tmp_path_factory.mktemp("template") / "var"
+    initialise(target, admin="root-admin", environ={})
+    app = App(load_settings(data_dir=target, environ={}), clock=FakeClock())
     partner_with_key(app, "uni")
     account(app, "clerk", Role.STAFF)
     account(app, "lee", Role.PARTNER, partner="uni")
+    app.close()
+    return target
+
+
+@pytest.fixture
+def data_dir(template: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "var"
+    shutil.copytree(template, target)
+    return target
+
+
+@pytest.fixture
+def world(data_dir: Path, clock: FakeClock, relay_cert: tuple[Path, Path]) -> Iterator[
+        tuple[App, int]]:
+    """The installation, its relay setting pointing at a free port (no relay there yet),
+    lee opted in."""
+    port = free_port()
+    app = make_app(data_dir, clock, notify_smtp_host="127.0.0.1", notify_smtp_port=port,
+                   notify_smtp_ca_file=str(relay_cert[0]))
     app.notifications.subscribe(actor(app, "lee"), username="lee",
                                 email="lee@uni-research.example")
     app.notifications.plan()  # The first round starts the cursor at the log's end.
@@ -192,8 +224,8 @@ def test_partner_people_get_one_message_per_round_over_starttls_naming_no_file(
         for row in session.scalars(select(NotificationOutbox)):
             assert_no_file_named(row.subject + row.body)
     sent = audit_events(app, AuditTag.NOTIFY_SENT)
-    assert [(e["details"]["account"], e["details"]["channel"]) for e in sent] == [
-        ("lee", "email")]
+    assert [(e["details"]["account"], e["details"]["channel"], e["details"]["encrypted"])
+            for e in sent] == [("lee", "email", True)]
     # A quiet round sends nothing; a new upload is told in the next round, not at once.
     next_round(app, clock)
     upload(app, "late-arrival.csv")
@@ -229,9 +261,6 @@ def test_relay_down_never_blocks_a_transfer_and_the_message_is_retried(
 def test_retries_are_bounded(data_dir: Path, clock: FakeClock) -> None:
     app = make_app(data_dir, clock, notify_smtp_host="127.0.0.1",
                    notify_smtp_port=free_port(), notify_max_attempts=2)
-    partner_with_key(app, "uni")
-    account(app, "clerk", Role.STAFF)
-    account(app, "lee", Role.PARTNER, partner="uni")
     app.notifications.subscribe(OPERATOR, username="lee", email="lee@uni.example")
     app.notifications.plan()
     upload(app, FILE_NAMES[0])
@@ -260,6 +289,9 @@ def test_a_relay_without_starttls_is_refused_unless_local_and_allowed(
     clock.advance(seconds=61)
     assert plain.notifications.deliver().sent == 1
     assert len(relay.messages) == 1 and not relay.messages[0].tls
+    insecure = audit_events(plain, AuditTag.SETTING_INSECURE_USE)
+    assert [e["subject"] for e in insecure] == ["setting:insecure_notify_smtp_without_tls"]
+    assert audit_events(plain, AuditTag.NOTIFY_SENT)[0]["details"]["encrypted"] is False
     plain.close()
     with pytest.raises(ConfigError, match="only for a relay on this host"):
         make_app(data_dir, clock, notify_smtp_host="relay.example.org",
@@ -356,8 +388,6 @@ def test_webhook_carries_the_same_payload_signed(data_dir: Path, clock: FakeCloc
         secret_file.chmod(0o644)
         app = make_app(data_dir, clock, notify_webhook_secret_file=str(secret_file),
                        notify_webhook_url=f"http://127.0.0.1:{server.server_port}/hook")
-        partner_with_key(app, "uni")
-        account(app, "clerk", Role.STAFF)
         app.notifications.plan()
         upload(app, FILE_NAMES[1])
         next_round(app, clock)

@@ -511,3 +511,20 @@ def test_authority_changes_take_two_admins(ready, tmp_path: Path) -> None:  # ty
     # carol has no code until her first console sign-in: alice and bob stay the two.
     starved = ready("user", "disable", "alice")
     assert starved.exit_code == 1 and "fewer than 2 active admins" in starved.output
+
+
+def test_user_notify_turns_e_mail_on_and_off(ready) -> None:  # type: ignore[no-untyped-def]
+    assert ready("user", "notify", "alice").output == "notifications for alice are off\n"
+    on = ready("user", "notify", "alice", "--email", "alice@registry.example")
+    assert on.exit_code == 0
+    assert on.output.startswith("notifications for alice go to alice@registry.example (no "
+                                "relay is configured yet")
+    shown = json.loads(ready("user", "notify", "alice", "--json").output)
+    assert shown == {"username": "alice", "email": "alice@registry.example"}
+    both = ready("user", "notify", "alice", "--email", "a@b.example", "--off")
+    assert both.exit_code == 2 and "not both" in both.output
+    bad = ready("user", "notify", "alice", "--email", "not an address")
+    assert bad.exit_code == 2 and "plain e-mail address" in bad.output
+    assert ready("user", "notify", "alice", "--off").output == "notifications for alice are off\n"
+    assert ready("user", "notify", "alice", "--off").output == (
+        "notifications for alice were not on\n")
