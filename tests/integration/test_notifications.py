@@ -448,3 +448,48 @@ def test_password_file_must_be_private(tmp_path: Path) -> None:
         read_secret_file(str(secret), key="notify_smtp_password_file")
     secret.chmod(0o600)
     assert read_secret_file(str(secret), key="notify_smtp_password_file") == b"hunter2"
+
+
+def test_two_nodes_on_postgresql_race_and_send_each_message_once(
+        tmp_path: Path, postgres_url: str, clock: FakeClock, relays: list[Relay],
+        relay_cert: tuple[Path, Path], cheap_password_hashes: None) -> None:
+    environ = {"BLINDPOST_DATABASE_URL": postgres_url}
+    initialise(tmp_path / "var", admin="root-admin", environ=environ)
+    port = free_port()
+    settings = load_settings(data_dir=tmp_path / "var", environ=environ, overrides={
+        "notify_smtp_from": "blindpost@registry.example", "notify_interval_seconds": INTERVAL,
+        "notify_smtp_host": "127.0.0.1", "notify_smtp_port": port,
+        "notify_smtp_ca_file": str(relay_cert[0])})
+    nodes = [App(settings, clock=clock), App(settings, clock=clock)]
+    app = nodes[0]
+    partner_with_key(app, "uni")
+    account(app, "clerk", Role.STAFF)
+    account(app, "lee", Role.PARTNER, partner="uni")
+    app.notifications.subscribe(OPERATOR, username="lee", email="lee@uni.example")
+    app.notifications.plan()
+    relays.append(relay := Relay(port, relay_cert))
+
+    def together(step: str) -> list[Any]:
+        """Run ``step`` on both nodes at the same moment; return their results."""
+        barrier, results = threading.Barrier(2), [None, None]
+
+        def run(index: int) -> None:
+            barrier.wait()
+            results[index] = getattr(nodes[index].notifications, step)()
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return results
+
+    for rounds, name in enumerate(FILE_NAMES, start=1):
+        upload(app, name)
+        clock.advance(seconds=INTERVAL)
+        assert sorted(together("plan")) == [0, 1], "one node plans each round"
+        reports = together("deliver")
+        assert sum(report.sent for report in reports) == 1
+        assert len(relay.messages) == rounds
+    for node in nodes:
+        node.close()
