@@ -67,6 +67,25 @@ def test_explicit_data_dir_beats_environment(tmp_path: Path) -> None:
     ({"BLINDPOST_MAX_RETENTION": "-3d"}, "max_retention: invalid duration '-3d'"),
     ({"BLINDPOST_MAX_RETENTION_DAYS": "2w"}, "max_retention_days (BLINDPOST_MAX_RETENTION_DAYS): "
                                              "expected a whole number of days"),
+    # Notifications: a relay needs a sender; a relay across a network needs STARTTLS; a
+    # login needs its password file; a webhook is https (http only to this host) and signed.
+    ({"BLINDPOST_NOTIFY_SMTP_HOST": "relay.example.org"}, "notify_smtp_from: set the sender"),
+    ({"BLINDPOST_NOTIFY_SMTP_HOST": "relay.example.org",
+      "BLINDPOST_NOTIFY_SMTP_FROM": "registry@example.org\nBcc: x@evil.example"},
+     "notify_smtp_from: expected a plain e-mail address"),
+    ({"BLINDPOST_NOTIFY_SMTP_HOST": "10.1.2.3", "BLINDPOST_NOTIFY_SMTP_FROM": "r@example.org",
+      "BLINDPOST_INSECURE_NOTIFY_SMTP_WITHOUT_TLS": "true"},
+     "insecure_notify_smtp_without_tls: only for a relay on this host"),
+    ({"BLINDPOST_NOTIFY_SMTP_HOST": "relay.example.org", "BLINDPOST_NOTIFY_SMTP_FROM":
+      "r@example.org", "BLINDPOST_NOTIFY_SMTP_USER": "blindpost"},
+     "notify_smtp_user, notify_smtp_password_file: set both"),
+    ({"BLINDPOST_NOTIFY_SMTP_PORT": "70000"}, "notify_smtp_port: must be at most 65535"),
+    ({"BLINDPOST_NOTIFY_INTERVAL_SECONDS": "0"}, "notify_interval_seconds: must be a positive"),
+    ({"BLINDPOST_NOTIFY_WEBHOOK_URL": "http://hooks.example.org/x",
+      "BLINDPOST_NOTIFY_WEBHOOK_SECRET_FILE": "/etc/blindpost/webhook.secret"},
+     "notify_webhook_url: expected an https:// URL"),
+    ({"BLINDPOST_NOTIFY_WEBHOOK_URL": "https://hooks.example.org/x"},
+     "notify_webhook_secret_file: the webhook's requests are signed"),
 ])
 def test_invalid_environment_names_the_key(tmp_path: Path, environ: dict[str, str],
                                            message: str) -> None:
@@ -180,3 +199,13 @@ def test_witnesses_from_a_toml_array_or_a_string(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=message):
             load_settings(data_dir=tmp_path, environ={"BLINDPOST_AUDIT_WITNESSES": bad,
                                                       "BLINDPOST_AUDIT_WITNESS_QUORUM": "1"})
+
+
+def test_notification_settings_that_work(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, environ={
+        "BLINDPOST_NOTIFY_SMTP_HOST": "localhost", "BLINDPOST_NOTIFY_SMTP_FROM": "r@example.org",
+        "BLINDPOST_INSECURE_NOTIFY_SMTP_WITHOUT_TLS": "yes",
+        "BLINDPOST_NOTIFY_WEBHOOK_URL": "http://127.0.0.1:9000/hook",
+        "BLINDPOST_NOTIFY_WEBHOOK_SECRET_FILE": "/etc/blindpost/webhook.secret"})
+    assert settings.insecure_switches == ["insecure_notify_smtp_without_tls"]
+    assert settings.notify_smtp_port == 587

@@ -181,3 +181,26 @@ def test_chores_survive_an_unavailable_database(
     blocker.close()
 
 
+
+
+def test_the_loop_sends_notifications_and_survives_their_failures(
+        data_dir: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from gateway.notify.models import NotificationCursor
+
+    app = App(load_settings(data_dir=data_dir, environ={}, overrides={
+        "notify_webhook_url": "https://hooks.example.org/blindpost",
+        "notify_webhook_secret_file": str(data_dir / "webhook.secret")}), clock=clock)
+    chores = Housekeeping(app, component="sftp")
+    chores.run(StopAfter(1), purge=False)
+    with app.read() as session:
+        assert session.get(NotificationCursor, "audit") is not None  # The first round ran.
+
+    def broken() -> None:
+        raise RuntimeError("a bug in the notifier")
+
+    monkeypatch.setattr(app.notifications, "run_once", broken)
+    with caplog.at_level(logging.ERROR, logger="gateway.housekeeping"):
+        chores.run(StopAfter(2), purge=False)
+    assert caplog.text.count("could not send notifications") == 2
+    app.close()
