@@ -36,6 +36,9 @@ class Message:
     subject: str
     text: str
     payload: Mapping[str, Any] = field(default_factory=dict)
+    # Whether it says everything an unsent older message on its topic said (a count of
+    # files waiting does; a digest of other events does not).
+    supersedes: bool = False
 
     def body(self) -> str:
         """What the outbox keeps: the payload with the text, as JSON."""
@@ -70,7 +73,7 @@ def files_waiting(partner: str, *, count: int, first_expiry: datetime) -> Messag
     payload = {"version": PAYLOAD_VERSION, "kind": "files-waiting", "partner": partner,
                "count": count, "first_expires_at": first_expiry.astimezone(UTC).isoformat()}
     return Message(topic=f"files:{partner}", subject=f"Blindpost: {summary}", text=text,
-                   payload=payload)
+                   payload=payload, supersedes=True)
 
 
 def notice(index: int, tag: str, details: Mapping[str, Any]) -> Notice | None:

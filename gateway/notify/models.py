@@ -32,8 +32,11 @@ class NotificationOutbox(Base):
     address is looked up when it is sent, so an opt-out stops what is already queued."""
 
     __tablename__ = "notification_outbox"
+    # AUTOINCREMENT on SQLite too: a replaced message's id is never reused, so each
+    # notification:N in the audit log names one message.
     __table_args__ = (Index("ix_notification_outbox_due", "sent_at", "next_attempt_at"),
-                      Index("ix_notification_outbox_recipient", "channel", "account_id"))
+                      Index("ix_notification_outbox_recipient", "channel", "account_id"),
+                      {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     channel: Mapped[str] = mapped_column(String(16))  # "email" or "webhook"

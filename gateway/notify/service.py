@@ -243,13 +243,15 @@ class NotificationService:
         if self._settings.notify_webhook_url:
             recipients.append((WEBHOOK, None))
         for channel, account_id in recipients:
-            # A newer message on the topic says everything an unsent older one did.
-            session.execute(delete(NotificationOutbox).where(
-                NotificationOutbox.topic == message.topic,
-                NotificationOutbox.channel == channel,
-                _same_account(account_id),
-                NotificationOutbox.sent_at.is_(None),
-                NotificationOutbox.gave_up_at.is_(None)))
+            if message.supersedes:
+                # Up-to-date counts replace unsent old ones: a relay that is down for a
+                # day leaves one message per partner waiting, not one per round.
+                session.execute(delete(NotificationOutbox).where(
+                    NotificationOutbox.topic == message.topic,
+                    NotificationOutbox.channel == channel,
+                    _same_account(account_id),
+                    NotificationOutbox.sent_at.is_(None),
+                    NotificationOutbox.gave_up_at.is_(None)))
             session.add(NotificationOutbox(
                 channel=channel, account_id=account_id, topic=message.topic,
                 subject=message.subject, body=message.body(), created_at=now,

@@ -249,13 +249,25 @@ def test_relay_down_never_blocks_a_transfer_and_the_message_is_retried(
     assert len(failures) == 1 and not failures[0]["details"]["final"]
     assert "cannot reach the relay" in failures[0]["details"]["reason"]
     assert "lee@" not in json.dumps(failures)
+    # Another round while the relay is down: its up-to-date count replaces the unsent one.
+    upload(app, FILE_NAMES[1])
+    next_round(app, clock)
+    with app.read() as session:
+        waiting = session.scalars(select(NotificationOutbox.subject).where(
+            NotificationOutbox.sent_at.is_(None))).all()
+    assert waiting == ["Blindpost: 2 files for uni, the first expires 9 Nov 09:00 UTC"]
     relays.append(relay := Relay(port, relay_cert))
     app.notifications.deliver()
     assert relay.messages == [], "a retry waits for its backoff"
     clock.advance(seconds=61)
     report = app.notifications.deliver()
     assert report.sent == 1 and len(relay.messages) == 1
-    assert "1 file for uni" in relay.messages[0].content.decode()
+    assert "2 files for uni" in relay.messages[0].content.decode()
+    # Each message keeps its own id in the log, even the one that replaced another.
+    assert [e["subject"] for e in audit_events(app, AuditTag.NOTIFY_FAILURE)] == [
+        "notification:1", "notification:2"]
+    assert [e["subject"] for e in audit_events(app, AuditTag.NOTIFY_SENT)] == [
+        "notification:2"]
 
 
 def test_retries_are_bounded(data_dir: Path, clock: FakeClock) -> None:

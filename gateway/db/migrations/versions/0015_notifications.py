@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["account_id"], ["accounts.id"],
                                 name=op.f("fk_notification_outbox_account_id_accounts")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notification_outbox")),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_notification_outbox_due", "notification_outbox",
                     ["sent_at", "next_attempt_at"])
