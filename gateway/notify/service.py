@@ -269,17 +269,25 @@ class NotificationService:
             session.execute(delete(NotificationOutbox).where(
                 func.coalesce(NotificationOutbox.sent_at, NotificationOutbox.gave_up_at)
                 < now - KEEP_DONE))
-            due = list(session.scalars(
-                select(NotificationOutbox.id)
+            due = session.execute(
+                select(NotificationOutbox.id, NotificationOutbox.channel)
                 .where(NotificationOutbox.sent_at.is_(None),
                        NotificationOutbox.gave_up_at.is_(None),
                        NotificationOutbox.next_attempt_at <= now)
-                .order_by(NotificationOutbox.id).limit(BATCH)))
+                .order_by(NotificationOutbox.id).limit(BATCH)).all()
         counts = {"sent": 0, "failed": 0, "deferred": 0, "dropped": 0}
-        for message_id in due:
+        failing: set[str] = set()
+        for message_id, channel in due:
+            if channel in failing:
+                # After one failure the rest of the channel waits for the next tick: a
+                # relay that times out costs the housekeeping loop (and its checkpoints)
+                # one timeout per pass, not one per queued message.
+                continue
             outcome = self._deliver_one(message_id)
             if outcome:
                 counts[outcome] += 1
+            if outcome == "failed":
+                failing.add(channel)
         return DeliveryReport(**counts)
 
     def _deliver_one(self, message_id: int) -> str | None:

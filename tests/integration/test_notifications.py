@@ -124,10 +124,13 @@ class Relay:
 
 @pytest.fixture
 def relays(relay_cert: tuple[Path, Path]) -> Iterator[list[Relay]]:
+    """The relays a test starts; every message any of them received names no file."""
     started: list[Relay] = []
     yield started
     for relay in started:
         relay.stop()
+        for message in relay.messages:
+            assert_no_file_named(message.content)
 
 
 def make_app(data_dir: Path, clock: FakeClock, **overrides: object) -> App:
@@ -270,19 +273,25 @@ def test_relay_down_never_blocks_a_transfer_and_the_message_is_retried(
         "notification:2"]
 
 
-def test_retries_are_bounded(data_dir: Path, clock: FakeClock) -> None:
+def test_retries_are_bounded_and_a_dead_relay_costs_one_attempt_a_pass(
+        data_dir: Path, clock: FakeClock) -> None:
     app = make_app(data_dir, clock, notify_smtp_host="127.0.0.1",
                    notify_smtp_port=free_port(), notify_max_attempts=2)
-    app.notifications.subscribe(OPERATOR, username="lee", email="lee@uni.example")
+    account(app, "kim", Role.PARTNER, partner="uni")
+    for name in ("lee", "kim"):
+        app.notifications.subscribe(OPERATOR, username=name, email=f"{name}@uni.example")
     app.notifications.plan()
     upload(app, FILE_NAMES[0])
-    next_round(app, clock)
-    clock.advance(hours=2)
-    app.notifications.deliver()
-    clock.advance(hours=2)
-    assert app.notifications.deliver().failed == 0, "given up after two attempts"
-    assert [e["details"]["final"] for e in audit_events(app, AuditTag.NOTIFY_FAILURE)] == [
-        False, True]
+    clock.advance(seconds=INTERVAL)
+    assert app.notifications.plan() == 2
+    assert app.notifications.deliver().failed == 1, "the second waits for the next pass"
+    for _ in range(4):
+        clock.advance(hours=2)
+        app.notifications.deliver()
+    assert app.notifications.deliver().failed == 0, "both given up after two attempts"
+    finals = [(e["details"]["account"], e["details"]["final"])
+              for e in audit_events(app, AuditTag.NOTIFY_FAILURE)]
+    assert sorted(finals) == [("kim", False), ("kim", True), ("lee", False), ("lee", True)]
     app.close()
 
 
