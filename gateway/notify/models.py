@@ -21,7 +21,9 @@ class NotificationSubscription(Base):
 
     __tablename__ = "notification_subscriptions"
 
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    # CASCADE: removing a forged account (`integrity remove`) takes its opt-in with it.
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"),
+                                            primary_key=True)
     email: Mapped[str] = mapped_column(String(254))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -40,7 +42,8 @@ class NotificationOutbox(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     channel: Mapped[str] = mapped_column(String(16))  # "email" or "webhook"
-    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id",
+                                                              ondelete="CASCADE"))
     # What it is about ("files:uni-research", "admin"): a newer message on a topic
     # replaces one not yet sent, so a relay that is down does not pile them up.
     topic: Mapped[str] = mapped_column(String(100))

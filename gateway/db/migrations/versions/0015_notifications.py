@@ -22,7 +22,8 @@ def upgrade() -> None:
         sa.Column("email", sa.String(length=254), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.ForeignKeyConstraint(["account_id"], ["accounts.id"],
-                                name=op.f("fk_notification_subscriptions_account_id_accounts")),
+                                name=op.f("fk_notification_subscriptions_account_id_accounts"),
+                                ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("account_id", name=op.f("pk_notification_subscriptions")),
     )
     op.create_table(
@@ -41,7 +42,8 @@ def upgrade() -> None:
         sa.Column("gave_up_at", sa.DateTime(), nullable=True),
         sa.Column("last_error", sa.String(length=200), nullable=True),
         sa.ForeignKeyConstraint(["account_id"], ["accounts.id"],
-                                name=op.f("fk_notification_outbox_account_id_accounts")),
+                                name=op.f("fk_notification_outbox_account_id_accounts"),
+                                ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notification_outbox")),
         sqlite_autoincrement=True,
     )
