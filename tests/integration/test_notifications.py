@@ -514,3 +514,40 @@ def test_two_nodes_on_postgresql_race_and_send_each_message_once(
         assert len(relay.messages) == rounds
     for node in nodes:
         node.close()
+
+
+def test_a_running_sftp_service_notifies_and_its_uploads_never_wait_for_the_relay(
+        tmp_path: Path, relays: list[Relay], relay_cert: tuple[Path, Path]) -> None:
+    from tests.integration.gateway_process import GatewayProcess, real_code, wait_for
+    from tests.unit.sftp_server.harness import Installation, paramiko_sftp
+
+    port = free_port()
+    # A checkpoint timer of 10 s makes the housekeeping tick 1 s.
+    inst = Installation(tmp_path, environ={
+        "BLINDPOST_NOTIFY_SMTP_HOST": "127.0.0.1", "BLINDPOST_NOTIFY_SMTP_PORT": str(port),
+        "BLINDPOST_NOTIFY_SMTP_FROM": "blindpost@registry.example",
+        "BLINDPOST_NOTIFY_SMTP_CA_FILE": str(relay_cert[0]),
+        "BLINDPOST_NOTIFY_INTERVAL_SECONDS": "1", "BLINDPOST_AUDIT_CHECKPOINT_SECONDS": "10"})
+    inst.add_partner("uni")
+    clerk = inst.add_user("clerk", Role.STAFF)
+    inst.add_user("lee", Role.PARTNER, partner="uni")
+    inst.app.notifications.subscribe(OPERATOR, username="lee", email="lee@uni.example")
+    inst.app.notifications.plan()
+    server = GatewayProcess.sftp(inst, workers=1)
+    try:
+        with paramiko_sftp(inst, clerk, code=real_code(clerk)) as session:
+            # No relay listens: the upload goes through, and the attempt is audited.
+            with session.open(f"/uni/{FILE_NAMES[0]}", "wb") as handle:
+                handle.write(b"PATIENT 123\n")
+            wait_for(lambda: bool(audit_events(inst.app, AuditTag.NOTIFY_FAILURE)), 30,
+                     "a failed attempt")
+            relays.append(relay := Relay(port, relay_cert))
+            with session.open(f"/uni/{FILE_NAMES[1]}", "wb") as handle:
+                handle.write(b"PATIENT 456\n")
+            # The next round's count replaces the failed message and goes out at once.
+            wait_for(lambda: bool(relay.messages), 30, "the message at the relay")
+    finally:
+        server.stop()
+        inst.close()
+    assert len(relay.messages) == 1 and relay.messages[0].tls
+    assert "2 files for uni" in relay.messages[0].content.decode()
