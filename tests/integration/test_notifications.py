@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 from argon2 import PasswordHasher
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -104,13 +105,24 @@ def relay_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 class Relay:
     """A real SMTP server on 127.0.0.1 that requires STARTTLS (unless ``tls`` is False)."""
 
-    def __init__(self, port: int, cert: tuple[Path, Path], *, tls: bool = True) -> None:
+    def __init__(self, port: int, cert: tuple[Path, Path], *, tls: bool = True,
+                 login: tuple[str, str] | None = None) -> None:
         self.inbox = Inbox()
         kwargs: dict[str, Any] = {}
         if tls:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*cert)
             kwargs = {"tls_context": context, "require_starttls": True}
+        if login is not None:
+            def authenticate(server: Any, session: Any, envelope: Any, mechanism: str,
+                             data: Any) -> AuthResult:
+                given = (data.login.decode(), data.password.decode())
+                # handled=False: aiosmtpd answers a refusal (535) itself.
+                return AuthResult(success=hmac.compare_digest(repr(given), repr(login)),
+                                  handled=False)
+
+            kwargs |= {"authenticator": authenticate, "auth_required": True,
+                       "auth_require_tls": True}
         self.controller = Controller(self.inbox, hostname="127.0.0.1", port=port, **kwargs)
         self.controller.start()
 
@@ -457,6 +469,29 @@ def test_two_nodes_plan_a_round_once_and_send_each_message_once(
     other.notifications.deliver()
     assert len(relay.messages) == 1
     other.close()
+
+
+def test_the_relay_login_reads_its_password_from_a_private_file(
+        world: tuple[App, int], clock: FakeClock, relays: list[Relay],
+        relay_cert: tuple[Path, Path], data_dir: Path, tmp_path: Path) -> None:
+    _, port = world
+    password = tmp_path / "relay.password"
+    password.write_text("wrong horse\n")
+    password.chmod(0o600)
+    app = make_app(data_dir, clock, notify_smtp_host="127.0.0.1", notify_smtp_port=port,
+                   notify_smtp_ca_file=str(relay_cert[0]), notify_smtp_user="blindpost",
+                   notify_smtp_password_file=str(password))
+    relays.append(relay := Relay(port, relay_cert, login=("blindpost", "correct horse")))
+    upload(app, FILE_NAMES[0])
+    next_round(app, clock)
+    assert relay.messages == []
+    reason = audit_events(app, AuditTag.NOTIFY_FAILURE)[0]["details"]["reason"]
+    assert reason == "the relay refused: SMTPAuthenticationError 535"
+    assert "horse" not in json.dumps(audit_events(app, AuditTag.NOTIFY_FAILURE))
+    password.write_text("correct horse\n")
+    clock.advance(seconds=61)
+    assert app.notifications.deliver().sent == 1 and len(relay.messages) == 1
+    app.close()
 
 
 def test_password_file_must_be_private(tmp_path: Path) -> None:
