@@ -24,7 +24,8 @@ MAX_DIGEST_LINES = 20
 
 APPROVAL_TAGS = (AuditTag.KEY_PROPOSE, AuditTag.ACCOUNT_MACHINE_PROPOSE,
                  AuditTag.AUTHORITY_PROPOSE)
-ALARM_TAGS = (AuditTag.AUDIT_WITNESS_QUORUM_MISSED, AuditTag.INTEGRITY_VIOLATION)
+ALARM_TAGS = (AuditTag.AUDIT_WITNESS_QUORUM_MISSED, AuditTag.AUDIT_WITNESS_REFUSED,
+              AuditTag.INTEGRITY_VIOLATION)
 WATCHED_TAGS = (AuditTag.UPLOAD_COMPLETE, *APPROVAL_TAGS, *ALARM_TAGS)
 
 
@@ -132,6 +133,9 @@ _LINES = {
     AuditTag.AUDIT_WITNESS_QUORUM_MISSED.value: lambda f: (
         f"the audit checkpoint of {f['size']} entries has {f['cosigned']} of the "
         f"{f['quorum']} witness cosignatures required (missing: {f['missing']})"),
+    AuditTag.AUDIT_WITNESS_REFUSED.value: lambda f: (
+        f"AUDIT LOG REWRITE? witness {f['witness']} refused the checkpoint of {f['size']} "
+        f"entries, having cosigned {f['witness_size']}: run `blindpost audit verify`"),
     AuditTag.INTEGRITY_VIOLATION.value: lambda f: (
         f"integrity violation in {f['table']} row {f['row']}: run `blindpost integrity "
         "check`"),

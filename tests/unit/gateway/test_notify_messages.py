@@ -34,6 +34,11 @@ def test_admin_digest_lists_alarms_first_and_replaces_nothing() -> None:
         notice(13, AuditTag.AUTHORITY_PROPOSE,
                {"change_id": 5, "kind": "account-create", "target": "eve"}),
     ]
+    refused = notice(15, AuditTag.AUDIT_WITNESS_REFUSED,
+                     {"witness": "w1", "size": 80, "witness_size": 90, "status": 409})
+    assert refused is not None and refused.kind == "alarm"
+    assert refused.line.startswith("AUDIT LOG REWRITE? witness w1 refused the checkpoint of "
+                                   "80 entries, having cosigned 90")
     assert notice(14, AuditTag.UPLOAD_COMPLETE, {"name": "x.csv"}) is None
     digest = admin_digest([e for e in events if e is not None])
     assert digest.subject == "Blindpost: 1 alarm, 3 approvals waiting"
