@@ -48,6 +48,10 @@ COUNTED = (
      "the quorum.", AuditTag.AUDIT_WITNESS_QUORUM_MISSED),
     ("blindpost_witness_refusals", "Checkpoints a witness refused as contradicting the "
      "history it cosigned (a rewritten or truncated log).", AuditTag.AUDIT_WITNESS_REFUSED),
+    ("blindpost_notifications_sent", "Notifications handed to the relay or webhook.",
+     AuditTag.NOTIFY_SENT),
+    ("blindpost_notification_failures", "Failed attempts to send a notification (the "
+     "relay or webhook down or refusing).", AuditTag.NOTIFY_FAILURE),
 )
 # Which detail of which event carries a byte count.
 BYTES = {AuditTag.UPLOAD_COMPLETE: ("blindpost_upload_bytes", "size"),

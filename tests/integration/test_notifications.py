@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 
 from gateway import passwords
@@ -36,6 +37,7 @@ from gateway.config import load_settings
 from gateway.datadir import initialise
 from gateway.db.models import Role
 from gateway.errors import AuthorizationError, ConfigError, UsageError
+from gateway.metrics import AuditCollector
 from gateway.notify import DeliveryError, verify_webhook
 from gateway.notify.models import NotificationOutbox
 from tests.conftest import FakeClock
@@ -278,6 +280,12 @@ def test_relay_down_never_blocks_a_transfer_and_the_message_is_retried(
     report = app.notifications.deliver()
     assert report.sent == 1 and len(relay.messages) == 1
     assert "2 files for uni" in relay.messages[0].content.decode()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AuditCollector(app))
+    values = {sample.name: sample.value for metric in registry.collect()
+              for sample in metric.samples}
+    assert values["blindpost_notification_failures_total"] == 2
+    assert values["blindpost_notifications_sent_total"] == 1
     # Each message keeps its own id in the log, even the one that replaced another.
     assert [e["subject"] for e in audit_events(app, AuditTag.NOTIFY_FAILURE)] == [
         "notification:1", "notification:2"]
