@@ -126,8 +126,9 @@ class Settings:
     # telling a partner's people that files wait and admins that something awaits their
     # approval or an alarm was raised; never a file name, size or content. Both are off
     # while their host or URL is empty. The relay must offer STARTTLS (verified against
-    # the system's CAs, or notify_smtp_ca_file); only a relay on this host may be used
-    # without it, and only by the insecure switch below. Secrets live in 0600 files.
+    # the system's CAs, or those in notify_smtp_ca_file, which an https webhook is checked
+    # against too); only a relay on this host may be used without it, and only by the
+    # insecure switch below. Secrets live in 0600 files.
     notify_smtp_host: str = ""
     notify_smtp_port: int = 587
     notify_smtp_user: str = ""
