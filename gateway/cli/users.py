@@ -366,9 +366,11 @@ def user_set(username: str, allow_from: str, by: str | None, data_dir: Path | No
 @click.option("--email", metavar="ADDRESS",
               help="Send this account's notifications to ADDRESS (opt in).")
 @click.option("--off", is_flag=True, help="Stop them and forget the address (opt out).")
+@click.option("--test", is_flag=True,
+              help="Send a test e-mail to the account's address now, through the relay.")
 @json_option
 @data_dir_option
-def user_notify(username: str, email: str | None, off: bool, as_json: bool,
+def user_notify(username: str, email: str | None, off: bool, test: bool, as_json: bool,
                 data_dir: Path | None) -> None:
     """Turn an account's e-mail notifications on or off, or show the setting (audited).
 
@@ -379,12 +381,17 @@ def user_notify(username: str, email: str | None, off: bool, as_json: bool,
     \b
     Examples:
       blindpost user notify dr-lee --email lee@uni-research.example
+      blindpost user notify dr-lee --test
       blindpost user notify dr-lee --off
     """
-    if email is not None and off:
-        raise UsageError("give --email ADDRESS or --off, not both")
+    if (email is not None) + off + test > 1:
+        raise UsageError("give one of --email ADDRESS, --off and --test")
     app = open_app(data_dir)
     service = app.notifications
+    if test:
+        address = service.send_test(operator(), username=username)
+        click.echo(f"the relay accepted a test message to {address}")
+        return
     if off:
         removed = service.unsubscribe(operator(), username=username)
         click.echo(f"notifications for {username} are off" if removed else

@@ -138,6 +138,29 @@ class NotificationService:
             row = session.get(NotificationSubscription, account_id)
             return Subscription(username, row.email if row else None)
 
+    def send_test(self, actor: Actor, *, username: str) -> str:
+        """Send a test e-mail to ``username``'s address now, past the outbox, so that
+        whoever sets up the relay sees its answer; return the address (audited)."""
+        if not self._settings.notify_smtp_host:
+            raise UsageError("no relay is configured: set notify_smtp_host and "
+                             "notify_smtp_from first")
+        account_id, _ = self._target(actor, username)
+        with self._app.read() as session:
+            row = session.get(NotificationSubscription, account_id)
+            address = row.email if row else None
+        if address is None:
+            raise UsageError(f"notifications for {username} are off: turn them on with an "
+                             "address first")
+        mail = Mail(to=address, subject="Blindpost: test notification",
+                    body="This is a test: notifications from Blindpost reach you.\n")
+        now = self._app.clock()
+        encrypted = send_mail(self._settings, mail, now=now)
+        with self._app.transaction() as session:
+            self._record(session, AuditTag.NOTIFY_SENT, actor, username,
+                         {"channel": EMAIL, "account": username, "topic": "test",
+                          "attempt": 1, "encrypted": encrypted})
+        return address
+
     def _target(self, actor: Actor, username: str, *, write: bool = True
                 ) -> tuple[int, Role]:
         """The account's id and role, once ``actor`` may change (or read) its setting:

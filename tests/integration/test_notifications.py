@@ -502,6 +502,20 @@ def test_the_relay_login_reads_its_password_from_a_private_file(
     app.close()
 
 
+def test_a_test_message_goes_out_at_once_and_reports_the_relay_s_answer(
+        world: tuple[App, int], relays: list[Relay], relay_cert: tuple[Path, Path]) -> None:
+    app, port = world
+    with pytest.raises(DeliveryError, match="cannot reach the relay"):
+        app.notifications.send_test(OPERATOR, username="lee")
+    relays.append(relay := Relay(port, relay_cert))
+    assert app.notifications.send_test(OPERATOR, username="lee") == "lee@uni-research.example"
+    assert [m.recipients for m in relay.messages] == [["lee@uni-research.example"]]
+    assert "Subject: Blindpost: test notification" in relay.messages[0].content.decode()
+    assert [e["details"]["topic"] for e in audit_events(app, AuditTag.NOTIFY_SENT)] == ["test"]
+    with pytest.raises(UsageError, match="notifications for root-admin are off"):
+        app.notifications.send_test(OPERATOR, username="root-admin")
+
+
 def test_password_file_must_be_private(tmp_path: Path) -> None:
     from gateway.notify.settings import read_secret_file
 

@@ -522,7 +522,9 @@ def test_user_notify_turns_e_mail_on_and_off(ready) -> None:  # type: ignore[no-
     shown = json.loads(ready("user", "notify", "alice", "--json").output)
     assert shown == {"username": "alice", "email": "alice@registry.example"}
     both = ready("user", "notify", "alice", "--email", "a@b.example", "--off")
-    assert both.exit_code == 2 and "not both" in both.output
+    assert both.exit_code == 2 and "give one of --email ADDRESS, --off and --test" in both.output
+    untested = ready("user", "notify", "alice", "--test")
+    assert untested.exit_code == 2 and "no relay is configured" in untested.output
     bad = ready("user", "notify", "alice", "--email", "not an address")
     assert bad.exit_code == 2 and "plain e-mail address" in bad.output
     assert ready("user", "notify", "alice", "--off").output == "notifications for alice are off\n"
