@@ -55,6 +55,8 @@ class Notice:
     event: str  # the audit tag
     index: int  # the audit entry, for `blindpost audit show`
     line: str
+    # Who proposed it: an admin is not asked to approve their own proposal.
+    actor: str = ""
 
 
 def short_time(moment: datetime) -> str:
@@ -77,13 +79,15 @@ def files_waiting(partner: str, *, count: int, first_expiry: datetime) -> Messag
                    payload=payload, supersedes=True)
 
 
-def notice(index: int, tag: str, details: Mapping[str, Any]) -> Notice | None:
+def notice(index: int, tag: str, details: Mapping[str, Any], *,
+           actor: str = "") -> Notice | None:
     """The digest line for an audit event, or None for an event no admin is told of."""
     line = _LINES.get(tag)
     if line is None:
         return None
     kind = "approval" if tag in APPROVAL_TAGS else "alarm"
-    return Notice(kind=kind, event=tag, index=index, line=line(_Fields(details)))
+    return Notice(kind=kind, event=tag, index=index, line=line(_Fields(details)),
+                  actor=actor if kind == "approval" else "")
 
 
 def admin_digest(notices: list[Notice]) -> Message:

@@ -221,15 +221,33 @@ class NotificationService:
                 .where(entries.c.idx >= position, entries.c.idx < end,
                        entries.c.tag.in_([t.value for t in WATCHED_TAGS]))
                 .order_by(entries.c.idx)):
-            details = _details(leaf)
+            event = _decode(leaf)
+            details = event.get("details")
+            details = details if isinstance(details, dict) else {}
             if tag == AuditTag.UPLOAD_COMPLETE.value:
                 if isinstance(details.get("partner"), str):
                     partners[details["partner"]] = None
-            elif (found := notice(index, tag, details)) is not None:
+            elif (found := notice(index, tag, details,
+                                  actor=str(event.get("actor", "")))) is not None:
                 notices.append(found)
         queued = sum(self._queue_files(session, slug, now) for slug in partners)
         if notices:
-            queued += self._queue(session, admin_digest(notices), self._admins(session), now)
+            queued += self._queue_digests(session, notices, now)
+        return queued
+
+    def _queue_digests(self, session: Session, notices: list[Notice], now: datetime) -> int:
+        """One digest per opted-in admin, leaving out what they proposed themselves (they
+        cannot approve it), and one with everything for the webhook."""
+        queued = 0
+        if self._settings.notify_smtp_host:
+            for account_id, username in self._admins(session):
+                theirs = [n for n in notices if n.actor != username]
+                if theirs:
+                    queued += self._queue(session, admin_digest(theirs), [account_id], now,
+                                          channels=(EMAIL,))
+        if self._settings.notify_webhook_url:
+            queued += self._queue(session, admin_digest(notices), [], now,
+                                  channels=(WEBHOOK,))
         return queued
 
     def _queue_files(self, session: Session, slug: str, now: datetime) -> int:
@@ -252,18 +270,18 @@ class NotificationService:
         return self._queue(session, files_waiting(slug, count=count, first_expiry=first),
                            people, now)
 
-    def _admins(self, session: Session) -> list[int]:
-        return list(session.scalars(
-            select(Account.id).join(NotificationSubscription,
-                                    NotificationSubscription.account_id == Account.id)
-            .where(Account.role == Role.ADMIN, Account.disabled.is_(False))))
+    def _admins(self, session: Session) -> list[tuple[int, str]]:
+        return [(row.id, row.username) for row in session.execute(
+            select(Account.id, Account.username)
+            .join(NotificationSubscription, NotificationSubscription.account_id == Account.id)
+            .where(Account.role == Role.ADMIN, Account.disabled.is_(False)))]
 
     def _queue(self, session: Session, message: Message, people: list[int],
-               now: datetime) -> int:
+               now: datetime, *, channels: tuple[str, ...] = (EMAIL, WEBHOOK)) -> int:
         recipients: list[tuple[str, int | None]] = []
-        if self._settings.notify_smtp_host:
+        if self._settings.notify_smtp_host and EMAIL in channels:
             recipients += [(EMAIL, account_id) for account_id in people]
-        if self._settings.notify_webhook_url:
+        if self._settings.notify_webhook_url and WEBHOOK in channels:
             recipients.append((WEBHOOK, None))
         for channel, account_id in recipients:
             if message.supersedes:
@@ -450,13 +468,12 @@ def _log_size(session: Session) -> int:
     return 0 if last is None else int(last) + 1
 
 
-def _details(leaf: str) -> dict[str, Any]:
+def _decode(leaf: str) -> dict[str, Any]:
     try:
         decoded = json.loads(leaf)
     except ValueError:
         return {}
-    details = decoded.get("details") if isinstance(decoded, dict) else None
-    return details if isinstance(details, dict) else {}
+    return decoded if isinstance(decoded, dict) else {}
 
 
 def _same_account(account_id: int | None) -> Any:

@@ -393,17 +393,23 @@ def test_admins_hear_of_proposals_and_alarms_in_one_digest(
 
     app, port = world
     relays.append(relay := Relay(port, relay_cert))
-    app.notifications.subscribe(OPERATOR, username="root-admin", email="root@registry.example")
+    for name in ("root-admin", "second-admin"):
+        app.notifications.subscribe(OPERATOR, username=name, email=f"{name}@registry.example")
     key = app.keys.propose(actor(app, "root-admin"), partner="uni",
                            recipient=str(envelope.generate_identity().recipient))
     app.integrity.record_now(IntegrityViolationError(table="accounts", row="7",
                                                      reason="seal does not match"))
     next_round(app, clock)
-    assert [m.recipients for m in relay.messages] == [["root@registry.example"]]
-    text = relay.messages[0].content.decode()
+    received = {m.recipients[0]: m.content.decode() for m in relay.messages}
+    assert sorted(received) == ["root-admin@registry.example", "second-admin@registry.example"]
+    # The proposer is not asked to approve their own key; the other admin is.
+    text = received["second-admin@registry.example"]
     assert "Subject: Blindpost: 1 alarm, 1 approval waiting" in text
     assert f"recipient key {key.id} for partner uni awaits approval" in text
     assert "integrity violation in accounts row 7" in text
+    own = received["root-admin@registry.example"]
+    assert "Subject: Blindpost: 1 alarm\n" in own.replace("\r\n", "\n")
+    assert "awaits approval" not in own
 
 
 def test_webhook_carries_the_same_payload_signed(data_dir: Path, clock: FakeClock,
