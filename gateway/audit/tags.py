@@ -77,3 +77,6 @@ class AuditTag(enum.StrEnum):
     # a checkpoint because it contradicts what the witness cosigned before.
     AUDIT_WITNESS_QUORUM_MISSED = "audit:witness:quorum-missed"
     AUDIT_WITNESS_REFUSED = "audit:witness:refused"
+    # The partner portal: a partner user stored their passkey-wrapped identity (only its
+    # recipient's fingerprint is recorded; the wrapped identity is ciphertext).
+    PORTAL_IDENTITY_STORE = "portal:identity:store"
