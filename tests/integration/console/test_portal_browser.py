@@ -5,9 +5,10 @@ virtual authenticator, with PRF). One generates a key in the browser, the other 
 a `blindpost keygen` key file; each is wrapped by a passkey there and stored wrapped.
 Two admins approve the generated key (CLI), staff upload a file over SFTP, and the
 partner downloads and decrypts it in the browser (written through the File System Access
-API) with the SHA-256 of the original. A download limit of two holds across the browser
-and SFTP; the other partner sees none of it; the store, database and logs hold neither
-the file's plaintext nor an identity in the clear. The script runs under the pages' real
+API) with the SHA-256 of the original. A download limit of three holds across the browser
+and SFTP, a download resumed with a Range request counting once; the other partner sees
+none of it; the store, database and logs hold neither the file's plaintext nor an
+identity in the clear. The script runs under the pages' real
 CSP; axe-core checks the portal's pages.
 """
 
@@ -74,7 +75,7 @@ def _portal_sign_in(page: Page, origin: str, username: str, secret: str, *,
 def _register(page: Page, origin: str) -> None:
     expect(page).to_have_url(origin + "/signin/passkey")
     page.get_by_role("button", name="Register a passkey").click()
-    expect(page).to_have_url(origin + "/portal/key")
+    expect(page).to_have_url(origin + "/portal/key", timeout=30_000)
 
 
 def _enrolled_recipient(page: Page, origin: str) -> str:
@@ -87,7 +88,7 @@ def test_partner_portal_in_chromium(tmp_path: Path) -> None:
     op.env["BLINDPOST_SFTP_WORKERS"] = "1"
     op("init", "--admin", "alice")
     op("user", "add", "bob", "--role", "admin")
-    op("partner", "add", "uni", "--max-downloads", "2")
+    op("partner", "add", "uni", "--max-downloads", "3")
     op("partner", "add", "other")
     clerk = op.add_sftp_user("clerk", "--role", "staff")
     lee = op.add_sftp_user("dr-lee", "--role", "partner", "--partner", "uni")
@@ -111,10 +112,12 @@ def test_partner_portal_in_chromium(tmp_path: Path) -> None:
     _nothing_in_the_clear(tmp_path / "var", who_identity)
     log = [json.loads(line) for line in server.cli("audit", "log", "--json").stdout.splitlines()
            if line.startswith("{")]
-    # One complete download in the browser and one over SFTP, the same event for both.
+    # Complete downloads: ranged and resumed, in the browser, over SFTP; the same event.
     completes = [e for e in log if e["tag"] == "file:download:complete"]
-    assert len(completes) == 2 and all("dr-lee" in e["actor"] for e in completes), completes
-    assert {e["details"]["size"] for e in completes} == {completes[0]["details"]["served"]}
+    assert [e["details"].get("resumed_at") for e in completes] == [100, None, None]
+    assert len(completes) == 3 and all("dr-lee" in e["actor"] for e in completes), completes
+    assert [e["details"]["served"] for e in completes] == [
+        completes[0]["details"]["size"] - 100, *[completes[0]["details"]["size"]] * 2]
     stores = [e["actor"] for e in log if e["tag"] == "portal:identity:store"]
     assert len(stores) == 2 and "dr-lee" in stores[0] and "dr-who" in stores[1], stores
     server.cli("audit", "verify")
@@ -140,10 +143,19 @@ def _run(browser: object, server: Served, op: Operator, port: int,
     op.as_admin("bob", "key", "approve", str(key["id"]))
     _sftp(op, port, "clerk", clerk, ["put extract.csv /uni/extract.csv"])
 
+    # An interrupted download resumed with a Range request is one download.
+    url = origin + "/portal/files/extract.csv.age"
+    head = lee.request.get(url, headers={"Range": "bytes=0-99"})
+    assert (head.status, head.headers["content-range"]) == (206, f"bytes 0-99/{_size(head)}")
+    tail = lee.request.get(url, headers={"Range": "bytes=100-"})
+    assert tail.status == 206
+    ciphertext = head.body() + tail.body()
+    assert len(ciphertext) == _size(head) and CANARY not in ciphertext
+
     # The partner sees it with its expiry and downloads left, then decrypts it here.
     lee.goto(origin + "/portal")
     row = lee.get_by_role("row").filter(has_text="extract.csv.age")
-    expect(row).to_contain_text("2 of 2")
+    expect(row).to_contain_text("2 of 3")
     row.get_by_role("button", name="Download and decrypt").click()
     expect(lee.locator("#portal-status")).to_contain_text("Saved and decrypted",
                                                           timeout=60_000)
@@ -151,8 +163,9 @@ def _run(browser: object, server: Served, op: Operator, port: int,
     assert (size, digest) == (len(data), hashlib.sha256(data).hexdigest())
     assert not [e for e in lee_errors if "Content Security Policy" in e], lee_errors
 
-    # The limit of two holds across the browser and SFTP: one more over SFTP, then none.
+    # The limit of three holds across the browser and SFTP: one more over SFTP, then none.
     _sftp(op, port, "dr-lee", lee_secret, ["get extract.csv.age"], ahead=1)
+    assert (op.root / "extract.csv.age").read_bytes() == ciphertext
     lee.goto(origin + "/portal")
     expect(lee.get_by_role("cell", name="No file is waiting.")).to_be_visible()
     refused = lee.request.get(origin + "/portal/files/extract.csv.age")
@@ -185,6 +198,10 @@ def _run(browser: object, server: Served, op: Operator, port: int,
     violations += check_page(lee, "portal-signin")
     who_context.close()
     lee_context.close()
+
+
+def _size(response: object) -> int:
+    return int(response.headers["content-range"].rsplit("/", 1)[1])  # type: ignore[attr-defined]
 
 
 def _nothing_in_the_clear(var: Path, identity: str) -> None:
