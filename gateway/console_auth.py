@@ -214,7 +214,9 @@ class ConsoleAuthService:
         def refusal(session: Session, _row: ConsoleSession, account: Account,
                     now: datetime) -> SignInRefusedError | None:
             if self._codes_refused(session, account):
-                why = "admins sign in with a passkey (console_require_passkey)"
+                why = ("partners confirm the code with their passkey"
+                       if account.role is Role.PARTNER
+                       else "admins sign in with a passkey (console_require_passkey)")
                 return SignInRefusedError(why, tell=why)
             return self._app.auth.consume_code(session, account, code, now, enrolling=False)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 
 import pyotp
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from admin_ui.portal import requested_range
 from gateway import envelope
 from gateway.app import App
-from gateway.db.models import Role
+from gateway.db.models import Passkey, Role
 from gateway.errors import AuthenticationError, AuthorizationError, UsageError
 from gateway.portal import check_wrapped
 from tests.conftest import FakeClock
@@ -133,3 +134,26 @@ def test_a_wrong_code_is_an_authentication_error_at_the_service(app: App) -> Non
     account(app, "dr-lee", Role.PARTNER, partner="uni")
     with pytest.raises(AuthenticationError, match="wrong username or one-time code"):
         app.console_auth.partner_sign_in(username="dr-lee", code="12", source="192.0.2.9")
+
+
+def test_with_a_passkey_registered_the_code_is_followed_by_the_passkey_only(
+        app: App, clock: FakeClock) -> None:
+    app.partners.add(actor(app, "root-admin"), slug="uni")
+    new, _ = account(app, "dr-lee", Role.PARTNER, partner="uni")
+    with app.transaction() as session:
+        session.add(Passkey(account_id=new.account.id, credential_id="AAAA", public_key="AA",
+                            sign_count=0, name="phone", created_at=clock()))
+    client = browser(app)
+    answer = client.post("/portal/signin", data={"username": "dr-lee",
+                                                 "code": _code(new, clock)},
+                         follow_redirects=False)
+    assert answer.headers["location"] == "/signin/verify"
+    page = client.get("/signin/verify")
+    assert 'name="code"' not in page.text and "Use a passkey instead" in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None
+    clock.advance(seconds=30)
+    refused = client.post("/signin/verify", data={"csrf": csrf.group(1),
+                                                  "code": _code(new, clock)})
+    assert refused.status_code == 401
+    assert "partners confirm the code with their passkey" in refused.text
