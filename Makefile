@@ -12,7 +12,7 @@ DIST   ?= dist
 TEST_DEBS := age openssh-client openssh-server lftp postgresql nodejs npm systemd haproxy sqlite3 \
              chromium
 
-.PHONY: run test lint typecheck unit bench deps test-deps dist clean
+.PHONY: run test lint typecheck unit bench deps test-deps dist clean portal-js
 
 $(BIN)/python:
 	@# Debian splits ensurepip (needed by venv) into python3-venv.
@@ -45,6 +45,16 @@ test-deps: $(VENV)/.installed-dev
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 	@test -d tests/node/node_modules/cctv-age -a -d tests/node/node_modules/axe-core || \
 	  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+	@# The partner portal's pinned build tools: the suite rebuilds admin_ui/static/portal.js
+	@# and checks it is the committed file.
+	@test -d admin_ui/portal_js/node_modules/esbuild || \
+	  npm ci --prefix admin_ui/portal_js --no-audit --no-fund --loglevel=error
+
+## portal-js: rebuild the partner portal's script (typage bundled by esbuild) from the
+## pinned packages in admin_ui/portal_js/package-lock.json; commit the result.
+portal-js:
+	npm ci --prefix admin_ui/portal_js --no-audit --no-fund --loglevel=error
+	cd admin_ui/portal_js && node build.mjs
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
@@ -70,6 +80,7 @@ bench: test-deps
 	$(BIN)/python bench/exposure.py
 	$(BIN)/python bench/integrity.py
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/portal.py
 
 ## dist: the release gateway/__init__.py names, in dist/: the wheel (partners install it as is,
 ## the gateway with [server]), the sdist, deploy/install.sh, the systemd units, the release's

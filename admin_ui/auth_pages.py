@@ -24,6 +24,7 @@ from admin_ui.security import (
 )
 from gateway.actors import Actor
 from gateway.console_sessions import Opened, SessionExpiredError, SessionInfo, Stage
+from gateway.db.models import Role
 from gateway.errors import AuthenticationError, UsageError
 from gateway.notify.service import NOTIFIED_ROLES
 
@@ -152,7 +153,9 @@ def register_passkey(request: Request, *, csrf: Csrf = "", credential: Text,
     current = resume(request)
     check_csrf(request, current, csrf)
     console(request).app.passkeys.register(current.id, credential=credential, name=name)
-    return RedirectResponse("/me", status_code=303)
+    # A partner user's next step is the portal's Key page (wrapping their identity).
+    after = "/portal/key" if current.role is Role.PARTNER else "/me"
+    return RedirectResponse(after, status_code=303)
 
 
 @router.post("/signout")

@@ -46,6 +46,8 @@ def _back(path: str) -> RedirectResponse:
 
 @router.get("/")
 def dashboard(request: Request, current: Session) -> Response:
+    if current.role is Role.PARTNER:
+        return RedirectResponse("/portal", status_code=303)
     overview = console(request).app.dashboard.overview(current.actor)
     return render(request, "dashboard.html", {"o": overview}, current=current)
 

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from gateway.partner_keys import PartnerKeyService
     from gateway.partners import PartnerService
     from gateway.passkeys import PasskeyService
+    from gateway.portal import PortalService
     from gateway.retention import RetentionService
     from gateway.store import ObjectStore
     from gateway.tokens import TokenService
@@ -300,6 +301,12 @@ class App:
         from gateway.passkeys import PasskeyService
 
         return PasskeyService(self)
+
+    @cached_property
+    def portal(self) -> PortalService:
+        from gateway.portal import PortalService
+
+        return PortalService(self)
 
     @cached_property
     def dashboard(self) -> DashboardService:

@@ -14,11 +14,12 @@ password in the place of the SSH key as the first factor:
 - only after the password is verified is the reason told (locked until when, code
   already used, disabled).
 
-Every success and failure is in the audit log. Only admin and auditor accounts sign in
-here. The first sign-in with the one-time password from ``init`` or ``user add`` must
-set a new password and enrol a new TOTP secret, in one step. With
-``console_require_passkey`` an admin signs in and confirms key decisions with a
-passkey, never with a code.
+Every success and failure is in the audit log. Admin and auditor accounts sign in
+here with a password; partner users sign in to the portal with their one-time code and a
+passkey (:meth:`ConsoleAuthService.partner_sign_in`). The first sign-in with the
+one-time password from ``init`` or ``user add`` must set a new password and enrol a new
+TOTP secret, in one step. With ``console_require_passkey`` an admin signs in and
+confirms key decisions with a passkey, never with a code.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
 # One answer for every sign-in refused before the password is verified, so the page does
 # not tell which part was wrong, nor whether the account exists.
 REFUSED = "sign-in refused: wrong username or password"
+REFUSED_PARTNER = "sign-in refused: wrong username or one-time code"
 NEEDS_FACTOR = ("this needs a fresh second factor: your current one-time code or your "
                 "passkey")
 # Decides a second factor at sign-in: None to sign in, or why not.
@@ -120,6 +122,52 @@ class ConsoleAuthService:
             error = AuthenticationError(refusal.tell or REFUSED)
         raise error
 
+    def partner_sign_in(self, *, username: str, code: str, source: str,
+                        client: str | None = None) -> Opened:
+        """A partner user's portal sign-in: their current one-time code (the one they
+        use over SFTP) as the first factor, then their passkey; on the first sign-in,
+        registering a passkey is the only thing the session can do.
+
+        Refusals say nothing about which part was wrong or whether the account exists;
+        an unknown name counts against the source, a wrong code against the account,
+        exactly as over SFTP, and the code's time step is used up for both.
+        """
+        with self._app.transaction() as session:
+            now = self._app.clock()
+            held = throttle.blocked_until(session, scope=Scope.SOURCE, key=source, now=now,
+                                          logged=self._app.ledger)
+            account = None if held else self._app.auth.usable_account(session, username)
+            counts: tuple[tuple[Scope, str], ...] = ()
+            refusal: SignInRefusedError | None
+            if held:
+                refusal = self._held_back(held)
+            elif account is None or account.role is not Role.PARTNER:
+                refusal = SignInRefusedError("unknown partner account")
+                counts = ((Scope.SOURCE, source),)
+            else:
+                forged = self._app.auth.unverified(session, account)
+                refusal = (SignInRefusedError(forged) if forged is not None else
+                           self._app.auth.consume_code(session, account, code, now,
+                                                       enrolling=False))
+                if refusal is None:
+                    return self._open_partner(session, account, source, client, now)
+                if refusal.guess:
+                    counts = ((Scope.ACCOUNT, account.username),)
+            assert refusal is not None
+            self._fail(session, username, refusal, "totp", source, counts=counts)
+            told = refusal.tell if held else None
+        raise AuthenticationError(told or REFUSED_PARTNER)
+
+    def _open_partner(self, session: Session, account: Account, source: str,
+                      client: str | None, now: datetime) -> Opened:
+        token, row = open_session(session, account, stage=Stage.SECOND_FACTOR,
+                                  source=source, client=client, now=now)
+        session.flush()
+        if self._app.passkeys.has_passkey(session, account.id):
+            return Opened(token, info(row, account))
+        # No passkey yet: signed in, but the session can only register one.
+        return self._signed_in(session, row, account, method="totp", now=now)
+
     @staticmethod
     def _held_back(until: datetime) -> SignInRefusedError:
         # About the address, not an account: safe to say before any proof.
@@ -166,7 +214,9 @@ class ConsoleAuthService:
         def refusal(session: Session, _row: ConsoleSession, account: Account,
                     now: datetime) -> SignInRefusedError | None:
             if self._codes_refused(session, account):
-                why = "admins sign in with a passkey (console_require_passkey)"
+                why = ("partners confirm the code with their passkey"
+                       if account.role is Role.PARTNER
+                       else "admins sign in with a passkey (console_require_passkey)")
                 return SignInRefusedError(why, tell=why)
             return self._app.auth.consume_code(session, account, code, now, enrolling=False)
 
@@ -213,8 +263,8 @@ class ConsoleAuthService:
         stage = Stage.PASSKEY if self._must_register_passkey(session, account) else Stage.FULL
         opened = rotate(session, row, account, stage=stage, now=now)
         actor = Actor.account(username=account.username, account_id=account.id,
-                              role=account.role, partner_id=None, source=row.source,
-                              client=CLIENT)
+                              role=account.role, partner_id=account.partner_id,
+                              source=row.source, client=CLIENT)
         self._app.audit.record(session, tag=AuditTag.LOGIN_SUCCESS, actor=actor,
                                subject=f"account:{account.username}",
                                details={"method": method})
@@ -260,7 +310,10 @@ class ConsoleAuthService:
     # Passkey policy ------------------------------------------------------------------
 
     def _passkey_policy(self, role: Role) -> bool:
-        return self._app.settings.console_require_passkey and role is Role.ADMIN
+        # A partner user's one-time code is their first factor in the portal, so their
+        # second is always a passkey.
+        return role is Role.PARTNER or (self._app.settings.console_require_passkey
+                                        and role is Role.ADMIN)
 
     def _must_register_passkey(self, session: Session, account: Account) -> bool:
         return (self._passkey_policy(account.role)

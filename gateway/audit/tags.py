@@ -83,3 +83,6 @@ class AuditTag(enum.StrEnum):
     NOTIFY_UNSUBSCRIBE = "notify:unsubscribe"
     NOTIFY_SENT = "notify:sent"
     NOTIFY_FAILURE = "notify:failure"
+    # The partner portal: a partner user stored their passkey-wrapped identity (only its
+    # recipient's fingerprint is recorded; the wrapped identity is ciphertext).
+    PORTAL_IDENTITY_STORE = "portal:identity:store"

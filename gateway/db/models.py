@@ -410,3 +410,23 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     seal: Mapped[str | None] = mapped_column(String(100))
+
+
+class PortalIdentity(Base):
+    """A partner user's age identity, wrapped by their passkey (WebAuthn PRF) in their
+    browser, so that another browser with the synced passkey can unwrap it.
+
+    Only ciphertext: an age file whose one stanza is a passkey's. Not sealed, because it
+    grants nothing: a replaced row unwraps to an identity no stored file was encrypted
+    to, and the recipient beside it is a note for the partner, never a key files go to.
+    """
+
+    __tablename__ = "portal_identities"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    # typage's AGE-PLUGIN-FIDO2PRF-1… string: the credential id and relying party, no secret.
+    credential: Mapped[str] = mapped_column(String(2000))
+    wrapped: Mapped[str] = mapped_column(Text)
+    recipient: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(100))
+    stored_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -81,11 +82,15 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Ope
         assert server.returncode == 0, errors
 
 
-def _sftp(op: Operator, port: int, user: str, secret: str, commands: list[str]) -> str:
+def _sftp(op: Operator, port: int, user: str, secret: str, commands: list[str], *,
+          ahead: int = 0) -> str:
+    """Run ``commands`` as ``user``, with the code ``ahead`` steps on (the current one may
+    already be used, and one step ahead is accepted)."""
     batch = op.root / f"{user}.batch"
     batch.write_text("\n".join(commands) + "\n")
+    code = pyotp.TOTP(secret).at(time.time() + 30 * ahead)
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(op.root), "DISPLAY": ":0",
-           "SSH_ASKPASS": str(askpass_script(op.root, pyotp.TOTP(secret).now())),
+           "SSH_ASKPASS": str(askpass_script(op.root, code)),
            "SSH_ASKPASS_REQUIRE": "force"}
     result = subprocess.run(
         [require_tool("sftp"), "-o", "BatchMode=no", "-b", str(batch), "-P", str(port),

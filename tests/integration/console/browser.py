@@ -73,21 +73,30 @@ def serve(env: dict[str, str]) -> Served:
     return Served(env, match.group(2), process, lines)
 
 
-def new_person(browser: Browser) -> tuple[BrowserContext, Page]:
-    """A separate browser profile with its own virtual passkey authenticator.
+def new_person(browser: Browser, *, enforce_csp: bool = False) -> tuple[BrowserContext, Page]:
+    """A separate browser profile with its own virtual passkey authenticator (with the
+    PRF extension, which the partner portal's key wrapping needs).
 
     CSP is bypassed only so that axe-core can be injected; the pages' own script comes
-    from /static as the policy requires.
+    from /static as the policy requires. With ``enforce_csp`` the policy holds until
+    :func:`allow_axe` lifts it for the accessibility checks.
     """
-    context = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900})
+    context = browser.new_context(bypass_csp=not enforce_csp,
+                                  viewport={"width": 1280, "height": 900})
     page = context.new_page()
     cdp = context.new_cdp_session(page)
     cdp.send("WebAuthn.enable")
     cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
-        "protocol": "ctap2", "transport": "internal", "hasResidentKey": True,
-        "hasUserVerification": True, "isUserVerified": True,
-        "automaticPresenceSimulation": True}})
+        "protocol": "ctap2", "ctap2Version": "ctap2_1", "transport": "internal",
+        "hasResidentKey": True, "hasUserVerification": True, "isUserVerified": True,
+        "hasPrf": True, "automaticPresenceSimulation": True}})
+    context.cdp = cdp  # type: ignore[attr-defined]  # Kept for allow_axe.
     return context, page
+
+
+def allow_axe(context: BrowserContext) -> None:
+    """Lift the page's CSP from now on, so that axe-core can be injected."""
+    context.cdp.send("Page.setBypassCSP", {"enabled": True})  # type: ignore[attr-defined]
 
 
 def check_page(page: Page, name: str) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """Notifications: opt-in addresses, the outbox and the planner's cursor.
 
 Revision ID: 0015_notifications
-Revises: 0010_authority_changes
+Revises: 0012_portal_identities
 
 Three tables of gateway.notify.models; none grants anything, so none is sealed.
 """
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0015_notifications'
-down_revision = '0010_authority_changes'
+down_revision = '0012_portal_identities'
 branch_labels = None
 depends_on = None
 
