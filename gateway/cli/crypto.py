@@ -24,7 +24,7 @@ import click
 
 from gateway.cli.errors import fail, from_os_error
 from gateway.client.cores import block_bytes, chunk_threads, spare_core
-from gateway.client.files import OutputWriter, atomic_output
+from gateway.client.files import OutputWriter, ReadAhead, atomic_output
 from gateway.envelope import (
     Decryptor,
     Encryptor,
@@ -181,8 +181,8 @@ def encrypt(
             raise click.UsageError(
                 "refusing to write binary ciphertext to a terminal; use -a or -o"
             )
-        # With a core to spare, the output is written from a thread of its own
-        # (gateway.client.files.BackgroundWriter); chunks are sealed in one.
+        # With a core to spare, the input is read and the output written from threads
+        # of their own (gateway.client.files); chunks are sealed in one between them.
         background = output is not None and spare_core()
         threads = 1 if background else chunk_threads()
         with (
@@ -190,8 +190,12 @@ def encrypt(
             _open_output(output, background=background) as sink,
             Encryptor(sink, recipients, armor=armor, threads=threads) as encryptor,
         ):
-            _copy_blocks(source, encryptor, block_bytes(threads),
-                         progress=_progress_for(source, "encrypting"))
+            if background:
+                _seal_read_ahead(source, encryptor, block_bytes(threads),
+                                 progress=_progress_for(source, "encrypting"))
+            else:
+                _copy_blocks(source, encryptor, block_bytes(threads),
+                             progress=_progress_for(source, "encrypting"))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -297,6 +301,19 @@ def _copy_blocks(
     with progress as update:
         while fill(read, view):
             update()
+
+
+def _seal_read_ahead(source: _Input, encryptor: Encryptor, block: int, *,
+                     progress: _Progress) -> None:
+    """Encrypt ``source`` as it is read ahead in a thread of its own."""
+    ahead = ReadAhead(_reader(source), block=block)
+    try:
+        with progress as update:
+            for view in ahead:
+                encryptor.write(view)
+                update()
+    finally:
+        ahead.close()
 
 
 def _reader(source: _Input | Decryptor) -> Callable[[memoryview], int]:

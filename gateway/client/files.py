@@ -148,6 +148,53 @@ class BackgroundWriter(OutputWriter):
             self._thread = None
 
 
+class ReadAhead:
+    """Reads a file ahead in a thread of its own: the blocks come out in order, each a
+    view of a slot that stays valid until the next one is asked for.
+
+    ``encrypt -o`` uses it with :class:`BackgroundWriter` when a core is free: one thread
+    reads, one seals, one writes. A read error is raised where the block would have been.
+    """
+
+    def __init__(self, read: Callable[[memoryview], int | None], *, block: int) -> None:
+        self._read = read
+        self._free: queue.SimpleQueue[bytearray | None] = queue.SimpleQueue()
+        for _ in range(_SLOTS // 2):
+            self._free.put(bytearray(block))
+        self._full: queue.SimpleQueue[tuple[bytearray, int] | OSError] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="blindpost-reader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (slot := self._free.get()) is not None:
+            try:
+                with memoryview(slot) as view:
+                    count = self._read(view) or 0
+            except OSError as exc:
+                self._full.put(exc)
+                return
+            self._full.put((slot, count))
+            if not count:
+                return
+
+    def __iter__(self) -> Iterator[memoryview]:
+        while True:
+            item = self._full.get()
+            if isinstance(item, OSError):
+                raise item
+            slot, count = item
+            if not count:
+                return
+            with memoryview(slot) as view:
+                yield view[:count]
+            self._free.put(slot)
+
+    def close(self) -> None:
+        """Stop reading (at the end, or when the caller gives up) and wait for the thread."""
+        self._free.put(None)
+        self._thread.join()
+
+
 @contextlib.contextmanager
 def atomic_output(path: Path, *, durable: bool = True,
                   background: bool = False) -> Iterator[OutputWriter]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from gateway.client.files import (
     BackgroundWriter,
     OutputWriter,
+    ReadAhead,
     atomic_output,
     write_private_text,
 )
@@ -97,3 +99,30 @@ def test_write_private_text_replaces(tmp_path: Path) -> None:
     write_private_text(path, "two")
     assert path.read_text() == "two"
     assert (path.parent.stat().st_mode & 0o777) == 0o700
+
+
+def test_read_ahead_yields_blocks_in_order_and_raises_read_errors() -> None:
+    data = os.urandom(3 << 20)
+    stream = io.BytesIO(data)
+    ahead = ReadAhead(stream.readinto, block=256 * 1024)
+    try:
+        assert b"".join(bytes(view) for view in ahead) == data
+    finally:
+        ahead.close()
+
+    def broken(buffer: memoryview) -> int:
+        raise OSError(5, "Input/output error")
+
+    failing = ReadAhead(broken, block=1024)
+    try:
+        with pytest.raises(OSError, match="Input/output error"):
+            list(failing)
+    finally:
+        failing.close()
+
+
+def test_read_ahead_stops_when_the_caller_gives_up() -> None:
+    ahead = ReadAhead(io.BytesIO(os.urandom(10 << 20)).readinto, block=64 * 1024)
+    for _ in zip(range(3), ahead, strict=False):
+        pass
+    ahead.close()  # Returns: the thread ends although most of the input is unread.
