@@ -38,17 +38,34 @@ def sync_directory(path: Path) -> None:
         os.close(fd)
 
 
+# Output goes to the kernel in pieces that end on multiples of this in the file. A large
+# aligned write lets the page cache allocate large folios for it, and on the (virtual)
+# machine we measured those came at several times the system time of small ones: 1 GiB
+# written in 256 KiB calls cost 1.0-1.8 s of system time, in 128 KiB calls 0.8-1.7 s, in
+# aligned 32 KiB calls 0.31-0.45 s in 7 runs of 8 (Linux 6.18, ext4). Unaligned pieces
+# cost more again (0.55-0.62 s in 32 KiB calls after a 200-byte header; age, whose 64 KiB
+# + 16 byte writes are never aligned, 0.38-0.59 s). The extra calls cost a few ms per GiB.
+WRITE_PIECE = 32 * 1024
+
+
 class OutputWriter:
     """A binary sink over a file descriptor; :meth:`finish` may make it durable."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
+        try:
+            self._offset = os.lseek(fd, 0, os.SEEK_CUR)
+        except OSError:  # Not a file: the pieces' alignment does not matter.
+            self._offset = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data).cast("B")
         size = len(view)
         while view:
-            view = view[os.write(self._fd, view):]
+            piece = WRITE_PIECE - self._offset % WRITE_PIECE
+            written = os.write(self._fd, view[:piece])
+            self._offset += written
+            view = view[written:]
         return size
 
     def finish(self, *, durable: bool) -> None:
