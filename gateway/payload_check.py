@@ -99,7 +99,11 @@ class PayloadCheck:
         self._starts = _window_starts()
         self._next = next(self._starts)
         self._window = bytearray()
-        self._tail = b""
+        # The last pieces fed, at least a window's worth once there is one: the tail
+        # window is cut from them only at the end (cutting it at every write copied
+        # 2.5 windows per 32 KiB write).
+        self._recent: collections.deque[bytes] = collections.deque()
+        self._recent_size = 0
         self._scan = BlockScan()
         self._fed = 0
         # (bytes fed so far, decoded bytes that must be checked before they may be stored)
@@ -132,7 +136,8 @@ class PayloadCheck:
         if self._window:
             self._judge(self._window, at=self._next)
         if self._position > HEAD_WINDOWS * WINDOW:
-            self._judge(self._tail, at=self._position - len(self._tail))
+            tail = b"".join(self._recent)[-WINDOW:]
+            self._judge(tail, at=self._position - len(tail))
         self._finished = True
         self.cleared = self._fed
 
@@ -159,9 +164,11 @@ class PayloadCheck:
 
     def _sample(self, data: bytes | memoryview) -> None:
         offset, self._position = self._position, self._position + len(data)
-        # Only the last window is kept (copied: writers reuse their buffers).
-        self._tail = bytes(data[-WINDOW:]) if len(data) >= WINDOW else \
-            (self._tail + data)[-WINDOW:]
+        # Only the last window is kept (copied if need be: writers reuse their buffers).
+        self._recent.append(data if isinstance(data, bytes) else bytes(data))
+        self._recent_size += len(data)
+        while self._recent_size - len(self._recent[0]) >= WINDOW:
+            self._recent_size -= len(self._recent.popleft())
         view = memoryview(data)
         while view:
             if offset + len(view) <= self._next:

@@ -11,6 +11,7 @@ or later (Debian 12's age 1.1.1 refuses them); classical keys (``keygen --classi
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat
 import sys
@@ -22,8 +23,8 @@ from typing import Protocol, cast
 import click
 
 from gateway.cli.errors import fail, from_os_error
-from gateway.client.cores import block_bytes, chunk_threads
-from gateway.client.files import atomic_output
+from gateway.client.cores import block_bytes, chunk_threads, spare_core
+from gateway.client.files import OutputWriter, ReadAhead, atomic_output
 from gateway.envelope import (
     Decryptor,
     Encryptor,
@@ -180,15 +181,21 @@ def encrypt(
             raise click.UsageError(
                 "refusing to write binary ciphertext to a terminal; use -a or -o"
             )
-        # With a core to spare, chunks are sealed in two threads (gateway.client.cores).
-        threads = chunk_threads()
+        # With a core to spare, the input is read and the output written from threads
+        # of their own (gateway.client.files); chunks are sealed in one between them.
+        background = output is not None and spare_core()
+        threads = 1 if background else chunk_threads()
         with (
             _open_input(input_path) as source,
-            _open_output(output) as sink,
+            _open_output(output, background=background) as sink,
             Encryptor(sink, recipients, armor=armor, threads=threads) as encryptor,
         ):
-            _copy_blocks(source, encryptor.write, block_bytes(threads),
-                         progress=_progress_for(source, "encrypting"))
+            if background:
+                _seal_read_ahead(source, encryptor, block_bytes(threads),
+                                 progress=_progress_for(source, "encrypting"))
+            else:
+                _copy_blocks(source, encryptor, block_bytes(threads),
+                             progress=_progress_for(source, "encrypting"))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -262,29 +269,63 @@ def decrypt(identity_files: tuple[Path, ...], output: Path | None, input_path: s
             # Undecodable bytes become U+FFFD, so a wrong file fails as "not an
             # identity" on its line rather than with a codec error.
             identities += parse_identities_file(path.read_text(encoding="utf-8", errors="replace"))
-        threads = chunk_threads()
+        # As in encrypt: a writer thread when a core is free, which here costs no copy
+        # (chunks are opened straight into the writer's slots).
+        background = output is not None and spare_core()
+        threads = 1 if background else chunk_threads()
         with (
             _open_input(input_path) as source,
-            _open_output(output) as sink,
+            _open_output(output, background=background) as sink,
             Decryptor(source, identities, threads=threads) as decryptor,
         ):
-            _copy_blocks(decryptor, sink.write, block_bytes(threads),
+            _copy_blocks(decryptor, sink, block_bytes(threads),
                          progress=_progress_for(source, "decrypting"))
+
+
+class _Writable(Protocol):
+    def write(self, data: memoryview, /) -> object: ...
 
 
 def _copy_blocks(
     source: _Input | Decryptor,
-    write: Callable[[memoryview], object],
+    sink: _Writable,
     block: int,
     *,
     progress: _Progress,
 ) -> None:
-    """Copy ``source`` to ``write`` through one reused buffer of ``block`` bytes."""
+    """Copy ``source`` to ``sink`` in blocks of ``block`` bytes: through one reused
+    buffer, or straight into the slots of an :class:`OutputWriter` that has them."""
     view = memoryview(bytearray(block))
+    fill = sink.fill if isinstance(sink, OutputWriter) else functools.partial(_fill, sink.write)
+    read = _reader(source)
     with progress as update:
-        while count := source.readinto(view):
-            write(view[:count])
+        while fill(read, view):
             update()
+
+
+def _seal_read_ahead(source: _Input, encryptor: Encryptor, block: int, *,
+                     progress: _Progress) -> None:
+    """Encrypt ``source`` as it is read ahead in a thread of its own."""
+    ahead = ReadAhead(_reader(source), block=block)
+    try:
+        with progress as update:
+            for view in ahead:
+                encryptor.write(view)
+                update()
+    finally:
+        ahead.close()
+
+
+def _reader(source: _Input | Decryptor) -> Callable[[memoryview], int]:
+    return lambda buffer: source.readinto(buffer) or 0
+
+
+def _fill(write: Callable[[memoryview], object], read: Callable[[memoryview], int],
+          buffer: memoryview) -> int:
+    count = read(buffer)
+    if count:
+        write(buffer[:count])
+    return count
 
 
 @contextlib.contextmanager
@@ -301,13 +342,14 @@ def _open_input(path: str | None) -> Iterator[_Input]:
 
 
 @contextlib.contextmanager
-def _open_output(path: Path | None) -> Iterator[_Output]:
-    """Standard output, or a 0600 temporary file renamed to ``path`` when complete."""
+def _open_output(path: Path | None, *, background: bool) -> Iterator[_Output]:
+    """Standard output, or a 0600 temporary file renamed to ``path`` when complete
+    (written from a thread of its own with ``background``)."""
     if path is None:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    with atomic_output(path, durable=False) as sink:
+    with atomic_output(path, durable=False, background=background) as sink:
         yield sink
 
 

@@ -1,17 +1,20 @@
 """Whether the clients' second and third threads would find a core to run on.
 
-``send``, ``fetch``, ``encrypt`` and ``decrypt`` can seal or open chunks in two threads
-and write output from a third: on two idle cores that nearly halves the time the cipher
-takes. On a saturated machine it does the opposite: every hand-off between the threads
-waits for the scheduler, and the same work measured slower and cost more CPU than one
-thread doing it all (256 MiB decrypted to disk with a load average of 12 on 2 cores:
-0.72-0.76 s with one thread and plain writes, 0.74-3.06 s with two threads and a
-writer thread, in 4 MiB blocks). So the extra threads are used only when a core is free.
+``send`` and ``fetch`` can seal or open chunks in two threads; ``encrypt -o`` and
+``decrypt -o`` instead read and write in threads of their own beside one that seals or
+opens (:mod:`gateway.client.files`). On two idle cores that takes work off the thread
+that would otherwise do everything (256 MiB encrypted to disk: that thread's CPU 0.30-0.32
+s with the reader and writer threads, against 0.37-0.40 s alone, start-up included; an
+estimate from per-thread CPU, as no idle machine was at hand). On a saturated machine it
+does the opposite: every hand-off between the threads waits for the scheduler, and the
+same work measured slower and cost more CPU than one thread doing it all (256 MiB
+decrypted with a load average of 12 on 2 cores: 0.72-0.76 s with one thread, 0.74-3.06 s
+with two chunk threads and a writer thread; 1 GiB at a load of 14: 3.4-4.6 s alone,
+4.7-7.0 s with the writer thread). So the extra threads are used only when a core is free.
 
 Blocks stay small, whatever the threads: a block is decrypted and then written while it
 is still in the core's cache. 256 KiB blocks cost 0.23 s of CPU per 256 MiB decrypted to
-disk, 4 MiB blocks 0.52-0.64 s (same machine, same minute); a writer thread of its own
-gained nothing once blocks were small.
+disk, 4 MiB blocks 0.52-0.64 s (same machine, same minute).
 """
 
 from __future__ import annotations

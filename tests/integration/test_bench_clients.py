@@ -30,3 +30,18 @@ def test_the_client_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
                   if line.startswith(ours) and f" vs {theirs}" in line]
         assert "(rounds: " in line, line
     assert list(tmp_path.iterdir()) == [], "the scratch directory is removed"
+
+
+def test_the_client_benchmark_runs_one_part(tmp_path: Path) -> None:
+    require_tool("age")
+    require_tool("sftp")
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "clients.py"), "--tiny",
+                           "--parts", "o", "--dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "blindpost send" not in done.stdout
+    [line] = [line for line in done.stdout.splitlines()
+              if line.startswith("blindpost decrypt -o (disk)") and " vs " in line]
+    assert "; CPU " in line, line
+    assert "load average (1 min) before each round" in done.stdout
+    assert list(tmp_path.iterdir()) == [], "the scratch directory is removed"

@@ -10,7 +10,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from gateway.cli import main
+from gateway.cli import crypto, main
 from gateway.cli.crypto import decrypt, encrypt, keygen
 from gateway.envelope import parse_identities_file
 
@@ -63,10 +63,19 @@ def test_keygen_to_stdout() -> None:
     assert identity.kind == "x25519"
 
 
+@pytest.fixture(params=[False, True], ids=["one-thread", "writer-thread"])
+def spare_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Run -o both ways: in one thread (a busy machine) and with the writer thread."""
+    monkeypatch.setattr(crypto, "spare_core", lambda: request.param)
+    return bool(request.param)
+
+
 @pytest.mark.parametrize("armor", [[], ["-a"]])
-def test_file_round_trip(tmp_path: Path, key_file: Path, armor: list[str]) -> None:
+def test_file_round_trip(tmp_path: Path, key_file: Path, armor: list[str],
+                         spare_core: bool) -> None:
     plain = tmp_path / "extract.csv"
-    plain.write_bytes(os.urandom(300_000))
+    # Larger than the writer's ring (8 slots of 512 KiB), so that it wraps.
+    plain.write_bytes(os.urandom((5 << 20) + 12_345 if spare_core else 300_000))
     sealed = tmp_path / "extract.csv.age"
     result = _run(encrypt, ["-r", _recipient(key_file), *armor, "-o", str(sealed), str(plain)])
     assert result.exit_code == 0, result.output
@@ -88,9 +97,11 @@ def test_stdin_to_stdout_with_recipients_file(tmp_path: Path, key_file: Path) ->
     assert opened.stdout_bytes == b"hello"
 
 
-def test_failed_decryption_leaves_no_output(tmp_path: Path, key_file: Path) -> None:
+def test_failed_decryption_leaves_no_output(tmp_path: Path, key_file: Path,
+                                            spare_core: bool) -> None:
     sealed = tmp_path / "f.age"
-    _run(encrypt, ["-r", _recipient(key_file), "-o", str(sealed), "-"], stdin=os.urandom(200_000))
+    _run(encrypt, ["-r", _recipient(key_file), "-o", str(sealed), "-"],
+         stdin=os.urandom(3 << 20 if spare_core else 200_000))
     sealed.write_bytes(sealed.read_bytes()[:-10])
     out = tmp_path / "out"
     result = _run(decrypt, ["-i", str(key_file), "-o", str(out), str(sealed)])

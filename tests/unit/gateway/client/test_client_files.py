@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import pytest
 
-from gateway.client.files import OutputWriter, atomic_output, write_private_text
+from gateway.client.files import (
+    BackgroundWriter,
+    OutputWriter,
+    ReadAhead,
+    atomic_output,
+    write_private_text,
+)
 
 
+@pytest.mark.parametrize("background", [False, True])
 @pytest.mark.parametrize("durable", [True, False])
-def test_atomic_output_appears_whole_and_private(tmp_path: Path, durable: bool) -> None:
+def test_atomic_output_appears_whole_and_private(tmp_path: Path, durable: bool,
+                                                 background: bool) -> None:
     target = tmp_path / "extract.csv"
     data = os.urandom(5 << 20)
-    with atomic_output(target, durable=durable) as sink:
-        for start in range(0, len(data), 300_000):
-            sink.write(memoryview(data)[start:start + 300_000])
+    buffer = bytearray(1 << 20)
+    with atomic_output(target, durable=durable, background=background) as sink:
+        # Writes larger and smaller than a slot, from one reused buffer (as callers do).
+        for start in range(0, len(data), 700_001):
+            piece = data[start:start + 700_001]
+            buffer[:len(piece)] = piece
+            sink.write(memoryview(buffer)[:len(piece)])
         assert not target.exists()
     assert target.read_bytes() == data
     assert (target.stat().st_mode & 0o777) == 0o600
@@ -42,9 +55,74 @@ def test_write_errors_are_raised() -> None:
         os.close(fd)
 
 
+def test_background_write_errors_are_raised_by_a_later_write_or_finish() -> None:
+    fd = os.open("/dev/full", os.O_WRONLY)
+    sink = BackgroundWriter(fd)
+    try:
+        with pytest.raises(OSError, match="No space left"):  # noqa: PT012
+            # The first write only queues; a later one (or finish) meets the error.
+            for _ in range(100):
+                sink.write(b"x" * 1000)
+            sink.finish(durable=False)
+    finally:
+        sink.stop()
+        os.close(fd)
+
+
+def test_fill_writes_the_slot_it_filled(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    chunks = [os.urandom(200_000) for _ in range(20)]
+    pending = iter(chunks)
+
+    def read(buffer: memoryview) -> int:
+        piece = next(pending, b"")
+        buffer[:len(piece)] = piece
+        return len(piece)
+
+    with atomic_output(target, background=True) as sink:
+        while sink.fill(read, memoryview(bytearray(256 * 1024))):
+            pass
+    assert target.read_bytes() == b"".join(chunks)
+
+
+def test_background_failure_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "extract.csv"
+    with pytest.raises(RuntimeError), atomic_output(target, background=True) as sink:  # noqa: PT012
+        sink.write(os.urandom(3 << 20))
+        raise RuntimeError
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_write_private_text_replaces(tmp_path: Path) -> None:
     path = tmp_path / "state" / "fetched.json"
     write_private_text(path, "one")
     write_private_text(path, "two")
     assert path.read_text() == "two"
     assert (path.parent.stat().st_mode & 0o777) == 0o700
+
+
+def test_read_ahead_yields_blocks_in_order_and_raises_read_errors() -> None:
+    data = os.urandom(3 << 20)
+    stream = io.BytesIO(data)
+    ahead = ReadAhead(stream.readinto, block=256 * 1024)
+    try:
+        assert b"".join(bytes(view) for view in ahead) == data
+    finally:
+        ahead.close()
+
+    def broken(buffer: memoryview) -> int:
+        raise OSError(5, "Input/output error")
+
+    failing = ReadAhead(broken, block=1024)
+    try:
+        with pytest.raises(OSError, match="Input/output error"):
+            list(failing)
+    finally:
+        failing.close()
+
+
+def test_read_ahead_stops_when_the_caller_gives_up() -> None:
+    ahead = ReadAhead(io.BytesIO(os.urandom(10 << 20)).readinto, block=64 * 1024)
+    for _ in zip(range(3), ahead, strict=False):
+        pass
+    ahead.close()  # Returns: the thread ends although most of the input is unread.
