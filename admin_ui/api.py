@@ -95,6 +95,8 @@ class KeyIn(BaseModel):
     partner: Name
     recipient: Annotated[str, Field(min_length=1, max_length=16384)]
     label: str = Field(default="", max_length=200)
+    # Declares a key of the other type (post-quantum or classical) than the partner's.
+    switch_type: bool = False
 
 
 class SecondFactor(BaseModel):
@@ -271,7 +273,8 @@ def keys(request: Request, caller: Caller,
 @router.post("/keys", status_code=201, summary="Propose a recipient key")
 def key_propose(request: Request, caller: Caller, body: KeyIn) -> JSONResponse:
     return _json(console(request).app.keys.propose(
-        caller.actor, partner=body.partner, recipient=body.recipient, label=body.label), 201)
+        caller.actor, partner=body.partner, recipient=body.recipient, label=body.label,
+        switch_type=body.switch_type), 201)
 
 
 def _decide(request: Request, caller: Caller, key_id: int, verb: str,
@@ -343,16 +346,26 @@ def transfer_purge(request: Request, caller: Caller, file_id: str) -> JSONRespon
     return _json(console(request).app.transfers.purge_file(caller.actor, file_id=file_id))
 
 
-@router.get("/audit/events", summary="Audit events, oldest first, from index `start`")
+@router.get("/audit/events", summary="Audit events, oldest first from index `start`; "
+            "or with `newest`, newest first below index `before`; `q` searches actor, "
+            "subject and tag")
 def audit_events(request: Request, caller: Caller,
                  tag: Annotated[str, Query(max_length=64)] = "",
                  actor: Annotated[str, Query(max_length=200)] = "",
                  since: Annotated[str, Query(max_length=40)] = "",
                  until: Annotated[str, Query(max_length=40)] = "",
+                 q: Annotated[str, Query(max_length=200)] = "",
                  start: Annotated[int, Query(ge=0, le=2**62)] = 0,
+                 newest: bool = False,
+                 before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
                  limit: Annotated[int, Query(ge=1, le=500)] = 100) -> JSONResponse:
-    events = console(request).app.audit_view.page(
-        caller.actor, event_filter(tag, actor, since, until, start), size=limit)
+    view, selection = console(request).app.audit_view, event_filter(tag, actor, since, until,
+                                                                    start, q)
+    if newest:
+        events, next_before = view.newest(caller.actor, selection, before=before, size=limit)
+        return _json({"events": [event.as_dict() for event in events],
+                      "next_before": next_before})
+    events = view.page(caller.actor, selection, size=limit)
     return _json({"events": [event.as_dict() for event in events],
                   "next_start": events[-1].index + 1 if len(events) == limit else None})
 
