@@ -6,6 +6,7 @@ service with the session's actor and renders or redirects. The services decide a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Annotated
@@ -24,6 +25,7 @@ from gateway.actors import Actor
 from gateway.audit import AuditTag, VerificationError
 from gateway.audit_service import EventFilter
 from gateway.authority import AuthorityChangeInfo
+from gateway.authz import Permission
 from gateway.console_sessions import SessionInfo
 from gateway.db.models import Role, TransferState
 from gateway.details import account_detail, partner_detail
@@ -239,13 +241,30 @@ def change_approve(request: Request, current: Session, change_id: int, *, csrf: 
                         token=applied.token)
 
 
+def _machine_purpose(grant_id: int) -> str:
+    return f"machine approve {grant_id}"
+
+
+@router.post("/accounts/machines/{grant_id}/approve/options")
+def machine_step_up_options(request: Request, current: Session, grant_id: int) -> Response:
+    check_csrf(request, current, request.headers.get(CSRF_HEADER))
+    gateway = console(request).app
+    # Refuse before asking for a factor when even a fresh one would not do.
+    gateway.authz.require(dataclasses.replace(current.actor, standing=False),
+                          Permission.MACHINE_APPROVE, subject=f"grant:{grant_id}")
+    options = gateway.passkeys.assertion_options(current.id,
+                                                 purpose=_machine_purpose(grant_id))
+    return Response(options, media_type="application/json")
+
+
 @router.post("/accounts/machines/{grant_id}/approve")
 def machine_approve(request: Request, current: Session, grant_id: int, *, csrf: Csrf = "",
-                    code: Text = "") -> Response:
+                    code: Text = "", credential: Text = "") -> Response:
     check_csrf(request, current, csrf)
     gateway = console(request).app
-    approver = gateway.console_auth.step_up(current, purpose=f"machine approve {grant_id}",
-                                            code=code.strip())
+    # A fresh second factor given for this very approval, as for a key.
+    approver = gateway.console_auth.step_up(current, purpose=_machine_purpose(grant_id),
+                                            code=code.strip(), credential=credential or None)
     grant = gateway.machines.approve(approver, grant_id=grant_id)
     return _back(f"/accounts/{grant.username}")
 
