@@ -33,7 +33,7 @@ from admin_ui.pages import (
     report_download,
 )
 from admin_ui.security import Principal, api_principal, console
-from gateway.accounts import parse_role
+from gateway.accounts import parse_allow_from, parse_role
 from gateway.audit import VerificationError
 from gateway.authority import AppliedChange, AuthorityChangeInfo
 from gateway.db.models import TransferState
@@ -85,6 +85,11 @@ class AccountIn(BaseModel):
     role: Name
     partner: str | None = Field(default=None, max_length=64)
     ssh_keys: list[Annotated[str, Field(max_length=16384)]] = Field(default=[], max_length=20)
+    # As `user add`: the holder enrols at the first SFTP sign-in (no secret in the answer),
+    # the networks sign-in is allowed from, and a machine account for a second admin.
+    enrol_by_ssh: bool = False
+    allow_from: str | None = Field(default=None, max_length=2000)
+    machine: bool = False
 
 
 class SSHKeyIn(BaseModel):
@@ -176,7 +181,8 @@ def account_add(request: Request, caller: Caller, body: AccountIn) -> JSONRespon
     keys = [parse_public_key(key) for key in body.ssh_keys]
     return _done_or_pending(console(request).app.accounts.add(
         caller.actor, username=body.username, role=parse_role(body.role),
-        partner=body.partner, ssh_keys=keys), 201)
+        partner=body.partner, ssh_keys=keys, enrol_by_ssh=body.enrol_by_ssh,
+        allow_from=parse_allow_from(body.allow_from), machine=body.machine), 201)
 
 
 @router.get("/accounts/{username}", summary="Show an account")
@@ -355,12 +361,13 @@ def audit_events(request: Request, caller: Caller,
                  since: Annotated[str, Query(max_length=40)] = "",
                  until: Annotated[str, Query(max_length=40)] = "",
                  q: Annotated[str, Query(max_length=200)] = "",
+                 partner: Annotated[str, Query(max_length=64)] = "",
                  start: Annotated[int, Query(ge=0, le=2**62)] = 0,
                  newest: bool = False,
                  before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
                  limit: Annotated[int, Query(ge=1, le=500)] = 100) -> JSONResponse:
-    view, selection = console(request).app.audit_view, event_filter(tag, actor, since, until,
-                                                                    start, q)
+    view = console(request).app.audit_view
+    selection = event_filter(tag, actor, since, until, start, q, partner)
     if newest:
         events, next_before = view.newest(caller.actor, selection, before=before, size=limit)
         return _json({"events": [event.as_dict() for event in events],

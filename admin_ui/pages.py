@@ -212,9 +212,15 @@ def account_add_key(request: Request, current: Session, username: str, *, csrf: 
 def account_reset_totp(request: Request, current: Session, username: str,
                        *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
-    enrolment = console(request).app.accounts.reset_totp(current.actor, username=username)
+    gateway = console(request).app
+    # As at creation: an SFTP user re-enrols by SSH; the console never shows their secret.
+    by_ssh = gateway.accounts.get(current.actor, username).role in SFTP_ROLES
+    enrolment = gateway.accounts.reset_totp(current.actor, username=username,
+                                            enrol_by_ssh=by_ssh)
     if isinstance(enrolment, AuthorityChangeInfo):
         return _back(f"/accounts#change-{enrolment.id}")
+    if enrolment.totp_uri is None:
+        return _back(f"/accounts/{username}")
     return _secret_page(request, current, title=f"New TOTP secret for {username}",
                         username=username, totp_uri=enrolment.totp_uri)
 
@@ -369,7 +375,7 @@ def transfer_purge(request: Request, current: Session, file_id: str,
 # Audit log ---------------------------------------------------------------------------
 
 def event_filter(tag: str, actor: str, since: str, until: str, start: int,
-                 search: str = "") -> EventFilter:
+                 search: str = "", partner: str = "") -> EventFilter:
     """The audit filter from query values (shared with the API).
 
     A plain date in ``until`` includes that whole day: "from Tuesday until Tuesday" is
@@ -382,7 +388,8 @@ def event_filter(tag: str, actor: str, since: str, until: str, start: int,
         end += timedelta(days=1)
     return EventFilter(tag=AuditTag(tag) if tag else None, actor=actor.strip() or None,
                        since=optional_time(since, field="from"), until=end,
-                       start=max(0, start), search=search.strip()[:200] or None)
+                       start=max(0, start), search=search.strip()[:200] or None,
+                       partner=partner.strip() or None)
 
 
 Search = Annotated[str, Query(max_length=200)]
@@ -392,10 +399,12 @@ Cursor = Annotated[int | None, Query(ge=1, le=2**62)]
 @router.get("/audit")
 def audit(request: Request, current: Session, tag: Search = "", actor: Search = "",
           since: Search = "", until: Search = "", q: Search = "", order: Search = "",
-          start: Annotated[int, Query(ge=0, le=2**62)] = 0, before: Cursor = None) -> Response:
+          partner: Search = "", start: Annotated[int, Query(ge=0, le=2**62)] = 0,
+          before: Cursor = None) -> Response:
     return _audit_page(request, current, form={
         "tag": tag, "actor": actor, "since": since, "until": until, "q": q,
-        "order": "oldest" if order == "oldest" else ""}, start=start, before=before)
+        "partner": partner, "order": "oldest" if order == "oldest" else ""},
+        start=start, before=before)
 
 
 def _audit_page(request: Request, current: SessionInfo, *, form: dict[str, str] | None = None,
@@ -403,10 +412,12 @@ def _audit_page(request: Request, current: SessionInfo, *, form: dict[str, str] 
                 verification: str | None = None, failed: bool = False) -> Response:
     """The log, newest first unless the form asks for the oldest first; pages by keyset
     (``before`` an index, or ``start`` from one when oldest first)."""
-    f = form or {"tag": "", "actor": "", "since": "", "until": "", "q": "", "order": ""}
-    view = console(request).app.audit_view
+    f = form or {"tag": "", "actor": "", "since": "", "until": "", "q": "", "partner": "",
+                 "order": ""}
+    gateway = console(request).app
+    view = gateway.audit_view
     selection = event_filter(f["tag"], f["actor"], f["since"], f["until"],
-                             start if f["order"] else 0, f["q"])
+                             start if f["order"] else 0, f["q"], f["partner"])
     if f["order"]:
         events = view.page(current.actor, selection, size=PAGE_SIZE)
         more = {"start": events[-1].index + 1} if len(events) == PAGE_SIZE else None
@@ -417,6 +428,7 @@ def _audit_page(request: Request, current: SessionInfo, *, form: dict[str, str] 
     kept = {k: v for k, v in f.items() if v}
     return render(request, "audit.html", {
         "events": events, "tags": [t.value for t in AuditTag], "readable": readable,
+        "partners": [p.slug for p in gateway.partners.all(current.actor)],
         "checkpoint": view.latest_checkpoint(current.actor), "f": f,
         "next_page": f"/audit?{urlencode({**kept, **more})}" if more else None,
         "first_page": f"/audit?{urlencode(kept)}" if (before or start) else None,

@@ -269,10 +269,10 @@ class PartnerKeyService:
                 raise NotFoundError("no such partner")
             # Staff pin what they read here: never publish a row the gateway did not write.
             self._app.integrity.verify(partner_row)
-            keys = receiving_keys(approved_keys(session, partner_row))
-            for key in keys:
+            approved = approved_keys(session, partner_row)
+            for key in approved:
                 self._app.integrity.verify(key)
-            return published_recipients(partner_row, keys)
+            return published_recipients(partner_row, receiving_keys(approved))
 
     def all(self, actor: Actor, *, partner: str | None = None) -> list[RecipientKey]:
         self._app.authz.require(actor, Permission.KEY_READ)

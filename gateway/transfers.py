@@ -574,10 +574,11 @@ class TransferService:
             partner_row = self._visible_partner(session, actor, partner)
             # Never encrypt to a recipient, or apply a limit, the gateway did not write.
             self._app.integrity.verify(partner_row)
-            # One key type at a time: during a type switch the old keys get nothing new.
-            keys = receiving_keys(approved_keys(session, partner_row))
-            for key in keys:
+            approved = approved_keys(session, partner_row)
+            for key in approved:
                 self._app.integrity.verify(key)
+            # One key type at a time: during a type switch the old keys get nothing new.
+            keys = receiving_keys(approved)
             if not keys:
                 raise PolicyError(f"partner {partner!r} has no approved encryption key; "
                                   "uploads are refused until an admin approves one")

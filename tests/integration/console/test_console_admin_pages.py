@@ -166,6 +166,13 @@ def _audit(a: Page, origin: str) -> list[dict[str, object]]:
     rows = a.locator("table.events tbody tr")
     expect(rows.first).to_contain_text("dr-lee")
     assert all("dr-lee" in row for row in rows.all_inner_texts())
+    # A partner filter: what concerned uni, not lab.
+    a.goto(origin + "/audit")
+    a.get_by_label("Partner", exact=True).select_option("lab")
+    a.get_by_role("button", name="Filter").click()
+    expect(a.locator("table.events tbody tr").first).to_contain_text("partner:lab")
+    assert not any("uni" in row for row in a.locator("table.events tbody tr td:nth-child(5)")
+                   .all_inner_texts())
     # A tag filter, and readable details (labels, not key=value).
     a.goto(origin + "/audit?tag=key:propose")
     row = a.locator("table.events tbody tr").first

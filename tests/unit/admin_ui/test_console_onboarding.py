@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from gateway import envelope
 from gateway.app import App
+from gateway.db.models import Role
 from tests.conftest import FakeClock
 from tests.unit.admin_ui.console_support import Person
 from tests.unit.gateway.factories import (
@@ -51,3 +52,14 @@ def test_a_key_of_the_other_type_is_refused_with_the_safe_path(app: App, alice: 
     assert switched.status_code == 303  # type: ignore[attr-defined]
     assert [k.kind for k in app.keys.all(OPERATOR)] == ["mlkem768x25519", "x25519"]
 
+
+
+def test_a_partners_code_is_reset_by_ssh_never_shown(app: App, alice: Person) -> None:
+    app.partners.add(OPERATOR, slug="uni")
+    app.accounts.add(OPERATOR, username="dr-lee", role=Role.PARTNER, partner="uni",
+                     ssh_keys=[ssh_public_key()])
+    reset = alice.post("/accounts/dr-lee/reset-totp")
+    assert reset.headers["location"] == "/accounts/dr-lee"  # type: ignore[attr-defined]
+    assert app.accounts.get(OPERATOR, "dr-lee").enrolment == "pending"
+    page = alice.client.get("/accounts/dr-lee").text
+    assert "enrol by SSH until" in page and "otpauth://" not in page
