@@ -6,7 +6,6 @@ service with the session's actor and renders or redirects. The services decide a
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Annotated
@@ -25,10 +24,8 @@ from gateway.actors import Actor
 from gateway.audit import AuditTag, VerificationError
 from gateway.audit_service import EventFilter
 from gateway.authority import AuthorityChangeInfo
-from gateway.authz import Permission
 from gateway.console_sessions import SessionInfo
 from gateway.db.models import Role, TransferState
-from gateway.details import account_detail, partner_detail
 from gateway.durations import parse_retention
 from gateway.errors import NotFoundError, UsageError
 from gateway.exposure import ExposureReport, parse_moment, render_csv, render_json, render_text
@@ -60,13 +57,6 @@ def dashboard(request: Request, current: Session) -> Response:
 def partners(request: Request, current: Session) -> Response:
     rows = console(request).app.partners.all(current.actor)
     return render(request, "partners.html", {"partners": rows}, current=current)
-
-
-@router.get("/partners/{slug}")
-def partner_page(request: Request, current: Session, slug: str) -> Response:
-    detail = partner_detail(console(request).app, current.actor, slug)
-    return render(request, "partner.html", {"d": detail, "p": detail.partner},
-                  current=current)
 
 
 @router.post("/partners")
@@ -121,13 +111,6 @@ def accounts(request: Request, current: Session, q: Annotated[str, Query(max_len
         "accounts": shown, "q": q, "grants": gateway.machines.pending(current.actor),
         "changes": gateway.authority.pending(current.actor),
         "partners": gateway.partners.all(current.actor), "roles": list(Role)}, current=current)
-
-
-@router.get("/accounts/{username}")
-def account_page(request: Request, current: Session, username: str) -> Response:
-    detail = account_detail(console(request).app, current.actor, username)
-    return render(request, "account.html", {"d": detail, "a": detail.account,
-                                            "readable": readable}, current=current)
 
 
 def _done_or_pending(result: object, done: Callable[[], Response]) -> Response:
@@ -245,34 +228,6 @@ def change_approve(request: Request, current: Session, change_id: int, *, csrf: 
     return _secret_page(request, current, title=f"Approved: {change.summary}",
                         username=change.target, password=applied.one_time_password,
                         token=applied.token)
-
-
-def _machine_purpose(grant_id: int) -> str:
-    return f"machine approve {grant_id}"
-
-
-@router.post("/accounts/machines/{grant_id}/approve/options")
-def machine_step_up_options(request: Request, current: Session, grant_id: int) -> Response:
-    check_csrf(request, current, request.headers.get(CSRF_HEADER))
-    gateway = console(request).app
-    # Refuse before asking for a factor when even a fresh one would not do.
-    gateway.authz.require(dataclasses.replace(current.actor, standing=False),
-                          Permission.MACHINE_APPROVE, subject=f"grant:{grant_id}")
-    options = gateway.passkeys.assertion_options(current.id,
-                                                 purpose=_machine_purpose(grant_id))
-    return Response(options, media_type="application/json")
-
-
-@router.post("/accounts/machines/{grant_id}/approve")
-def machine_approve(request: Request, current: Session, grant_id: int, *, csrf: Csrf = "",
-                    code: Text = "", credential: Text = "") -> Response:
-    check_csrf(request, current, csrf)
-    gateway = console(request).app
-    # A fresh second factor given for this very approval, as for a key.
-    approver = gateway.console_auth.step_up(current, purpose=_machine_purpose(grant_id),
-                                            code=code.strip(), credential=credential or None)
-    grant = gateway.machines.approve(approver, grant_id=grant_id)
-    return _back(f"/accounts/{grant.username}")
 
 
 @router.post("/accounts/changes/{change_id}/withdraw")
@@ -434,16 +389,6 @@ def _audit_page(request: Request, current: SessionInfo, *, form: dict[str, str] 
         "first_page": f"/audit?{urlencode(kept)}" if (before or start) else None,
         "verification": verification, "failed": failed}, current=current,
         status=409 if failed else 200)
-
-
-@router.get("/audit/{index:int}")
-def audit_event(request: Request, current: Session, index: int) -> Response:
-    if index > 2**62:
-        raise NotFoundError(f"there is no audit entry {index}")
-    event = console(request).app.audit_view.event(current.actor, index)
-    return render(request, "audit_event.html", {
-        "e": event, "details": readable(event.details),
-        "in_log": f"/audit?{urlencode({'before': index + 1})}#e-{index}"}, current=current)
 
 
 @router.post("/audit/verify")

@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 
-from admin_ui import api, auth_pages, pages
+from admin_ui import api, auth_pages, detail_pages, pages
 from admin_ui.problems import from_error, problem, status_of
 from admin_ui.security import (
     Console,
@@ -46,6 +46,7 @@ def create_app(gateway: App, *, origin: str | None = None) -> FastAPI:
     web.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     web.include_router(auth_pages.router)
     web.include_router(pages.router)
+    web.include_router(detail_pages.router)
     web.include_router(api.router)
     _handle_errors(web)
     return web

@@ -4,7 +4,7 @@ An admin proposes a key; a different admin approves it; only approved keys recei
 files; revocation is immediate. Revoking a partner's last approved key purges the files
 waiting for it, unless the admin keeps them until they expire.
 
-Key types (docs/security.md, "Changing a partner's key type"): a file is encrypted to one
+Key types (docs/security.md, "Key types: one at a time"): a file is encrypted to one
 type at a time, post-quantum or classical, never both, so a classical stanza cannot undo
 what the post-quantum one protects. New files go to the partner's approved keys of the
 type of its most recently approved key (its *receiving* keys). A key of the other type
@@ -258,7 +258,8 @@ class PartnerKeyService:
         return info
 
     def published(self, actor: Actor, partner: str) -> str:
-        """An active partner's recipient list (``/.recipients/<partner>``), for staff.
+        """An active partner's recipient list (``/.recipients/<partner>``), for staff: its
+        receiving keys, the ones the gateway itself encrypts new files to.
 
         Those who may upload for a partner may see whom its files are encrypted to.
         """
