@@ -21,14 +21,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway import envelope, recipient_list, retention
 from gateway.actors import Actor
 from gateway.audit import AuditTag
 from gateway.authz import Permission
-from gateway.db.models import MAX_INTEGER, Account, KeyState, Partner, PartnerKey, Role
+from gateway.db.models import (
+    MAX_INTEGER,
+    Account,
+    KeyState,
+    Partner,
+    PartnerKey,
+    Role,
+    Transfer,
+    TransferState,
+)
 from gateway.errors import ConflictError, NotFoundError, PolicyError
 from gateway.partners import WAITING_KEPT, WAITING_PURGED, get_partner
 
@@ -59,6 +68,11 @@ class RecipientKey:
     # same private key would open both partners' files), and whether new files go to it.
     also_approved_for: tuple[str, ...] = ()
     receiving: bool = False
+    # For an approved key that no longer receives (its partner switched key type): the
+    # files uploaded before the switch still waiting, and when the last of them expires,
+    # which is how long the partner must keep the old private key.
+    waiting_files: int = 0
+    waiting_until: datetime | None = None
 
     @property
     def is_post_quantum(self) -> bool:
@@ -66,12 +80,13 @@ class RecipientKey:
 
 
 def key_info(row: PartnerKey, *, also_approved_for: tuple[str, ...] = (),
-             receiving: bool = False) -> RecipientKey:
+             receiving: bool = False,
+             waiting: tuple[int, datetime | None] = (0, None)) -> RecipientKey:
     return RecipientKey(row.id, row.partner.slug, row.kind, row.fingerprint, row.label,
                         row.recipient, row.state, row.proposer.username, row.proposed_at,
                         row.approver.username if row.approver else None, row.approved_at,
                         row.revoker.username if row.revoker else None, row.revoked_at,
-                        also_approved_for, receiving)
+                        also_approved_for, receiving, *waiting)
 
 
 def active_admin(session: Session, actor: Actor) -> Account:
@@ -281,11 +296,22 @@ class PartnerKeyService:
             wanted = get_partner(session, partner).id if partner is not None else None
             # Every key is read (a registry has tens): the flags compare across partners.
             rows = list(session.scalars(select(PartnerKey).order_by(PartnerKey.id)))
-            receiving = {key.id for partner_id in {row.partner_id for row in rows}
-                         for key in _receiving(rows, partner_id)}
+            receiving = {partner_id: _receiving(rows, partner_id)
+                         for partner_id in {row.partner_id for row in rows}}
+            receiving_ids = {key.id for keys in receiving.values() for key in keys}
+            retiring = {partner_id: [r for r in rows if r.partner_id == partner_id
+                                     and r.state is KeyState.APPROVED
+                                     and r.id not in receiving_ids]
+                        for partner_id in receiving}
+            waiting = {partner_id: _waiting_before(session, partner_id, receiving[partner_id],
+                                                   old)
+                       for partner_id, old in retiring.items() if old}
             return [key_info(row, also_approved_for=_shared(rows, row),
-                             receiving=row.id in receiving) for row in rows
-                    if wanted is None or row.partner_id == wanted]
+                             receiving=row.id in receiving_ids,
+                             waiting=(waiting.get(row.partner_id, (0, None))
+                                      if row.state is KeyState.APPROVED
+                                      and row.id not in receiving_ids else (0, None)))
+                    for row in rows if wanted is None or row.partner_id == wanted]
 
     def _record(self, session: Session, tag: AuditTag, key: PartnerKey, actor: Actor,
                 extra: dict[str, object] | None = None) -> None:
@@ -307,3 +333,21 @@ def _shared(rows: list[PartnerKey], row: PartnerKey) -> tuple[str, ...]:
         return ()
     return tuple(sorted({r.partner.slug for r in rows if r.fingerprint == row.fingerprint
                          and r.state is KeyState.APPROVED and r.partner_id != row.partner_id}))
+
+
+def _approved(key: PartnerKey) -> datetime:
+    return key.approved_at or key.proposed_at
+
+
+def _waiting_before(session: Session, partner_id: int, receiving: list[PartnerKey],
+                    retiring: list[PartnerKey]) -> tuple[int, datetime | None]:
+    """How many of a partner's waiting files were uploaded before its receiving keys'
+    type took over (the first approval of that type after the last of the other), and
+    when the last of them expires."""
+    last_old = max(_approved(key) for key in retiring)
+    switched = min((_approved(key) for key in receiving if _approved(key) > last_old),
+                   default=last_old)
+    count, last = session.execute(select(func.count(), func.max(Transfer.expires_at)).where(
+        Transfer.partner_id == partner_id, Transfer.state == TransferState.AVAILABLE,
+        Transfer.created_at <= switched)).one()
+    return int(count), last

@@ -9,6 +9,7 @@ from gateway import envelope
 from gateway.app import App
 from gateway.db.models import KeyState, Role
 from gateway.errors import PolicyError
+from tests.conftest import FakeClock
 from tests.unit.gateway.factories import (
     OPERATOR,
     account,
@@ -54,7 +55,7 @@ def test_a_key_of_the_other_type_is_refused_at_proposal_with_the_safe_path(
 
 
 def test_a_type_switch_keeps_waiting_files_and_has_no_gap(
-        app: App, uni: envelope.Identity) -> None:
+        app: App, uni: envelope.Identity, clock: FakeClock) -> None:
     _upload(app, "before.csv", b"old type")
     classic = envelope.generate_identity(post_quantum=False)
     key = app.keys.propose(actor(app, "root-admin"), partner="uni",
@@ -64,7 +65,9 @@ def test_a_type_switch_keeps_waiting_files_and_has_no_gap(
     # Until the approval the old key receives: no gap.
     _upload(app, "between.csv", b"still old")
     assert envelope.decrypt_bytes(_download(app, "between.csv.age"), [uni]) == b"still old"
+    clock.advance(minutes=1)
     app.keys.approve(actor(app, "second-admin"), key_id=key.id)
+    clock.advance(minutes=1)
     approval = audit_events(app, "key:approve")[-1]["details"]
     assert approval["switch_to"] == "x25519" and len(approval["no_new_files_for"]) == 1
     _upload(app, "after.csv", b"new type")
@@ -76,6 +79,10 @@ def test_a_type_switch_keeps_waiting_files_and_has_no_gap(
     keys = {k.id: k for k in app.keys.all(OPERATOR, partner="uni")}
     old = next(k for k in keys.values() if k.kind == "mlkem768x25519")
     assert old.state is KeyState.APPROVED and not old.receiving
+    # Two files were uploaded before the switch: the partner keeps the old private key
+    # until the later one expires.
+    assert old.waiting_files == 2 and old.waiting_until is not None
+    assert keys[key.id].waiting_files == 0
     assert keys[key.id].receiving
     assert old.recipient not in app.keys.published(actor(app, "clerk"), "uni")
     # Revoking it later purges nothing: another key is approved.
