@@ -51,6 +51,11 @@ def test_a_key_of_the_other_type_is_refused_with_the_safe_path(app: App, alice: 
                                     "switch_type": "yes"})
     assert switched.status_code == 303  # type: ignore[attr-defined]
     assert [k.kind for k in app.keys.all(OPERATOR)] == ["mlkem768x25519", "x25519"]
+    # The approved key proposed for a second partner is flagged where it is decided.
+    app.partners.add(OPERATOR, slug="lab")
+    assert alice.post("/keys", {"partner": "lab", "recipient": post_quantum}).status_code == 303  # type: ignore[attr-defined]
+    page = alice.client.get("/keys").text
+    assert "this key is already approved for uni" in page
 
 
 
