@@ -88,3 +88,4 @@ def test_partner_and_account_pages(world: App) -> None:
     assert clerk.account.role is Role.STAFF
     assert {e.tag for e in clerk.history} >= {"account:create", "file:upload:complete"}
     assert all("clerk" in f"{e.actor} {e.subject}" for e in clerk.history)
+
