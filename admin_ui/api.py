@@ -33,7 +33,7 @@ from admin_ui.pages import (
     report_download,
 )
 from admin_ui.security import Principal, api_principal, console
-from gateway.accounts import parse_role
+from gateway.accounts import parse_allow_from, parse_role
 from gateway.audit import VerificationError
 from gateway.authority import AppliedChange, AuthorityChangeInfo
 from gateway.db.models import TransferState
@@ -85,6 +85,11 @@ class AccountIn(BaseModel):
     role: Name
     partner: str | None = Field(default=None, max_length=64)
     ssh_keys: list[Annotated[str, Field(max_length=16384)]] = Field(default=[], max_length=20)
+    # As `user add`: the holder enrols at the first SFTP sign-in (no secret in the answer),
+    # the networks sign-in is allowed from, and a machine account for a second admin.
+    enrol_by_ssh: bool = False
+    allow_from: str | None = Field(default=None, max_length=2000)
+    machine: bool = False
 
 
 class SSHKeyIn(BaseModel):
@@ -95,6 +100,8 @@ class KeyIn(BaseModel):
     partner: Name
     recipient: Annotated[str, Field(min_length=1, max_length=16384)]
     label: str = Field(default="", max_length=200)
+    # Declares a key of the other type (post-quantum or classical) than the partner's.
+    switch_type: bool = False
 
 
 class SecondFactor(BaseModel):
@@ -174,7 +181,8 @@ def account_add(request: Request, caller: Caller, body: AccountIn) -> JSONRespon
     keys = [parse_public_key(key) for key in body.ssh_keys]
     return _done_or_pending(console(request).app.accounts.add(
         caller.actor, username=body.username, role=parse_role(body.role),
-        partner=body.partner, ssh_keys=keys), 201)
+        partner=body.partner, ssh_keys=keys, enrol_by_ssh=body.enrol_by_ssh,
+        allow_from=parse_allow_from(body.allow_from), machine=body.machine), 201)
 
 
 @router.get("/accounts/{username}", summary="Show an account")
@@ -271,7 +279,8 @@ def keys(request: Request, caller: Caller,
 @router.post("/keys", status_code=201, summary="Propose a recipient key")
 def key_propose(request: Request, caller: Caller, body: KeyIn) -> JSONResponse:
     return _json(console(request).app.keys.propose(
-        caller.actor, partner=body.partner, recipient=body.recipient, label=body.label), 201)
+        caller.actor, partner=body.partner, recipient=body.recipient, label=body.label,
+        switch_type=body.switch_type), 201)
 
 
 def _decide(request: Request, caller: Caller, key_id: int, verb: str,
@@ -343,16 +352,27 @@ def transfer_purge(request: Request, caller: Caller, file_id: str) -> JSONRespon
     return _json(console(request).app.transfers.purge_file(caller.actor, file_id=file_id))
 
 
-@router.get("/audit/events", summary="Audit events, oldest first, from index `start`")
+@router.get("/audit/events", summary="Audit events, oldest first from index `start`; "
+            "or with `newest`, newest first below index `before`; `q` searches actor, "
+            "subject and tag")
 def audit_events(request: Request, caller: Caller,
                  tag: Annotated[str, Query(max_length=64)] = "",
                  actor: Annotated[str, Query(max_length=200)] = "",
                  since: Annotated[str, Query(max_length=40)] = "",
                  until: Annotated[str, Query(max_length=40)] = "",
+                 q: Annotated[str, Query(max_length=200)] = "",
+                 partner: Annotated[str, Query(max_length=64)] = "",
                  start: Annotated[int, Query(ge=0, le=2**62)] = 0,
+                 newest: bool = False,
+                 before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
                  limit: Annotated[int, Query(ge=1, le=500)] = 100) -> JSONResponse:
-    events = console(request).app.audit_view.page(
-        caller.actor, event_filter(tag, actor, since, until, start), size=limit)
+    view = console(request).app.audit_view
+    selection = event_filter(tag, actor, since, until, start, q, partner)
+    if newest:
+        events, next_before = view.newest(caller.actor, selection, before=before, size=limit)
+        return _json({"events": [event.as_dict() for event in events],
+                      "next_before": next_before})
+    events = view.page(caller.actor, selection, size=limit)
     return _json({"events": [event.as_dict() for event in events],
                   "next_start": events[-1].index + 1 if len(events) == limit else None})
 

@@ -15,10 +15,11 @@ import segno
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 
+from admin_ui.describe import readable
 from admin_ui.forms import optional_int, optional_time
 from admin_ui.rendering import render
 from admin_ui.security import CSRF_HEADER, check_csrf, console, signed_in
-from gateway.accounts import parse_role
+from gateway.accounts import SFTP_ROLES, parse_allow_from, parse_role
 from gateway.actors import Actor
 from gateway.audit import AuditTag, VerificationError
 from gateway.audit_service import EventFilter
@@ -101,10 +102,15 @@ def partner_enable(request: Request, current: Session, slug: str, *, csrf: Csrf 
 # Accounts ----------------------------------------------------------------------------
 
 @router.get("/accounts")
-def accounts(request: Request, current: Session) -> Response:
+def accounts(request: Request, current: Session, q: Annotated[str, Query(max_length=100)] = ""
+             ) -> Response:
     gateway = console(request).app
+    words = q.casefold().split()
+    shown = [a for a in gateway.accounts.all(current.actor)
+             if all(word in f"{a.username} {a.role.value} {a.partner or ''} {a.state}".casefold()
+                    for word in words)]
     return render(request, "accounts.html", {
-        "accounts": gateway.accounts.all(current.actor),
+        "accounts": shown, "q": q, "grants": gateway.machines.pending(current.actor),
         "changes": gateway.authority.pending(current.actor),
         "partners": gateway.partners.all(current.actor), "roles": list(Role)}, current=current)
 
@@ -127,14 +133,28 @@ def _secret_page(request: Request, current: SessionInfo, *, title: str, username
 
 @router.post("/accounts")
 def account_add(request: Request, current: Session, *, csrf: Csrf = "", username: Text, role: Text,
-                partner: Text = "", ssh_key: Text = "") -> Response:
+                partner: Text = "", ssh_key: Text = "", allow_from: Text = "",
+                machine: Text = "") -> Response:
     check_csrf(request, current, csrf)
     keys = [parse_public_key(line) for line in ssh_key.splitlines() if line.strip()]
+    parsed_role, is_machine = parse_role(role.strip()), bool(machine)
+    # The onboarding runbook's rule: nobody at the registry sees an SFTP user's TOTP
+    # secret. The console enrols staff and partners by SSH (the holder enrols at the
+    # first sign-in with their own key) and never shows their secret.
+    by_ssh = parsed_role in SFTP_ROLES and not is_machine
+    if by_ssh and not keys:
+        raise UsageError("a staff or partner account enrols its one-time code at its first "
+                         "SFTP sign-in with its own key: give its SSH public key")
     new = console(request).app.accounts.add(
-        current.actor, username=username.strip(), role=parse_role(role.strip()),
-        partner=partner.strip() or None, ssh_keys=keys)
+        current.actor, username=username.strip(), role=parsed_role,
+        partner=partner.strip() or None, ssh_keys=keys, enrol_by_ssh=by_ssh,
+        allow_from=parse_allow_from(allow_from.strip() or None), machine=is_machine)
     if isinstance(new, AuthorityChangeInfo):
         return _back(f"/accounts#change-{new.id}")
+    if new.machine_grant is not None:
+        return _back(f"/accounts#grant-{new.machine_grant}")
+    if new.totp_uri is None and new.one_time_password is None:
+        return _back(f"/accounts/{new.account.username}")
     return _secret_page(request, current, title=f"Account {new.account.username} created",
                         username=new.account.username, password=new.one_time_password,
                         totp_uri=new.totp_uri)
@@ -177,9 +197,15 @@ def account_add_key(request: Request, current: Session, username: str, *, csrf: 
 def account_reset_totp(request: Request, current: Session, username: str,
                        *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
-    enrolment = console(request).app.accounts.reset_totp(current.actor, username=username)
+    gateway = console(request).app
+    # As at creation: an SFTP user re-enrols by SSH; the console never shows their secret.
+    by_ssh = gateway.accounts.get(current.actor, username).role in SFTP_ROLES
+    enrolment = gateway.accounts.reset_totp(current.actor, username=username,
+                                            enrol_by_ssh=by_ssh)
     if isinstance(enrolment, AuthorityChangeInfo):
         return _back(f"/accounts#change-{enrolment.id}")
+    if enrolment.totp_uri is None:
+        return _back(f"/accounts/{username}")
     return _secret_page(request, current, title=f"New TOTP secret for {username}",
                         username=username, totp_uri=enrolment.totp_uri)
 
@@ -227,11 +253,12 @@ def keys(request: Request, current: Session) -> Response:
 @router.post("/keys")
 def key_propose(request: Request, current: Session,
                 *, csrf: Csrf = "", partner: Text, recipient: Text,
-                label: Text = "") -> Response:
+                label: Text = "", switch_type: Text = "") -> Response:
     check_csrf(request, current, csrf)
-    console(request).app.keys.propose(current.actor, partner=partner.strip(),
-                                      recipient=recipient.strip(), label=label.strip()[:200])
-    return _back("/keys")
+    key = console(request).app.keys.propose(
+        current.actor, partner=partner.strip(), recipient=recipient.strip(),
+        label=label.strip()[:200], switch_type=bool(switch_type))
+    return _back(f"/keys#key-{key.id}")
 
 
 @router.post("/keys/{key_id}/{verb}/options")
@@ -304,33 +331,64 @@ def transfer_purge(request: Request, current: Session, file_id: str,
 
 # Audit log ---------------------------------------------------------------------------
 
-def event_filter(tag: str, actor: str, since: str, until: str, start: int) -> EventFilter:
-    """The audit filter from query values (shared with the API)."""
+def event_filter(tag: str, actor: str, since: str, until: str, start: int,
+                 search: str = "", partner: str = "") -> EventFilter:
+    """The audit filter from query values (shared with the API).
+
+    A plain date in ``until`` includes that whole day: "from Tuesday until Tuesday" is
+    Tuesday.
+    """
     if tag and tag not in {t.value for t in AuditTag}:
         raise UsageError(f"unknown tag {tag[:40]!r}")
+    end = optional_time(until, field="until")
+    if end is not None and len(until.strip()) == len("2026-11-01"):
+        end += timedelta(days=1)
     return EventFilter(tag=AuditTag(tag) if tag else None, actor=actor.strip() or None,
-                       since=optional_time(since, field="from"),
-                       until=optional_time(until, field="until"), start=max(0, start))
+                       since=optional_time(since, field="from"), until=end,
+                       start=max(0, start), search=search.strip()[:200] or None,
+                       partner=partner.strip() or None)
+
+
+Search = Annotated[str, Query(max_length=200)]
+Cursor = Annotated[int | None, Query(ge=1, le=2**62)]
 
 
 @router.get("/audit")
-def audit(request: Request, current: Session, tag: str = "", actor: str = "",
-          since: str = "", until: str = "", start: int = 0) -> Response:
-    return _audit_page(request, current, tag=tag, actor=actor, since=since, until=until,
-                       start=start)
+def audit(request: Request, current: Session, tag: Search = "", actor: Search = "",
+          since: Search = "", until: Search = "", q: Search = "", order: Search = "",
+          partner: Search = "", start: Annotated[int, Query(ge=0, le=2**62)] = 0,
+          before: Cursor = None) -> Response:
+    return _audit_page(request, current, form={
+        "tag": tag, "actor": actor, "since": since, "until": until, "q": q,
+        "partner": partner, "order": "oldest" if order == "oldest" else ""},
+        start=start, before=before)
 
 
-def _audit_page(request: Request, current: SessionInfo, *, tag: str = "", actor: str = "",
-                since: str = "", until: str = "", start: int = 0,
+def _audit_page(request: Request, current: SessionInfo, *, form: dict[str, str] | None = None,
+                start: int = 0, before: int | None = None,
                 verification: str | None = None, failed: bool = False) -> Response:
-    view = console(request).app.audit_view
-    events = view.page(current.actor, event_filter(tag, actor, since, until, start),
-                       size=PAGE_SIZE)
+    """The log, newest first unless the form asks for the oldest first; pages by keyset
+    (``before`` an index, or ``start`` from one when oldest first)."""
+    f = form or {"tag": "", "actor": "", "since": "", "until": "", "q": "", "partner": "",
+                 "order": ""}
+    gateway = console(request).app
+    view = gateway.audit_view
+    selection = event_filter(f["tag"], f["actor"], f["since"], f["until"],
+                             start if f["order"] else 0, f["q"], f["partner"])
+    if f["order"]:
+        events = view.page(current.actor, selection, size=PAGE_SIZE)
+        more = {"start": events[-1].index + 1} if len(events) == PAGE_SIZE else None
+    else:
+        events, next_before = view.newest(current.actor, selection, before=before,
+                                          size=PAGE_SIZE)
+        more = {"before": next_before} if next_before is not None else None
+    kept = {k: v for k, v in f.items() if v}
     return render(request, "audit.html", {
-        "events": events, "tags": [t.value for t in AuditTag],
-        "checkpoint": view.latest_checkpoint(current.actor),
-        "next_start": events[-1].index + 1 if len(events) == PAGE_SIZE else None,
-        "f": {"tag": tag, "actor": actor, "since": since, "until": until},
+        "events": events, "tags": [t.value for t in AuditTag], "readable": readable,
+        "partners": [p.slug for p in gateway.partners.all(current.actor)],
+        "checkpoint": view.latest_checkpoint(current.actor), "f": f,
+        "next_page": f"/audit?{urlencode({**kept, **more})}" if more else None,
+        "first_page": f"/audit?{urlencode(kept)}" if (before or start) else None,
         "verification": verification, "failed": failed}, current=current,
         status=409 if failed else 200)
 
@@ -354,7 +412,7 @@ def audit_checkpoint(request: Request, current: Session) -> Response:
         "Content-Disposition": 'attachment; filename="checkpoint.txt"'})
 
 
-@router.get("/audit/{index}/proof")
+@router.get("/audit/{index:int}/proof")
 def audit_proof(request: Request, current: Session, index: int) -> Response:
     if index < 0:
         raise NotFoundError(f"there is no audit entry {index}")

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from gateway.actors import Actor
 from gateway.audit import (
     AuditEvent,
+    AuditLog,
     AuditTag,
     NoteVerifier,
     SignedCheckpoint,
@@ -68,16 +69,25 @@ class EventFilter:
     start: int = 0
     # An account: what it did, and what was done to it.
     user: str | None = None
+    # Words that must each appear (case-insensitive) in the actor, subject or tag.
+    search: str | None = None
 
     def matches(self, event: AuditEvent) -> bool:
         """Whether ``event`` passes the filters the database could not apply."""
         if self.actor is not None and event.actor != self.actor:
+            return False
+        if self.search is not None and not _found(event, self.search):
             return False
         if self.user is not None and not _names_user(event, self.user):
             return False
         if self.partner is not None and not _names_partner(event, self.partner):
             return False
         return self.file is None or _names_file(event, self.file)
+
+
+def _found(event: AuditEvent, search: str) -> bool:
+    fields = f"{event.actor}\n{event.subject}\n{event.tag}".casefold()
+    return all(word in fields for word in search.casefold().split())
 
 
 def _names_user(event: AuditEvent, username: str) -> bool:
@@ -91,6 +101,26 @@ def _names_partner(event: AuditEvent, slug: str) -> bool:
 def _names_file(event: AuditEvent, file: str) -> bool:
     """A file is named by its transfer id (``file:<id>``) or by its stored name."""
     return event.subject == f"file:{file}" or event.details.get("name") == file
+
+
+def newest_page(log: AuditLog, session: Session, selection: EventFilter, *,
+                before: int | None, size: int) -> tuple[list[AuditEvent], int | None]:
+    """:meth:`AuditService.newest` without the permission check (bench/audit.py times it)."""
+    # Each of these names appears verbatim in a matching leaf: the database narrows by
+    # them before the fields are checked here.
+    contains = [*(selection.search or "").split(),
+                *(name for name in (selection.actor, selection.user, selection.partner,
+                                    selection.file) if name)]
+    found: list[AuditEvent] = []
+    for event in log.events(session, since=selection.since, until=selection.until,
+                            tag=selection.tag, start=selection.start, before=before,
+                            newest_first=True, contains=contains, batch=size + 1):
+        if not selection.matches(event):
+            continue
+        if len(found) == size:
+            return found, found[-1].index
+        found.append(event)
+    return found, None
 
 
 class AuditService:
@@ -113,6 +143,18 @@ class AuditService:
                 count += 1
                 if limit is not None and count >= limit:
                     return
+
+    def newest(self, actor: Actor, selection: EventFilter, *, before: int | None = None,
+               size: int) -> tuple[list[AuditEvent], int | None]:
+        """One page of matching events, newest first, below index ``before``; and the
+        ``before`` of the next (older) page, or None when this is the last.
+
+        The database applies what it can (index range, time, tag, and a coarse text match
+        for the actor and the search words), so a page costs about its own rows.
+        """
+        self._app.authz.require(actor, Permission.AUDIT_READ)
+        with snapshot(self._app.engine) as session:
+            return newest_page(self._app.audit, session, selection, before=before, size=size)
 
     def page(self, actor: Actor, selection: EventFilter, *, size: int) -> list[AuditEvent]:
         """One page of matching events; the next page starts after the last one's index."""
@@ -242,6 +284,15 @@ class AuditService:
             leaf = session.scalar(select(AuditEntry.leaf).where(AuditEntry.tag == tag.value)
                                   .order_by(AuditEntry.idx.desc()).limit(1))
         return decode_leaf(leaf.encode()) if leaf is not None else None
+
+    def event(self, actor: Actor, index: int) -> AuditEvent:
+        """Entry ``index`` (for a link to one event)."""
+        self._app.authz.require(actor, Permission.AUDIT_READ)
+        with self._app.read() as session:
+            leaf = session.scalar(select(AuditEntry.leaf).where(AuditEntry.idx == index))
+        if leaf is None:
+            raise NotFoundError(f"there is no audit entry {index}")
+        return decode_leaf(leaf.encode())
 
     def recent(self, actor: Actor, *, limit: int = 10) -> list[AuditEvent]:
         """The newest ``limit`` events, newest first."""

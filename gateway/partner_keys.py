@@ -1,9 +1,17 @@
 """Partner recipient keys, under the two-person rule.
 
 An admin proposes a key; a different admin approves it; only approved keys receive new
-files; revocation is immediate. A partner's approved keys are all post-quantum or all
-classical, so that no file mixes them. Revoking a partner's last approved key purges the
-files waiting for it, unless the admin keeps them until they expire.
+files; revocation is immediate. Revoking a partner's last approved key purges the files
+waiting for it, unless the admin keeps them until they expire.
+
+Key types (docs/security.md, "Key types: one at a time"): a file is encrypted to one
+type at a time, post-quantum or classical, never both, so a classical stanza cannot undo
+what the post-quantum one protects. New files go to the partner's approved keys of the
+type of its most recently approved key (its *receiving* keys). A key of the other type
+is refused at proposal unless the admin declares a type switch; once a second admin
+approves it, new files go to it alone, while the old keys stay approved, receive nothing
+new and can be revoked without purging anything once the files encrypted to them have
+expired: no waiting file is lost and there is no moment without a receiving key.
 """
 
 from __future__ import annotations
@@ -13,14 +21,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway import envelope, recipient_list, retention
 from gateway.actors import Actor
 from gateway.audit import AuditTag
 from gateway.authz import Permission
-from gateway.db.models import MAX_INTEGER, Account, KeyState, Partner, PartnerKey, Role
+from gateway.db.models import (
+    MAX_INTEGER,
+    Account,
+    KeyState,
+    Partner,
+    PartnerKey,
+    Role,
+    Transfer,
+    TransferState,
+)
 from gateway.errors import ConflictError, NotFoundError, PolicyError
 from gateway.partners import WAITING_KEPT, WAITING_PURGED, get_partner
 
@@ -47,17 +64,29 @@ class RecipientKey:
     approved_at: datetime | None
     revoked_by: str | None
     revoked_at: datetime | None
+    # Flags for the admins deciding on a key: other partners that have it approved (the
+    # same private key would open both partners' files), and whether new files go to it.
+    also_approved_for: tuple[str, ...] = ()
+    receiving: bool = False
+    # For an approved key that no longer receives (its partner switched key type): the
+    # files uploaded before the switch still waiting, and when the last of them expires,
+    # which is how long the partner must keep the old private key.
+    waiting_files: int = 0
+    waiting_until: datetime | None = None
 
     @property
     def is_post_quantum(self) -> bool:
         return self.kind != "x25519"
 
 
-def key_info(row: PartnerKey) -> RecipientKey:
+def key_info(row: PartnerKey, *, also_approved_for: tuple[str, ...] = (),
+             receiving: bool = False,
+             waiting: tuple[int, datetime | None] = (0, None)) -> RecipientKey:
     return RecipientKey(row.id, row.partner.slug, row.kind, row.fingerprint, row.label,
                         row.recipient, row.state, row.proposer.username, row.proposed_at,
                         row.approver.username if row.approver else None, row.approved_at,
-                        row.revoker.username if row.revoker else None, row.revoked_at)
+                        row.revoker.username if row.revoker else None, row.revoked_at,
+                        also_approved_for, receiving, *waiting)
 
 
 def active_admin(session: Session, actor: Actor) -> Account:
@@ -85,6 +114,39 @@ def approved_keys(session: Session, partner: Partner) -> list[PartnerKey]:
         .order_by(PartnerKey.id)))
 
 
+def receiving_keys(keys: list[PartnerKey]) -> list[PartnerKey]:
+    """Of a partner's approved ``keys``, those new files are encrypted to: the keys of the
+    type of the most recently approved one, so that a file never mixes types and a type
+    switch takes effect at the approval of the new key, with no gap."""
+    if not keys:
+        return []
+    newest = max(keys, key=lambda k: (k.approved_at or k.proposed_at, k.id))
+    return [key for key in keys if key.kind == newest.kind]
+
+
+def _kind_name(kind: str) -> str:
+    return "classical X25519" if kind == "x25519" else f"hybrid post-quantum {kind}"
+
+
+def _type_switch_refusal(partner: str, old: str, new: str) -> str:
+    return (f"partner {partner!r} receives files encrypted to {_kind_name(old)} keys and this "
+            f"key is {_kind_name(new)}; a file is never encrypted to both. To move the "
+            "partner to the new type, propose it as a type switch (CLI --switch-type, API "
+            "\"switch_type\": true, console \"switch the partner to this key type\"): once a "
+            "second admin approves it, new files go to it alone; the old keys stay approved "
+            "for the files already waiting and can be revoked, purging nothing, once those "
+            "have expired. Do not revoke the old keys first: revoking the last one purges "
+            "the waiting files.")
+
+
+def _also_approved_for(session: Session, fingerprint: str, partner_id: int) -> tuple[str, ...]:
+    """Other partners that have the key with ``fingerprint`` approved."""
+    return tuple(session.scalars(
+        select(Partner.slug).join(PartnerKey, PartnerKey.partner_id == Partner.id)
+        .where(PartnerKey.fingerprint == fingerprint, PartnerKey.state == KeyState.APPROVED,
+               PartnerKey.partner_id != partner_id).order_by(Partner.slug).distinct()))
+
+
 def published_recipients(partner: Partner, keys: list[PartnerKey]) -> str:
     """A partner's approved keys as the recipient list staff download and pin."""
     published = []
@@ -108,15 +170,26 @@ class PartnerKeyService:
     def __init__(self, app: App) -> None:
         self._app = app
 
-    def propose(self, actor: Actor, *, partner: str, recipient: str,
-                label: str = "") -> RecipientKey:
-        """Validate ``recipient`` and record it as proposed by the acting admin."""
+    def propose(self, actor: Actor, *, partner: str, recipient: str, label: str = "",
+                switch_type: bool = False) -> RecipientKey:
+        """Validate ``recipient`` and record it as proposed by the acting admin.
+
+        A key of another type than the partner's receiving keys is refused unless
+        ``switch_type`` declares the switch. A key another partner has approved is
+        accepted but flagged (``also_approved_for``, and in the audit event).
+        """
         self._app.authz.require(actor, Permission.KEY_PROPOSE, subject=f"partner:{partner}")
         parsed = envelope.parse_recipient(recipient.strip())
         conflict = f"partner {partner!r} already has this key"
         with self._app.transaction(conflict=conflict) as session:
             proposer = active_admin(session, actor)
             partner_row = get_partner(session, partner)
+            receiving = receiving_keys(approved_keys(session, partner_row))
+            switching = bool(receiving) and receiving[0].kind != parsed.kind
+            if switching and not switch_type:
+                raise PolicyError(_type_switch_refusal(partner, receiving[0].kind,
+                                                       parsed.kind))
+            shared = _also_approved_for(session, parsed.fingerprint, partner_row.id)
             key = PartnerKey(partner_id=partner_row.id, recipient=str(parsed), kind=parsed.kind,
                              fingerprint=parsed.fingerprint, label=label,
                              state=KeyState.PROPOSED, proposed_by=proposer.id,
@@ -124,8 +197,13 @@ class PartnerKeyService:
                              proposer=proposer)
             session.add(key)
             session.flush()
-            self._record(session, AuditTag.KEY_PROPOSE, key, actor)
-            return key_info(key)
+            extra: dict[str, object] = {}
+            if switching:
+                extra.update(switch_from=receiving[0].kind, switch_to=parsed.kind)
+            if shared:
+                extra["also_approved_for"] = list(shared)
+            self._record(session, AuditTag.KEY_PROPOSE, key, actor, extra)
+            return key_info(key, also_approved_for=shared)
 
     def approve(self, actor: Actor, *, key_id: int) -> RecipientKey:
         """Approve a proposed key; the approver must not be the proposer."""
@@ -134,8 +212,8 @@ class PartnerKeyService:
         with self._app.transaction() as session:
             approver = active_admin(session, actor)
             key = _get_key(session, key_id)
-            # Approvals for one partner are serialised, so two approvals at once cannot
-            # both pass the no-mixing check below.
+            # Approvals for one partner are serialised, so that "which type receives" has
+            # one answer.
             get_partner(session, key.partner.slug, for_update=True)
             if key.state is not KeyState.PROPOSED:
                 raise ConflictError(f"key {key_id} is {key.state.value}, not proposed")
@@ -143,14 +221,16 @@ class PartnerKeyService:
             if single_admin and not settings.insecure_single_admin_key_approval:
                 raise PolicyError("two-person rule: a key must be approved by a different "
                                   "admin than the one who proposed it")
-            others = approved_keys(session, key.partner)
-            if any(o.kind != key.kind for o in others):
-                raise PolicyError(f"partner {key.partner.slug!r} has approved {others[0].kind} "
-                                  f"keys; a {key.kind} key would mix post-quantum and classical "
-                                  "recipients. Revoke the others first.")
+            # A key of another type is a type switch, declared at proposal (or the partner's
+            # keys changed since): new files go to this key's type from now on, and the
+            # old keys stay approved, receiving nothing, for the files already waiting.
+            retiring = [o.id for o in approved_keys(session, key.partner)
+                        if o.kind != key.kind]
             key.state, key.approved_at, key.approver = (KeyState.APPROVED, self._app.clock(),
                                                         approver)
             extra: dict[str, object] = {}
+            if retiring:
+                extra.update(switch_to=key.kind, no_new_files_for=retiring)
             if single_admin:
                 log.warning("insecure_single_admin_key_approval: %s approved their own key %d",
                             actor.name, key_id)
@@ -159,7 +239,7 @@ class PartnerKeyService:
                                        subject="setting:insecure_single_admin_key_approval",
                                        details={"key_id": key.id, "partner": key.partner.slug})
             self._record(session, AuditTag.KEY_APPROVE, key, actor, extra)
-            return key_info(key)
+            return key_info(key, receiving=True)
 
     def revoke(self, actor: Actor, *, key_id: int, keep_waiting: bool = False) -> RecipientKey:
         """Revoke a proposed or approved key; it receives no new file from now on.
@@ -193,7 +273,8 @@ class PartnerKeyService:
         return info
 
     def published(self, actor: Actor, partner: str) -> str:
-        """An active partner's recipient list (``/.recipients/<partner>``), for staff.
+        """An active partner's recipient list (``/.recipients/<partner>``), for staff: its
+        receiving keys, the ones the gateway itself encrypts new files to.
 
         Those who may upload for a partner may see whom its files are encrypted to.
         """
@@ -204,18 +285,33 @@ class PartnerKeyService:
                 raise NotFoundError("no such partner")
             # Staff pin what they read here: never publish a row the gateway did not write.
             self._app.integrity.verify(partner_row)
-            keys = approved_keys(session, partner_row)
-            for key in keys:
+            approved = approved_keys(session, partner_row)
+            for key in approved:
                 self._app.integrity.verify(key)
-            return published_recipients(partner_row, keys)
+            return published_recipients(partner_row, receiving_keys(approved))
 
     def all(self, actor: Actor, *, partner: str | None = None) -> list[RecipientKey]:
         self._app.authz.require(actor, Permission.KEY_READ)
         with self._app.read() as session:
-            query = select(PartnerKey).order_by(PartnerKey.id)
-            if partner is not None:
-                query = query.where(PartnerKey.partner_id == get_partner(session, partner).id)
-            return [key_info(row) for row in session.scalars(query)]
+            wanted = get_partner(session, partner).id if partner is not None else None
+            # Every key is read (a registry has tens): the flags compare across partners.
+            rows = list(session.scalars(select(PartnerKey).order_by(PartnerKey.id)))
+            receiving = {partner_id: _receiving(rows, partner_id)
+                         for partner_id in {row.partner_id for row in rows}}
+            receiving_ids = {key.id for keys in receiving.values() for key in keys}
+            retiring = {partner_id: [r for r in rows if r.partner_id == partner_id
+                                     and r.state is KeyState.APPROVED
+                                     and r.id not in receiving_ids]
+                        for partner_id in receiving}
+            waiting = {partner_id: _waiting_before(session, partner_id, receiving[partner_id],
+                                                   old)
+                       for partner_id, old in retiring.items() if old}
+            return [key_info(row, also_approved_for=_shared(rows, row),
+                             receiving=row.id in receiving_ids,
+                             waiting=(waiting.get(row.partner_id, (0, None))
+                                      if row.state is KeyState.APPROVED
+                                      and row.id not in receiving_ids else (0, None)))
+                    for row in rows if wanted is None or row.partner_id == wanted]
 
     def _record(self, session: Session, tag: AuditTag, key: PartnerKey, actor: Actor,
                 extra: dict[str, object] | None = None) -> None:
@@ -224,3 +320,34 @@ class PartnerKeyService:
                                       **(extra or {})}
         self._app.audit.record(session, tag=tag, actor=actor, subject=f"key:{key.id}",
                                details=details)
+
+
+def _receiving(rows: list[PartnerKey], partner_id: int) -> list[PartnerKey]:
+    return receiving_keys([r for r in rows if r.partner_id == partner_id
+                           and r.state is KeyState.APPROVED])
+
+
+def _shared(rows: list[PartnerKey], row: PartnerKey) -> tuple[str, ...]:
+    """For a key not yet revoked: the other partners among ``rows`` that have it approved."""
+    if row.state is KeyState.REVOKED:
+        return ()
+    return tuple(sorted({r.partner.slug for r in rows if r.fingerprint == row.fingerprint
+                         and r.state is KeyState.APPROVED and r.partner_id != row.partner_id}))
+
+
+def _approved(key: PartnerKey) -> datetime:
+    return key.approved_at or key.proposed_at
+
+
+def _waiting_before(session: Session, partner_id: int, receiving: list[PartnerKey],
+                    retiring: list[PartnerKey]) -> tuple[int, datetime | None]:
+    """How many of a partner's waiting files were uploaded before its receiving keys'
+    type took over (the first approval of that type after the last of the other), and
+    when the last of them expires."""
+    last_old = max(_approved(key) for key in retiring)
+    switched = min((_approved(key) for key in receiving if _approved(key) > last_old),
+                   default=last_old)
+    count, last = session.execute(select(func.count(), func.max(Transfer.expires_at)).where(
+        Transfer.partner_id == partner_id, Transfer.state == TransferState.AVAILABLE,
+        Transfer.created_at <= switched)).one()
+    return int(count), last

@@ -12,7 +12,8 @@ The format, version 1 (UTF-8 text, LF line ends)::
     age1pq1… SHA256:… key=3 approved=2026-11-02T09:00:00Z proposed-by=alice approved-by=bob
 
 The first line names the format and its version, the second the partner. Every further
-line is one approved key: the recipient, its fingerprint (as ``key propose`` shows it),
+line is one approved key new files are encrypted to (during a change of key type, the new
+type's keys only): the recipient, its fingerprint (as ``key propose`` shows it),
 then ``name=value`` fields separated by single spaces. A reader ignores fields it does
 not know, so later versions can add some; it rejects a line whose fingerprint is not
 the recipient's own. A partner without approved keys has a list with no key lines.

@@ -47,7 +47,7 @@ from gateway.errors import (
     UsageError,
 )
 from gateway.integrity import IntegrityViolationError
-from gateway.partner_keys import approved_keys
+from gateway.partner_keys import approved_keys, receiving_keys
 from gateway.partners import PartnerInfo, get_partner, partner_info
 from gateway.payload_check import PayloadCheck, header_end
 from gateway.pre_encrypted import (
@@ -574,9 +574,11 @@ class TransferService:
             partner_row = self._visible_partner(session, actor, partner)
             # Never encrypt to a recipient, or apply a limit, the gateway did not write.
             self._app.integrity.verify(partner_row)
-            keys = approved_keys(session, partner_row)
-            for key in keys:
+            approved = approved_keys(session, partner_row)
+            for key in approved:
                 self._app.integrity.verify(key)
+            # One key type at a time: during a type switch the old keys get nothing new.
+            keys = receiving_keys(approved)
             if not keys:
                 raise PolicyError(f"partner {partner!r} has no approved encryption key; "
                                   "uploads are refused until an admin approves one")

@@ -9,6 +9,7 @@ transaction-scoped advisory lock is taken before the next index is read.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -46,6 +47,12 @@ Clock = Callable[[], datetime]
 SEQUENCER_LOCK_ID = 0x424C4E4441554454
 SYSTEM_ACTOR = Actor.system("audit")
 PENDING_KEY = "blindpost.audit.pending"
+
+def _like_literal(text: str) -> str:
+    """``text`` as the leaf's canonical JSON spells it inside a string, for LIKE."""
+    spelled = json.dumps(text, ensure_ascii=False)[1:-1]
+    return spelled.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
 
 entries: Table = AuditEntry.__table__  # type: ignore[assignment]  # Declarative tables are Tables.
 nodes: Table = AuditNode.__table__  # type: ignore[assignment]
@@ -236,9 +243,22 @@ class AuditLog:
 
     def events(self, session: Session, *, since: datetime | None = None,
                until: datetime | None = None, tag: AuditTag | None = None,
-               tags: Sequence[AuditTag] = (), start: int = 0) -> Iterator[AuditEvent]:
-        """Yield entries in index order, optionally in a time window or of some tags."""
-        query = select(entries.c.leaf).where(entries.c.idx >= start).order_by(entries.c.idx)
+               tags: Sequence[AuditTag] = (), start: int = 0, before: int | None = None,
+               newest_first: bool = False, contains: Sequence[str] = (),
+               batch: int = 1000) -> Iterator[AuditEvent]:
+        """Yield entries in index order (or newest first), optionally in a time window, of
+        some tags, below index ``before`` (a keyset page), or whose leaf contains each of
+        ``contains`` (case-insensitive; a coarse filter the caller refines on the fields).
+
+        Each condition is on an indexed column or narrows the scan in the database, so a
+        page of a million-entry log reads about a page of rows, never the whole table.
+        """
+        order = entries.c.idx.desc() if newest_first else entries.c.idx
+        query = select(entries.c.leaf).where(entries.c.idx >= start).order_by(order)
+        if before is not None:
+            query = query.where(entries.c.idx < before)
+        for text in contains:
+            query = query.where(entries.c.leaf.ilike(f"%{_like_literal(text)}%", escape="\\"))
         if since is not None:
             query = query.where(entries.c.recorded_at >= since)
         if until is not None:
@@ -247,7 +267,7 @@ class AuditLog:
             query = query.where(entries.c.tag == AuditTag(tag).value)
         if tags:
             query = query.where(entries.c.tag.in_([AuditTag(t).value for t in tags]))
-        for (leaf,) in session.execute(query.execution_options(yield_per=1000)):
+        for (leaf,) in session.execute(query.execution_options(yield_per=batch)):
             yield decode_leaf(leaf.encode())
 
     def export(self, session: Session, out: IO[bytes]) -> int:

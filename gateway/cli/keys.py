@@ -27,8 +27,14 @@ if TYPE_CHECKING:
 def _show(key: RecipientKey, verb: str, as_json: bool) -> None:
     if as_json:
         emit_json(key)
-    else:
-        click.echo(f"{verb} key {key.id} for {key.partner}: {key.kind} {key.fingerprint}")
+        return
+    click.echo(f"{verb} key {key.id} for {key.partner}: {key.kind} {key.fingerprint}")
+    if key.also_approved_for:
+        # A warning, not a refusal: one person may hold the key for two partners, but
+        # whoever holds it opens both partners' files.
+        click.echo("warning: this key is already approved for "
+                   + ", ".join(key.also_approved_for)
+                   + "; whoever holds its private key can open their files too", err=True)
 
 
 @click.group()
@@ -47,24 +53,31 @@ key.add_command(key_fingerprint, "fingerprint")
 @click.argument("partner")
 @click.argument("recipient")
 @click.option("--label", default="", help="A note, e.g. who holds the private key.")
+@click.option("--switch-type", is_flag=True,
+              help="The key is of another type (post-quantum or classical) than the "
+                   "partner's keys: once approved, new files go to it alone, and the old "
+                   "keys stay approved for the files already waiting.")
 @by_option
 @json_option
 @data_dir_option
-def key_propose(partner: str, recipient: str, label: str, by: str, as_json: bool,
-                data_dir: Path | None) -> None:
+def key_propose(partner: str, recipient: str, label: str, switch_type: bool, by: str,
+                as_json: bool, data_dir: Path | None) -> None:
     """Propose RECIPIENT (age1pq1… or age1…) as a key of PARTNER.
 
     The key receives files only once a different admin approves it; compare the
-    fingerprint with the partner by phone before approving.
+    fingerprint with the partner by phone before approving. A key of the other type
+    than the partner's needs --switch-type (see docs/security.md); a key already
+    approved for another partner is accepted with a warning.
 
     \b
-    Example:
+    Examples:
       blindpost key propose uni-research age1pq1… --label "lab laptop" --by alice
+      blindpost key propose uni-research age1… --switch-type --by alice
     """
     app = open_app(data_dir)
     admin = prove(app, by, purpose="key propose")
-    _show(app.keys.propose(admin, partner=partner, recipient=recipient, label=label),
-          "proposed", as_json)
+    _show(app.keys.propose(admin, partner=partner, recipient=recipient, label=label,
+                           switch_type=switch_type), "proposed", as_json)
 
 
 @key.command("approve")

@@ -16,7 +16,14 @@ from gateway.db.models import Account, Role
 from gateway.errors import AuthenticationError
 from tests.conftest import FakeClock
 from tests.unit.admin_ui.console_support import PASSWORD, Person, browser
-from tests.unit.gateway.factories import OPERATOR, account, actor, admin_token, audit_events
+from tests.unit.gateway.factories import (
+    OPERATOR,
+    account,
+    actor,
+    admin_token,
+    audit_events,
+    ssh_public_key,
+)
 
 
 def _sign_in(app: App, username: str, password: str = PASSWORD) -> tuple[object, object]:
@@ -444,9 +451,14 @@ def test_admin_flow_through_pages(app: App, clock: FakeClock, alice: Person) -> 
     assert alice.post("/partners", {"slug": "uni", "retention": "5d"}).status_code == 303  # type: ignore[attr-defined]
     alice.post("/partners/uni", {"retention": "3d", "max_downloads": "2", "name": "Uni"})
     assert app.partners.get(OPERATOR, "uni").max_downloads == 2
-    created = alice.post("/accounts", {"username": "dr-lee", "role": "staff"})
-    assert "TOTP enrolment" in created.text  # type: ignore[attr-defined]
-    assert "<svg" in created.text  # type: ignore[attr-defined]
+    # A staff account enrols by SSH (its key is needed): the console shows no secret.
+    keyless = alice.post("/accounts", {"username": "dr-lee", "role": "staff"})
+    assert keyless.status_code == 400  # type: ignore[attr-defined]
+    assert "give its SSH public key" in keyless.text  # type: ignore[attr-defined]
+    created = alice.post("/accounts", {"username": "dr-lee", "role": "staff",
+                                       "ssh_key": ssh_public_key().openssh()})
+    assert created.headers["location"] == "/accounts/dr-lee"  # type: ignore[attr-defined]
+    assert app.accounts.get(OPERATOR, "dr-lee").enrolment == "pending"
     alice.post("/accounts/dr-lee/disable")
     assert app.accounts.get(OPERATOR, "dr-lee").disabled
     alice.post("/accounts/dr-lee/enable")

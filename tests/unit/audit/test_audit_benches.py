@@ -26,6 +26,7 @@ def test_the_audit_bench_runs() -> None:
     assert "bulk build of 3,000 entries" in output
     assert "full verification, in its own process:" in output
     assert "incremental verification of 100 new entries after 3,000" in output
+    assert "console page in the middle of the log: " in output
 
 
 def test_the_exposure_bench_runs() -> None:

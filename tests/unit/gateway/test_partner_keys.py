@@ -1,4 +1,4 @@
-"""Partner keys: validation, the two-person rule, no mixing, revocation."""
+"""Partner keys: validation, the two-person rule, key types, revocation."""
 
 from __future__ import annotations
 
@@ -77,15 +77,13 @@ def test_invalid_recipient_is_refused(admins: App) -> None:
         admins.keys.propose(actor(admins, "root-admin"), partner="uni", recipient="age1notakey")
 
 
-def test_no_mixing_post_quantum_and_classical(admins: App) -> None:
+def test_an_undeclared_type_switch_is_refused_at_proposal(admins: App) -> None:
+    """The rest of the type rules: tests/unit/gateway/test_key_types.py."""
     root = actor(admins, "root-admin")
     first = admins.keys.propose(root, partner="uni", recipient=_recipient(True))
     admins.keys.approve(actor(admins, "bob"), key_id=first.id)
-    classic = admins.keys.propose(root, partner="uni", recipient=_recipient(False))
-    with pytest.raises(PolicyError, match="mix post-quantum and classical"):
-        admins.keys.approve(actor(admins, "bob"), key_id=classic.id)
-    admins.keys.revoke(actor(admins, "bob"), key_id=first.id)
-    assert admins.keys.approve(actor(admins, "bob"), key_id=classic.id).state is KeyState.APPROVED
+    with pytest.raises(PolicyError, match="a file is never encrypted to both"):
+        admins.keys.propose(root, partner="uni", recipient=_recipient(False))
 
 
 def test_revoke_is_final(admins: App) -> None:
