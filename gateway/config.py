@@ -116,6 +116,9 @@ class Settings:
     # True only when one process alone writes this store: crash leftovers are then swept
     # at start instead of after an hour's grace.
     single_node: bool = False
+    # Refuse uploads to a partner that has no data-sharing agreement (gateway.agreements);
+    # off, they are allowed and their data elements recorded. See docs/agreements.md.
+    require_agreement: bool = False
     # Dangerous switches are named insecure_* and are logged and audited on every use.
     insecure_single_admin_key_approval: bool = False
     log_level: str = "info"

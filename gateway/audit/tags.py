@@ -77,3 +77,6 @@ class AuditTag(enum.StrEnum):
     # a checkpoint because it contradicts what the witness cosigned before.
     AUDIT_WITNESS_QUORUM_MISSED = "audit:witness:quorum-missed"
     AUDIT_WITNESS_REFUSED = "audit:witness:refused"
+    # A partner's data-sharing agreement, written when a second admin approved it
+    # (gateway/agreements.py); an upload refused by it is a file:upload:aborted.
+    AGREEMENT_SET = "agreement:set"

@@ -1,0 +1,135 @@
+"""Data-sharing agreements (issue 24): two admins decide one, every upload is checked
+against it, and each file's data elements and record count are sealed and audited."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select, text
+
+from gateway import envelope, passwords
+from gateway.app import App
+from gateway.db.models import Role, Transfer
+from gateway.errors import AuthorizationError, PolicyError
+from gateway.integrity import IntegrityViolationError
+from tests.unit.admin_ui.conftest import CHEAP
+from tests.unit.gateway.factories import (
+    OPERATOR,
+    account,
+    actor,
+    approved,
+    audit_events,
+    partner_with_key,
+)
+
+HEADER = b"HCN,Birth Date,postal_code\r\n"
+ROWS = b"1,1980-01-02,K1A\r\n2,1990-03-04,M5V\r\n3,2000-05-06,H2X\r\n"
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashes() -> Iterator[None]:
+    """Admins made here get one-time passwords; production argon2id costs seconds."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(passwords, "_hasher", CHEAP)
+        patch.setattr(passwords, "_DUMMY_HASH", CHEAP.hash("blindpost: no such account"))
+        yield
+
+
+@pytest.fixture
+def setup(app: App) -> envelope.Identity:
+    identity = partner_with_key(app, "uni")
+    account(app, "clerk", Role.STAFF)
+    return identity
+
+
+def _agree(app: App, *, columns: list[str], max_records: int | None = None,
+           allow_opaque: bool = False) -> None:
+    change = app.agreements.propose(actor(app, "root-admin"), partner="uni", columns=columns,
+                                    max_records=max_records, allow_opaque=allow_opaque)
+    approved(app, change)
+
+
+def _upload(app: App, name: str, data: bytes) -> None:
+    upload = app.transfers.begin_upload(actor(app, "clerk"), partner="uni", name=name)
+    for start in range(0, len(data), 7):
+        upload.write(data[start:start + 7])
+    upload.commit()
+
+
+def _stored(app: App) -> list[tuple[str | None, str | None, int | None, str | None]]:
+    """Each transfer row's record of what its file holds."""
+    with app.read() as session:
+        return [(row.data_format, row.data_elements, row.record_count, row.elements_source)
+                for row in session.scalars(select(Transfer))]
+
+
+def test_an_agreement_takes_two_admins(app: App, setup: envelope.Identity) -> None:
+    change = app.agreements.propose(actor(app, "root-admin"), partner="uni",
+                                    columns=["hcn", "dob"], max_records=10)
+    assert app.agreements.show(OPERATOR, "uni") is None, "a proposal grants nothing"
+    with pytest.raises(PolicyError, match="two-person rule"):
+        app.authority.approve(actor(app, "root-admin"), change_id=change.id)
+    with pytest.raises(AuthorizationError):
+        app.agreements.propose(OPERATOR, partner="uni", columns=["hcn"])
+    approved(app, change)
+    shown = app.agreements.show(OPERATOR, "uni")
+    assert shown is not None
+    assert (shown.columns, shown.max_records, shown.proposed_by, shown.approved_by) == (
+        ("birth_date", "health_card_number"), 10, "root-admin", "second-admin")
+    [event] = audit_events(app, "agreement:set")
+    assert event["details"]["columns"] == ["birth_date", "health_card_number"]
+
+
+def test_upload_within_the_agreement_is_recorded_and_sealed(app: App,
+                                                            setup: envelope.Identity) -> None:
+    _agree(app, columns=["hcn", "birth_date", "postal_code"], max_records=3)
+    _upload(app, "extract.csv", HEADER + ROWS)
+    [(form, elements, records, source)] = _stored(app)
+    assert (form, json.loads(elements or "null"), records, source) == (
+        "csv", ["birth_date", "health_card_number", "postal_code"], 3, "gateway")
+    [event] = audit_events(app, "file:upload:complete")
+    details = event["details"]
+    assert {key: details[key] for key in ("data_format", "data_elements", "records",
+                                          "data_read_by")} == {
+        "data_format": "csv", "records": 3, "data_read_by": "gateway",
+        "data_elements": ["birth_date", "health_card_number", "postal_code"]}
+    # The elements are sealed: changing them behind the gateway's back is caught.
+    with app.transaction() as session:
+        session.execute(text("UPDATE transfers SET data_elements = '[\"birth_date\"]'"))
+    with pytest.raises(IntegrityViolationError):
+        app.transfers.stat(actor(app, "clerk"), "extract.csv.age", partner="uni")
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"hcn,first_name,sex\n1,A,F\n", r"columns outside .*: first_name, sex; nothing was stored"),
+    (HEADER + ROWS + b"4,x,y\n", "4 records, over the 3"),
+    (b"PK\x03\x04zipped", "structure cannot be read"),
+], ids=["forbidden-column", "over-limit", "opaque"])
+def test_upload_outside_the_agreement_is_refused(app: App, setup: envelope.Identity,
+                                                 data: bytes, message: str) -> None:
+    _agree(app, columns=["hcn", "birth_date", "postal_code"], max_records=3)
+    with pytest.raises(PolicyError, match=message):
+        _upload(app, "extract.csv", data)
+    assert _stored(app) == []
+    assert not [p for p in (app.settings.store_dir / "objects").rglob("*") if p.is_file()]
+    [aborted] = audit_events(app, "file:upload:aborted")
+    assert "refused" in aborted["details"]["reason"]
+
+
+def test_opaque_allowed_by_the_agreement(app: App, setup: envelope.Identity) -> None:
+    _agree(app, columns=["hcn"], allow_opaque=True)
+    _upload(app, "bundle.zip", b"PK\x03\x04zipped")
+    assert _stored(app) == [("opaque", None, None, "gateway")]
+
+
+def test_without_an_agreement_uploads_are_recorded_or_refused(app: App,
+                                                             setup: envelope.Identity) -> None:
+    _upload(app, "extract.csv", HEADER + ROWS)
+    [(_, elements, records, _)] = _stored(app)
+    assert records == 3 and elements is not None
+    app.settings = app.settings.__class__(**{**app.settings.__dict__,
+                                             "require_agreement": True})
+    with pytest.raises(PolicyError, match="no data-sharing agreement"):
+        _upload(app, "other.csv", HEADER)
