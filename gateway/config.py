@@ -568,6 +568,11 @@ class ClientPaths:
         return self.config_dir / "known_recipients"
 
     @property
+    def known_agreements(self) -> Path:
+        """Partners' data-sharing agreements pinned on first use (gateway.client)."""
+        return self.config_dir / "known_agreements"
+
+    @property
     def pending_recipients(self) -> Path:
         """Changed partner keys waiting for ``blindpost trust``."""
         return self.state_dir / "pending_recipients"

@@ -36,6 +36,8 @@ import csv
 import re
 from dataclasses import dataclass
 
+from gateway.errors import UsageError
+
 # The header must be complete within this many bytes, else the file is opaque.
 HEAD_LIMIT = 64 * 1024
 MAX_NAME = 64
@@ -219,6 +221,21 @@ def _delimiter(line: str) -> str | None:
     counts = {delimiter: outside.count(delimiter) for delimiter in DELIMITERS}
     best = max(counts, key=lambda d: counts[d])
     return best if counts[best] else None
+
+
+def declared_contents(form: str, columns: list[str], records: int | None) -> Contents:
+    """What a sender's client declared a file holds, checked like a header it read:
+    raise :class:`UsageError` for a format, name or count no scan produces."""
+    if form not in READABLE and form != OPAQUE:
+        raise UsageError(f"declared contents: unknown format {form[:20]!r}")
+    if form == OPAQUE:
+        return Contents(OPAQUE, None, None, reason="the sender could not read it")
+    for number, name in enumerate(columns, start=1):
+        if len(name) > MAX_NAME or not _NAME.fullmatch(name):
+            raise UsageError(f"declared contents: column {number} is not a column name")
+    if records is None or records < 0:
+        raise UsageError("declared contents: a readable file declares its record count")
+    return Contents(form, tuple(columns), records)
 
 
 def scan(data: bytes) -> Contents:

@@ -24,7 +24,9 @@ from typing import Any
 
 import click
 
+from gateway.agreement_terms import Terms
 from gateway.cli.common import emit_json
+from gateway.client.agreement_pins import partner_agreement
 from gateway.client.connection import Connection, Credentials, connect, load_ssh_key
 from gateway.client.fetch import Fetcher, FetchResult, checked, inbox
 from gateway.client.fetched import FetchedRecord, RemoteFile
@@ -214,9 +216,12 @@ def send(host: str, port: int, user: str, key_path: Path, known_hosts: Path | No
                 connection.sftp, gateway=str(Endpoint(host, port)), partner=partner,
                 pins=PinFile(paths.known_recipients), pending=PinFile(paths.pending_recipients),
                 notice=_notice)
+            terms = partner_agreement(connection.sftp, gateway=str(Endpoint(host, port)),
+                                      partner=partner, pins=paths.known_agreements,
+                                      notice=_notice)
             fingerprints = sorted(recipients.fingerprints)
             with _progress(as_json) as progress:
-                results = _send_all(connection, partner, files, recipients, progress)
+                results = _send_all(connection, partner, files, recipients, progress, terms)
     except RecipientsChangedError as exc:
         for line in exc.change.describe():
             click.echo(line, err=True)
@@ -230,12 +235,14 @@ def send(host: str, port: int, user: str, key_path: Path, known_hosts: Path | No
 
 
 def _send_all(connection: Connection, partner: str, files: tuple[Path, ...],
-              recipients: RecipientList, progress: Progress) -> list[SendResult]:
+              recipients: RecipientList, progress: Progress,
+              terms: Terms | None) -> list[SendResult]:
     results: list[SendResult] = []
     for number, path in enumerate(files):
         try:
             results.append(send_file(connection.sftp, partner=partner, path=path,
-                                     recipients=recipients, progress=progress))
+                                     recipients=recipients, progress=progress,
+                                     terms=terms))
         except LocalReadError as exc:
             # Closing the half-sent file would commit it; hanging up discards it.
             connection.close()

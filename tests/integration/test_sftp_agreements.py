@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from gateway import envelope
 from gateway.db.models import Role, Transfer
+from tests.integration.test_clients import Client
 from tests.unit.sftp_server.harness import (
     Installation,
     User,
@@ -78,3 +81,45 @@ def test_a_file_within_the_agreement_is_stored_with_its_elements(inst: Installat
     form, elements, records = _stored(inst)["ok.tsv.age"]
     assert (form, json.loads(elements or "null"), records) == (
         "tsv", ["birth_date", "health_card_number"], 1)
+
+
+def test_send_checks_the_agreement_before_encrypting_and_declares_the_contents(
+        inst: Installation, clerk: User, tmp_path: Path) -> None:
+    sender = Client(inst, clerk, tmp_path / "clerk")
+    (sender.home / "wide.csv").write_bytes(b"hcn,first_name,Sex\n1,A,F\n")
+    (sender.home / "fine.csv").write_bytes(b"hcn,dob\n1,2\n3,4\n")
+    before = _objects(inst)
+    refused = sender.json("send", "acme", "wide.csv")
+    assert refused["exit"] == 1
+    assert "pinned the data-sharing agreement of acme on first use" in str(refused["stderr"])
+    [result] = refused["files"]  # type: ignore[misc]
+    assert "columns outside the data-sharing agreement with acme: first_name, Sex" in \
+        result["error"]
+    assert "wide.csv.age" not in _stored(inst) and _objects(inst) == before
+    assert not [e for e in audit_events(inst.app, "file:upload:aborted")
+                if e["details"]["name"] == "wide.csv.age"], "refused before anything was sent"
+    sent = sender.json("send", "acme", "fine.csv")
+    assert sent["exit"] == 0, sent
+    form, elements, records = _stored(inst)["fine.csv.age"]
+    assert (form, json.loads(elements or "null"), records) == (
+        "csv", ["birth_date", "health_card_number"], 2)
+    [event] = [e for e in audit_events(inst.app, "file:upload:complete")
+               if e["details"]["name"] == "fine.csv.age"]
+    assert event["details"]["data_read_by"] == "sender"
+    # A looser agreement published later is not trusted by the pin.
+    wider = inst.app.agreements.propose(inst.account_actor("root-admin"), partner="acme",
+                                        columns=["hcn", "birth_date", "postal_code", "sex"],
+                                        max_records=2)
+    inst.app.authority.approve(inst.account_actor("second-admin"), change_id=wider.id)
+    loosened = sender.run("send", "acme", "fine.csv")
+    assert loosened.returncode == 1
+    assert "allows more than the one pinned here (columns sex)" in loosened.stderr
+
+
+def test_a_pre_encrypted_upload_without_a_declaration_is_opaque(inst: Installation,
+                                                                clerk: User) -> None:
+    ciphertext = envelope.encrypt_bytes(b"hcn\n1\n", [inst.identities["acme"].recipient])
+    (inst.root / "direct.csv.age").write_bytes(ciphertext)
+    result = openssh_sftp(inst, clerk, ["-put direct.csv.age /acme/"], code=inst.code(clerk))
+    assert "structure cannot be read (pre-encrypted without a declaration" in result.stderr
+    assert "direct.csv.age" not in _stored(inst)
