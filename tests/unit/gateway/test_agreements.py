@@ -133,3 +133,24 @@ def test_without_an_agreement_uploads_are_recorded_or_refused(app: App,
                                              "require_agreement": True})
     with pytest.raises(PolicyError, match="no data-sharing agreement"):
         _upload(app, "other.csv", HEADER)
+
+
+def test_a_widened_or_rolled_back_agreement_grants_nothing(app: App,
+                                                           setup: envelope.Identity) -> None:
+    """A database writer who widens the agreement, or puts back an older, looser one,
+    gets the upload refused, not let through."""
+    _agree(app, columns=["hcn", "first_name"])
+    with app.read() as session:
+        old = session.execute(text("SELECT columns, change_id, seal FROM agreements")).one()
+    _agree(app, columns=["hcn"])
+    app.audit_view.verify(OPERATOR)  # The log implies the database, agreements included.
+    with app.transaction() as session:
+        session.execute(text("UPDATE agreements SET columns = :c, change_id = :i, seal = :s"),
+                        {"c": old.columns, "i": old.change_id, "s": old.seal})
+    with pytest.raises(IntegrityViolationError, match="agreements row"):
+        _upload(app, "extract.csv", b"hcn,first_name\n1,A\n")
+    with app.transaction() as session:
+        session.execute(text("UPDATE agreements SET columns = '[\"first_name\",\"hcn\"]'"))
+    with pytest.raises(IntegrityViolationError, match="seal does not match"):
+        _upload(app, "extract.csv", b"hcn,first_name\n1,A\n")
+    assert _stored(app) == []
