@@ -28,13 +28,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.sftp import Blindpost, OpenSSH, Result, check_size, timed  # noqa: E402
 from gateway import envelope  # noqa: E402
 from gateway.data_elements import ContentScan  # noqa: E402
+
+if TYPE_CHECKING:
+    from bench.sftp import Blindpost, OpenSSH, Result
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -100,6 +103,9 @@ def in_process(size_mib: float, repeat: int) -> None:
 
 
 def over_sftp(size_mib: int, rounds: int, workers: int) -> bool:
+    # Imported here: the SFTP harness loads the whole gateway, which --tiny does not need.
+    from bench.sftp import Blindpost, OpenSSH
+
     work = Path(tempfile.mkdtemp(prefix="bench-elements-"))
     work.chmod(0o755)
     # Only the clerk uploads: no partner users to make.
@@ -133,6 +139,8 @@ def over_sftp(size_mib: int, rounds: int, workers: int) -> bool:
 
 def _upload(label: str, number: int, size: int, source: Path, scanned: Blindpost,
             unscanned: Blindpost, openssh: OpenSSH) -> Result:
+    from bench.sftp import check_size, timed
+
     if label == "openssh":
         target = openssh.work / "in" / f"up{number}.csv"
         result = timed("OpenSSH sshd upload", size, openssh.process.pid,
