@@ -194,6 +194,29 @@ def _expected_text(history: History, report: ExposureReport) -> str:
 def test_the_scripted_history_as_text(history: History) -> None:
     report = _report(history)
     assert "".join(render_text(report)) == _expected_text(history, report)
+    _data_elements_match(history, report)
+
+
+def _data_elements_match(history: History, report: ExposureReport) -> None:
+    """Issue 24: the totals are the records of the files the history put on the server
+    in the window, counted independently of the scan; older files say not recorded."""
+    totals = {s.partner: (s.records, s.data_elements, s.unknown_structure, s.not_recorded)
+              for s in report.summary}
+    elements = ("birth_date", "health_card_number", "postal_code")
+    assert totals == {"lab": (records_of(500), elements, 0, 0),
+                      "uni": (records_of(100) + records_of(200) + records_of(300), elements,
+                              1, 0)}
+    # An upload event from before issue 24 records no data elements.
+    with history.app.read() as session:
+        leaves = list(session.scalars(select(AuditEntry.leaf)))
+    assert any('"data_format":"csv"' in leaf for leaf in leaves)
+    old = dataclasses.replace(report.files[0], data_format=None, data_elements=None,
+                              records=None)
+    assert "  data         not recorded" in "".join(render_text(
+        dataclasses.replace(report, files=(old,))))
+    csv_text = "".join(render_csv(report))
+    assert "summary,uni," in csv_text
+    assert ",birth_date health_card_number postal_code,24,,1,0\n" in csv_text
 
 
 def _file(number: int, partner: str, name: str, size: int, sha: str, uploaded: str,
@@ -617,26 +640,3 @@ def test_entries_left_undecoded_change_nothing(history: History) -> None:
                                      decoded.stored_objects(), decoded.events)
     # The windows cut downloads of files that stay, and of files removed before them.
     assert any(event.tag == AuditTag.DOWNLOAD_COMPLETE for event in events)
-
-
-def test_data_elements_and_records_match_the_scripted_history(history: History) -> None:
-    """Issue 24: the totals are the records of the files the history put on the server
-    in the window, counted independently of the scan; older files say not recorded."""
-    report = _report(history)
-    totals = {s.partner: (s.records, s.data_elements, s.unknown_structure, s.not_recorded)
-              for s in report.summary}
-    elements = ("birth_date", "health_card_number", "postal_code")
-    assert totals == {"lab": (records_of(500), elements, 0, 0),
-                      "uni": (records_of(100) + records_of(200) + records_of(300), elements,
-                              1, 0)}
-    # An upload event from before issue 24 records no data elements.
-    with history.app.read() as session:
-        leaves = list(session.scalars(select(AuditEntry.leaf)))
-    assert any('"data_format":"csv"' in leaf for leaf in leaves)
-    old = dataclasses.replace(report.files[0], data_format=None, data_elements=None,
-                              records=None)
-    assert "  data         not recorded" in "".join(render_text(
-        dataclasses.replace(report, files=(old,))))
-    csv_text = "".join(render_csv(report))
-    assert "summary,uni," in csv_text
-    assert ",birth_date health_card_number postal_code,24,,1,0\n" in csv_text
