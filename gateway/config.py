@@ -573,6 +573,11 @@ class ClientPaths:
         return self.config_dir / "known_agreements"
 
     @property
+    def pending_agreements(self) -> Path:
+        """Looser agreements waiting for ``blindpost trust``."""
+        return self.state_dir / "pending_agreements"
+
+    @property
     def pending_recipients(self) -> Path:
         """Changed partner keys waiting for ``blindpost trust``."""
         return self.state_dir / "pending_recipients"

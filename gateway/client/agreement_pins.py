@@ -4,17 +4,20 @@
 :mod:`gateway.agreement_terms`) and checks each file against it before encrypting. The
 agreement is pinned on first use, in ``known_agreements`` beside the pinned keys: a
 gateway that later publishes a *looser* agreement (more columns, a higher limit, files
-of unknown structure allowed, or none at all) is refused, so a compromised server
-cannot widen what staff send; a stricter one is accepted and pinned at once, since it
-only refuses more.
+of unknown structure allowed, or none at all) is refused and the new one recorded in
+``pending_agreements``, until ``blindpost trust PARTNER`` shows what it widens and the
+person accepts it; so a compromised server cannot widen what staff send. A stricter one
+is pinned at once, since it only refuses more.
 
-The file is JSON: ``{"GATEWAY PARTNER": "<published agreement text>"}``, 0600.
+Both files are JSON: ``{"GATEWAY PARTNER": "<published agreement text>"}`` ("" for no
+agreement), 0600.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import agreement_terms
@@ -33,7 +36,7 @@ class AgreementLoosenedError(PolicyError):
 
 
 def partner_agreement(sftp: SFTPSession, *, gateway: str, partner: str, pins: Path,
-                      notice: Callable[[str], None]) -> Terms | None:
+                      pending: Path, notice: Callable[[str], None]) -> Terms | None:
     """The partner's agreement as published, checked against (or pinned as) the pin."""
     try:
         text = sftp.read_small(f"/{AGREEMENTS_FOLDER}/{partner}",
@@ -48,22 +51,81 @@ def partner_agreement(sftp: SFTPSession, *, gateway: str, partner: str, pins: Pa
     stored = _load(pins)
     key = f"{gateway} {partner}"
     pinned = agreement_terms.parse(stored[key]) if key in stored else None
+    waiting = _load(pending)
     if pinned is not None:
-        wider = (agreement_terms.looser(pinned, current) if current is not None
-                 else ["no agreement at all"])
+        wider = widened(pinned, current)
         if wider:
+            waiting[key] = agreement_terms.render(current) if current is not None else ""
+            _save(pending, waiting)
             raise AgreementLoosenedError(
                 f"the gateway now publishes a data-sharing agreement with {partner} that "
                 f"allows more than the one pinned here ({'; '.join(wider)}); nothing was "
-                f"sent. If the registry confirms the change, remove the entry for "
-                f"{partner} from {pins}")
+                f"sent. Check the change with the registry, then run "
+                f"`blindpost trust {partner}`")
+    if key in waiting:
+        # Back to what is pinned (or stricter): a change recorded earlier must not be
+        # trusted later by mistake.
+        del waiting[key]
+        _save(pending, waiting)
     if current is not None and stored.get(key) != agreement_terms.render(current):
         stored[key] = agreement_terms.render(current)
-        write_private_text(pins, json.dumps(stored, indent=1, sort_keys=True) + "\n")
+        _save(pins, stored)
         if pinned is None:
             notice(f"pinned the data-sharing agreement of {partner} on first use: columns "
                    f"{', '.join(current.columns)}")
     return current
+
+
+def widened(pinned: Terms, current: Terms | None) -> list[str]:
+    """What ``current`` (None: no agreement) allows beyond ``pinned``."""
+    return (agreement_terms.looser(pinned, current) if current is not None
+            else ["no agreement at all"])
+
+
+@dataclass(frozen=True)
+class WaitingAgreement:
+    """A looser agreement ``send`` refused, waiting for ``blindpost trust``."""
+
+    gateway: str
+    partner: str
+    pinned: Terms | None
+    current: Terms | None
+
+    def describe(self) -> list[str]:
+        wider = widened(self.pinned, self.current) if self.pinned is not None else []
+        return [f"the data-sharing agreement with {self.partner} at {self.gateway} now "
+                f"allows more: {'; '.join(wider) or 'nothing more'}"]
+
+
+def waiting_agreements(pins: Path, pending: Path, partner: str,
+                       gateway: str | None) -> list[WaitingAgreement]:
+    """The agreement changes of ``partner`` waiting (at ``gateway``, or anywhere)."""
+    stored = _load(pins)
+    found = []
+    for key, text in sorted(_load(pending).items()):
+        where, _, slug = key.rpartition(" ")
+        if slug == partner and (gateway is None or where == gateway):
+            pinned = agreement_terms.parse(stored[key]) if key in stored else None
+            found.append(WaitingAgreement(where, slug, pinned,
+                                          agreement_terms.parse(text) if text else None))
+    return found
+
+
+def accept(pins: Path, pending: Path, change: WaitingAgreement) -> None:
+    """Pin a waiting agreement (no agreement: drop the pin) and forget it as waiting."""
+    key = f"{change.gateway} {change.partner}"
+    stored, waiting = _load(pins), _load(pending)
+    if change.current is None:
+        stored.pop(key, None)
+    else:
+        stored[key] = agreement_terms.render(change.current)
+    waiting.pop(key, None)
+    _save(pins, stored)
+    _save(pending, waiting)
+
+
+def _save(path: Path, document: dict[str, str]) -> None:
+    write_private_text(path, json.dumps(document, indent=1, sort_keys=True) + "\n")
 
 
 def _load(path: Path) -> dict[str, str]:

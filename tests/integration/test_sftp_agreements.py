@@ -114,6 +114,16 @@ def test_send_checks_the_agreement_before_encrypting_and_declares_the_contents(
     loosened = sender.run("send", "acme", "fine.csv")
     assert loosened.returncode == 1
     assert "allows more than the one pinned here (columns sex)" in loosened.stderr
+    assert "blindpost trust acme" in loosened.stderr
+    declined = sender.run("trust", "acme", stdin="n\n", connect=False)
+    assert declined.returncode == 1
+    assert "agreement with acme at [127.0.0.1]:" in declined.stdout
+    assert "now allows more: columns sex" in declined.stdout
+    accepted = sender.run("trust", "acme", stdin="y\n", connect=False)
+    assert accepted.returncode == 0, accepted.stderr
+    assert "pinned the data-sharing agreement of acme" in accepted.stdout
+    again = sender.json("send", "acme", "fine.csv")
+    assert again["exit"] == 0, again
 
 
 def test_a_pre_encrypted_upload_without_a_declaration_is_opaque(inst: Installation,
