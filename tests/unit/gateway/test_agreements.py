@@ -11,6 +11,7 @@ from sqlalchemy import select, text
 
 from gateway import envelope, passwords
 from gateway.app import App
+from gateway.audit import VerificationError
 from gateway.db.models import Role, Transfer
 from gateway.errors import AuthorizationError, PolicyError
 from gateway.integrity import IntegrityViolationError
@@ -154,6 +155,9 @@ def test_a_widened_or_rolled_back_agreement_grants_nothing(app: App,
                         {"c": old.columns, "i": old.change_id, "s": old.seal})
     with pytest.raises(IntegrityViolationError, match="agreements row"):
         _upload(app, "extract.csv", b"hcn,first_name\n1,A\n")
+    # The log's reconciliation names it too.
+    with pytest.raises(VerificationError, match="agreements row uni: columns"):
+        app.audit_view.verify(OPERATOR)
     with app.transaction() as session:
         session.execute(text("UPDATE agreements SET columns = '[\"first_name\",\"hcn\"]'"))
     with pytest.raises(IntegrityViolationError, match="seal does not match"):
