@@ -75,6 +75,7 @@ bench: test-deps
 	$(BIN)/python bench/stop.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/payload_check.py
+	$(BIN)/python bench/data_elements.py
 	$(BIN)/python bench/preauth.py
 	$(BIN)/python bench/reorder_memory.py
 	$(BIN)/python bench/exposure.py

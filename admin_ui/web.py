@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 
-from admin_ui import api, auth_pages, detail_pages, pages, portal
+from admin_ui import agreement_pages, api, auth_pages, detail_pages, pages, portal
 from admin_ui.problems import from_error, problem, status_of
 from admin_ui.security import (
     Console,
@@ -49,6 +49,8 @@ def create_app(gateway: App, *, origin: str | None = None) -> FastAPI:
     web.include_router(portal.router)
     web.include_router(detail_pages.router)
     web.include_router(api.router)
+    web.include_router(agreement_pages.pages)
+    web.include_router(agreement_pages.api)
     _handle_errors(web)
     return web
 

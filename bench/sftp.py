@@ -187,7 +187,7 @@ class Blindpost:
     """A data directory with staff and partner users, and ``blindpost sftp`` running."""
 
     def __init__(self, work: Path, workers: int, *, name: str = "bp",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, partners: int = CONCURRENT + 2) -> None:
         self.work = work
         self.data_dir = work / name
         initialise(self.data_dir, admin="root-admin", environ={})
@@ -203,8 +203,9 @@ class Blindpost:
         self.secrets: dict[str, str] = {}
         self.last_step: dict[str, int] = {}
         self.keys: dict[str, Path] = {}
+        # ``partners`` partner users (the concurrent downloads need that many).
         for user, role in [("clerk", Role.STAFF)] + [(f"p{i}", Role.PARTNER)
-                                                     for i in range(CONCURRENT + 2)]:
+                                                     for i in range(partners)]:
             key_path = self.data_dir.parent / f"id_{self.data_dir.name}_{user}"
             public = write_key_pair(key_path, user)
             new = app.accounts.add(OPERATOR, username=user, role=role,

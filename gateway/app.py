@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     # The services are imported when first used: a command pays only for those it calls
     # (`partner list` needs neither the console's nor the store's libraries).
     from gateway.accounts import AccountService
+    from gateway.agreements import AgreementService
     from gateway.audit.witnessing import Witnessing
     from gateway.audit_service import AuditService
     from gateway.auth import AuthService
@@ -271,6 +272,12 @@ class App:
         from gateway.authority import AuthorityService
 
         return AuthorityService(self)
+
+    @cached_property
+    def agreements(self) -> AgreementService:
+        from gateway.agreements import AgreementService
+
+        return AgreementService(self)
 
     @cached_property
     def keys(self) -> PartnerKeyService:

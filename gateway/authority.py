@@ -70,6 +70,7 @@ class ChangeKind(enum.StrEnum):
     SSH_KEY_ADD = "ssh-key-add"
     ACCOUNT_ENABLE = "account-enable"
     TOKEN_CREATE = "token-create"  # noqa: S105 - a kind of change, not a secret
+    AGREEMENT_SET = "agreement-set"
 
 
 # What each kind does, in the words of listings, refusals and the audit log.
@@ -79,6 +80,7 @@ WHAT: dict[ChangeKind, str] = {
     ChangeKind.SSH_KEY_ADD: "adding an SSH key to an admin or auditor account",
     ChangeKind.ACCOUNT_ENABLE: "enabling a disabled admin or auditor account",
     ChangeKind.TOKEN_CREATE: "creating an admin API token",
+    ChangeKind.AGREEMENT_SET: "setting a partner's data-sharing agreement",
 }
 
 
@@ -108,6 +110,11 @@ class AuthorityChangeInfo:
             ChangeKind.SSH_KEY_ADD: f"add SSH key {params.get('fingerprint')} to {self.target}",
             ChangeKind.ACCOUNT_ENABLE: f"enable account {self.target}",
             ChangeKind.TOKEN_CREATE: f"create admin API token {self.target}",
+            ChangeKind.AGREEMENT_SET: (
+                f"set the data-sharing agreement of {self.target}: columns "
+                f"{', '.join(params.get('columns', []))}, max records "
+                f"{params.get('max_records') or 'unlimited'}, files of unknown structure "
+                f"{'allowed' if params.get('allow_opaque') else 'refused'}"),
         }[self.kind]
 
 
@@ -262,7 +269,9 @@ class AuthorityService:
             if row.state is not ChangeState.PROPOSED:
                 raise ConflictError(f"change {change_id} is {row.state.value}, not proposed")
             kind = ChangeKind(row.kind)
-            if kind is not ChangeKind.TOKEN_CREATE and row.target == approver.username:
+            # A token's and an agreement's target is no account.
+            if (kind not in (ChangeKind.TOKEN_CREATE, ChangeKind.AGREEMENT_SET)
+                    and row.target == approver.username):
                 raise PolicyError("an admin does not approve a change to their own account: "
                                   "another admin approves it")
             self._check_second_admin(session, actor, row, approver)
@@ -299,7 +308,8 @@ class AuthorityService:
                 ChangeKind.CONSOLE_RESET: accounts.apply_console_reset,
                 ChangeKind.SSH_KEY_ADD: accounts.apply_key,
                 ChangeKind.ACCOUNT_ENABLE: accounts.apply_enable,
-                ChangeKind.TOKEN_CREATE: tokens.apply_create}
+                ChangeKind.TOKEN_CREATE: tokens.apply_create,
+                ChangeKind.AGREEMENT_SET: self._app.agreements.apply_set}
 
     def withdraw(self, actor: Actor, *, change_id: int) -> AuthorityChangeInfo:
         """Withdraw a proposed change: its proposer, any admin, the local operator (or a

@@ -116,6 +116,9 @@ class Settings:
     # True only when one process alone writes this store: crash leftovers are then swept
     # at start instead of after an hour's grace.
     single_node: bool = False
+    # Refuse uploads to a partner that has no data-sharing agreement (gateway.agreements);
+    # off, they are allowed and their data elements recorded. See docs/agreements.md.
+    require_agreement: bool = False
     # Dangerous switches are named insecure_* and are logged and audited on every use.
     insecure_single_admin_key_approval: bool = False
     log_level: str = "info"
@@ -597,6 +600,16 @@ class ClientPaths:
     def known_recipients(self) -> Path:
         """Partner keys pinned on first use."""
         return self.config_dir / "known_recipients"
+
+    @property
+    def known_agreements(self) -> Path:
+        """Partners' data-sharing agreements pinned on first use (gateway.client)."""
+        return self.config_dir / "known_agreements"
+
+    @property
+    def pending_agreements(self) -> Path:
+        """Looser agreements waiting for ``blindpost trust``."""
+        return self.state_dir / "pending_agreements"
 
     @property
     def pending_recipients(self) -> Path:

@@ -38,6 +38,7 @@ from gateway.db.base import Base
 from gateway.db.engine import reader
 from gateway.db.models import (
     Account,
+    Agreement,
     ApiToken,
     AuthorityChange,
     ConsoleCredential,
@@ -79,7 +80,8 @@ SEALED_FIELDS: dict[type[Base], tuple[str, ...]] = {
     PartnerKey: ("id", "partner_id", "recipient", "kind", "fingerprint", "state",
                  "proposed_by", "approved_by", "revoked_by"),
     Transfer: ("id", "partner_id", "name", "size", "sha256", "object_id", "uploaded_by",
-               "expires_at", "max_downloads", "state"),
+               "expires_at", "max_downloads", "state", "data_format", "data_elements",
+               "record_count", "elements_source"),
     # The console's credentials: an injected token, session or passkey would sign in.
     ApiToken: ("id", "name", "role", "token_hash", "expires_at", "revoked_at"),
     ConsoleSession: ("id", "account_id", "stage", "created_at"),
@@ -89,6 +91,9 @@ SEALED_FIELDS: dict[type[Base], tuple[str, ...]] = {
     # A pending change to authority: an injected "approved" row must apply nothing.
     AuthorityChange: ("id", "kind", "target", "params", "state", "proposed_by",
                       "approved_by"),
+    # A looser agreement put back would let forbidden columns through.
+    Agreement: ("partner_id", "columns", "aliases", "max_records", "allow_opaque",
+                "change_id"),
 }
 # Fields added to a table after its rows were first sealed, with the value every older
 # row holds. A field at that value is left out of the sealed message, so seals made
@@ -99,6 +104,8 @@ ADDED_FIELDS: dict[str, dict[str, object]] = {
     "accounts": {"machine": False, "allow_from": None},
     "ssh_keys": {"shared": False},
     "totp_secrets": {"enrol_until": None},
+    "transfers": {"data_format": None, "data_elements": None, "record_count": None,
+                  "elements_source": None},
 }
 # A session's info holds, under this name, a function returning the state keys (sessions
 # made by App do; a session without it seals nothing, as an attacker's would).

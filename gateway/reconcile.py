@@ -11,6 +11,7 @@ field, what the log implies and what the database holds.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from gateway import networks
 from gateway.audit import AuditEvent, AuditTag
 from gateway.db.models import (
     Account,
+    Agreement,
     AuthorityChange,
     MachineGrant,
     Partner,
@@ -62,6 +64,8 @@ class ImpliedState:
     downloads: dict[str, list[Any]] = field(default_factory=dict)
     breaches: list[Breach] = field(default_factory=list)
     changes: State = field(default_factory=dict)
+    # Per partner slug: its data-sharing agreement's terms and deciding change.
+    agreements: State = field(default_factory=dict)
 
 
 def _name(event: AuditEvent) -> str:
@@ -254,7 +258,17 @@ CHECKS: dict[AuditTag, Callable[[ImpliedState, AuditEvent], None]] = {
     AuditTag.DOWNLOAD_COMPLETE: _check_download,
 }
 
+def _agreement_set(state: ImpliedState, event: AuditEvent) -> None:
+    details = event.details
+    aliases = dict(str(item).split("=", 1) for item in details.get("aliases") or ())
+    state.agreements[str(details.get("partner"))] = {
+        "columns": details.get("columns"), "aliases": aliases,
+        "max_records": details.get("max_records"),
+        "allow_opaque": details.get("allow_opaque"), "change_id": details.get("change_id")}
+
+
 REPLAY: dict[AuditTag, Callable[[ImpliedState, AuditEvent], None]] = {
+    AuditTag.AGREEMENT_SET: _agreement_set,
     AuditTag.PARTNER_CREATE: _partner_create,
     AuditTag.PARTNER_DISABLE: _setter("partners", "disabled", True),
     AuditTag.PARTNER_CHANGE: _partner_changed,
@@ -349,6 +363,11 @@ def database_state(session: Session) -> ImpliedState:
     for key in session.scalars(select(PartnerKey)):
         state.keys[str(key.id)] = {"partner": key.partner.slug, "kind": key.kind,
                                    "fingerprint": key.fingerprint, "state": key.state.value}
+    for agreement in session.scalars(select(Agreement)):
+        state.agreements[agreement.partner.slug] = {
+            "columns": json.loads(agreement.columns), "aliases": json.loads(agreement.aliases),
+            "max_records": agreement.max_records, "allow_opaque": agreement.allow_opaque,
+            "change_id": agreement.change_id}
     for transfer in session.scalars(select(Transfer).execution_options(yield_per=1000)):
         state.transfers[transfer.id] = {"partner": transfer.partner.slug,
                                         "name": transfer.name, "size": transfer.size,
@@ -364,6 +383,7 @@ def reconcile(events: Iterable[AuditEvent], session: Session) -> list[Difference
     differences: list[Difference | Breach] = list(implied.breaches)
     for table, label in (("partners", "partners"), ("accounts", "accounts"),
                          ("keys", "partner_keys"), ("transfers", "transfers"),
-                         ("grants", "machine_grants"), ("changes", "authority_changes")):
+                         ("grants", "machine_grants"), ("changes", "authority_changes"),
+                         ("agreements", "agreements")):
         differences += _diff(label, getattr(implied, table), getattr(found, table))
     return differences

@@ -9,6 +9,9 @@ Stock clients need none of them and are not disturbed by them:
   paramiko read and ignore extended attributes they do not know.
 - Staff see the read-only folder :data:`RECIPIENTS_FOLDER` (``/.recipients``) with one
   file per active partner: its published recipient list (:mod:`gateway.recipient_list`).
+- Staff also see :data:`AGREEMENTS_FOLDER` (``/.agreements``): a partner's data-sharing
+  agreement, and the request :data:`DECLARE_CONTENTS` declares what a pre-encrypted
+  upload holds (both below).
 - The extended request :data:`DECLARE_RECIPIENTS` (advertised in the version packet)
   tells the gateway, for an upload that is already age ciphertext, the fingerprints of
   the keys the client encrypted to: ``string handle, uint32 count, count times string
@@ -19,8 +22,17 @@ Stock clients need none of them and are not disturbed by them:
 from __future__ import annotations
 
 RECIPIENTS_FOLDER = ".recipients"
+# Staff read a partner's data-sharing agreement at /.agreements/SLUG (absent: none), in
+# the format of gateway.agreement_terms, before `blindpost send` checks a file against it.
+AGREEMENTS_FOLDER = ".agreements"
 CIPHERTEXT_SHA256 = "ciphertext-sha256@blindpost"
 TRANSFER_ID = "transfer-id@blindpost"
 DECLARE_RECIPIENTS = "declare-recipients@blindpost"
 # A declaration names at most this many keys (a partner has a handful).
 MAX_DECLARED = 64
+# The extended request ``declare-contents@blindpost``: what the sender's client read of a
+# pre-encrypted upload before encrypting it (gateway.data_elements): ``string handle,
+# string format, uint32 count, count times string column, int64 records`` (-1: unknown).
+# The gateway checks it against the partner's agreement and records it as declared.
+DECLARE_CONTENTS = "declare-contents@blindpost"
+MAX_DECLARED_COLUMNS = 1024

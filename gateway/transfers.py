@@ -21,14 +21,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+import rfc8785
 from sqlalchemy import ColumnElement, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway import envelope, pending_objects, served
 from gateway.actors import Actor
+from gateway.agreement_terms import Terms, elements_of
 from gateway.audit import AuditTag
 from gateway.auth import session_refusal
 from gateway.authz import Permission
+from gateway.data_elements import OPAQUE, Contents, ContentScan
 from gateway.db.models import (
     Account,
     KeyState,
@@ -62,6 +65,10 @@ if TYPE_CHECKING:
     from gateway.app import App
 
 log = logging.getLogger(__name__)
+
+
+def canonical_json(value: object) -> str:
+    return rfc8785.dumps(value).decode("utf-8")  # type: ignore[arg-type]  # Plain values.
 
 AGE_SUFFIX = ".age"
 AGE_MAGIC = b"age-encryption.org/v1\n"
@@ -241,7 +248,7 @@ class Upload:
     """A file being uploaded: write bytes in order, then :meth:`commit` or :meth:`abort`."""
 
     def __init__(self, app: App, *, actor: Actor, partner: PartnerInfo, name: str,
-                 keys: Sequence[UploadKey]) -> None:
+                 keys: Sequence[UploadKey], terms: Terms | None = None) -> None:
         self._app = app
         self._actor = actor
         self._partner_id = partner.id
@@ -255,6 +262,14 @@ class Upload:
         self._key_ids = [key.id for key in keys]
         self._recipients = [key.recipient for key in keys]
         self._declared: tuple[str, ...] | None = None
+        # The partner's agreement when the upload began (None: it has none), the scan of
+        # a plaintext upload's header and records, and what a sender declared of a
+        # pre-encrypted one (gateway.data_elements; no value is kept).
+        self._terms = terms
+        self._scan = None if self.pre_encrypted else ContentScan()
+        self._header_checked = False
+        self._declared_contents: Contents | None = None
+        self.contents: Contents | None = None
         self._object = app.store.create()
         self._finished = False
         try:
@@ -287,11 +302,58 @@ class Upload:
             if self.received > self._limit:
                 raise PolicyError(f"file exceeds the maximum upload size "
                                   f"({self._app.settings.max_upload_mib} MiB)")
+            if self._scan is not None:
+                self._scan.feed(data)
+                self._check_header()
             self._writer.write(data)
             self._heartbeat()
         except GatewayError as exc:
             self.abort(reason=exc.diagnostics())
             raise
+
+    def _check_header(self) -> None:
+        """Refuse forbidden columns as soon as the header is read, before the rest of the
+        file is even encrypted (the record count is checked at close)."""
+        assert self._scan is not None
+        header = self._scan.header
+        if self._header_checked or header is None:
+            return
+        self._header_checked = True
+        if self._terms is not None and not header.opaque:
+            self._terms.check(header)
+
+    def declare_contents(self, contents: Contents) -> None:
+        """Record what the sender's client read of a pre-encrypted file: its columns and
+        record count (``blindpost send``). Refused (and the upload aborted) when they are
+        outside the partner's agreement."""
+        try:
+            if not isinstance(self._writer, _PassThrough):
+                raise UsageError("only a pre-encrypted (*.age) upload declares its contents; "
+                                 "the gateway reads a plaintext upload itself")
+            if self._terms is not None:
+                self._terms.check(contents, declared=True)
+        except GatewayError as exc:
+            self.abort(reason=exc.diagnostics())
+            raise
+        self._declared_contents = contents
+
+    def _final_contents(self) -> Contents:
+        """What the file holds, checked against the agreement (raises when outside it)."""
+        if self._scan is not None:
+            contents = self._scan.finish()
+        elif self._declared_contents is not None:
+            contents = self._declared_contents
+        else:
+            # age hides the plaintext: without the sender's declaration nothing is known.
+            contents = Contents(OPAQUE, None, None,
+                                reason="pre-encrypted without a declaration of its contents")
+        if self._terms is not None:
+            self._terms.check(contents, declared=self._scan is None)
+        elif self._app.settings.require_agreement:
+            raise PolicyError(f"refused: partner {self._partner_slug!r} has no data-sharing "
+                              "agreement, and this gateway requires one (require_agreement); "
+                              "nothing was stored")
+        return contents
 
     def _heartbeat(self) -> None:
         now = self._app.clock()
@@ -328,6 +390,8 @@ class Upload:
         if self._finished:
             raise UsageError("the upload is already finished")
         try:
+            # Checked before the ciphertext is finished: a refused file is never stored.
+            self.contents = self._final_contents()
             self._writer.close()
             stored = self._object.commit()
         except GatewayError as exc:
@@ -378,7 +442,7 @@ class Upload:
                            uploaded_by=self._actor.account_id, created_at=now,
                            expires_at=now + self._retention(partner),
                            downloads=0, max_downloads=partner.max_downloads,
-                           state=TransferState.AVAILABLE)
+                           state=TransferState.AVAILABLE, **self._contents_columns())
             session.add(row)
             pending_objects.settled(session, object_id)
             session.flush()
@@ -392,8 +456,37 @@ class Upload:
         return {"partner": self._partner_slug, "name": row.name, "size": row.size,
                 "sha256": row.sha256, "object_id": row.object_id,
                 "expires_at": row.expires_at.isoformat(), "max_downloads": row.max_downloads,
-                **self._encryption_details(),
+                **self._encryption_details(), **self._contents_details(),
                 "seconds": round(time.monotonic() - self._started, 3)}
+
+    def _elements(self) -> list[str] | None:
+        contents = self.contents
+        if contents is None or contents.columns is None:
+            return None
+        return (self._terms.elements(contents.columns) if self._terms is not None
+                else elements_of(contents.columns))
+
+    def _contents_columns(self) -> dict[str, object]:
+        """The transfer row's record of what the file holds (sealed)."""
+        contents = self.contents
+        assert contents is not None
+        elements = self._elements()
+        return {"data_format": contents.format,
+                "data_elements": canonical_json(elements) if elements is not None else None,
+                "record_count": contents.records, "elements_source": self._source()}
+
+    def _source(self) -> str:
+        return "gateway" if self._scan is not None else (
+            "sender" if self._declared_contents is not None else "unknown")
+
+    def _contents_details(self) -> dict[str, object]:
+        """What the upload event says the file holds: element names and counts only."""
+        contents = self.contents
+        assert contents is not None
+        return {"data_format": contents.format, "data_elements": self._elements(),
+                "records": contents.records, "data_read_by": self._source(),
+                "agreement_change": self._terms.change_id if self._terms is not None
+                else None}
 
     def _check_keys_still_approved(self, session: Session) -> None:
         """Refuse to commit a file encrypted to a key revoked while it was uploading."""
@@ -585,7 +678,9 @@ class TransferService:
             upload_keys = [UploadKey(k.id, k.kind, k.fingerprint,
                                      envelope.parse_recipient(k.recipient)) for k in keys]
             target = partner_info(partner_row)
-        return Upload(self._app, actor=actor, partner=target, name=name, keys=upload_keys)
+            terms = self._app.agreements.terms(session, partner_row)
+        return Upload(self._app, actor=actor, partner=target, name=name, keys=upload_keys,
+                      terms=terms)
 
     def open_download(self, actor: Actor, name: str) -> Download:
         """Open one of the partner user's own available files for reading."""

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 
 from paramiko import SFTPAttributes, SFTPHandle
 
+from gateway.data_elements import Contents
 from gateway.errors import GatewayError, PolicyError, UsageError
 from gateway.transfers import Download, FileEntry, Upload
 from sftp_server.budget import ENTRY_OVERHEAD, BufferFullError, MemoryBudget
@@ -148,6 +149,10 @@ class UploadHandle(SFTPHandle):  # type: ignore[misc]  # paramiko ships no type 
     def declare_recipients(self, fingerprints: list[str]) -> None:
         """Pass on the keys the client says it encrypted a pre-encrypted upload to."""
         self._upload.declare_recipients(fingerprints)
+
+    def declare_contents(self, contents: Contents) -> None:
+        """Pass on what the client says a pre-encrypted upload holds."""
+        self._upload.declare_contents(contents)
 
     def abandon(self, reason: str) -> None:
         """Discard the upload: the connection ended before the client closed the file."""

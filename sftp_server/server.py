@@ -37,7 +37,9 @@ from paramiko.sftp import (
 )
 
 from gateway.actors import Actor
+from gateway.agreement_terms import render as render_terms
 from gateway.app import App
+from gateway.data_elements import declared_contents
 from gateway.db.models import Role
 from gateway.errors import (
     ConflictError,
@@ -49,8 +51,10 @@ from gateway.errors import (
 )
 from gateway.sftp_extensions import (
     CIPHERTEXT_SHA256,
+    DECLARE_CONTENTS,
     DECLARE_RECIPIENTS,
     MAX_DECLARED,
+    MAX_DECLARED_COLUMNS,
     TRANSFER_ID,
 )
 from gateway.transfers import AGE_SUFFIX, FileEntry
@@ -73,6 +77,7 @@ from sftp_server.handles import (
 )
 from sftp_server.paramiko_fence import FencedSFTPServer
 from sftp_server.vfs import (
+    AgreementFile,
     InboxFile,
     PartnerFile,
     PartnerFolder,
@@ -284,6 +289,8 @@ class InboxView(SFTPServerInterface):  # type: ignore[misc]  # paramiko ships no
             return folder_attributes()
         if isinstance(target, RecipientsFile):
             return text_attributes(len(self._recipient_list(target.slug)))
+        if isinstance(target, AgreementFile):
+            return text_attributes(len(self._agreement(target.slug)))
         if isinstance(target, PartnerFolder):
             if target.slug not in transfers.active_partners(self.actor):
                 raise NotFoundError("no such partner folder")
@@ -295,6 +302,12 @@ class InboxView(SFTPServerInterface):  # type: ignore[misc]  # paramiko ships no
 
     def _recipient_list(self, slug: str) -> bytes:
         return self.app.keys.published(self.actor, slug).encode("utf-8")
+
+    def _agreement(self, slug: str) -> bytes:
+        terms = self.app.agreements.published(self.actor, slug)
+        if terms is None:
+            raise NotFoundError(f"partner {slug!r} has no data-sharing agreement")
+        return render_terms(terms).encode("utf-8")
 
     def _stat_partner_file(self, target: PartnerFile, path: str) -> SFTPAttributes:
         """A name in a partner folder: the file itself, or the ``.age`` it was stored as."""
@@ -334,6 +347,10 @@ class InboxView(SFTPServerInterface):  # type: ignore[misc]  # paramiko ships no
             if flags & WRITE_FLAGS:
                 raise PolicyError("permission denied: recipient lists are read-only")
             return TextHandle(self._recipient_list(target.slug), path=canonical(path))
+        if isinstance(target, AgreementFile):
+            if flags & WRITE_FLAGS:
+                raise PolicyError("permission denied: agreements are read-only")
+            return TextHandle(self._agreement(target.slug), path=canonical(path))
         raise PolicyError("permission denied: not a file")
 
     def _open_upload(self, target: PartnerFile, flags: int, *, path: str) -> UploadHandle:
@@ -422,7 +439,7 @@ class BlindpostSFTPServer(FencedSFTPServer):
         # (whose only hashes, MD5 and SHA-1, we do not offer).
         msg = Message()
         msg.add_int(SFTP_VERSION)
-        for extension in ("limits@openssh.com", DECLARE_RECIPIENTS):
+        for extension in ("limits@openssh.com", DECLARE_RECIPIENTS, DECLARE_CONTENTS):
             msg.add_string(extension)
             msg.add_string("1")
         return msg
@@ -512,6 +529,8 @@ class BlindpostSFTPServer(FencedSFTPServer):
             self._view.posix_rename(msg.get_text(), msg.get_text())
         elif tag == DECLARE_RECIPIENTS:
             self._declare_recipients(request_number, msg)
+        elif tag == DECLARE_CONTENTS:
+            self._declare_contents(request_number, msg)
         else:
             self.send_status(request_number, SFTP_OP_UNSUPPORTED,
                               f"extension {tag[:64]!r} is not supported")
@@ -531,6 +550,28 @@ class BlindpostSFTPServer(FencedSFTPServer):
         fingerprints = [msg.get_text() for _ in range(count)]
         try:
             handle.declare_recipients(fingerprints)
+        except GatewayError as exc:
+            refusal = refusal_for(exc)
+            self.send_status(request_number, refusal.code, refusal.message)
+            return
+        self.send_status(request_number, SFTP_OK)
+
+    def _declare_contents(self, request_number: int, msg: Message) -> None:
+        """``declare-contents@blindpost``: what a pre-encrypted upload holds, as the
+        sender's client read it. A refusal aborts the upload (audited by the gateway)."""
+        handle = self.file_table.get(msg.get_binary())
+        form = msg.get_text()
+        count = msg.get_int()
+        if not isinstance(handle, UploadHandle) or count > MAX_DECLARED_COLUMNS:
+            self.send_status(request_number, SFTP_BAD_MESSAGE,
+                              "declare-contents needs an open upload and at most "
+                              f"{MAX_DECLARED_COLUMNS} columns")
+            return
+        columns = [msg.get_text() for _ in range(count)]
+        records = msg.get_int64()
+        try:
+            handle.declare_contents(declared_contents(
+                form, columns, None if records >= 1 << 63 else records))
         except GatewayError as exc:
             refusal = refusal_for(exc)
             self.send_status(request_number, refusal.code, refusal.message)

@@ -14,6 +14,9 @@ What each role sees::
               /.recipients/SLUG
                            the partner's published recipient list, read-only (not
                            listed in /; see gateway.sftp_extensions)
+              /.agreements/SLUG
+                           the partner's data-sharing agreement, read-only (absent
+                           without one; not listed)
 
 Admins and auditors see nothing: every path is permission denied.
 """
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from gateway.db.models import Role
 from gateway.errors import NotFoundError, PolicyError, UsageError
 from gateway.partners import check_slug
-from gateway.sftp_extensions import RECIPIENTS_FOLDER
+from gateway.sftp_extensions import AGREEMENTS_FOLDER, RECIPIENTS_FOLDER
 from gateway.transfers import check_file_name
 
 MAX_PATH_BYTES = 4096
@@ -64,13 +67,21 @@ class RecipientsFile:
 
 
 @dataclass(frozen=True)
+class AgreementFile:
+    """``/.agreements/SLUG``: a partner's data-sharing agreement, as published."""
+
+    slug: str
+
+
+@dataclass(frozen=True)
 class InboxFile:
     """``/NAME`` as a partner sees it: one of its own files."""
 
     name: str
 
 
-Target = Root | PartnerFolder | PartnerFile | InboxFile | RecipientsFolder | RecipientsFile
+Target = (Root | PartnerFolder | PartnerFile | InboxFile | RecipientsFolder | RecipientsFile
+          | AgreementFile)
 
 
 def split(path: str) -> tuple[str, ...]:
@@ -118,6 +129,11 @@ def resolve(path: str, role: Role | None) -> Target:
             return Root()
         if names[0] == RECIPIENTS_FOLDER:
             return _recipients_target(names[1:])
+        if names[0] == AGREEMENTS_FOLDER:
+            if len(names) != 2:
+                raise PolicyError("permission denied: /.agreements holds one file per "
+                                  "partner and is not listed")
+            return AgreementFile(_partner_slug(names[1]))
         slug = _partner_slug(names[0])
         if len(names) == 1:
             return PartnerFolder(slug)

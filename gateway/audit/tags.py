@@ -86,3 +86,6 @@ class AuditTag(enum.StrEnum):
     # The partner portal: a partner user stored their passkey-wrapped identity (only its
     # recipient's fingerprint is recorded; the wrapped identity is ciphertext).
     PORTAL_IDENTITY_STORE = "portal:identity:store"
+    # A partner's data-sharing agreement, written when a second admin approved it
+    # (gateway/agreements.py); an upload refused by it is a file:upload:aborted.
+    AGREEMENT_SET = "agreement:set"

@@ -54,12 +54,15 @@ COMMANDS = {
     "fetch": "gateway.cli.client:fetch",
     "trust": "gateway.cli.client:trust",
     "witness": "gateway.cli.witness:witness",
+    "agreement": "gateway.cli.agreements:agreement",
 }
 
 # What `blindpost --help` lists for each command: its short help, kept here so that the
 # listing imports none of the commands (tests/unit/gateway/cli/test_startup.py checks that
 # each is what the command itself says). Adapters' commands are loaded to list them.
 SUMMARIES = {
+    "agreement": ("Data-sharing agreements: the columns a partner may receive, checked at "
+                  "every upload."),
     "audit": "Tamper-evident audit log: verify, checkpoint, prove, read, export.",
     "db": "Database maintenance.",
     "decrypt": "Decrypt the age file INPUT (default: standard input), binary or armored.",

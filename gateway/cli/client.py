@@ -24,7 +24,14 @@ from typing import Any
 
 import click
 
+from gateway.agreement_terms import Terms
 from gateway.cli.common import emit_json
+from gateway.client.agreement_pins import (
+    WaitingAgreement,
+    accept,
+    partner_agreement,
+    waiting_agreements,
+)
 from gateway.client.connection import Connection, Credentials, connect, load_ssh_key
 from gateway.client.fetch import Fetcher, FetchResult, checked, inbox
 from gateway.client.fetched import FetchedRecord, RemoteFile
@@ -214,9 +221,12 @@ def send(host: str, port: int, user: str, key_path: Path, known_hosts: Path | No
                 connection.sftp, gateway=str(Endpoint(host, port)), partner=partner,
                 pins=PinFile(paths.known_recipients), pending=PinFile(paths.pending_recipients),
                 notice=_notice)
+            terms = partner_agreement(connection.sftp, gateway=str(Endpoint(host, port)),
+                                      partner=partner, pins=paths.known_agreements,
+                                      pending=paths.pending_agreements, notice=_notice)
             fingerprints = sorted(recipients.fingerprints)
             with _progress(as_json) as progress:
-                results = _send_all(connection, partner, files, recipients, progress)
+                results = _send_all(connection, partner, files, recipients, progress, terms)
     except RecipientsChangedError as exc:
         for line in exc.change.describe():
             click.echo(line, err=True)
@@ -230,12 +240,14 @@ def send(host: str, port: int, user: str, key_path: Path, known_hosts: Path | No
 
 
 def _send_all(connection: Connection, partner: str, files: tuple[Path, ...],
-              recipients: RecipientList, progress: Progress) -> list[SendResult]:
+              recipients: RecipientList, progress: Progress,
+              terms: Terms | None) -> list[SendResult]:
     results: list[SendResult] = []
     for number, path in enumerate(files):
         try:
             results.append(send_file(connection.sftp, partner=partner, path=path,
-                                     recipients=recipients, progress=progress))
+                                     recipients=recipients, progress=progress,
+                                     terms=terms))
         except LocalReadError as exc:
             # Closing the half-sent file would commit it; hanging up discards it.
             connection.close()
@@ -382,7 +394,8 @@ def trust(partner: str, host: str | None, port: int) -> None:
     `blindpost send` refuses to encrypt to keys that differ from the pinned ones and
     records the gateway's new set; this shows the old and new fingerprints again.
     Compare the new ones with the registry (by phone, not by e-mail from the gateway)
-    before you answer yes.
+    before you answer yes. A looser data-sharing agreement that `send` refused is
+    shown and accepted the same way.
 
     \b
     Example:
@@ -392,6 +405,11 @@ def trust(partner: str, host: str | None, port: int) -> None:
     pins, pending = PinFile(paths.known_recipients), PinFile(paths.pending_recipients)
     waiting = {gateway: keys for (gateway, slug), keys in pending.load().items()
                if slug == partner and (host is None or gateway == str(Endpoint(host, port)))}
+    agreements = waiting_agreements(paths.known_agreements, paths.pending_agreements, partner,
+                                    str(Endpoint(host, port)) if host else None)
+    if agreements and not waiting:
+        _trust_agreements(agreements, paths)
+        return
     if not waiting:
         raise UsageError(f"no change of {partner}'s keys is waiting; `blindpost send` "
                          "records one when it refuses to send")
@@ -410,3 +428,18 @@ def trust(partner: str, host: str | None, port: int) -> None:
     pins.replace(gateway, partner, keys)
     pending.replace(gateway, partner, None)
     click.echo(f"pinned {len(keys)} key(s) of {partner} at {gateway}")
+    _trust_agreements(agreements, paths)
+
+
+def _trust_agreements(agreements: list[WaitingAgreement], paths: ClientPaths) -> None:
+    """Show each looser agreement waiting, and pin it if the person says yes."""
+    for change in agreements:
+        for line in change.describe():
+            click.echo(line)
+        if not click.confirm(f"Check files for {change.partner} against the new agreement "
+                             "from now on?", default=False):
+            click.echo("agreement not changed")
+            sys.exit(1)
+        accept(paths.known_agreements, paths.pending_agreements, change)
+        click.echo(f"pinned the data-sharing agreement of {change.partner} at "
+                   f"{change.gateway}")

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import envelope, recipient_list
+from gateway.agreement_terms import Terms
+from gateway.client.agreement_pins import read_contents
 from gateway.client.cores import block_bytes, chunk_threads
 from gateway.client.progress import Progress
 from gateway.client.recipient_pins import Change, PinFile, compare, pins_of
@@ -27,6 +29,7 @@ from gateway.client.sftp import (
     SFTPSession,
     Writer,
 )
+from gateway.data_elements import Contents, ContentScan
 from gateway.errors import GatewayError, NotFoundError, PolicyError, RemoteError
 from gateway.sftp_extensions import CIPHERTEXT_SHA256, RECIPIENTS_FOLDER
 
@@ -109,16 +112,19 @@ class _HashingSink:
 
 
 def send_file(sftp: SFTPSession, *, partner: str, path: Path,
-              recipients: recipient_list.RecipientList, progress: Progress) -> SendResult:
-    """Encrypt ``path`` while uploading it to the partner's folder; verify the hash.
+              recipients: recipient_list.RecipientList, progress: Progress,
+              terms: Terms | None = None) -> SendResult:
+    """Check ``path`` against the partner's agreement, then encrypt it while uploading it
+    to the partner's folder, declaring its columns and records; verify the hash.
 
     Raises :class:`LocalReadError` if the local file cannot be read to its end; every
-    other failure is in the result.
+    other failure (a refusal by the agreement among them) is in the result.
     """
     result = SendResult(str(path), f"/{partner}/{path.name}.age")
     started = time.monotonic()
     try:
-        _upload(sftp, path, result, recipients, progress)
+        contents = _checked_contents(path, terms)
+        _upload(sftp, path, result, recipients, progress, contents)
         _verify(sftp, result)
     except GatewayError as exc:
         result.error = exc.diagnostics()
@@ -127,14 +133,28 @@ def send_file(sftp: SFTPSession, *, partner: str, path: Path,
     return result
 
 
+def _checked_contents(path: Path, terms: Terms | None) -> Contents:
+    """What the file holds, refused here (before anything is encrypted or sent) when it
+    is outside the agreement."""
+    try:
+        contents = read_contents(path)
+    except OSError as exc:
+        raise LocalReadError(f"{path}: {exc.strerror or exc}") from None
+    if terms is not None:
+        terms.check(contents)
+    return contents
+
+
 def _upload(sftp: SFTPSession, path: Path, result: SendResult,
-            recipients: recipient_list.RecipientList, progress: Progress) -> None:
+            recipients: recipient_list.RecipientList, progress: Progress,
+            contents: Contents) -> None:
     handle = sftp.open(result.remote, OPEN_WRITE | OPEN_CREATE | OPEN_TRUNCATE)
     writer = sftp.writer(handle)
     try:
         sftp.declare_recipients(handle, sorted(recipients.fingerprints))
+        sftp.declare_contents(handle, contents)
         sink = _HashingSink(writer)
-        _encrypt(path, sink, recipients.recipients(), progress, result)
+        _encrypt(path, sink, recipients.recipients(), progress, result, contents)
         writer.finish()
     except GatewayError:
         # The gateway discarded the upload; closing the handle only confirms that.
@@ -147,7 +167,7 @@ def _upload(sftp: SFTPSession, path: Path, result: SendResult,
 
 
 def _encrypt(path: Path, sink: _HashingSink, recipients: list[envelope.Recipient],
-             progress: Progress, result: SendResult) -> None:
+             progress: Progress, result: SendResult, checked: Contents) -> None:
     # With a core to spare, chunks are sealed in two threads (gateway.client.cores).
     threads = chunk_threads()
     buffer = memoryview(bytearray(block_bytes(threads)))
@@ -158,6 +178,8 @@ def _encrypt(path: Path, sink: _HashingSink, recipients: list[envelope.Recipient
     with contextlib.suppress(OSError, AttributeError):
         # The file is read once, in order: let the kernel read further ahead.
         os.posix_fadvise(source.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    # The file is read again while it is encrypted: it must hold what was checked.
+    rescan = ContentScan()
     with source, progress.file(path.name, path.stat().st_size) as advance, \
             envelope.Encryptor(sink, recipients, threads=threads) as encryptor:
         while True:
@@ -167,9 +189,13 @@ def _encrypt(path: Path, sink: _HashingSink, recipients: list[envelope.Recipient
                 raise LocalReadError(f"{path}: {exc.strerror or exc}") from None
             if not count:
                 break
+            rescan.feed(bytes(buffer[:count]))
             encryptor.write(buffer[:count])
             result.size += count
             advance(count)
+        if rescan.finish() != checked:
+            # What was checked is not what was sent: hanging up discards the upload.
+            raise LocalReadError(f"{path}: changed while it was being sent")
 
 
 def _verify(sftp: SFTPSession, result: SendResult) -> None:

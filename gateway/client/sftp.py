@@ -16,8 +16,9 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gateway.data_elements import Contents
 from gateway.errors import GatewayError, NotFoundError, PolicyError, RemoteError
-from gateway.sftp_extensions import DECLARE_RECIPIENTS
+from gateway.sftp_extensions import DECLARE_CONTENTS, DECLARE_RECIPIENTS
 from gateway.terminal import shown
 
 VERSION = 3
@@ -331,6 +332,17 @@ class SFTPSession:
         payload = (_string(DECLARE_RECIPIENTS) + _string(handle)
                    + struct.pack(">I", len(fingerprints))
                    + b"".join(_string(f) for f in fingerprints))
+        self._call(EXTENDED, payload, expect=STATUS)
+
+    def declare_contents(self, handle: bytes, contents: Contents) -> None:
+        """Tell the gateway what a pre-encrypted upload holds (its columns and records,
+        never a value); a gateway without the request is not told."""
+        if DECLARE_CONTENTS not in self.extensions:
+            return
+        columns = contents.columns or ()
+        payload = (_string(DECLARE_CONTENTS) + _string(handle) + _string(contents.format)
+                   + struct.pack(">I", len(columns)) + b"".join(_string(c) for c in columns)
+                   + struct.pack(">q", -1 if contents.records is None else contents.records))
         self._call(EXTENDED, payload, expect=STATUS)
 
     def read_small(self, path: str, *, limit: int) -> bytes:

@@ -283,11 +283,40 @@ class Transfer(Base):
     downloads: Mapped[int] = mapped_column(Integer, default=0)
     max_downloads: Mapped[int | None] = mapped_column(Integer)
     state: Mapped[TransferState] = mapped_column(_enum(TransferState, "transfer_state"))
+    # What the file holds, never a value (gateway.data_elements): its format, its data
+    # elements as RFC 8785 JSON, its record count, and who read them ("gateway", or
+    # "sender" for a pre-encrypted file whose sender declared them). NULL: not recorded.
+    data_format: Mapped[str | None] = mapped_column(String(16))
+    data_elements: Mapped[str | None] = mapped_column(Text)
+    record_count: Mapped[int | None] = mapped_column(BigInteger)
+    elements_source: Mapped[str | None] = mapped_column(String(16))
     # An HMAC over the granting fields, made with keys/state_key (gateway.integrity).
     seal: Mapped[str | None] = mapped_column(String(100))
 
     partner: Mapped[Partner] = relationship(lazy="joined", innerjoin=True)
     uploader: Mapped[Account] = relationship(lazy="joined", innerjoin=True)
+
+
+class Agreement(Base):
+    """A partner's data-sharing agreement, in force since a second admin approved it
+    (an authority change of kind ``agreement-set``, :mod:`gateway.agreements`).
+
+    ``columns`` (the data elements, normalised) and ``aliases`` are RFC 8785 JSON.
+    """
+
+    __tablename__ = "agreements"
+
+    partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"), primary_key=True)
+    columns: Mapped[str] = mapped_column(Text)
+    aliases: Mapped[str] = mapped_column(Text)
+    max_records: Mapped[int | None] = mapped_column(BigInteger)
+    allow_opaque: Mapped[bool] = mapped_column(Boolean, default=False)
+    change_id: Mapped[int] = mapped_column(ForeignKey("authority_changes.id"))
+    approved_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # An HMAC over the granting fields, made with keys/state_key (gateway.integrity).
+    seal: Mapped[str | None] = mapped_column(String(100))
+
+    partner: Mapped[Partner] = relationship(lazy="joined", innerjoin=True)
 
 
 class ServedRange(Base):

@@ -120,6 +120,13 @@ class FileExposure:
     removed_by: str | None
     downloads: tuple[DownloadExposure, ...]
     unrecorded: tuple[str, ...]
+    # What the file holds (issue 24), never a value: its format ("csv", "opaque"…), data
+    # elements and record count, and who read them ("gateway", or "sender" as declared
+    # by `blindpost send`). ``data_format`` None: not recorded (uploaded before).
+    data_format: str | None = None
+    data_elements: tuple[str, ...] | None = None
+    records: int | None = None
+    data_read_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +171,13 @@ class PartnerSummary:
     incomplete_downloads: int
     removed: int
     waiting: int
+    # Records (an upper bound: see gateway.data_elements) and the data elements of the
+    # files whose structure was read; files of unknown structure; files from before
+    # data elements were recorded.
+    records: int = 0
+    data_elements: tuple[str, ...] = ()
+    unknown_structure: int = 0
+    not_recorded: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import textwrap
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
@@ -27,6 +28,7 @@ from gateway.exposure.model import (
 from gateway.values import jsonable
 
 PAGE_LINES = 60
+SENTENCE_WIDTH = 92
 NOT_RECORDED = "not recorded in the log"
 # A pre-encrypted upload's recipients are what its client (`blindpost send`) declared: the
 # gateway checked them against the partner's approved keys, but age hides whom a file is
@@ -119,6 +121,36 @@ def _summary_table(report: ExposureReport) -> Iterator[str]:
                                 for s, row in zip(report.summary, counts, strict=True)]
     yield "SUMMARY"
     yield from _table(headers, [*rows, ["total", *totals]])
+    yield from _data_sentences(report)
+
+
+def _data_sentences(report: ExposureReport) -> Iterator[str]:
+    """Per partner, what the files held, in the words a notice to the affected can use."""
+    between = f"between {iso(report.window_start)} and {iso(report.window_end)}"
+    yield ""
+    yield "DATA ELEMENTS (record counts are upper bounds: see docs/agreements.md)"
+    for item in report.summary:
+        if not item.files:
+            continue
+        read = item.files - item.unknown_structure - item.not_recorded
+        parts = []
+        if read:
+            elements = ", ".join(item.data_elements) or "no named columns"
+            parts.append(f"{_count(item.records)} records with {elements} were on the server "
+                         f"encrypted to {item.partner} {between}")
+        else:
+            parts.append(f"no file of {item.partner} {between} had a readable structure")
+        if item.unknown_structure:
+            parts.append(f"{_plural(item.unknown_structure, 'file')} of unknown structure")
+        if item.not_recorded:
+            parts.append(f"{_plural(item.not_recorded, 'file')} whose data elements were "
+                         "not recorded (uploaded before they were)")
+        yield from textwrap.wrap("; ".join(parts), width=SENTENCE_WIDTH,
+                                 subsequent_indent="  ")
+
+
+def _plural(number: int, noun: str) -> str:
+    return f"{_count(number)} {noun}{'' if number == 1 else 's'}"
 
 
 def _table(headers: list[str], rows: list[list[object]]) -> Iterator[str]:
@@ -149,12 +181,25 @@ def _file_lines(item: FileExposure) -> Iterator[str]:
     else:
         yield f"  uploaded     {iso(item.uploaded_at)} by {item.uploader}"
     yield from _encryption_lines(item)
+    yield f"  data         {_data_line(item)}"
     yield f"  expires      {NOT_RECORDED if item.expires_at is None else iso(item.expires_at)}"
     yield from _download_lines(item)
     if item.removed_at is None:
         yield "  removed      no: still stored when the log ends"
     else:
         yield f"  removed      {iso(item.removed_at)}, {item.removal}, by {item.removed_by}"
+
+
+def _data_line(item: FileExposure) -> str:
+    """What the file held: format, records and data elements, or why that is unknown."""
+    if item.data_format is None:
+        return "not recorded"
+    who = {"gateway": "read by the gateway", "sender": "as declared by the sender"}.get(
+        item.data_read_by or "", "not read")
+    if item.data_elements is None:
+        return f"unknown structure ({item.data_format}, {who})"
+    return (f"{_count(item.records)} records, {item.data_format}: "
+            f"{', '.join(item.data_elements) or 'no columns'} ({who})")
 
 
 def _encryption_lines(item: FileExposure) -> Iterator[str]:
@@ -273,7 +318,8 @@ CSV_COLUMNS = (
     "complete", "bytes", "key_id", "kind", "fingerprint", "post_quantum", "role",
     "created_at", "disabled_at", "sign_ins", "proposed_by", "approved_by", "approved_at",
     "revoked_at", "files", "downloads", "incomplete_downloads", "removed", "waiting",
-    "object_id", "detail")
+    "object_id", "detail", "data_format", "data_elements", "records", "data_read_by",
+    "unknown_structure", "not_recorded")
 NOT_RECORDED_CSV = "not recorded"
 
 
@@ -321,7 +367,10 @@ def _csv_rows(report: ExposureReport) -> Iterator[dict[str, object]]:
         yield {"record": "summary", "partner": summary.partner, "files": summary.files,
                "bytes": summary.bytes, "downloads": summary.downloads,
                "incomplete_downloads": summary.incomplete_downloads,
-               "removed": summary.removed, "waiting": summary.waiting}
+               "removed": summary.removed, "waiting": summary.waiting,
+               "records": summary.records, "data_elements": " ".join(summary.data_elements),
+               "unknown_structure": summary.unknown_structure,
+               "not_recorded": summary.not_recorded}
     for item in report.files:
         yield from _csv_file(item)
     for account in report.accounts:
@@ -346,7 +395,10 @@ def _csv_file(item: FileExposure) -> Iterator[dict[str, object]]:
         **base, "record": "file", "size": item.size, "sha256": item.sha256,
         "uploader": item.uploader, "uploaded_at": item.uploaded_at,
         "encrypted_by": item.encrypted_by, "expires_at": item.expires_at,
-        "removed_at": item.removed_at, "removal": item.removal, "removed_by": item.removed_by}
+        "removed_at": item.removed_at, "removal": item.removal, "removed_by": item.removed_by,
+        "data_format": item.data_format or NOT_RECORDED_CSV,
+        "data_elements": " ".join(item.data_elements) if item.data_elements is not None
+        else "", "records": item.records, "data_read_by": item.data_read_by}
     for name in item.unrecorded:
         if name in row:
             row[name] = NOT_RECORDED_CSV

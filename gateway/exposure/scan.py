@@ -84,6 +84,10 @@ class _File:
     removal: str | None = None
     removed_by: str | None = None
     downloads: list[DownloadExposure] = field(default_factory=list)
+    data_format: str | None = None
+    data_elements: tuple[str, ...] | None = None
+    records: int | None = None
+    data_read_by: str | None = None
     # Downloads before the window, kept undecoded (time, leaf) until the file is known
     # to be on the server in the window: most files are removed before it opens.
     undecoded: list[tuple[datetime, bytes]] = field(default_factory=list)
@@ -94,7 +98,9 @@ class _File:
         return FileExposure(self.id, self.partner, self.name, self.size, self.sha256,
                             self.uploader, self.uploaded_at, self.encrypted_by,
                             self.recipients, self.expires_at, self.removed_at, self.removal,
-                            self.removed_by, tuple(self.downloads), unrecorded)
+                            self.removed_by, tuple(self.downloads), unrecorded,
+                            self.data_format, self.data_elements, self.records,
+                            self.data_read_by)
 
 
 @dataclass(slots=True)
@@ -289,6 +295,12 @@ class HistoryScan:
                        size=_number(details, "size"), sha256=_text(details, "sha256"),
                        uploader=event.actor, uploaded_at=event.time,
                        expires_at=_time(details, "expires_at"))
+        record.data_format = _text(details, "data_format")
+        elements = details.get("data_elements")
+        if isinstance(elements, list):
+            record.data_elements = tuple(str(name) for name in elements)
+        record.records = _number(details, "records")
+        record.data_read_by = _text(details, "data_read_by")
         if encrypted_here is True:
             record.encrypted_by = BY_GATEWAY
             record.recipients = self._recipients(details)
@@ -452,6 +464,7 @@ def _file_subject(leaf: bytes) -> str | None:
 
 def summarise(files: Iterable[FileExposure], *, partner: str | None) -> list[PartnerSummary]:
     """Counts per partner of the files listed (the chosen partner even with none)."""
+    files = list(files)
     counts: dict[str, list[int]] = {} if partner is None else {partner: [0] * 6}
     for item in files:
         row = counts.setdefault(item.partner, [0] * 6)
@@ -461,7 +474,26 @@ def summarise(files: Iterable[FileExposure], *, partner: str | None) -> list[Par
                                           item.removed_at is not None,
                                           item.removed_at is None)):
             row[position] += int(value)
-    return [PartnerSummary(slug, *row) for slug, row in sorted(counts.items())]
+    data: dict[str, tuple[int, set[str], int, int]] = {}
+    for item in files:
+        records, elements, unknown, unrecorded = data.get(item.partner, (0, set(), 0, 0))
+        if item.data_format is None:
+            unrecorded += 1
+        elif item.data_elements is None:
+            unknown += 1
+        else:
+            records += item.records or 0
+            elements |= set(item.data_elements)
+        data[item.partner] = (records, elements, unknown, unrecorded)
+    summaries = []
+    for slug, row in sorted(counts.items()):
+        records, elements, unknown, unrecorded = data.get(slug, (0, set(), 0, 0))
+        files_, size, complete, incomplete, removed, waiting = row
+        summaries.append(PartnerSummary(slug, files_, size, complete, incomplete, removed,
+                                        waiting, records=records,
+                                        data_elements=tuple(sorted(elements)),
+                                        unknown_structure=unknown, not_recorded=unrecorded))
+    return summaries
 
 
 def _purge_reason(details: dict[str, Any]) -> str:

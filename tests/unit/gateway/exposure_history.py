@@ -88,10 +88,29 @@ def _key(history: History, partner: str, number: int) -> None:
     app.keys.approve(actor(app, "second-admin"), key_id=key.id)
 
 
+# A CSV of records 20 bytes long (the first one longer to make up the size): a file of
+# SIZE bytes holds (SIZE - len(HEADER)) // 20 records (issue 24).
+CSV_HEADER = b"hcn,birth_date,postal_code\n"
+# This one is no CSV: of unknown structure.
+OPAQUE_NAME = "after-rotation.csv"
+
+
+def records_of(size: int) -> int:
+    return (size - len(CSV_HEADER)) // 20
+
+
+def csv_of(size: int) -> bytes:
+    rows, extra = divmod(size - len(CSV_HEADER), 20)
+    return (CSV_HEADER + b"7" * (7 + extra) + b",19800102,K1\n"
+            + b"1234567,19800102,K1\n" * (rows - 1))
+
+
 def _upload(history: History, partner: str, name: str, size: int) -> None:
     upload = history.app.transfers.begin_upload(actor(history.app, "clerk"), partner=partner,
                                                 name=name)
-    upload.write(b"r" * size)
+    data = b"r" * size if name == OPAQUE_NAME else csv_of(size)
+    assert len(data) == size
+    upload.write(data)
     entry = upload.commit()
     assert entry.size == size + 200
     history.sha256[name] = entry.sha256

@@ -4,16 +4,20 @@ three formats; windows that cut a file's life; a tampered log; the store check."
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
+import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from gateway import envelope
 from gateway.audit import AuditTag, VerificationError
+from gateway.audit.models import AuditEntry
 from gateway.db.models import Role
 from gateway.errors import AuthorizationError, NotFoundError, UsageError
 from gateway.exposure import (
@@ -34,6 +38,7 @@ from tests.unit.gateway.exposure_history import (
     file_id,
     history_app,
     play,
+    records_of,
 )
 from tests.unit.gateway.factories import OPERATOR, actor, add_console_account
 
@@ -85,6 +90,9 @@ lab          1    700          0           0        1        0
 uni          4  1,800          1           1        2        2
 total        5  2,500          1           1        3        2
 
+DATA ELEMENTS (record counts are upper bounds: see docs/agreements.md)
+DATA_SENTENCES
+
 FILES ON THE SERVER IN THE WINDOW (5)
 
 lab / lab.csv.age
@@ -94,6 +102,7 @@ lab / lab.csv.age
   uploaded     2026-11-02T11:00:00+00:00 by clerk
   encrypted    by the gateway, on arrival
   recipient    key 2, x25519 (classical), FP2
+  data         23 records, csv: birth_date, health_card_number, postal_code (read by the gateway)
   expires      2026-11-09T11:00:00+00:00
   downloads    none
   removed      2026-11-02T11:10:00+00:00, withdrawn, by clerk
@@ -105,6 +114,7 @@ uni / old.csv.age
   uploaded     2026-11-02T09:30:00+00:00 by clerk
   encrypted    by the gateway, on arrival
   recipient    key 1, x25519 (classical), FP1
+  data         3 records, csv: birth_date, health_card_number, postal_code (read by the gateway)
   expires      2026-11-02T11:30:00+00:00
   downloads    none
   removed      2026-11-02T11:30:00+00:00, expired, by system:purger
@@ -116,6 +126,7 @@ uni / report.csv.age
   uploaded     2026-11-02T10:10:00+00:00 by clerk
   encrypted    by the gateway, on arrival
   recipient    key 1, x25519 (classical), FP1
+  data         8 records, csv: birth_date, health_card_number, postal_code (read by the gateway)
   expires      2026-11-02T12:10:00+00:00
   downloads    2026-11-02T10:20:00+00:00 lee complete (400 bytes)
                2026-11-02T10:25:00+00:00 lee incomplete (10 bytes)
@@ -128,6 +139,7 @@ uni / report.csv.age
   uploaded     2026-11-02T10:30:00+00:00 by clerk
   encrypted    by the gateway, on arrival
   recipient    key 1, x25519 (classical), FP1
+  data         13 records, csv: birth_date, health_card_number, postal_code (read by the gateway)
   expires      2026-11-02T12:30:00+00:00
   downloads    none
   removed      no: still stored when the log ends
@@ -139,6 +151,7 @@ uni / after-rotation.csv.age
   uploaded     2026-11-02T10:50:00+00:00 by clerk
   encrypted    by the gateway, on arrival
   recipient    key 3, x25519 (classical), FP3
+  data         unknown structure (opaque, read by the gateway)
   expires      2026-11-02T12:50:00+00:00
   downloads    none
   removed      no: still stored when the log ends
@@ -162,14 +175,48 @@ END OF REPORT
 """
 
 
+WINDOW_WORDS = "between 2026-11-02T10:00:00+00:00 and 2026-11-02T12:00:00+00:00"
+DATA_SENTENCES = [
+    "23 records with birth_date, health_card_number, postal_code were on the server "
+    f"encrypted to lab {WINDOW_WORDS}",
+    "24 records with birth_date, health_card_number, postal_code were on the server "
+    f"encrypted to uni {WINDOW_WORDS}; 1 file of unknown structure"]
+
+
 def _expected_text(history: History, report: ExposureReport) -> str:
-    return (EXPECTED_TEXT.replace("FP1", FP1).replace("FP2", FP2).replace("FP3", FP3)
+    sentences = "\n".join(line for sentence in DATA_SENTENCES for line in textwrap.wrap(
+        sentence, width=92, subsequent_indent="  "))
+    return (EXPECTED_TEXT.replace("DATA_SENTENCES", sentences).replace("FP1", FP1)
+            .replace("FP2", FP2).replace("FP3", FP3)
             .format(**_facts(history, report)))
 
 
 def test_the_scripted_history_as_text(history: History) -> None:
     report = _report(history)
     assert "".join(render_text(report)) == _expected_text(history, report)
+    _data_elements_match(history, report)
+
+
+def _data_elements_match(history: History, report: ExposureReport) -> None:
+    """Issue 24: the totals are the records of the files the history put on the server
+    in the window, counted independently of the scan; older files say not recorded."""
+    totals = {s.partner: (s.records, s.data_elements, s.unknown_structure, s.not_recorded)
+              for s in report.summary}
+    elements = ("birth_date", "health_card_number", "postal_code")
+    assert totals == {"lab": (records_of(500), elements, 0, 0),
+                      "uni": (records_of(100) + records_of(200) + records_of(300), elements,
+                              1, 0)}
+    # An upload event from before issue 24 records no data elements.
+    with history.app.read() as session:
+        leaves = list(session.scalars(select(AuditEntry.leaf)))
+    assert any('"data_format":"csv"' in leaf for leaf in leaves)
+    old = dataclasses.replace(report.files[0], data_format=None, data_elements=None,
+                              records=None)
+    assert "  data         not recorded" in "".join(render_text(
+        dataclasses.replace(report, files=(old,))))
+    csv_text = "".join(render_csv(report))
+    assert "summary,uni," in csv_text
+    assert ",birth_date health_card_number postal_code,24,,1,0\n" in csv_text
 
 
 def _file(number: int, partner: str, name: str, size: int, sha: str, uploaded: str,
@@ -191,11 +238,29 @@ def _account(name: str, role: str, partner: str | None, sign_ins: int = 0) -> di
             "sign_ins": sign_ins}
 
 
+ELEMENTS = ["birth_date", "health_card_number", "postal_code"]
+# What each file held (issue 24), by file number: (format, records) or opaque.
+DATA = {6: ("csv", 23), 1: ("csv", 3), 3: ("csv", 8), 4: ("csv", 13), 5: ("opaque", None)}
+
+
+def _with_data(document: dict[str, Any]) -> dict[str, Any]:
+    """The expected JSON report with the data elements of the scripted files."""
+    for item in document["files"]:
+        form, records = DATA[int(item["id"][-1])]
+        item.update(data_format=form, data_elements=ELEMENTS if records is not None else None,
+                    records=records, data_read_by="gateway")
+    for summary, (records, unknown) in zip(document["summary"], [(23, 0), (24, 1)],
+                                           strict=True):
+        summary.update(records=records, data_elements=ELEMENTS, unknown_structure=unknown,
+                       not_recorded=0)
+    return document
+
+
 def test_the_scripted_history_as_json(history: History) -> None:
     report = _report(history)
     facts = _facts(history, report)
     day = "2026-11-02T"
-    assert json.loads("".join(render_json(report))) == {
+    assert json.loads("".join(render_json(report))) == _with_data({
         "format": "blindpost-exposure-report/1",
         "window": {"from": f"{day}10:00:00+00:00", "to": f"{day}12:00:00+00:00"},
         "partner": None, "generated_at": f"{day}12:30:00+00:00",
@@ -236,7 +301,7 @@ def test_the_scripted_history_as_json(history: History) -> None:
                   "approved_by": "second-admin", "approved_at": f"{day}10:40:00+00:00",
                   "revoked_at": None}],
         "store": {"objects": 3, "problems": []},
-    }
+    })
 
 
 EXPECTED_CSV = """\
@@ -279,9 +344,29 @@ ciphertext
 """
 
 
+def _csv_with_data(text: str) -> str:
+    """The expected CSV with the data-element columns of issue 24 appended."""
+    lines = text.splitlines()
+    out = [lines[0] + ",data_format,data_elements,records,data_read_by,unknown_structure,"
+                      "not_recorded"]
+    elements = " ".join(ELEMENTS)
+    for line in lines[1:]:
+        cells = line.split(",")
+        if cells[0] == "file":
+            form, records = DATA[int(cells[2][1:])]
+            out.append(line + (f",{form},{elements},{records},gateway,," if records is not None
+                               else f",{form},,,gateway,,"))
+        elif cells[0] == "summary":
+            records, unknown = {"lab": (23, 0), "uni": (24, 1)}[cells[1]]
+            out.append(line + f",,{elements},{records},,{unknown},0")
+        else:
+            out.append(line + ",,,,,,")
+    return "\n".join(out) + "\n"
+
+
 def test_the_scripted_history_as_csv(history: History) -> None:
     report = _report(history)
-    expected = EXPECTED_CSV
+    expected = _csv_with_data(EXPECTED_CSV)
     for number in range(1, 7):
         expected = expected.replace(f"F{number},", file_id(number) + ",")
     for number, (_recipient, fingerprint) in RECIPIENTS.items():
@@ -521,8 +606,9 @@ def test_pre_encrypted_files_name_the_keys_their_client_declared(history: Histor
         "cannot check the file against them)",
         f"  recipient    key 3, x25519 (classical), {FP3}"]
     undeclared = text_report[text_report.index("uni / plain.csv.age"):]
-    assert undeclared.splitlines()[5:7] == [
+    assert undeclared.splitlines()[5:8] == [
         "  encrypted    by the uploader; its recipients are not known to the server",
+        "  data         unknown structure (opaque, not read)",
         "  expires      2026-11-02T13:05:00+00:00"]
     rows = list(csv.DictReader(io.StringIO("".join(render_csv(report)))))
     [file_row] = [r for r in rows if r["record"] == "file" and r["file_id"] == sent]

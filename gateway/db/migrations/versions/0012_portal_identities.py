@@ -1,14 +1,14 @@
 """Partner portal: each partner user's age identity, wrapped by their passkey.
 
 Revision ID: 0012_portal_identities
-Revises: 0010_authority_changes
+Revises: 0011_agreements
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0012_portal_identities'
-down_revision = '0010_authority_changes'
+down_revision = '0011_agreements'
 branch_labels = None
 depends_on = None
 

@@ -530,3 +530,27 @@ def test_user_notify_turns_e_mail_on_and_off(ready) -> None:  # type: ignore[no-
     assert ready("user", "notify", "alice", "--off").output == "notifications for alice are off\n"
     assert ready("user", "notify", "alice", "--off").output == (
         "notifications for alice were not on\n")
+
+
+def test_agreement_commands_take_two_admins(ready) -> None:  # type: ignore[no-untyped-def]
+    """Issue 24 on the CLI: one admin proposes an agreement, another approves it."""
+    alice, bob = ready.secrets["alice"], ready.secrets["bob"]
+    none = ready("agreement", "show", "uni")
+    assert "uni has no data-sharing agreement: uploads are allowed" in none.output
+    proposed = ready("agreement", "propose", "uni", "--columns", "HCN,Birth Date,postal_code",
+                     "--alias", "pc=postal_code", "--max-records", "1000", "--by", "alice",
+                     stdin=code(alice, 0))
+    assert proposed.exit_code == 0, proposed.output
+    assert ("proposed (change 1): set the data-sharing agreement of uni: columns birth_date, "
+            "health_card_number, postal_code, max records 1000") in proposed.output
+    assert ready("agreement", "show", "uni", "--json").output.count('"agreement": null') == 1
+    own = ready("agreement", "approve", "1", "--by", "alice", stdin=code(alice, 1))
+    assert own.exit_code == 1 and "different admin" in own.output
+    done = ready("agreement", "approve", "1", "--by", "bob", stdin=code(bob, 0))
+    assert done.exit_code == 0, done.output
+    shown = json.loads(ready("agreement", "show", "uni", "--json").output)["agreement"]
+    assert (shown["columns"], shown["aliases"], shown["max_records"], shown["allow_opaque"],
+            shown["proposed_by"], shown["approved_by"]) == (
+        ["birth_date", "health_card_number", "postal_code"], {"pc": "postal_code"}, 1000,
+        False, "alice", "bob")
+    assert "opaque files:  refused" in ready("agreement", "show", "uni").output
