@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 
 GOAL_SECONDS = 0.5
-BLINDPOST = [sys.executable, "-c",
-             "import sys; from gateway.cli import main; main(sys.argv[1:], prog_name='blindpost')"]
+# The program as its console script runs it (gateway/cli/__main__.py is the same entry).
+BLINDPOST = [sys.executable, "-m", "gateway.cli"]
 # (label, arguments, whether the 0.5 s goal applies)
 COMMANDS = (
     ("blindpost --help", ["--help"], True),
@@ -100,7 +100,8 @@ def make_tree(label: str, scratch: Path, source: Path | None) -> Tree:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15, help="measured runs per command")
-    parser.add_argument("--tiny", action="store_true", help="one run each (the test suite)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="one run each, not warmed up (the test suite)")
     parser.add_argument("--compare", type=Path, metavar="DIR",
                         help="also time the checkout in DIR, alternating with this one")
     args = parser.parse_args()
@@ -113,7 +114,7 @@ def main() -> None:
         python = [sys.executable, "-c", "pass"]
         for label, extra, _goal in (("python -c pass", [], False), *COMMANDS):
             argv = [*BLINDPOST, *extra] if extra else python
-            for tree in trees:
+            for tree in trees if not args.tiny else ():
                 tree.run(argv)  # warm up: page cache and bytecode
             for _ in range(runs):
                 for tree in trees:
