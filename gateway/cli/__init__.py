@@ -138,7 +138,7 @@ def _installed(module: str) -> bool:
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """Load a command's modules without the cyclic garbage collector, then freeze them.
 
     Importing the database layer makes some 300,000 objects that live until the process
@@ -147,7 +147,8 @@ def _collector_paused() -> Iterator[None]:
     program's own process it is paused while they load, and what they made is then left
     out of every later collection (``gc.freeze``); what the command itself allocates is
     collected as usual, also in a long-running ``serve``. A caller of :func:`main` (the
-    tests) keeps its collector as it was.
+    tests) keeps its collector as it was. Commands that import the database layer only
+    when they run (``key``, ``audit``) load it the same way, in ``open_app``.
     """
     if not _OWN_PROCESS or not gc.isenabled():
         yield
@@ -203,7 +204,7 @@ class BlindpostGroup(click.Group):
             return None
         module, _, attribute = target.partition(":")
         try:
-            with _collector_paused():
+            with collector_paused():
                 command = getattr(importlib.import_module(module), attribute)
         except ModuleNotFoundError as exc:
             missing = missing_server_module(exc)
