@@ -1,13 +1,24 @@
 """Benchmark: how long `blindpost` takes to start, warm, in the server environment.
 
 Runs each command as a fresh process several times (after one unmeasured run, so the
-page cache and bytecode are warm) and prints the median wall time and its ratio to
-`python -c pass` with the same interpreter, measured in the same run. The commands are
-`blindpost --help`, `blindpost version`, a client command's help (`keygen --help`) and an
-admin command that opens the database (`partner list`, on a fresh data directory).
-Goal: --help and the admin command under 0.5 s.
+page cache and bytecode are warm) and prints the median wall time, the median CPU time,
+and their ratios to `python -c pass` with the same interpreter, measured in the same run.
+The commands are `blindpost --help`, `blindpost version`, a client command's help
+(`keygen --help`) and the everyday admin commands that open the database: `partner list`,
+`user list`, `key list`, `files` (the transfer list) and `audit verify` (incremental:
+the entries since the last verified checkpoint). Goal: --help and the admin commands
+under 0.5 s wall on an idle machine.
 
-    python bench/startup.py [--runs 15] [--tiny]
+"Warm" includes bytecode: an installed wheel has its .pyc files written by pip, while a
+source checkout run with PYTHONDONTWRITEBYTECODE (set in some shells and CI images) would
+compile every gateway module on every start. So the runs keep their bytecode in a cache
+of their own (PYTHONPYCACHEPREFIX, in the scratch directory), filled by the first run.
+
+``--compare DIR`` also times another checkout of Blindpost (e.g. the main branch in a
+`git worktree`), with the same interpreter and packages, its source first on PYTHONPATH
+and its own data directory; the two alternate run by run, so both see the same load.
+
+    python bench/startup.py [--runs 15] [--tiny] [--compare DIR]
 """
 
 from __future__ import annotations
@@ -23,54 +34,119 @@ import time
 from pathlib import Path
 
 GOAL_SECONDS = 0.5
-BLINDPOST = [sys.executable, "-c",
-             "import sys; from gateway.cli import main; main(sys.argv[1:], prog_name='blindpost')"]
+# The program as its console script runs it (gateway/cli/__main__.py is the same entry).
+BLINDPOST = [sys.executable, "-m", "gateway.cli"]
+# (label, arguments, whether the 0.5 s goal applies)
+COMMANDS = (
+    ("blindpost --help", ["--help"], True),
+    ("blindpost version", ["version"], False),
+    ("blindpost keygen --help", ["keygen", "--help"], False),
+    ("blindpost partner list", ["partner", "list"], True),
+    ("blindpost user list", ["user", "list"], True),
+    ("blindpost key list", ["key", "list"], True),
+    ("blindpost files", ["files"], True),
+    ("blindpost audit verify", ["audit", "verify"], True),
+)
+PARTNERS = ("uni-research", "city-hospital", "state-lab")
 
 
-def median_seconds(argv: list[str], env: dict[str, str], runs: int) -> tuple[float, float]:
-    """Median wall time and median CPU time (user + system) of ``argv``'s runs.
+class Tree:
+    """One checkout to time: its environment (source path, data directory)."""
 
-    The CPU time is what the command costs on a machine others share; the wall time is
-    what an administrator waits on an idle one.
-    """
-    subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)  # warm up
-    walls, cpus = [], []
-    for _ in range(runs):
+    def __init__(self, label: str, env: dict[str, str]) -> None:
+        self.label = label
+        self.env = env
+        self.walls: dict[str, list[float]] = {}
+        self.cpus: dict[str, list[float]] = {}
+
+    def run(self, argv: list[str]) -> tuple[float, float]:
+        """Wall and CPU time (user + system) of one run of ``argv``."""
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
-        walls.append(time.perf_counter() - started)
+        subprocess.run(argv, env=self.env, stdout=subprocess.DEVNULL, check=True)
+        wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    return statistics.median(walls), statistics.median(cpus)
+        return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+    def record(self, label: str, argv: list[str]) -> None:
+        wall, cpu = self.run(argv)
+        self.walls.setdefault(label, []).append(wall)
+        self.cpus.setdefault(label, []).append(cpu)
+
+    def medians(self, label: str) -> tuple[float, float]:
+        return statistics.median(self.walls[label]), statistics.median(self.cpus[label])
+
+
+def make_tree(label: str, scratch: Path, source: Path | None) -> Tree:
+    """A tree with a fresh, initialised data directory holding a few partners."""
+    data_dir = scratch / label / "var"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("BLINDPOST_") and k not in ("PYTHONDONTWRITEBYTECODE",
+                                                           "PYTHONPATH")}
+    # Each tree its own bytecode cache: both sources may hold modules of the same path.
+    env.update(BLINDPOST_DATA_DIR=str(data_dir),
+               PYTHONPYCACHEPREFIX=str(scratch / label / "pycache"))
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
+    tree = Tree(label, env)
+    subprocess.run([*BLINDPOST, "init", "--admin", "alice"], env=env,
+                   stdout=subprocess.DEVNULL, check=True)
+    for slug in PARTNERS:
+        subprocess.run([*BLINDPOST, "partner", "add", slug], env=env,
+                       stdout=subprocess.DEVNULL, check=True)
+    return tree
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15, help="measured runs per command")
-    parser.add_argument("--tiny", action="store_true", help="one run each (the test suite)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="one run each, not warmed up (the test suite)")
+    parser.add_argument("--compare", type=Path, metavar="DIR",
+                        help="also time the checkout in DIR, alternating with this one")
     args = parser.parse_args()
     runs = 1 if args.tiny else args.runs
     with tempfile.TemporaryDirectory() as scratch:
-        data_dir = Path(scratch) / "var"
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("BLINDPOST_")},
-               "BLINDPOST_DATA_DIR": str(data_dir)}
-        subprocess.run([*BLINDPOST, "init", "--admin", "alice"], env=env,
-                       stdout=subprocess.DEVNULL, check=True)
-        reference, reference_cpu = median_seconds([sys.executable, "-c", "pass"], env, runs)
-        print(f"python -c pass: {reference * 1000:.0f} ms wall, {reference_cpu * 1000:.0f} ms "
-              f"CPU (medians of {runs}); load average {os.getloadavg()[0]:.1f}")
+        trees = [make_tree("this", Path(scratch), None)]
+        if args.compare is not None:
+            trees.append(make_tree("compared", Path(scratch), args.compare.resolve()))
+        load_before = os.getloadavg()
+        python = [sys.executable, "-c", "pass"]
+        for label, extra, _goal in (("python -c pass", [], False), *COMMANDS):
+            argv = [*BLINDPOST, *extra] if extra else python
+            for tree in trees if not args.tiny else ():
+                tree.run(argv)  # warm up: page cache and bytecode
+            for _ in range(runs):
+                for tree in trees:
+                    tree.record(label, argv)
+        load_after = os.getloadavg()
+        report(trees, runs, load_before, load_after)
+
+
+def report(trees: list[Tree], runs: int, load_before: tuple[float, float, float],
+           load_after: tuple[float, float, float]) -> None:
+    """Print one table per tree: medians, ratios to `python -c pass`, the goal's verdict."""
+    print(f"medians of {runs} runs; load average (1, 5, 15 min) before "
+          f"{' '.join(f'{x:.1f}' for x in load_before)}, after "
+          f"{' '.join(f'{x:.1f}' for x in load_after)}; {os.cpu_count()} CPUs")
+    for tree in trees:
+        reference, reference_cpu = tree.medians("python -c pass")
+        source = tree.env.get("PYTHONPATH", "this checkout")
+        print(f"\n[{tree.label}: {source}] python -c pass: {reference * 1000:.0f} ms wall, "
+              f"{reference_cpu * 1000:.0f} ms CPU")
         print(f"{'command':<26} {'wall ms':>8} {'x python':>9} {'CPU ms':>7} {'x python':>9}  "
               f"goal (wall)")
-        for label, extra, goal in (("blindpost --help", ["--help"], True),
-                                   ("blindpost version", ["version"], False),
-                                   ("blindpost keygen --help", ["keygen", "--help"], False),
-                                   ("blindpost partner list", ["partner", "list"], True)):
-            seconds, cpu = median_seconds([*BLINDPOST, *extra], env, runs)
+        for label, _extra, goal in COMMANDS:
+            seconds, cpu = tree.medians(label)
             verdict = ("" if not goal else
                        "ok" if seconds < GOAL_SECONDS else f"over {GOAL_SECONDS} s")
             print(f"{label:<26} {seconds * 1000:8.0f} {seconds / reference:9.1f} "
                   f"{cpu * 1000:7.0f} {cpu / max(reference_cpu, 1e-3):9.1f}  {verdict}")
+    if len(trees) == 2:
+        print(f"\nCPU ratio {trees[0].label} / {trees[1].label} per command:")
+        for label, _extra, _goal in COMMANDS:
+            ratio = trees[0].medians(label)[1] / max(trees[1].medians(label)[1], 1e-3)
+            print(f"  {label:<26} {ratio:5.2f}")
 
 
 if __name__ == "__main__":

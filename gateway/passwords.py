@@ -13,7 +13,16 @@ MAX_LENGTH = 256
 # argon2-cffi's defaults are argon2id with RFC 9106's low-memory profile.
 _hasher = PasswordHasher()
 # Checked when the account does not exist, so a miss takes as long as a wrong password.
-_DUMMY_HASH = _hasher.hash("blindpost: no such account")
+# Made on the first check rather than at import: a hash costs about half a second, which
+# every command importing this module (`user list`, `files`) would otherwise pay.
+_DUMMY_HASH: str | None = None
+
+
+def _dummy_hash() -> str:
+    global _DUMMY_HASH  # noqa: PLW0603  # One hash per process, made when first needed.
+    if _DUMMY_HASH is None:
+        _DUMMY_HASH = _hasher.hash("blindpost: no such account")
+    return _DUMMY_HASH
 
 
 def hash_password(password: str) -> str:
@@ -23,8 +32,11 @@ def hash_password(password: str) -> str:
 
 def verify(stored: str | None, password: str) -> bool:
     """Whether ``password`` matches ``stored`` (a missing hash matches nothing, slowly)."""
+    # Made before looking at ``stored``: the first check of a process then takes as long
+    # whether the account exists or not.
+    dummy = _dummy_hash()
     try:
-        return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
+        return _hasher.verify(stored or dummy, password) and stored is not None
     except (VerificationError, InvalidHashError):
         return False
 

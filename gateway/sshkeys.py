@@ -13,10 +13,6 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import load_ssh_public_key
-
 from gateway.errors import UsageError
 
 # Ed25519 and ECDSA are fine; RSA only with a modern size (sha2 signatures are negotiated
@@ -81,6 +77,12 @@ def parse_public_key(line: str) -> PublicKey:
         raise UsageError("malformed SSH public key: key data is not base64") from exc
     if _blob_type(blob) != key_type:
         raise UsageError("malformed SSH public key: key data does not match its type")
+    # Imported here: the key formats cost 0.03 s to load, which the commands that only
+    # list accounts or files (and import this module through the accounts) never use.
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
     try:
         key = load_ssh_public_key(f"{key_type} {data}".encode("ascii"))
     except (ValueError, UnsupportedAlgorithm) as exc:

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gateway.audit.errors import AuditError, VerificationError
@@ -117,8 +116,7 @@ class Cosigner:
         _check_name(name)
         self.name = name
         self._private_key = private_key
-        public = private_key.public_key().public_bytes(serialization.Encoding.Raw,
-                                                       serialization.PublicFormat.Raw)
+        public = private_key.public_key().public_bytes_raw()
         self.verifier = CosignatureVerifier(name, public)
 
     def cosign(self, text: str, *, timestamp: int) -> str:

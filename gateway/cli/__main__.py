@@ -1,5 +1,5 @@
 """``python -m gateway.cli``: the same program as the ``blindpost`` script."""
 
-from gateway.cli import main
+from gateway.cli import run
 
-main()
+run()

@@ -6,19 +6,16 @@ import fcntl
 import logging
 import os
 import socket
-import sys
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from importlib.metadata import entry_points
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Protocol
 
 import click
-import segno
 
 from gateway import __version__
-from gateway.account_values import NewAccount
 from gateway.app import App
 from gateway.cli.common import (
     data_dir_flag,
@@ -28,8 +25,8 @@ from gateway.cli.common import (
     open_app,
     operator,
     settings_for,
-    when,
 )
+from gateway.cli.enrolment import show_new_account_secrets
 from gateway.cli.errors import fail
 from gateway.config import data_dir_origin, parse_listen
 from gateway.datadir import initialise
@@ -51,42 +48,6 @@ class Service(Protocol):
     def stop(self) -> None: ...
 
     def wait(self) -> None: ...
-
-
-def show_new_account_secrets(new: NewAccount, *, as_json: bool = False) -> None:
-    """Print the one-time password and TOTP enrolment of a new account, once."""
-    info = new.account
-    if as_json:
-        emit_json({"username": info.username, "role": info.role,
-                   "one_time_password": new.one_time_password, "totp_uri": new.totp_uri,
-                   "enrol_until": info.enrol_until, "machine_grant": new.machine_grant})
-        return
-    if new.one_time_password:
-        click.echo(f"One-time password for {info.username}: {new.one_time_password}")
-    if new.machine_grant is not None:
-        click.echo(f"Machine account proposed (grant {new.machine_grant}): it signs in with its "
-                   "key alone once a second admin runs "
-                   f"`blindpost user approve {new.machine_grant} --by NAME`.")
-    elif new.totp_uri is None:
-        show_enrolment_window(info.username, info.enrol_until)
-    else:
-        show_totp_uri(new.totp_uri)
-
-
-def show_totp_uri(uri: str) -> None:
-    """Print a TOTP enrolment for its holder to scan now (shown once)."""
-    click.echo(f"TOTP provisioning URI: {uri}")
-    if sys.stdout.isatty():
-        click.echo("Scan with an authenticator app:")
-        segno.make(uri, error="m").terminal(compact=True)
-    click.echo("Shown once: enrol the code now; `blindpost user reset-totp` replaces it.")
-
-
-def show_enrolment_window(username: str, until: datetime | None) -> None:
-    """Say how the holder enrols over SSH (no secret is shown here)."""
-    click.echo(f"{username} enrols their one-time codes at their first SFTP sign-in with "
-               f"their SSH key, until {when(until)}: the sign-in shows the secret and a QR "
-               "code, and completes with a valid code.")
 
 
 @click.command()

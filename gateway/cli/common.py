@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from gateway.cli import DATA_DIR_KEY
+from gateway.cli import DATA_DIR_KEY, collector_paused
 from gateway.cli.errors import fail
 from gateway.config import CONFIG_FILE_NAME, Settings, data_dir_origin, load_settings
 from gateway.errors import AuthenticationError, UsageError
@@ -53,7 +53,8 @@ def open_app(data_dir: Path | None) -> App:
     """Open an initialised installation, or fail with a hint to run ``blindpost init``."""
     # Imported here: the client commands share this module and must not need the
     # server's dependencies (the database layer) to start.
-    from gateway.app import App
+    with collector_paused():
+        from gateway.app import App
 
     settings = settings_for(data_dir)
     if not settings.keys_dir.is_dir() or not (settings.data_dir / CONFIG_FILE_NAME).is_file():

@@ -10,7 +10,6 @@ import click
 from gateway.account_values import NewAccount
 from gateway.accounts import PASSWORD_ROLES, parse_allow_from, parse_role
 from gateway.authority import AppliedChange, AuthorityChangeInfo
-from gateway.cli.admin import show_enrolment_window, show_new_account_secrets, show_totp_uri
 from gateway.cli.common import (
     data_dir_option,
     emit_json,
@@ -20,6 +19,11 @@ from gateway.cli.common import (
     operator,
     prove,
     when,
+)
+from gateway.cli.enrolment import (
+    show_enrolment_window,
+    show_new_account_secrets,
+    show_totp_uri,
 )
 from gateway.errors import UsageError
 from gateway.sshkeys import PublicKey, parse_public_key

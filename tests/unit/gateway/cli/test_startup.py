@@ -54,3 +54,27 @@ def test_an_admin_command_imports_only_the_database_layer(
     assert "sqlalchemy" in modules
     assert not modules & {"fastapi", "starlette", "uvicorn", "paramiko", "boto3",
                            "webauthn", "argon2", "jinja2", "segno", "alembic"}
+
+
+def _collector_at_exit(entry: str, data_dir: Path) -> str:
+    """``enabled frozen`` of the collector when ``blindpost partner list`` run via
+    ``entry`` ends, in a fresh interpreter."""
+    probe = ("import atexit, gc, sys\n"
+             "atexit.register(lambda: print(gc.isenabled(), gc.get_freeze_count() > 0, "
+             "file=sys.stderr))\n"
+             "sys.argv = ['blindpost', 'partner', 'list']\n"
+             f"from gateway.cli import {entry}\n"
+             f"{entry}()\n")
+    env = {"PATH": "/usr/bin:/bin", "BLINDPOST_DATA_DIR": str(data_dir)}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env=env, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_the_program_freezes_what_a_command_imports(data_dir: Path) -> None:
+    # The program (console script, python -m gateway.cli) leaves the import-time objects
+    # out of later collections and collects again afterwards; a caller of main() keeps
+    # its collector as it was.
+    assert _collector_at_exit("run", data_dir) == "True True"
+    assert _collector_at_exit("main", data_dir) == "True False"
