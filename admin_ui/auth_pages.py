@@ -111,7 +111,8 @@ def enrol_page(request: Request) -> Response:
 def _enrol_form(request: Request, current: SessionInfo, *, error: str | None,
                 status: int = 200) -> Response:
     enrolment = console(request).app.console_auth.enrolment(session_token(request))
-    qr = segno.make(enrolment.uri, error="m").svg_inline(scale=4, dark="#000", light="#fff")
+    qr = (segno.make(enrolment.uri, error="m").svg_inline(scale=4, dark="#000", light="#fff")
+          if enrolment.uri else None)
     return render(request, "enrol.html", {"enrolment": enrolment, "qr": qr, "error": error},
                   current=current, status=status)
 
@@ -126,6 +127,12 @@ def enrol(request: Request,
     try:
         opened = console(request).app.console_auth.enrol(session_token(request),
                                                          new_password=password, code=code)
+    except SessionExpiredError as exc:
+        # Too many wrong codes of an enrolled factor: back to the password.
+        response = render(request, "signin.html", {"error": exc.diagnostics()}, current=None,
+                          status=401)
+        clear_session_cookie(response, request)
+        return response
     except (AuthenticationError, UsageError) as exc:
         return _enrol_form(request, current, error=exc.diagnostics(), status=400)
     return _proceed(request, opened)

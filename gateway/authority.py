@@ -1,11 +1,12 @@
 """Authority changes: nothing that creates or extends authority is done by one person.
 
 Creating an admin or auditor account, resetting the console credentials (password and
-second factor) of one, adding an SSH key to one, enabling a disabled one, and creating
-an admin API token: each is *proposed* by one admin (with their own proof, or from their
-console session) and *applied* only when a different admin approves it with a fresh
-second factor given for that very change. Until then the change is a sealed row that
-grants nothing, listed with its proposer, and anyone who administers may withdraw it.
+second factor, or the password alone) of one, adding an SSH key to one, enabling a
+disabled one, and creating an admin API token: each is *proposed* by one admin (with
+their own proof, or from their console session) and *applied* only when a different
+admin approves it with a fresh second factor given for that very change. Until then the
+change is a sealed row that grants nothing, listed with its proposer, and anyone who
+administers may withdraw it.
 The approval applies it in the same transaction, and its events name both people.
 
 Nobody who proposed a new admin learns its secrets: the one-time password of a created
@@ -70,6 +71,7 @@ class ChangeKind(enum.StrEnum):
     SSH_KEY_ADD = "ssh-key-add"
     ACCOUNT_ENABLE = "account-enable"
     TOKEN_CREATE = "token-create"  # noqa: S105 - a kind of change, not a secret
+    PASSWORD_RESET = "password-reset"  # noqa: S105 - a kind of change, not a secret
 
 
 # What each kind does, in the words of listings, refusals and the audit log.
@@ -79,6 +81,7 @@ WHAT: dict[ChangeKind, str] = {
     ChangeKind.SSH_KEY_ADD: "adding an SSH key to an admin or auditor account",
     ChangeKind.ACCOUNT_ENABLE: "enabling a disabled admin or auditor account",
     ChangeKind.TOKEN_CREATE: "creating an admin API token",
+    ChangeKind.PASSWORD_RESET: "resetting an admin's or auditor's password",
 }
 
 
@@ -108,6 +111,8 @@ class AuthorityChangeInfo:
             ChangeKind.SSH_KEY_ADD: f"add SSH key {params.get('fingerprint')} to {self.target}",
             ChangeKind.ACCOUNT_ENABLE: f"enable account {self.target}",
             ChangeKind.TOKEN_CREATE: f"create admin API token {self.target}",
+            ChangeKind.PASSWORD_RESET: f"reset the password of {self.target} (their "
+                                       "second factor stays)",
         }[self.kind]
 
 
@@ -299,7 +304,8 @@ class AuthorityService:
                 ChangeKind.CONSOLE_RESET: accounts.apply_console_reset,
                 ChangeKind.SSH_KEY_ADD: accounts.apply_key,
                 ChangeKind.ACCOUNT_ENABLE: accounts.apply_enable,
-                ChangeKind.TOKEN_CREATE: tokens.apply_create}
+                ChangeKind.TOKEN_CREATE: tokens.apply_create,
+                ChangeKind.PASSWORD_RESET: accounts.apply_password_reset}
 
     def withdraw(self, actor: Actor, *, change_id: int) -> AuthorityChangeInfo:
         """Withdraw a proposed change: its proposer, any admin, the local operator (or a

@@ -77,3 +77,7 @@ class AuditTag(enum.StrEnum):
     # a checkpoint because it contradicts what the witness cosigned before.
     AUDIT_WITNESS_QUORUM_MISSED = "audit:witness:quorum-missed"
     AUDIT_WITNESS_REFUSED = "audit:witness:refused"
+    # A console password reset (a one-time password, approved by a second admin), and a
+    # refused change of one's own password (wrong current password).
+    ACCOUNT_PASSWORD_RESET = "account:password:reset"
+    ACCOUNT_PASSWORD_FAILURE = "account:password:failure"
