@@ -267,7 +267,11 @@ class AuthorityService:
             if row.state is not ChangeState.PROPOSED:
                 raise ConflictError(f"change {change_id} is {row.state.value}, not proposed")
             kind = ChangeKind(row.kind)
-            if kind is not ChangeKind.TOKEN_CREATE and row.target == approver.username:
+            # A password reset keeps the holder's second factor and gives the one-time
+            # password to the approver: the holder may approve it (and receives it
+            # directly), so two admins suffice to reset one of them.
+            if kind not in (ChangeKind.TOKEN_CREATE, ChangeKind.PASSWORD_RESET) \
+                    and row.target == approver.username:
                 raise PolicyError("an admin does not approve a change to their own account: "
                                   "another admin approves it")
             self._check_second_admin(session, actor, row, approver)
