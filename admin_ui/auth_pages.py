@@ -9,7 +9,7 @@ import segno
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from admin_ui.rendering import render
+from admin_ui.rendering import FieldError, keep, read, render
 from admin_ui.security import (
     CSRF_HEADER,
     check_csrf,
@@ -22,6 +22,7 @@ from admin_ui.security import (
     signed_in,
     source_of,
 )
+from gateway import passwords
 from gateway.actors import Actor
 from gateway.console_sessions import Opened, SessionExpiredError, SessionInfo, Stage
 from gateway.errors import AuthenticationError, UsageError
@@ -176,6 +177,26 @@ def signout(request: Request, *, csrf: Csrf = "", everywhere: Text = "") -> Resp
 def me_page(request: Request, current: Annotated[SessionInfo, Depends(signed_in)]) -> Response:
     passkeys = console(request).app.passkeys.mine(current)
     return render(request, "me.html", {"passkeys": passkeys}, current=current)
+
+
+@router.post("/me/password")
+def change_password(request: Request, *, csrf: Csrf = "", current_password: Text = "",
+                    new_password: Text = "", repeat: Text = "", code: Text = "",
+                    current: Annotated[SessionInfo, Depends(signed_in)]) -> Response:
+    """Change one's own password: the current one and a fresh one-time code."""
+    check_csrf(request, current, csrf)
+    keep(request, "/me/password", lambda: me_page(request, current))
+    if new_password != repeat:
+        raise FieldError("repeat", UsageError("the two new passwords differ"))
+    read("new_password", passwords.check_new, new_password, username=current.username,
+         current=None)
+    console(request).app.console_auth.change_password(
+        current, current_password=current_password, new_password=new_password,
+        code=code.strip())
+    return render(request, "me.html", {
+        "passkeys": console(request).app.passkeys.mine(current),
+        "changed": "Your password is changed; your other console sessions ended."},
+        current=current)
 
 
 @router.post("/me/passkeys/{passkey_id}/remove")

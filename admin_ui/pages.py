@@ -16,19 +16,20 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 
 from admin_ui.forms import optional_int, optional_time
-from admin_ui.rendering import render
+from admin_ui.rendering import keep, read, render
 from admin_ui.security import CSRF_HEADER, check_csrf, console, signed_in
-from gateway.accounts import parse_role
+from gateway.accounts import check_username, parse_role
 from gateway.actors import Actor
 from gateway.audit import AuditTag, VerificationError
 from gateway.audit_service import EventFilter
 from gateway.authority import AuthorityChangeInfo
+from gateway.consequences import Consequence
 from gateway.console_sessions import SessionInfo
 from gateway.db.models import Role, TransferState
 from gateway.durations import parse_retention
 from gateway.errors import NotFoundError, UsageError
 from gateway.exposure import ExposureReport, parse_moment, render_csv, render_json, render_text
-from gateway.partners import PartnerChange
+from gateway.partners import PartnerChange, check_slug
 from gateway.sshkeys import parse_public_key
 from gateway.tokens import TOKEN_ROLES
 from gateway.transfers import FileFilter
@@ -59,13 +60,16 @@ def partners(request: Request, current: Session) -> Response:
 
 
 @router.post("/partners")
-def partner_add(request: Request, current: Session, *, csrf: Csrf = "", slug: Text, name: Text = "",
-                retention: Text = "", max_downloads: Text = "") -> Response:
+def partner_add(request: Request, current: Session, *, csrf: Csrf = "", slug: Text = "",
+                name: Text = "", retention: Text = "", max_downloads: Text = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, "/partners", lambda: partners(request, current), slug=slug, name=name,
+         retention=retention, max_downloads=max_downloads)
     console(request).app.partners.add(
-        current.actor, slug=slug.strip(), name=name.strip() or None,
-        retention_seconds=parse_retention(retention),
-        max_downloads=optional_int(max_downloads, field="download limit"))
+        current.actor, slug=read("slug", check_slug, slug.strip()), name=name.strip() or None,
+        retention_seconds=read("retention", parse_retention, retention),
+        max_downloads=read("max_downloads", optional_int, max_downloads,
+                           field="download limit"))
     return _back("/partners")
 
 
@@ -74,18 +78,44 @@ def partner_change(request: Request, current: Session, slug: str,
                    *, csrf: Csrf = "", name: Text = "",
                    retention: Text = "", max_downloads: Text = "") -> Response:
     check_csrf(request, current, csrf)
-    limit = optional_int(max_downloads, field="download limit")
+    keep(request, f"/partners/{slug}", lambda: partners(request, current), name=name,
+         retention=retention, max_downloads=max_downloads)
+    limit = read("max_downloads", optional_int, max_downloads, field="download limit")
     console(request).app.partners.change(current.actor, slug=slug, change=PartnerChange(
         name=name.strip() or None,
-        retention_seconds=parse_retention(retention),
+        retention_seconds=read("retention", parse_retention, retention),
         max_downloads=limit, unlimited_downloads=limit is None))
     return _back("/partners")
 
 
+def _confirm(request: Request, current: SessionInfo, consequence: Consequence, *,
+             action: str, back: str, button: str, code: bool = False,
+             options: str | None = None) -> Response:
+    """The step before a destructive action: what it does, and the button that does it.
+
+    No JavaScript: the form posts to ``action`` (with a one-time code field when the
+    action takes a fresh second factor; ``options`` is its passkey challenge).
+    """
+    return render(request, "confirm.html", {
+        "consequence": consequence, "action": action, "back": back, "button": button,
+        "code": code, "options": options}, current=current)
+
+
+@router.get("/partners/{slug}/disable")
+def partner_disable_confirm(request: Request, current: Session, slug: str,
+                            keep_waiting: bool = False) -> Response:
+    told = console(request).app.consequences.partner_disable(current.actor, slug=slug,
+                                                             keep_waiting=keep_waiting)
+    return _confirm(request, current, told, action=f"/partners/{slug}/disable",
+                    back="/partners", button=f"Disable {slug}")
+
+
 @router.post("/partners/{slug}/disable")
-def partner_disable(request: Request, current: Session, slug: str, *, csrf: Csrf = "") -> Response:
+def partner_disable(request: Request, current: Session, slug: str, *, csrf: Csrf = "",
+                    keep_waiting: Text = "") -> Response:
     check_csrf(request, current, csrf)
-    console(request).app.partners.disable(current.actor, slug=slug)
+    console(request).app.partners.disable(current.actor, slug=slug,
+                                          keep_waiting=keep_waiting == "yes")
     return _back("/partners")
 
 
@@ -124,18 +154,29 @@ def _secret_page(request: Request, current: SessionInfo, *, title: str, username
 
 
 @router.post("/accounts")
-def account_add(request: Request, current: Session, *, csrf: Csrf = "", username: Text, role: Text,
-                partner: Text = "", ssh_key: Text = "") -> Response:
+def account_add(request: Request, current: Session, *, csrf: Csrf = "", username: Text = "",
+                role: Text = "", partner: Text = "", ssh_key: Text = "") -> Response:
     check_csrf(request, current, csrf)
-    keys = [parse_public_key(line) for line in ssh_key.splitlines() if line.strip()]
+    keep(request, "/accounts", lambda: accounts(request, current), username=username,
+         role=role, partner=partner, ssh_key=ssh_key)
+    keys = [read("ssh_key", parse_public_key, line) for line in ssh_key.splitlines()
+            if line.strip()]
     new = console(request).app.accounts.add(
-        current.actor, username=username.strip(), role=parse_role(role.strip()),
+        current.actor, username=read("username", check_username, username.strip()),
+        role=read("role", parse_role, role.strip()),
         partner=partner.strip() or None, ssh_keys=keys)
     if isinstance(new, AuthorityChangeInfo):
         return _back(f"/accounts#change-{new.id}")
     return _secret_page(request, current, title=f"Account {new.account.username} created",
                         username=new.account.username, password=new.one_time_password,
                         totp_uri=new.totp_uri)
+
+
+@router.get("/accounts/{username}/disable")
+def account_disable_confirm(request: Request, current: Session, username: str) -> Response:
+    told = console(request).app.consequences.account_disable(current.actor, username=username)
+    return _confirm(request, current, told, action=f"/accounts/{username}/disable",
+                    back="/accounts", button=f"Disable {username}")
 
 
 @router.post("/accounts/{username}/disable")
@@ -164,10 +205,12 @@ def account_unlock(request: Request, current: Session, username: str,
 
 @router.post("/accounts/{username}/ssh-keys")
 def account_add_key(request: Request, current: Session, username: str, *, csrf: Csrf = "",
-                    ssh_key: Text) -> Response:
+                    ssh_key: Text = "") -> Response:
     check_csrf(request, current, csrf)
-    result = console(request).app.accounts.add_key(current.actor, username=username,
-                                                   key=parse_public_key(ssh_key.strip()))
+    keep(request, f"/accounts/{username}/ssh-keys", lambda: accounts(request, current),
+         ssh_key=ssh_key)
+    key = read("ssh_key", parse_public_key, ssh_key.strip())
+    result = console(request).app.accounts.add_key(current.actor, username=username, key=key)
     return _done_or_pending(result, lambda: _back("/accounts"))
 
 
@@ -182,6 +225,14 @@ def account_reset_totp(request: Request, current: Session, username: str,
                         username=username, totp_uri=enrolment.totp_uri)
 
 
+@router.post("/accounts/{username}/reset-password")
+def account_reset_password(request: Request, current: Session, username: str,
+                           *, csrf: Csrf = "") -> Response:
+    check_csrf(request, current, csrf)
+    change = console(request).app.accounts.reset_password(current.actor, username=username)
+    return _back(f"/accounts#change-{change.id}")
+
+
 @router.post("/accounts/changes/{change_id}/approve/options")
 def change_step_up_options(request: Request, current: Session, change_id: int) -> Response:
     check_csrf(request, current, request.headers.get(CSRF_HEADER))
@@ -193,6 +244,7 @@ def change_step_up_options(request: Request, current: Session, change_id: int) -
 def change_approve(request: Request, current: Session, change_id: int, *, csrf: Csrf = "",
                    code: Text = "", credential: Text = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, f"/accounts/changes/{change_id}/approve", lambda: accounts(request, current))
     applied = console(request).app.console_auth.approve_change(
         current, change_id=change_id, code=code.strip(), credential=credential or None)
     change = applied.change
@@ -224,9 +276,11 @@ def keys(request: Request, current: Session) -> Response:
 
 @router.post("/keys")
 def key_propose(request: Request, current: Session,
-                *, csrf: Csrf = "", partner: Text, recipient: Text,
+                *, csrf: Csrf = "", partner: Text = "", recipient: Text = "",
                 label: Text = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, "/keys", lambda: keys(request, current), partner=partner,
+         recipient=recipient, label=label)
     console(request).app.keys.propose(current.actor, partner=partner.strip(),
                                       recipient=recipient.strip(), label=label.strip()[:200])
     return _back("/keys")
@@ -244,15 +298,30 @@ def key_approve(request: Request, current: Session, key_id: int,
                 *, csrf: Csrf = "", code: Text = "",
                 credential: Text = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, f"/keys/{key_id}/approve", lambda: keys(request, current))
     console(request).app.console_auth.approve_key(current, key_id=key_id, code=code.strip(),
                                                   credential=credential or None)
     return _back("/keys")
+
+
+@router.get("/keys/{key_id}/revoke")
+def key_revoke_confirm(request: Request, current: Session, key_id: int) -> Response:
+    return _key_revoke_page(request, current, key_id)
+
+
+def _key_revoke_page(request: Request, current: SessionInfo, key_id: int) -> Response:
+    told = console(request).app.consequences.key_revoke(current.actor, key_id=key_id)
+    return _confirm(request, current, told, action=f"/keys/{key_id}/revoke", back="/keys",
+                    button=f"Revoke key {key_id}", code=True,
+                    options=f"/keys/{key_id}/revoke/options")
 
 
 @router.post("/keys/{key_id}/revoke")
 def key_revoke(request: Request, current: Session, key_id: int, *, csrf: Csrf = "", code: Text = "",
                credential: Text = "") -> Response:
     check_csrf(request, current, csrf)
+    # A wrong code shows the confirmation again, its consequence and the message.
+    keep(request, f"/keys/{key_id}/revoke", lambda: _key_revoke_page(request, current, key_id))
     console(request).app.console_auth.revoke_key(current, key_id=key_id, code=code.strip(),
                                                  credential=credential or None)
     return _back("/keys")
@@ -290,6 +359,13 @@ def transfer_withdraw(request: Request, current: Session, file_id: str,
     check_csrf(request, current, csrf)
     console(request).app.transfers.withdraw_file(current.actor, file_id=file_id)
     return _back("/transfers")
+
+
+@router.get("/transfers/{file_id}/purge")
+def transfer_purge_confirm(request: Request, current: Session, file_id: str) -> Response:
+    told = console(request).app.consequences.file_purge(current.actor, file_id=file_id)
+    return _confirm(request, current, told, action=f"/transfers/{file_id}/purge",
+                    back="/transfers", button="Purge now")
 
 
 @router.post("/transfers/{file_id}/purge")
@@ -471,12 +547,14 @@ def tokens(request: Request, current: Session) -> Response:
 
 
 @router.post("/tokens")
-def token_create(request: Request, current: Session, *, csrf: Csrf = "", name: Text, role: Text,
-                 expires_days: Text = "") -> Response:
+def token_create(request: Request, current: Session, *, csrf: Csrf = "", name: Text = "",
+                 role: Text = "", expires_days: Text = "") -> Response:
     check_csrf(request, current, csrf)
-    days = optional_int(expires_days, field="expires after (days)")
+    keep(request, "/tokens", lambda: tokens(request, current), name=name, role=role,
+         expires_days=expires_days)
+    days = read("expires_days", optional_int, expires_days, field="expires after (days)")
     new = console(request).app.tokens.create(
-        current.actor, name=name.strip(), role=parse_role(role.strip()),
+        current.actor, name=name.strip(), role=read("role", parse_role, role.strip()),
         lifetime=timedelta(days=days) if days else None)
     if isinstance(new, AuthorityChangeInfo):
         return _back(f"/accounts#change-{new.id}")
