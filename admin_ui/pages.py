@@ -122,6 +122,7 @@ def partner_disable(request: Request, current: Session, slug: str, *, csrf: Csrf
 @router.post("/partners/{slug}/enable")
 def partner_enable(request: Request, current: Session, slug: str, *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, "/partners", lambda: partners(request, current), inline=False)
     console(request).app.partners.enable(current.actor, slug=slug)
     return _back("/partners")
 
@@ -183,6 +184,7 @@ def account_disable_confirm(request: Request, current: Session, username: str) -
 def account_disable(request: Request, current: Session, username: str,
                     *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, f"/accounts/{username}/disable", lambda: accounts(request, current), inline=False)
     console(request).app.accounts.disable(current.actor, username=username)
     return _back("/accounts")
 
@@ -191,6 +193,7 @@ def account_disable(request: Request, current: Session, username: str,
 def account_enable(request: Request, current: Session, username: str,
                    *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, f"/accounts/{username}/enable", lambda: accounts(request, current), inline=False)
     result = console(request).app.accounts.enable(current.actor, username=username)
     return _done_or_pending(result, lambda: _back("/accounts"))
 
@@ -199,6 +202,7 @@ def account_enable(request: Request, current: Session, username: str,
 def account_unlock(request: Request, current: Session, username: str,
                    *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, f"/accounts/{username}/unlock", lambda: accounts(request, current), inline=False)
     console(request).app.auth.unlock(current.actor, username=username)
     return _back("/accounts")
 
@@ -218,6 +222,8 @@ def account_add_key(request: Request, current: Session, username: str, *, csrf: 
 def account_reset_totp(request: Request, current: Session, username: str,
                        *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, f"/accounts/{username}/reset-totp", lambda: accounts(request, current),
+         inline=False)
     enrolment = console(request).app.accounts.reset_totp(current.actor, username=username)
     if isinstance(enrolment, AuthorityChangeInfo):
         return _back(f"/accounts#change-{enrolment.id}")
@@ -229,6 +235,8 @@ def account_reset_totp(request: Request, current: Session, username: str,
 def account_reset_password(request: Request, current: Session, username: str,
                            *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, f"/accounts/{username}/reset-password", lambda: accounts(request, current),
+         inline=False)
     change = console(request).app.accounts.reset_password(current.actor, username=username)
     return _back(f"/accounts#change-{change.id}")
 
@@ -260,6 +268,8 @@ def change_approve(request: Request, current: Session, change_id: int, *, csrf: 
 def change_withdraw(request: Request, current: Session, change_id: int,
                     *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, f"/accounts/changes/{change_id}/withdraw", lambda: accounts(request, current),
+         inline=False)
     console(request).app.authority.withdraw(current.actor, change_id=change_id)
     return _back("/accounts")
 
@@ -357,6 +367,8 @@ def transfers(request: Request, current: Session, partner: str = "", state: str 
 def transfer_withdraw(request: Request, current: Session, file_id: str,
                       *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, f"/transfers/{file_id}/withdraw", lambda: transfers(request, current),
+         inline=False)
     console(request).app.transfers.withdraw_file(current.actor, file_id=file_id)
     return _back("/transfers")
 
@@ -372,6 +384,7 @@ def transfer_purge_confirm(request: Request, current: Session, file_id: str) -> 
 def transfer_purge(request: Request, current: Session, file_id: str,
                    *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, f"/transfers/{file_id}/purge", lambda: transfers(request, current), inline=False)
     console(request).app.transfers.purge_file(current.actor, file_id=file_id)
     return _back("/transfers")
 
@@ -565,5 +578,6 @@ def token_create(request: Request, current: Session, *, csrf: Csrf = "", name: T
 @router.post("/tokens/{name}/revoke")
 def token_revoke(request: Request, current: Session, name: str, *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, f"/tokens/{name}/revoke", lambda: tokens(request, current), inline=False)
     console(request).app.tokens.revoke(current.actor, name=name)
     return _back("/tokens")

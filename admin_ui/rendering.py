@@ -5,7 +5,9 @@ refusal (a :class:`~gateway.errors.GatewayError`, or :class:`FieldError` naming 
 input at fault) re-renders the same page with a 4xx status, the values as typed and the
 message next to the field, or at the top of the form when no single field is at fault
 (:func:`admin_ui.web.form_failed`). Templates read ``typed(action, name, default)`` and
-``fault(action, name)``; ``fault(action, "")`` is the form's own message.
+``fault(action, name)``; ``fault(action, "")`` is the form's own message. A form that is
+only a button (enable, unlock, withdraw…) is kept with ``inline=False``: its message is
+shown at the top of the page (``base.html``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Form:
     action: str
     values: Mapping[str, str]
     page: Callable[[], Response]
+    inline: bool = True
     errors: dict[str, str] = field(default_factory=dict)
 
 
@@ -48,10 +51,12 @@ class FieldError(Exception):
         self.error = error
 
 
-def keep(request: Request, action: str, page: Callable[[], Response], **values: str) -> None:
-    """Name the form this request submits, and the page that shows it again on refusal."""
+def keep(request: Request, action: str, page: Callable[[], Response], *,
+         inline: bool = True, **values: str) -> None:
+    """Name the form this request submits, and the page that shows it again on refusal
+    (``inline``: the template shows the form's messages next to it)."""
     request.state.form = Form(action, {k: v for k, v in values.items()
-                                       if k not in SECRET_FIELDS}, page)
+                                       if k not in SECRET_FIELDS}, page, inline)
 
 
 def read(name: str, parse: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -80,7 +85,9 @@ def render(request: Request, template: str, context: dict[str, Any], *,
 
     data = {"current": current, "csrf": current.csrf if current else "",
             "can": lambda name: actor is not None and permits(actor, Permission(name)),
-            "typed": typed, "fault": fault, **context}
+            "typed": typed, "fault": fault,
+            "page_error": failed.errors.get("") if failed and not failed.inline else None,
+            **context}
     response: HTMLResponse = console(request).templates.TemplateResponse(
         request, template, data, status_code=status)
     return response

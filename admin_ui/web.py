@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from markupsafe import escape
 from starlette.exceptions import HTTPException
 
 from admin_ui import api, auth_pages, pages
@@ -112,9 +113,15 @@ def form_failed(request: Request, error: GatewayError, name: str,
     form: Form | None = getattr(request.state, "form", None)
     if form is None or not 400 <= status < 500 or isinstance(error, SessionExpiredError):
         return None
-    form.errors[name] = error.diagnostics()
+    message = error.diagnostics()
+    form.errors[name] = message
     request.state.failed_form = form
     response = form.page()
+    if form.inline and str(escape(message)).encode() not in response.body:
+        # The page did not show the form's message (the form is not offered to this
+        # person, or has no place for it): show it at the top instead, never lose it.
+        form.inline = False
+        response = form.page()
     response.status_code = status
     return response
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from gateway.accounts import PASSWORD_ROLES, get_account
 from gateway.actors import Actor
 from gateway.authz import Permission
-from gateway.db.models import KeyState, PartnerKey, Role, Transfer, TransferState
+from gateway.db.models import MAX_INTEGER, KeyState, PartnerKey, Role, Transfer, TransferState
 from gateway.errors import ConflictError, NotFoundError, PolicyError
 from gateway.partner_keys import approved_keys
 from gateway.partners import get_partner
@@ -82,7 +82,7 @@ class ConsequenceService:
                    keep_waiting: bool = False) -> Consequence:
         self._app.authz.require(actor, Permission.KEY_READ, subject=f"key:{key_id}")
         with self._app.read() as session:
-            key = session.get(PartnerKey, key_id) if key_id > 0 else None
+            key = session.get(PartnerKey, key_id) if 1 <= key_id <= MAX_INTEGER else None
             if key is None:
                 raise NotFoundError(f"unknown key id {key_id}")
             if key.state is KeyState.REVOKED:

@@ -94,3 +94,13 @@ def test_a_password_is_changed_with_the_current_one_and_a_fresh_code(
     assert [e["tag"] for e in audit_events(app, "account:password:failure")] == [
         "account:password:failure"]
     assert audit_events(app, "account:password:change")[-1]["actor"] == "alice"
+
+
+def test_a_refused_button_shows_its_page_with_the_message_on_top(app: App,
+                                                                 alice: Person) -> None:
+    app.partners.add(OPERATOR, slug="lab")
+    again = alice.post("/partners/lab/enable")
+    assert again.status_code == 409  # type: ignore[attr-defined]
+    page = again.text  # type: ignore[attr-defined]
+    assert re.search(r'<p class="error" role="alert" id="page-error">[^<]*already enabled', page)
+    assert "<h1>Partners</h1>" in page and '<nav aria-label="Main">' in page
