@@ -509,7 +509,12 @@ def test_authority_changes_take_two_admins(ready, tmp_path: Path) -> None:  # ty
     withdrawn = ready("user", "withdraw-change", "2")
     assert withdrawn.output.strip() == "withdrew change 2: create admin API token deploy"
     assert "change 2" not in ready("user", "pending").output
-    # carol has no code until her first console sign-in: alice and bob stay the two.
+    # carol has no code until her first console sign-in, and a --by says so.
+    early = ready("user", "approve-change", "2", "--by", "carol", stdin="123456\n")
+    assert early.exit_code == 1
+    assert "carol has no one-time codes enrolled yet: they sign in to the console" in \
+        early.output
+    # alice and bob stay the two.
     starved = ready("user", "disable", "alice")
     assert starved.exit_code == 1 and "fewer than 2 active admins" in starved.output
 
