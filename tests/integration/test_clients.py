@@ -300,11 +300,12 @@ def test_fetch_tells_why_a_begun_file_is_gone(inst: Installation, tmp_path: Path
     entry = next(f for f in inst.app.transfers.inbox(inst.actor(inst.users["lee"]))
                  if f.name == "later.csv.age")
     inst.app.transfers.withdraw_file(OPERATOR, file_id=entry.id)
-    told = lee.run("fetch", "-i", str(wrong))
+    right = _identity_file(lee.home / "uni.key", inst.identities["uni"])
+    told = lee.run("fetch", "-i", str(right))
     assert told.returncode == 0, told.stdout + told.stderr
     assert ("GONE    later.csv.age: later.csv.age is gone: it was withdrawn; ask the sender "
             "if it should be sent again") in told.stdout
-    again = lee.run("fetch", "-i", str(wrong))
+    again = lee.run("fetch", "-i", str(right))
     assert "later.csv.age" not in again.stdout  # Told once.
 
 
