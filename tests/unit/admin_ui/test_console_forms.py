@@ -8,7 +8,7 @@ import re
 from gateway.app import App
 from gateway.db.models import Role
 from tests.conftest import FakeClock
-from tests.unit.admin_ui.console_support import PASSWORD, Person
+from tests.unit.admin_ui.console_support import PASSWORD, Person, browser
 from tests.unit.gateway.factories import OPERATOR, account, actor, audit_events, partner_with_key
 
 
@@ -104,3 +104,31 @@ def test_a_refused_button_shows_its_page_with_the_message_on_top(app: App,
     page = again.text  # type: ignore[attr-defined]
     assert re.search(r'<p class="error" role="alert" id="page-error">[^<]*already enabled', page)
     assert "<h1>Partners</h1>" in page and '<nav aria-label="Main">' in page
+
+
+def test_a_password_reset_keeps_the_factor_and_the_holder_may_approve_it(
+        app: App, alice: Person, bob: Person, clock: FakeClock) -> None:
+    proposed = alice.post("/accounts/bob/reset-password")
+    assert proposed.status_code == 303  # type: ignore[attr-defined]
+    change = app.authority.pending(OPERATOR)[0]
+    assert change.summary == "reset the password of bob (their second factor stays)"
+    assert f'action="/accounts/changes/{change.id}/approve"' in bob.client.get("/accounts").text
+    shown = bob.post(f"/accounts/changes/{change.id}/approve", {"code": bob.code(clock, ahead=1)})
+    assert shown.status_code == 200, shown.text  # type: ignore[attr-defined]
+    found = re.search(r'<code class="secret">([^<]+)</code>', shown.text)  # type: ignore[attr-defined]
+    assert found is not None
+    client = browser(app)
+    signed = client.post("/signin", data={"username": "bob", "password": found.group(1)},
+                         follow_redirects=False)
+    assert signed.headers["location"] == "/signin/enrol"
+    page = client.get("/signin/enrol")
+    assert 'id="secret"' not in page.text and "No new secret is made" in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None
+    clock.advance(seconds=60)
+    fresh = "a fresh long phrase"
+    done = client.post("/signin/enrol", data={"csrf": csrf.group(1), "password": fresh,
+                                              "repeat": fresh, "code": bob.code(clock)},
+                       follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == "/", done.text
+    assert audit_events(app, "account:password:reset")[-1]["subject"] == "account:bob"
