@@ -9,7 +9,14 @@ from gateway.app import App
 from gateway.db.models import Role
 from tests.conftest import FakeClock
 from tests.unit.admin_ui.console_support import PASSWORD, Person, browser
-from tests.unit.gateway.factories import OPERATOR, account, actor, audit_events, partner_with_key
+from tests.unit.gateway.factories import (
+    OPERATOR,
+    account,
+    actor,
+    add_console_account,
+    audit_events,
+    partner_with_key,
+)
 
 
 def _field_error(page: str, error_id: str) -> str:
@@ -132,3 +139,20 @@ def test_a_password_reset_keeps_the_factor_and_the_holder_may_approve_it(
                        follow_redirects=False)
     assert done.status_code == 303 and done.headers["location"] == "/", done.text
     assert audit_events(app, "account:password:reset")[-1]["subject"] == "account:bob"
+
+
+def test_a_first_sign_in_with_a_kept_factor_counts_wrong_codes(app: App) -> None:
+    new = add_console_account(app, "dora", Role.AUDITOR)
+    assert new.totp_uri is not None and new.one_time_password is not None  # The bootstrap.
+    client = browser(app)
+    client.post("/signin", data={"username": "dora", "password": new.one_time_password})
+    page = client.get("/signin/enrol")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None
+    for _ in range(3):
+        answer = client.post("/signin/enrol", data={
+            "csrf": csrf.group(1), "password": PASSWORD, "repeat": PASSWORD, "code": "000000"})
+        assert answer.status_code in (400, 401), answer.text
+    assert "this sign-in has ended" in answer.text and "<h1>Sign in</h1>" in answer.text
+    assert [e["details"]["reason"] for e in audit_events(app, "auth:login:failure")
+            ][-3:] == ["wrong code"] * 3
