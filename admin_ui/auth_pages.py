@@ -9,7 +9,7 @@ import segno
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from admin_ui.rendering import render
+from admin_ui.rendering import FieldError, keep, read, render
 from admin_ui.security import (
     CSRF_HEADER,
     check_csrf,
@@ -22,6 +22,7 @@ from admin_ui.security import (
     signed_in,
     source_of,
 )
+from gateway import passwords
 from gateway.actors import Actor
 from gateway.console_sessions import Opened, SessionExpiredError, SessionInfo, Stage
 from gateway.db.models import Role
@@ -113,7 +114,8 @@ def enrol_page(request: Request) -> Response:
 def _enrol_form(request: Request, current: SessionInfo, *, error: str | None,
                 status: int = 200) -> Response:
     enrolment = console(request).app.console_auth.enrolment(session_token(request))
-    qr = segno.make(enrolment.uri, error="m").svg_inline(scale=4, dark="#000", light="#fff")
+    qr = (segno.make(enrolment.uri, error="m").svg_inline(scale=4, dark="#000", light="#fff")
+          if enrolment.uri else None)
     return render(request, "enrol.html", {"enrolment": enrolment, "qr": qr, "error": error},
                   current=current, status=status)
 
@@ -128,6 +130,12 @@ def enrol(request: Request,
     try:
         opened = console(request).app.console_auth.enrol(session_token(request),
                                                          new_password=password, code=code)
+    except SessionExpiredError as exc:
+        # Too many wrong codes of an enrolled factor: back to the password.
+        response = render(request, "signin.html", {"error": exc.diagnostics()}, current=None,
+                          status=401)
+        clear_session_cookie(response, request)
+        return response
     except (AuthenticationError, UsageError) as exc:
         return _enrol_form(request, current, error=exc.diagnostics(), status=400)
     return _proceed(request, opened)
@@ -191,6 +199,26 @@ def set_notifications(request: Request, *, csrf: Csrf = "", email: Text = "",
     else:
         service.unsubscribe(current.actor, username=current.username)
     return RedirectResponse("/me", status_code=303)
+
+
+@router.post("/me/password")
+def change_password(request: Request, *, csrf: Csrf = "", current_password: Text = "",
+                    new_password: Text = "", repeat: Text = "", code: Text = "",
+                    current: Annotated[SessionInfo, Depends(signed_in)]) -> Response:
+    """Change one's own password: the current one and a fresh one-time code."""
+    check_csrf(request, current, csrf)
+    keep(request, "/me/password", lambda: me_page(request, current))
+    if new_password != repeat:
+        raise FieldError("repeat", UsageError("the two new passwords differ"))
+    read("new_password", passwords.check_new, new_password, username=current.username,
+         current=None)
+    console(request).app.console_auth.change_password(
+        current, current_password=current_password, new_password=new_password,
+        code=code.strip())
+    return render(request, "me.html", {
+        "passkeys": console(request).app.passkeys.mine(current),
+        "changed": "Your password is changed; your other console sessions ended."},
+        current=current)
 
 
 @router.post("/me/passkeys/{passkey_id}/remove")

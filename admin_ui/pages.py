@@ -17,19 +17,20 @@ from fastapi.responses import PlainTextResponse, RedirectResponse, Response, Str
 
 from admin_ui.describe import readable
 from admin_ui.forms import optional_int, optional_time
-from admin_ui.rendering import render
+from admin_ui.rendering import keep, read, render
 from admin_ui.security import CSRF_HEADER, check_csrf, console, signed_in
-from gateway.accounts import SFTP_ROLES, parse_allow_from, parse_role
+from gateway.accounts import SFTP_ROLES, check_username, parse_allow_from, parse_role
 from gateway.actors import Actor
 from gateway.audit import AuditTag, VerificationError
 from gateway.audit_service import EventFilter
 from gateway.authority import AuthorityChangeInfo
+from gateway.consequences import Consequence
 from gateway.console_sessions import SessionInfo
 from gateway.db.models import Role, TransferState
 from gateway.durations import parse_retention
 from gateway.errors import NotFoundError, UsageError
 from gateway.exposure import ExposureReport, parse_moment, render_csv, render_json, render_text
-from gateway.partners import PartnerChange
+from gateway.partners import PartnerChange, check_slug
 from gateway.sshkeys import parse_public_key
 from gateway.tokens import TOKEN_ROLES
 from gateway.transfers import FileFilter
@@ -62,13 +63,16 @@ def partners(request: Request, current: Session) -> Response:
 
 
 @router.post("/partners")
-def partner_add(request: Request, current: Session, *, csrf: Csrf = "", slug: Text, name: Text = "",
-                retention: Text = "", max_downloads: Text = "") -> Response:
+def partner_add(request: Request, current: Session, *, csrf: Csrf = "", slug: Text = "",
+                name: Text = "", retention: Text = "", max_downloads: Text = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, "/partners", lambda: partners(request, current), slug=slug, name=name,
+         retention=retention, max_downloads=max_downloads)
     console(request).app.partners.add(
-        current.actor, slug=slug.strip(), name=name.strip() or None,
-        retention_seconds=parse_retention(retention),
-        max_downloads=optional_int(max_downloads, field="download limit"))
+        current.actor, slug=read("slug", check_slug, slug.strip()), name=name.strip() or None,
+        retention_seconds=read("retention", parse_retention, retention),
+        max_downloads=read("max_downloads", optional_int, max_downloads,
+                           field="download limit"))
     return _back("/partners")
 
 
@@ -77,24 +81,51 @@ def partner_change(request: Request, current: Session, slug: str,
                    *, csrf: Csrf = "", name: Text = "",
                    retention: Text = "", max_downloads: Text = "") -> Response:
     check_csrf(request, current, csrf)
-    limit = optional_int(max_downloads, field="download limit")
+    keep(request, f"/partners/{slug}", lambda: partners(request, current), name=name,
+         retention=retention, max_downloads=max_downloads)
+    limit = read("max_downloads", optional_int, max_downloads, field="download limit")
     console(request).app.partners.change(current.actor, slug=slug, change=PartnerChange(
         name=name.strip() or None,
-        retention_seconds=parse_retention(retention),
+        retention_seconds=read("retention", parse_retention, retention),
         max_downloads=limit, unlimited_downloads=limit is None))
     return _back("/partners")
 
 
+def _confirm(request: Request, current: SessionInfo, consequence: Consequence, *,
+             action: str, back: str, button: str, code: bool = False,
+             options: str | None = None) -> Response:
+    """The step before a destructive action: what it does, and the button that does it.
+
+    No JavaScript: the form posts to ``action`` (with a one-time code field when the
+    action takes a fresh second factor; ``options`` is its passkey challenge).
+    """
+    return render(request, "confirm.html", {
+        "consequence": consequence, "action": action, "back": back, "button": button,
+        "code": code, "options": options}, current=current)
+
+
+@router.get("/partners/{slug}/disable")
+def partner_disable_confirm(request: Request, current: Session, slug: str,
+                            keep_waiting: bool = False) -> Response:
+    told = console(request).app.consequences.partner_disable(current.actor, slug=slug,
+                                                             keep_waiting=keep_waiting)
+    return _confirm(request, current, told, action=f"/partners/{slug}/disable",
+                    back="/partners", button=f"Disable {slug}")
+
+
 @router.post("/partners/{slug}/disable")
-def partner_disable(request: Request, current: Session, slug: str, *, csrf: Csrf = "") -> Response:
+def partner_disable(request: Request, current: Session, slug: str, *, csrf: Csrf = "",
+                    keep_waiting: Text = "") -> Response:
     check_csrf(request, current, csrf)
-    console(request).app.partners.disable(current.actor, slug=slug)
+    console(request).app.partners.disable(current.actor, slug=slug,
+                                          keep_waiting=keep_waiting == "yes")
     return _back("/partners")
 
 
 @router.post("/partners/{slug}/enable")
 def partner_enable(request: Request, current: Session, slug: str, *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, "/partners", lambda: partners(request, current), inline=False)
     console(request).app.partners.enable(current.actor, slug=slug)
     return _back("/partners")
 
@@ -132,12 +163,15 @@ def _secret_page(request: Request, current: SessionInfo, *, title: str, username
 
 
 @router.post("/accounts")
-def account_add(request: Request, current: Session, *, csrf: Csrf = "", username: Text, role: Text,
-                partner: Text = "", ssh_key: Text = "", allow_from: Text = "",
+def account_add(request: Request, current: Session, *, csrf: Csrf = "", username: Text = "",
+                role: Text = "", partner: Text = "", ssh_key: Text = "", allow_from: Text = "",
                 machine: Text = "") -> Response:
     check_csrf(request, current, csrf)
-    keys = [parse_public_key(line) for line in ssh_key.splitlines() if line.strip()]
-    parsed_role, is_machine = parse_role(role.strip()), bool(machine)
+    keep(request, "/accounts", lambda: accounts(request, current), username=username,
+         role=role, partner=partner, ssh_key=ssh_key, allow_from=allow_from, machine=machine)
+    keys = [read("ssh_key", parse_public_key, line) for line in ssh_key.splitlines()
+            if line.strip()]
+    parsed_role, is_machine = read("role", parse_role, role.strip()), bool(machine)
     # The onboarding runbook's rule: nobody at the registry sees an SFTP user's TOTP
     # secret. The console enrols staff and partners by SSH (the holder enrols at the
     # first sign-in with their own key) and never shows their secret.
@@ -146,9 +180,10 @@ def account_add(request: Request, current: Session, *, csrf: Csrf = "", username
         raise UsageError("a staff or partner account enrols its one-time code at its first "
                          "SFTP sign-in with its own key: give its SSH public key")
     new = console(request).app.accounts.add(
-        current.actor, username=username.strip(), role=parsed_role,
-        partner=partner.strip() or None, ssh_keys=keys, enrol_by_ssh=by_ssh,
-        allow_from=parse_allow_from(allow_from.strip() or None), machine=is_machine)
+        current.actor, username=read("username", check_username, username.strip()),
+        role=parsed_role, partner=partner.strip() or None, ssh_keys=keys, enrol_by_ssh=by_ssh,
+        allow_from=read("allow_from", parse_allow_from, allow_from.strip() or None),
+        machine=is_machine)
     if isinstance(new, AuthorityChangeInfo):
         return _back(f"/accounts#change-{new.id}")
     if new.machine_grant is not None:
@@ -160,10 +195,18 @@ def account_add(request: Request, current: Session, *, csrf: Csrf = "", username
                         totp_uri=new.totp_uri)
 
 
+@router.get("/accounts/{username}/disable")
+def account_disable_confirm(request: Request, current: Session, username: str) -> Response:
+    told = console(request).app.consequences.account_disable(current.actor, username=username)
+    return _confirm(request, current, told, action=f"/accounts/{username}/disable",
+                    back="/accounts", button=f"Disable {username}")
+
+
 @router.post("/accounts/{username}/disable")
 def account_disable(request: Request, current: Session, username: str,
                     *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, f"/accounts/{username}/disable", lambda: accounts(request, current), inline=False)
     console(request).app.accounts.disable(current.actor, username=username)
     return _back("/accounts")
 
@@ -172,6 +215,7 @@ def account_disable(request: Request, current: Session, username: str,
 def account_enable(request: Request, current: Session, username: str,
                    *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, f"/accounts/{username}/enable", lambda: accounts(request, current), inline=False)
     result = console(request).app.accounts.enable(current.actor, username=username)
     return _done_or_pending(result, lambda: _back("/accounts"))
 
@@ -180,16 +224,19 @@ def account_enable(request: Request, current: Session, username: str,
 def account_unlock(request: Request, current: Session, username: str,
                    *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, f"/accounts/{username}/unlock", lambda: accounts(request, current), inline=False)
     console(request).app.auth.unlock(current.actor, username=username)
     return _back("/accounts")
 
 
 @router.post("/accounts/{username}/ssh-keys")
 def account_add_key(request: Request, current: Session, username: str, *, csrf: Csrf = "",
-                    ssh_key: Text) -> Response:
+                    ssh_key: Text = "") -> Response:
     check_csrf(request, current, csrf)
-    result = console(request).app.accounts.add_key(current.actor, username=username,
-                                                   key=parse_public_key(ssh_key.strip()))
+    keep(request, f"/accounts/{username}/ssh-keys", lambda: accounts(request, current),
+         ssh_key=ssh_key)
+    key = read("ssh_key", parse_public_key, ssh_key.strip())
+    result = console(request).app.accounts.add_key(current.actor, username=username, key=key)
     return _done_or_pending(result, lambda: _back("/accounts"))
 
 
@@ -197,6 +244,8 @@ def account_add_key(request: Request, current: Session, username: str, *, csrf: 
 def account_reset_totp(request: Request, current: Session, username: str,
                        *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, f"/accounts/{username}/reset-totp", lambda: accounts(request, current),
+         inline=False)
     gateway = console(request).app
     # As at creation: an SFTP user re-enrols by SSH; the console never shows their secret.
     by_ssh = gateway.accounts.get(current.actor, username).role in SFTP_ROLES
@@ -210,6 +259,16 @@ def account_reset_totp(request: Request, current: Session, username: str,
                         username=username, totp_uri=enrolment.totp_uri)
 
 
+@router.post("/accounts/{username}/reset-password")
+def account_reset_password(request: Request, current: Session, username: str,
+                           *, csrf: Csrf = "") -> Response:
+    check_csrf(request, current, csrf)
+    keep(request, f"/accounts/{username}/reset-password", lambda: accounts(request, current),
+         inline=False)
+    change = console(request).app.accounts.reset_password(current.actor, username=username)
+    return _back(f"/accounts#change-{change.id}")
+
+
 @router.post("/accounts/changes/{change_id}/approve/options")
 def change_step_up_options(request: Request, current: Session, change_id: int) -> Response:
     check_csrf(request, current, request.headers.get(CSRF_HEADER))
@@ -221,6 +280,7 @@ def change_step_up_options(request: Request, current: Session, change_id: int) -
 def change_approve(request: Request, current: Session, change_id: int, *, csrf: Csrf = "",
                    code: Text = "", credential: Text = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, f"/accounts/changes/{change_id}/approve", lambda: accounts(request, current))
     applied = console(request).app.console_auth.approve_change(
         current, change_id=change_id, code=code.strip(), credential=credential or None)
     change = applied.change
@@ -236,6 +296,8 @@ def change_approve(request: Request, current: Session, change_id: int, *, csrf: 
 def change_withdraw(request: Request, current: Session, change_id: int,
                     *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, f"/accounts/changes/{change_id}/withdraw", lambda: accounts(request, current),
+         inline=False)
     console(request).app.authority.withdraw(current.actor, change_id=change_id)
     return _back("/accounts")
 
@@ -252,9 +314,11 @@ def keys(request: Request, current: Session) -> Response:
 
 @router.post("/keys")
 def key_propose(request: Request, current: Session,
-                *, csrf: Csrf = "", partner: Text, recipient: Text,
+                *, csrf: Csrf = "", partner: Text = "", recipient: Text = "",
                 label: Text = "", switch_type: Text = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, "/keys", lambda: keys(request, current), partner=partner,
+         recipient=recipient, label=label)
     key = console(request).app.keys.propose(
         current.actor, partner=partner.strip(), recipient=recipient.strip(),
         label=label.strip()[:200], switch_type=bool(switch_type))
@@ -273,15 +337,30 @@ def key_approve(request: Request, current: Session, key_id: int,
                 *, csrf: Csrf = "", code: Text = "",
                 credential: Text = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, f"/keys/{key_id}/approve", lambda: keys(request, current))
     console(request).app.console_auth.approve_key(current, key_id=key_id, code=code.strip(),
                                                   credential=credential or None)
     return _back("/keys")
+
+
+@router.get("/keys/{key_id}/revoke")
+def key_revoke_confirm(request: Request, current: Session, key_id: int) -> Response:
+    return _key_revoke_page(request, current, key_id)
+
+
+def _key_revoke_page(request: Request, current: SessionInfo, key_id: int) -> Response:
+    told = console(request).app.consequences.key_revoke(current.actor, key_id=key_id)
+    return _confirm(request, current, told, action=f"/keys/{key_id}/revoke", back="/keys",
+                    button=f"Revoke key {key_id}", code=True,
+                    options=f"/keys/{key_id}/revoke/options")
 
 
 @router.post("/keys/{key_id}/revoke")
 def key_revoke(request: Request, current: Session, key_id: int, *, csrf: Csrf = "", code: Text = "",
                credential: Text = "") -> Response:
     check_csrf(request, current, csrf)
+    # A wrong code shows the confirmation again, its consequence and the message.
+    keep(request, f"/keys/{key_id}/revoke", lambda: _key_revoke_page(request, current, key_id))
     console(request).app.console_auth.revoke_key(current, key_id=key_id, code=code.strip(),
                                                  credential=credential or None)
     return _back("/keys")
@@ -317,14 +396,24 @@ def transfers(request: Request, current: Session, partner: str = "", state: str 
 def transfer_withdraw(request: Request, current: Session, file_id: str,
                       *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, f"/transfers/{file_id}/withdraw", lambda: transfers(request, current),
+         inline=False)
     console(request).app.transfers.withdraw_file(current.actor, file_id=file_id)
     return _back("/transfers")
+
+
+@router.get("/transfers/{file_id}/purge")
+def transfer_purge_confirm(request: Request, current: Session, file_id: str) -> Response:
+    told = console(request).app.consequences.file_purge(current.actor, file_id=file_id)
+    return _confirm(request, current, told, action=f"/transfers/{file_id}/purge",
+                    back="/transfers", button="Purge now")
 
 
 @router.post("/transfers/{file_id}/purge")
 def transfer_purge(request: Request, current: Session, file_id: str,
                    *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, f"/transfers/{file_id}/purge", lambda: transfers(request, current), inline=False)
     console(request).app.transfers.purge_file(current.actor, file_id=file_id)
     return _back("/transfers")
 
@@ -531,12 +620,14 @@ def tokens(request: Request, current: Session) -> Response:
 
 
 @router.post("/tokens")
-def token_create(request: Request, current: Session, *, csrf: Csrf = "", name: Text, role: Text,
-                 expires_days: Text = "") -> Response:
+def token_create(request: Request, current: Session, *, csrf: Csrf = "", name: Text = "",
+                 role: Text = "", expires_days: Text = "") -> Response:
     check_csrf(request, current, csrf)
-    days = optional_int(expires_days, field="expires after (days)")
+    keep(request, "/tokens", lambda: tokens(request, current), name=name, role=role,
+         expires_days=expires_days)
+    days = read("expires_days", optional_int, expires_days, field="expires after (days)")
     new = console(request).app.tokens.create(
-        current.actor, name=name.strip(), role=parse_role(role.strip()),
+        current.actor, name=name.strip(), role=read("role", parse_role, role.strip()),
         lifetime=timedelta(days=days) if days else None)
     if isinstance(new, AuthorityChangeInfo):
         return _back(f"/accounts#change-{new.id}")
@@ -547,5 +638,6 @@ def token_create(request: Request, current: Session, *, csrf: Csrf = "", name: T
 @router.post("/tokens/{name}/revoke")
 def token_revoke(request: Request, current: Session, name: str, *, csrf: Csrf = "") -> Response:
     check_csrf(request, current, csrf)
+    keep(request, f"/tokens/{name}/revoke", lambda: tokens(request, current), inline=False)
     console(request).app.tokens.revoke(current.actor, name=name)
     return _back("/tokens")

@@ -106,6 +106,8 @@ def signed_in(request: Request) -> SessionInfo:
     current = resume(request)
     if not current.complete:
         raise StageRequiredError(current.stage)
+    # For the error page's menu (admin_ui/web.py).
+    request.state.current = current
     return current
 
 

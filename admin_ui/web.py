@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import jinja2
@@ -10,10 +11,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from markupsafe import escape
 from starlette.exceptions import HTTPException
 
 from admin_ui import agreement_pages, api, auth_pages, detail_pages, pages, portal
 from admin_ui.problems import from_error, problem, status_of
+from admin_ui.rendering import FieldError, Form
 from admin_ui.security import (
     Console,
     SignInRequiredError,
@@ -23,6 +26,8 @@ from admin_ui.security import (
 )
 from gateway import __version__
 from gateway.app import App
+from gateway.authz import Permission, permits
+from gateway.console_sessions import SessionExpiredError, SessionInfo
 from gateway.errors import GatewayError
 
 HERE = Path(__file__).parent
@@ -65,7 +70,16 @@ def _handle_errors(web: FastAPI) -> None:
         if _is_api(request):
             return from_error(exc, instance=request.url.path)
         status, _ = status_of(exc)
-        return error_page(request, status, exc.diagnostics())
+        return form_failed(request, exc, "", status) or error_page(request, status,
+                                                                   exc.diagnostics())
+
+    @web.exception_handler(FieldError)
+    async def field_error(request: Request, exc: FieldError) -> Response:
+        status, _ = status_of(exc.error)
+        if _is_api(request):
+            return from_error(exc.error, instance=request.url.path)
+        return form_failed(request, exc.error, exc.name, status) or error_page(
+            request, status, exc.error.diagnostics())
 
     @web.exception_handler(SignInRequiredError)
     async def sign_in_required(request: Request, _exc: SignInRequiredError) -> Response:
@@ -95,10 +109,40 @@ def _handle_errors(web: FastAPI) -> None:
         return error_page(request, exc.status_code, str(exc.detail))
 
 
+def form_failed(request: Request, error: GatewayError, name: str,
+                status: int) -> Response | None:
+    """The page of the form this request submitted, shown again with what was typed and
+    the refusal by ``name`` (the whole form: ""); None when no form was named, or when
+    the refusal is no fault of the input (signed out, storage down)."""
+    form: Form | None = getattr(request.state, "form", None)
+    if form is None or not 400 <= status < 500 or isinstance(error, SessionExpiredError):
+        return None
+    message = error.diagnostics()
+    form.errors[name] = message
+    request.state.failed_form = form
+    response = form.page()
+    if form.inline and str(escape(message)).encode() not in response.body:
+        # The page did not show the form's message (the form is not offered to this
+        # person, or has no place for it): show it at the top instead, never lose it.
+        form.inline = False
+        response = form.page()
+    response.status_code = status
+    return response
+
+
 def error_page(request: Request, status: int, message: str) -> Response:
+    """A refusal outside any named form; with the menu when signed in."""
     templates: Jinja2Templates = request.app.state.console.templates
+    current = getattr(request.state, "current", None)
     response: HTMLResponse = templates.TemplateResponse(
-        request, "error.html", {"status": status, "message": message, "current": None},
+        request, "error.html", {"status": status, "message": message, "current": current,
+                                "csrf": current.csrf if current else "",
+                                "can": _can(current)},
         status_code=status)
     return response
+
+
+def _can(current: SessionInfo | None) -> Callable[[str], bool]:
+    actor = current.actor if current else None
+    return lambda name: actor is not None and permits(actor, Permission(name))
 

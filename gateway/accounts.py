@@ -34,8 +34,22 @@ from gateway.audit import AuditTag
 from gateway.authority import AuthorityChangeInfo, ChangeKind, Outcome
 from gateway.authz import Permission
 from gateway.console_sessions import end_all
-from gateway.db.models import Account, AuthorityChange, ConsoleCredential, Role, SSHKey, TOTPSecret
-from gateway.errors import ConflictError, NotFoundError, PolicyError, UsageError
+from gateway.db.models import (
+    Account,
+    AuthorityChange,
+    ConsoleCredential,
+    ConsoleSession,
+    Role,
+    SSHKey,
+    TOTPSecret,
+)
+from gateway.errors import (
+    AuthenticationError,
+    ConflictError,
+    NotFoundError,
+    PolicyError,
+    UsageError,
+)
 from gateway.integrity import encrypt_totp
 from gateway.partners import get_partner
 from gateway.sshkeys import PublicKey, parse_public_key
@@ -428,6 +442,87 @@ class AccountService:
         if enrol_by_ssh and account.role not in SFTP_ROLES:
             raise UsageError("--enrol-by-ssh is for staff and partner accounts (they sign in "
                              "over SFTP); console accounts are shown their secret")
+
+    # -- passwords --------------------------------------------------------------------
+
+    def change_password(self, proven: Actor, *, current_password: str, new_password: str,
+                        keep_session: str | None = None) -> None:
+        """Change the proven actor's own console password.
+
+        ``proven`` is the holder freshly proven by a one-time code or passkey (the console's
+        step-up, or ``blindpost user password`` through :meth:`AuthService.prove`), so a
+        guess at the current password costs a fresh code: the code's time step is used up
+        whether the password is right or not. Every console session of the account but
+        ``keep_session`` (the one changing it) ends. Audited, the refusal too.
+        """
+        if proven.account_id is None:
+            raise PolicyError("only a console account changes its own password")
+        with self._app.transaction() as session:
+            account = session.get(Account, proven.account_id, with_for_update=True)
+            if account is None or account.role not in PASSWORD_ROLES:
+                raise PolicyError("only admin and auditor accounts have a console password")
+            self._app.integrity.verify(account)
+            if not passwords.verify(account.password_hash, current_password):
+                self._app.audit.record(session, tag=AuditTag.ACCOUNT_PASSWORD_FAILURE,
+                                       actor=proven, subject=f"account:{account.username}",
+                                       details={"reason": "wrong current password"})
+                refused = True
+            else:
+                refused = False
+                passwords.check_new(new_password, username=account.username,
+                                    current=account.password_hash)
+                account.password_hash = passwords.hash_password(new_password)
+                credential = session.get(ConsoleCredential, account.id)
+                if credential is not None:
+                    credential.password_changed_at = self._app.clock()
+                ended = self._end_other_sessions(session, account.id,
+                                                 keep=keep_session)
+                self._app.audit.record(session, tag=AuditTag.ACCOUNT_PASSWORD_CHANGE,
+                                       actor=proven, subject=f"account:{account.username}",
+                                       details={"sessions_ended": ended})
+        if refused:
+            # Raised after the commit, so the refusal stays in the log.
+            raise AuthenticationError("the current password is wrong; the one-time code "
+                                      "you gave is used up, so wait for the next one")
+
+    @staticmethod
+    def _end_other_sessions(session: Session, account_id: int, *, keep: str | None) -> int:
+        rows = [row for row in session.scalars(select(ConsoleSession).where(
+            ConsoleSession.account_id == account_id)) if row.id != keep]
+        for row in rows:
+            session.delete(row)
+        return len(rows)
+
+    def reset_password(self, actor: Actor, *, username: str) -> AuthorityChangeInfo:
+        """Propose resetting an admin's or auditor's password; a second admin's approval
+        gives that approver a one-time password, and the holder chooses a new password at
+        their next console sign-in with their own, unchanged second factor."""
+        self._app.authz.require(actor, Permission.ACCOUNT_MANAGE, subject=f"account:{username}")
+        if not self._console_role(username):
+            raise UsageError(f"account {username!r} has no console password: only admin "
+                             "and auditor accounts sign in with one")
+        self._app.authority.refuse_alone(actor, ChangeKind.PASSWORD_RESET,
+                                         subject=f"account:{username}")
+        return self._app.authority.propose(actor, kind=ChangeKind.PASSWORD_RESET,
+                                           target=username, params={})
+
+    def apply_password_reset(self, session: Session, actor: Actor, change: AuthorityChange,
+                             _params: dict[str, object]) -> Outcome:
+        """A one-time password for the approver; the console sign-in with it asks the
+        holder for a new password and their current code (the factor is kept)."""
+        account = self._console_account(session, change.target)
+        password = secrets.token_urlsafe(18)
+        account.password_hash = passwords.hash_password(password)
+        # No console credential: the next sign-in is a first sign-in, which replaces the
+        # one-time password (console_auth.enrol).
+        credential = session.get(ConsoleCredential, account.id)
+        if credential is not None:
+            session.delete(credential)
+        ended = end_all(session, account.id)
+        self._app.audit.record(session, tag=AuditTag.ACCOUNT_PASSWORD_RESET, actor=actor,
+                               subject=f"account:{account.username}",
+                               details={"sessions_ended": ended, **_approval(change)})
+        return Outcome(one_time_password=password)
 
     # -- authority changes, applied by gateway.authority on approval --------------------
 

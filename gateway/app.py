@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from gateway.auth import AuthService
     from gateway.authority import AuthorityService
     from gateway.authz import Authorizer
+    from gateway.consequences import ConsequenceService
     from gateway.console_auth import ConsoleAuthService
     from gateway.dashboard import DashboardService
     from gateway.exposure import ExposureService
@@ -248,6 +249,12 @@ class App:
         from gateway.partners import PartnerService
 
         return PartnerService(self)
+
+    @cached_property
+    def consequences(self) -> ConsequenceService:
+        from gateway.consequences import ConsequenceService
+
+        return ConsequenceService(self)
 
     @cached_property
     def accounts(self) -> AccountService:

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+NO_FACTOR = "no TOTP secret enrolled"
 NO_CODE = "no one-time code given"
 INTEGRITY_FAILED = "integrity check failed"
 NO_KEY = "one-time code without a verified public key"
@@ -272,6 +273,11 @@ class AuthService:
             self.record_failure(session, attempt, Failure(AuditTag.STEP_UP_FAILURE, username,
                                                   refusal.reason, "totp", source, client,
                                                   os_user, purpose, counts), now=now)
+        if refusal.reason == NO_FACTOR:
+            raise SignInRefusedError(
+                f"{username} has no one-time codes enrolled yet: they sign in to the console "
+                "once first (with their one-time password), where they choose a password and "
+                "enrol their own codes", final=True) from None
         raise refusal
 
     def abandon(self, attempt: LoginAttempt, *, reason: str, username: str | None = None) -> None:
@@ -493,7 +499,7 @@ class AuthService:
             return blocked
         row = account.totp
         if row is None or (row.enrol_until is not None and not enrolling):
-            return SignInRefusedError("no TOTP secret enrolled", final=True)
+            return SignInRefusedError(NO_FACTOR, final=True)
         if row.enrol_until is not None and row.enrol_until <= now:
             return _final("enrolment window closed", "the enrolment window closed; ask the "
                           "registry")

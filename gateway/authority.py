@@ -1,11 +1,12 @@
 """Authority changes: nothing that creates or extends authority is done by one person.
 
 Creating an admin or auditor account, resetting the console credentials (password and
-second factor) of one, adding an SSH key to one, enabling a disabled one, and creating
-an admin API token: each is *proposed* by one admin (with their own proof, or from their
-console session) and *applied* only when a different admin approves it with a fresh
-second factor given for that very change. Until then the change is a sealed row that
-grants nothing, listed with its proposer, and anyone who administers may withdraw it.
+second factor, or the password alone) of one, adding an SSH key to one, enabling a
+disabled one, and creating an admin API token: each is *proposed* by one admin (with
+their own proof, or from their console session) and *applied* only when a different
+admin approves it with a fresh second factor given for that very change. Until then the
+change is a sealed row that grants nothing, listed with its proposer, and anyone who
+administers may withdraw it.
 The approval applies it in the same transaction, and its events name both people.
 
 Nobody who proposed a new admin learns its secrets: the one-time password of a created
@@ -71,6 +72,7 @@ class ChangeKind(enum.StrEnum):
     ACCOUNT_ENABLE = "account-enable"
     TOKEN_CREATE = "token-create"  # noqa: S105 - a kind of change, not a secret
     AGREEMENT_SET = "agreement-set"
+    PASSWORD_RESET = "password-reset"  # noqa: S105 - a kind of change, not a secret
 
 
 # What each kind does, in the words of listings, refusals and the audit log.
@@ -81,6 +83,7 @@ WHAT: dict[ChangeKind, str] = {
     ChangeKind.ACCOUNT_ENABLE: "enabling a disabled admin or auditor account",
     ChangeKind.TOKEN_CREATE: "creating an admin API token",
     ChangeKind.AGREEMENT_SET: "setting a partner's data-sharing agreement",
+    ChangeKind.PASSWORD_RESET: "resetting an admin's or auditor's password",
 }
 
 
@@ -115,6 +118,8 @@ class AuthorityChangeInfo:
                 f"{', '.join(params.get('columns', []))}, max records "
                 f"{params.get('max_records') or 'unlimited'}, files of unknown structure "
                 f"{'allowed' if params.get('allow_opaque') else 'refused'}"),
+            ChangeKind.PASSWORD_RESET: f"reset the password of {self.target} (their "
+                                       "second factor stays)",
         }[self.kind]
 
 
@@ -269,8 +274,12 @@ class AuthorityService:
             if row.state is not ChangeState.PROPOSED:
                 raise ConflictError(f"change {change_id} is {row.state.value}, not proposed")
             kind = ChangeKind(row.kind)
-            # A token's and an agreement's target is no account.
-            if (kind not in (ChangeKind.TOKEN_CREATE, ChangeKind.AGREEMENT_SET)
+            # A token's and an agreement's target is no account. A password reset keeps the
+            # holder's second factor and gives the one-time password to the approver: the
+            # holder may approve it (and receives it directly), so two admins suffice to
+            # reset one of them.
+            if (kind not in (ChangeKind.TOKEN_CREATE, ChangeKind.AGREEMENT_SET,
+                             ChangeKind.PASSWORD_RESET)
                     and row.target == approver.username):
                 raise PolicyError("an admin does not approve a change to their own account: "
                                   "another admin approves it")
@@ -309,7 +318,8 @@ class AuthorityService:
                 ChangeKind.SSH_KEY_ADD: accounts.apply_key,
                 ChangeKind.ACCOUNT_ENABLE: accounts.apply_enable,
                 ChangeKind.TOKEN_CREATE: tokens.apply_create,
-                ChangeKind.AGREEMENT_SET: self._app.agreements.apply_set}
+                ChangeKind.AGREEMENT_SET: self._app.agreements.apply_set,
+                ChangeKind.PASSWORD_RESET: accounts.apply_password_reset}
 
     def withdraw(self, actor: Actor, *, change_id: int) -> AuthorityChangeInfo:
         """Withdraw a proposed change: its proposer, any admin, the local operator (or a

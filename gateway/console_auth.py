@@ -16,10 +16,14 @@ password in the place of the SSH key as the first factor:
 
 Every success and failure is in the audit log. Admin and auditor accounts sign in
 here with a password; partner users sign in to the portal with their one-time code and a
-passkey (:meth:`ConsoleAuthService.partner_sign_in`). The first sign-in with the
-one-time password from ``init`` or ``user add`` must set a new password and enrol a new
-TOTP secret, in one step. With ``console_require_passkey`` an admin signs in and
-confirms key decisions with a passkey, never with a code.
+passkey (:meth:`ConsoleAuthService.partner_sign_in`). The first sign-in with a one-time
+password must set a new password, in one step with the second factor: an account that
+already holds an enrolled TOTP secret (the one ``init`` and ``user add`` printed at the
+bootstrap, or one kept through a password reset) confirms a code of *that* secret; an
+account without one (created or reset on a second admin's approval) enrols a new secret
+here, shown in this session only. So a secret is enrolled once, by its holder, and what
+the CLI printed is what is asked for. With ``console_require_passkey`` an admin signs in
+and confirms key decisions with a passkey, never with a code.
 """
 
 from __future__ import annotations
@@ -82,11 +86,16 @@ FactorCheck = Callable[[Session, ConsoleSession, Account, datetime], SignInRefus
 
 @dataclass(frozen=True)
 class Enrolment:
-    """The TOTP secret being enrolled, shown to its owner until they confirm a code."""
+    """The TOTP secret being enrolled, shown to its owner until they confirm a code;
+    ``secret`` and ``uri`` are None when the account keeps the factor it already has."""
 
     username: str
-    secret: str
-    uri: str
+    secret: str | None
+    uri: str | None
+
+    @property
+    def keeps_factor(self) -> bool:
+        return self.secret is None
 
 
 class ConsoleAuthService:
@@ -331,6 +340,8 @@ class ConsoleAuthService:
             row, account = load(session, token_id(token), now=self._app.clock(),
                                 integrity=self._app.integrity,
                                 stages=(Stage.ENROL,))
+            if self._has_factor(session, account):
+                return Enrolment(account.username, None, None)
             if row.enrol_secret is None:
                 # Encrypted like an enrolled secret: the database alone never yields one.
                 row.enrol_secret = encrypt_totp(self._app.state_keys, account_id=account.id,
@@ -338,6 +349,12 @@ class ConsoleAuthService:
             secret = self._enrol_secret(row)
             return Enrolment(account.username, secret,
                              totp.provisioning_uri(secret, account=account.username))
+
+    def _has_factor(self, session: Session, account: Account) -> bool:
+        """Whether the account holds an enrolled TOTP secret the gateway wrote."""
+        row = account.totp
+        return (row is not None and row.enrol_until is None
+                and self._app.auth.unverified(session, account, row) is None)
 
     def _enrol_secret(self, row: ConsoleSession) -> str:
         assert row.enrol_secret is not None
@@ -349,7 +366,8 @@ class ConsoleAuthService:
                              "again") from None
 
     def enrol(self, token: str, *, new_password: str, code: str) -> Opened:
-        """Replace the one-time password and enrol the shown TOTP secret, in one step."""
+        """Replace the one-time password, confirming the account's enrolled factor with a
+        code, or enrolling the shown TOTP secret; in one step."""
         error: AuthenticationError
         with self._app.transaction() as session:
             now = self._app.clock()
@@ -357,23 +375,59 @@ class ConsoleAuthService:
                                 stages=(Stage.ENROL,))
             passwords.check_new(new_password, username=account.username,
                                 current=account.password_hash)
-            if row.enrol_secret is None:
-                raise UsageError("the enrolment expired; reload the page for a new code")
-            try:
-                step = totp.check_code(self._enrol_secret(row), code, now=now, last_step=None)
-            except AuthenticationError:
-                # A typo while enrolling is no guess at a secret: audited, not counted.
-                self._fail(session, account.username,
-                           SignInRefusedError("wrong code at TOTP enrolment"), "totp-enrol",
-                           row.source)
-                error = AuthenticationError("that code does not match the new secret; check "
-                                            "the authenticator app's clock and try the next code")
+            if self._has_factor(session, account):
+                # The holder's own factor: a wrong code counts like one at sign-in.
+                refused = self._app.auth.consume_code(session, account, code, now,
+                                                      enrolling=False)
+                if refused is None:
+                    self._store_password(session, row, account, password=new_password,
+                                         now=now)
+                    return self._signed_in(session, row, account,
+                                           method="one-time password+totp", now=now)
+                error = self._factor_refused(session, row, account, refused, "totp")
             else:
-                self._store_enrolment(session, row, account, password=new_password, step=step,
-                                      now=now)
-                return self._signed_in(session, row, account,
-                                       method="one-time password+totp enrolment", now=now)
+                if row.enrol_secret is None:
+                    raise UsageError("the enrolment expired; reload the page for a new code")
+                try:
+                    step = totp.check_code(self._enrol_secret(row), code, now=now,
+                                           last_step=None)
+                except AuthenticationError:
+                    # A typo while enrolling is no guess at a secret: audited, not counted.
+                    self._fail(session, account.username,
+                               SignInRefusedError("wrong code at TOTP enrolment"),
+                               "totp-enrol", row.source)
+                    error = AuthenticationError("that code does not match the new secret; "
+                                                "check the authenticator app's clock and try "
+                                                "the next code")
+                else:
+                    self._store_enrolment(session, row, account, password=new_password,
+                                          step=step, now=now)
+                    return self._signed_in(session, row, account,
+                                           method="one-time password+totp enrolment", now=now)
         raise error
+
+    def _store_password(self, session: Session, row: ConsoleSession, account: Account, *,
+                        password: str, now: datetime) -> None:
+        """Replace the one-time password; the enrolled factor stays."""
+        account.password_hash = passwords.hash_password(password)
+        session.merge(ConsoleCredential(account_id=account.id, enrolled_at=now,
+                                        password_changed_at=now))
+        actor = Actor.account(username=account.username, account_id=account.id,
+                              role=account.role, partner_id=None, source=row.source,
+                              client=CLIENT)
+        self._app.audit.record(session, tag=AuditTag.ACCOUNT_PASSWORD_CHANGE, actor=actor,
+                               subject=f"account:{account.username}",
+                               details={"first_sign_in": True})
+
+    def change_password(self, current: SessionInfo, *, current_password: str,
+                        new_password: str, code: str | None = None,
+                        credential: str | None = None) -> None:
+        """Change the signed-in holder's own password, with a fresh second factor; the
+        holder's other sessions end."""
+        proven = self.step_up(current, purpose="password change", code=code,
+                              credential=credential)
+        self._app.accounts.change_password(proven, current_password=current_password,
+                                           new_password=new_password, keep_session=current.id)
 
     def _store_enrolment(self, session: Session, row: ConsoleSession, account: Account, *,
                          password: str, step: int, now: datetime) -> None:

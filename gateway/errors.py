@@ -32,6 +32,12 @@ class NotFoundError(UsageError):
     """The named object (partner, account, key, file) does not exist."""
 
 
+class GoneError(NotFoundError):
+    """A file the caller could have had is no longer there; the message says why
+    (expired, download limit reached, withdrawn, purged), so adapters tell it even where
+    a plain miss says only "no such file"."""
+
+
 class ConflictError(GatewayError):
     """The object already exists or is in a state that forbids the operation."""
 

@@ -45,6 +45,7 @@ from gateway.errors import (
     AuthenticationError,
     ConflictError,
     GatewayError,
+    GoneError,
     NotFoundError,
     PolicyError,
     UsageError,
@@ -154,6 +155,27 @@ def check_file_name(name: str) -> str:
 def _available(now: datetime) -> list[ColumnElement[bool]]:
     return [Transfer.state == TransferState.AVAILABLE, Transfer.expires_at > now,
             or_(Transfer.max_downloads.is_(None), Transfer.downloads < Transfer.max_downloads)]
+
+
+def limit_reached(limit: int) -> str:
+    return f"its download limit was reached ({limit} download{'s' if limit != 1 else ''})"
+
+
+def gone_reason(row: Transfer, *, now: datetime) -> str:
+    """Why a stored file can no longer be downloaded, in the words partners are told."""
+    if row.state is TransferState.WITHDRAWN:
+        return "it was withdrawn; ask the sender if it should be sent again"
+    if row.state is TransferState.SUPERSEDED:
+        return "a newer upload of the same name replaced it"
+    if row.max_downloads is not None and row.downloads >= row.max_downloads:
+        return limit_reached(row.max_downloads)
+    if row.expires_at <= now:
+        return (f"it expired at {row.expires_at:%Y-%m-%d %H:%M} UTC (files are kept "
+                "for the partner's retention period); ask the sender to send it again")
+    if row.state is TransferState.PURGED:
+        return ("the registry purged it before it expired (the partner was disabled, its "
+                "key revoked, or the file removed); ask the registry")
+    return "it cannot be downloaded now"
 
 
 def _agrees(head: bytes, magic: bytes) -> bool:
@@ -690,7 +712,7 @@ class TransferService:
             # The stored count can be reset by a database writer; the log's cannot.
             if (row.max_downloads is not None
                     and self._app.ledger.downloads(row.id, session) >= row.max_downloads):
-                raise NotFoundError("no such file")
+                raise GoneError(f"{name} is gone: {limit_reached(row.max_downloads)}")
             # Reserve the download now, in one conditional UPDATE, so that parallel reads
             # cannot pass the limit on any backend; close() returns it if the read stops.
             reserved = session.execute(update(Transfer).where(
@@ -699,7 +721,8 @@ class TransferService:
                 .values(downloads=Transfer.downloads + 1)
                 .execution_options(synchronize_session=False))
             if reserved.rowcount != 1:  # type: ignore[attr-defined]  # A CursorResult.
-                raise NotFoundError("no such file")
+                assert row.max_downloads is not None
+                raise GoneError(f"{name} is gone: {limit_reached(row.max_downloads)}")
             entry, object_id = _entry(row), row.object_id
         try:
             reader = self._app.store.open(object_id)
@@ -807,6 +830,20 @@ class TransferService:
                                        Transfer.name == name, *_available(self._app.clock()))
         row = session.scalar(query.with_for_update(of=Transfer) if for_update else query)
         if row is None:
-            raise NotFoundError("no such file")
+            raise self._gone(session, partner_row, name)
         self._app.integrity.verify(row)
         return row
+
+    def _gone(self, session: Session, partner: Partner, name: str) -> NotFoundError:
+        """Why ``name`` is not there for ``partner``: a :class:`GoneError` saying why when
+        the gateway stored a file of that name for it, else a plain miss.
+
+        Only the latest file of the name counts; the reason is told to whoever may see
+        the inbox, who saw the file listed before (no contents, no other partner's).
+        """
+        row = session.scalar(select(Transfer).where(
+            Transfer.partner_id == partner.id, Transfer.name == name)
+            .order_by(Transfer.created_at.desc(), Transfer.id.desc()).limit(1))
+        if row is None:
+            return NotFoundError("no such file")
+        return GoneError(f"{name} is gone: {gone_reason(row, now=self._app.clock())}")

@@ -17,6 +17,7 @@ from gateway.errors import (
     DatabaseError,
     DatabaseUnavailableError,
     GatewayError,
+    GoneError,
     NotFoundError,
     PolicyError,
     StorageError,
@@ -52,10 +53,12 @@ UNAVAILABLE_MESSAGE = ("the gateway's database is unavailable; the operation was
 class StatusError(Exception):
     """An SFTP request answered with a status other than OK, and the message to show."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, *, tell: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        # Tell the reason on stderr even for a miss: the gateway knows why the file is gone.
+        self.tell = tell
 
 
 def status_for(exc: GatewayError) -> int:
@@ -79,7 +82,7 @@ def refusal_for(exc: GatewayError) -> StatusError:
         message = INTERNAL_MESSAGE
     else:
         message = exc.diagnostics()
-    return StatusError(status_for(exc), message)
+    return StatusError(status_for(exc), message, tell=isinstance(exc, GoneError))
 
 
 def audit_refusal(app: App, actor: Actor, *, operation: str, path: str,

@@ -494,11 +494,13 @@ class BlindpostSFTPServer(FencedSFTPServer):
 
         OpenSSH's ``sftp`` shows only the status code's own text ("Permission denied"),
         never the server's message; what the session writes to stderr it does print.
-        A miss ("no such file") says nothing more than the status, and the same reason
-        is told once, not for every pipelined write it refuses.
+        A miss ("no such file") says nothing more than the status, unless the gateway
+        knows why the file is gone (expired, used up, withdrawn, purged); the same
+        reason is told once, not for every pipelined write it refuses.
         """
         self.send_status(request_number, refusal.code, refusal.message)
-        if refusal.code == SFTP_NO_SUCH_FILE or refusal.message == self._last_told:
+        if (refusal.code == SFTP_NO_SUCH_FILE and not refusal.tell) \
+                or refusal.message == self._last_told:
             return
         self._last_told = refusal.message
         try:

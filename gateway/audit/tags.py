@@ -89,3 +89,7 @@ class AuditTag(enum.StrEnum):
     # A partner's data-sharing agreement, written when a second admin approved it
     # (gateway/agreements.py); an upload refused by it is a file:upload:aborted.
     AGREEMENT_SET = "agreement:set"
+    # A console password reset (a one-time password, approved by a second admin), and a
+    # refused change of one's own password (wrong current password).
+    ACCOUNT_PASSWORD_RESET = "account:password:reset"
+    ACCOUNT_PASSWORD_FAILURE = "account:password:failure"

@@ -317,9 +317,11 @@ def fetch(host: str, port: int, user: str, key_path: Path, known_hosts: Path | N
             fetcher = Fetcher(connection.sftp, out_dir=out_dir, identities=identities,
                               record=record, progress=progress,
                               keep_ciphertext=keep_ciphertext, overwrite=overwrite)
+            listed = inbox(connection.sftp)
             # One at a time, so that a failure still reports the files before it.
-            for entry in _wanted(fetcher, record, inbox(connection.sftp), fetch_all):
+            for entry in _wanted(fetcher, record, listed, fetch_all):
                 results.append(fetcher.fetch(entry, now=datetime.now(UTC)))  # noqa: PERF401
+            results += _gone(fetcher, record, listed)
     except GatewayError as exc:
         _fail_json(as_json, exc, files=[asdict(r) for r in results])
         raise
@@ -364,8 +366,27 @@ def _wanted(fetcher: Fetcher, record: FetchedRecord, listed: list[RemoteFile],
     return wanted
 
 
+def _gone(fetcher: Fetcher, record: FetchedRecord, listed: list[RemoteFile]
+          ) -> list[FetchResult]:
+    """Begun downloads whose file left the inbox, each with the gateway's reason (told
+    once: the download is then forgotten)."""
+    listed_ids = {entry.transfer_id for entry in listed}
+    results = []
+    for begun in record.begun():
+        if begun.transfer_id in listed_ids or fetcher.complete_locally(begun):
+            continue
+        try:
+            gone = fetcher.gone(begun)
+        except UnsafeNameError:
+            continue
+        if gone is not None:
+            results.append(gone)
+    return results
+
+
 def _report_fetched(results: list[FetchResult], as_json: bool) -> None:
-    ok = all(result.ok for result in results)
+    # A file the gateway says is gone is told, not a failure of this run.
+    ok = all(result.ok or result.gone for result in results)
     if as_json:
         emit_json({"ok": ok, "files": [asdict(r) for r in results]})
     elif not results:
@@ -376,6 +397,8 @@ def _report_fetched(results: list[FetchResult], as_json: bool) -> None:
                 resumed = f", resumed at byte {r.resumed_at}" if r.resumed_at else ""
                 click.echo(f"fetched {shown(r.name)} -> {shown(r.path or '')}  "
                            f"{_rate(r.size, r.seconds)}, sha256 {r.sha256}{resumed}")
+            elif r.gone:
+                click.echo(f"GONE    {shown(r.name)}: {shown_lines(r.error or '')}")
             else:
                 click.echo(f"FAILED  {shown(r.name)}: {shown_lines(r.error or '')}")
     if not ok:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     # only by the commands that open an installation.
     from gateway.actors import Actor
     from gateway.app import App
+    from gateway.consequences import Consequence
 
 data_dir_option = click.option(
     "--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
@@ -116,3 +117,29 @@ def emit_table(headers: list[str], rows: list[list[object]]) -> None:
 
 def when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
+
+
+def on_terminal() -> bool:
+    """Whether a person can be asked (standard input is a terminal)."""
+    return sys.stdin.isatty()
+
+
+yes_option = click.option("--yes", "-y", "yes", is_flag=True,
+                          help="Do not ask before acting (for scripts); what it does is "
+                               "still printed.")
+
+
+def confirm(consequence: Consequence, *, yes: bool) -> None:
+    """Say what the action does, then ask on a terminal; ``--yes`` answers for scripts.
+
+    Without a terminal and without ``--yes`` nothing is done: a script that never meant
+    to purge files must not purge them because nobody could be asked.
+    """
+    click.echo(consequence.text(), err=True)
+    if yes or not consequence.asks:
+        return
+    if not on_terminal():
+        raise UsageError(f"{consequence.action} was not done: it needs confirming. Run it "
+                         "on a terminal to be asked, or add --yes in a script")
+    if not click.confirm("Go ahead?", default=False, err=True):
+        raise UsageError(f"{consequence.action} was not done: not confirmed")

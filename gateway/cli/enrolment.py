@@ -41,7 +41,9 @@ def show_totp_uri(uri: str) -> None:
 
         click.echo("Scan with an authenticator app:")
         segno.make(uri, error="m").terminal(compact=True)
-    click.echo("Shown once: enrol the code now; `blindpost user reset-totp` replaces it.")
+    click.echo("Shown once: add it to the holder's authenticator app now. It is the account's "
+               "one second factor: the first console sign-in (with the one-time password) "
+               "asks for a code from it and a new password, and so does `--by`.")
 
 
 def show_enrolment_window(username: str, until: datetime | None) -> None:

@@ -9,6 +9,7 @@ import click
 
 from gateway.cli.common import (
     by_option,
+    confirm,
     data_dir_option,
     emit_json,
     emit_table,
@@ -16,6 +17,7 @@ from gateway.cli.common import (
     open_app,
     operator,
     prove,
+    yes_option,
 )
 from gateway.cli.crypto import key_fingerprint
 
@@ -102,21 +104,26 @@ def key_approve(key_id: int, by: str, as_json: bool, data_dir: Path | None) -> N
 @click.option("--keep-waiting", is_flag=True,
               help="If this is the partner's last approved key, keep the files waiting for "
                    "it until they expire instead of purging them now.")
+@yes_option
 @by_option
 @json_option
 @data_dir_option
-def key_revoke(key_id: int, keep_waiting: bool, by: str, as_json: bool,
+def key_revoke(key_id: int, keep_waiting: bool, yes: bool, by: str, as_json: bool,
                data_dir: Path | None) -> None:
     """Revoke a key now: no new file is encrypted to it.
 
     Revoking a partner's last approved key also purges the files waiting for it
-    (each purge audited), unless --keep-waiting.
+    (each purge audited), unless --keep-waiting; that revoke says how many files it
+    purges and asks first (--yes in scripts), before the code is asked for.
 
     \b
     Example:
       blindpost key revoke 3 --by alice
+      blindpost key revoke 3 --by alice --keep-waiting --yes
     """
     app = open_app(data_dir)
+    confirm(app.consequences.key_revoke(operator(), key_id=key_id, keep_waiting=keep_waiting),
+            yes=yes)
     admin = prove(app, by, purpose="key revoke")
     _show(app.keys.revoke(admin, key_id=key_id, keep_waiting=keep_waiting), "revoked", as_json)
 

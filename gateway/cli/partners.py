@@ -7,12 +7,14 @@ from pathlib import Path
 import click
 
 from gateway.cli.common import (
+    confirm,
     data_dir_option,
     emit_json,
     emit_table,
     json_option,
     open_app,
     operator,
+    yes_option,
 )
 from gateway.durations import parse_retention
 from gateway.errors import UsageError
@@ -132,18 +134,24 @@ def partner_show(slug: str, as_json: bool, data_dir: Path | None) -> None:
 @click.option("--keep-waiting", is_flag=True,
               help="Keep the files waiting for the partner until they expire, instead of "
                    "purging them now.")
+@yes_option
 @data_dir_option
-def partner_disable(slug: str, keep_waiting: bool, data_dir: Path | None) -> None:
+def partner_disable(slug: str, keep_waiting: bool, yes: bool, data_dir: Path | None) -> None:
     """Disable a partner: its users cannot sign in and no upload reaches it.
 
     The files waiting for it are purged at once (each purge audited) unless
-    --keep-waiting; its users' open SFTP sessions end within seconds.
+    --keep-waiting; its users' open SFTP sessions end within seconds. Says how many
+    files it purges and asks first (--yes in scripts).
 
     \b
     Example:
       blindpost partner disable uni-research
+      blindpost partner disable uni-research --keep-waiting --yes
     """
-    open_app(data_dir).partners.disable(operator(), slug=slug, keep_waiting=keep_waiting)
+    app = open_app(data_dir)
+    confirm(app.consequences.partner_disable(operator(), slug=slug, keep_waiting=keep_waiting),
+            yes=yes)
+    app.partners.disable(operator(), slug=slug, keep_waiting=keep_waiting)
     waiting = ("kept until they expire" if keep_waiting else "purged")
     click.echo(f"disabled partner {slug}; its waiting files were {waiting}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -9,8 +10,9 @@ import click
 
 from gateway.account_values import NewAccount
 from gateway.accounts import PASSWORD_ROLES, parse_allow_from, parse_role
-from gateway.authority import AppliedChange, AuthorityChangeInfo
+from gateway.authority import AppliedChange, AuthorityChangeInfo, ChangeKind
 from gateway.cli.common import (
+    confirm,
     data_dir_option,
     emit_json,
     emit_table,
@@ -19,6 +21,7 @@ from gateway.cli.common import (
     operator,
     prove,
     when,
+    yes_option,
 )
 from gateway.cli.enrolment import (
     show_enrolment_window,
@@ -206,16 +209,23 @@ def user_show(username: str, as_json: bool, data_dir: Path | None) -> None:
 
 @user.command("disable")
 @click.argument("username")
+@yes_option
 @data_dir_option
-def user_disable(username: str, data_dir: Path | None) -> None:
+def user_disable(username: str, yes: bool, data_dir: Path | None) -> None:
     """Disable an account: it can no longer sign in, and its open SFTP sessions end
     within seconds on every worker and node.
+
+    Says what it does and asks first (--yes in scripts). An admin is not disabled when
+    fewer than two active admins with a usable second factor would remain.
 
     \b
     Example:
       blindpost user disable dr-lee
+      blindpost user disable dr-lee --yes
     """
-    open_app(data_dir).accounts.disable(operator(), username=username)
+    app = open_app(data_dir)
+    confirm(app.consequences.account_disable(operator(), username=username), yes=yes)
+    app.accounts.disable(operator(), username=username)
     click.echo(f"disabled account {username}")
 
 
@@ -334,6 +344,57 @@ def user_reset_totp(username: str, enrol_by_ssh: bool, by: str | None, as_json: 
         show_enrolment_window(username, reset.enrol_until)
     else:
         show_totp_uri(reset.totp_uri)
+
+
+@user.command("password")
+@click.argument("username")
+@data_dir_option
+def user_password(username: str, data_dir: Path | None) -> None:
+    """Change your own console password: the current one, the new one twice, then your
+    current one-time code. Your other console sessions end.
+
+    On a terminal each is asked for without echo; otherwise three lines are read from
+    standard input (current password, new password, code).
+
+    \b
+    Example:
+      blindpost user password alice
+    """
+    if sys.stdin.isatty():
+        current = click.prompt("Current password", hide_input=True, err=True)
+        new = click.prompt("New password (12 to 256 characters, not containing your "
+                           "username)", hide_input=True, confirmation_prompt=True, err=True)
+    else:
+        current = sys.stdin.readline().rstrip("\n")
+        new = sys.stdin.readline().rstrip("\n")
+    app = open_app(data_dir)
+    proven = prove(app, username, purpose="password change")
+    app.accounts.change_password(proven, current_password=current, new_password=new)
+    click.echo(f"changed the password of {username}; their console sessions ended")
+
+
+@user.command("reset-password")
+@click.argument("username")
+@click.option("--by", "by", required=True, metavar="ADMIN",
+              help="The admin proposing it (their one-time code is asked for); a second "
+                   "admin approves it with `user approve-change`.")
+@json_option
+@data_dir_option
+def user_reset_password(username: str, by: str, as_json: bool,
+                        data_dir: Path | None) -> None:
+    """Propose resetting an admin's or auditor's console password (their second factor
+    stays). The approving admin is shown a one-time password for the holder, who signs
+    in with it and their current code and chooses a new password.
+
+    \b
+    Example:
+      blindpost user reset-password carol --by alice
+      blindpost user approve-change 7 --by bob
+    """
+    app = open_app(data_dir)
+    change = app.accounts.reset_password(prove(app, by, purpose="password reset propose"),
+                                         username=username)
+    show_proposal(change, as_json=as_json)
 
 
 @user.command("set")
@@ -470,8 +531,12 @@ def show_applied(applied: AppliedChange, *, as_json: bool) -> None:
     if applied.one_time_password:
         click.echo(f"One-time password for {change.target} (shown once, to you alone): "
                    f"{applied.one_time_password}")
-        click.echo(f"{change.target} sets a new password and enrols their own one-time codes "
-                   "at their first console sign-in.")
+        if change.kind is ChangeKind.PASSWORD_RESET:
+            click.echo(f"{change.target} signs in to the console with it and their current "
+                       "one-time code, then chooses a new password.")
+        else:
+            click.echo(f"{change.target} sets a new password and enrols their own one-time "
+                       "codes at their first console sign-in.")
     if applied.token:
         click.echo(f"Token (shown once, to you alone): {applied.token}")
 

@@ -36,7 +36,7 @@ from gateway.client.fetched import FetchedRecord, RemoteFile
 from gateway.client.files import OutputWriter, atomic_output, sync_directory
 from gateway.client.progress import Advance, Progress
 from gateway.client.sftp import OPEN_READ, SFTPSession
-from gateway.errors import GatewayError, RemoteError, UsageError
+from gateway.errors import GatewayError, NotFoundError, RemoteError, UsageError
 from gateway.sftp_extensions import CIPHERTEXT_SHA256, TRANSFER_ID
 
 # At most this many files in one listing: a Blindpost inbox holds far fewer (files
@@ -69,6 +69,8 @@ class FetchResult:
     resumed_at: int = 0
     seconds: float = 0.0
     error: str | None = None
+    # Not fetched because the gateway says the file is gone; ``error`` says why.
+    gone: bool = False
 
 
 def inbox(sftp: SFTPSession) -> list[RemoteFile]:
@@ -257,6 +259,17 @@ class Fetcher:
             return False
         plain = plaintext_size(entry.size, head.stat().st_size)
         return plain is not None and partial.stat().st_size == plain
+
+    def gone(self, entry: RemoteFile) -> FetchResult | None:
+        """The result for a begun download no longer listed: why the gateway says it is
+        gone (expired, download limit reached, withdrawn, purged); None if it is there."""
+        try:
+            self._sftp.stat("/" + checked(entry).name)
+        except NotFoundError as exc:
+            self._record.forget_begun(entry)
+            return FetchResult(entry.name, entry.transfer_id, size=entry.size,
+                               sha256=entry.sha256, error=exc.diagnostics(), gone=True)
+        return None
 
     def fetch(self, entry: RemoteFile, *, now: datetime) -> FetchResult:
         """Download, verify and decrypt one file; failures are in the result."""

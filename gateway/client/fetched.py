@@ -76,6 +76,12 @@ class FetchedRecord:
         self._mine(document)["begun"][entry.transfer_id] = asdict(entry)
         self._save(document)
 
+    def forget_begun(self, entry: RemoteFile) -> None:
+        """Drop a begun download that can no longer finish (the file is gone)."""
+        document = self._load()
+        if self._mine(document)["begun"].pop(entry.transfer_id, None) is not None:
+            self._save(document)
+
     def mark_fetched(self, entry: RemoteFile, path: Path, *, now: datetime) -> None:
         document = self._load()
         mine = self._mine(document)

@@ -288,6 +288,27 @@ def _wait_until_listed(inst: Installation, user: User, name: str) -> None:
         time.sleep(0.05)
 
 
+def test_fetch_tells_why_a_begun_file_is_gone(inst: Installation, tmp_path: Path) -> None:
+    """Issue 23: a download that began and whose file then left the inbox is told, once,
+    with the gateway's reason; the run still succeeds."""
+    clerk = Client(inst, inst.users["clerk"], tmp_path / "clerk")
+    lee = Client(inst, inst.users["lee"], tmp_path / "lee")
+    (clerk.home / "later.csv").write_bytes(b"id\n1\n")
+    assert clerk.run("send", "uni", "later.csv").returncode == 0
+    wrong = _identity_file(lee.home / "wrong.key", envelope.generate_identity())
+    assert lee.run("fetch", "-i", str(wrong)).returncode == 1  # Begun, not fetched.
+    entry = next(f for f in inst.app.transfers.inbox(inst.actor(inst.users["lee"]))
+                 if f.name == "later.csv.age")
+    inst.app.transfers.withdraw_file(OPERATOR, file_id=entry.id)
+    right = _identity_file(lee.home / "uni.key", inst.identities["uni"])
+    told = lee.run("fetch", "-i", str(right))
+    assert told.returncode == 0, told.stdout + told.stderr
+    assert ("GONE    later.csv.age: later.csv.age is gone: it was withdrawn; ask the sender "
+            "if it should be sent again") in told.stdout
+    again = lee.run("fetch", "-i", str(right))
+    assert "later.csv.age" not in again.stdout  # Told once.
+
+
 def test_wrong_identity_is_a_clear_error_and_no_plaintext(inst: Installation,
                                                           tmp_path: Path) -> None:
     clerk = Client(inst, inst.users["clerk"], tmp_path / "clerk")

@@ -303,3 +303,18 @@ def test_codes_per_connection_are_capped_for_both_methods(inst: Installation) ->
                if e["actor"] == "fay"]
     assert [e["details"]["reason"] for e in checked] == ["wrong code"] * 3
     assert not [e for e in audit_events(inst.app, "auth:login:success") if e["actor"] == "fay"]
+
+
+def test_a_partner_is_told_why_a_file_is_gone(inst: Installation, clerk: User) -> None:
+    """Issue 23: not a bare "not found" for a file the gateway withdrew or let expire."""
+    upload = inst.app.transfers.begin_upload(inst.actor(clerk), partner="acme", name="gone.csv")
+    upload.write(b"id,value\n1,2\n")
+    entry = upload.commit()
+    inst.app.transfers.withdraw_file(OPERATOR, file_id=entry.id)
+    lee = _fresh_user(inst, "gone-lee")
+    result = openssh_sftp(inst, lee, ["-get gone.csv.age", "-get never-sent.csv.age"],
+                          code=inst.code(lee))
+    assert ("blindpost: gone.csv.age is gone: it was withdrawn; ask the sender if it should "
+            "be sent again") in result.stderr, result.stderr
+    # A name the gateway never stored for this partner says nothing more than the status.
+    assert "blindpost: never-sent" not in result.stderr

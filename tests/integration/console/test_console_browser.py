@@ -39,17 +39,24 @@ def _code(secret: str, *, ahead: int = 0) -> str:
     return pyotp.TOTP(secret).at(datetime.now(UTC) + timedelta(seconds=30 * ahead))
 
 
-def _first_sign_in(page: Page, origin: str, username: str, one_time: str) -> str:
-    """Sign in with the one-time password and enrol; return the new TOTP secret."""
+def _first_sign_in(page: Page, origin: str, username: str, one_time: str,
+                   printed: str | None = None) -> str:
+    """Sign in with the one-time password and enrol; return the TOTP secret: the one
+    the CLI ``printed`` at the bootstrap (the page then shows none: one enrolment), or the
+    one the page shows."""
     page.goto(origin + "/signin")
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(one_time)
     page.get_by_role("button", name="Continue").click()
     expect(page).to_have_url(origin + "/signin/enrol")
-    secret = page.locator("#secret").inner_text().strip()
-    page.get_by_label("New password (at least 12 characters)").fill(NEW_PASSWORD)
+    if printed is not None:
+        expect(page.locator("#secret")).to_have_count(0)
+        secret = printed
+    else:
+        secret = page.locator("#secret").inner_text().strip()
+    page.get_by_label("New password (12 to 256 characters").fill(NEW_PASSWORD)
     page.get_by_label("New password again").fill(NEW_PASSWORD)
-    page.get_by_label("The code your app shows now").fill(_code(secret))
+    page.get_by_label("The 6-digit code your app shows now").fill(_code(secret))
     page.get_by_role("button", name="Save and sign in").click()
     expect(page).to_have_url(origin + "/")
     return secret
@@ -77,16 +84,18 @@ def test_console_in_chromium(tmp_path: Path) -> None:
     found = re.search(r"One-time password for alice: (\S+)", init.stdout)
     assert found, init.stdout
     alice_otp = found.group(1)
+    printed = {"alice": _printed_secret(init.stdout)}
     # The second admin is the bootstrap: the operator creates it directly.
     bob = subprocess.run([*BLINDPOST, "user", "add", "bob", "--role", "admin"], env=env,
                          capture_output=True, text=True, timeout=60, check=True)
     found = re.search(r"One-time password for bob: (\S+)", bob.stdout)
     assert found, bob.stdout
+    printed["bob"] = _printed_secret(bob.stdout)
     server = serve(env)
     violations: list[dict[str, object]] = []
     try:
         with chromium() as browser:
-            _run(browser, server, (alice_otp, found.group(1)), violations)
+            _run(browser, server, (alice_otp, found.group(1)), printed, violations)
     finally:
         server.stop()
     assert violations == [], violations
@@ -98,14 +107,20 @@ def test_console_in_chromium(tmp_path: Path) -> None:
     server.cli("audit", "verify")
 
 
-def _run(browser: Browser, server: Served, otps: tuple[str, str],
+def _printed_secret(output: str) -> str:
+    found = re.search(r"TOTP provisioning URI: otpauth://\S+secret=([A-Z2-7]+)", output)
+    assert found, output
+    return found.group(1)
+
+
+def _run(browser: Browser, server: Served, otps: tuple[str, str], printed: dict[str, str],
          violations: list[dict[str, object]]) -> None:
     alice_otp, bob_otp = otps
     origin = server.origin
     _, a = new_person(browser)
     a.goto(origin + "/signin")
     violations += check_page(a, "signin")
-    secret = _first_sign_in(a, origin, "alice", alice_otp)
+    secret = _first_sign_in(a, origin, "alice", alice_otp, printed["alice"])
     violations += check_page(a, "dashboard")
 
     # Sign in again with the password and a TOTP code.
@@ -126,10 +141,18 @@ def _run(browser: Browser, server: Served, otps: tuple[str, str],
     a.get_by_role("button", name="Use a passkey instead").click()
     expect(a).to_have_url(origin + "/")
 
-    # A partner and a proposed key.
+    # A partner and a proposed key; a refused form comes back with what was typed and
+    # the message by its field, on the page with its menu.
     a.goto(origin + "/partners")
     a.get_by_label("Slug (folder name: lowercase letters, digits, hyphens)").fill("uni-research")
     a.get_by_label("Display name").fill("University Research")
+    a.get_by_label("Retention, such as 7d").fill("9O days")
+    a.get_by_role("button", name="Create partner").click()
+    expect(a.locator("#err-retention")).to_contain_text("retention")
+    expect(a.get_by_label("Display name")).to_have_value("University Research")
+    expect(a.get_by_role("navigation", name="Main")).to_be_visible()
+    violations += check_page(a, "form-error")
+    a.get_by_label("Retention, such as 7d").fill("9d")
     a.get_by_role("button", name="Create partner").click()
     expect(a.get_by_role("cell", name="University Research")).to_be_visible()
     violations += check_page(a, "partners")
@@ -142,7 +165,7 @@ def _run(browser: Browser, server: Served, otps: tuple[str, str],
 
     # Bob signs in for the first time and approves with a fresh code.
     _, b = new_person(browser)
-    bob_secret = _first_sign_in(b, origin, "bob", bob_otp)
+    bob_secret = _first_sign_in(b, origin, "bob", bob_otp, printed["bob"])
     b.goto(origin + "/keys")
     violations += check_page(b, "keys")
     b.get_by_label("Your one-time code").first.fill(_code(bob_secret, ahead=1))
@@ -195,7 +218,12 @@ def _run(browser: Browser, server: Served, otps: tuple[str, str],
     _, c = new_person(browser)
     _first_sign_in(c, origin, "carol", carol_otp)
 
-    # Alice revokes the key, confirming with her passkey (a challenge bound to the key).
+    # Alice revokes the key: a step that says what it does, confirmed with her passkey
+    # (a challenge bound to the key).
     a.goto(origin + "/keys")
-    a.get_by_role("button", name="Revoke with a passkey").click()
+    a.get_by_role("link", name="Revoke key 1…").click()
+    expect(a.get_by_role("heading", name="Revoke key 1 of uni-research?")).to_be_visible()
+    expect(a.get_by_text("it is uni-research's last approved key")).to_be_visible()
+    violations += check_page(a, "confirm-revoke")
+    a.get_by_role("button", name="Revoke key 1 with a passkey").click()
     expect(a.locator(".badge", has_text="revoked")).to_be_visible()

@@ -230,7 +230,7 @@ def _download(world: World) -> None:
 def test_a_download_limit_survives_a_reset_count(world: World) -> None:
     _download(world)
     inject(world.app, "UPDATE transfers SET downloads = 0", "DELETE FROM served_ranges")
-    with pytest.raises(GatewayError, match="no such file"):
+    with pytest.raises(GatewayError, match="download limit was reached"):
         _download(world)
 
 
@@ -244,7 +244,7 @@ def test_a_split_download_limit_survives_deleted_ranges(world: World) -> None:
     second = app.transfers.open_download(actor(app, "lee"), "rows.csv.age")
     second.read_at(half, second.size - half)
     assert second.close() is True  # The two halves make one download, deleted rows or not.
-    with pytest.raises(GatewayError, match="no such file"):
+    with pytest.raises(GatewayError, match="download limit was reached"):
         _download(world)
 
 

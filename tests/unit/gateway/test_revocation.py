@@ -8,7 +8,7 @@ from sqlalchemy import text
 from gateway import envelope
 from gateway.app import App
 from gateway.db.models import Role
-from gateway.errors import AuthenticationError
+from gateway.errors import AuthenticationError, GoneError, NotFoundError, PolicyError
 from gateway.transfers import FileFilter
 from tests.conftest import FakeClock
 from tests.unit.gateway.factories import (
@@ -149,3 +149,40 @@ def test_an_account_re_enabled_behind_the_gateways_back_is_ended(waiting: App) -
                            {"id": lee})
     assert waiting.auth.sessions_to_end({lee}) == {lee: "integrity check failed"}
     assert audit_events(waiting, "integrity:violation")[-1]["subject"] == f"accounts:{lee}"
+
+
+# -- stated before it is done (issue 23): consequences, and why a file is gone ----------
+
+def test_the_consequence_counts_the_files_a_disable_or_last_revoke_purges(
+        waiting: App) -> None:
+    admin = actor(waiting, "root-admin")
+    told = waiting.consequences.partner_disable(admin, slug="uni")
+    assert told.purges == 2 and "this purges 2 waiting files for uni" in told.text()
+    kept = waiting.consequences.partner_disable(admin, slug="uni", keep_waiting=True)
+    assert kept.purges == 0 and "the 2 waiting files stay until they expire" in kept.text()
+    last = waiting.consequences.key_revoke(admin, key_id=1)
+    assert last.asks and last.purges == 2 and "uni's last approved key" in last.text()
+    # A preview changes nothing.
+    assert _states(waiting, "uni") == ["available", "available"]
+
+
+def test_a_preview_refuses_what_the_action_refuses(waiting: App) -> None:
+    admin = actor(waiting, "root-admin")
+    with pytest.raises(PolicyError, match="nobody disables their own account"):
+        waiting.consequences.account_disable(admin, username="root-admin")
+    with pytest.raises(PolicyError, match="fewer than 2 active admins"):
+        waiting.consequences.account_disable(OPERATOR, username="root-admin")
+
+
+def test_a_partner_is_told_why_a_file_is_gone(waiting: App, clock: FakeClock) -> None:
+    lee = actor(waiting, "lee")
+    a = next(f for f in waiting.transfers.files(OPERATOR, FileFilter(partner="uni"))
+             if f.name == "a.csv.age")
+    waiting.transfers.withdraw_file(actor(waiting, "root-admin"), file_id=a.id)
+    with pytest.raises(GoneError, match=r"a\.csv\.age is gone: it was withdrawn"):
+        waiting.transfers.open_download(lee, "a.csv.age")
+    with pytest.raises(NotFoundError, match=r"^no such file$"):
+        waiting.transfers.open_download(lee, "never-sent.csv.age")
+    clock.advance(days=30)
+    with pytest.raises(GoneError, match=r"b\.csv\.age is gone: it expired at"):
+        waiting.transfers.stat(lee, "b.csv.age")

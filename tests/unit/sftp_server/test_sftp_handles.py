@@ -15,6 +15,7 @@ from gateway.errors import (
     ConflictError,
     DatabaseError,
     GatewayError,
+    GoneError,
     NotFoundError,
     PolicyError,
     StorageError,
@@ -104,12 +105,18 @@ def test_overlap_found_when_released() -> None:
 
 
 @pytest.mark.parametrize(("error", "status"), [
-    (NotFoundError("x"), sftp.SFTP_NO_SUCH_FILE), (UsageError("x"), sftp.SFTP_FAILURE),
+    (NotFoundError("x"), sftp.SFTP_NO_SUCH_FILE), (GoneError("x"), sftp.SFTP_NO_SUCH_FILE),
+    (UsageError("x"), sftp.SFTP_FAILURE),
     (PolicyError("x"), sftp.SFTP_PERMISSION_DENIED), (ConflictError("x"), sftp.SFTP_FAILURE),
     (StorageError("x"), sftp.SFTP_FAILURE), (GatewayError("x"), sftp.SFTP_FAILURE),
 ])
 def test_status_table(error: GatewayError, status: int) -> None:
     assert status_for(error) == status
+
+
+def test_only_a_gone_file_is_told_beyond_the_miss() -> None:
+    assert refusal_for(GoneError("a.age is gone: it was withdrawn")).tell
+    assert not refusal_for(NotFoundError("no such file")).tell
 
 
 def test_internal_errors_are_not_described_to_clients() -> None:

@@ -80,7 +80,7 @@ def test_partner_commands(ready) -> None:  # type: ignore[no-untyped-def]
     assert listed[0]["retention_seconds"] == 14 * 86400
     shown = ready("partner", "show", "uni")
     assert "none (uploads are refused)" in shown.output
-    assert ready("partner", "disable", "uni").exit_code == 0
+    assert ready("partner", "disable", "uni", "--yes").exit_code == 0
     assert json.loads(ready("partner", "show", "uni", "--json").output)["disabled"] is True
 
 
@@ -166,7 +166,7 @@ def test_user_commands(ready, tmp_path: Path) -> None:  # type: ignore[no-untype
     assert duplicate.exit_code == 1 and "already has key" in duplicate.output
     reset = json.loads(ready("user", "reset-totp", "lee", "--json").output)
     assert reset["totp_uri"] != added["totp_uri"]
-    assert ready("user", "disable", "lee").exit_code == 0
+    assert ready("user", "disable", "lee", "--yes").exit_code == 0
     assert json.loads(ready("user", "list", "--json").output)[-1]["disabled"] is True
 
 
@@ -192,7 +192,8 @@ def test_key_two_person_rule(ready) -> None:  # type: ignore[no-untyped-def]
     assert approved.exit_code == 0, approved.output
     keys = json.loads(ready("key", "list", "--partner", "uni", "--json").output)
     assert keys[0]["state"] == "approved" and keys[0]["approved_by"] == "bob"
-    revoked = ready("key", "revoke", str(proposed["id"]), "--by", "bob", stdin=code(bob, 1))
+    revoked = ready("key", "revoke", str(proposed["id"]), "--by", "bob", "--yes",
+                    stdin=code(bob, 1))
     assert revoked.exit_code == 0, revoked.output
 
 
@@ -213,7 +214,7 @@ def test_key_changes_need_a_fresh_code(ready) -> None:  # type: ignore[no-untype
     assert wrong.exit_code == 1 and "wrong code" in wrong.output
     used = code(bob, 0)
     assert ready("key", "approve", str(key_id), "--by", "bob", stdin=used).exit_code == 0
-    replayed = ready("key", "revoke", str(key_id), "--by", "bob", stdin=used)
+    replayed = ready("key", "revoke", str(key_id), "--by", "bob", "--yes", stdin=used)
     assert replayed.exit_code == 1 and "replayed code" in replayed.output
     events = _stepups(ready.data_dir)
     assert [(e["tag"], e["details"].get("reason")) for e in events] == [
@@ -369,7 +370,7 @@ def test_account_lifecycle_commands(ready, tmp_path: Path) -> None:  # type: ign
     assert "second factor  totp" in shown.output
     fingerprint = json.loads(ready("user", "show", "lee", "--json").output)[
         "account"]["ssh_keys"][0]["fingerprint"]
-    assert ready("user", "disable", "lee").exit_code == 0
+    assert ready("user", "disable", "lee", "--yes").exit_code == 0
     assert "disabled" in ready("user", "list").output
     assert ready("user", "enable", "lee").exit_code == 0
     again = ready("user", "enable", "lee")
@@ -387,7 +388,7 @@ def test_account_lifecycle_commands(ready, tmp_path: Path) -> None:  # type: ign
     assert removed.output.strip() == f"removed ssh-ed25519 {fingerprint} from lee"
     unlocked = ready("user", "unlock", "lee")
     assert "was not locked" in unlocked.output
-    assert ready("partner", "disable", "uni").exit_code == 0
+    assert ready("partner", "disable", "uni", "--yes").exit_code == 0
     assert ready("partner", "enable", "uni").output.strip() == "enabled partner uni"
     tags = _tags(ready.data_dir)
     for expected in [("account:disable", "account:lee"), ("account:enable", "account:lee"),
@@ -508,7 +509,12 @@ def test_authority_changes_take_two_admins(ready, tmp_path: Path) -> None:  # ty
     withdrawn = ready("user", "withdraw-change", "2")
     assert withdrawn.output.strip() == "withdrew change 2: create admin API token deploy"
     assert "change 2" not in ready("user", "pending").output
-    # carol has no code until her first console sign-in: alice and bob stay the two.
+    # carol has no code until her first console sign-in, and a --by says so.
+    early = ready("user", "approve-change", "2", "--by", "carol", stdin="123456\n")
+    assert early.exit_code == 1
+    assert "carol has no one-time codes enrolled yet: they sign in to the console" in \
+        early.output
+    # alice and bob stay the two.
     starved = ready("user", "disable", "alice")
     assert starved.exit_code == 1 and "fewer than 2 active admins" in starved.output
 
@@ -554,3 +560,44 @@ def test_agreement_commands_take_two_admins(ready) -> None:  # type: ignore[no-u
         ["birth_date", "health_card_number", "postal_code"], {"pc": "postal_code"}, 1000,
         False, "alice", "bob")
     assert "opaque files:  refused" in ready("agreement", "show", "uni").output
+
+
+# -- issue 23: confirmations, passwords ------------------------------------------------
+
+def test_a_disable_says_what_it_does_and_asks_first(  # type: ignore[no-untyped-def]
+        ready, monkeypatch: pytest.MonkeyPatch) -> None:
+    unasked = ready("partner", "disable", "uni")
+    assert unasked.exit_code == 2, unasked.output
+    assert "Disable partner uni: its people can no longer sign in" in unasked.output
+    assert "no file is waiting for it" in unasked.output
+    assert "needs confirming" in unasked.output and "add --yes" in unasked.output
+    monkeypatch.setattr("gateway.cli.common.on_terminal", lambda: True)
+    declined = ready("partner", "disable", "uni", stdin="n\n")
+    assert declined.exit_code == 2 and "not confirmed" in declined.output
+    assert json.loads(ready("partner", "list", "--json").output)[0]["disabled"] is False
+    accepted = ready("partner", "disable", "uni", stdin="y\n")
+    assert accepted.exit_code == 0 and "Go ahead?" in accepted.output
+    assert "disabled partner uni" in accepted.output
+
+
+def test_passwords_change_with_a_code_and_reset_by_two_admins(ready) -> None:  # type: ignore[no-untyped-def]
+    alice, bob = ready.secrets["alice"], ready.secrets["bob"]
+    proposed = ready("user", "reset-password", "alice", "--by", "bob", stdin=code(bob, 0))
+    assert proposed.exit_code == 0, proposed.output
+    assert "proposed (change 1): reset the password of alice (their second factor stays)" \
+        in proposed.output
+    # The holder approves their own password reset: the one-time password goes to them.
+    applied = ready("user", "approve-change", "1", "--by", "alice", stdin=code(alice, 0))
+    assert applied.exit_code == 0, applied.output
+    one_time = applied.output.split("(shown once, to you alone): ")[1].split()[0]
+    assert "their current one-time code, then chooses a new password" in applied.output
+    changed = ready("user", "password", "alice",
+                    stdin=f"{one_time}\nfresh horse battery staple\n{code(alice, 1)}")
+    assert changed.exit_code == 0, changed.output
+    wrong = ready("user", "password", "bob",
+                  stdin=f"not it\nfresh horse battery staple\n{code(bob, 1)}")
+    assert wrong.exit_code == 1 and "current password is wrong" in wrong.output
+    tags = [e["tag"] for e in map(json.loads, ready("audit", "log", "--json")
+                                  .output.splitlines())]
+    assert "account:password:failure" in tags and "account:password:reset" in tags
+    assert tags.count("account:password:change") == 1

@@ -156,10 +156,10 @@ def test_audit_log_filters(installed: Path) -> None:
 
 
 def test_purging_revocations_from_the_command_line(installed: Path) -> None:
-    kept = run(installed, "partner", "disable", "lab", "--keep-waiting")
+    kept = run(installed, "partner", "disable", "lab", "--keep-waiting", "--yes")
     assert kept.stdout.strip() == "disabled partner lab; its waiting files were kept until "\
                                   "they expire"
-    purged = run(installed, "partner", "disable", "uni")
+    purged = run(installed, "partner", "disable", "uni", "--yes")
     assert purged.stdout.strip() == "disabled partner uni; its waiting files were purged"
     states = json.loads(run(installed, "files", "--state", "all", "--json").stdout)
     assert sorted((f["name"], f["state"]) for f in states) == [
