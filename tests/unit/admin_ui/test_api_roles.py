@@ -42,6 +42,9 @@ TABLE: list[tuple[str, str, object, set[str]]] = [
     ("POST", "/api/v1/partners", {"slug": "p-{n}"}, MANAGE),
     ("GET", "/api/v1/partners/uni", None, READ),
     ("PATCH", "/api/v1/partners/uni", {"retention": "5d"}, MANAGE),
+    ("GET", "/api/v1/partners/uni/agreement", None, READ),
+    # A data-sharing agreement grants: proposed by a person, approved by another (issue 24).
+    ("POST", "/api/v1/partners/uni/agreement", {"columns": ["birth_date"]}, PERSON_ADMIN),
     ("POST", "/api/v1/partners/spare/disable", None, MANAGE),
     ("POST", "/api/v1/partners/spare/enable", None, MANAGE),
     ("GET", "/api/v1/accounts", None, READ),
