@@ -300,13 +300,17 @@ class Measure:
 
 def run(args: list[str], output: Path | None, code: Path | None = None) -> Measure:
     """Run a command (``--verify-only DIR``, or blindpost's) in a process of its own, with
-    the checkout ``code`` on the path if given; return what it took. On a busy machine
-    the CPU times are the better guide to the wall time the same command takes on an
-    idle one."""
+    the checkout ``code`` on the path if given; return what it took."""
     if output is not None:
         output.unlink(missing_ok=True)
-    command = [sys.executable, __file__, *(args if args[0] == "--verify-only" else
-                                           ["--cli", *args])]
+    return measured([sys.executable, __file__, *(args if args[0] == "--verify-only" else
+                                                 ["--cli", *args])], code)
+
+
+def measured(command: list[str], code: Path | None = None) -> Measure:
+    """Run ``command``, a process that ends with :func:`report_usage`, with the checkout
+    ``code`` on the path if given. On a busy machine the CPU times are the better guide
+    to the wall time the same command takes on an idle one."""
     environ = dict(os.environ)
     if code is not None:
         environ["PYTHONPATH"] = str(code)
@@ -319,7 +323,7 @@ def run(args: list[str], output: Path | None, code: Path | None = None) -> Measu
     _pid, status, _usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(args)} failed: {errors}")
+        raise SystemExit(f"{' '.join(command[2:])} failed: {errors}")
     line = next(line for line in errors.splitlines() if line.startswith(USAGE))
     cpu, children, peak, peak_children = map(float, line.split()[1:])
     return Measure(elapsed, cpu, children, peak / 1024, peak_children / 1024)
