@@ -50,9 +50,9 @@ REPLY = struct.Struct("<BI")
 # On the pipe to the worker: which slot of the shared memory holds a request, its length.
 _NOTICE = struct.Struct("<BI")
 # Requests in flight (one being answered, one waiting) and the room for each: a batch of
-# 20,000 usual leaves takes about 8 MB. A larger one is hashed by the verifier itself.
+# 10,000 usual leaves takes about 4 MB. A larger one is hashed by the verifier itself.
 SLOTS = 2
-SLOT_SIZE = 32 << 20
+SLOT_SIZE = 16 << 20
 _HASH = 32
 _TAGS = frozenset(tag.value for tag in AuditTag)
 

@@ -788,14 +788,17 @@ class _LeafPipeline:
 
     # Batches given to the worker at a time: one it works on and one ready for it.
     depth = 2
-    # Batches read but not yet finished, before waiting for the worker (memory bound).
-    most_pending = 4
+    # Batches read but not yet finished, before hashing here what the worker has not
+    # answered yet (a bound on memory).
+    most_pending = 3
 
     def __init__(self, rows: _RowChecker) -> None:
         self._rows = rows
         self._pending: deque[tuple[Sequence[EntryRow], object]] = deque()
         self._worker: LeafWorker | None = None
         self._batches = 0
+        # Answers still to come for batches hashed here instead (the oldest answers).
+        self._dropped = 0
 
     def __enter__(self) -> _LeafPipeline:
         return self
@@ -803,7 +806,7 @@ class _LeafPipeline:
     def __exit__(self, kind: object, *_: object) -> None:
         try:
             if kind is None:
-                self._settle(0)
+                self._settle(0, wait=True)
         finally:
             if self._worker is not None:
                 self._worker.close()
@@ -833,32 +836,47 @@ class _LeafPipeline:
                     self._worker_gone()
         return local_leaf_hashes(batch)
 
-    def _settle(self, keep: int) -> None:
-        """Finish batches in order while their hashes are at hand, and wait for the
-        worker while more than ``keep`` are pending."""
+    def _settle(self, keep: int, *, wait: bool = False) -> None:
+        """Finish batches in order while their hashes are at hand. While more than
+        ``keep`` are pending, the oldest is waited for (``wait``) or, if the worker has
+        not answered yet, hashed here: on a busy machine the worker may get little of
+        a core, and this process does not stand idle for it (its answer is dropped)."""
         from gateway.audit.leaf_worker import WorkerGoneError
 
         while self._pending:
             batch, hashes = self._pending[0]
             if hashes is _REMOTE:
-                if self._worker is None:
-                    hashes = local_leaf_hashes(batch)
-                elif len(self._pending) > keep or self._worker.ready():
-                    try:
+                try:
+                    if self._worker is None:
+                        hashes = local_leaf_hashes(batch)
+                    elif self._answered(block=wait and len(self._pending) > keep):
                         hashes = self._worker.receive()
-                    except WorkerGoneError:
-                        self._worker_gone()
-                        continue
-                else:
-                    return
+                    elif len(self._pending) > keep:
+                        hashes = local_leaf_hashes(batch)
+                        self._dropped += 1
+                    else:
+                        return
+                except WorkerGoneError:
+                    self._worker_gone()
+                    continue
             self._pending.popleft()
             self._rows.finish_batch(batch, hashes)  # type: ignore[arg-type]
+
+    def _answered(self, *, block: bool) -> bool:
+        """Whether the worker's answer for the oldest pending batch is at hand (waiting
+        for it if ``block``), after the answers for batches hashed here are dropped."""
+        worker = self._worker
+        assert worker is not None
+        while self._dropped and (block or worker.ready()):
+            worker.receive()
+            self._dropped -= 1
+        return not self._dropped and (block or worker.ready())
 
     def _worker_gone(self) -> None:
         """The worker ended: what it held is hashed here (verification goes on)."""
         assert self._worker is not None
         self._worker.close()
-        self._worker = None
+        self._worker, self._dropped = None, 0
 
 
 def _verify_entries(tables: LogTables, recomputer: _Recomputer, findings: _Findings,

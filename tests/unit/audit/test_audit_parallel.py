@@ -132,3 +132,21 @@ def test_a_worker_that_dies_leaves_the_work_to_this_process(
     monkeypatch.setattr(leaf_worker.LeafWorker, "__init__", stillborn)
     monkeypatch.setattr(reading, "BATCH", 4)
     assert "entry 9: its leaf hash differs" in _verify(log, sessions)
+
+
+def test_batches_the_worker_is_slow_to_answer_are_hashed_here(
+        log: AuditLog, sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> None:
+    log.entry_keys = KEYS
+    fill(log, sessions, 32)
+    with sessions.begin() as session:
+        drop_triggers(session)
+        _changed_columns(session)
+    monkeypatch.setattr(reading, "BATCH", 4)
+    monkeypatch.setattr(verify, "PARALLEL", False)
+    serial = _verify(log, sessions)
+    monkeypatch.setattr(verify, "PARALLEL", True)
+    # The worker never seems ready: each batch sent is hashed here as well, and its
+    # answer dropped when it comes, before the answer of the next batch is taken.
+    monkeypatch.setattr(leaf_worker.LeafWorker, "ready", lambda _worker: False)
+    monkeypatch.setattr(verify._LeafPipeline, "most_pending", 1)
+    assert _verify(log, sessions) == serial
