@@ -271,13 +271,35 @@ def verify_alone(data_dir: Path) -> None:
 
 
 def report_usage() -> None:
-    """Write this process's CPU time and peak memory, and its children's (the leaf
-    worker of verification), on stderr for :func:`run`: the parent sees only their sum
-    and the larger peak."""
+    """Write this process's CPU time, its children's (the leaf worker of verification)
+    and its own peak memory on stderr, for :func:`measured`."""
     own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
                                                          resource.RUSAGE_CHILDREN))
     print(f"{USAGE} {own.ru_utime + own.ru_stime} {children.ru_utime + children.ru_stime} "
-          f"{own.ru_maxrss} {children.ru_maxrss}", file=sys.stderr)
+          f"{_peak_kib(os.getpid())}", file=sys.stderr)
+
+
+def _peak_kib(pid: int) -> int:
+    """The peak resident memory (KiB) of process ``pid`` since it started its program
+    (0 if it is gone). Not ``ru_maxrss``: Linux counts in a child's the memory of the
+    parent it was forked from, until it runs its own program."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in status.splitlines()
+                 if line.startswith("VmHWM:")), 0)
+
+
+def _sample_descendants(pid: int, peaks: dict[int, int]) -> None:
+    """Record the peak memory of every process below ``pid`` (Linux /proc)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return
+    for child in map(int, children):
+        peaks[child] = max(peaks.get(child, 0), _peak_kib(child))
+        _sample_descendants(child, peaks)
 
 
 @dataclass(frozen=True)
@@ -310,23 +332,28 @@ def run(args: list[str], output: Path | None, code: Path | None = None) -> Measu
 def measured(command: list[str], code: Path | None = None) -> Measure:
     """Run ``command``, a process that ends with :func:`report_usage`, with the checkout
     ``code`` on the path if given. On a busy machine the CPU times are the better guide
-    to the wall time the same command takes on an idle one."""
+    to the wall time the same command takes on an idle one. The peak memory of its
+    children is sampled every 50 ms while it runs."""
     environ = dict(os.environ)
     if code is not None:
         environ["PYTHONPATH"] = str(code)
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env=environ)
-    assert process.stderr is not None
-    errors = process.stderr.read().decode()
-    process.stderr.close()
-    _pid, status, _usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(command[2:])} failed: {errors}")
-    line = next(line for line in errors.splitlines() if line.startswith(USAGE))
-    cpu, children, peak, peak_children = map(float, line.split()[1:])
-    return Measure(elapsed, cpu, children, peak / 1024, peak_children / 1024)
+    peaks: dict[int, int] = {}
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors,
+                                   env=environ)
+        while (ended := os.wait4(process.pid, os.WNOHANG))[0] == 0:
+            _sample_descendants(process.pid, peaks)
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(ended[1])
+        errors.seek(0)
+        text = errors.read().decode()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command[2:])} failed: {text}")
+    line = next(line for line in text.splitlines() if line.startswith(USAGE))
+    cpu, children, peak = map(float, line.split()[1:])
+    return Measure(elapsed, cpu, children, peak / 1024, max(peaks.values(), default=0) / 1024)
 
 
 def load() -> str:
