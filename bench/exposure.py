@@ -243,6 +243,19 @@ def store_waiting(data_dir: Path, waiting: list[int]) -> None:
         path.write_bytes(ciphertext)
 
 
+def follow_log(data_dir: Path) -> None:
+    """Bring the current-state snapshot up to the log's head, as the running service
+    keeps it: a command then reads only the entries after it, not the whole log again
+    (that replay is a full verification of its own, paid once per node)."""
+    from gateway.app import App
+
+    app = App(load_settings(data_dir=data_dir, environ={}))
+    try:
+        app.ledger.catch_up()
+    finally:
+        app.close()
+
+
 def build(data_dir: Path, files: int, events: int) -> None:
     """A data directory holding the year of history."""
     initialise(data_dir, admin=None, environ={})
@@ -255,6 +268,7 @@ def build(data_dir: Path, files: int, events: int) -> None:
     size = writer.size
     writer.close()
     store_waiting(data_dir, waiting)
+    follow_log(data_dir)
     print(f"built {size:,} entries about {files:,} files ({len(waiting):,} still "
           f"stored) in {time.perf_counter() - started:.0f} s", flush=True)
 
