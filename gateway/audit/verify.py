@@ -818,6 +818,8 @@ class _LeafPipeline:
 
             if leaf_worker.available():
                 self._worker = leaf_worker.LeafWorker()
+        # What the worker has answered first: a slot it frees takes this batch.
+        self._settle(self.most_pending)
         self._pending.append((batch, self._dispatch(batch)))
         self._settle(self.most_pending)
 
