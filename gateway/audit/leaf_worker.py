@@ -209,11 +209,13 @@ class LeafWorker:
 
 
 def available() -> bool:
-    """Whether a second process can help: more than one core to run on, and pipes that
-    :func:`select.select` can watch (POSIX)."""
+    """Whether a second process can help: a core free to run it (more than one core, and
+    a load average that leaves one idle), and pipes that :func:`select.select` can watch
+    (POSIX). Measured on a shared 2-core machine, the worker only adds its own cost when
+    every core is already busy."""
     cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
              else os.cpu_count() or 1)
-    return os.name == "posix" and cores > 1
+    return os.name == "posix" and cores > 1 and os.getloadavg()[0] < cores - 0.5
 
 
 if __name__ == "__main__":

@@ -20,6 +20,13 @@ from tests.unit.audit.audit_support import fill
 from tests.unit.audit.test_audit_tamper import change_row, drop_triggers
 
 KEYS = StateKeys(StateKey(os.urandom(32)))
+AVAILABLE = leaf_worker.available
+
+
+@pytest.fixture(autouse=True)
+def _a_free_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker starts whatever the load of the machine running the tests."""
+    monkeypatch.setattr(leaf_worker, "available", lambda: True)
 
 
 def _verify(log: AuditLog, sessions: sessionmaker[Session]) -> str:
@@ -150,3 +157,8 @@ def test_batches_the_worker_is_slow_to_answer_are_hashed_here(
     monkeypatch.setattr(leaf_worker.LeafWorker, "ready", lambda _worker: False)
     monkeypatch.setattr(verify._LeafPipeline, "most_pending", 1)
     assert _verify(log, sessions) == serial
+
+
+def test_no_worker_when_every_core_is_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    assert not AVAILABLE()
