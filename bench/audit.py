@@ -7,8 +7,9 @@ Run: ``.venv/bin/python bench/audit.py [--entries 1000000] [--appends 5000] [--k
   synchronous=FULL (the production engine), checkpoints every 1000 entries;
 * the time, CPU time and peak memory of ``verify_database`` (the real verification
   code, entry MACs included) over a log of ``--entries`` entries, each in its own
-  process, built with a bulk path that writes the same rows the service would
-  (``--keep DIR`` keeps the log for another run, e.g. of the previous code);
+  process (CPU time and peak memory given for it and for its leaf worker), built with a
+  bulk path that writes the same rows the service would (``--keep DIR`` keeps the log
+  for another run; ``--compare-with CHECKOUT`` measures that checkout's code too);
 * incremental verification (``verify_from``) of the ``--new`` entries appended since;
 * inclusion-proof latency at that size, from the stored tree;
 * the console's audit pages at that size (``newest_page``: newest first, a page deep in
@@ -29,7 +30,6 @@ import random
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +50,10 @@ from gateway.audit_service import EventFilter, newest_page
 from gateway.db import make_engine, make_sessionmaker, upgrade
 from gateway.db.engine import snapshot
 from gateway.state_keys import StateKey, StateKeys
+
+# The measuring helpers of the exposure bench (run as a script, bench/ is not on the path).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.exposure import Measure, load, measured, report_usage
 
 ORIGIN = "bench.example/audit"
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -141,27 +145,21 @@ def _materials(directory: Path) -> tuple[NoteSigner, StateKeys]:
 
 def verify_alone(directory: Path) -> None:
     """In its own process: the whole log's verification, as `blindpost audit verify`."""
-    signer, keys = _materials(directory)
-    engine = make_engine(f"sqlite:///{directory / 'big.db'}")
-    with snapshot(engine) as session:
-        report = verify_database(session, verifier=signer.verifier, entry_keys=keys)
-    engine.dispose()
-    print(report.summary())
+    try:
+        signer, keys = _materials(directory)
+        engine = make_engine(f"sqlite:///{directory / 'big.db'}")
+        with snapshot(engine) as session:
+            report = verify_database(session, verifier=signer.verifier, entry_keys=keys)
+        engine.dispose()
+        print(report.summary())
+    finally:
+        report_usage()
 
 
-def run_alone(directory: Path) -> tuple[float, float, float]:
-    """Wall time, CPU time and peak memory (MiB) of :func:`verify_alone` in a process."""
-    started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, __file__, "--verify-only", str(directory)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _pid, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    assert process.stderr is not None
-    errors = process.stderr.read().decode()
-    process.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"verification failed: {errors}")
-    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+def run_alone(directory: Path, code: Path | None = None) -> Measure:
+    """What :func:`verify_alone` took in a process of its own (with the checkout ``code``
+    on the path if given)."""
+    return measured([sys.executable, __file__, "--verify-only", str(directory)], code)
 
 
 def incremental(directory: Path, signer: NoteSigner, keys: StateKeys, new: int) -> None:
@@ -259,6 +257,9 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="Build the log into DIR and keep it; a later run with the same "
                              "DIR measures it again without building.")
+    parser.add_argument("--compare-with", type=Path, metavar="CHECKOUT",
+                        help="Also measure the full verification with the code of CHECKOUT "
+                             "(a git worktree of an earlier commit).")
     parser.add_argument("--verify-only", type=Path, metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.verify_only:
@@ -277,10 +278,14 @@ def main() -> None:
             bulk_build(directory / "big.db", signer, keys, args.entries)
             print(f"bulk build of {args.entries:,} entries: "
                   f"{time.perf_counter() - started:.1f} s")
-        wall, cpu, memory = run_alone(directory)
-        print(f"full verification, in its own process: {wall:.1f} s wall, {cpu:.1f} s CPU, "
-              f"peak memory {memory:.0f} MiB (target for a million entries: under 10 s "
-              "and 200 MiB)", flush=True)
+        print(f"before the verifications: {load()}", flush=True)
+        codes = [("", None)] if args.compare_with is None else [
+            ("", None), (f" [code at {args.compare_with}]", args.compare_with.resolve())]
+        for name, code in codes:
+            print(f"full verification, in its own process{name}: "
+                  f"{run_alone(directory, code).text()} (target for a million entries: "
+                  "under 10 s and 200 MiB)", flush=True)
+        print(f"after the verifications: {load()}", flush=True)
         proofs(directory, signer, args.proofs)
         console_pages(directory, signer)
         # Last: it grows the log (a kept one too) by --new entries.

@@ -15,6 +15,12 @@ store. Then, each as its own process through the real command line:
 * ``blindpost exposure`` for one week in the middle of the year;
 * ``blindpost exposure`` for the whole history (text, then JSON).
 
+Each figure gives the wall time, the CPU time of the process and of its children (the
+second process verification hashes leaves in, :mod:`gateway.audit.leaf_worker`) and the
+peak memory of each; the load average before and after says how busy the machine was.
+``--compare-with CHECKOUT`` measures every run with that checkout's code as well
+(``git worktree add ../old COMMIT``), alternating, so old and new meet the same load.
+
 Targets on the project's 2-core machine, for a million entries: verification alone
 under 10 s and 200 MiB, one week under 15 s, the whole history (text and JSON) under
 30 s and 500 MiB of peak memory (the maximum resident set of the process). CPU time is
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import os
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -33,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -48,7 +56,6 @@ from gateway.db.engine import snapshot
 from gateway.state_keys import StateKeys
 from gateway.store import LocalStore
 
-VENV_BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin"
 START = datetime(2026, 1, 1, tzinfo=UTC)
 YEAR = timedelta(days=365)
 RETENTION = timedelta(days=7)
@@ -57,6 +64,8 @@ CHECKPOINT_EVERY = 1000
 # Per file: 1 upload, 2 partner sign-ins, 4 complete and 1 interrupted download, 1
 # removal and 1 staff sign-in: ten entries, so --events / --files = 10 by default.
 DOWNLOADS = 5
+# How a measured process reports its own and its children's usage on stderr.
+USAGE = "bench-usage:"
 
 
 def _fingerprint(partner: int) -> str:
@@ -234,6 +243,19 @@ def store_waiting(data_dir: Path, waiting: list[int]) -> None:
         path.write_bytes(ciphertext)
 
 
+def follow_log(data_dir: Path) -> None:
+    """Bring the current-state snapshot up to the log's head, as the running service
+    keeps it: a command then reads only the entries after it, not the whole log again
+    (that replay is a full verification of its own, paid once per node)."""
+    from gateway.app import App
+
+    app = App(load_settings(data_dir=data_dir, environ={}))
+    try:
+        app.ledger.catch_up()
+    finally:
+        app.close()
+
+
 def build(data_dir: Path, files: int, events: int) -> None:
     """A data directory holding the year of history."""
     initialise(data_dir, admin=None, environ={})
@@ -246,6 +268,7 @@ def build(data_dir: Path, files: int, events: int) -> None:
     size = writer.size
     writer.close()
     store_waiting(data_dir, waiting)
+    follow_log(data_dir)
     print(f"built {size:,} entries about {files:,} files ({len(waiting):,} still "
           f"stored) in {time.perf_counter() - started:.0f} s", flush=True)
 
@@ -261,24 +284,94 @@ def verify_alone(data_dir: Path) -> None:
     engine.dispose()
 
 
-def run(args: list[str], output: Path | None) -> tuple[float, float, float]:
-    """Run a command (blindpost, or this script); return its wall time, CPU time and peak
-    memory (MiB). On a busy machine the CPU time is the better guide to the wall time
-    the same command takes on an idle one: it runs on one core."""
+def report_usage() -> None:
+    """Write this process's CPU time, its children's (the leaf worker of verification)
+    and its own peak memory on stderr, for :func:`measured`."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                         resource.RUSAGE_CHILDREN))
+    print(f"{USAGE} {own.ru_utime + own.ru_stime} {children.ru_utime + children.ru_stime} "
+          f"{_peak_kib(os.getpid())}", file=sys.stderr)
+
+
+def _peak_kib(pid: int) -> int:
+    """The peak resident memory (KiB) of process ``pid`` since it started its program
+    (0 if it is gone). Not ``ru_maxrss``: Linux counts in a child's the memory of the
+    parent it was forked from, until it runs its own program."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in status.splitlines()
+                 if line.startswith("VmHWM:")), 0)
+
+
+def _sample_descendants(pid: int, peaks: dict[int, int]) -> None:
+    """Record the peak memory of every process below ``pid`` (Linux /proc)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return
+    for child in map(int, children):
+        peaks[child] = max(peaks.get(child, 0), _peak_kib(child))
+        _sample_descendants(child, peaks)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One run: wall time, CPU time of the main process and of its children (the leaf
+    worker), and the peak memory (MiB) of each."""
+
+    wall: float
+    cpu: float
+    cpu_children: float
+    peak: float
+    peak_children: float
+
+    def text(self) -> str:
+        return (f"{self.wall:.1f} s wall, {self.cpu + self.cpu_children:.1f} s CPU "
+                f"({self.cpu:.1f} s + {self.cpu_children:.1f} s in the worker), peak memory "
+                f"{self.peak + self.peak_children:.0f} MiB ({self.peak:.0f} + "
+                f"{self.peak_children:.0f} MiB)")
+
+
+def run(args: list[str], output: Path | None, code: Path | None = None) -> Measure:
+    """Run a command (``--verify-only DIR``, or blindpost's) in a process of its own, with
+    the checkout ``code`` on the path if given; return what it took."""
     if output is not None:
         output.unlink(missing_ok=True)
-    started = time.perf_counter()
-    command = [str(VENV_BIN / "blindpost"), *args] if args[0] != "--verify-only" else [
-        sys.executable, __file__, *args]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _pid, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    assert process.stderr is not None
-    errors = process.stderr.read().decode()
-    process.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(args)} failed: {errors}")
-    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return measured([sys.executable, __file__, *(args if args[0] == "--verify-only" else
+                                                 ["--cli", *args])], code)
+
+
+def measured(command: list[str], code: Path | None = None) -> Measure:
+    """Run ``command``, a process that ends with :func:`report_usage`, with the checkout
+    ``code`` on the path if given. On a busy machine the CPU times are the better guide
+    to the wall time the same command takes on an idle one. The peak memory of its
+    children is sampled every 50 ms while it runs."""
+    environ = dict(os.environ)
+    if code is not None:
+        environ["PYTHONPATH"] = str(code)
+    peaks: dict[int, int] = {}
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors,
+                                   env=environ)
+        while (ended := os.wait4(process.pid, os.WNOHANG))[0] == 0:
+            _sample_descendants(process.pid, peaks)
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(ended[1])
+        errors.seek(0)
+        text = errors.read().decode()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command[2:])} failed: {text}")
+    line = next(line for line in text.splitlines() if line.startswith(USAGE))
+    cpu, children, peak = map(float, line.split()[1:])
+    return Measure(elapsed, cpu, children, peak / 1024, max(peaks.values(), default=0) / 1024)
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def main() -> None:
@@ -291,10 +384,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--tiny", action="store_true",
                         help="A log of a few thousand entries, one round (the test suite's run).")
+    parser.add_argument("--compare-with", type=Path, metavar="CHECKOUT",
+                        help="Also measure each run with the code of CHECKOUT (a git "
+                             "worktree of an earlier commit), alternating with this one.")
     parser.add_argument("--verify-only", type=Path, metavar="DATA_DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--cli", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.verify_only:
-        verify_alone(args.verify_only)
+    if args.verify_only or args.cli:
+        try:
+            if args.verify_only:
+                verify_alone(args.verify_only)
+            else:
+                from gateway.cli import main as blindpost
+
+                code = blindpost.main(args.cli, prog_name="blindpost", standalone_mode=False)
+                if isinstance(code, int) and code:
+                    raise SystemExit(code)
+        finally:
+            report_usage()
         return
     if args.tiny:
         args.events, args.files, args.rounds = 3000, 300, 1
@@ -317,20 +424,24 @@ def main() -> None:
                                                 "-o", str(directory / "all.json")],
                                                directory / "all.json"),
         }
-        # Rounds alternate the runs and the best of each counts, so that a burst of load
-        # from elsewhere on the machine does not land on one of them only.
-        results: dict[str, list[tuple[float, float, float]]] = {label: [] for label in runs}
+        # Rounds alternate the runs (and the code compared) and the best of each counts,
+        # so that a burst of load from elsewhere on the machine does not land on one only.
+        codes: list[tuple[str, Path | None]] = [("", None)]
+        if args.compare_with:
+            codes.append((f" [code at {args.compare_with}]", args.compare_with.resolve()))
+        results: dict[str, list[Measure]] = {label + name: [] for label in runs
+                                             for name, _ in codes}
+        print(f"before: {load()}", flush=True)
         for _round in range(args.rounds):
             for label, (command, output) in runs.items():
-                results[label].append(run(command, output))
-        reference = results["reference: verification alone"]
-        wall_ref, cpu_ref = min(r[0] for r in reference), min(r[1] for r in reference)
+                for name, code in codes:
+                    results[label + name].append(run(command, output, code))
+        print(f"after: {load()}", flush=True)
         for label, measured in results.items():
-            wall, cpu = min(r[0] for r in measured), min(r[1] for r in measured)
-            memory = max(r[2] for r in measured)
-            print(f"{label}: {wall:.1f} s wall ({wall / wall_ref:.2f}x the reference), "
-                  f"{cpu:.1f} s CPU ({cpu / cpu_ref:.2f}x), peak memory {memory:.0f} MiB "
-                  f"(best of {len(measured)})", flush=True)
+            best = min(measured, key=lambda item: item.wall)
+            print(f"{label}: {best.text()}; least CPU of {len(measured)}: "
+                  f"{min(item.cpu + item.cpu_children for item in measured):.1f} s",
+                  flush=True)
         lines = sum(1 for _ in (directory / "all.txt").open())
         print(f"whole-history text report: {lines:,} lines, "
               f"{(directory / 'all.txt').stat().st_size / 1e6:.0f} MB; targets at a million "

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from gateway.audit.log import SessionNodes, checkpoints, entries, nodes
 
-BATCH = 20_000
+BATCH = 10_000
 EntryRow = tuple[int, Any, Any, Any, Any]
 
 # The widest range both databases' integer keys hold: no index lies beyond it.

@@ -46,8 +46,8 @@ end, so a caller builds from what it was handed and discards it if verification 
 
 from __future__ import annotations
 
-import hashlib
 import json
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -57,13 +57,19 @@ from typing import TYPE_CHECKING, Any
 from gateway.audit import merkle
 from gateway.audit.errors import AuditError, StaleStateError, VerificationError
 from gateway.audit.events import format_time
-from gateway.audit.leaves import column_datetime, column_time_text, leaf_fields
+from gateway.audit.leaves import (
+    column_datetime,
+    column_time_text,
+    leaf_fields,
+    usual_leaf_hashes,
+)
 from gateway.audit.note import Checkpoint, NoteVerifier, open_checkpoint
 from gateway.audit.tags import AuditTag
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from gateway.audit.leaf_worker import LeafWorker
     from gateway.audit.reading import EntryRow, LogTables
     from gateway.state_keys import StateKeys
 
@@ -531,25 +537,28 @@ class _RowChecker:
     def check_batch(self, rows: Sequence[EntryRow]) -> None:
         """Check a batch of rows: at once when all is as the log writes it, else entry
         by entry, naming each finding in the order a reader of the log meets it."""
-        if not self._usual_batch(rows):
+        self.finish_batch(rows, local_leaf_hashes(rows))
+
+    def finish_batch(self, rows: Sequence[EntryRow], hashes: list[bytes] | None) -> None:
+        """Check a batch of rows whose leaf hashes :func:`local_leaf_hashes` (or the
+        worker process) returned: None, or anything else not as the log writes it, and
+        the batch is checked entry by entry."""
+        if hashes is None or not self._usual_batch(rows, hashes):
             self._check_rows(rows)
 
-    def _usual_batch(self, rows: Sequence[EntryRow]) -> bool:
-        """Check a batch where every row is in the usual form and every hash matches;
-        return False, having changed nothing, at the first thing that is not so."""
-        if not rows or rows[0][0] != self._expected_idx or (
-                rows[-1][0] != self._expected_idx + len(rows) - 1):
+    def _usual_batch(self, rows: Sequence[EntryRow], hashes: list[bytes]) -> bool:
+        """Check a batch of usual rows (consecutive, each leaf in the usual form and
+        agreeing with its columns: ``hashes`` are their leaf hashes) where every MAC,
+        stored node and checkpoint matches; return False, having changed nothing, at
+        the first thing that is not so."""
+        if not rows or rows[0][0] != self._expected_idx or len(hashes) != len(rows):
             return False
-        leaves = self._usual_leaves(rows)
-        if leaves is None:
+        if self.macs is not None and not self._macs_valid(rows):
             return False
         recomputer = self._recomputer
-        reached = recomputer.due_within(len(leaves))
+        reached = recomputer.due_within(len(hashes))
         builder = recomputer.builder.copy()
-        sha256 = hashlib.sha256
-        completed, roots = builder.extend(
-            [sha256(b"\x00" + leaf).digest() for leaf in leaves],
-            roots_at=[expected.size for expected in reached])
+        completed, roots = builder.extend(hashes, roots_at=[item.size for item in reached])
         if any(root != expected.root for root, expected in zip(roots, reached, strict=True)):
             return False
         if not self._nodes.matches(completed):
@@ -557,27 +566,16 @@ class _RowChecker:
         recomputer.accept(builder, reached)
         self._expected_idx += len(rows)
         if self._reader is not None:
-            for (idx, when, tag, _text, _mac), leaf in zip(rows, leaves, strict=True):
-                _hand(self._reader, idx, when, tag, leaf)
+            for idx, when, tag, text, _mac in rows:
+                _hand(self._reader, idx, when, tag, text.encode())
         return True
 
-    def _usual_leaves(self, rows: Sequence[EntryRow]) -> list[bytes] | None:
-        """The leaves of rows in the usual form whose columns and MACs agree, or None."""
-        leaves: list[bytes] = []
-        tags, macs, mac_from = _TAGS, self.macs, self.mac_from
-        for idx, when, tag, text, mac in rows:
-            fields = leaf_fields(text) if isinstance(text, str) else None
-            if fields is None:
-                return None
-            index, leaf_tag, leaf_time = fields
-            if (int(index) != idx or leaf_tag != tag or leaf_tag not in tags
-                    or when != f"{leaf_time[:10]} {leaf_time[11:26]}"):
-                return None
-            leaf = text.encode()
-            if macs is not None and idx >= mac_from and not macs.valid(idx, leaf, mac):
-                return None
-            leaves.append(leaf)
-        return leaves
+    def _macs_valid(self, rows: Sequence[EntryRow]) -> bool:
+        """Whether every row from ``mac_from`` on carries a valid MAC."""
+        assert self.macs is not None
+        macs, skip = self.macs, max(0, self.mac_from - rows[0][0])
+        return all(macs.valid(idx, text.encode(), mac)
+                   for idx, _when, _tag, text, mac in rows[skip:])
 
     def _check_rows(self, rows: Sequence[EntryRow]) -> None:
         findings, recomputer, nodes, reader = (self._findings, self._recomputer,
@@ -616,6 +614,15 @@ class _RowChecker:
     def report_macs(self, covered: int) -> None:
         if self.macs is not None:
             self.macs.unauthenticated.report(covered, self._findings)
+
+
+def local_leaf_hashes(rows: Sequence[EntryRow]) -> list[bytes] | None:
+    """The leaf hashes of consecutive rows all in the usual form, or None (see
+    :func:`gateway.audit.leaves.usual_leaf_hashes`), computed in this process."""
+    if not rows or rows[-1][0] != rows[0][0] + len(rows) - 1:
+        return None
+    return usual_leaf_hashes(rows[0][0], map(itemgetter(1), rows), map(itemgetter(2), rows),
+                             map(itemgetter(3), rows), _TAGS)
 
 
 def _same_time(leaf_time: object, column: object, *, usual: bool) -> bool:
@@ -766,6 +773,114 @@ class _Run:
     start: int = 0
 
 
+# Whether verification may hash leaves in a second process (tests turn it off to
+# compare, or on for logs of a few entries by making batches small).
+PARALLEL = True
+_REMOTE = object()
+
+
+class _LeafPipeline:
+    """Hands batches to a :class:`~gateway.audit.leaf_worker.LeafWorker` while this
+    process reads the next ones, and to :func:`local_leaf_hashes` when the worker already
+    has enough to do; the batches are finished (:meth:`_RowChecker.finish_batch`) in
+    index order either way. The worker starts with the second batch, so a log that fits
+    in one batch (incremental verification, small logs) costs no process start."""
+
+    # Batches given to the worker at a time: one it works on and one ready for it.
+    depth = 2
+    # Batches read but not yet finished, before hashing here what the worker has not
+    # answered yet (a bound on memory).
+    most_pending = 3
+
+    def __init__(self, rows: _RowChecker) -> None:
+        self._rows = rows
+        self._pending: deque[tuple[Sequence[EntryRow], object]] = deque()
+        self._worker: LeafWorker | None = None
+        self._batches = 0
+        # Answers still to come for batches hashed here instead (the oldest answers).
+        self._dropped = 0
+
+    def __enter__(self) -> _LeafPipeline:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        try:
+            if kind is None:
+                self._settle(0, wait=True)
+        finally:
+            if self._worker is not None:
+                self._worker.close()
+
+    def add(self, batch: Sequence[EntryRow]) -> None:
+        self._batches += 1
+        if self._batches == 2 and PARALLEL:
+            from gateway.audit import leaf_worker
+
+            if leaf_worker.available():
+                self._worker = leaf_worker.LeafWorker()
+        # What the worker has answered first: a slot it frees takes this batch.
+        self._settle(self.most_pending)
+        self._pending.append((batch, self._dispatch(batch)))
+        self._settle(self.most_pending)
+
+    def _dispatch(self, batch: Sequence[EntryRow]) -> object:
+        """Send ``batch`` to the worker if it has room, else hash it here."""
+        worker = self._worker
+        if worker is not None and worker.outstanding < self.depth:
+            from gateway.audit.leaf_worker import WorkerGoneError, encode_request
+
+            request = encode_request(batch)
+            if request is not None and worker.has_room(request, len(batch)):
+                try:
+                    worker.send(request)
+                    return _REMOTE
+                except WorkerGoneError:
+                    self._worker_gone()
+        return local_leaf_hashes(batch)
+
+    def _settle(self, keep: int, *, wait: bool = False) -> None:
+        """Finish batches in order while their hashes are at hand. While more than
+        ``keep`` are pending, the oldest is waited for (``wait``) or, if the worker has
+        not answered yet, hashed here: on a busy machine the worker may get little of
+        a core, and this process does not stand idle for it (its answer is dropped)."""
+        from gateway.audit.leaf_worker import WorkerGoneError
+
+        while self._pending:
+            batch, hashes = self._pending[0]
+            if hashes is _REMOTE:
+                try:
+                    if self._worker is None:
+                        hashes = local_leaf_hashes(batch)
+                    elif self._answered(block=wait and len(self._pending) > keep):
+                        hashes = self._worker.receive()
+                    elif len(self._pending) > keep:
+                        hashes = local_leaf_hashes(batch)
+                        self._dropped += 1
+                    else:
+                        return
+                except WorkerGoneError:
+                    self._worker_gone()
+                    continue
+            self._pending.popleft()
+            self._rows.finish_batch(batch, hashes)  # type: ignore[arg-type]
+
+    def _answered(self, *, block: bool) -> bool:
+        """Whether the worker's answer for the oldest pending batch is at hand (waiting
+        for it if ``block``), after the answers for batches hashed here are dropped."""
+        worker = self._worker
+        assert worker is not None
+        while self._dropped and (block or worker.ready()):
+            worker.receive()
+            self._dropped -= 1
+        return not self._dropped and (block or worker.ready())
+
+    def _worker_gone(self) -> None:
+        """The worker ended: what it held is hashed here (verification goes on)."""
+        assert self._worker is not None
+        self._worker.close()
+        self._worker, self._dropped = None, 0
+
+
 def _verify_entries(tables: LogTables, recomputer: _Recomputer, findings: _Findings,
                     run: _Run) -> VerifyReport:
     """Read the entries from ``run.start`` on, check them, and conclude."""
@@ -775,8 +890,9 @@ def _verify_entries(tables: LogTables, recomputer: _Recomputer, findings: _Findi
         node_stream = _NodeStream(stored_nodes, findings, merkle.stored_node_count(start))
         rows = _RowChecker(recomputer, node_stream, findings, run.entry_keys, run.reader,
                            start=start)
-        for batch in tables.entries(start, macs_from=rows.mac_from):
-            rows.check_batch(batch)
+        with _LeafPipeline(rows) as pipeline:
+            for batch in tables.entries(start, macs_from=rows.mac_from):
+                pipeline.add(batch)
         recomputer.finish()
         node_stream.finish()
     finally:
