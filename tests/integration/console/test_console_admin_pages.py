@@ -20,7 +20,7 @@ from playwright.sync_api import Page, expect
 from gateway import envelope
 from gateway.sshkeys import parse_public_key
 from tests.integration.console.browser import BLINDPOST, check_page, chromium, new_person, serve
-from tests.integration.console.test_console_browser import _first_sign_in
+from tests.integration.console.test_console_browser import _first_sign_in, _printed_secret
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,8 @@ def test_dashboard_details_onboarding_and_audit(tmp_path: Path) -> None:
     try:
         with chromium() as browser:
             _, a = new_person(browser)
-            _first_sign_in(a, server.origin, "alice", found.group(1))
+            _first_sign_in(a, server.origin, "alice", found.group(1),
+                           _printed_secret(init.stdout))
             violations += _dashboard_and_partner(a, server.origin)
             violations += _onboarding(a, server.origin, keys)
             violations += _audit(a, server.origin)

@@ -74,6 +74,9 @@ def _portal_sign_in(page: Page, origin: str, username: str, secret: str, *,
 
 def _register(page: Page, origin: str) -> None:
     expect(page).to_have_url(origin + "/signin/passkey")
+    # The URL changes before the deferred script has bound the button: a click before the
+    # load event does nothing (seen under load), so wait for it.
+    page.wait_for_load_state("load")
     page.get_by_role("button", name="Register a passkey").click()
     expect(page).to_have_url(origin + "/portal/key", timeout=30_000)
 
