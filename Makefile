@@ -62,9 +62,11 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy gateway sftp_server admin_ui
 
-## test: install what the tests need, then lint, type checks and the whole suite.
+## test: install what the tests need, then lint, type checks and the whole suite, in three
+## workers (a test file stays on one worker: its module fixtures are set up once).
+PYTEST_WORKERS ?= 3
 test: test-deps lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 bench: test-deps
 	@command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time; }

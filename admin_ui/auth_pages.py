@@ -179,12 +179,17 @@ def signout(request: Request, *, csrf: Csrf = "", everywhere: Text = "") -> Resp
 
 @router.get("/me")
 def me_page(request: Request, current: Annotated[SessionInfo, Depends(signed_in)]) -> Response:
+    return _me(request, current)
+
+
+def _me(request: Request, current: SessionInfo, *, changed: str | None = None) -> Response:
     app = console(request).app
     passkeys = app.passkeys.mine(current)
     notify = app.notifications.subscription(current.actor, username=current.username)
     return render(request, "me.html", {"passkeys": passkeys, "notify_email": notify.email,
                                        "notify_enabled": app.notifications.enabled,
-                                       "notify_allowed": current.role in NOTIFIED_ROLES},
+                                       "notify_allowed": current.role in NOTIFIED_ROLES,
+                                       "changed": changed},
                   current=current)
 
 
@@ -207,7 +212,7 @@ def change_password(request: Request, *, csrf: Csrf = "", current_password: Text
                     current: Annotated[SessionInfo, Depends(signed_in)]) -> Response:
     """Change one's own password: the current one and a fresh one-time code."""
     check_csrf(request, current, csrf)
-    keep(request, "/me/password", lambda: me_page(request, current))
+    keep(request, "/me/password", lambda: _me(request, current))
     if new_password != repeat:
         raise FieldError("repeat", UsageError("the two new passwords differ"))
     read("new_password", passwords.check_new, new_password, username=current.username,
@@ -215,10 +220,8 @@ def change_password(request: Request, *, csrf: Csrf = "", current_password: Text
     console(request).app.console_auth.change_password(
         current, current_password=current_password, new_password=new_password,
         code=code.strip())
-    return render(request, "me.html", {
-        "passkeys": console(request).app.passkeys.mine(current),
-        "changed": "Your password is changed; your other console sessions ended."},
-        current=current)
+    return _me(request, current,
+               changed="Your password is changed; your other console sessions ended.")
 
 
 @router.post("/me/passkeys/{passkey_id}/remove")
