@@ -315,9 +315,17 @@ def _check_leaf_text(position: int, leaf: str,
         return None if document is None else (document.get("tag"), document.get("time"),
                                               False)
     index, tag, time = fields
-    if int(index) != position or tag not in _TAGS:
-        _check_declared(position, int(index), tag, findings)
+    if index != str(position) or tag not in _TAGS:
+        _check_declared(position, _declared_index(index, position), tag, findings)
     return tag, time, True
+
+
+def _declared_index(index: str, position: int) -> int | str:
+    """The index a leaf declares, as a finding names it: compared as text (Python refuses
+    to read an integer of over 4,300 digits), shortened when a forger made it enormous."""
+    if index == str(position):
+        return position
+    return index if len(index) <= 20 else f"{index[:6]}… ({len(index)} digits)"
 
 
 def parse_outside(notes: Sequence[tuple[str, str]], verifier: NoteVerifier,

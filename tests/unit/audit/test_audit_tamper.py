@@ -98,6 +98,19 @@ def test_a_row_inserted_in_the_middle(filled: AuditLog,
     assert "entry 6: its leaf declares index 5" in report
 
 
+def test_a_leaf_declaring_an_enormous_index(filled: AuditLog,
+                                            sessions: sessionmaker[Session]) -> None:
+    """Python refuses to read an integer of over 4,300 digits: such an index is a finding,
+    not a crash of the verifier."""
+    huge = "9" * 5000
+    with sessions.begin() as session:
+        change_row(session, 7, '"index":7', f'"index":{huge}')
+    report = findings(filled, sessions)
+    assert "entry 7: its leaf hash differs" in report
+    assert "entry 7: its leaf declares index 999999" in report
+    assert huge not in report  # the finding names the index without repeating 5,000 digits
+
+
 def test_two_rows_swapped(filled: AuditLog, sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
         session.execute(text("UPDATE audit_entries SET idx = -1 WHERE idx = 3"))
