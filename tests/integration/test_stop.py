@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,6 +114,14 @@ def test_sftp_signs_due_checkpoints_while_it_runs(inst: Installation) -> None:
         server.kill()
 
 
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
 def _partials(inst: Installation) -> int:
     return sum(1 for p in inst.app.store.partial_dir.iterdir() if p.stat().st_size > 0)
 
@@ -146,6 +155,10 @@ def test_stop_during_100_mib_uploads(inst: Installation) -> None:
             for offset in range(0, 99 * MIB, MIB):
                 handle.write(data[offset:offset + MIB])
             os.killpg(server.pid, signal.SIGTERM)
+            # The signal reaches each worker in its own time: once no process accepts on
+            # the port, every worker is draining (on a busy machine an open sent at once
+            # could still arrive before that).
+            wait_for(lambda: _refused(inst.port), what="the workers stopped accepting")
             with pytest.raises(OSError, match=STOPPING_MESSAGE):
                 sftp.open("/acme/late.bin", "wb")
             assert _names(inst) == []  # Nothing is visible before it is committed.
