@@ -22,22 +22,17 @@ import argparse
 import io
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gateway import envelope  # noqa: E402
 from gateway.data_elements import ContentScan  # noqa: E402
-
-if TYPE_CHECKING:
-    from bench.sftp import Blindpost, OpenSSH, Result
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -104,7 +99,7 @@ def in_process(size_mib: float, repeat: int) -> None:
 
 def over_sftp(size_mib: int, rounds: int, workers: int) -> bool:
     # Imported here: the SFTP harness loads the whole gateway, which --tiny does not need.
-    from bench.sftp import Blindpost, OpenSSH
+    from bench.sftp import Blindpost, OpenSSH, Side, with_and_without
 
     work = Path(tempfile.mkdtemp(prefix="bench-elements-"))
     work.chmod(0o755)
@@ -121,59 +116,15 @@ def over_sftp(size_mib: int, rounds: int, workers: int) -> bool:
         block = ROW * (MIB // len(ROW))
         for _ in range(size_mib):
             sink.write(block)
-    size = source.stat().st_size
-    runs: dict[str, list[Result]] = {"openssh": [], "scanned": [], "unscanned": []}
     try:
-        for number in range(rounds):
-            order = ["openssh", "scanned", "unscanned"]
-            for label in order[number % 3:] + order[:number % 3]:
-                runs[label].append(_upload(label, number, size, source, scanned, unscanned,
-                                           openssh))
+        return with_and_without("scan", "CSV", size_mib, rounds, openssh, source, (
+            Side("scanned", "Blindpost, data elements read", scanned, source),
+            Side("unscanned", "Blindpost, scan replaced by a no-op", unscanned, source)))
     finally:
         scanned.stop()
         unscanned.stop()
         openssh.stop()
         shutil.rmtree(work, ignore_errors=True)
-    return _report(runs, size_mib, rounds)
-
-
-def _upload(label: str, number: int, size: int, source: Path, scanned: Blindpost,
-            unscanned: Blindpost, openssh: OpenSSH) -> Result:
-    from bench.sftp import check_size, run_sftp, timed
-
-    if label == "openssh":
-        target = openssh.work / "in" / f"up{number}.csv"
-        result = timed("OpenSSH sshd upload", size, openssh.process.pid,
-                       lambda: openssh.sftp([f"put {source} {target}"]))
-        check_size(result, target, minimum=size)
-        target.unlink(missing_ok=True)
-        return result
-    server = scanned if label == "scanned" else unscanned
-    # The one-time code is taken before the clock starts: waiting for a fresh time step
-    # (a reused code is a replay) is not upload time.
-    code = server.code("clerk")
-    return timed(f"Blindpost upload, {label}", size, server.process.pid,
-                 lambda: run_sftp(server.port, "clerk", server.keys["clerk"],
-                                  [f"put {source} /acme/up{number}.csv"], server.work,
-                                  server.work / "known_hosts", code=code))
-
-
-def _report(runs: dict[str, list[Result]], size_mib: int, rounds: int) -> bool:
-    median = {label: statistics.median(r.mb_s for r in results)
-              for label, results in runs.items()}
-    print(f"SFTP upload of a {size_mib} MiB CSV, median of {rounds} (alternating order):")
-    for label, name in (("openssh", "OpenSSH sshd + sftp-server"),
-                        ("scanned", "Blindpost, data elements read"),
-                        ("unscanned", "Blindpost, scan replaced by a no-op")):
-        speeds = [r.mb_s for r in runs[label]]
-        print(f"  {name:<38} {median[label]:7.1f} MB/s  "
-              f"(runs {min(speeds):.1f}-{max(speeds):.1f})")
-    print(f"  upload ratio Blindpost/OpenSSH with the scan:    "
-          f"{median['scanned'] / median['openssh']:5.0%}")
-    print(f"  upload ratio Blindpost/OpenSSH without the scan: "
-          f"{median['unscanned'] / median['openssh']:5.0%}")
-    print(f"  with / without the scan: {median['scanned'] / median['unscanned']:5.2f}x")
-    return all(r.ok for results in runs.values() for r in results)
 
 
 def main() -> int:

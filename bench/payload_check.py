@@ -25,7 +25,6 @@ import hashlib
 import io
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.sftp import Blindpost, OpenSSH, Result, check_size, timed  # noqa: E402
+from bench.sftp import Blindpost, OpenSSH, Side, with_and_without  # noqa: E402
 from gateway import envelope  # noqa: E402
 from gateway.payload_check import PayloadCheck  # noqa: E402
 
@@ -123,53 +122,15 @@ def over_sftp(size_mib: int, rounds: int, workers: int) -> bool:
     # Both servers' partners take the same file: its header must fit each one's key.
     other = work / "other.bin.age"
     age_file(other, unchecked.recipient, size_mib * MIB)
-    size = source.stat().st_size
-    runs: dict[str, list[Result]] = {"openssh": [], "checked": [], "unchecked": []}
     try:
-        for number in range(rounds):
-            order = ["openssh", "checked", "unchecked"]
-            for label in order[number % 3:] + order[:number % 3]:
-                runs[label].append(_upload(label, number, size, source, other,
-                                           checked, unchecked, openssh))
+        return with_and_without("check", "age file", size_mib, rounds, openssh, source, (
+            Side("checked", "Blindpost, payload checked", checked, source),
+            Side("unchecked", "Blindpost, check replaced by a no-op", unchecked, other)))
     finally:
         checked.stop()
         unchecked.stop()
         openssh.stop()
         shutil.rmtree(work, ignore_errors=True)
-    return _report(runs, size_mib, rounds)
-
-
-def _upload(label: str, number: int, size: int, source: Path, other: Path,
-            checked: Blindpost, unchecked: Blindpost, openssh: OpenSSH) -> Result:
-    if label == "openssh":
-        target = openssh.work / "in" / f"up{number}.age"
-        result = timed("OpenSSH sshd upload", size, openssh.process.pid,
-                       lambda: openssh.sftp([f"put {source} {target}"]))
-        check_size(result, target, minimum=size)
-        target.unlink(missing_ok=True)
-        return result
-    server, path = (checked, source) if label == "checked" else (unchecked, other)
-    return timed(f"Blindpost upload, {label}", size, server.process.pid,
-                 lambda: server.sftp("clerk", [f"put {path} /acme/up{number}.age"]))
-
-
-def _report(runs: dict[str, list[Result]], size_mib: int, rounds: int) -> bool:
-    median = {label: statistics.median(r.mb_s for r in results)
-              for label, results in runs.items()}
-    spread = {label: (min(r.mb_s for r in results), max(r.mb_s for r in results))
-              for label, results in runs.items()}
-    print(f"SFTP upload of a {size_mib} MiB age file, median of {rounds} (alternating order):")
-    for label, name in (("openssh", "OpenSSH sshd + sftp-server"),
-                        ("checked", "Blindpost, payload checked"),
-                        ("unchecked", "Blindpost, check replaced by a no-op")):
-        low, high = spread[label]
-        print(f"  {name:<38} {median[label]:7.1f} MB/s  (runs {low:.1f}-{high:.1f})")
-    print(f"  upload ratio Blindpost/OpenSSH with the check:    "
-          f"{median['checked'] / median['openssh']:5.0%}")
-    print(f"  upload ratio Blindpost/OpenSSH without the check: "
-          f"{median['unchecked'] / median['openssh']:5.0%}")
-    print(f"  with / without the check: {median['checked'] / median['unchecked']:5.2f}x")
-    return all(r.ok for results in runs.values() for r in results)
 
 
 def main() -> int:

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -397,6 +398,60 @@ def check_size(result: Result, path: Path, *, minimum: int) -> None:
         print(f"  {result.label}: incomplete ({path.stat().st_size if path.exists() else 0} "
               f"of {minimum} bytes)")
         result.ok = False
+
+
+@dataclass
+class Side:
+    """One Blindpost server of a with/without comparison, the file its clerk uploads, and
+    how the comparison names it."""
+    label: str
+    name: str
+    server: Blindpost
+    source: Path
+
+
+def with_and_without(feature: str, what: str, size_mib: int, rounds: int, openssh: OpenSSH,
+                     source: Path, sides: tuple[Side, Side]) -> bool:
+    """Upload ``source`` to OpenSSH and each side's file to its server in ``rounds``
+    rotating orders; print the medians, their ratios to OpenSSH and with / without
+    ``feature``; True when every upload arrived whole."""
+    size = source.stat().st_size
+    suffix = source.suffix
+    runs: dict[str, list[Result]] = {"openssh": [], **{side.label: [] for side in sides}}
+    order: list[Side | None] = [None, *sides]
+    for number in range(rounds):
+        for side in order[number % 3:] + order[:number % 3]:
+            if side is None:
+                target = openssh.work / "in" / f"up{number}{suffix}"
+                result = timed("OpenSSH sshd upload", size, openssh.process.pid,
+                               lambda: openssh.sftp([f"put {source} {target}"]))  # noqa: B023
+                check_size(result, target, minimum=size)
+                target.unlink(missing_ok=True)
+                runs["openssh"].append(result)
+                continue
+            # The one-time code is taken before the clock starts: waiting for a fresh time
+            # step (a reused code is a replay) is not upload time.
+            server, code = side.server, side.server.code("clerk")
+            runs[side.label].append(timed(
+                f"Blindpost upload, {side.label}", size, server.process.pid,
+                lambda: run_sftp(server.port, "clerk", server.keys["clerk"],  # noqa: B023
+                                 [f"put {side.source} /acme/up{number}{suffix}"],  # noqa: B023
+                                 server.work, server.work / "known_hosts", code=code)))  # noqa: B023
+    median = {label: statistics.median(r.mb_s for r in results)
+              for label, results in runs.items()}
+    on, off = sides
+    print(f"SFTP upload of a {size_mib} MiB {what}, median of {rounds} (alternating order):")
+    for label, name in (("openssh", "OpenSSH sshd + sftp-server"), (on.label, on.name),
+                        (off.label, off.name)):
+        speeds = [r.mb_s for r in runs[label]]
+        print(f"  {name:<38} {median[label]:7.1f} MB/s  "
+              f"(runs {min(speeds):.1f}-{max(speeds):.1f})")
+    print(f"  upload ratio Blindpost/OpenSSH with the {feature}:    "
+          f"{median[on.label] / median['openssh']:5.0%}")
+    print(f"  upload ratio Blindpost/OpenSSH without the {feature}: "
+          f"{median[off.label] / median['openssh']:5.0%}")
+    print(f"  with / without the {feature}: {median[on.label] / median[off.label]:5.2f}x")
+    return all(r.ok for results in runs.values() for r in results)
 
 
 def concurrent(bp: Blindpost, work: Path, mib: int = CONCURRENT_MIB) -> list[Result]:
