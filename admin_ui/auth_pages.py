@@ -36,7 +36,8 @@ Text = Annotated[str, Form(max_length=4096)]
 Csrf = Annotated[str, Form(alias="csrf", max_length=200)]
 
 
-def _proceed(request: Request, opened: Opened) -> Response:
+def proceed(request: Request, opened: Opened) -> Response:
+    """Set the session cookie and go to the page of the session's next sign-in step."""
     response = RedirectResponse(NEXT_PAGE[opened.session.stage], status_code=303)
     set_session_cookie(response, request, opened.token)
     return response
@@ -65,7 +66,7 @@ def signin(request: Request, username: Text, password: Text) -> Response:
     except AuthenticationError as exc:
         return render(request, "signin.html", {"error": exc.diagnostics()}, current=None,
                       status=401)
-    return _proceed(request, opened)
+    return proceed(request, opened)
 
 
 @router.get("/signin/verify")
@@ -94,7 +95,7 @@ def verify(request: Request,
     except AuthenticationError as exc:
         return render(request, "verify.html", {"error": exc.diagnostics()}, current=current,
                       status=401)
-    return _proceed(request, opened)
+    return proceed(request, opened)
 
 
 @router.post("/signin/verify/options")
@@ -138,7 +139,7 @@ def enrol(request: Request,
         return response
     except (AuthenticationError, UsageError) as exc:
         return _enrol_form(request, current, error=exc.diagnostics(), status=400)
-    return _proceed(request, opened)
+    return proceed(request, opened)
 
 
 @router.get("/signin/passkey")

@@ -16,20 +16,20 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.responses import Response
 
+from admin_ui.auth_pages import proceed
 from admin_ui.rendering import render
 from admin_ui.security import (
     check_csrf,
     check_origin,
     console,
-    set_session_cookie,
     signed_in,
     source_of,
 )
 from gateway.actors import Actor
-from gateway.console_sessions import SessionInfo, Stage
+from gateway.console_sessions import SessionInfo
 from gateway.db.models import Role
 from gateway.errors import AuthenticationError, AuthorizationError, UsageError
 from gateway.transfers import Download
@@ -42,8 +42,6 @@ Wrapped = Annotated[str, Form(max_length=64 * 1024)]
 # against the network, small enough that a slow client holds little memory.
 CHUNK = 1024 * 1024
 RANGE = re.compile(r"bytes=(\d+)-(\d*)")
-AFTER_SIGN_IN = {Stage.SECOND_FACTOR: "/signin/verify", Stage.PASSKEY: "/signin/passkey",
-                 Stage.FULL: "/portal"}
 
 
 def partner(current: Annotated[SessionInfo, Depends(signed_in)]) -> SessionInfo:
@@ -72,9 +70,8 @@ def signin(request: Request, username: Text, code: Text) -> Response:
     except AuthenticationError as exc:
         return render(request, "portal_signin.html", {"error": exc.diagnostics()},
                       current=None, status=401)
-    response = RedirectResponse(AFTER_SIGN_IN[opened.session.stage], status_code=303)
-    set_session_cookie(response, request, opened.token)
-    return response
+    # The console's sign-in steps follow (a passkey always: never Stage.FULL here).
+    return proceed(request, opened)
 
 
 @router.get("/portal")
