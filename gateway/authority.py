@@ -52,7 +52,7 @@ from gateway.db.models import (
     TOTPSecret,
 )
 from gateway.errors import ConflictError, NotFoundError, PolicyError
-from gateway.partner_keys import active_admin
+from gateway.partner_keys import active_admin, second_admin
 
 if TYPE_CHECKING:
     from gateway.app import App
@@ -283,7 +283,10 @@ class AuthorityService:
                     and row.target == approver.username):
                 raise PolicyError("an admin does not approve a change to their own account: "
                                   "another admin approves it")
-            self._check_second_admin(session, actor, row, approver)
+            second_admin(self._app, session, actor, approver, proposed_by=row.proposed_by,
+                         what="an authority change", which=f"authority change {row.id}",
+                         details={"change_id": row.id, "kind": row.kind,
+                                  "target": row.target})
             applied = self._appliers()[kind](session, actor, row, json.loads(row.params))
             row.state, row.approver, row.approved_at = (ChangeState.APPROVED, approver,
                                                         self._app.clock())
@@ -296,20 +299,6 @@ class AuthorityService:
                                             **dict(applied.extra)})
             info = change_info(row)
         return AppliedChange(info, applied.one_time_password, applied.token)
-
-    def _check_second_admin(self, session: Session, actor: Actor, row: AuthorityChange,
-                            approver: Account) -> None:
-        if row.proposed_by != approver.id:
-            return
-        if not self._app.settings.insecure_single_admin_key_approval:
-            raise PolicyError("two-person rule: an authority change must be approved by a "
-                              "different admin than the one who proposed it")
-        log.warning("insecure_single_admin_key_approval: %s approved their own authority "
-                    "change %d", actor.name, row.id)
-        self._app.audit.record(session, tag=AuditTag.SETTING_INSECURE_USE, actor=actor,
-                               subject="setting:insecure_single_admin_key_approval",
-                               details={"change_id": row.id, "kind": row.kind,
-                                        "target": row.target})
 
     def _appliers(self) -> dict[ChangeKind, Applier]:
         accounts, tokens = self._app.accounts, self._app.tokens

@@ -23,8 +23,8 @@ from gateway.actors import Actor
 from gateway.audit import AuditTag
 from gateway.authz import Permission
 from gateway.db.models import Account, GrantState, MachineGrant
-from gateway.errors import ConflictError, NotFoundError, PolicyError
-from gateway.partner_keys import active_admin
+from gateway.errors import ConflictError, NotFoundError
+from gateway.partner_keys import active_admin, second_admin
 
 if TYPE_CHECKING:
     from gateway.app import App
@@ -100,7 +100,9 @@ class MachineService:
             if grant.state is not GrantState.PROPOSED:
                 raise ConflictError(f"machine grant {grant_id} is {grant.state.value}, "
                                     "not proposed")
-            self._check_second_admin(session, actor, grant, approver)
+            second_admin(self._app, session, actor, approver, proposed_by=grant.proposed_by,
+                         what="a machine account", which=f"machine grant {grant.id}",
+                         details={"grant_id": grant.id, "account": grant.account.username})
             account = grant.account
             account.machine, account.allow_from = True, grant.allow_from
             grant.state, grant.approver, grant.approved_at = (GrantState.APPROVED, approver,
@@ -110,20 +112,6 @@ class MachineService:
                                    details={"grant_id": grant.id, "allow_from": grant.allow_from,
                                             "proposed_by": grant.proposer.username})
             return grant_info(grant)
-
-    def _check_second_admin(self, session: Session, actor: Actor, grant: MachineGrant,
-                            approver: Account) -> None:
-        if grant.proposed_by != approver.id:
-            return
-        if not self._app.settings.insecure_single_admin_key_approval:
-            raise PolicyError("two-person rule: a machine account must be approved by a "
-                              "different admin than the one who proposed it")
-        log.warning("insecure_single_admin_key_approval: %s approved their own machine "
-                    "grant %d", actor.name, grant.id)
-        self._app.audit.record(session, tag=AuditTag.SETTING_INSECURE_USE, actor=actor,
-                               subject="setting:insecure_single_admin_key_approval",
-                               details={"grant_id": grant.id,
-                                        "account": grant.account.username})
 
     def pending(self, actor: Actor) -> list[MachineGrantInfo]:
         """Proposals waiting for a second admin, oldest first."""

@@ -97,6 +97,25 @@ def active_admin(session: Session, actor: Actor) -> Account:
     return account
 
 
+def second_admin(app: App, session: Session, actor: Actor, approver: Account, *,
+                 proposed_by: int, what: str, which: str,
+                 details: dict[str, object]) -> bool:
+    """The two-person rule for one approval of ``what`` (say "a key"): ``approver`` must not
+    be its proposer, unless ``insecure_single_admin_key_approval`` allows that, which is
+    logged and audited (``which`` names the proposal there, ``details`` go with the event).
+    True when the proposer approved their own proposal."""
+    if proposed_by != approver.id:
+        return False
+    if not app.settings.insecure_single_admin_key_approval:
+        raise PolicyError(f"two-person rule: {what} must be approved by a different admin "
+                          "than the one who proposed it")
+    log.warning("insecure_single_admin_key_approval: %s approved their own %s", actor.name,
+                which)
+    app.audit.record(session, tag=AuditTag.SETTING_INSECURE_USE, actor=actor,
+                     subject="setting:insecure_single_admin_key_approval", details=details)
+    return True
+
+
 def _get_key(session: Session, key_id: int) -> PartnerKey:
     if not 1 <= key_id <= MAX_INTEGER:
         raise NotFoundError(f"unknown key id {key_id}")
@@ -208,7 +227,6 @@ class PartnerKeyService:
     def approve(self, actor: Actor, *, key_id: int) -> RecipientKey:
         """Approve a proposed key; the approver must not be the proposer."""
         self._app.authz.require(actor, Permission.KEY_APPROVE, subject=f"key:{key_id}")
-        settings = self._app.settings
         with self._app.transaction() as session:
             approver = active_admin(session, actor)
             key = _get_key(session, key_id)
@@ -217,10 +235,11 @@ class PartnerKeyService:
             get_partner(session, key.partner.slug, for_update=True)
             if key.state is not KeyState.PROPOSED:
                 raise ConflictError(f"key {key_id} is {key.state.value}, not proposed")
-            single_admin = key.proposed_by == approver.id
-            if single_admin and not settings.insecure_single_admin_key_approval:
-                raise PolicyError("two-person rule: a key must be approved by a different "
-                                  "admin than the one who proposed it")
+            single_admin = second_admin(self._app, session, actor, approver,
+                                        proposed_by=key.proposed_by, what="a key",
+                                        which=f"key {key_id}",
+                                        details={"key_id": key.id,
+                                                 "partner": key.partner.slug})
             # A key of another type is a type switch, declared at proposal (or the partner's
             # keys changed since): new files go to this key's type from now on, and the
             # old keys stay approved, receiving nothing, for the files already waiting.
@@ -232,12 +251,7 @@ class PartnerKeyService:
             if retiring:
                 extra.update(switch_to=key.kind, no_new_files_for=retiring)
             if single_admin:
-                log.warning("insecure_single_admin_key_approval: %s approved their own key %d",
-                            actor.name, key_id)
                 extra["insecure_single_admin_key_approval"] = True
-                self._app.audit.record(session, tag=AuditTag.SETTING_INSECURE_USE, actor=actor,
-                                       subject="setting:insecure_single_admin_key_approval",
-                                       details={"key_id": key.id, "partner": key.partner.slug})
             self._record(session, AuditTag.KEY_APPROVE, key, actor, extra)
             return key_info(key, receiving=True)
 
