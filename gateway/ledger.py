@@ -48,8 +48,7 @@ from sqlalchemy.orm import Session
 from gateway.audit import AuditTag
 from gateway.audit.checkpoint_file import read_latest_checkpoint
 from gateway.audit.events import parse_time
-from gateway.audit.log import PENDING_KEY as AUDIT_PENDING
-from gateway.audit.log import entries
+from gateway.audit.log import entries, first_appended
 from gateway.audit.note import Checkpoint, unverified_text
 from gateway.db.engine import reader
 from gateway.state_keys import StateKeys
@@ -300,41 +299,57 @@ class Ledger:
         """The followed state, caught up once per database transaction of the caller's:
         every request reads what was committed before it began, and no more often.
 
-        The entries are read on the caller's own connection while its transaction has
-        appended nothing (so nothing uncommitted is followed), sparing a second
-        connection per request."""
-        if session is None or session.info.get(_CAUGHT_UP) is not self:
-            own = session is not None and not session.info.get(AUDIT_PENDING)
-            self.catch_up(session.connection() if own and session is not None else None)
-            if session is not None:
-                session.info[_CAUGHT_UP] = self
+        The entries are read on the caller's own connection, sparing a second connection
+        per request; once its transaction has appended entries, only those before its
+        first are read (the rest are not committed, so they are not followed)."""
+        if session is None:
+            self.catch_up()
+        elif session.info.get(_CAUGHT_UP) is not self:
+            self.catch_up(session.connection(), before=first_appended(session))
+            session.info[_CAUGHT_UP] = self
         assert self._state is not None
         if self._broken is not None:
             raise LogRolledBackError(self._broken)
         return self._state
 
-    def catch_up(self, connection: Connection | None = None) -> int:
+    def catch_up(self, connection: Connection | None = None, *,
+                 before: int | None = None) -> int:
         """Read the entries appended since the last call (on ``connection``, or one of its
-        own); return the log size."""
-        with self._lock:
-            if self._broken is not None:
-                raise LogRolledBackError(self._broken)
-            try:
-                if self._state is None:
-                    self._start()
-                assert self._state is not None
-                # The caller's connection may see an older snapshot than what this
-                # process has already read: a log shorter than that is judged on a
-                # connection of the ledger's own, which sees everything committed.
-                if connection is None or not self._read_new(self._state, connection,
-                                                            judge_absence=False):
-                    with self._engine.connect() as own:
-                        self._read_new(self._state, own, judge_absence=True)
-            except LogRolledBackError as exc:
-                self._broken = str(exc)
-                log.error("current state cannot be followed: %s", exc)
-                raise
-            return self._state.size
+        own), up to entry ``before`` if given; return the log size followed."""
+        if connection is not None:
+            with self._lock:
+                if self._follow(connection, before=before, judge_absence=False):
+                    return self._followed().size
+        # The caller's connection may see an older snapshot than what this process has
+        # already read: a log shorter than that is judged on a connection of the
+        # ledger's own, which sees everything committed. It is checked out before the
+        # lock is taken. A thread that waits for a pooled connection must not hold the
+        # lock: a writer holding the database's write lock may be waiting for it while
+        # every pooled connection is held by a thread waiting for that write lock, a
+        # deadlock only SQLite's 30 s busy timeout ended, by failing sign-ins.
+        with self._engine.connect() as own, self._lock:
+            self._follow(own, before=before, judge_absence=True)
+            return self._followed().size
+
+    def _follow(self, connection: Connection, *, before: int | None,
+                judge_absence: bool) -> bool:
+        """Apply what ``connection`` sees beyond the followed state (the lock held);
+        False if it does not see the last entry read and ``judge_absence`` is off."""
+        if self._broken is not None:
+            raise LogRolledBackError(self._broken)
+        try:
+            if self._state is None:
+                self._start()
+            return self._read_new(self._followed(), connection, before=before,
+                                  judge_absence=judge_absence)
+        except LogRolledBackError as exc:
+            self._broken = str(exc)
+            log.error("current state cannot be followed: %s", exc)
+            raise
+
+    def _followed(self) -> LedgerState:
+        assert self._state is not None
+        return self._state
 
     def _start(self) -> None:
         state = self._load_snapshot()
@@ -347,17 +362,20 @@ class Ledger:
         self._state = state
         self._snapshot_size = state.size
 
-    def _read_new(self, state: LedgerState, connection: Connection, *,
+    def _read_new(self, state: LedgerState, connection: Connection, *, before: int | None,
                   judge_absence: bool) -> bool:
-        """Apply the entries ``connection`` sees beyond ``state``; False if it does not
-        see the last entry read (and ``judge_absence`` is off: the caller asks again)."""
+        """Apply the entries ``connection`` sees beyond ``state`` (and before entry
+        ``before``); False if it does not see the last entry read (and ``judge_absence``
+        is off: the caller asks again)."""
         kept = self._kept_size()
         keys = self._keys()
         start = state.size
         # One query: the entry read last (it must still be there, as it was) and any after.
-        rows = connection.execute(
-            select(entries.c.idx, entries.c.leaf, entries.c.mac)
-            .where(entries.c.idx >= max(start - 1, 0)).order_by(entries.c.idx)).all()
+        query = select(entries.c.idx, entries.c.leaf, entries.c.mac).where(
+            entries.c.idx >= max(start - 1, 0)).order_by(entries.c.idx)
+        if before is not None:
+            query = query.where(entries.c.idx < before)
+        rows = connection.execute(query).all()
         if start > 0:
             if not rows or rows[0].idx != start - 1:
                 if not judge_absence:

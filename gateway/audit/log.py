@@ -322,6 +322,8 @@ class AuditLog:
         session.connection().execute(_INSERT_NODE, [{"pos": first + offset, "hash": hashed}
                                         for offset, hashed in enumerate(completed)])
         pending = self._pending(session)
+        if pending.first is None:
+            pending.first = index
         pending.leaves.append(leaf)
         pending.edge = tree
         return index
@@ -372,9 +374,18 @@ class _Pending:
     """Leaves and tree edge of one transaction, kept in ``session.info`` until it ends."""
 
     log: AuditLog
+    # The index of the transaction's first entry: from there on the log is uncommitted.
+    first: int | None = None
     leaves: list[bytes] = field(default_factory=list)
     edge: merkle.TreeBuilder | None = None
     checkpoint: tuple[int, str] | None = None
+
+
+def first_appended(session: Session) -> int | None:
+    """The index of the first entry ``session``'s open transaction appended, if it
+    appended any: the entries before it are committed, it and those after are not."""
+    pending: _Pending | None = session.info.get(PENDING_KEY)
+    return pending.first if pending is not None else None
 
 
 @event.listens_for(Session, "after_commit")

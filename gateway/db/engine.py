@@ -37,15 +37,22 @@ def make_engine(url: str, *, busy_timeout_seconds: int = SQLITE_BUSY_TIMEOUT_SEC
 
     Every SQLite transaction starts with ``BEGIN IMMEDIATE``: it takes the write lock up
     front, which serialises writers (the audit sequencer relies on it) and avoids the
-    deadlock of two readers upgrading to writers at once.
+    deadlock of two readers upgrading to writers at once. SQLite's pool has no ceiling
+    (connections beyond the five kept are opened on demand, in about 0.1 ms, and closed
+    when given back): a ceiling would only add a second queue in front of the write lock,
+    and a writer that needs a second connection (to read what is committed) would wait
+    in it behind threads that are waiting for that writer's lock.
     """
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True, connect_args={
             "connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS})
-    _create_private_file(make_url(url).database)
-    engine = create_engine(url, connect_args={"timeout": busy_timeout_seconds})
+    database = make_url(url).database
+    _create_private_file(database)
+    # An in-memory database lives in one connection (SQLAlchemy's own pool for it).
+    unbounded = {"max_overflow": -1} if database and database != ":memory:" else {}
+    engine = create_engine(url, connect_args={"timeout": busy_timeout_seconds}, **unbounded)
     event.listen(engine, "connect",
                  partial(_configure_sqlite_connection, busy_timeout_ms=busy_timeout_seconds * 1000))
     event.listen(engine, "begin", _begin_immediate)

@@ -79,3 +79,26 @@ def test_a_lock_held_past_the_busy_timeout_is_a_clear_error(tmp_path: Path) -> N
         assert connection.execute(text("SELECT count(*) FROM t")).scalar() == 0
     backup.dispose()
     gateway.dispose()
+
+
+def test_a_writer_gets_a_second_sqlite_connection_while_others_wait_for_its_lock(
+        tmp_path: Path) -> None:
+    """More threads than the pool keeps wait for one writer's lock, each holding a pooled
+    connection; the writer still gets a second connection to read what is committed.
+
+    With the pool's default ceiling (5 kept + 10 more) the writer waited 30 s for a
+    connection that only a thread waiting for its own lock could give back."""
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (x INTEGER)"))
+    waiting = [engine.connect() for _ in range(30)]  # As threads in BEGIN IMMEDIATE hold.
+    with engine.begin() as writer:
+        writer.execute(text("INSERT INTO t VALUES (1)"))
+        started = time.monotonic()
+        with snapshot(engine) as second:
+            assert second.execute(text("SELECT count(*) FROM t")).scalar() == 0
+        assert time.monotonic() - started < 5
+    for connection in waiting:
+        connection.close()
+    engine.dispose()
