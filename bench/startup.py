@@ -14,6 +14,17 @@ source checkout run with PYTHONDONTWRITEBYTECODE (set in some shells and CI imag
 compile every gateway module on every start. So the runs keep their bytecode in a cache
 of their own (PYTHONPYCACHEPREFIX, in the scratch directory), filled by the first run.
 
+After the timings it runs each command a few more times under ``python -X importtime``
+and prints, per command, the time its imports took (the least of those runs, module by
+module) and the packages that took most of it: what a further cut would have to remove.
+``-X importtime`` adds its own overhead, so these figures are larger than the share of
+the wall time they stand for; compare them with each other, not with the medians.
+
+The data directory holds an installation just initialised with three partners, so the
+commands do almost no work: what is timed is start-up (interpreter, imports, opening the
+database with its checks and the current-state follow-up of the audit log), not the
+command's own work, which grows with the data (e.g. `audit verify` of a long log).
+
 ``--compare DIR`` also times another checkout of Blindpost (e.g. the main branch in a
 `git worktree`), with the same interpreter and packages, its source first on PYTHONPATH
 and its own data directory; the two alternate run by run, so both see the same load.
@@ -24,6 +35,7 @@ and its own data directory; the two alternate run by run, so both see the same l
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import resource
 import statistics
@@ -48,6 +60,12 @@ COMMANDS = (
     ("blindpost audit verify", ["audit", "verify"], True),
 )
 PARTNERS = ("uni-research", "city-hospital", "state-lab")
+# Runs under -X importtime per command (the least per module is kept), and how many of
+# the packages that took longest to import are printed.
+IMPORT_RUNS = 3
+TOP_PACKAGES = 6
+# Packages shown by their second-level name, where the time is spread over a few parts.
+SPLIT_PACKAGES = ("sqlalchemy", "gateway", "cryptography")
 
 
 class Tree:
@@ -75,6 +93,33 @@ class Tree:
 
     def medians(self, label: str) -> tuple[float, float]:
         return statistics.median(self.walls[label]), statistics.median(self.cpus[label])
+
+    def import_times(self, argv: list[str], runs: int) -> dict[str, float]:
+        """Seconds each module took to import itself (without the modules it imported)
+        in ``argv``, the least over ``runs`` runs under ``-X importtime``."""
+        least: dict[str, float] = {}
+        for _ in range(runs):
+            result = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], env=self.env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    text=True, check=True)
+            for line in result.stderr.splitlines():
+                # "import time: self [us] | cumulative | imported package"
+                if not line.startswith("import time:") or "self [us]" in line:
+                    continue
+                own, _cumulative, name = line.removeprefix("import time:").split("|")
+                module = name.strip()
+                least[module] = min(least.get(module, float("inf")), int(own) / 1e6)
+        return least
+
+
+def by_package(modules: dict[str, float]) -> collections.Counter[str]:
+    """Import seconds per package (the second level for SPLIT_PACKAGES)."""
+    totals: collections.Counter[str] = collections.Counter()
+    for module, seconds in modules.items():
+        parts = module.split(".")
+        depth = 2 if parts[0] in SPLIT_PACKAGES else 1
+        totals[".".join(parts[:depth])] += seconds
+    return totals
 
 
 def make_tree(label: str, scratch: Path, source: Path | None) -> Tree:
@@ -121,6 +166,8 @@ def main() -> None:
                     tree.record(label, argv)
         load_after = os.getloadavg()
         report(trees, runs, load_before, load_after)
+        for tree in trees:
+            report_imports(tree, 1 if args.tiny else IMPORT_RUNS)
 
 
 def report(trees: list[Tree], runs: int, load_before: tuple[float, float, float],
@@ -147,6 +194,17 @@ def report(trees: list[Tree], runs: int, load_before: tuple[float, float, float]
         for label, _extra, _goal in COMMANDS:
             ratio = trees[0].medians(label)[1] / max(trees[1].medians(label)[1], 1e-3)
             print(f"  {label:<26} {ratio:5.2f}")
+
+
+def report_imports(tree: Tree, runs: int) -> None:
+    """Per command: its imports' total under -X importtime and the largest packages."""
+    print(f"\n[{tree.label}] imports under -X importtime (least of {runs} runs per module; "
+          "the flag's own overhead included)")
+    for label, extra, _goal in COMMANDS:
+        totals = by_package(tree.import_times([*BLINDPOST, *extra], runs))
+        top = ", ".join(f"{name} {seconds * 1000:.0f}"
+                        for name, seconds in totals.most_common(TOP_PACKAGES))
+        print(f"{label:<26} {sum(totals.values()) * 1000:5.0f} ms: {top}")
 
 
 if __name__ == "__main__":
