@@ -215,6 +215,10 @@ class Settings:
     @property
     def witnesses(self) -> tuple[WitnessEndpoint, ...]:
         """The parsed ``audit_witnesses``."""
+        if not self.audit_witnesses.replace(",", "").strip():
+            # What parse_witness_list makes of it, without loading the checkpoint formats
+            # for every command on a host that names no witness.
+            return ()
         # Imported here: the client commands read settings without needing these formats.
         from gateway.witness.protocol import parse_witness_list
 

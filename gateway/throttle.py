@@ -35,7 +35,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import case, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from gateway.db.models import AuthThrottle
@@ -130,8 +129,15 @@ def blocked_until(session: Session, *, scope: Scope, key: str, now: datetime,
 
 
 def _insert(session: Session) -> Any:
-    dialect = session.get_bind().dialect.name
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # Imported here, the one in use: each dialect package takes 5 to 20 ms to load, and
+    # the engine has loaded its own already.
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
 
 
 def record_failure(session: Session, policy: Policy, *, scope: Scope, key: str,

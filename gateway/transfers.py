@@ -29,7 +29,6 @@ from gateway import envelope, pending_objects, served
 from gateway.actors import Actor
 from gateway.agreement_terms import Terms, elements_of
 from gateway.audit import AuditTag
-from gateway.auth import session_refusal
 from gateway.authz import Permission
 from gateway.data_elements import OPAQUE, Contents, ContentScan
 from gateway.db.models import (
@@ -549,6 +548,10 @@ def require_active(session: Session, actor: Actor) -> None:
     """
     if actor.account_id is None:
         return
+    # Imported here: the sign-in service loads the account services with it, which the
+    # listings (`blindpost files`) never use.
+    from gateway.auth import session_refusal
+
     reason = session_refusal(session.get(Account, actor.account_id))
     if reason is not None:
         raise AuthenticationError(f"signed out: {reason}")

@@ -6,8 +6,9 @@ admin or that an alarm was raised. What a message says is decided from the audit
 the transfers' counts and expiry times alone: never a file name, size or content.
 Messages wait in an outbox table and a background chore sends them, so a relay that is
 down never holds up a transfer (:mod:`gateway.notify.service`).
+
+The package imports none of its modules: every command that opens the data directory
+checks the notification settings (:mod:`gateway.notify.settings`), and none of them
+should pay for the SMTP, HTTP and e-mail libraries the sender needs
+(:mod:`gateway.notify.delivery`).
 """
-
-from gateway.notify.delivery import DeliveryError, sign_webhook, verify_webhook
-
-__all__ = ["DeliveryError", "sign_webhook", "verify_webhook"]

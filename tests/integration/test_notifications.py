@@ -38,7 +38,7 @@ from gateway.datadir import initialise
 from gateway.db.models import Role
 from gateway.errors import AuthorizationError, ConfigError, UsageError
 from gateway.metrics import AuditCollector
-from gateway.notify import DeliveryError, verify_webhook
+from gateway.notify.delivery import DeliveryError, verify_webhook
 from gateway.notify.models import NotificationOutbox
 from tests.conftest import FakeClock
 from tests.unit.gateway.factories import (

@@ -105,6 +105,42 @@ def image_install(releases: tuple[Release, Release],
     return root / entrypoint.lstrip("/")
 
 
+# Run by the release's interpreter: each module installed in its environment whose
+# bytecode is missing or stale (the header holds the source's mtime and size).
+_STALE_BYTECODE = """
+import importlib.util, pathlib, sys, sysconfig
+stale = []
+for root in {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}:
+    for source in pathlib.Path(root).rglob("*.py"):
+        cached = pathlib.Path(importlib.util.cache_from_source(str(source)))
+        try:
+            header = cached.read_bytes()[:16]
+        except OSError:
+            stale.append(str(source))
+            continue
+        info = source.stat()
+        flags = int.from_bytes(header[4:8], "little")
+        fresh = header[:4] == importlib.util.MAGIC_NUMBER and (flags & 1 or (
+            int.from_bytes(header[8:12], "little") == int(info.st_mtime) & 0xFFFFFFFF
+            and int.from_bytes(header[12:16], "little") == info.st_size & 0xFFFFFFFF))
+        if not fresh:
+            stale.append(str(source))
+print(len(stale), *stale[:10], sep="\\n")
+"""
+
+
+def test_the_image_install_holds_the_bytecode_of_every_module(image_install: Path,
+                                                             tmp_path: Path) -> None:
+    # The image's root is read-only and it sets PYTHONDONTWRITEBYTECODE, as a node with
+    # root-owned releases cannot write __pycache__ either: a module compiled at install
+    # (install.sh runs compileall) is one no command compiles again at every start.
+    python = image_install.parent / "python"
+    result = subprocess.run([str(python), "-c", _STALE_BYTECODE], capture_output=True,
+                            text=True, timeout=120, check=True, env=_clean_env(tmp_path))
+    count, *examples = result.stdout.splitlines()
+    assert count == "0", examples
+
+
 def _compose_env(service: dict[str, object], urls: dict[str, str],
                  s3_endpoint: str, bucket: str, data_dir: Path) -> dict[str, str]:
     environment = service["environment"]
