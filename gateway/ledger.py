@@ -61,6 +61,10 @@ REMOVED = "-"
 ROWS_PER_EVENT = 250
 # A process rewrites its snapshot once it has read this many entries beyond it.
 SNAPSHOT_EVERY = 20_000
+# ... and at once after a single follow of more than this many (a whole-log replay, or a
+# long absence): a short-lived process, a command line that never closes the app, would
+# otherwise leave the next one to pay for the same replay.
+LONG_FOLLOW = 10_000
 SNAPSHOT_VERSION = 1
 RUNBOOK = "deploy/runbooks/backup-and-restore.md"
 
@@ -323,6 +327,7 @@ class Ledger:
                 if self._state is None:
                     self._start()
                 assert self._state is not None
+                before = self._snapshot_size
                 # The caller's connection may see an older snapshot than what this
                 # process has already read: a log shorter than that is judged on a
                 # connection of the ledger's own, which sees everything committed.
@@ -334,10 +339,15 @@ class Ledger:
                 self._broken = str(exc)
                 log.error("current state cannot be followed: %s", exc)
                 raise
+            if self._state.size - before > LONG_FOLLOW and (
+                    self._snapshot_size < self._state.size):
+                self.save_snapshot()
             return self._state.size
 
     def _start(self) -> None:
         state = self._load_snapshot()
+        # What the snapshot file covers: nothing when the whole log is replayed.
+        self._snapshot_size = 0 if state is None else state.size
         if state is None:
             state = LedgerState()
             state.size = self._bootstrap(state.apply)
@@ -345,7 +355,6 @@ class Ledger:
             log.info("current state replayed from the whole audit log (%d entries)",
                      state.size)
         self._state = state
-        self._snapshot_size = state.size
 
     def _read_new(self, state: LedgerState, connection: Connection, *,
                   judge_absence: bool) -> bool:
@@ -453,7 +462,13 @@ class Ledger:
     # -- snapshot ------------------------------------------------------------------
 
     def save_snapshot(self) -> None:
-        """Write the followed state to the snapshot file (if it covers more entries)."""
+        """Write the followed state to the snapshot file (if it covers more entries).
+
+        The file is replaced atomically, 0600, and belongs to the data directory's owner
+        even when written by root (an operator's command): the service, running as that
+        owner, must be able to read and replace it. A file that cannot be written is
+        logged and skipped; the next process replays the log again, nothing is lost.
+        """
         with self._lock:
             state = self._state
             if state is None or self._broken is not None or state.size == 0:
@@ -466,7 +481,12 @@ class Ledger:
             keys = self._keys()
             text = json.dumps({"mac": keys.mac("audit", b"ledger-snapshot\n" + body),
                                "body": body.decode()})
-            _replace_if_larger(self.snapshot_file, text, state.size)
+            try:
+                _replace_if_larger(self.snapshot_file, text, state.size)
+            except OSError as exc:
+                log.warning("the current-state snapshot %s could not be saved (%s); the next "
+                            "process replays the log", self.snapshot_file, exc)
+                return
             self._snapshot_size = state.size
 
     def _load_snapshot(self) -> LedgerState | None:
@@ -504,9 +524,11 @@ class Ledger:
 
 
 def _replace_if_larger(path: Path, text: str, size: int) -> None:
+    owner = path.parent.stat()
     lock = os.open(path.with_name(path.name + ".lock"),
                    os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
+        _give_to(lock, owner)
         # Every process of a node writes the same file; none may replace a newer one.
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -518,7 +540,16 @@ def _replace_if_larger(path: Path, text: str, size: int) -> None:
         temporary = path.with_name(path.name + ".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            _give_to(fd, owner)
             handle.write(text)
         temporary.replace(path)
     finally:
         os.close(lock)
+
+
+def _give_to(fd: int, owner: os.stat_result) -> None:
+    """Make the open file ``fd`` belong to the owner of the data directory, when this
+    process is root and they differ: a file root left there (the lock, the snapshot)
+    would be one the service, running as that owner, cannot read or replace."""
+    if os.geteuid() == 0 and os.fstat(fd).st_uid != owner.st_uid:
+        os.fchown(fd, owner.st_uid, owner.st_gid)
