@@ -34,7 +34,6 @@ import heapq
 import os
 import resource
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -45,16 +44,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gateway import envelope, state_keys
-from gateway.audit import AuditTag, load_signer, merkle, verify_database
-from gateway.audit.events import encode_leaf
-from gateway.audit.log import entry_mac
-from gateway.audit.note import Checkpoint, NoteSigner
+from gateway.audit import AuditTag, load_signer, verify_database
 from gateway.config import load_settings
 from gateway.datadir import initialise
 from gateway.db import make_engine
 from gateway.db.engine import snapshot
-from gateway.state_keys import StateKeys
 from gateway.store import LocalStore
+
+# The log writer both audit benches share (run as a script, bench/ is not on the path).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._common import LogWriter
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 YEAR = timedelta(days=365)
@@ -70,67 +69,6 @@ USAGE = "bench-usage:"
 
 def _fingerprint(partner: int) -> str:
     return f"SHA256:{partner:02d}" + "k" * 41
-
-
-class LogWriter:
-    """Appends leaves with their tree nodes and a signed checkpoint every 1000 entries."""
-
-    def __init__(self, path: Path, signer: NoteSigner, keys: StateKeys) -> None:
-        self._db = sqlite3.connect(path)
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._signer = signer
-        self._keys = keys
-        self._builder = merkle.TreeBuilder()
-        self._entries: list[tuple[int, str, str, str, str]] = []
-        self._nodes: list[tuple[int, bytes]] = []
-        self._checkpoints: list[tuple[int, bytes, str, str]] = []
-        # `init` has already written a few entries (the current-state baseline): go on
-        # from them, as the service would.
-        for (leaf,) in self._db.execute("SELECT leaf FROM audit_entries ORDER BY idx"):
-            self._builder.append(merkle.leaf_hash(leaf.encode()))
-        self._position = self._db.execute("SELECT count(*) FROM audit_nodes").fetchone()[0]
-
-    @property
-    def size(self) -> int:
-        return self._builder.size
-
-    def add(self, moment: datetime, tag: AuditTag, actor: str, subject: str,
-            details: dict[str, object]) -> None:
-        index = self._builder.size
-        leaf = encode_leaf(index=index, time=moment, tag=tag, actor=actor, subject=subject,
-                           details=details)
-        self._entries.append((index, moment.strftime("%Y-%m-%d %H:%M:%S.%f"), tag.value,
-                              leaf.decode(), entry_mac(self._keys, index, leaf)))
-        for hashed in self._builder.append(merkle.leaf_hash(leaf)):
-            self._nodes.append((self._position, hashed))
-            self._position += 1
-        if self._builder.size % CHECKPOINT_EVERY == 0:
-            self._checkpoint(moment)
-        if len(self._entries) >= 50_000:
-            self.flush()
-
-    def _checkpoint(self, moment: datetime) -> None:
-        size, root = self._builder.size, self._builder.root()
-        note = self._signer.sign(Checkpoint(self._signer.name, size, root).text())
-        self._checkpoints.append((size, root, moment.strftime("%Y-%m-%d %H:%M:%S.%f"), note))
-        # As the service does: each checkpoint is followed by its own entry.
-        self.add(moment, AuditTag.AUDIT_CHECKPOINT, "system:audit", f"checkpoint:{size}",
-                 {"size": size, "root": "bench", "source": "local"})
-
-    def flush(self) -> None:
-        with self._db:
-            self._db.executemany("INSERT INTO audit_entries (idx, recorded_at, tag, leaf, mac) "
-                                 "VALUES (?, ?, ?, ?, ?)", self._entries)
-            self._db.executemany("INSERT INTO audit_nodes VALUES (?, ?)", self._nodes)
-            self._db.executemany("INSERT INTO audit_checkpoints (size, root, created_at, note)"
-                                 " VALUES (?, ?, ?, ?)", self._checkpoints)
-        self._entries.clear()
-        self._nodes.clear()
-        self._checkpoints.clear()
-
-    def close(self) -> None:
-        self.flush()
-        self._db.close()
 
 
 def _file_events(number: int, uploaded: datetime, spacing: timedelta,
@@ -262,7 +200,8 @@ def build(data_dir: Path, files: int, events: int) -> None:
     settings = load_settings(data_dir=data_dir, environ={})
     writer = LogWriter(data_dir / "blindpost.db",
                        load_signer(settings.audit_key_path, name=settings.audit_origin),
-                       state_keys.load(settings.keys_dir))
+                       state_keys.load(settings.keys_dir), every=CHECKPOINT_EVERY,
+                       checkpoint_entries=True)
     started = time.perf_counter()
     files, waiting = build_log(writer, files, events)
     size = writer.size
