@@ -63,6 +63,8 @@ CHECKPOINT_EVERY = 1000
 # Per file: 1 upload, 2 partner sign-ins, 4 complete and 1 interrupted download, 1
 # removal and 1 staff sign-in: ten entries, so --events / --files = 10 by default.
 DOWNLOADS = 5
+# What the bench can measure (--only), in the order it does.
+RUNS = ("verify", "serial", "week", "text", "json")
 # How a measured process reports its own and its children's usage on stderr.
 USAGE = "bench-usage:"
 
@@ -212,8 +214,13 @@ def build(data_dir: Path, files: int, events: int) -> None:
           f"stored) in {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def verify_alone(data_dir: Path) -> None:
-    """The reference, in its own process: what the report's verification does, alone."""
+def verify_alone(data_dir: Path, *, serial: bool = False) -> None:
+    """The reference, in its own process: what the report's verification does, alone
+    (``serial``: without the second process, as on a busy machine)."""
+    if serial:
+        from gateway.audit import verify
+
+        verify.PARALLEL = False
     settings = load_settings(data_dir=data_dir, environ={})
     signer = load_signer(settings.audit_key_path, name=settings.audit_origin)
     engine = make_engine(settings.effective_database_url)
@@ -278,8 +285,8 @@ def run(args: list[str], output: Path | None, code: Path | None = None) -> Measu
     the checkout ``code`` on the path if given; return what it took."""
     if output is not None:
         output.unlink(missing_ok=True)
-    return measured([sys.executable, __file__, *(args if args[0] == "--verify-only" else
-                                                 ["--cli", *args])], code)
+    return measured([sys.executable, __file__, *(args if args[0].startswith("--verify")
+                                                 else ["--cli", *args])], code)
 
 
 def measured(command: list[str], code: Path | None = None) -> Measure:
@@ -309,6 +316,14 @@ def measured(command: list[str], code: Path | None = None) -> Measure:
     return Measure(elapsed, cpu, children, peak / 1024, max(peaks.values(), default=0) / 1024)
 
 
+def settle(below: float, longest: float = 180.0) -> None:
+    """Wait until the 1-minute load average is under ``below`` (0: not at all), for at
+    most ``longest`` seconds."""
+    deadline = time.monotonic() + longest
+    while below and os.getloadavg()[0] >= below and time.monotonic() < deadline:
+        time.sleep(2)
+
+
 def load() -> str:
     return "load average " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
@@ -326,13 +341,25 @@ def main() -> None:
     parser.add_argument("--compare-with", type=Path, metavar="CHECKOUT",
                         help="Also measure each run with the code of CHECKOUT (a git "
                              "worktree of an earlier commit), alternating with this one.")
+    parser.add_argument("--only", metavar="RUNS", default=",".join(RUNS),
+                        help="Comma-separated runs to measure, of " + ", ".join(RUNS) +
+                             " (a full comparison takes minutes: split it on a shared "
+                             "machine).")
+    parser.add_argument("--settle", type=float, metavar="LOAD", default=0.0,
+                        help="Before each measured run, wait (up to 3 minutes) until the "
+                             "1-minute load average is below LOAD: verification starts its "
+                             "second process only below 1.5 on two cores, so a figure for "
+                             "a quiet machine needs the load of earlier runs to decay.")
     parser.add_argument("--verify-only", type=Path, metavar="DATA_DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--verify-serial", type=Path, metavar="DATA_DIR",
+                        help=argparse.SUPPRESS)
     parser.add_argument("--cli", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.verify_only or args.cli:
+    if args.verify_only or args.verify_serial or args.cli:
         try:
-            if args.verify_only:
-                verify_alone(args.verify_only)
+            if args.verify_only or args.verify_serial:
+                verify_alone(args.verify_only or args.verify_serial,
+                             serial=args.verify_serial is not None)
             else:
                 from gateway.cli import main as blindpost
 
@@ -352,17 +379,25 @@ def main() -> None:
         common = ["--data-dir", str(data_dir)]
         week = ["--from", "2026-07-01", "--to", "2026-07-07"]
         whole = ["--from", "2025-12-31", "--to", "2027-01-01"]
-        runs = {
-            "reference: verification alone": (["--verify-only", str(data_dir)], None),
-            "exposure, one week (text)": (["exposure", *week, *common, "-o",
-                                           str(directory / "week.txt")], directory / "week.txt"),
-            "exposure, whole history (text)": (["exposure", *whole, *common, "-o",
-                                                str(directory / "all.txt")],
-                                               directory / "all.txt"),
-            "exposure, whole history (json)": (["exposure", *whole, *common, "--format", "json",
-                                                "-o", str(directory / "all.json")],
-                                               directory / "all.json"),
+        every = {
+            "verify": ("reference: verification alone",
+                       (["--verify-only", str(data_dir)], None)),
+            "serial": ("verification alone, without the second process",
+                       (["--verify-serial", str(data_dir)], None)),
+            "week": ("exposure, one week (text)",
+                     (["exposure", *week, *common, "-o", str(directory / "week.txt")],
+                      directory / "week.txt")),
+            "text": ("exposure, whole history (text)",
+                     (["exposure", *whole, *common, "-o", str(directory / "all.txt")],
+                      directory / "all.txt")),
+            "json": ("exposure, whole history (json)",
+                     (["exposure", *whole, *common, "--format", "json", "-o",
+                       str(directory / "all.json")], directory / "all.json")),
         }
+        chosen = args.only.split(",")
+        if unknown := set(chosen) - set(every):
+            parser.error(f"--only: unknown runs {sorted(unknown)}; choose from {RUNS}")
+        runs = dict(every[name] for name in RUNS if name in chosen)
         # Rounds alternate the runs (and the code compared) and the best of each counts,
         # so that a burst of load from elsewhere on the machine does not land on one only.
         codes: list[tuple[str, Path | None]] = [("", None)]
@@ -374,18 +409,23 @@ def main() -> None:
         for _round in range(args.rounds):
             for label, (command, output) in runs.items():
                 for name, code in codes:
+                    settle(args.settle)
+                    print(f"{label}{name}: starts at {load()}", flush=True)
                     results[label + name].append(run(command, output, code))
         print(f"after: {load()}", flush=True)
         for label, measured in results.items():
+            if not measured:
+                continue  # --rounds 0: build only.
             best = min(measured, key=lambda item: item.wall)
             print(f"{label}: {best.text()}; least CPU of {len(measured)}: "
                   f"{min(item.cpu + item.cpu_children for item in measured):.1f} s",
                   flush=True)
-        lines = sum(1 for _ in (directory / "all.txt").open())
-        print(f"whole-history text report: {lines:,} lines, "
-              f"{(directory / 'all.txt').stat().st_size / 1e6:.0f} MB; targets at a million "
-              "entries: verification under 10 s and 200 MiB, a week under 15 s, the whole "
-              "history under 30 s and 500 MiB")
+        if (directory / "all.txt").exists():
+            lines = sum(1 for _ in (directory / "all.txt").open())
+            print(f"whole-history text report: {lines:,} lines, "
+                  f"{(directory / 'all.txt').stat().st_size / 1e6:.0f} MB")
+        print("targets at a million entries: verification under 10 s and 200 MiB, a week "
+              "under 15 s, the whole history under 30 s and 500 MiB")
     finally:
         if args.keep is None:
             shutil.rmtree(directory)

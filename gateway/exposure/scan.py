@@ -246,9 +246,17 @@ class HistoryScan:
             if tag in _REMOVAL_TAGS:
                 self._stored.pop(file_id, None)
             return True
-        if tag in _REMOVAL_TAGS:
-            return False
         record = self._files.get(file_id)
+        if tag in _REMOVAL_TAGS:
+            if (when > self._start_text or record is None or record.removed_at is not None
+                    or self.partner is not None):
+                return False
+            # Removed before the window opened, all :meth:`_removed` keeps of it: that
+            # it is outside (and no longer stored). Most files of a year end so.
+            self._stored.pop(file_id, None)
+            del self._files[file_id]
+            self._outside.add(file_id)
+            return True
         if when <= self._start_text:
             if record is None or record.downloads:
                 return False
