@@ -66,6 +66,9 @@ _SHORT_LEAF = 4000
 # The time column's form (UTC), as verification hands it for usual entries.
 _COLUMN_TIME = "%Y-%m-%d %H:%M:%S.%f"
 _LOGIN = AuditTag.LOGIN_SUCCESS.value
+_UPLOAD = AuditTag.UPLOAD_COMPLETE.value
+# What a usual leaf's field is when it holds an escape: read by decoding instead.
+_ESCAPED = object()
 _DOWNLOAD_TAGS = frozenset(tag.value for tag in (AuditTag.DOWNLOAD_COMPLETE,
                                                  AuditTag.DOWNLOAD_INCOMPLETE))
 _REMOVAL_TAGS = frozenset(tag.value for tag in (AuditTag.FILE_PURGE, AuditTag.FILE_WITHDRAW,
@@ -237,7 +240,28 @@ class HistoryScan:
                 if file_id is not None and self._usual_file_entry(file_id, when, tag, text):
                     self.events += 1
                     continue
+            elif tag == _UPLOAD and when > end and len(text) <= _SHORT_LEAF:
+                file_id = _file_subject(text)
+                if file_id is not None and self._usual_late_upload(file_id, text):
+                    self.events += 1
+                    continue
             self.add_entry(index, column_datetime(when), tag, text.encode())
+
+    def _usual_late_upload(self, file_id: str, text: str) -> bool:
+        """Take in the usual leaf text of an upload after the window, which is all
+        :meth:`add` does with it: where the file is stored, and that it is outside."""
+        fields = [_usual_detail_text(text, key) for key in ("partner", "object_id", "name")]
+        if any(field is _ESCAPED for field in fields):
+            return False
+        partner, object_id, name = fields
+        if object_id is not None and partner is not None:
+            self._stored[file_id] = (str(object_id), str(partner), str(name or "?"))
+        if file_id in self._outside or (
+                self.partner is not None and partner is not None and partner != self.partner):
+            return True
+        if file_id not in self._files and partner is not None:
+            self._outside.add(file_id)
+        return True
 
     def _usual_file_entry(self, file_id: str, when: str, tag: str, text: str) -> bool:
         """Take in a download or removal of ``file_id`` from its usual leaf text when that
@@ -571,6 +595,20 @@ def _usual_text(text: str, at: int) -> str | None:
     end = text.find('"', at)
     value = text[at:end]
     return None if end < 0 or "\\" in value else value
+
+
+def _usual_detail_text(text: str, key: str) -> str | object | None:
+    """The string value of details key ``key`` in a usual leaf (None when it is absent
+    or not a string, as :func:`_text` says of the decoded details), or ``_ESCAPED``
+    when it holds an escape (the leaf is decoded then). See :func:`_usual_integer`."""
+    at = max(text.rfind(f',"{key}":'), text.rfind(f'{{"{key}":'))
+    if at < 0:
+        return None
+    start = at + len(key) + 4
+    if text[start] != '"':
+        return None
+    value = _usual_text(text, start + 1)
+    return _ESCAPED if value is None else value
 
 
 def _usual_integer(text: str, key: str) -> int | None:

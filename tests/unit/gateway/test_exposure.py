@@ -32,7 +32,16 @@ from gateway.exposure import (
 )
 from gateway.exposure.model import FileExposure
 from gateway.exposure.render import PAGE_LINES, _FileDocuments
-from gateway.exposure.scan import TAGS, HistoryScan, _number, _usual_integer, _usual_text
+from gateway.exposure.scan import (
+    _ESCAPED,
+    TAGS,
+    HistoryScan,
+    _number,
+    _text,
+    _usual_detail_text,
+    _usual_integer,
+    _usual_text,
+)
 from gateway.values import jsonable
 from tests.unit.audit.audit_support import named
 from tests.unit.gateway.exposure_history import (
@@ -696,13 +705,18 @@ class _Batches:
     {"bytes": 1e300},
     {"bytes": True}, {"bytes": None}, {"bytes": "7"}, {"bytes": [1, 2]},
     {"a": "x,\"bytes\":9", "bytes": 3}, {"bytes": 4, "note": "{\"bytes\":8}"},
-    {"abytes": 2}, {"bytesx": 2}])
+    {"abytes": 2}, {"bytesx": 2}, {"bytes": ""}, {"bytes": "a\"b"}, {"bytes": "é"}])
 def test_a_usual_leaf_is_read_as_decoding_reads_it(details: dict[str, object]) -> None:
     """Fields read from a usual leaf's text are those decoding finds."""
     leaf = encode_leaf(index=7, time=_day(9, 0), tag=AuditTag.DOWNLOAD_COMPLETE,
                        actor="lee", subject="file:f-1", details=details).decode()
     document = json.loads(leaf)
     assert _usual_integer(leaf, "bytes") == _number(document["details"], "bytes")
+    text = _usual_detail_text(leaf, "bytes")
+    if text is _ESCAPED:
+        assert "\\" in leaf
+    else:
+        assert text == _text(document["details"], "bytes")
     assert _usual_text(leaf, 10) == document["actor"] == "lee"
     escaped = encode_leaf(index=7, time=_day(9, 0), tag=AuditTag.DOWNLOAD_COMPLETE,
                           actor='le"e', subject="file:f-1", details=details).decode()
