@@ -28,7 +28,6 @@ import argparse
 import os
 import random
 import shutil
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -41,9 +40,8 @@ import sqlalchemy
 
 from gateway.actors import Actor, ActorKind
 from gateway.audit import AuditLog, AuditTag, generate_signing_key_file, load_signer, merkle
-from gateway.audit.events import decode_leaf, encode_leaf
-from gateway.audit.log import SessionNodes, entry_mac
-from gateway.audit.note import Checkpoint, NoteSigner
+from gateway.audit.events import decode_leaf
+from gateway.audit.note import NoteSigner
 from gateway.audit.siem import JsonlSink
 from gateway.audit.verify import verify_database, verify_from
 from gateway.audit_service import EventFilter, newest_page
@@ -53,12 +51,11 @@ from gateway.state_keys import StateKey, StateKeys
 
 # The measuring helpers of the exposure bench (run as a script, bench/ is not on the path).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._common import LogWriter
 from bench.exposure import Measure, load, measured, report_usage
 
 ORIGIN = "bench.example/audit"
 START = datetime(2026, 1, 1, tzinfo=UTC)
-# The time column as SQLAlchemy stores it in SQLite.
-COLUMN_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def append_rate(directory: Path, signer: NoteSigner, count: int) -> float:
@@ -86,48 +83,12 @@ def bulk_build(path: Path, signer: NoteSigner, keys: StateKeys, count: int,
     ``every`` entries, to the log at ``path`` (created if new)."""
     engine = make_engine(f"sqlite:///{path}")
     upgrade(engine)
-    with make_sessionmaker(engine).begin() as session:
-        size = AuditLog(signer=signer, clock=lambda: START).size(session)
-        builder = merkle.TreeBuilder.resume(size, SessionNodes(session))
     engine.dispose()
-    connection = sqlite3.connect(path)
-    connection.execute("PRAGMA synchronous=OFF")
-    entries: list[tuple[int, str, str, str, str]] = []
-    nodes: list[tuple[int, bytes]] = []
-    checkpoints: list[tuple[int, bytes, str, str]] = []
-    position = merkle.stored_node_count(size)
-    for index in range(size, size + count):
-        moment = START + timedelta(milliseconds=index)
-        leaf = encode_leaf(index=index, time=moment, tag=AuditTag.DOWNLOAD_COMPLETE,
-                           actor="partner-a", subject=f"file:{index}",
-                           details={"bytes": 123456, "source": "192.0.2.7"})
-        entries.append((index, moment.strftime(COLUMN_TIME), AuditTag.DOWNLOAD_COMPLETE.value,
-                         leaf.decode(), entry_mac(keys, index, leaf)))
-        for hashed in builder.append(merkle.leaf_hash(leaf)):
-            nodes.append((position, hashed))
-            position += 1
-        if builder.size % every == 0:
-            root = builder.root()
-            note = signer.sign(Checkpoint(ORIGIN, builder.size, root).text())
-            checkpoints.append((builder.size, root, entries[-1][1], note))
-        if len(entries) >= 50_000:
-            _flush(connection, entries, nodes, checkpoints)
-    _flush(connection, entries, nodes, checkpoints)
-    connection.close()
-
-
-def _flush(connection: sqlite3.Connection, entries: list[tuple[int, str, str, str, str]],
-           nodes: list[tuple[int, bytes]], checkpoints: list[tuple[int, bytes, str, str]],
-           ) -> None:
-    with connection:
-        connection.executemany("INSERT INTO audit_entries (idx, recorded_at, tag, leaf, mac) "
-                               "VALUES (?, ?, ?, ?, ?)", entries)
-        connection.executemany("INSERT INTO audit_nodes (pos, hash) VALUES (?, ?)", nodes)
-        connection.executemany("INSERT INTO audit_checkpoints (size, root, created_at, note) "
-                               "VALUES (?, ?, ?, ?)", checkpoints)
-    entries.clear()
-    nodes.clear()
-    checkpoints.clear()
+    writer = LogWriter(path, signer, keys, every=every)
+    for index in range(writer.size, writer.size + count):
+        writer.add(START + timedelta(milliseconds=index), AuditTag.DOWNLOAD_COMPLETE,
+                   "partner-a", f"file:{index}", {"bytes": 123456, "source": "192.0.2.7"})
+    writer.close()
 
 
 def _materials(directory: Path) -> tuple[NoteSigner, StateKeys]:

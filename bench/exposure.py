@@ -34,7 +34,6 @@ import heapq
 import os
 import resource
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -45,16 +44,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gateway import envelope, state_keys
-from gateway.audit import AuditTag, load_signer, merkle, verify_database
-from gateway.audit.events import encode_leaf
-from gateway.audit.log import entry_mac
-from gateway.audit.note import Checkpoint, NoteSigner
+from gateway.audit import AuditTag, load_signer, verify_database
 from gateway.config import load_settings
 from gateway.datadir import initialise
 from gateway.db import make_engine
 from gateway.db.engine import snapshot
-from gateway.state_keys import StateKeys
 from gateway.store import LocalStore
+
+# The log writer both audit benches share (run as a script, bench/ is not on the path).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._common import LogWriter
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 YEAR = timedelta(days=365)
@@ -64,73 +63,14 @@ CHECKPOINT_EVERY = 1000
 # Per file: 1 upload, 2 partner sign-ins, 4 complete and 1 interrupted download, 1
 # removal and 1 staff sign-in: ten entries, so --events / --files = 10 by default.
 DOWNLOADS = 5
+# What the bench can measure (--only), in the order it does.
+RUNS = ("verify", "serial", "week", "text", "json")
 # How a measured process reports its own and its children's usage on stderr.
 USAGE = "bench-usage:"
 
 
 def _fingerprint(partner: int) -> str:
     return f"SHA256:{partner:02d}" + "k" * 41
-
-
-class LogWriter:
-    """Appends leaves with their tree nodes and a signed checkpoint every 1000 entries."""
-
-    def __init__(self, path: Path, signer: NoteSigner, keys: StateKeys) -> None:
-        self._db = sqlite3.connect(path)
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._signer = signer
-        self._keys = keys
-        self._builder = merkle.TreeBuilder()
-        self._entries: list[tuple[int, str, str, str, str]] = []
-        self._nodes: list[tuple[int, bytes]] = []
-        self._checkpoints: list[tuple[int, bytes, str, str]] = []
-        # `init` has already written a few entries (the current-state baseline): go on
-        # from them, as the service would.
-        for (leaf,) in self._db.execute("SELECT leaf FROM audit_entries ORDER BY idx"):
-            self._builder.append(merkle.leaf_hash(leaf.encode()))
-        self._position = self._db.execute("SELECT count(*) FROM audit_nodes").fetchone()[0]
-
-    @property
-    def size(self) -> int:
-        return self._builder.size
-
-    def add(self, moment: datetime, tag: AuditTag, actor: str, subject: str,
-            details: dict[str, object]) -> None:
-        index = self._builder.size
-        leaf = encode_leaf(index=index, time=moment, tag=tag, actor=actor, subject=subject,
-                           details=details)
-        self._entries.append((index, moment.strftime("%Y-%m-%d %H:%M:%S.%f"), tag.value,
-                              leaf.decode(), entry_mac(self._keys, index, leaf)))
-        for hashed in self._builder.append(merkle.leaf_hash(leaf)):
-            self._nodes.append((self._position, hashed))
-            self._position += 1
-        if self._builder.size % CHECKPOINT_EVERY == 0:
-            self._checkpoint(moment)
-        if len(self._entries) >= 50_000:
-            self.flush()
-
-    def _checkpoint(self, moment: datetime) -> None:
-        size, root = self._builder.size, self._builder.root()
-        note = self._signer.sign(Checkpoint(self._signer.name, size, root).text())
-        self._checkpoints.append((size, root, moment.strftime("%Y-%m-%d %H:%M:%S.%f"), note))
-        # As the service does: each checkpoint is followed by its own entry.
-        self.add(moment, AuditTag.AUDIT_CHECKPOINT, "system:audit", f"checkpoint:{size}",
-                 {"size": size, "root": "bench", "source": "local"})
-
-    def flush(self) -> None:
-        with self._db:
-            self._db.executemany("INSERT INTO audit_entries (idx, recorded_at, tag, leaf, mac) "
-                                 "VALUES (?, ?, ?, ?, ?)", self._entries)
-            self._db.executemany("INSERT INTO audit_nodes VALUES (?, ?)", self._nodes)
-            self._db.executemany("INSERT INTO audit_checkpoints (size, root, created_at, note)"
-                                 " VALUES (?, ?, ?, ?)", self._checkpoints)
-        self._entries.clear()
-        self._nodes.clear()
-        self._checkpoints.clear()
-
-    def close(self) -> None:
-        self.flush()
-        self._db.close()
 
 
 def _file_events(number: int, uploaded: datetime, spacing: timedelta,
@@ -262,7 +202,8 @@ def build(data_dir: Path, files: int, events: int) -> None:
     settings = load_settings(data_dir=data_dir, environ={})
     writer = LogWriter(data_dir / "blindpost.db",
                        load_signer(settings.audit_key_path, name=settings.audit_origin),
-                       state_keys.load(settings.keys_dir))
+                       state_keys.load(settings.keys_dir), every=CHECKPOINT_EVERY,
+                       checkpoint_entries=True)
     started = time.perf_counter()
     files, waiting = build_log(writer, files, events)
     size = writer.size
@@ -273,8 +214,13 @@ def build(data_dir: Path, files: int, events: int) -> None:
           f"stored) in {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def verify_alone(data_dir: Path) -> None:
-    """The reference, in its own process: what the report's verification does, alone."""
+def verify_alone(data_dir: Path, *, serial: bool = False) -> None:
+    """The reference, in its own process: what the report's verification does, alone
+    (``serial``: without the second process, as on a busy machine)."""
+    if serial:
+        from gateway.audit import verify
+
+        verify.PARALLEL = False
     settings = load_settings(data_dir=data_dir, environ={})
     signer = load_signer(settings.audit_key_path, name=settings.audit_origin)
     engine = make_engine(settings.effective_database_url)
@@ -339,8 +285,8 @@ def run(args: list[str], output: Path | None, code: Path | None = None) -> Measu
     the checkout ``code`` on the path if given; return what it took."""
     if output is not None:
         output.unlink(missing_ok=True)
-    return measured([sys.executable, __file__, *(args if args[0] == "--verify-only" else
-                                                 ["--cli", *args])], code)
+    return measured([sys.executable, __file__, *(args if args[0].startswith("--verify")
+                                                 else ["--cli", *args])], code)
 
 
 def measured(command: list[str], code: Path | None = None) -> Measure:
@@ -370,6 +316,14 @@ def measured(command: list[str], code: Path | None = None) -> Measure:
     return Measure(elapsed, cpu, children, peak / 1024, max(peaks.values(), default=0) / 1024)
 
 
+def settle(below: float, longest: float = 180.0) -> None:
+    """Wait until the 1-minute load average is under ``below`` (0: not at all), for at
+    most ``longest`` seconds."""
+    deadline = time.monotonic() + longest
+    while below and os.getloadavg()[0] >= below and time.monotonic() < deadline:
+        time.sleep(2)
+
+
 def load() -> str:
     return "load average " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
@@ -387,13 +341,25 @@ def main() -> None:
     parser.add_argument("--compare-with", type=Path, metavar="CHECKOUT",
                         help="Also measure each run with the code of CHECKOUT (a git "
                              "worktree of an earlier commit), alternating with this one.")
+    parser.add_argument("--only", metavar="RUNS", default=",".join(RUNS),
+                        help="Comma-separated runs to measure, of " + ", ".join(RUNS) +
+                             " (a full comparison takes minutes: split it on a shared "
+                             "machine).")
+    parser.add_argument("--settle", type=float, metavar="LOAD", default=0.0,
+                        help="Before each measured run, wait (up to 3 minutes) until the "
+                             "1-minute load average is below LOAD: verification starts its "
+                             "second process only below 1.5 on two cores, so a figure for "
+                             "a quiet machine needs the load of earlier runs to decay.")
     parser.add_argument("--verify-only", type=Path, metavar="DATA_DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--verify-serial", type=Path, metavar="DATA_DIR",
+                        help=argparse.SUPPRESS)
     parser.add_argument("--cli", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.verify_only or args.cli:
+    if args.verify_only or args.verify_serial or args.cli:
         try:
-            if args.verify_only:
-                verify_alone(args.verify_only)
+            if args.verify_only or args.verify_serial:
+                verify_alone(args.verify_only or args.verify_serial,
+                             serial=args.verify_serial is not None)
             else:
                 from gateway.cli import main as blindpost
 
@@ -413,17 +379,25 @@ def main() -> None:
         common = ["--data-dir", str(data_dir)]
         week = ["--from", "2026-07-01", "--to", "2026-07-07"]
         whole = ["--from", "2025-12-31", "--to", "2027-01-01"]
-        runs = {
-            "reference: verification alone": (["--verify-only", str(data_dir)], None),
-            "exposure, one week (text)": (["exposure", *week, *common, "-o",
-                                           str(directory / "week.txt")], directory / "week.txt"),
-            "exposure, whole history (text)": (["exposure", *whole, *common, "-o",
-                                                str(directory / "all.txt")],
-                                               directory / "all.txt"),
-            "exposure, whole history (json)": (["exposure", *whole, *common, "--format", "json",
-                                                "-o", str(directory / "all.json")],
-                                               directory / "all.json"),
+        every = {
+            "verify": ("reference: verification alone",
+                       (["--verify-only", str(data_dir)], None)),
+            "serial": ("verification alone, without the second process",
+                       (["--verify-serial", str(data_dir)], None)),
+            "week": ("exposure, one week (text)",
+                     (["exposure", *week, *common, "-o", str(directory / "week.txt")],
+                      directory / "week.txt")),
+            "text": ("exposure, whole history (text)",
+                     (["exposure", *whole, *common, "-o", str(directory / "all.txt")],
+                      directory / "all.txt")),
+            "json": ("exposure, whole history (json)",
+                     (["exposure", *whole, *common, "--format", "json", "-o",
+                       str(directory / "all.json")], directory / "all.json")),
         }
+        chosen = args.only.split(",")
+        if unknown := set(chosen) - set(every):
+            parser.error(f"--only: unknown runs {sorted(unknown)}; choose from {RUNS}")
+        runs = dict(every[name] for name in RUNS if name in chosen)
         # Rounds alternate the runs (and the code compared) and the best of each counts,
         # so that a burst of load from elsewhere on the machine does not land on one only.
         codes: list[tuple[str, Path | None]] = [("", None)]
@@ -435,18 +409,23 @@ def main() -> None:
         for _round in range(args.rounds):
             for label, (command, output) in runs.items():
                 for name, code in codes:
+                    settle(args.settle)
+                    print(f"{label}{name}: starts at {load()}", flush=True)
                     results[label + name].append(run(command, output, code))
         print(f"after: {load()}", flush=True)
         for label, measured in results.items():
+            if not measured:
+                continue  # --rounds 0: build only.
             best = min(measured, key=lambda item: item.wall)
             print(f"{label}: {best.text()}; least CPU of {len(measured)}: "
                   f"{min(item.cpu + item.cpu_children for item in measured):.1f} s",
                   flush=True)
-        lines = sum(1 for _ in (directory / "all.txt").open())
-        print(f"whole-history text report: {lines:,} lines, "
-              f"{(directory / 'all.txt').stat().st_size / 1e6:.0f} MB; targets at a million "
-              "entries: verification under 10 s and 200 MiB, a week under 15 s, the whole "
-              "history under 30 s and 500 MiB")
+        if (directory / "all.txt").exists():
+            lines = sum(1 for _ in (directory / "all.txt").open())
+            print(f"whole-history text report: {lines:,} lines, "
+                  f"{(directory / 'all.txt').stat().st_size / 1e6:.0f} MB")
+        print("targets at a million entries: verification under 10 s and 200 MiB, a week "
+              "under 15 s, the whole history under 30 s and 500 MiB")
     finally:
         if args.keep is None:
             shutil.rmtree(directory)

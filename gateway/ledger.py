@@ -60,6 +60,10 @@ REMOVED = "-"
 ROWS_PER_EVENT = 250
 # A process rewrites its snapshot once it has read this many entries beyond it.
 SNAPSHOT_EVERY = 20_000
+# ... and at once after a single follow of more than this many (a whole-log replay, or a
+# long absence): a short-lived process, a command line that never closes the app, would
+# otherwise leave the next one to pay for the same replay.
+LONG_FOLLOW = 10_000
 SNAPSHOT_VERSION = 1
 RUNBOOK = "deploy/runbooks/backup-and-restore.md"
 
@@ -319,7 +323,7 @@ class Ledger:
         if connection is not None:
             with self._lock:
                 if self._follow(connection, before=before, judge_absence=False):
-                    return self._followed().size
+                    return self._after_follow()
         # The caller's connection may see an older snapshot than what this process has
         # already read: a log shorter than that is judged on a connection of the
         # ledger's own, which sees everything committed. It is checked out before the
@@ -329,7 +333,7 @@ class Ledger:
         # deadlock only SQLite's 30 s busy timeout ended, by failing sign-ins.
         with self._engine.connect() as own, self._lock:
             self._follow(own, before=before, judge_absence=True)
-            return self._followed().size
+            return self._after_follow()
 
     def _follow(self, connection: Connection, *, before: int | None,
                 judge_absence: bool) -> bool:
@@ -347,12 +351,22 @@ class Ledger:
             log.error("current state cannot be followed: %s", exc)
             raise
 
+    def _after_follow(self) -> int:
+        """The followed log size, the snapshot saved first if it lags by more than
+        LONG_FOLLOW entries (the lock held)."""
+        size = self._followed().size
+        if size - self._snapshot_size > LONG_FOLLOW:
+            self.save_snapshot()
+        return size
+
     def _followed(self) -> LedgerState:
         assert self._state is not None
         return self._state
 
     def _start(self) -> None:
         state = self._load_snapshot()
+        # What the snapshot file covers: nothing when the whole log is replayed.
+        self._snapshot_size = 0 if state is None else state.size
         if state is None:
             state = LedgerState()
             state.size = self._bootstrap(state.apply)
@@ -360,7 +374,6 @@ class Ledger:
             log.info("current state replayed from the whole audit log (%d entries)",
                      state.size)
         self._state = state
-        self._snapshot_size = state.size
 
     def _read_new(self, state: LedgerState, connection: Connection, *, before: int | None,
                   judge_absence: bool) -> bool:
@@ -471,7 +484,13 @@ class Ledger:
     # -- snapshot ------------------------------------------------------------------
 
     def save_snapshot(self) -> None:
-        """Write the followed state to the snapshot file (if it covers more entries)."""
+        """Write the followed state to the snapshot file (if it covers more entries).
+
+        The file is replaced atomically, 0600, and belongs to the data directory's owner
+        even when written by root (an operator's command): the service, running as that
+        owner, must be able to read and replace it. A file that cannot be written is
+        logged and skipped; the next process replays the log again, nothing is lost.
+        """
         with self._lock:
             state = self._state
             if state is None or self._broken is not None or state.size == 0:
@@ -484,7 +503,12 @@ class Ledger:
             keys = self._keys()
             text = json.dumps({"mac": keys.mac("audit", b"ledger-snapshot\n" + body),
                                "body": body.decode()})
-            _replace_if_larger(self.snapshot_file, text, state.size)
+            try:
+                _replace_if_larger(self.snapshot_file, text, state.size)
+            except OSError as exc:
+                log.warning("the current-state snapshot %s could not be saved (%s); the next "
+                            "process replays the log", self.snapshot_file, exc)
+                return
             self._snapshot_size = state.size
 
     def _load_snapshot(self) -> LedgerState | None:
@@ -522,9 +546,11 @@ class Ledger:
 
 
 def _replace_if_larger(path: Path, text: str, size: int) -> None:
+    owner = path.parent.stat()
     lock = os.open(path.with_name(path.name + ".lock"),
                    os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
+        _give_to(lock, owner)
         # Every process of a node writes the same file; none may replace a newer one.
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -536,7 +562,16 @@ def _replace_if_larger(path: Path, text: str, size: int) -> None:
         temporary = path.with_name(path.name + ".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            _give_to(fd, owner)
             handle.write(text)
         temporary.replace(path)
     finally:
         os.close(lock)
+
+
+def _give_to(fd: int, owner: os.stat_result) -> None:
+    """Make the open file ``fd`` belong to the owner of the data directory, when this
+    process is root and they differ: a file root left there (the lock, the snapshot)
+    would be one the service, running as that owner, cannot read or replace."""
+    if os.geteuid() == 0 and os.fstat(fd).st_uid != owner.st_uid:
+        os.fchown(fd, owner.st_uid, owner.st_gid)

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.audit import AuditEvent, AuditTag
 from gateway.audit.events import event_from_document
+from gateway.audit.leaves import column_datetime
 from gateway.exposure.model import (
     BY_GATEWAY,
     BY_UPLOADER,
@@ -56,6 +57,23 @@ _DOWNLOADS = frozenset({AuditTag.DOWNLOAD_COMPLETE, AuditTag.DOWNLOAD_INCOMPLETE
 _FILE_SUBJECT_END = re.compile(
     rb',"subject":"file:([^"\\\x00-\x1f]*)","tag":"[^"\\\x00-\x1f]*",'
     rb'"time":"[^"\\\x00-\x1f]*","v":1\}')
+# An integer JSON value as the usual form writes it, ending its key's value.
+_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*+)(?=[,}])")
+# A usual-form leaf no longer than this holds no integer json.loads refuses to read
+# (Python's limit of 4,300 digits), so reading a field of it without decoding it finds
+# what decoding would (decoding such a leaf fails, and it is skipped).
+_SHORT_LEAF = 4000
+# The time column's form (UTC), as verification hands it for usual entries.
+_COLUMN_TIME = "%Y-%m-%d %H:%M:%S.%f"
+_LOGIN = AuditTag.LOGIN_SUCCESS.value
+_UPLOAD = AuditTag.UPLOAD_COMPLETE.value
+# What a usual leaf's field is when it holds an escape: read by decoding instead.
+_ESCAPED = object()
+_DOWNLOAD_TAGS = frozenset(tag.value for tag in (AuditTag.DOWNLOAD_COMPLETE,
+                                                 AuditTag.DOWNLOAD_INCOMPLETE))
+_REMOVAL_TAGS = frozenset(tag.value for tag in (AuditTag.FILE_PURGE, AuditTag.FILE_WITHDRAW,
+                                                AuditTag.FILE_SUPERSEDE))
+_FILE_SUBJECT_TEXT_END = re.compile(_FILE_SUBJECT_END.pattern.decode())
 # The classical recipient type; every other one is post-quantum (see RecipientKey).
 CLASSICAL_KIND = "x25519"
 # The fields of an upload event, in the order `unrecorded` lists what is missing.
@@ -89,8 +107,9 @@ class _File:
     records: int | None = None
     data_read_by: str | None = None
     # Downloads before the window, kept undecoded (time, leaf) until the file is known
-    # to be on the server in the window: most files are removed before it opens.
-    undecoded: list[tuple[datetime, bytes]] = field(default_factory=list)
+    # to be on the server in the window: most files are removed before it opens. The
+    # time is the column's text and the leaf text when read from usual rows.
+    undecoded: list[tuple[datetime | str, bytes | str]] = field(default_factory=list)
 
     def value(self) -> FileExposure:
         unrecorded = tuple(name for name in _UPLOAD_FIELDS if getattr(self, name) is None
@@ -182,6 +201,100 @@ class HistoryScan:
         # a handful of keys.
         self._recipient_sets: dict[tuple[RecipientExposure, ...],
                                    tuple[RecipientExposure, ...]] = {}
+        # The window's ends as time column texts, which order as the times do (years
+        # 1000 to 9999, the only ones a usual leaf holds).
+        self._start_text = _column_text(window.start)
+        self._end_text = _column_text(window.end)
+
+    def __call__(self, index: int, time: datetime, tag: str, leaf: bytes) -> None:
+        """An :data:`~gateway.audit.verify.EntryReader`: :meth:`add_entry`."""
+        self.add_entry(index, time, tag, leaf)
+
+    def usual_rows(self, rows: Sequence[tuple[int, Any, Any, Any, Any]]) -> None:
+        """Take in entry rows ``(idx, time text, tag, leaf text, mac)`` that verification
+        found in the log's usual form (a :class:`~gateway.audit.verify.UsualRowsReader`):
+        each leaf matches :mod:`gateway.audit.leaves`' pattern and its tag and time
+        columns are its own, the time in the column's form.
+
+        What :meth:`add_entry` does with each, without a datetime per entry: times are
+        compared as column texts, sign-ins in the window and downloads of a file known
+        here are read from the leaf text (in the usual form a key's value is found
+        without decoding), and only what needs more is decoded.
+        """
+        wanted, start, end = TAGS, self._start_text, self._end_text
+        for index, when, tag, text, _mac in rows:
+            if tag not in wanted:
+                continue
+            if tag == _LOGIN:
+                if when < start or when > end:
+                    self.events += 1
+                    continue
+                if len(text) <= _SHORT_LEAF:
+                    actor = _usual_text(text, 10)
+                    if actor is not None:
+                        self.events += 1
+                        self._signed_in(actor)
+                        continue
+            elif tag in _DOWNLOAD_TAGS or tag in _REMOVAL_TAGS:
+                file_id = _file_subject(text)
+                if file_id is not None and self._usual_file_entry(file_id, when, tag, text):
+                    self.events += 1
+                    continue
+            elif tag == _UPLOAD and when > end and len(text) <= _SHORT_LEAF:
+                file_id = _file_subject(text)
+                if file_id is not None and self._usual_late_upload(file_id, text):
+                    self.events += 1
+                    continue
+            self.add_entry(index, column_datetime(when), tag, text.encode())
+
+    def _usual_late_upload(self, file_id: str, text: str) -> bool:
+        """Take in the usual leaf text of an upload after the window, which is all
+        :meth:`add` does with it: where the file is stored, and that it is outside."""
+        fields = [_usual_detail_text(text, key) for key in ("partner", "object_id", "name")]
+        if any(field is _ESCAPED for field in fields):
+            return False
+        partner, object_id, name = fields
+        if object_id is not None and partner is not None:
+            self._stored[file_id] = (str(object_id), str(partner), str(name or "?"))
+        if file_id in self._outside or (
+                self.partner is not None and partner is not None and partner != self.partner):
+            return True
+        if file_id not in self._files and partner is not None:
+            self._outside.add(file_id)
+        return True
+
+    def _usual_file_entry(self, file_id: str, when: str, tag: str, text: str) -> bool:
+        """Take in a download or removal of ``file_id`` from its usual leaf text when that
+        is all :meth:`add` would do with it; False when it needs decoding."""
+        if file_id in self._outside:
+            if tag in _REMOVAL_TAGS:
+                self._stored.pop(file_id, None)
+            return True
+        record = self._files.get(file_id)
+        if tag in _REMOVAL_TAGS:
+            if (when > self._start_text or record is None or record.removed_at is not None
+                    or self.partner is not None):
+                return False
+            # Removed before the window opened, all :meth:`_removed` keeps of it: that
+            # it is outside (and no longer stored). Most files of a year end so.
+            self._stored.pop(file_id, None)
+            del self._files[file_id]
+            self._outside.add(file_id)
+            return True
+        if when <= self._start_text:
+            if record is None or record.downloads:
+                return False
+            record.undecoded.append((when, text))
+            return True
+        if record is None or self.partner is not None or len(text) > _SHORT_LEAF:
+            return False
+        actor = _usual_text(text, 10)
+        if actor is None:
+            return False
+        record.downloads.append(DownloadExposure(
+            actor, column_datetime(when), tag == AuditTag.DOWNLOAD_COMPLETE,
+            _usual_integer(text, "bytes")))
+        return True
 
     def add_entry(self, _index: int, time: datetime, tag: str, leaf: bytes) -> None:
         """Take in the next entry of the log, undecoded (a verification reader).
@@ -229,7 +342,9 @@ class HistoryScan:
         decoded, record.downloads = record.downloads, []
         for time, leaf in record.undecoded:
             try:
-                self.add(event_from_document(json.loads(leaf), leaf, time=time))
+                moment = column_datetime(time) if isinstance(time, str) else time
+                data = leaf.encode() if isinstance(leaf, str) else leaf
+                self.add(event_from_document(json.loads(data), data, time=moment))
             except ValueError:
                 continue
             self.events -= 1  # Counted when it was kept.
@@ -396,13 +511,14 @@ class HistoryScan:
             account.periods.append([event.time, None])
 
     def _sign_in(self, event: AuditEvent) -> None:
-        if not self.window.holds(event.time):
-            return
-        account = self._accounts.get(event.actor)
+        if self.window.holds(event.time):
+            self._signed_in(event.actor)
+
+    def _signed_in(self, username: str) -> None:
+        account = self._accounts.get(username)
         if account is None:
             # Its creation is not in the log, yet it signed in: it could, then.
-            account = self._accounts[event.actor] = _Account(event.actor,
-                                                             periods=[[None, None]])
+            account = self._accounts[username] = _Account(username, periods=[[None, None]])
         account.sign_ins += 1
 
     # -- the result -------------------------------------------------------------------
@@ -455,11 +571,58 @@ class HistoryScan:
                 and (self.partner is None or key.partner == self.partner)]
 
 
-def _file_subject(leaf: bytes) -> str | None:
+def _file_subject(leaf: bytes | str) -> str | None:
     """The file id a leaf in the log's usual form names as its subject, else None."""
+    if isinstance(leaf, str):
+        start = leaf.rfind(',"subject":"file:')
+        found = _FILE_SUBJECT_TEXT_END.fullmatch(leaf, start) if start >= 0 else None
+        return None if found is None else found[1]
     start = leaf.rfind(b',"subject":"file:')
-    found = _FILE_SUBJECT_END.fullmatch(leaf, start) if start >= 0 else None
-    return None if found is None else found[1].decode()
+    found_bytes = _FILE_SUBJECT_END.fullmatch(leaf, start) if start >= 0 else None
+    return None if found_bytes is None else found_bytes[1].decode()
+
+
+def _column_text(moment: datetime) -> str:
+    """``moment`` as a time column's text (UTC), to compare with the column as text."""
+    utc = moment.astimezone(UTC)
+    # Before year 1000 (no leaf's time): before every column text.
+    return "0" if utc.year < 1000 else utc.strftime(_COLUMN_TIME)
+
+
+def _usual_text(text: str, at: int) -> str | None:
+    """The string value that starts at ``at`` (after its opening quote) in a usual leaf,
+    or None when it holds an escape (it is decoded then)."""
+    end = text.find('"', at)
+    value = text[at:end]
+    return None if end < 0 or "\\" in value else value
+
+
+def _usual_detail_text(text: str, key: str) -> str | object | None:
+    """The string value of details key ``key`` in a usual leaf (None when it is absent
+    or not a string, as :func:`_text` says of the decoded details), or ``_ESCAPED``
+    when it holds an escape (the leaf is decoded then). See :func:`_usual_integer`."""
+    at = max(text.rfind(f',"{key}":'), text.rfind(f'{{"{key}":'))
+    if at < 0:
+        return None
+    start = at + len(key) + 4
+    if text[start] != '"':
+        return None
+    value = _usual_text(text, start + 1)
+    return _ESCAPED if value is None else value
+
+
+def _usual_integer(text: str, key: str) -> int | None:
+    """The integer value of details key ``key`` in a usual leaf (None when it is absent
+    or not an integer, as :func:`_number` says of the decoded details).
+
+    In the usual form the details are flat, no string holds an unescaped quote and no
+    top-level key is a details key's name, so ``,"key":`` or ``{"key":`` is that key;
+    the last one is the one decoding keeps."""
+    at = max(text.rfind(f',"{key}":'), text.rfind(f'{{"{key}":'))
+    if at < 0:
+        return None
+    found = _INTEGER.match(text, at + len(key) + 4)
+    return None if found is None else int(found[0])
 
 
 def summarise(files: Iterable[FileExposure], *, partner: str | None) -> list[PartnerSummary]:

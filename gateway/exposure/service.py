@@ -58,7 +58,7 @@ class ExposureService:
                 get_partner(session, partner)
         scan = HistoryScan(window, partner=partner)
         try:
-            verified = self._app.audit_view.read_verified(actor, None, raw=scan.add_entry,
+            verified = self._app.audit_view.read_verified(actor, None, raw=scan,
                                                           outside=checkpoints)
             verification = _verified(verified)
         except VerificationError as exc:

@@ -11,6 +11,7 @@ must survive deleting or resetting the rows that record them.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -353,3 +354,65 @@ def test_state_key_rotation_is_refused_while_another_process_uses_it(
     assert done.rows > 0
     sign_in(world)
 
+
+
+def _replays(app: App) -> list[int]:
+    """Count the whole-log replays ``app``'s ledger makes from now on."""
+    replayed: list[int] = []
+    bootstrap = app.ledger._bootstrap
+
+    def counting(apply: Callable[[int, Any], None]) -> int:
+        replayed.append(1)
+        return bootstrap(apply)
+
+    app.ledger._bootstrap = counting  # type: ignore[method-assign]
+    return replayed
+
+
+def _command_line_follow(world: World) -> App:
+    """A process that follows the whole log and never closes its app (as the command
+    line's do), on a data directory no snapshot was saved in."""
+    app = world.app
+    app.ledger.catch_up()
+    app.settings.state_snapshot_path.unlink(missing_ok=True)
+    short_lived = App(app.settings, clock=world.clock)
+    assert short_lived.ledger.catch_up() == scalar(app, "SELECT max(idx) + 1 FROM audit_entries")
+    short_lived.engine.dispose()  # No close(): that would save the snapshot.
+    return app
+
+
+def test_a_long_follow_saves_the_snapshot_without_close(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The test log is short: every follow counts as long.
+    monkeypatch.setattr("gateway.ledger.LONG_FOLLOW", 0)
+    app = _command_line_follow(world)
+    snapshot_file = app.settings.state_snapshot_path
+    assert snapshot_file.stat().st_mode & 0o777 == 0o600
+    assert not snapshot_file.with_name(snapshot_file.name + ".tmp").exists()
+    later = App(app.settings, clock=world.clock)
+    try:
+        replayed = _replays(later)
+        later.ledger.catch_up()
+        assert replayed == []
+    finally:
+        later.close()
+
+
+def test_a_short_follow_leaves_the_snapshot_to_close(world: World) -> None:
+    app = _command_line_follow(world)
+    assert not app.settings.state_snapshot_path.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
+def test_root_saves_the_snapshot_as_the_data_directorys_owner(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gateway.ledger.LONG_FOLLOW", 0)
+    data_dir = world.app.settings.data_dir
+    service_user = 65534  # nobody: the service's own account in a real installation
+    os.chown(data_dir, service_user, service_user)
+    app = _command_line_follow(world)
+    snapshot_file = app.settings.state_snapshot_path
+    for path in (snapshot_file, snapshot_file.with_name(snapshot_file.name + ".lock")):
+        status = path.stat()
+        assert (status.st_uid, status.st_gid) == (service_user, service_user), path
+        assert status.st_mode & 0o777 == 0o600

@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import textwrap
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy import select, text
 
 from gateway import envelope
 from gateway.audit import AuditTag, VerificationError
+from gateway.audit.events import encode_leaf
 from gateway.audit.models import AuditEntry
 from gateway.db.models import Role
 from gateway.errors import AuthorizationError, NotFoundError, UsageError
@@ -28,8 +30,19 @@ from gateway.exposure import (
     render_json,
     render_text,
 )
-from gateway.exposure.render import PAGE_LINES
-from gateway.exposure.scan import TAGS, HistoryScan
+from gateway.exposure.model import FileExposure
+from gateway.exposure.render import PAGE_LINES, _FileDocuments
+from gateway.exposure.scan import (
+    _ESCAPED,
+    TAGS,
+    HistoryScan,
+    _number,
+    _text,
+    _usual_detail_text,
+    _usual_integer,
+    _usual_text,
+)
+from gateway.values import jsonable
 from tests.unit.audit.audit_support import named
 from tests.unit.gateway.exposure_history import (
     RECIPIENTS,
@@ -256,8 +269,20 @@ def _with_data(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+def _same_documents(report: ExposureReport) -> None:
+    """The JSON output's files, written field by field, are what the generic conversion
+    of each file gives, key order included."""
+    assert report.files
+    documents = _FileDocuments()
+    for item in report.files:
+        fast, generic = documents(item), jsonable(item)
+        assert json.dumps(fast) == json.dumps(generic)
+        assert list(fast) == [field.name for field in dataclasses.fields(FileExposure)]
+
+
 def test_the_scripted_history_as_json(history: History) -> None:
     report = _report(history)
+    _same_documents(report)
     facts = _facts(history, report)
     day = "2026-11-02T"
     assert json.loads("".join(render_json(report))) == _with_data({
@@ -527,6 +552,7 @@ def test_old_events_are_reported_as_they_are(history: History) -> None:
                          subject="file:orphan", details={"partner": "uni",
                                                          "name": "orphan.csv.age"})
     report = _report(history)
+    _same_documents(report)
     legacy = next(f for f in report.files if f.id == "legacy")
     assert legacy.recipients is not None
     assert [(r.key_id, r.kind, r.fingerprint) for r in legacy.recipients] == [
@@ -593,6 +619,7 @@ def test_pre_encrypted_files_name_the_keys_their_client_declared(history: Histor
     sent = _send(history, "sent.csv.age", declare=True)
     plain = _send(history, "plain.csv.age", declare=False)
     report = _report(history)
+    _same_documents(report)
     by_id = {f.id: f for f in report.files}
     assert by_id[sent].encrypted_by == by_id[plain].encrypted_by == "uploader"
     assert [(r.key_id, r.kind, r.fingerprint, r.post_quantum)
@@ -624,19 +651,73 @@ def test_entries_left_undecoded_change_nothing(history: History) -> None:
     entries: list[tuple[int, datetime, str, bytes]] = []
     history.app.audit_view.read_verified(
         OPERATOR, None, raw=lambda *entry: entries.append(entry))
+    # As the report reads them: whole batches of usual rows, undecoded.
+    batches = _Batches()
+    history.app.audit_view.read_verified(OPERATOR, None, raw=batches)
+    assert batches.usual, "no batch of usual rows was handed over"
     events = [event for event in history.app.audit_view.events(OPERATOR) if event.tag in TAGS]
     starts = [_day(9, 0) + timedelta(minutes=5 * step) for step in range(48)]
     for start, partner in [(start, partner) for start in starts for partner in (None, "uni")]:
         window = Window(start, start + timedelta(minutes=30))
-        decoded, deferred = (HistoryScan(window, partner=partner),
-                             HistoryScan(window, partner=partner))
+        decoded, deferred, batched = (HistoryScan(window, partner=partner),
+                                      HistoryScan(window, partner=partner),
+                                      HistoryScan(window, partner=partner))
         for event in events:
             decoded.add(event)
         for entry in entries:
             deferred.add_entry(*entry)
-        assert deferred.files() == decoded.files(), start
-        assert (deferred.accounts(), deferred.keys(), deferred.stored_objects(),
-                deferred.events) == (decoded.accounts(), decoded.keys(),
+        batches.replay(batched)
+        for scan in (deferred, batched):
+            assert scan.files() == decoded.files(), start
+            assert (scan.accounts(), scan.keys(), scan.stored_objects(),
+                    scan.events) == (decoded.accounts(), decoded.keys(),
                                      decoded.stored_objects(), decoded.events)
     # The windows cut downloads of files that stay, and of files removed before them.
     assert any(event.tag == AuditTag.DOWNLOAD_COMPLETE for event in events)
+
+
+class _Batches:
+    """Keeps what verification hands a reader of usual rows, to hand it again."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[bool, Any]] = []
+
+    @property
+    def usual(self) -> int:
+        return sum(1 for usual, _ in self.items if usual)
+
+    def __call__(self, index: int, time: datetime, tag: str, leaf: bytes) -> None:
+        self.items.append((False, (index, time, tag, leaf)))
+
+    def usual_rows(self, rows: Sequence[Any]) -> None:
+        self.items.append((True, list(rows)))
+
+    def replay(self, scan: HistoryScan) -> None:
+        for usual, item in self.items:
+            if usual:
+                scan.usual_rows(item)
+            else:
+                scan(*item)
+
+
+@pytest.mark.parametrize("details", [
+    {}, {"bytes": 5}, {"bytes": -5}, {"bytes": 0}, {"bytes": 1.5}, {"bytes": 2 ** 53 - 1},
+    {"bytes": 1e300},
+    {"bytes": True}, {"bytes": None}, {"bytes": "7"}, {"bytes": [1, 2]},
+    {"a": "x,\"bytes\":9", "bytes": 3}, {"bytes": 4, "note": "{\"bytes\":8}"},
+    {"abytes": 2}, {"bytesx": 2}, {"bytes": ""}, {"bytes": "a\"b"}, {"bytes": "é"}])
+def test_a_usual_leaf_is_read_as_decoding_reads_it(details: dict[str, object]) -> None:
+    """Fields read from a usual leaf's text are those decoding finds."""
+    leaf = encode_leaf(index=7, time=_day(9, 0), tag=AuditTag.DOWNLOAD_COMPLETE,
+                       actor="lee", subject="file:f-1", details=details).decode()
+    document = json.loads(leaf)
+    assert _usual_integer(leaf, "bytes") == _number(document["details"], "bytes")
+    text = _usual_detail_text(leaf, "bytes")
+    if text is _ESCAPED:
+        assert "\\" in leaf
+    else:
+        assert text == _text(document["details"], "bytes")
+    assert _usual_text(leaf, 10) == document["actor"] == "lee"
+    escaped = encode_leaf(index=7, time=_day(9, 0), tag=AuditTag.DOWNLOAD_COMPLETE,
+                          actor='le"e', subject="file:f-1", details=details).decode()
+    assert _usual_text(escaped, 10) is None  # Decoded in full instead.
