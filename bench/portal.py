@@ -74,6 +74,10 @@ def prepare(work: Path, size: int, fetchers: int) -> tuple[Path, dict[str, str],
             out.write(block)
             upload.write(block)
     upload.commit()
+    # The first passkey takes an enrolment code, which a partner reads over SFTP
+    # (`blindpost portal-code`); the bench measures downloads, so it issues the code here.
+    users["browser:enrolment"] = setup.app.portal_enrolment.issue(
+        setup.actor(setup.users["browser"])).code
     setup.app.close()
     key_file = work / "acme.key"
     key_file.write_text(identity.to_secret_string() + "\n")
@@ -124,6 +128,8 @@ class Browser:
         page.get_by_label("Username").fill("browser")
         page.get_by_label("One-time code from your authenticator app").fill(
             code(users["browser"]))
+        page.get_by_label("Enrolment code (first sign-in only)").fill(
+            users["browser:enrolment"])
         page.get_by_role("button", name="Continue").click()
         page.get_by_role("button", name="Register a passkey").click()
         expect(page).to_have_url(origin + "/portal/key", timeout=60_000)

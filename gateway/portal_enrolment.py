@@ -17,9 +17,7 @@ counts toward the account's lockout like a wrong one-time code.
 
 from __future__ import annotations
 
-import re
 import secrets
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -30,62 +28,17 @@ from gateway.audit import AuditTag
 from gateway.auth import SignInRefusedError
 from gateway.db.models import Account, PortalEnrolment, Role
 from gateway.errors import AuthorizationError
+from gateway.portal_code import ALPHABET, GROUP, GROUPS, IssuedCode, normalise
 
 if TYPE_CHECKING:
     from gateway.app import App
 
 LIFETIME = timedelta(minutes=10)
-# No 0/O, 1/I: a code is read off a terminal and typed into a form.
-ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-GROUPS, GROUP = 4, 4
-CODE = re.compile(rf"[{ALPHABET}]{{{GROUP}}}(?:-[{ALPHABET}]{{{GROUP}}}){{{GROUPS - 1}}}")
-_PLACEHOLDER = "-".join([ALPHABET[0] * GROUP] * GROUPS)
-_TIME = "%Y-%m-%d %H:%M UTC"
 NEEDED = ("your first portal sign-in needs an enrolment code as well: run `blindpost "
           "portal-code` (or read /.portal-enrolment over SFTP) and type it here")
 REFUSED = ("enrolment code refused: it is wrong, used or replaced; read a new one with "
            "`blindpost portal-code`")
 EXPIRED = "enrolment code expired: read a new one with `blindpost portal-code`"
-
-
-@dataclass(frozen=True)
-class IssuedCode:
-    """A code as shown to its holder, once."""
-
-    username: str
-    code: str
-    expires_at: datetime
-
-
-def normalise(typed: str) -> str:
-    """A typed code in its canonical form (upper case, dashes between groups)."""
-    letters = re.sub(r"[\s-]", "", typed).upper()
-    return "-".join(letters[i:i + GROUP] for i in range(0, len(letters), GROUP))
-
-
-def render(issued: IssuedCode) -> str:
-    """The text of ``/.portal-enrolment``: its length depends on the account name only,
-    so a ``stat`` before the read (which issues the code) tells the right size."""
-    return (f"Blindpost portal enrolment code for {issued.username}\n\n"
-            f"    {issued.code}\n\n"
-            "Type it on the portal's sign-in page, with your username and one-time code, to\n"
-            "register your first passkey. It works once, until "
-            f"{issued.expires_at.strftime(_TIME)};\n"
-            "reading this file again replaces it.\n")
-
-
-def rendered_size(username: str) -> int:
-    """The size of :func:`render`'s text for ``username`` (UTF-8 bytes)."""
-    sample = IssuedCode(username, _PLACEHOLDER, datetime(2000, 1, 1))  # noqa: DTZ001 - only its length counts.
-    return len(render(sample).encode("utf-8"))
-
-
-def parse(text: str) -> str:
-    """The code in a ``/.portal-enrolment`` text; ValueError if there is none."""
-    found = CODE.search(text)
-    if found is None:
-        raise ValueError("no enrolment code in the gateway's answer")
-    return found.group(0)
 
 
 def _mac_message(account_id: int, code: str) -> bytes:

@@ -49,7 +49,7 @@ from gateway.errors import (
     PolicyError,
     UsageError,
 )
-from gateway.portal_enrolment import render, rendered_size
+from gateway.portal_code import render, rendered_size
 from gateway.sftp_extensions import (
     CIPHERTEXT_SHA256,
     DECLARE_CONTENTS,
