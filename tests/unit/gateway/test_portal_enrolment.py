@@ -166,3 +166,19 @@ def test_a_removed_passkey_put_back_grants_no_portal_sign_in(
 
 def test_normalise_reads_a_code_as_typed() -> None:
     assert normalise(" abcd efgh-JKLM\tnpqr ") == "ABCD-EFGH-JKLM-NPQR"
+
+
+def test_a_lost_passkey_is_recovered_with_a_new_enrolment_code(
+        app: App, clock: FakeClock, lee: str) -> None:
+    lee_id = actor(app, "dr-lee").account_id
+    with app.transaction() as session:
+        session.add(Passkey(account_id=lee_id, credential_id="AAAA", public_key="AA",
+                            sign_count=0, name="phone", created_at=clock()))
+    with pytest.raises(AuthorizationError):
+        app.passkeys.remove_all(actor(app, "dr-lee"), username="dr-lee")
+    assert app.passkeys.remove_all(actor(app, "root-admin"), username="dr-lee") == 1
+    assert len(audit_events(app, "account:passkey:remove")) == 1
+    with pytest.raises(AuthenticationError, match="needs an enrolment code"):
+        sign_in(app, clock, lee)
+    issued = app.portal_enrolment.issue(actor(app, "dr-lee"))
+    assert sign_in(app, clock, lee, issued.code).session.stage is Stage.PASSKEY
