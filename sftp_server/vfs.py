@@ -140,6 +140,9 @@ def resolve(path: str, role: Role | None) -> Target:
             return Root()
         if names[0] == RECIPIENTS_FOLDER:
             return _recipients_target(names[1:])
+        if names == (PORTAL_ENROLMENT_FILE,):
+            raise PolicyError("permission denied: portal enrolment codes are for partner "
+                              "users")
         if names[0] == AGREEMENTS_FOLDER:
             if len(names) != 2:
                 raise PolicyError("permission denied: /.agreements holds one file per "
