@@ -131,8 +131,12 @@ class Browser:
         page.get_by_label("Enrolment code (first sign-in only)").fill(
             users["browser:enrolment"])
         page.get_by_role("button", name="Continue").click()
+        # Each page's buttons work once its deferred script ran: wait for the load.
+        expect(page).to_have_url(origin + "/signin/passkey", timeout=60_000)
+        page.wait_for_load_state("load")
         page.get_by_role("button", name="Register a passkey").click()
         expect(page).to_have_url(origin + "/portal/key", timeout=60_000)
+        page.wait_for_load_state("load")
         page.get_by_label("Key file made by").set_input_files(str(key_file))
         page.get_by_role("button", name="Import and enrol").click()
         expect(page.locator("#portal-status")).to_contain_text("Imported", timeout=60_000)
