@@ -187,7 +187,9 @@ def _me(request: Request, current: SessionInfo, *, changed: str | None = None) -
     app = console(request).app
     passkeys = app.passkeys.mine(current)
     notify = app.notifications.subscription(current.actor, username=current.username)
+    pending = app.notifications.pending_address(current.actor, username=current.username)
     return render(request, "me.html", {"passkeys": passkeys, "notify_email": notify.email,
+                                       "notify_pending": pending,
                                        "notify_enabled": app.notifications.enabled,
                                        "notify_allowed": current.role in NOTIFIED_ROLES,
                                        "changed": changed},
@@ -197,14 +199,25 @@ def _me(request: Request, current: SessionInfo, *, changed: str | None = None) -
 @router.post("/me/notifications")
 def set_notifications(request: Request, *, csrf: Csrf = "", email: Text = "",
                       current: Annotated[SessionInfo, Depends(signed_in)]) -> Response:
-    """Opt in (an address) or out (the Turn off button) of e-mail notifications."""
+    """Opt in (an address, used once the code sent to it is typed) or out (the Turn off
+    button) of e-mail notifications."""
     check_csrf(request, current, csrf)
     service = console(request).app.notifications
     if email.strip():
-        service.subscribe(current.actor, username=current.username, email=email)
+        service.request_address(current.actor, username=current.username, email=email)
     else:
         service.unsubscribe(current.actor, username=current.username)
-    return RedirectResponse("/me", status_code=303)
+    return RedirectResponse("/me#notifications", status_code=303)
+
+
+@router.post("/me/notifications/confirm")
+def confirm_notifications(request: Request, *, csrf: Csrf = "", code: Text = "",
+                          current: Annotated[SessionInfo, Depends(signed_in)]) -> Response:
+    """The code sent to the new address: from now on notifications go there."""
+    check_csrf(request, current, csrf)
+    console(request).app.notifications.confirm_address(current.actor,
+                                                       username=current.username, code=code)
+    return RedirectResponse("/me#notifications", status_code=303)
 
 
 @router.post("/me/password")

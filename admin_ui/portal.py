@@ -61,12 +61,13 @@ def signin_page(request: Request) -> Response:
 
 
 @router.post("/portal/signin")
-def signin(request: Request, username: Text, code: Text) -> Response:
+def signin(request: Request, username: Text, code: Text, enrolment: Text = "") -> Response:
     check_origin(request, Actor.anonymous(claimed=username, source=source_of(request),
                                           client="portal"))
     try:
         opened = console(request).app.console_auth.partner_sign_in(
-            username=username.strip(), code=code, source=source_of(request), client="portal")
+            username=username.strip(), code=code, source=source_of(request), client="portal",
+            enrolment=enrolment)
     except AuthenticationError as exc:
         return render(request, "portal_signin.html", {"error": exc.diagnostics()},
                       current=None, status=401)

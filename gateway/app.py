@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from gateway.partners import PartnerService
     from gateway.passkeys import PasskeyService
     from gateway.portal import PortalService
+    from gateway.portal_enrolment import PortalEnrolmentService
     from gateway.retention import RetentionService
     from gateway.store import ObjectStore
     from gateway.tokens import TokenService
@@ -321,6 +322,12 @@ class App:
         from gateway.portal import PortalService
 
         return PortalService(self)
+
+    @cached_property
+    def portal_enrolment(self) -> PortalEnrolmentService:
+        from gateway.portal_enrolment import PortalEnrolmentService
+
+        return PortalEnrolmentService(self)
 
     @cached_property
     def dashboard(self) -> DashboardService:

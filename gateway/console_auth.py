@@ -132,10 +132,13 @@ class ConsoleAuthService:
         raise error
 
     def partner_sign_in(self, *, username: str, code: str, source: str,
-                        client: str | None = None) -> Opened:
+                        client: str | None = None, enrolment: str = "") -> Opened:
         """A partner user's portal sign-in: their current one-time code (the one they
-        use over SFTP) as the first factor, then their passkey; on the first sign-in,
-        registering a passkey is the only thing the session can do.
+        use over SFTP) as the first factor, then their passkey. On the first sign-in (no
+        passkey yet) the code read over SFTP (``enrolment``,
+        :mod:`gateway.portal_enrolment`) is due too, and registering a passkey is the
+        only thing the session can do: the first passkey rests on the SSH key and the
+        one-time code, as an SFTP sign-in does.
 
         Refusals say nothing about which part was wrong or whether the account exists;
         an unknown name counts against the source, a wrong code against the account,
@@ -148,6 +151,7 @@ class ConsoleAuthService:
             account = None if held else self._app.auth.usable_account(session, username)
             counts: tuple[tuple[Scope, str], ...] = ()
             refusal: SignInRefusedError | None
+            told_after_code = False
             if held:
                 refusal = self._held_back(held)
             elif account is None or account.role is not Role.PARTNER:
@@ -158,13 +162,24 @@ class ConsoleAuthService:
                 refusal = (SignInRefusedError(forged) if forged is not None else
                            self._app.auth.consume_code(session, account, code, now,
                                                        enrolling=False))
+                if refusal is None and not self._app.passkeys.has_passkey(session,
+                                                                          account.id):
+                    refusal = self._app.portal_enrolment.take(
+                        session, account, enrolment,
+                        Actor.account(username=account.username, account_id=account.id,
+                                      role=account.role, partner_id=account.partner_id,
+                                      source=source, client=CLIENT), now)
+                    told_after_code = refusal is not None
                 if refusal is None:
                     return self._open_partner(session, account, source, client, now)
                 if refusal.guess:
                     counts = ((Scope.ACCOUNT, account.username),)
             assert refusal is not None
-            self._fail(session, username, refusal, "totp", source, counts=counts)
-            told = refusal.tell if held else None
+            self._fail(session, username, refusal,
+                       "enrolment code" if told_after_code else "totp", source, counts=counts)
+            # Why is told only once the one-time code proved the holder (or about the
+            # address alone).
+            told = refusal.tell if held or told_after_code else None
         raise AuthenticationError(told or REFUSED_PARTNER)
 
     def _open_partner(self, session: Session, account: Account, source: str,
@@ -174,8 +189,9 @@ class ConsoleAuthService:
         session.flush()
         if self._app.passkeys.has_passkey(session, account.id):
             return Opened(token, info(row, account))
-        # No passkey yet: signed in, but the session can only register one.
-        return self._signed_in(session, row, account, method="totp", now=now)
+        # No passkey yet (the enrolment code was taken): signed in, but the session can
+        # only register one.
+        return self._signed_in(session, row, account, method="totp+enrolment code", now=now)
 
     @staticmethod
     def _held_back(until: datetime) -> SignInRefusedError:
@@ -329,6 +345,11 @@ class ConsoleAuthService:
                 and not self._app.passkeys.has_passkey(session, account.id))
 
     def _codes_refused(self, session: Session, account: Account) -> bool:
+        # A partner user never completes a sign-in with a code: had their passkeys gone
+        # (a database writer can delete rows) between the two steps, a code would
+        # register a first passkey without the enrolment code.
+        if account.role is Role.PARTNER:
+            return True
         return (self._passkey_policy(account.role)
                 and self._app.passkeys.has_passkey(session, account.id))
 

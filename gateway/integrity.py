@@ -47,6 +47,7 @@ from gateway.db.models import (
     Partner,
     PartnerKey,
     Passkey,
+    PortalEnrolment,
     SSHKey,
     TOTPSecret,
     Transfer,
@@ -62,6 +63,7 @@ from gateway.ledger import (
     encode_row,
     row_digest,
 )
+from gateway.notify.models import NotificationSubscription
 from gateway.state_keys import StateKeys
 
 if TYPE_CHECKING:
@@ -94,6 +96,10 @@ SEALED_FIELDS: dict[type[Base], tuple[str, ...]] = {
     # A looser agreement put back would let forbidden columns through.
     Agreement: ("partner_id", "columns", "aliases", "max_records", "allow_opaque",
                 "change_id"),
+    # A code that lets its holder register a first portal passkey (gateway.portal_enrolment).
+    PortalEnrolment: ("account_id", "code_hash", "expires_at"),
+    # Where an account's notifications go: an injected or redirected address is refused.
+    NotificationSubscription: ("account_id", "email"),
 }
 # Fields added to a table after its rows were first sealed, with the value every older
 # row holds. A field at that value is left out of the sealed message, so seals made

@@ -249,3 +249,16 @@ class PasskeyService:
             self._app.audit.record(session, tag=AuditTag.ACCOUNT_PASSKEY_REMOVE, actor=actor,
                                    subject=f"account:{owner.username if owner else '-'}",
                                    details={"passkey": passkey_id, "name": key.name})
+
+    def remove_all(self, actor: Actor, *, username: str) -> int:
+        """Remove every passkey of ``username`` (account:manage; each removal audited):
+        the recovery of a partner user who lost theirs, whose next portal sign-in then
+        takes a fresh enrolment code read over SFTP. Return how many were removed."""
+        self._app.authz.require(actor, Permission.ACCOUNT_MANAGE, subject=f"account:{username}")
+        with self._app.read() as session:
+            ids = session.scalars(select(Passkey.id).join(Account, Account.id ==
+                                                          Passkey.account_id)
+                                  .where(Account.username == username)).all()
+        for passkey_id in ids:
+            self.remove(actor, passkey_id=passkey_id)
+        return len(ids)

@@ -25,6 +25,9 @@ RECIPIENTS_FOLDER = ".recipients"
 # Staff read a partner's data-sharing agreement at /.agreements/SLUG (absent: none), in
 # the format of gateway.agreement_terms, before `blindpost send` checks a file against it.
 AGREEMENTS_FOLDER = ".agreements"
+# A partner user reads /.portal-enrolment to get the one-time code their first portal
+# passkey registration takes (gateway.portal_enrolment); each read issues a new code.
+PORTAL_ENROLMENT_FILE = ".portal-enrolment"
 CIPHERTEXT_SHA256 = "ciphertext-sha256@blindpost"
 TRANSFER_ID = "transfer-id@blindpost"
 DECLARE_RECIPIENTS = "declare-recipients@blindpost"

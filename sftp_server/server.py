@@ -49,6 +49,7 @@ from gateway.errors import (
     PolicyError,
     UsageError,
 )
+from gateway.portal_code import render, rendered_size
 from gateway.sftp_extensions import (
     CIPHERTEXT_SHA256,
     DECLARE_CONTENTS,
@@ -81,6 +82,7 @@ from sftp_server.vfs import (
     InboxFile,
     PartnerFile,
     PartnerFolder,
+    PortalEnrolmentFile,
     RecipientsFile,
     RecipientsFolder,
     Root,
@@ -291,6 +293,9 @@ class InboxView(SFTPServerInterface):  # type: ignore[misc]  # paramiko ships no
             return text_attributes(len(self._recipient_list(target.slug)))
         if isinstance(target, AgreementFile):
             return text_attributes(len(self._agreement(target.slug)))
+        if isinstance(target, PortalEnrolmentFile):
+            # Only its size: the code is issued by the read, never by a stat.
+            return text_attributes(rendered_size(self.actor.name))
         if isinstance(target, PartnerFolder):
             if target.slug not in transfers.active_partners(self.actor):
                 raise NotFoundError("no such partner folder")
@@ -351,6 +356,11 @@ class InboxView(SFTPServerInterface):  # type: ignore[misc]  # paramiko ships no
             if flags & WRITE_FLAGS:
                 raise PolicyError("permission denied: agreements are read-only")
             return TextHandle(self._agreement(target.slug), path=canonical(path))
+        if isinstance(target, PortalEnrolmentFile):
+            if flags & WRITE_FLAGS:
+                raise PolicyError("permission denied: /.portal-enrolment is read-only")
+            issued = self.app.portal_enrolment.issue(self.actor)
+            return TextHandle(render(issued).encode("utf-8"), path=canonical(path))
         raise PolicyError("permission denied: not a file")
 
     def _open_upload(self, target: PartnerFile, flags: int, *, path: str) -> UploadHandle:

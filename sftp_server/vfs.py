@@ -8,6 +8,9 @@ What each role sees::
 
     partner   /            its own inbox: NAME.age files, read-only (remove withdraws)
               /NAME.age    one of its files
+              /.portal-enrolment
+                           a new one-time code for its first portal passkey, issued
+                           by each read (not listed; see gateway.portal_enrolment)
     staff     /            one folder per active partner
               /SLUG/       what waits for that partner; staff write here, never read
               /SLUG/NAME   a file in it (upload target, or an existing NAME.age)
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from gateway.db.models import Role
 from gateway.errors import NotFoundError, PolicyError, UsageError
 from gateway.partners import check_slug
-from gateway.sftp_extensions import AGREEMENTS_FOLDER, RECIPIENTS_FOLDER
+from gateway.sftp_extensions import AGREEMENTS_FOLDER, PORTAL_ENROLMENT_FILE, RECIPIENTS_FOLDER
 from gateway.transfers import check_file_name
 
 MAX_PATH_BYTES = 4096
@@ -74,6 +77,12 @@ class AgreementFile:
 
 
 @dataclass(frozen=True)
+class PortalEnrolmentFile:
+    """``/.portal-enrolment`` as a partner sees it: each read issues a portal enrolment
+    code."""
+
+
+@dataclass(frozen=True)
 class InboxFile:
     """``/NAME`` as a partner sees it: one of its own files."""
 
@@ -81,7 +90,7 @@ class InboxFile:
 
 
 Target = (Root | PartnerFolder | PartnerFile | InboxFile | RecipientsFolder | RecipientsFile
-          | AgreementFile)
+          | AgreementFile | PortalEnrolmentFile)
 
 
 def split(path: str) -> tuple[str, ...]:
@@ -121,6 +130,8 @@ def resolve(path: str, role: Role | None) -> Target:
     if role is Role.PARTNER:
         if not names:
             return Root()
+        if names == (PORTAL_ENROLMENT_FILE,):
+            return PortalEnrolmentFile()
         if len(names) == 1:
             return InboxFile(check_file_name(names[0]))
         raise PolicyError("permission denied: a partner inbox has no folders")
@@ -129,6 +140,9 @@ def resolve(path: str, role: Role | None) -> Target:
             return Root()
         if names[0] == RECIPIENTS_FOLDER:
             return _recipients_target(names[1:])
+        if names == (PORTAL_ENROLMENT_FILE,):
+            raise PolicyError("permission denied: portal enrolment codes are for partner "
+                              "users")
         if names[0] == AGREEMENTS_FOLDER:
             if len(names) != 2:
                 raise PolicyError("permission denied: /.agreements holds one file per "

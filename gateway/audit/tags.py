@@ -93,3 +93,13 @@ class AuditTag(enum.StrEnum):
     # refused change of one's own password (wrong current password).
     ACCOUNT_PASSWORD_RESET = "account:password:reset"
     ACCOUNT_PASSWORD_FAILURE = "account:password:failure"
+    # The code a partner user reads over SFTP to register their first portal passkey
+    # (gateway/portal_enrolment.py): issued, used, refused (a wrong one is also counted
+    # as a login failure against the account).
+    PORTAL_ENROLMENT_ISSUE = "portal:enrolment:issue"
+    PORTAL_ENROLMENT_USE = "portal:enrolment:use"
+    PORTAL_ENROLMENT_FAILURE = "portal:enrolment:failure"
+    # An account's notification address: a code sent to it, and the code typed (the
+    # address itself is never recorded).
+    NOTIFY_VERIFY_SENT = "notify:verify:sent"
+    NOTIFY_VERIFY_FAILURE = "notify:verify:failure"

@@ -5,8 +5,8 @@ Exit codes: 0 success, 1 the operation failed, 2 usage error.
 Subcommands are imported only when they run, so ``blindpost decrypt`` on a partner's
 laptop starts without loading the database layer. ``pip install blindpost`` installs
 the client commands only (``keygen``, ``encrypt``, ``decrypt``, ``key fingerprint``,
-``send``, ``fetch``, ``trust``, ``witness``); the gateway's commands need the ``server`` extra, and
-say so when it is missing.
+``send``, ``fetch``, ``trust``, ``portal-code``, ``witness``); the gateway's commands
+need the ``server`` extra, and say so when it is missing.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ COMMANDS = {
     "send": "gateway.cli.client:send",
     "fetch": "gateway.cli.client:fetch",
     "trust": "gateway.cli.client:trust",
+    "portal-code": "gateway.cli.client:portal_code",
     "witness": "gateway.cli.witness:witness",
     "agreement": "gateway.cli.agreements:agreement",
 }
@@ -82,6 +83,7 @@ SUMMARIES = {
     "keygen": ("Generate an identity (private key); show its recipient (public key) and "
                "fingerprint."),
     "partner": "Manage partners (the organisations that receive files).",
+    "portal-code": "Get the one-time code your first portal passkey takes.",
     "purge": "Purge expired files and sweep leftovers of interrupted uploads, once.",
     "send": "Encrypt FILEs on this machine to PARTNER's keys and upload them as FILE.age.",
     "serve": ("Run the gateway until interrupted: the SFTP server, the console and the purger "

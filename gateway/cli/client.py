@@ -54,11 +54,15 @@ from gateway.client.send import (
 )
 from gateway.config import ClientPaths, client_paths
 from gateway.envelope import Identity, parse_identities_file
-from gateway.errors import AuthenticationError, GatewayError, UsageError
+from gateway.errors import AuthenticationError, GatewayError, RemoteError, UsageError
+from gateway.portal_code import parse as parse_portal_code
 from gateway.recipient_list import RecipientList
+from gateway.sftp_extensions import PORTAL_ENROLMENT_FILE
 from gateway.terminal import shown, shown_lines
 
 TOTP_COMMAND_SECONDS = 60
+# /.portal-enrolment is a few lines; a larger answer is not the gateway's.
+MAX_PORTAL_CODE_BYTES = 4096
 
 
 def _notice(message: str) -> None:
@@ -403,6 +407,44 @@ def _report_fetched(results: list[FetchResult], as_json: bool) -> None:
                 click.echo(f"FAILED  {shown(r.name)}: {shown_lines(r.error or '')}")
     if not ok:
         sys.exit(1)
+
+
+# -- portal-code ------------------------------------------------------------------------
+
+@click.command(name="portal-code", context_settings={"help_option_names": ["-h", "--help"]})
+@_connection_options
+def portal_code(host: str, port: int, user: str, key_path: Path, known_hosts: Path | None,
+                host_key: str | None, totp_command: str | None, as_json: bool) -> None:
+    """Get the one-time code your first portal passkey takes.
+
+    Signs in over SFTP with your SSH key and one-time code, as `fetch` does, and reads
+    /.portal-enrolment: the first passkey of your portal account then rests on both.
+    Type the code on the portal's sign-in page within 10 minutes; it works once, and
+    running this again replaces it.
+
+    \b
+    Example:
+      blindpost portal-code --host gw.example --user dr-lee --key ~/.ssh/id_ed25519
+    """
+    try:
+        with _signed_in(host, port, user, key_path, known_hosts, host_key,
+                        totp_command) as connection:
+            answer = connection.sftp.read_small(f"/{PORTAL_ENROLMENT_FILE}",
+                                                limit=MAX_PORTAL_CODE_BYTES)
+        try:
+            issued = parse_portal_code(answer.decode("utf-8", "replace"))
+        except ValueError as exc:
+            raise RemoteError(str(exc)) from None
+    except GatewayError as exc:
+        _fail_json(as_json, exc)
+        raise
+    if as_json:
+        emit_json({"ok": True, "account": issued.username, "code": issued.code,
+                   "expires_at": issued.expires_at.isoformat()})
+        return
+    click.echo(f"Portal enrolment code for {shown(issued.username)}: {issued.code}")
+    click.echo(f"Type it on the portal's sign-in page before "
+               f"{issued.expires_at:%Y-%m-%d %H:%M} UTC; it works once.")
 
 
 # -- trust ------------------------------------------------------------------------------

@@ -312,6 +312,24 @@ def user_remove_key(username: str, fingerprint: str, data_dir: Path | None) -> N
     click.echo(f"removed {removed.key_type} {removed.fingerprint} from {username}")
 
 
+@user.command("remove-passkeys")
+@click.argument("username")
+@data_dir_option
+def user_remove_passkeys(username: str, data_dir: Path | None) -> None:
+    """Remove every passkey of an account (one who lost theirs).
+
+    A partner user then signs in to the portal as the first time: with a new enrolment
+    code from `blindpost portal-code` (SSH key and one-time code), and registers a new
+    passkey.
+
+    \b
+    Example:
+      blindpost user remove-passkeys dr-lee
+    """
+    removed = open_app(data_dir).passkeys.remove_all(operator(), username=username)
+    click.echo(f"removed {removed} passkey(s) of {username}")
+
+
 @user.command("reset-totp")
 @click.argument("username")
 @click.option("--enrol-by-ssh", is_flag=True,

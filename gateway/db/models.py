@@ -481,3 +481,20 @@ def declare_partial_indexes(_target: object = None, *_args: object, **_kwargs: o
 
 
 event.listen(Base.metadata, "before_create", declare_partial_indexes)
+class PortalEnrolment(Base):
+    """A one-time code that lets a partner user register their first portal passkey.
+
+    Issued over SFTP (after the SSH key and the one-time code), so the first passkey rests
+    on both of the partner's factors; short-lived, used once, and kept only as a MAC under
+    the state key bound to the account, so reading the database yields no code and writing
+    it yields none that verifies. Sealed (gateway.integrity): a used code's row put back is
+    not current and enrols nothing.
+    """
+
+    __tablename__ = "portal_enrolments"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(100))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seal: Mapped[str | None] = mapped_column(String(100))

@@ -26,7 +26,9 @@ APPROVAL_TAGS = (AuditTag.KEY_PROPOSE, AuditTag.ACCOUNT_MACHINE_PROPOSE,
                  AuditTag.AUTHORITY_PROPOSE)
 ALARM_TAGS = (AuditTag.AUDIT_WITNESS_QUORUM_MISSED, AuditTag.AUDIT_WITNESS_REFUSED,
               AuditTag.INTEGRITY_VIOLATION)
-WATCHED_TAGS = (AuditTag.UPLOAD_COMPLETE, *APPROVAL_TAGS, *ALARM_TAGS)
+# Told to the account itself: a passkey added to it (a sign-in factor it should know of).
+OWN_TAGS = (AuditTag.ACCOUNT_PASSKEY_ADD,)
+WATCHED_TAGS = (AuditTag.UPLOAD_COMPLETE, *APPROVAL_TAGS, *ALARM_TAGS, *OWN_TAGS)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,21 @@ def files_waiting(partner: str, *, count: int, first_expiry: datetime) -> Messag
                "count": count, "first_expires_at": first_expiry.astimezone(UTC).isoformat()}
     return Message(topic=f"files:{partner}", subject=f"Blindpost: {summary}", text=text,
                    payload=payload, supersedes=True)
+
+
+def passkey_added(username: str, *, at: datetime) -> Message:
+    """The message to an account a passkey was added to: when, and what to do if it was
+    not them (no name of the passkey, nothing about any file)."""
+    when = short_time(at)
+    text = (f"A passkey was added to your Blindpost account {escape_text(username)} on "
+            f"{when}.\n\nIf that was you, there is nothing to do. If it was not, tell your "
+            "registry now: they can remove it and lock the account.\n\n"
+            "You receive it because notifications are on for your account.\n")
+    payload = {"version": PAYLOAD_VERSION, "kind": "passkey-added",
+               "at": at.astimezone(UTC).isoformat()}
+    return Message(topic=f"passkey:{username}"[:100],
+                   subject="Blindpost: a passkey was added to your account", text=text,
+                   payload=payload)
 
 
 def notice(index: int, tag: str, details: Mapping[str, Any], *,

@@ -1,8 +1,11 @@
 """The notification tables: who asked for e-mail, the outbox, and the planner's cursor.
 
-None of them grants anything, so none is sealed: a row written by someone who can write
-the database can at most send a message of counts and names to an address of theirs,
-which is what reading the database already tells them.
+What decides where a message goes, and what it says, is the gateway's own: an opt-in is
+sealed and checked for currency like a granting row (:mod:`gateway.integrity`), so a
+database writer can neither add an address nor redirect one (nor put back an address its
+owner replaced); a queued message carries a MAC over its recipient and text, so one
+cannot be written into the outbox to be sent through the registry's relay. An address is
+used only once its holder typed the code sent to it (``notification_verifications``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,22 @@ class NotificationSubscription(Base):
                                             primary_key=True)
     email: Mapped[str] = mapped_column(String(254))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seal: Mapped[str | None] = mapped_column(String(100))
+
+
+class NotificationVerification(Base):
+    """An address waiting for its holder to type the code sent to it. The code is kept
+    only as a MAC under the state key over the account, the address and the code, so a
+    row written behind the gateway's back verifies no address."""
+
+    __tablename__ = "notification_verifications"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    email: Mapped[str] = mapped_column(String(254))
+    code_hash: Mapped[str] = mapped_column(String(100))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class NotificationOutbox(Base):
@@ -58,6 +77,9 @@ class NotificationOutbox(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     gave_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(String(200))
+    # A MAC under the state key over channel, recipient, topic, subject and body
+    # (gateway.notify.service.outbox_mac): checked before sending.
+    seal: Mapped[str | None] = mapped_column(String(100))
 
 
 class NotificationCursor(Base):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -24,10 +25,12 @@ from sqlalchemy.orm import Session
 
 from gateway.actors import Actor
 from gateway.audit import AuditTag
+from gateway.audit.events import parse_time
 from gateway.audit.log import entries
 from gateway.authz import Permission
 from gateway.db.models import Account, Partner, Role, Transfer, TransferState
 from gateway.errors import ConfigError, ConflictError, NotFoundError, UsageError
+from gateway.integrity import IntegrityViolationError
 from gateway.notify.delivery import DeliveryError, Mail, post_webhook, send_mail
 from gateway.notify.messages import (
     WATCHED_TAGS,
@@ -36,9 +39,16 @@ from gateway.notify.messages import (
     admin_digest,
     files_waiting,
     notice,
+    passkey_added,
 )
-from gateway.notify.models import NotificationCursor, NotificationOutbox, NotificationSubscription
+from gateway.notify.models import (
+    NotificationCursor,
+    NotificationOutbox,
+    NotificationSubscription,
+    NotificationVerification,
+)
 from gateway.notify.settings import check_address
+from gateway.state_keys import StateKeys
 
 if TYPE_CHECKING:
     from gateway.app import App
@@ -55,6 +65,10 @@ RETRY_MAX_SECONDS = 3600
 RATE_WINDOW = timedelta(hours=1)
 # Sent and given-up rows are kept this long (the rate limit looks back one hour).
 KEEP_DONE = timedelta(days=1)
+# A code sent to confirm an address: its digits, how long it works, how many tries.
+VERIFY_DIGITS = 8
+VERIFY_LIFETIME = timedelta(minutes=30)
+VERIFY_ATTEMPTS = 5
 # At most this many messages per delivery pass: a long backlog drains over several ticks.
 BATCH = 50
 
@@ -97,7 +111,10 @@ class NotificationService:
     # Opt-in, per account -------------------------------------------------------------
 
     def subscribe(self, actor: Actor, *, username: str, email: str) -> Subscription:
-        """Send ``username``'s notifications to ``email`` (the account itself or an admin)."""
+        """Send ``username``'s notifications to ``email``: an admin's (or the operator's)
+        setting, taken as given. An account's holder sets their own address through
+        :meth:`request_address`, which checks it first."""
+        self._app.authz.require(actor, Permission.ACCOUNT_MANAGE, subject=f"account:{username}")
         try:
             address = check_address(email.strip(), key="e-mail address")
         except ConfigError as exc:
@@ -108,17 +125,109 @@ class NotificationService:
                 raise UsageError(f"account {username!r} is {role.value}: only partner "
                                  "accounts (files waiting) and admins (approvals, alarms) "
                                  "receive notifications")
-            row = session.get(NotificationSubscription, account_id)
-            if row is None:
-                session.add(NotificationSubscription(account_id=account_id, email=address,
-                                                     created_at=self._app.clock()))
-            else:
-                row.email = address
+            changed = self._set_address(session, account_id, address, self._app.clock())
             # The address is personal data and the log keeps everything forever: it
             # records that notifications are on, not where they go.
             self._record(session, AuditTag.NOTIFY_SUBSCRIBE, actor, username,
-                         {"channel": EMAIL, "changed": row is not None})
+                         {"channel": EMAIL, "changed": changed})
         return Subscription(username, address)
+
+    def request_address(self, actor: Actor, *, username: str, email: str) -> datetime:
+        """Send a code to ``email``; the address is used once the account's holder types
+        it (:meth:`confirm_address`). Return until when the code works (audited without
+        the address)."""
+        if not self._settings.notify_smtp_host:
+            raise UsageError("no relay is configured (notify_smtp_host), so no code can be "
+                             "sent; ask the registry's admin")
+        try:
+            address = check_address(email.strip(), key="e-mail address")
+        except ConfigError as exc:
+            raise UsageError(exc.diagnostics()) from None
+        account_id, role = self._target(actor, username)
+        if role not in NOTIFIED_ROLES:
+            raise UsageError(f"account {username!r} is {role.value}: only partner accounts "
+                             "and admins receive notifications")
+        code = f"{secrets.randbelow(10 ** VERIFY_DIGITS):0{VERIFY_DIGITS}d}"
+        now = self._app.clock()
+        mail = Mail(to=address, subject="Blindpost: confirm this address",
+                    body=(f"Your code: {code}\n\nType it on your Blindpost account page "
+                          f"within {VERIFY_LIFETIME.seconds // 60} minutes to receive "
+                          f"notifications for {username} here. If you did not ask for "
+                          "this, ignore this message: nothing is sent to this address "
+                          "without the code.\n"))
+        try:
+            send_mail(self._settings, mail, now=now)
+        except DeliveryError as exc:
+            # DeliveryError reasons never name the address (gateway.notify.delivery).
+            log.warning("address code for %s not sent: %s", username, exc.diagnostics())
+            raise UsageError("the code could not be sent (the relay refused or is "
+                             "unreachable); check the address or try again later") from None
+        until = now + VERIFY_LIFETIME
+        with self._app.transaction() as session:
+            session.merge(NotificationVerification(
+                account_id=account_id, email=address, expires_at=until, attempts=0,
+                code_hash=self._app.state_keys.mac(
+                    "row", _verify_message(account_id, address, code))))
+            self._record(session, AuditTag.NOTIFY_VERIFY_SENT, actor, username,
+                         {"channel": EMAIL, "expires_at": until.isoformat()})
+        return until
+
+    def confirm_address(self, actor: Actor, *, username: str, code: str) -> Subscription:
+        """Turn notifications on for the address a code was sent to, if ``code`` is it."""
+        account_id, _ = self._target(actor, username)
+        error: UsageError
+        with self._app.transaction() as session:
+            now = self._app.clock()
+            row = session.get(NotificationVerification, account_id)
+            if row is None or row.expires_at <= now:
+                reason = "no code pending" if row is None else "expired"
+                error = UsageError("no address is waiting for a code, or its code expired: "
+                                   "enter the address again")
+            elif not self._app.state_keys.check_mac(
+                    "row", _verify_message(account_id, row.email, code.strip()),
+                    row.code_hash):
+                row.attempts += 1
+                reason = "wrong code"
+                error = UsageError("that is not the code sent to the address")
+                if row.attempts >= VERIFY_ATTEMPTS:
+                    session.delete(row)
+                    error = UsageError("too many wrong codes: enter the address again for "
+                                       "a new one")
+            else:
+                address, changed = row.email, self._set_address(session, account_id,
+                                                                row.email, now)
+                session.delete(row)
+                self._record(session, AuditTag.NOTIFY_SUBSCRIBE, actor, username,
+                             {"channel": EMAIL, "changed": changed, "verified": True})
+                return Subscription(username, address)
+            if row is not None and row.expires_at <= now:
+                session.delete(row)
+            self._record(session, AuditTag.NOTIFY_VERIFY_FAILURE, actor, username,
+                         {"channel": EMAIL, "reason": reason})
+        raise error
+
+    def pending_address(self, actor: Actor, *, username: str) -> str | None:
+        """The address waiting for its code, if one is (shown to its owner)."""
+        account_id, _ = self._target(actor, username, write=False)
+        with self._app.read() as session:
+            row = session.get(NotificationVerification, account_id)
+            return None if row is None or row.expires_at <= self._app.clock() else row.email
+
+    def _set_address(self, session: Session, account_id: int, address: str,
+                     now: datetime) -> bool:
+        row = session.get(NotificationSubscription, account_id)
+        if row is not None and not self._app.integrity.holds(session, row):
+            # A forged or restored address is replaced, never edited: editing would
+            # vouch for it (gateway.integrity); the alarm is raised all the same.
+            session.delete(row)
+            session.flush()
+            row = None
+        if row is None:
+            session.add(NotificationSubscription(account_id=account_id, email=address,
+                                                 created_at=now))
+            return False
+        row.email = address
+        return True
 
     def unsubscribe(self, actor: Actor, *, username: str) -> bool:
         """Stop ``username``'s notifications and forget the address; False if none were on."""
@@ -216,6 +325,7 @@ class NotificationService:
             raise _LostRaceError
         partners: dict[str, None] = {}
         notices: list[Notice] = []
+        queued = 0
         for index, tag, leaf in session.execute(
                 select(entries.c.idx, entries.c.tag, entries.c.leaf)
                 .where(entries.c.idx >= position, entries.c.idx < end,
@@ -227,10 +337,13 @@ class NotificationService:
             if tag == AuditTag.UPLOAD_COMPLETE.value:
                 if isinstance(details.get("partner"), str):
                     partners[details["partner"]] = None
+            elif tag == AuditTag.ACCOUNT_PASSKEY_ADD.value:
+                queued += self._queue_own(session, str(event.get("subject", "")),
+                                          str(event.get("time", "")), now)
             elif (found := notice(index, tag, details,
                                   actor=str(event.get("actor", "")))) is not None:
                 notices.append(found)
-        queued = sum(self._queue_files(session, slug, now) for slug in partners)
+        queued += sum(self._queue_files(session, slug, now) for slug in partners)
         if notices:
             queued += self._queue_digests(session, notices, now)
         return queued
@@ -270,6 +383,23 @@ class NotificationService:
         return self._queue(session, files_waiting(slug, count=count, first_expiry=first),
                            people, now)
 
+    def _queue_own(self, session: Session, subject: str, time: str, now: datetime) -> int:
+        """Tell an account (if it opted in) of a passkey added to it; e-mail only, as the
+        webhook speaks for the registry, not for one person."""
+        kind, _, username = subject.partition(":")
+        account_id = session.scalar(
+            select(Account.id).join(NotificationSubscription,
+                                    NotificationSubscription.account_id == Account.id)
+            .where(Account.username == username, Account.disabled.is_(False)))
+        if kind != "account" or account_id is None:
+            return 0
+        try:
+            at = parse_time(time)
+        except ValueError:
+            at = now
+        return self._queue(session, passkey_added(username, at=at), [account_id], now,
+                           channels=(EMAIL,))
+
     def _admins(self, session: Session) -> list[tuple[int, str]]:
         return [(row.id, row.username) for row in session.execute(
             select(Account.id, Account.username)
@@ -293,10 +423,13 @@ class NotificationService:
                     _same_account(account_id),
                     NotificationOutbox.sent_at.is_(None),
                     NotificationOutbox.gave_up_at.is_(None)))
+            body = message.body()
             session.add(NotificationOutbox(
                 channel=channel, account_id=account_id, topic=message.topic,
-                subject=message.subject, body=message.body(), created_at=now,
-                next_attempt_at=now, attempts=0))
+                subject=message.subject, body=body, created_at=now,
+                next_attempt_at=now, attempts=0,
+                seal=outbox_mac(self._app.state_keys, channel=channel, account_id=account_id,
+                                topic=message.topic, subject=message.subject, body=body)))
         return len(recipients)
 
     # Sending ---------------------------------------------------------------------------
@@ -338,6 +471,9 @@ class NotificationService:
             if claimed is None:
                 return None  # Another node has it, or it was sent or replaced meanwhile.
             row, username, address = claimed
+            if not self._genuine(session, row):
+                row.gave_up_at, row.claimed_until = now, None
+                return "dropped"
             if row.channel == EMAIL and address is None:
                 # Opted out (or disabled) since it was queued: the message goes too.
                 session.delete(row)
@@ -373,13 +509,28 @@ class NotificationService:
         if row.account_id is None:
             return row, None, None
         found = session.execute(
-            select(Account.username, Account.disabled, NotificationSubscription.email)
-            .outerjoin(NotificationSubscription,
-                       NotificationSubscription.account_id == Account.id)
+            select(Account.username, Account.disabled)
             .where(Account.id == row.account_id)).first()
         if found is None:
             return row, None, None
-        return row, found.username, None if found.disabled else found.email
+        opted = session.get(NotificationSubscription, row.account_id)
+        # The address decides where the message goes: only one the gateway sealed, and
+        # the current version of it (an address its owner replaced, put back, is not).
+        if opted is not None and not self._app.integrity.holds(session, opted):
+            opted = None
+        return row, found.username, None if found.disabled or opted is None else opted.email
+
+    def _genuine(self, session: Session, row: NotificationOutbox) -> bool:
+        """Whether the gateway queued ``row`` as it stands (its MAC holds); one written
+        behind its back is never sent, and is an integrity violation."""
+        expected = (row.channel, row.account_id, row.topic, row.subject, row.body)
+        if row.seal and self._app.state_keys.check_mac(
+                "row", _outbox_message(*expected), row.seal):
+            return True
+        self._app.integrity.record(session, IntegrityViolationError(
+            "notification_outbox", str(row.id), "no seal" if not row.seal
+            else "seal does not match"))
+        return False
 
     def _rate_limited(self, session: Session, row: NotificationOutbox, now: datetime) -> bool:
         """Hold the message back if its recipient had the hour's share already."""
@@ -461,6 +612,24 @@ class NotificationService:
         """One turn of the chore: plan a round if due, then send what is due."""
         self.plan()
         return self.deliver()
+
+
+def _verify_message(account_id: int, address: str, code: str) -> bytes:
+    return f"blindpost notification address\n{account_id}\n{address}\n{code}".encode()
+
+
+def _outbox_message(channel: str, account_id: int | None, topic: str, subject: str,
+                    body: str) -> bytes:
+    document = {"table": "notification_outbox", "channel": channel, "account": account_id,
+                "topic": topic, "subject": subject, "body": body}
+    # A prefix no sealed row's message has (those begin with "{").
+    return b"blindpost notification\n" + json.dumps(document, sort_keys=True).encode()
+
+
+def outbox_mac(keys: StateKeys, *, channel: str, account_id: int | None, topic: str,
+               subject: str, body: str) -> str:
+    """The MAC a queued message carries: over where it goes and what it says."""
+    return keys.mac("row", _outbox_message(channel, account_id, topic, subject, body))
 
 
 def _log_size(session: Session) -> int:

@@ -23,6 +23,7 @@ import pytest
 from gateway import envelope
 from gateway.client.hostkeys import fingerprint
 from gateway.db.models import Role
+from gateway.errors import AuthenticationError
 from tests.unit.sftp_server.harness import (
     OPERATOR,
     Installation,
@@ -397,3 +398,30 @@ def test_pre_encrypted_upload_for_other_keys_is_refused_with_the_reason(
     assert aborted["name"] == "wrong.csv.age"
     assert "X25519 stanzas, but the partner's approved keys are mlkem768x25519" in (
         aborted["reason"])
+
+
+def test_portal_code_signs_in_with_key_and_code_and_shows_a_fresh_code(
+        inst: Installation, tmp_path: Path) -> None:
+    lee = Client(inst, inst.users["lee"], tmp_path / "lee")
+    first = lee.json("portal-code")
+    assert first["exit"] == 0 and first["account"] == "lee", first
+    shown = lee.run("portal-code")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("Portal enrolment code for lee: ")
+    second = shown.stdout.split(": ", 1)[1].split()[0]
+    assert second != first["code"], "each read issues a new code"
+    issued = [e for e in audit_events(inst.app, "portal:enrolment:issue")
+              if e["actor"] == "lee"]
+    assert [e["details"]["replaced"] for e in issued[-2:]] == [False, True]
+    # The replaced code enrols nothing; the new one is taken once, at the portal.
+    with pytest.raises(AuthenticationError, match="enrolment code refused"):
+        inst.app.console_auth.partner_sign_in(username="lee", code=inst.code(lee.user),
+                                              source="127.0.0.1", enrolment=str(first["code"]))
+    opened = inst.app.console_auth.partner_sign_in(username="lee", code=inst.code(lee.user),
+                                                   source="127.0.0.1", enrolment=second)
+    assert opened.session.stage.value == "passkey"
+    # Staff have no such code.
+    clerk = Client(inst, inst.users["clerk"], tmp_path / "clerk")
+    refused_staff = clerk.run("portal-code")
+    assert refused_staff.returncode != 0
+    assert "portal enrolment codes are for partner users" in refused_staff.stderr

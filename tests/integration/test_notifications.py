@@ -10,6 +10,7 @@ import hmac
 import http.server
 import ipaddress
 import json
+import re
 import shutil
 import socket
 import ssl
@@ -28,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from gateway import passwords
 from gateway.app import App
@@ -108,8 +109,8 @@ class Relay:
     """A real SMTP server on 127.0.0.1 that requires STARTTLS (unless ``tls`` is False)."""
 
     def __init__(self, port: int, cert: tuple[Path, Path], *, tls: bool = True,
-                 login: tuple[str, str] | None = None) -> None:
-        self.inbox = Inbox()
+                 login: tuple[str, str] | None = None, inbox: Inbox | None = None) -> None:
+        self.inbox = inbox or Inbox()
         kwargs: dict[str, Any] = {}
         if tls:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -193,7 +194,7 @@ def world(data_dir: Path, clock: FakeClock, relay_cert: tuple[Path, Path]) -> It
     port = free_port()
     app = make_app(data_dir, clock, notify_smtp_host="127.0.0.1", notify_smtp_port=port,
                    notify_smtp_ca_file=str(relay_cert[0]))
-    app.notifications.subscribe(actor(app, "lee"), username="lee",
+    app.notifications.subscribe(OPERATOR, username="lee",
                                 email="lee@uni-research.example")
     app.notifications.plan()  # The first round starts the cursor at the log's end.
     yield app, port
@@ -363,7 +364,7 @@ def test_opt_in_and_out_are_audited_and_stop_what_is_queued(
     app, port = world
     service = app.notifications
     subscribed = audit_events(app, AuditTag.NOTIFY_SUBSCRIBE)
-    assert [(e["subject"], e["actor"]) for e in subscribed] == [("account:lee", "lee")]
+    assert [(e["subject"], e["actor"]) for e in subscribed] == [("account:lee", "local:root")]
     assert "uni-research.example" not in json.dumps(subscribed), "the address is not logged"
     with pytest.raises(UsageError, match="plain e-mail address"):
         service.subscribe(OPERATOR, username="lee", email="lee@uni.example\r\nBcc: x@evil.example")
@@ -614,3 +615,140 @@ def test_a_running_sftp_service_notifies_and_its_uploads_never_wait_for_the_rela
         inst.close()
     assert len(relay.messages) == 1 and relay.messages[0].tls
     assert "2 files for uni" in relay.messages[0].content.decode()
+
+
+# -- Addresses: confirmed by their holder, sealed, never forged or put back ------------------
+
+
+class RefusingInbox(Inbox):
+    """A relay that refuses every recipient, naming the address in its answer (as real
+    relays do: "550 5.1.1 <x@y>: Recipient address rejected")."""
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any,  # noqa: N802  # aiosmtpd's hook name.
+                          address: str, rcpt_options: list[str]) -> str:
+        return f"550 5.1.1 <{address}>: Recipient address rejected"
+
+
+def test_a_partner_user_confirms_their_address_with_the_code_mailed_to_it(
+        world: tuple[App, int], clock: FakeClock, relays: list[Relay],
+        relay_cert: tuple[Path, Path]) -> None:
+    app, port = world
+    relays.append(relay := Relay(port, relay_cert))
+    lee = actor(app, "lee")
+    service = app.notifications
+    service.request_address(lee, username="lee", email="dr.lee@clinic.example")
+    assert [m.recipients for m in relay.messages] == [["dr.lee@clinic.example"]]
+    code = re.search(rb"Your code: (\d{8})", relay.messages[0].content)
+    assert code is not None
+    # Until the code is typed, notifications still go to the address in force.
+    assert service.subscription(lee, username="lee").email == "lee@uni-research.example"
+    with pytest.raises(UsageError, match="not the code"):
+        service.confirm_address(lee, username="lee", code="12345678"
+                                if code.group(1) != b"12345678" else "87654321")
+    service.confirm_address(lee, username="lee", code=code.group(1).decode())
+    upload(app, FILE_NAMES[0])
+    next_round(app, clock)
+    assert relay.messages[-1].recipients == ["dr.lee@clinic.example"]
+    events = json.dumps([audit_events(app, tag) for tag in (
+        AuditTag.NOTIFY_VERIFY_SENT, AuditTag.NOTIFY_VERIFY_FAILURE,
+        AuditTag.NOTIFY_SUBSCRIBE)])
+    assert "clinic.example" not in events and code.group(1).decode() not in events
+    # A code is for one address and one account: another account cannot use it.
+    with pytest.raises(AuthorizationError):
+        service.confirm_address(actor(app, "clerk"), username="lee", code="00000000")
+
+
+def test_a_forged_or_restored_address_receives_nothing_and_is_reported(
+        world: tuple[App, int], clock: FakeClock, relays: list[Relay],
+        relay_cert: tuple[Path, Path]) -> None:
+    app, port = world
+    relays.append(relay := Relay(port, relay_cert))
+    with app.engine.connect() as connection:
+        kept = [dict(r._mapping) for r in connection.execute(
+            text("SELECT * FROM notification_subscriptions"))]
+    # A database writer redirects lee's address to theirs: the seal no longer matches.
+    with app.engine.begin() as connection:
+        connection.execute(text("UPDATE notification_subscriptions SET email = "
+                                "'spy@evil.example'"))
+    upload(app, FILE_NAMES[0])
+    next_round(app, clock)
+    assert relay.messages == []
+    found = [e["details"] for e in audit_events(app, AuditTag.INTEGRITY_VIOLATION)]
+    assert found and found[-1]["table"] == "notification_subscriptions"
+    # The owner changes the address (through the gateway); the old row, put back with its
+    # valid seal, is not the current version and receives nothing either.
+    app.notifications.subscribe(OPERATOR, username="lee", email="lee@new.example")
+    with app.engine.begin() as connection:
+        connection.execute(text("UPDATE notification_subscriptions SET email = :email, "
+                                "seal = :seal WHERE account_id = :account_id"), kept[0])
+    upload(app, FILE_NAMES[1])
+    next_round(app, clock)
+    assert relay.messages == []
+    assert "not current" in audit_events(
+        app, AuditTag.INTEGRITY_VIOLATION)[-1]["details"]["reason"]
+    # An address inserted where none is in force is refused the same way.
+    with app.engine.begin() as connection:
+        connection.execute(text("DELETE FROM notification_subscriptions"))
+        lee_id = connection.execute(text("SELECT id FROM accounts WHERE username = 'lee'"))
+        connection.execute(text("INSERT INTO notification_subscriptions (account_id, email, "
+                                "created_at, seal) VALUES (:id, 'spy@evil.example', "
+                                "'2026-01-01 00:00:00', NULL)"), {"id": lee_id.scalar()})
+    upload(app, FILE_NAMES[2])
+    next_round(app, clock)
+    assert relay.messages == []
+
+
+def test_a_message_written_into_the_outbox_is_never_sent(
+        world: tuple[App, int], clock: FakeClock, relays: list[Relay],
+        relay_cert: tuple[Path, Path]) -> None:
+    app, port = world
+    relays.append(relay := Relay(port, relay_cert))
+    upload(app, FILE_NAMES[0])
+    clock.advance(seconds=INTERVAL)
+    assert app.notifications.plan() == 1
+    # The queued message's text is replaced with a phishing one; its MAC no longer holds.
+    with app.engine.begin() as connection:
+        connection.execute(text("UPDATE notification_outbox SET subject = 'Re-enter your "
+                                "key at evil.example'"))
+    assert app.notifications.deliver().dropped == 1
+    assert relay.messages == []
+    assert audit_events(app, AuditTag.INTEGRITY_VIOLATION)[-1]["details"]["table"] == (
+        "notification_outbox")
+
+
+def test_a_passkey_added_is_told_to_its_account_and_names_nothing_else(
+        world: tuple[App, int], clock: FakeClock, relays: list[Relay],
+        relay_cert: tuple[Path, Path]) -> None:
+    app, port = world
+    relays.append(relay := Relay(port, relay_cert))
+    lee = actor(app, "lee")
+    with app.transaction() as session:
+        app.audit.record(session, tag=AuditTag.ACCOUNT_PASSKEY_ADD, actor=lee,
+                         subject="account:lee", details={"passkey": 1, "name": "PATIENT"})
+    next_round(app, clock)
+    assert len(relay.messages) == 1
+    text_sent = relay.messages[0].content.decode()
+    assert "a passkey was added to your account" in text_sent
+    assert relay.messages[0].recipients == ["lee@uni-research.example"]
+    assert "PATIENT" not in text_sent, "the passkey's name is not told"
+
+
+def test_a_refused_recipient_is_logged_without_the_address(
+        world: tuple[App, int], clock: FakeClock, relays: list[Relay],
+        relay_cert: tuple[Path, Path], caplog: pytest.LogCaptureFixture) -> None:
+    app, port = world
+    relays.append(Relay(port, relay_cert, inbox=RefusingInbox()))
+    upload(app, FILE_NAMES[0])
+    next_round(app, clock)
+    failures = audit_events(app, AuditTag.NOTIFY_FAILURE)
+    assert len(failures) == 1 and "refused" in failures[0]["details"]["reason"]
+    assert "uni-research.example" not in json.dumps(failures)
+    assert "uni-research.example" not in caplog.text
+    with app.read() as session:
+        errors = session.scalars(select(NotificationOutbox.last_error)).all()
+    assert errors and not any("uni-research" in (e or "") for e in errors)
+    # The address code's failure is told without it too.
+    with pytest.raises(UsageError, match="could not be sent"):
+        app.notifications.request_address(actor(app, "lee"), username="lee",
+                                          email="new@clinic.example")
+    assert "clinic.example" not in caplog.text

@@ -1,6 +1,7 @@
 """The partner portal end to end in real headless Chromium, against `blindpost serve`.
 
-Two partner users sign in with their one-time code and register a passkey (Chromium's
+Two partner users read an enrolment code over SFTP (OpenSSH's `sftp`: key and one-time
+code), sign in with it and their one-time code, and register a passkey (Chromium's
 virtual authenticator, with PRF). One generates a key in the browser, the other imports
 a `blindpost keygen` key file; each is wrapped by a passkey there and stored wrapped.
 Two admins approve the generated key (CLI), staff upload a file over SFTP, and the
@@ -18,12 +19,14 @@ import hashlib
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import pyotp
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
+from gateway.portal_code import parse
 from tests.integration.console.browser import (
     Served,
     allow_axe,
@@ -61,15 +64,47 @@ def _person(browser: object) -> tuple[BrowserContext, Page, list[str]]:
     return context, page, errors
 
 
-def _portal_sign_in(page: Page, origin: str, username: str, secret: str, *,
-                    ahead: int = 0) -> None:
-    from datetime import UTC, datetime, timedelta
+class Steps:
+    """Which TOTP step each account used last: every sign-in (SFTP or portal) takes a
+    later one, within the ±1 step the gateway accepts, waiting when none is left."""
 
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}
+
+    def ahead(self, username: str) -> int:
+        """How many steps from now the next code of ``username`` is (-1, 0 or 1)."""
+        now = int(time.time()) // 30
+        step = max(self.last.get(username, now - 1) + 1, now)
+        if step > now + 1:
+            time.sleep((step - 1) * 30 - time.time() + 0.5)
+            now = int(time.time()) // 30
+        self.last[username] = step
+        return step - now
+
+
+STEPS = Steps()
+
+
+def _portal_sign_in(page: Page, origin: str, username: str, secret: str, *,
+                    enrolment: str = "") -> None:
     page.goto(origin + "/portal/signin")
     page.get_by_label("Username").fill(username)
-    code = pyotp.TOTP(secret).at(datetime.now(UTC) + timedelta(seconds=30 * ahead))
+    ahead = STEPS.ahead(username)  # It may wait: the time is read after it.
+    code = pyotp.TOTP(secret).at(time.time() + 30 * ahead)
     page.get_by_label("One-time code from your authenticator app").fill(code)
+    if enrolment:
+        page.get_by_label("Enrolment code (first sign-in only)").fill(enrolment)
     page.get_by_role("button", name="Continue").click()
+
+
+def _enrolment_code(op: Operator, port: int, username: str, secret: str) -> str:
+    """The code for the first passkey, read over SFTP with OpenSSH's `sftp` (key and
+    one-time code), as a partner without the `blindpost` client would."""
+    _sftp(op, port, username, secret, [f"get .portal-enrolment {username}-enrolment.txt"],
+          ahead=STEPS.ahead(username))
+    shown = (op.root / f"{username}-enrolment.txt").read_text()
+    assert f"Blindpost portal enrolment code for {username}" in shown
+    return parse(shown).code
 
 
 def _register(page: Page, origin: str) -> None:
@@ -79,6 +114,8 @@ def _register(page: Page, origin: str) -> None:
     page.wait_for_load_state("load")
     page.get_by_role("button", name="Register a passkey").click()
     expect(page).to_have_url(origin + "/portal/key", timeout=30_000)
+    # The same on the Key page: its buttons work once its deferred script has run.
+    page.wait_for_load_state("load")
 
 
 def _enrolled_recipient(page: Page, origin: str) -> str:
@@ -131,9 +168,15 @@ def _run(browser: object, server: Served, op: Operator, port: int,
          violations: list[dict[str, object]]) -> None:
     origin = server.origin
     clerk, lee_secret, who_secret = secrets
+    # Each partner user reads the code for their first passkey over SFTP (early: it
+    # works for ten minutes, and the later sign-ins then find fresh TOTP steps).
+    enrolment = {name: _enrolment_code(op, port, name, secret)
+                 for name, secret in (("dr-lee", lee_secret), ("dr-who", who_secret))}
     lee_context, lee, lee_errors = _person(browser)
-    # First sign-in: the code, then a passkey must be registered.
-    _portal_sign_in(lee, origin, "dr-lee", lee_secret)
+    # First sign-in: the enrolment code read over SFTP and the one-time code, then a
+    # passkey must be registered.
+    _portal_sign_in(lee, origin, "dr-lee", lee_secret,
+                    enrolment=enrolment["dr-lee"])
     _register(lee, origin)
     lee.get_by_role("button", name="Generate and enrol a key").click()
     expect(lee.locator("#portal-status")).to_contain_text("Enrolled", timeout=30_000)
@@ -167,7 +210,8 @@ def _run(browser: object, server: Served, op: Operator, port: int,
     assert not [e for e in lee_errors if "Content Security Policy" in e], lee_errors
 
     # The limit of three holds across the browser and SFTP: one more over SFTP, then none.
-    _sftp(op, port, "dr-lee", lee_secret, ["get extract.csv.age"], ahead=1)
+    _sftp(op, port, "dr-lee", lee_secret, ["get extract.csv.age"],
+          ahead=STEPS.ahead("dr-lee"))
     assert (op.root / "extract.csv.age").read_bytes() == ciphertext
     lee.goto(origin + "/portal")
     expect(lee.get_by_role("cell", name="No file is waiting.")).to_be_visible()
@@ -176,7 +220,8 @@ def _run(browser: object, server: Served, op: Operator, port: int,
 
     # Another partner's user imports a key file, and sees none of uni's files.
     who_context, who_page, _ = _person(browser)
-    _portal_sign_in(who_page, origin, "dr-who", who_secret)
+    _portal_sign_in(who_page, origin, "dr-who", who_secret,
+                    enrolment=enrolment["dr-who"])
     _register(who_page, origin)
     who_page.get_by_label("Key file made by").set_input_files(str(op.root / "who.key"))
     who_page.get_by_role("button", name="Import and enrol").click()
@@ -188,7 +233,7 @@ def _run(browser: object, server: Served, op: Operator, port: int,
 
     # Signing in again: the code, then the passkey.
     who_page.get_by_role("button", name="Sign out").click()
-    _portal_sign_in(who_page, origin, "dr-who", who_secret, ahead=1)
+    _portal_sign_in(who_page, origin, "dr-who", who_secret)
     expect(who_page).to_have_url(origin + "/signin/verify")
     who_page.get_by_role("button", name="Use a passkey instead").click()
     expect(who_page).to_have_url(origin + "/portal")

@@ -48,14 +48,25 @@ def test_a_partner_user_signs_in_with_their_code_and_must_then_register_a_passke
     app.partners.add(actor(app, "root-admin"), slug="uni")
     new, _ = account(app, "dr-lee", Role.PARTNER, partner="uni")
     client = browser(app)
+    page = client.get("/portal/signin")
+    assert 'name="enrolment"' in page.text and "blindpost portal-code" in page.text
+    # The first time, the code read over SFTP is due as well (told once the one-time
+    # code proved the holder).
+    refused = client.post("/portal/signin", data={"username": "dr-lee",
+                                                  "code": _code(new, clock)})
+    assert refused.status_code == 401 and "needs an enrolment code" in refused.text
+    clock.advance(seconds=30)
+    issued = app.portal_enrolment.issue(actor(app, "dr-lee"))
     answer = client.post("/portal/signin", data={"username": "dr-lee",
-                                                 "code": _code(new, clock)},
+                                                 "code": _code(new, clock),
+                                                 "enrolment": issued.code},
                          follow_redirects=False)
     assert (answer.status_code, answer.headers["location"]) == (303, "/signin/passkey")
     # Until a passkey is registered the session reaches nothing else.
     assert client.get("/portal", follow_redirects=False).headers["location"] == (
         "/signin/passkey")
-    assert audit_events(app, "auth:login:success")[-1]["details"]["method"] == "totp"
+    assert audit_events(app, "auth:login:success")[-1]["details"]["method"] == (
+        "totp+enrolment code")
 
 
 def test_portal_sign_in_refusals_say_the_same_and_are_counted(app: App,

@@ -12,6 +12,7 @@ from sftp_server.vfs import (
     InboxFile,
     PartnerFile,
     PartnerFolder,
+    PortalEnrolmentFile,
     RecipientsFile,
     RecipientsFolder,
     Root,
@@ -82,3 +83,12 @@ def test_partners_have_no_recipient_lists() -> None:
         resolve("/.recipients", Role.PARTNER)
     with pytest.raises(PolicyError):
         resolve("/.recipients/acme", Role.PARTNER)
+
+
+def test_only_a_partner_has_a_portal_enrolment_file() -> None:
+    for path in ("/.portal-enrolment", ".portal-enrolment", "/x/../.portal-enrolment"):
+        assert resolve(path, Role.PARTNER) == PortalEnrolmentFile()
+    with pytest.raises(PolicyError, match="for partner users"):
+        resolve("/.portal-enrolment", Role.STAFF)
+    with pytest.raises(PolicyError):
+        resolve("/.portal-enrolment", Role.ADMIN)

@@ -66,7 +66,7 @@ def test_client_commands_work_without_the_server_extra(tmp_path: Path) -> None:
     assert (tmp_path / "back.txt").read_text() == "rows\n"
     fingerprint = _client_only(tmp_path, "key", "fingerprint", "k.key")
     assert fingerprint.stdout == keygen.stderr.split("Fingerprint: ")[1]
-    for command in ("send", "fetch", "trust", "witness"):
+    for command in ("send", "fetch", "trust", "portal-code", "witness"):
         shown = _client_only(tmp_path, command, "--help")
         assert shown.returncode == 0, shown.stderr
     assert _client_only(tmp_path, "version").stdout == "blindpost 0.1.0\n"
