@@ -15,9 +15,10 @@ password in the place of the SSH key as the first factor:
   already used, disabled).
 
 Every success and failure is in the audit log. Admin and auditor accounts sign in
-here with a password; partner users sign in to the portal with their one-time code and a
-passkey (:meth:`ConsoleAuthService.partner_sign_in`). The first sign-in with a one-time
-password must set a new password, in one step with the second factor: an account that
+here with a password; partner users (to the portal) and staff (to the upload page) sign
+in with their one-time code and a passkey (:meth:`ConsoleAuthService.code_sign_in`). The
+first sign-in with a one-time password must set a new password, in one step with the
+second factor: an account that
 already holds an enrolled TOTP secret (the one ``init`` and ``user add`` printed at the
 bootstrap, or one kept through a password reset) confirms a code of *that* secret; an
 account without one (created or reset on a second admin's approval) enrols a new secret
@@ -77,7 +78,10 @@ if TYPE_CHECKING:
 # One answer for every sign-in refused before the password is verified, so the page does
 # not tell which part was wrong, nor whether the account exists.
 REFUSED = "sign-in refused: wrong username or password"
-REFUSED_PARTNER = "sign-in refused: wrong username or one-time code"
+REFUSED_CODE = "sign-in refused: wrong username or one-time code"
+# Accounts without a console password: their one-time code (the one they use over SFTP)
+# is their first factor, and a passkey always their second.
+CODE_ROLES = (Role.PARTNER, Role.STAFF)
 NEEDS_FACTOR = ("this needs a fresh second factor: your current one-time code or your "
                 "passkey")
 # Decides a second factor at sign-in: None to sign in, or why not.
@@ -131,11 +135,12 @@ class ConsoleAuthService:
             error = AuthenticationError(refusal.tell or REFUSED)
         raise error
 
-    def partner_sign_in(self, *, username: str, code: str, source: str,
-                        client: str | None = None) -> Opened:
-        """A partner user's portal sign-in: their current one-time code (the one they
-        use over SFTP) as the first factor, then their passkey; on the first sign-in,
-        registering a passkey is the only thing the session can do.
+    def code_sign_in(self, *, username: str, code: str, source: str,
+                     client: str | None = None) -> Opened:
+        """A partner user's portal sign-in, or a staff member's for the upload page: their
+        current one-time code (the one they use over SFTP) as the first factor, then their
+        passkey; on the first sign-in, registering a passkey is the only thing the session
+        can do.
 
         Refusals say nothing about which part was wrong or whether the account exists;
         an unknown name counts against the source, a wrong code against the account,
@@ -150,8 +155,8 @@ class ConsoleAuthService:
             refusal: SignInRefusedError | None
             if held:
                 refusal = self._held_back(held)
-            elif account is None or account.role is not Role.PARTNER:
-                refusal = SignInRefusedError("unknown partner account")
+            elif account is None or account.role not in CODE_ROLES or account.machine:
+                refusal = SignInRefusedError("unknown partner or staff account")
                 counts = ((Scope.SOURCE, source),)
             else:
                 forged = self._app.auth.unverified(session, account)
@@ -159,15 +164,15 @@ class ConsoleAuthService:
                            self._app.auth.consume_code(session, account, code, now,
                                                        enrolling=False))
                 if refusal is None:
-                    return self._open_partner(session, account, source, client, now)
+                    return self._open_by_code(session, account, source, client, now)
                 if refusal.guess:
                     counts = ((Scope.ACCOUNT, account.username),)
             assert refusal is not None
             self._fail(session, username, refusal, "totp", source, counts=counts)
             told = refusal.tell if held else None
-        raise AuthenticationError(told or REFUSED_PARTNER)
+        raise AuthenticationError(told or REFUSED_CODE)
 
-    def _open_partner(self, session: Session, account: Account, source: str,
+    def _open_by_code(self, session: Session, account: Account, source: str,
                       client: str | None, now: datetime) -> Opened:
         token, row = open_session(session, account, stage=Stage.SECOND_FACTOR,
                                   source=source, client=client, now=now)
@@ -223,8 +228,8 @@ class ConsoleAuthService:
         def refusal(session: Session, _row: ConsoleSession, account: Account,
                     now: datetime) -> SignInRefusedError | None:
             if self._codes_refused(session, account):
-                why = ("partners confirm the code with their passkey"
-                       if account.role is Role.PARTNER
+                why = (f"{account.role.value} accounts confirm the code with their passkey"
+                       if account.role in CODE_ROLES
                        else "admins sign in with a passkey (console_require_passkey)")
                 return SignInRefusedError(why, tell=why)
             return self._app.auth.consume_code(session, account, code, now, enrolling=False)
@@ -319,9 +324,9 @@ class ConsoleAuthService:
     # Passkey policy ------------------------------------------------------------------
 
     def _passkey_policy(self, role: Role) -> bool:
-        # A partner user's one-time code is their first factor in the portal, so their
-        # second is always a passkey.
-        return role is Role.PARTNER or (self._app.settings.console_require_passkey
+        # A partner user's or staff member's one-time code is their first factor in the
+        # console, so their second is always a passkey.
+        return role in CODE_ROLES or (self._app.settings.console_require_passkey
                                         and role is Role.ADMIN)
 
     def _must_register_passkey(self, session: Session, account: Account) -> bool:
