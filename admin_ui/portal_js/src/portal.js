@@ -130,8 +130,14 @@ async function downloadAndDecrypt(button) {
 const ACTIONS = { generate, import: importKey, decrypt: downloadAndDecrypt, upload };
 
 function start() {
+  // Shown only with this script running, and its stand-in only without (a <noscript>
+  // element would not do: a browser told not to run scripts may still parse the page as
+  // if it would).
   for (const element of document.querySelectorAll("[data-needs-script]")) {
     element.hidden = false;
+  }
+  for (const element of document.querySelectorAll("[data-without-script]")) {
+    element.hidden = true;
   }
   for (const button of document.querySelectorAll("button[data-portal]")) {
     const action = ACTIONS[button.dataset.portal];
