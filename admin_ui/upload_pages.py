@@ -98,11 +98,11 @@ async def part(request: Request, upload_id: str, number: int, current: Session) 
     service = console(request).app.web_uploads
     found: WebUpload = service.find(upload_id, session_id=current.id)
     await run_in_threadpool(found.begin_part, number, _length(request))
-    await _receive(request, found)
-    return JSONResponse({"part": number, "received": found.upload.received})
+    digest = await _receive(request, found)
+    return JSONResponse({"part": number, "received": found.upload.received, "sha256": digest})
 
 
-async def _receive(request: Request, found: WebUpload) -> None:
+async def _receive(request: Request, found: WebUpload) -> str:
     """Stream the part's body into the upload; however it fails, the upload ends."""
     batch = bytearray()
     try:
@@ -122,7 +122,7 @@ async def _receive(request: Request, found: WebUpload) -> None:
     except BaseException:
         await run_in_threadpool(found.part_failed, "the part could not be received")
         raise
-    found.end_part(now=console(request).app.clock())
+    return found.end_part(now=console(request).app.clock())
 
 
 @router.post(SESSIONS + "/{upload_id}/commit")

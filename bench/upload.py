@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.portal import BLINDPOST, code, renderer_peak_kib  # noqa: E402  # After the path.
+from bench.portal import BLINDPOST, code  # noqa: E402  # After the path.
 
 MIB = 1 << 20
 HEADER = b"HCN,Birth Date,postal_code\n"
@@ -108,6 +108,22 @@ class Browser:
         return seconds, heap
 
 
+def renderer_peak_kib(chrome: object) -> int:
+    """The largest peak RSS (VmHWM) of this browser's renderer processes (other browsers
+    on a shared machine are not counted)."""
+    cdp = chrome.new_browser_cdp_session()  # type: ignore[attr-defined]
+    processes = cdp.send("SystemInfo.getProcessInfo")["processInfo"]
+    peak = 0
+    for process in processes:
+        if process["type"] != "renderer":
+            continue
+        status = Path(f"/proc/{process['id']}/status")
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peak = max(peak, int(line.split()[1]))
+    return peak
+
+
 def send(work: Path, port: int, name: str, users: dict[str, str], plain: Path,
          data_dir: Path) -> float:
     known_hosts = work / "known_hosts"
@@ -165,7 +181,7 @@ def main() -> None:
                     if not number % 2:
                         send_runs.append(send(work, port, f"s{number}", users, plain,
                                               data_dir))
-                renderer = renderer_peak_kib()
+                renderer = renderer_peak_kib(chrome)
         finally:
             server.stop()
     mib = size / MIB

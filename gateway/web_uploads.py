@@ -24,6 +24,7 @@ processes behind one address need session affinity for ``/upload/sessions``.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import threading
 from collections.abc import Sequence
@@ -70,6 +71,9 @@ class WebUpload:
         self.touched = now
         self._busy = threading.Lock()
         self._part_bytes = 0
+        # The SHA-256 of the current part as it arrived: the page compares it with what
+        # it sent (the whole file's is the store's, over the same bytes).
+        self._part_hash = hashlib.sha256()
 
     def begin_part(self, number: int, length: int | None) -> None:
         """Accept part ``number`` (of ``length`` bytes, when the request says), or end the
@@ -88,6 +92,7 @@ class WebUpload:
             self._busy.release()
             self._fail(exc)
         self._part_bytes = 0
+        self._part_hash = hashlib.sha256()
 
     def write(self, data: bytes) -> None:
         """The next bytes of the current part."""
@@ -97,11 +102,14 @@ class WebUpload:
                                    f"{PART_LIMIT} bytes"))
         # Upload.write aborts the upload itself (audited) before it raises.
         self.upload.write(data)
+        self._part_hash.update(data)
 
-    def end_part(self, *, now: datetime) -> None:
+    def end_part(self, *, now: datetime) -> str:
+        """The part arrived whole; return its SHA-256 (hex)."""
         self.next_part += 1
         self.touched = now
         self._busy.release()
+        return self._part_hash.hexdigest()
 
     def part_failed(self, reason: str) -> None:
         """The current part did not arrive whole (the connection ended, or a write was

@@ -117,7 +117,9 @@ def test_a_browser_upload_is_stored_as_sent_and_audited_like_send(app: App,
     cut = len(ciphertext) // 3
     for number, piece in enumerate((ciphertext[:cut], ciphertext[cut:2 * cut],
                                     ciphertext[2 * cut:])):
-        assert staff.part(upload_id, number, piece).status_code == 200  # type: ignore[attr-defined]
+        received = staff.part(upload_id, number, piece)
+        assert received.status_code == 200  # type: ignore[attr-defined]
+        assert received.json()["sha256"] == hashlib.sha256(piece).hexdigest()  # type: ignore[attr-defined]
     stored = staff.commit(upload_id, 3).json()  # type: ignore[attr-defined]
     assert (stored["name"], stored["size"]) == ("extract.csv.age", len(ciphertext))
     assert stored["sha256"] == hashlib.sha256(ciphertext).hexdigest()
