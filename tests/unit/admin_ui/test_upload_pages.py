@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
+import pyotp
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -39,6 +40,7 @@ class Staff:
     client: TestClient
     csrf: str
     identity: envelope.Identity
+    totp_uri: str
 
     def begin(self, *, name: str = "extract.csv", data: bytes = CSV,
               fingerprints: list[str] | None = None) -> object:
@@ -77,9 +79,10 @@ def _signed_in(app: App, clock: FakeClock, username: str) -> tuple[TestClient, s
 @pytest.fixture
 def staff(app: App, clock: FakeClock) -> Iterator[Staff]:
     identity = partner_with_key(app, "uni", post_quantum=False)
-    account(app, "clerk", Role.STAFF)
+    new, _ = account(app, "clerk", Role.STAFF)
+    assert new.totp_uri is not None
     client, csrf = _signed_in(app, clock, "clerk")
-    yield Staff(client, csrf, identity)
+    yield Staff(client, csrf, identity, new.totp_uri)
     client.close()
 
 
@@ -230,3 +233,16 @@ def test_only_staff_upload(app: App, clock: FakeClock, staff: Staff) -> None:
     assert refused.headers["content-type"] == "application/problem+json"
     assert _transfers(app) == 0
     assert timedelta(0) < IDLE
+
+
+
+def test_staff_sign_in_with_their_code_then_a_passkey(app: App, clock: FakeClock,
+                                                      staff: Staff) -> None:
+    code = str(pyotp.parse_uri(staff.totp_uri).at(clock()))
+    answer = browser(app).post("/portal/signin", data={"username": "clerk", "code": code},
+                               follow_redirects=False)
+    assert (answer.status_code, answer.headers["location"]) == (303, "/signin/passkey")
+    # Past the passkey: their own page works, and the menu offers the upload page only.
+    me = staff.client.get("/me")
+    assert me.status_code == 200, me.text
+    assert 'href="/upload"' in me.text and 'href="/partners"' not in me.text
