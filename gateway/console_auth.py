@@ -14,17 +14,17 @@ password in the place of the SSH key as the first factor:
 - only after the password is verified is the reason told (locked until when, code
   already used, disabled).
 
-Every success and failure is in the audit log. Admin and auditor accounts sign in
-here with a password; partner users (to the portal) and staff (to the upload page) sign
-in with their one-time code and a passkey (:meth:`ConsoleAuthService.code_sign_in`). The
+Every success and failure is in the audit log. Admin and auditor accounts sign in here
+with a password; partner users (to the portal) and staff (to the upload page) sign in
+with their one-time code and a passkey (:meth:`ConsoleAuthService.code_sign_in`). The
 first sign-in with a one-time password must set a new password, in one step with the
-second factor: an account that
-already holds an enrolled TOTP secret (the one ``init`` and ``user add`` printed at the
-bootstrap, or one kept through a password reset) confirms a code of *that* secret; an
-account without one (created or reset on a second admin's approval) enrols a new secret
-here, shown in this session only. So a secret is enrolled once, by its holder, and what
-the CLI printed is what is asked for. With ``console_require_passkey`` an admin signs in
-and confirms key decisions with a passkey, never with a code.
+second factor: an account that already holds an enrolled TOTP secret (the one ``init``
+and ``user add`` printed at the bootstrap, or one kept through a password reset)
+confirms a code of *that* secret; an account without one (created or reset on a second
+admin's approval) enrols a new secret here, shown in this session only. So a secret is
+enrolled once, by its holder, and what the CLI printed is what is asked for. With
+``console_require_passkey`` an admin signs in and confirms key decisions with a passkey,
+never with a code.
 """
 
 from __future__ import annotations
