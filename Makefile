@@ -84,6 +84,7 @@ bench: test-deps
 	$(BIN)/python bench/integrity.py
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/portal.py
+	$(BIN)/python bench/upload.py
 
 ## dist: the release gateway/__init__.py names, in dist/: the wheel (partners install it as is,
 ## the gateway with [server]), the sdist, deploy/install.sh, the systemd units, the release's

@@ -162,8 +162,9 @@ def register_passkey(request: Request, *, csrf: Csrf = "", credential: Text,
     current = resume(request)
     check_csrf(request, current, csrf)
     console(request).app.passkeys.register(current.id, credential=credential, name=name)
-    # A partner user's next step is the portal's Key page (wrapping their identity).
-    after = "/portal/key" if current.role is Role.PARTNER else "/me"
+    # A partner user's next step is the portal's Key page (wrapping their identity), a
+    # staff member's the upload page.
+    after = {Role.PARTNER: "/portal/key", Role.STAFF: "/upload"}.get(current.role, "/me")
     return RedirectResponse(after, status_code=303)
 
 

@@ -50,6 +50,8 @@ def _back(path: str) -> RedirectResponse:
 def dashboard(request: Request, current: Session) -> Response:
     if current.role is Role.PARTNER:
         return RedirectResponse("/portal", status_code=303)
+    if current.role is Role.STAFF:
+        return RedirectResponse("/upload", status_code=303)
     overview = console(request).app.dashboard.overview(current.actor)
     return render(request, "dashboard.html", {"o": overview}, current=current)
 

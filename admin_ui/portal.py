@@ -65,7 +65,7 @@ def signin(request: Request, username: Text, code: Text, enrolment: Text = "") -
     check_origin(request, Actor.anonymous(claimed=username, source=source_of(request),
                                           client="portal"))
     try:
-        opened = console(request).app.console_auth.partner_sign_in(
+        opened = console(request).app.console_auth.code_sign_in(
             username=username.strip(), code=code, source=source_of(request), client="portal",
             enrolment=enrolment)
     except AuthenticationError as exc:

@@ -14,7 +14,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import escape
 from starlette.exceptions import HTTPException
 
-from admin_ui import agreement_pages, api, auth_pages, detail_pages, pages, portal
+from admin_ui import agreement_pages, api, auth_pages, detail_pages, pages, portal, upload_pages
 from admin_ui.problems import from_error, problem, status_of
 from admin_ui.rendering import FieldError, Form
 from admin_ui.security import (
@@ -52,6 +52,7 @@ def create_app(gateway: App, *, origin: str | None = None) -> FastAPI:
     web.include_router(auth_pages.router)
     web.include_router(pages.router)
     web.include_router(portal.router)
+    web.include_router(upload_pages.router)
     web.include_router(detail_pages.router)
     web.include_router(api.router)
     web.include_router(agreement_pages.pages)
@@ -61,7 +62,8 @@ def create_app(gateway: App, *, origin: str | None = None) -> FastAPI:
 
 
 def _is_api(request: Request) -> bool:
-    return request.url.path.startswith("/api/")
+    # The upload page's script reads refusals as problem documents, as API clients do.
+    return request.url.path.startswith(("/api/", upload_pages.SESSIONS))
 
 
 def _handle_errors(web: FastAPI) -> None:

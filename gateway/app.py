@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from gateway.store import ObjectStore
     from gateway.tokens import TokenService
     from gateway.transfers import TransferService
+    from gateway.web_uploads import WebUploadService
 
 Clock = Callable[[], datetime]
 log = logging.getLogger(__name__)
@@ -298,6 +299,12 @@ class App:
         from gateway.transfers import TransferService
 
         return TransferService(self)
+
+    @cached_property
+    def web_uploads(self) -> WebUploadService:
+        from gateway.web_uploads import WebUploadService
+
+        return WebUploadService(self)
 
     @cached_property
     def retention(self) -> RetentionService:

@@ -14,16 +14,17 @@ password in the place of the SSH key as the first factor:
 - only after the password is verified is the reason told (locked until when, code
   already used, disabled).
 
-Every success and failure is in the audit log. Admin and auditor accounts sign in
-here with a password; partner users sign in to the portal with their one-time code and a
-passkey (:meth:`ConsoleAuthService.partner_sign_in`). The first sign-in with a one-time
-password must set a new password, in one step with the second factor: an account that
-already holds an enrolled TOTP secret (the one ``init`` and ``user add`` printed at the
-bootstrap, or one kept through a password reset) confirms a code of *that* secret; an
-account without one (created or reset on a second admin's approval) enrols a new secret
-here, shown in this session only. So a secret is enrolled once, by its holder, and what
-the CLI printed is what is asked for. With ``console_require_passkey`` an admin signs in
-and confirms key decisions with a passkey, never with a code.
+Every success and failure is in the audit log. Admin and auditor accounts sign in here
+with a password; partner users (to the portal) and staff (to the upload page) sign in
+with their one-time code and a passkey (:meth:`ConsoleAuthService.code_sign_in`). The
+first sign-in with a one-time password must set a new password, in one step with the
+second factor: an account that already holds an enrolled TOTP secret (the one ``init``
+and ``user add`` printed at the bootstrap, or one kept through a password reset)
+confirms a code of *that* secret; an account without one (created or reset on a second
+admin's approval) enrols a new secret here, shown in this session only. So a secret is
+enrolled once, by its holder, and what the CLI printed is what is asked for. With
+``console_require_passkey`` an admin signs in and confirms key decisions with a passkey,
+never with a code.
 """
 
 from __future__ import annotations
@@ -77,7 +78,10 @@ if TYPE_CHECKING:
 # One answer for every sign-in refused before the password is verified, so the page does
 # not tell which part was wrong, nor whether the account exists.
 REFUSED = "sign-in refused: wrong username or password"
-REFUSED_PARTNER = "sign-in refused: wrong username or one-time code"
+REFUSED_CODE = "sign-in refused: wrong username or one-time code"
+# Accounts without a console password: their one-time code (the one they use over SFTP)
+# is their first factor, and a passkey always their second.
+CODE_ROLES = (Role.PARTNER, Role.STAFF)
 NEEDS_FACTOR = ("this needs a fresh second factor: your current one-time code or your "
                 "passkey")
 # Decides a second factor at sign-in: None to sign in, or why not.
@@ -131,14 +135,14 @@ class ConsoleAuthService:
             error = AuthenticationError(refusal.tell or REFUSED)
         raise error
 
-    def partner_sign_in(self, *, username: str, code: str, source: str,
-                        client: str | None = None, enrolment: str = "") -> Opened:
-        """A partner user's portal sign-in: their current one-time code (the one they
-        use over SFTP) as the first factor, then their passkey. On the first sign-in (no
-        passkey yet) the code read over SFTP (``enrolment``,
-        :mod:`gateway.portal_enrolment`) is due too, and registering a passkey is the
-        only thing the session can do: the first passkey rests on the SSH key and the
-        one-time code, as an SFTP sign-in does.
+    def code_sign_in(self, *, username: str, code: str, source: str,
+                     client: str | None = None, enrolment: str = "") -> Opened:
+        """A partner user's portal sign-in, or a staff member's for the upload page: their
+        current one-time code (the one they use over SFTP) as the first factor, then their
+        passkey. On the first sign-in (no passkey yet) the code read over SFTP
+        (``enrolment``, :mod:`gateway.portal_enrolment`) is due too, and registering a
+        passkey is the only thing the session can do: the first passkey rests on the SSH
+        key and the one-time code, as an SFTP sign-in does.
 
         Refusals say nothing about which part was wrong or whether the account exists;
         an unknown name counts against the source, a wrong code against the account,
@@ -154,8 +158,8 @@ class ConsoleAuthService:
             told_after_code = False
             if held:
                 refusal = self._held_back(held)
-            elif account is None or account.role is not Role.PARTNER:
-                refusal = SignInRefusedError("unknown partner account")
+            elif account is None or account.role not in CODE_ROLES or account.machine:
+                refusal = SignInRefusedError("unknown partner or staff account")
                 counts = ((Scope.SOURCE, source),)
             else:
                 forged = self._app.auth.unverified(session, account)
@@ -171,7 +175,7 @@ class ConsoleAuthService:
                                       source=source, client=CLIENT), now)
                     told_after_code = refusal is not None
                 if refusal is None:
-                    return self._open_partner(session, account, source, client, now)
+                    return self._open_by_code(session, account, source, client, now)
                 if refusal.guess:
                     counts = ((Scope.ACCOUNT, account.username),)
             assert refusal is not None
@@ -180,9 +184,9 @@ class ConsoleAuthService:
             # Why is told only once the one-time code proved the holder (or about the
             # address alone).
             told = refusal.tell if held or told_after_code else None
-        raise AuthenticationError(told or REFUSED_PARTNER)
+        raise AuthenticationError(told or REFUSED_CODE)
 
-    def _open_partner(self, session: Session, account: Account, source: str,
+    def _open_by_code(self, session: Session, account: Account, source: str,
                       client: str | None, now: datetime) -> Opened:
         token, row = open_session(session, account, stage=Stage.SECOND_FACTOR,
                                   source=source, client=client, now=now)
@@ -239,8 +243,8 @@ class ConsoleAuthService:
         def refusal(session: Session, _row: ConsoleSession, account: Account,
                     now: datetime) -> SignInRefusedError | None:
             if self._codes_refused(session, account):
-                why = ("partners confirm the code with their passkey"
-                       if account.role is Role.PARTNER
+                why = (f"{account.role.value} accounts confirm the code with their passkey"
+                       if account.role in CODE_ROLES
                        else "admins sign in with a passkey (console_require_passkey)")
                 return SignInRefusedError(why, tell=why)
             return self._app.auth.consume_code(session, account, code, now, enrolling=False)
@@ -335,9 +339,9 @@ class ConsoleAuthService:
     # Passkey policy ------------------------------------------------------------------
 
     def _passkey_policy(self, role: Role) -> bool:
-        # A partner user's one-time code is their first factor in the portal, so their
-        # second is always a passkey.
-        return role is Role.PARTNER or (self._app.settings.console_require_passkey
+        # A partner user's or staff member's one-time code is their first factor in the
+        # console, so their second is always a passkey.
+        return role in CODE_ROLES or (self._app.settings.console_require_passkey
                                         and role is Role.ADMIN)
 
     def _must_register_passkey(self, session: Session, account: Account) -> bool:

@@ -415,9 +415,9 @@ def test_portal_code_signs_in_with_key_and_code_and_shows_a_fresh_code(
     assert [e["details"]["replaced"] for e in issued[-2:]] == [False, True]
     # The replaced code enrols nothing; the new one is taken once, at the portal.
     with pytest.raises(AuthenticationError, match="enrolment code refused"):
-        inst.app.console_auth.partner_sign_in(username="lee", code=inst.code(lee.user),
+        inst.app.console_auth.code_sign_in(username="lee", code=inst.code(lee.user),
                                               source="127.0.0.1", enrolment=str(first["code"]))
-    opened = inst.app.console_auth.partner_sign_in(username="lee", code=inst.code(lee.user),
+    opened = inst.app.console_auth.code_sign_in(username="lee", code=inst.code(lee.user),
                                                    source="127.0.0.1", enrolment=second)
     assert opened.session.stage.value == "passkey"
     # Staff have no such code.

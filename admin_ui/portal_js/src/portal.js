@@ -1,10 +1,12 @@
 // The partner portal's script: decrypts in the browser with typage (age-encryption), so
 // the server only ever sends ciphertext and stores the partner's identity wrapped by a
-// passkey (WebAuthn PRF). Bundled by esbuild into admin_ui/static/portal.js (`make
-// portal-js`); loaded only by the portal's pages. Without it the portal still lists
-// files and serves their ciphertext.
+// passkey (WebAuthn PRF); and the staff upload page's, which encrypts in the browser
+// (./upload.js). Bundled by esbuild into admin_ui/static/portal.js (`make portal-js`);
+// loaded only by the portal's pages and the upload page. Without it the portal still
+// lists files and serves their ciphertext, and the upload page says what to use instead.
 import { Decrypter, Encrypter, armor, generateHybridIdentity, identityToRecipient,
   webauthn } from "age-encryption";
+import { upload } from "./upload.js";
 
 "use strict";
 
@@ -125,9 +127,18 @@ async function downloadAndDecrypt(button) {
   }
 }
 
-const ACTIONS = { generate, import: importKey, decrypt: downloadAndDecrypt };
+const ACTIONS = { generate, import: importKey, decrypt: downloadAndDecrypt, upload };
 
 function start() {
+  // Shown only with this script running, and its stand-in only without (a <noscript>
+  // element would not do: a browser told not to run scripts may still parse the page as
+  // if it would).
+  for (const element of document.querySelectorAll("[data-needs-script]")) {
+    element.hidden = false;
+  }
+  for (const element of document.querySelectorAll("[data-without-script]")) {
+    element.hidden = true;
+  }
   for (const button of document.querySelectorAll("button[data-portal]")) {
     const action = ACTIONS[button.dataset.portal];
     if (!action) {

@@ -144,7 +144,7 @@ def test_a_wrong_code_is_an_authentication_error_at_the_service(app: App) -> Non
     app.partners.add(actor(app, "root-admin"), slug="uni")
     account(app, "dr-lee", Role.PARTNER, partner="uni")
     with pytest.raises(AuthenticationError, match="wrong username or one-time code"):
-        app.console_auth.partner_sign_in(username="dr-lee", code="12", source="192.0.2.9")
+        app.console_auth.code_sign_in(username="dr-lee", code="12", source="192.0.2.9")
 
 
 def test_with_a_passkey_registered_the_code_is_followed_by_the_passkey_only(
@@ -167,4 +167,4 @@ def test_with_a_passkey_registered_the_code_is_followed_by_the_passkey_only(
     refused = client.post("/signin/verify", data={"csrf": csrf.group(1),
                                                   "code": _code(new, clock)})
     assert refused.status_code == 401
-    assert "partners confirm the code with their passkey" in refused.text
+    assert "partner accounts confirm the code with their passkey" in refused.text

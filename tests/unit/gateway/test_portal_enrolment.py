@@ -41,7 +41,7 @@ def sign_in(app: App, clock: FakeClock, secret: str, enrolment: str = "",
             username: str = "dr-lee") -> Opened:
     # Each sign-in uses up its time step: the next one takes the next code.
     clock.advance(seconds=30)
-    return app.console_auth.partner_sign_in(username=username,
+    return app.console_auth.code_sign_in(username=username,
                                             code=pyotp.TOTP(secret).at(clock()),
                                             source=SOURCE, enrolment=enrolment)
 
