@@ -210,10 +210,7 @@ class _RemoteHeader:
 def plaintext_size(size: int, payload_start: int) -> int | None:
     """The plaintext size of a binary age file of ``size`` bytes whose first chunk
     starts at ``payload_start``; ``None`` if no such file can have that size."""
-    payload = size - payload_start
-    chunks = max(1, -(-payload // _SEALED))
-    plain = payload - 16 * chunks
-    return plain if plain >= 0 and (chunks == 1 or plain > (chunks - 1) * _CHUNK) else None
+    return envelope.plain_size(size - payload_start)
 
 
 @dataclass

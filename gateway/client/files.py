@@ -48,6 +48,16 @@ def sync_directory(path: Path) -> None:
 WRITE_PIECE = 32 * 1024
 
 
+def write_at(fd: int, data: memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` of the file (``pwrite``, so threads may write
+    different parts of one file at once), in pieces that end on multiples of
+    :data:`WRITE_PIECE`."""
+    while data:
+        written = os.pwrite(fd, data[:WRITE_PIECE - offset % WRITE_PIECE], offset)
+        offset += written
+        data = data[written:]
+
+
 class OutputWriter:
     """A binary sink over a file descriptor; :meth:`finish` may make it durable."""
 
@@ -67,6 +77,12 @@ class OutputWriter:
             self._offset += written
             view = view[written:]
         return size
+
+    @property
+    def fd(self) -> int:
+        """The file descriptor written to, for callers that place writes themselves
+        (:func:`write_at`)."""
+        return self._fd
 
     def finish(self, *, durable: bool) -> None:
         """With ``durable``, wait until everything written is on disk."""
