@@ -167,8 +167,9 @@ def encrypt(
     Post-quantum and classical recipients cannot be mixed in one file: the
     classical one would undo the post-quantum protection. With -o, the ciphertext
     appears under its name only once it is complete; like age and cp, the command
-    leaves flushing it to the disk to the operating system (run `sync` if a power
-    cut right after must not lose it).
+    leaves flushing it to the disk to the operating system, without fsync (run `sync`
+    if a power cut right after must not lose it). From a file to -o (binary), each
+    core encrypts a part of the file.
 
     \b
     Examples:
@@ -259,9 +260,10 @@ def decrypt(identity_files: tuple[Path, ...], output: Path | None, input_path: s
     With -o, the plaintext goes to a private temporary file next to the output,
     renamed into place only when the whole file has been verified; a damaged or
     truncated file leaves no output behind. Like age and cp, the command leaves
-    flushing the file to the disk to the operating system (run `sync` if a power cut
-    right after must not lose it); `blindpost fetch`, which records a file as
-    delivered, does flush it first.
+    flushing the file to the disk to the operating system, without fsync (run `sync`
+    if a power cut right after must not lose it); `blindpost fetch`, which records a
+    file as delivered, does flush it first. From a binary age file to -o, each core
+    decrypts a part of the file.
 
     \b
     Examples:
