@@ -328,6 +328,8 @@ class Fetcher:
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
                 os.ftruncate(fd, resume.kept)
+                # Appends go to the end anyway; the writer counts from here.
+                os.lseek(fd, resume.kept, os.SEEK_SET)
                 if not resume.complete:
                     if handle is None:
                         raise RemoteError("the gateway no longer lists the file")
@@ -415,7 +417,9 @@ class Fetcher:
                         copy: OutputWriter | None) -> None:
         remote = self._sftp.read_stream(handle, resume.offset, entry.size)
         hasher = _Hasher(resume.hash, copy)
-        sink = OutputWriter(fd)
+        # The plaintext is flushed before it is recorded as fetched; its writeback starts
+        # while the rest downloads, not at the end.
+        sink = OutputWriter(fd, early_writeback=True)
         threads = chunk_threads()
         try:
             with self._progress.file(entry.name, entry.size, done=resume.offset) as advance:
