@@ -11,10 +11,13 @@ thread. Standard input and output, and armor, whose chunks have no fixed offsets
 the streaming path (:mod:`gateway.cli.crypto`).
 
 The output is the private temporary file of :func:`gateway.client.files.atomic_output`,
-renamed into place only after every range is done. When decrypting, a chunk reaches
-that file only once it verified (a chunk that fails is zeroed in the buffer, never
-written), and the first failure stops every thread, so the command fails as the
-streaming path does and leaves no file behind.
+renamed into place only after every range is done. It is not preallocated: with
+``posix_fallocate`` the system time of 256 MiB encrypted was within noise of without
+(0.16-0.17 s against 0.14-0.18 s), and where the file system cannot allocate (NFS
+version 3, some FUSE file systems) glibc emulates it by writing a byte into every block.
+When decrypting, a chunk reaches that file only once it verified (a chunk that fails
+is zeroed in the buffer, never written), and the first failure stops every thread, so
+the command fails as the streaming path does and leaves no file behind.
 
 Each thread works through its range in batches of a few chunks, so a batch is still in
 the core's cache when it is written; writes end on multiples of
@@ -24,7 +27,6 @@ large or unaligned ones.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -66,7 +68,6 @@ def encrypt_file(source: int, sink: int, sealer: envelope.PayloadSealer, *, thre
     bytes done, from time to time."""
     size = os.fstat(source).st_size
     start = sealer.payload_start
-    _allocate(sink, start + envelope.sealed_size(size))
     write_at(sink, memoryview(sealer.header), 0)
     layout = _Layout(0, envelope.CHUNK_SIZE, start, envelope.ENCRYPTED_CHUNK_SIZE, size,
                      max(1, -(-size // envelope.CHUNK_SIZE)))
@@ -90,10 +91,8 @@ def decrypt_file(source: int, sink: int, decryptor: envelope.Decryptor, *, threa
     if start is None:
         raise ValueError("only a binary age file has chunks at fixed offsets")
     size = os.fstat(source).st_size
-    plain = envelope.plain_size(size - start)
-    if plain is None:
+    if envelope.plain_size(size - start) is None:
         raise envelope.PayloadError("payload is truncated")
-    _allocate(sink, plain)
     layout = _Layout(start, envelope.ENCRYPTED_CHUNK_SIZE, 0, envelope.CHUNK_SIZE, size,
                      max(1, -(-(size - start) // envelope.ENCRYPTED_CHUNK_SIZE)))
 
@@ -101,14 +100,6 @@ def decrypt_file(source: int, sink: int, decryptor: envelope.Decryptor, *, threa
         return decryptor.open_at(first, data, out, final=final)
 
     _in_ranges(source, sink, layout, open_, threads=threads, progress=progress)
-
-
-def _allocate(sink: int, size: int) -> None:
-    """Reserve the output's blocks up front: a full disk fails here, before any work,
-    and the threads' writes land in allocated extents (which measured cheaper)."""
-    if size:
-        with contextlib.suppress(OSError, AttributeError):
-            os.posix_fallocate(sink, 0, size)
 
 
 _Transform = Callable[[int, memoryview, memoryview, bool], int]
