@@ -127,7 +127,8 @@ def _in_ranges(source: int, sink: int, layout: _Layout, transform: _Transform, *
                                 daemon=True) for n in range(count)]
     for worker in workers:
         worker.start()
-    _wait(workers, done, progress)
+    _wait(workers, done, None if progress is None else
+          lambda count: progress(layout.read_start + count))
     if failures:
         raise failures[0]
 
