@@ -451,17 +451,25 @@ class Writer:
         self._in_flight: deque[int] = deque()
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        self._pending += data
-        size = self._session.max_write
-        if len(self._pending) >= size:
-            view = memoryview(self._pending)
-            sent = 0
-            while len(view) - sent >= size:
-                self._send(view[sent:sent + size])
-                sent += size
-            view.release()
-            del self._pending[:sent]
-        return len(data)
+        view = memoryview(data).cast("B")
+        total, size = len(view), self._session.max_write
+        if self._pending:
+            # Complete the request begun by earlier writes first.
+            taken = view[:size - len(self._pending)]
+            self._pending += taken
+            view = view[len(taken):]
+            if len(self._pending) < size:
+                return total
+            with memoryview(self._pending) as pending:
+                self._send(pending)
+            self._pending.clear()
+        # Whole requests go straight from the caller's buffer (sending copies them into
+        # the SSH packet): gathering them here first copied every byte once more.
+        while len(view) >= size:
+            self._send(view[:size])
+            view = view[size:]
+        self._pending += view
+        return total
 
     def finish(self) -> None:
         """Send what is buffered and wait until the server acknowledged everything."""

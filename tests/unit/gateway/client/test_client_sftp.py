@@ -126,13 +126,17 @@ def test_an_abandoned_stream_drops_its_late_replies() -> None:
     assert session.stat("/f").extended == {"ciphertext-sha256@blindpost": "ab" * 32}
 
 
-def test_pipelined_writes_arrive_whole_and_errors_surface() -> None:
+@pytest.mark.parametrize("piece", [10_000, 32 * 1024, 100_000, 300_000])
+def test_pipelined_writes_arrive_whole_and_errors_surface(piece: int) -> None:
     server = ScriptedServer(b"")
     session = sftp.SFTPSession(server)
     writer = session.writer(b"h1")
     payload = bytes(range(256)) * 1000
-    for start in range(0, len(payload), 10_000):
-        writer.write(memoryview(payload)[start:start + 10_000])
+    for start in range(0, len(payload), piece):
+        # A reused buffer, as the encryptor's: the writer must be done with it.
+        buffer = bytearray(payload[start:start + piece])
+        writer.write(memoryview(buffer))
+        buffer[:] = bytes(len(buffer))
     writer.finish()
     assert bytes(server.written) == payload
 
