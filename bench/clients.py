@@ -14,12 +14,13 @@ Every command is timed from outside, start-up and sign-in included. Each compari
 ``--repeat`` rounds, alternating which side goes first, and reports the median, the
 spread (fastest and slowest run) and the median of the per-round ratios: the machine may
 be shared, so a single run proves little. Before each command the page cache's dirty
-data are written back (``sync``, untimed), so that neither side pays for the other's. Each sign-in uses an account of its own, so no
-one-time code is needed twice. Targets: send and fetch at least 1.0x their manual pairs;
-``-o`` at least 1.3x ``age -o`` both ways. Partner keys are X25519, which Debian's age 1.1
-reads, on both sides of every comparison (age 1.1 has no hybrid post-quantum keys, so
-X25519 against X25519: the payload cipher, ChaCha20-Poly1305 in 64 KiB chunks, is the
-same for both recipient types; only the header's key wrapping differs).
+data are written back (``sync``, untimed), so that neither side pays for the other's.
+Each sign-in uses an account of its own, so no one-time code is needed twice. Targets:
+send and fetch at least 1.0x their manual pairs; ``-o`` at least 1.3x ``age -o`` both ways.
+Partner keys are X25519, which Debian's age 1.1 reads, on both sides of every comparison
+(age 1.1 has no hybrid post-quantum keys, so X25519 against X25519: the payload cipher,
+ChaCha20-Poly1305 in 64 KiB chunks, is the same for both recipient types; only the
+header's key wrapping differs).
 
 The report gives, beside the wall-clock ratio, the ratio of CPU seconds (user + system)
 and the load average before each round. On a machine whose cores are busy with other
