@@ -11,13 +11,10 @@ thread. Standard input and output, and armor, whose chunks have no fixed offsets
 the streaming path (:mod:`gateway.cli.crypto`).
 
 The output is the private temporary file of :func:`gateway.client.files.atomic_output`,
-renamed into place only after every range is done. It is not preallocated: with
-``posix_fallocate`` the system time of 256 MiB encrypted was within noise of without
-(0.16-0.17 s against 0.14-0.18 s), and where the file system cannot allocate (NFS
-version 3, some FUSE file systems) glibc emulates it by writing a byte into every block.
-When decrypting, a chunk reaches that file only once it verified (a chunk that fails
-is zeroed in the buffer, never written), and the first failure stops every thread, so
-the command fails as the streaming path does and leaves no file behind.
+renamed into place only after every range is done; its blocks are allocated first
+(:func:`_set_size`). When decrypting, a chunk reaches that file only once it verified
+(a chunk that fails is zeroed in the buffer, never written), and the first failure stops
+every thread, so the command fails as the streaming path does and leaves no file behind.
 
 Each thread works through its range in batches of a few chunks, so a batch is still in
 the core's cache when it is written; writes end on multiples of
@@ -27,6 +24,7 @@ large or unaligned ones.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -68,6 +66,7 @@ def encrypt_file(source: int, sink: int, sealer: envelope.PayloadSealer, *, thre
     bytes done, from time to time."""
     size = os.fstat(source).st_size
     start = sealer.payload_start
+    _set_size(sink, start + envelope.sealed_size(size))
     write_at(sink, memoryview(sealer.header), 0)
     layout = _Layout(0, envelope.CHUNK_SIZE, start, envelope.ENCRYPTED_CHUNK_SIZE, size,
                      max(1, -(-size // envelope.CHUNK_SIZE)))
@@ -91,8 +90,10 @@ def decrypt_file(source: int, sink: int, decryptor: envelope.Decryptor, *, threa
     if start is None:
         raise ValueError("only a binary age file has chunks at fixed offsets")
     size = os.fstat(source).st_size
-    if envelope.plain_size(size - start) is None:
+    plain = envelope.plain_size(size - start)
+    if plain is None:
         raise envelope.PayloadError("payload is truncated")
+    _set_size(sink, plain)
     layout = _Layout(start, envelope.ENCRYPTED_CHUNK_SIZE, 0, envelope.CHUNK_SIZE, size,
                      max(1, -(-(size - start) // envelope.ENCRYPTED_CHUNK_SIZE)))
 
@@ -100,6 +101,22 @@ def decrypt_file(source: int, sink: int, decryptor: envelope.Decryptor, *, threa
         return decryptor.open_at(first, data, out, final=final)
 
     _in_ranges(source, sink, layout, open_, threads=threads, progress=progress)
+
+
+def _set_size(sink: int, size: int) -> None:
+    """Allocate the output's blocks before the threads write. Measured on ext4 (1 GiB,
+    3 rounds each, load 1.3): system time 0.79-0.93 s encrypting and 0.66-0.76 s
+    decrypting with ``posix_fallocate``, 0.99-1.11 s and 0.79-0.98 s without, and no
+    better than without when the size was only set (``ftruncate``). A full disk fails
+    here, before any work. Where the file system cannot allocate (some FUSE file
+    systems), glibc writes a zero byte into every block instead, which is slower."""
+    if size:
+        try:
+            os.posix_fallocate(sink, 0, size)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise
+            # Not supported here: the writes allocate as they go.
 
 
 _Transform = Callable[[int, memoryview, memoryview, bool], int]

@@ -4,6 +4,7 @@ chunk anywhere refuses the file and leaves nothing behind."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import types
@@ -204,3 +205,21 @@ def test_input_that_changes_size_is_refused(tmp_path: Path, identity: Identity,
         monkeypatch.setattr(ranges.os, "fstat", growing)
         with pytest.raises(ranges.ChangedInputError, match="changed size"):
             ranges.encrypt_file(source, sink.fileno(), sealer, threads=2)
+
+
+@pytest.mark.parametrize(("error", "refused"), [(errno.ENOSPC, True), (errno.EOPNOTSUPP, False)])
+def test_a_full_disk_fails_before_any_work_and_no_allocation_is_no_error(
+        tmp_path: Path, identity: Identity, monkeypatch: pytest.MonkeyPatch, error: int,
+        refused: bool) -> None:
+    def cannot(_fd: int, _offset: int, _size: int) -> None:
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(ranges.os, "posix_fallocate", cannot)
+    plain = os.urandom(3 * CHUNK_SIZE + 1)
+    if refused:
+        with pytest.raises(OSError, match="No space left"):
+            _in_ranges(tmp_path, plain, identity, threads=2)
+        assert not (tmp_path / "sealed.age").exists()
+    else:
+        sealed = _in_ranges(tmp_path, plain, identity, threads=2)
+        assert Decryptor(io.BytesIO(sealed), [identity]).read() == plain
