@@ -13,12 +13,14 @@ Over one `blindpost sftp` gateway on loopback, with a file of random bytes:
 Every command is timed from outside, start-up and sign-in included. Each comparison runs
 ``--repeat`` rounds, alternating which side goes first, and reports the median, the
 spread (fastest and slowest run) and the median of the per-round ratios: the machine may
-be shared, so a single run proves little. Each sign-in uses an account of its own, so no
-one-time code is needed twice. Targets: send and fetch at least 1.0x their manual pairs;
-``-o`` at least 1.3x ``age -o`` both ways. Partner keys are X25519, which Debian's age 1.1
-reads, on both sides of every comparison (age 1.1 has no hybrid post-quantum keys, so
-X25519 against X25519: the payload cipher, ChaCha20-Poly1305 in 64 KiB chunks, is the
-same for both recipient types; only the header's key wrapping differs).
+be shared, so a single run proves little. Before each command the page cache's dirty
+data are written back (``sync``, untimed), so that neither side pays for the other's.
+Each sign-in uses an account of its own, so no one-time code is needed twice. Targets:
+send and fetch at least 1.0x their manual pairs; ``-o`` at least 1.3x ``age -o`` both ways.
+Partner keys are X25519, which Debian's age 1.1 reads, on both sides of every comparison
+(age 1.1 has no hybrid post-quantum keys, so X25519 against X25519: the payload cipher,
+ChaCha20-Poly1305 in 64 KiB chunks, is the same for both recipient types; only the
+header's key wrapping differs).
 
 The report gives, beside the wall-clock ratio, the ratio of CPU seconds (user + system)
 and the load average before each round. On a machine whose cores are busy with other
@@ -166,7 +168,10 @@ class Bench:
                 theirs: tuple[str, Callable[[], Measured]]) -> None:
         """Run both sides, ours first in even rounds and theirs first in odd ones."""
         order = [ours, theirs] if number % 2 == 0 else [theirs, ours]
-        measured = {name: self.keep(name, measure()) for name, measure in order}
+        measured = {}
+        for name, measure in order:
+            settle()
+            measured[name] = self.keep(name, measure())
         self.pairs.setdefault((ours[0], theirs[0]), []).append(
             (measured[ours[0]][0], measured[theirs[0]][0]))
         self.cpu_pairs.setdefault((ours[0], theirs[0]), []).append(
@@ -267,6 +272,13 @@ class Bench:
                 ["age", "-d", "-i", key, "-o", str(target), str(sealed)])))
 
 
+def settle() -> None:
+    """Write back what earlier commands left dirty in the page cache, untimed, so that no
+    command pays for the writeback of the one before it (on the 2-core VM the figures
+    come from, the system time of writing 1 GiB varied several-fold with it)."""
+    os.sync()
+
+
 def _sum(first: Measured, second: Measured) -> Measured:
     """Two commands run one after the other."""
     return first[0] + second[0], max(first[1], second[1]), first[2] + second[2]
@@ -331,6 +343,7 @@ def main() -> None:
         with bench.plain.open("wb") as handle:
             for _ in range(args.size_mib):
                 handle.write(os.urandom(MIB))
+        settle()
         for number in range(args.repeat):
             bench.loads.append(os.getloadavg()[0])
             print(f"round {number + 1}/{args.repeat}, load {bench.loads[-1]:.1f}",

@@ -301,6 +301,8 @@ def fetch(host: str, port: int, user: str, key_path: Path, known_hosts: Path | N
 
     Every file's ciphertext SHA-256 must equal the one the gateway recorded, and every
     chunk must authenticate, before the plaintext appears under its name (mode 0600).
+    Each file is flushed to the disk (fsync) before it is renamed into place and
+    recorded as fetched, so a power cut cannot lose a file the record says you have.
     An interrupted download resumes where it stopped. What was fetched is remembered
     (in ~/.local/state/blindpost), so the next run fetches only what is new.
 

@@ -23,12 +23,14 @@ from typing import Protocol, cast
 import click
 
 from gateway.cli.errors import fail, from_os_error
-from gateway.client.cores import block_bytes, chunk_threads, spare_core
+from gateway.client.cores import block_bytes, chunk_threads, range_threads, spare_core
 from gateway.client.files import OutputWriter, ReadAhead, atomic_output
+from gateway.client.ranges import decrypt_file, encrypt_file
 from gateway.envelope import (
     Decryptor,
     Encryptor,
     Identity,
+    PayloadSealer,
     Recipient,
     generate_identity,
     parse_identities_file,
@@ -165,8 +167,9 @@ def encrypt(
     Post-quantum and classical recipients cannot be mixed in one file: the
     classical one would undo the post-quantum protection. With -o, the ciphertext
     appears under its name only once it is complete; like age and cp, the command
-    leaves flushing it to the disk to the operating system (run `sync` if a power
-    cut right after must not lose it).
+    leaves flushing it to the disk to the operating system, without fsync (run `sync`
+    if a power cut right after must not lose it). From a file to -o (binary), each
+    core encrypts a part of the file.
 
     \b
     Examples:
@@ -181,8 +184,11 @@ def encrypt(
             raise click.UsageError(
                 "refusing to write binary ciphertext to a terminal; use -a or -o"
             )
-        # With a core to spare, the input is read and the output written from threads
-        # of their own (gateway.client.files); chunks are sealed in one between them.
+        if output is not None and not armor and _regular_file(input_path):
+            _encrypt_in_ranges(Path(str(input_path)), output, recipients)
+            return
+        # A stream: with a core to spare, the input is read and the output written from
+        # threads of their own (gateway.client.files); chunks are sealed in one between.
         background = output is not None and spare_core()
         threads = 1 if background else chunk_threads()
         with (
@@ -254,9 +260,10 @@ def decrypt(identity_files: tuple[Path, ...], output: Path | None, input_path: s
     With -o, the plaintext goes to a private temporary file next to the output,
     renamed into place only when the whole file has been verified; a damaged or
     truncated file leaves no output behind. Like age and cp, the command leaves
-    flushing the file to the disk to the operating system (run `sync` if a power cut
-    right after must not lose it); `blindpost fetch`, which records a file as
-    delivered, does flush it first.
+    flushing the file to the disk to the operating system, without fsync (run `sync`
+    if a power cut right after must not lose it); `blindpost fetch`, which records a
+    file as delivered, does flush it first. From a binary age file to -o, each core
+    decrypts a part of the file.
 
     \b
     Examples:
@@ -275,11 +282,42 @@ def decrypt(identity_files: tuple[Path, ...], output: Path | None, input_path: s
         threads = 1 if background else chunk_threads()
         with (
             _open_input(input_path) as source,
-            _open_output(output, background=background) as sink,
             Decryptor(source, identities, threads=threads) as decryptor,
         ):
-            _copy_blocks(decryptor, sink, block_bytes(threads),
-                         progress=_progress_for(source, "decrypting"))
+            if (output is not None and decryptor.payload_start is not None
+                    and _regular_file(input_path)):
+                # A binary age file on disk: its chunks lie at fixed offsets.
+                with (atomic_output(output, durable=False) as sink,
+                      _progress_for(source, "decrypting") as update):
+                    decrypt_file(source.fileno(), sink.fd, decryptor,
+                                 threads=range_threads(), progress=update)
+                return
+            with _open_output(output, background=background) as sink:
+                _copy_blocks(decryptor, sink, block_bytes(threads),
+                             progress=_progress_for(source, "decrypting"))
+
+
+def _regular_file(path: str | None) -> bool:
+    """Whether ``path`` names a regular file (not standard input, a pipe or a device),
+    whose chunks can be read at fixed offsets."""
+    if path is None or path == "-":
+        return False
+    try:
+        return stat.S_ISREG(Path(path).stat().st_mode)
+    except OSError:
+        return False  # The streaming path opens it and reports why it cannot.
+
+
+def _encrypt_in_ranges(input_path: Path, output: Path, recipients: list[Recipient]) -> None:
+    """Encrypt one regular file into another, a range of chunks per core."""
+    with (
+        _open_input(str(input_path)) as source,
+        atomic_output(output, durable=False) as sink,
+        PayloadSealer(recipients) as sealer,
+        _progress_for(source, "encrypting") as update,
+    ):
+        encrypt_file(source.fileno(), sink.fd, sealer, threads=range_threads(),
+                     progress=update)
 
 
 class _Writable(Protocol):
@@ -353,10 +391,19 @@ def _open_output(path: Path | None, *, background: bool) -> Iterator[_Output]:
         yield sink
 
 
+class _Update(Protocol):
+    def __call__(self, count: int | None = None, /) -> None: ...
+
+
+def _no_bar(_count: int | None = None, /) -> None:
+    pass
+
+
 class _Progress:
     """A rich progress bar on stderr following the input's position, or nothing.
 
-    Used as ``with progress as update:``, calling ``update()`` after each block.
+    Used as ``with progress as update:``, calling ``update()`` after each block, or
+    ``update(count)`` from work that reads the input at offsets of its own.
     """
 
     def __init__(self, handle: _Input | None, total: int, description: str) -> None:
@@ -365,16 +412,19 @@ class _Progress:
         self._description = description
         self._stack = contextlib.ExitStack()
 
-    def __enter__(self) -> Callable[[], None]:
+    def __enter__(self) -> _Update:
         handle = self._handle
         if handle is None:
-            return lambda: None
+            return _no_bar
         from rich.console import Console
         from rich.progress import Progress
 
         bar = self._stack.enter_context(Progress(console=Console(stderr=True), transient=True))
         task = bar.add_task(self._description, total=self._total)
-        return lambda: bar.update(task, completed=handle.tell())
+
+        def update(count: int | None = None) -> None:
+            bar.update(task, completed=handle.tell() if count is None else count)
+        return update
 
     def __exit__(self, *exc_info: object) -> None:
         self._stack.close()

@@ -134,7 +134,7 @@ def _session(transport: paramiko.Transport, endpoint: Endpoint, credentials: Cre
         channel.invoke_subsystem("sftp")
     except (paramiko.SSHException, OSError, EOFError) as exc:
         raise RemoteError(f"the gateway refused an SFTP session: {exc}") from None
-    return Connection(transport, SFTPSession(channel))
+    return Connection(transport, SFTPSession(channel, max_packet=MAX_PACKET_BYTES))
 
 
 def shown_instructions(instructions: str) -> str:

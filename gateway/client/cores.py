@@ -12,6 +12,11 @@ decrypted with a load average of 12 on 2 cores: 0.72-0.76 s with one thread, 0.7
 with two chunk threads and a writer thread; 1 GiB at a load of 14: 3.4-4.6 s alone,
 4.7-7.0 s with the writer thread). So the extra threads are used only when a core is free.
 
+``encrypt -o`` and ``decrypt -o`` between regular files are the exception
+(:mod:`gateway.client.ranges`): their threads hand nothing to each other, each works
+through a range of the file alone, so on a busy machine a thread waits for a core
+without making the others wait; they run one thread per core the process may use.
+
 Blocks stay small, whatever the threads: a block is decrypted and then written while it
 is still in the core's cache. 256 KiB blocks cost 0.23 s of CPU per 256 MiB decrypted to
 disk, 4 MiB blocks 0.52-0.64 s (same machine, same minute).
@@ -25,15 +30,19 @@ import os
 def spare_core() -> bool:
     """Whether this process may use more than one core: it may run on two or more, and
     the last minute's load average leaves at least one of them idle."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # Not on Linux.
-        cores = os.cpu_count() or 1
+    cores = _usable_cores()
     try:
         load = os.getloadavg()[0]
     except OSError:
         load = 0.0
     return cores >= 2 and load <= cores - 1
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # Not on Linux.
+        return os.cpu_count() or 1
 
 
 def chunk_threads() -> int:
@@ -44,3 +53,13 @@ def chunk_threads() -> int:
 def block_bytes(threads: int) -> int:
     """How much to read, seal or open at a time: 4 chunks, or 4 per thread."""
     return threads * 4 * 64 * 1024
+
+
+# Range threads beyond this would only queue for the file's write lock: the kernel
+# writes into one file's page cache one call at a time. (Measured on 2 cores only.)
+_MAX_RANGE_THREADS = 4
+
+
+def range_threads() -> int:
+    """Threads for :mod:`gateway.client.ranges`: one per usable core, at most 4."""
+    return max(1, min(_usable_cores(), _MAX_RANGE_THREADS))

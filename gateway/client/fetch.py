@@ -210,10 +210,7 @@ class _RemoteHeader:
 def plaintext_size(size: int, payload_start: int) -> int | None:
     """The plaintext size of a binary age file of ``size`` bytes whose first chunk
     starts at ``payload_start``; ``None`` if no such file can have that size."""
-    payload = size - payload_start
-    chunks = max(1, -(-payload // _SEALED))
-    plain = payload - 16 * chunks
-    return plain if plain >= 0 and (chunks == 1 or plain > (chunks - 1) * _CHUNK) else None
+    return envelope.plain_size(size - payload_start)
 
 
 @dataclass
@@ -331,6 +328,8 @@ class Fetcher:
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
                 os.ftruncate(fd, resume.kept)
+                # Appends go to the end anyway; the writer counts from here.
+                os.lseek(fd, resume.kept, os.SEEK_SET)
                 if not resume.complete:
                     if handle is None:
                         raise RemoteError("the gateway no longer lists the file")
@@ -418,7 +417,9 @@ class Fetcher:
                         copy: OutputWriter | None) -> None:
         remote = self._sftp.read_stream(handle, resume.offset, entry.size)
         hasher = _Hasher(resume.hash, copy)
-        sink = OutputWriter(fd)
+        # The plaintext is flushed before it is recorded as fetched; its writeback starts
+        # while the rest downloads, not at the end.
+        sink = OutputWriter(fd, early_writeback=True)
         threads = chunk_threads()
         try:
             with self._progress.file(entry.name, entry.size, done=resume.offset) as advance:

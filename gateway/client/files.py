@@ -48,15 +48,37 @@ def sync_directory(path: Path) -> None:
 WRITE_PIECE = 32 * 1024
 
 
-class OutputWriter:
-    """A binary sink over a file descriptor; :meth:`finish` may make it durable."""
+def write_at(fd: int, data: memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` of the file (``pwrite``, so threads may write
+    different parts of one file at once), in pieces that end on multiples of
+    :data:`WRITE_PIECE`."""
+    while data:
+        written = os.pwrite(fd, data[:WRITE_PIECE - offset % WRITE_PIECE], offset)
+        offset += written
+        data = data[written:]
 
-    def __init__(self, fd: int) -> None:
+
+# A writer that will be made durable starts the disk writes of every this much behind
+# it, so that the final fsync finds little left to wait for.
+WRITEBACK_STEP = 16 << 20
+
+
+class OutputWriter:
+    """A binary sink over a file descriptor; :meth:`finish` may make it durable.
+
+    With ``early_writeback`` (for output that :meth:`finish` will make durable), the
+    kernel is asked to start writing each :data:`WRITEBACK_STEP` to the disk as soon as
+    it is written (``POSIX_FADV_DONTNEED``, which starts the writeback without waiting
+    for it and lets the pages go once written), instead of all of it at the fsync.
+    """
+
+    def __init__(self, fd: int, *, early_writeback: bool = False) -> None:
         self._fd = fd
         try:
             self._offset = os.lseek(fd, 0, os.SEEK_CUR)
         except OSError:  # Not a file: the pieces' alignment does not matter.
             self._offset = 0
+        self._written_back = self._offset if early_writeback else None
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data).cast("B")
@@ -66,7 +88,19 @@ class OutputWriter:
             written = os.write(self._fd, view[:piece])
             self._offset += written
             view = view[written:]
+        start = self._written_back
+        if start is not None and self._offset - start >= WRITEBACK_STEP:
+            with contextlib.suppress(OSError, AttributeError):  # Only advice.
+                os.posix_fadvise(self._fd, start, self._offset - start,
+                                 os.POSIX_FADV_DONTNEED)
+            self._written_back = self._offset
         return size
+
+    @property
+    def fd(self) -> int:
+        """The file descriptor written to, for callers that place writes themselves
+        (:func:`write_at`)."""
+        return self._fd
 
     def finish(self, *, durable: bool) -> None:
         """With ``durable``, wait until everything written is on disk."""

@@ -10,12 +10,16 @@ reach into the modules below, and only this package imports ``cryptography.hazma
 - Streams: :class:`Encryptor` (writable) and :class:`Decryptor` (readable), and
   :func:`inspect` for the header alone; :func:`encrypt_bytes` and
   :func:`decrypt_bytes` for small in-memory data.
+- Chunks placed by the caller (regular files, a range per core):
+  :class:`PayloadSealer` and :meth:`Decryptor.open_at`, with the sizes
+  :data:`CHUNK_SIZE`, :data:`ENCRYPTED_CHUNK_SIZE`, :func:`sealed_size` and
+  :func:`plain_size`.
 - Errors: :class:`EnvelopeError` and the families in :mod:`gateway.envelope.errors`.
 """
 
 from gateway.envelope.convenience import decrypt_bytes, encrypt_bytes
 from gateway.envelope.decrypt import Decryptor, HeaderInfo, inspect
-from gateway.envelope.encrypt import Encryptor, check_recipients
+from gateway.envelope.encrypt import Encryptor, PayloadSealer, check_recipients
 from gateway.envelope.errors import (
     ArmorError,
     DecryptionError,
@@ -37,8 +41,11 @@ from gateway.envelope.keys import (
 )
 from gateway.envelope.mlkem import require_backend as require_post_quantum_backend
 from gateway.envelope.recipient import Identity, Recipient
+from gateway.envelope.stream import CHUNK_SIZE, ENCRYPTED_CHUNK_SIZE, plain_size, sealed_size
 
 __all__ = [
+    "CHUNK_SIZE",
+    "ENCRYPTED_CHUNK_SIZE",
     "ArmorError",
     "DecryptionError",
     "Decryptor",
@@ -51,6 +58,7 @@ __all__ = [
     "InvalidKeyError",
     "NoIdentityMatchError",
     "PayloadError",
+    "PayloadSealer",
     "Recipient",
     "RecipientError",
     "UnsupportedError",
@@ -63,5 +71,7 @@ __all__ = [
     "parse_identity",
     "parse_recipient",
     "parse_recipients_file",
+    "plain_size",
     "require_post_quantum_backend",
+    "sealed_size",
 ]

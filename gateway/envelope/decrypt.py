@@ -144,6 +144,22 @@ class Decryptor:
             yield self._resealer.reseal(piece, first + index,
                                         last=final and index == chunks - 1)
 
+    def open_at(self, first: int, sealed: memoryview, out: memoryview, *, final: bool) -> int:
+        """Open ``sealed``, the file's chunks ``first``, ``first + 1``, … of a binary
+        file, into ``out``; return the plaintext bytes. With ``final`` the last of them
+        must be the file's final chunk, otherwise all are full middle chunks.
+
+        For a reader that fetches the chunks itself (``decrypt -o`` from a regular
+        file, a range per core): any run, in any order, from any thread, independent of
+        :meth:`read`. The caller must open every chunk up to the final one before it
+        trusts the file as complete, since a file cut at a chunk boundary is only caught
+        where its end is opened. Raises :class:`PayloadError` at the first chunk that
+        does not verify, having zeroed what it left in ``out``.
+        """
+        if self._payload_start is None or self._resealer is None:
+            raise ValueError("open_at needs an open binary age file")
+        return self._resealer.open_at(first, sealed, out, final=final)
+
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` has been called."""

@@ -43,6 +43,16 @@ def check_recipients(recipients: Sequence[Recipient]) -> None:
         )
 
 
+def _new_file(recipients: Sequence[Recipient]) -> tuple[bytes, ChunkSealer]:
+    """A fresh file key wrapped to ``recipients``: the file's header (with the payload
+    nonce after it) and the sealer of its chunks."""
+    check_recipients(recipients)
+    file_key = os.urandom(FILE_KEY_SIZE)
+    stanzas = [recipient.wrap(file_key) for recipient in recipients]
+    nonce = os.urandom(PAYLOAD_NONCE_SIZE)
+    return encode_header(stanzas, file_key) + nonce, ChunkSealer(payload_key(file_key, nonce))
+
+
 class Encryptor:
     """A writable stream that encrypts to ``recipients`` and writes age to ``sink``.
 
@@ -69,14 +79,11 @@ class Encryptor:
         armor: bool = False,
         threads: int = 1,
     ) -> None:
-        check_recipients(recipients)
         self._armor = ArmorWriter(sink) if armor else None
         self._sink: Writable = self._armor or sink
-        file_key = os.urandom(FILE_KEY_SIZE)
-        stanzas = [recipient.wrap(file_key) for recipient in recipients]
-        nonce = os.urandom(PAYLOAD_NONCE_SIZE)
-        self._sink.write(encode_header(stanzas, file_key) + nonce)
-        self._sealer: ChunkSealer | None = ChunkSealer(payload_key(file_key, nonce))
+        header, sealer = _new_file(recipients)
+        self._sink.write(header)
+        self._sealer: ChunkSealer | None = sealer
         # Both buffers are allocated once: fresh large allocations cost page faults
         # on every write, which showed up as a 20% loss in bench/envelope.py.
         self._pending = memoryview(bytearray(CHUNK_SIZE))
@@ -178,3 +185,49 @@ class Encryptor:
             self.close()
         else:
             self.abort()
+
+
+class PayloadSealer:
+    """A new binary age file to ``recipients`` for a writer that places the chunks
+    itself: :attr:`header` starts the file (:attr:`payload_start` bytes, payload nonce
+    included), and :meth:`seal_at` seals any run of chunks, in any order, from any
+    thread. ``encrypt -o`` writes a regular file so, a range of chunks per core.
+
+    The caller must seal every chunk of the plaintext exactly once, the last with
+    ``final``; this object cannot check that, which is why :class:`Encryptor` is the
+    choice for streams. The file key lives in memory until :meth:`close`.
+    """
+
+    def __init__(self, recipients: Sequence[Recipient]) -> None:
+        self.header, sealer = _new_file(recipients)
+        self._sealer: ChunkSealer | None = sealer
+
+    @property
+    def payload_start(self) -> int:
+        """Where the first chunk starts in the file."""
+        return len(self.header)
+
+    def seal_at(self, first: int, chunks: Buffer, out: Buffer, *, final: bool) -> int:
+        """Seal ``chunks`` as the file's chunks ``first``, ``first + 1``, … into ``out``
+        (room for 16 more bytes a chunk); return the bytes written. All are full 64 KiB
+        chunks except, with ``final``, the file's last one (at most 64 KiB; empty only
+        in an empty file)."""
+        if self._sealer is None:
+            raise ValueError("seal_at on a closed PayloadSealer")
+        return self._sealer.seal_at(first, memoryview(chunks).cast("B"),
+                                    memoryview(out).cast("B"), final=final)
+
+    def close(self) -> None:
+        """Forget the key."""
+        self._sealer = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

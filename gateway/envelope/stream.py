@@ -33,6 +33,25 @@ def _chunk_nonce(counter: int, *, last: bool) -> bytes:
     return counter.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
 
 
+def chunk_count(plain_size: int) -> int:
+    """How many chunks a payload of ``plain_size`` bytes has (an empty one has one)."""
+    return max(1, -(-plain_size // CHUNK_SIZE))
+
+
+def sealed_size(plain_size: int) -> int:
+    """The size of the payload that seals ``plain_size`` bytes (nonce not counted)."""
+    return plain_size + TAG_SIZE * chunk_count(plain_size)
+
+
+def plain_size(sealed: int) -> int | None:
+    """The plaintext size of a payload of ``sealed`` bytes (nonce not counted), or
+    ``None`` if no payload has that size: one whose last chunk would be shorter than a
+    tag, or empty after a full one (only an empty file ends in an empty chunk)."""
+    chunks = max(1, -(-sealed // ENCRYPTED_CHUNK_SIZE))
+    plain = sealed - TAG_SIZE * chunks
+    return plain if plain >= 0 and (chunks == 1 or plain > (chunks - 1) * CHUNK_SIZE) else None
+
+
 class Halves:
     """Splits work on a batch of chunks between the calling thread and one helper.
 
@@ -99,6 +118,42 @@ class ChunkSealer:
         return size
 
 
+    def seal_at(self, first: int, chunks: memoryview, out: memoryview, *, final: bool) -> int:
+        """Seal ``chunks`` as chunks ``first``, ``first + 1``, … of the file into ``out``;
+        return the bytes written.
+
+        They are full chunks, except that with ``final`` the last of them is the file's
+        final chunk (short, or empty only as the file's one chunk). The counter is not
+        used or moved: threads may seal different chunks of one file at the same time.
+        """
+        count = _count_of(len(chunks), CHUNK_SIZE, final=final, first=first, extra=0)
+        written = 0
+        for index in range(count):
+            piece = chunks[index * CHUNK_SIZE:(index + 1) * CHUNK_SIZE]
+            size = len(piece) + TAG_SIZE
+            self._aead.encrypt_into(_chunk_nonce(first + index, last=final and index == count - 1),
+                                    piece, None, out[written:written + size])
+            written += size
+        return written
+
+
+def _count_of(size: int, chunk: int, *, final: bool, first: int, extra: int) -> int:
+    """How many chunks of ``chunk`` bytes (plain or sealed) ``size`` bytes hold, ending
+    in the file's final chunk if ``final``; ``extra`` is what a chunk adds to its
+    plaintext (the tag when sealed). Refuses what no file holds."""
+    if not final:
+        if size % chunk:
+            raise ValueError("only whole chunks can be sealed or opened before the last")
+        return size // chunk
+    count = max(1, -(-size // chunk))
+    last = size - (count - 1) * chunk
+    if last < extra:
+        raise PayloadError("payload is truncated")
+    if last == extra and first + count > 1:
+        raise PayloadError("payload ends with an empty chunk")
+    return count
+
+
 class ChunkOpener:
     """Opens consecutive chunks, enforcing the last-chunk rules of the format."""
 
@@ -148,6 +203,33 @@ class ChunkOpener:
         done = halves.run(work, count)
         self._counter += done
         return done
+
+    def open_at(self, first: int, sealed: memoryview, out: memoryview, *, final: bool) -> int:
+        """Open ``sealed`` as chunks ``first``, ``first + 1``, … of the file into ``out``;
+        return the plaintext bytes. With ``final`` the last of them must open as the
+        file's final chunk; otherwise they are full middle chunks.
+
+        Raises :class:`PayloadError` at the first chunk that does not verify, having
+        zeroed what its opening left in ``out``; the chunks before it are verified. The
+        counter is not used or moved, so threads may open different chunks at once.
+        """
+        count = _count_of(len(sealed), ENCRYPTED_CHUNK_SIZE, final=final, first=first,
+                          extra=TAG_SIZE)
+        written = 0
+        for index in range(count):
+            piece = sealed[index * ENCRYPTED_CHUNK_SIZE:(index + 1) * ENCRYPTED_CHUNK_SIZE]
+            size = len(piece) - TAG_SIZE
+            target = out[written:written + size]
+            try:
+                self._aead.decrypt_into(
+                    _chunk_nonce(first + index, last=final and index == count - 1),
+                    piece, None, target)
+            except InvalidTag:
+                # The AEAD decrypts before it checks the tag.
+                target[:] = bytes(size)
+                raise PayloadError("payload is damaged or truncated") from None
+            written += size
+        return written
 
     def restart_at(self, counter: int) -> None:
         """Open chunk ``counter`` next (a download resumed at that chunk)."""

@@ -95,6 +95,37 @@ def test_blindpost_decrypts_age(
         assert decryptor.read() == data
 
 
+@pytest.mark.parametrize("size", _SIZES)
+def test_encrypt_and_decrypt_o_in_ranges_interoperate_with_age(
+    age: str, age_key: Path, tmp_path: Path, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`encrypt -o` / `decrypt -o` between files, in three ranges (gateway.client.ranges):
+    age opens what they write, and they open what age writes."""
+    from click.testing import CliRunner
+
+    from gateway.cli import crypto, main
+
+    monkeypatch.setattr(crypto, "range_threads", lambda: 3)
+    [identity] = parse_identities_file(age_key.read_text())
+    plain = tmp_path / "plain"
+    plain.write_bytes(_data(size))
+    ours = tmp_path / "ours.age"
+    result = CliRunner().invoke(main, ["encrypt", "-r", str(identity.recipient), "-o",
+                                       str(ours), str(plain)])
+    assert result.exit_code == 0, result.output
+    opened = subprocess.run([age, "-d", "-i", str(age_key), str(ours)], capture_output=True,
+                            check=True)
+    assert opened.stdout == plain.read_bytes()
+    theirs = tmp_path / "theirs.age"
+    subprocess.run([age, "-e", "-r", str(identity.recipient), "-o", str(theirs), str(plain)],
+                   check=True)
+    back = tmp_path / "back"
+    result = CliRunner().invoke(main, ["decrypt", "-i", str(age_key), "-o", str(back),
+                                       str(theirs)])
+    assert result.exit_code == 0, result.output
+    assert back.read_bytes() == plain.read_bytes()
+
+
 def test_age_rejects_truncated_blindpost_file(age: str, age_key: Path, tmp_path: Path) -> None:
     [identity] = parse_identities_file(age_key.read_text())
     sealed = encrypt_bytes(_data(3 * 65536), [identity.recipient])

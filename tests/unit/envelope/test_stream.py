@@ -344,3 +344,44 @@ def test_armored_files_have_no_chunk_offsets() -> None:
         assert decryptor.payload_start is None
         with pytest.raises(ValueError, match="only an open binary age file"):
             decryptor.resume(io.BytesIO(b""), chunk=0)
+
+
+def test_chunks_opened_at_their_index_refuse_an_empty_final_chunk_after_others() -> None:
+    from gateway.envelope.stream import ChunkOpener, ChunkSealer
+
+    key = os.urandom(32)
+    sealer = ChunkSealer(key)
+    out = memoryview(bytearray(2 * SEALED))
+    size = sealer.seal_into(memoryview(os.urandom(CHUNK)), out, last=False)
+    size += sealer.seal_into(memoryview(b""), out[size:], last=True)
+    opener = ChunkOpener(key)
+    plain = memoryview(bytearray(CHUNK))
+    with pytest.raises(PayloadError, match="empty chunk"):
+        opener.open_at(0, out[:size], plain, final=True)
+    # The first chunk on its own opens (as a middle chunk); the empty one alone may
+    # only be the whole of an empty file.
+    assert opener.open_at(0, out[:SEALED], plain, final=False) == CHUNK
+    with pytest.raises(PayloadError, match="empty chunk"):
+        opener.open_at(1, out[SEALED:size], plain, final=True)
+
+
+@given(size=st.integers(0, MAX_SIZE), seed=st.integers(0, 2**32 - 1))
+@PROPERTY
+def test_plain_size_undoes_sealed_size(size: int, seed: int) -> None:
+    from gateway.envelope import plain_size, sealed_size
+
+    data = _plaintext(seed, size)
+    sealed = encrypt_bytes(data, [_IDENTITY.recipient])
+    payload_start = len(sealed) - sealed_size(size)
+    assert sealed[payload_start - 17:payload_start - 16] == b"\n"  # header, then nonce
+    assert plain_size(sealed_size(size)) == size
+
+
+def test_plain_size_refuses_sizes_no_payload_has() -> None:
+    from gateway.envelope import plain_size
+
+    assert plain_size(15) is None  # Shorter than one tag.
+    assert plain_size(SEALED + 16) is None  # An empty chunk after a full one.
+    assert plain_size(SEALED + 15) is None  # A last chunk shorter than a tag.
+    assert plain_size(16) == 0
+    assert plain_size(SEALED + 17) == CHUNK + 1

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.client import files
 from gateway.client.files import (
     BackgroundWriter,
     OutputWriter,
@@ -126,3 +127,24 @@ def test_read_ahead_stops_when_the_caller_gives_up() -> None:
     for _ in zip(range(3), ahead, strict=False):
         pass
     ahead.close()  # Returns: the thread ends although most of the input is unread.
+
+
+def test_early_writeback_starts_the_disk_writes_behind_the_writer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    advised: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(os, "posix_fadvise",
+                        lambda fd, offset, length, advice: advised.append(
+                            (offset, length, advice)))
+    step = files.WRITEBACK_STEP
+    with (tmp_path / "out").open("wb") as handle:
+        handle.write(b"k" * 100)  # Kept from an earlier run: not advised again.
+        handle.flush()
+        writer = OutputWriter(handle.fileno(), early_writeback=True)
+        block = bytes(step // 3 + 1)
+        for _ in range(7):
+            writer.write(block)
+        plain = OutputWriter(handle.fileno())
+        plain.write(bytes(step))
+    assert advised == [(100, 3 * len(block), os.POSIX_FADV_DONTNEED),
+                       (100 + 3 * len(block), 3 * len(block), os.POSIX_FADV_DONTNEED)]
+    assert (tmp_path / "out").stat().st_size == 100 + 7 * len(block) + step

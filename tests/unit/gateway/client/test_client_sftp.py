@@ -126,13 +126,17 @@ def test_an_abandoned_stream_drops_its_late_replies() -> None:
     assert session.stat("/f").extended == {"ciphertext-sha256@blindpost": "ab" * 32}
 
 
-def test_pipelined_writes_arrive_whole_and_errors_surface() -> None:
+@pytest.mark.parametrize("piece", [10_000, 32 * 1024, 100_000, 300_000])
+def test_pipelined_writes_arrive_whole_and_errors_surface(piece: int) -> None:
     server = ScriptedServer(b"")
     session = sftp.SFTPSession(server)
     writer = session.writer(b"h1")
     payload = bytes(range(256)) * 1000
-    for start in range(0, len(payload), 10_000):
-        writer.write(memoryview(payload)[start:start + 10_000])
+    for start in range(0, len(payload), piece):
+        # A reused buffer, as the encryptor's: the writer must be done with it.
+        buffer = bytearray(payload[start:start + piece])
+        writer.write(memoryview(buffer))
+        buffer[:] = bytes(len(buffer))
     writer.finish()
     assert bytes(server.written) == payload
 
@@ -149,3 +153,43 @@ def test_statuses_become_gateway_errors() -> None:
         session.listdir("/missing", limit=10)
     with pytest.raises(RemoteError, match="not a Blindpost gateway"):
         session.declare_recipients(b"h1", ["SHA256:x"])
+
+
+class LimitedServer(ScriptedServer):
+    """A server that offers limits@openssh.com (255 KiB reads and writes) and sends each
+    reply in SSH packets of at most ``block`` bytes of data, as paramiko does."""
+
+    def sendall(self, packet: bytes) -> None:
+        body = packet[4:]
+        if body[0] == sftp.INIT:
+            self._out += self._packet(sftp.VERSION_REPLY, struct.pack(">I", 3)
+                                      + _string("limits@openssh.com") + _string("1"))
+            return
+        if body[0] == sftp.EXTENDED:
+            rid = bytes(body[1:5])
+            self._pending.append(self._packet(sftp.EXTENDED_REPLY, rid + struct.pack(
+                ">QQQQ", 256 * 1024 + 1024, 255 * 1024, 255 * 1024, 64)))
+            return
+        super().sendall(packet)
+
+    def recv(self, size: int) -> bytes:
+        # One reply at a time, cut into packets: a packet never holds two replies' bytes.
+        if not self._out and self._pending:
+            self._out += self._pending.popleft()
+        taken = bytes(self._out[:min(size, self.block)])
+        del self._out[:len(taken)]
+        self.received.append(taken)
+        return taken
+
+
+def test_reads_fit_in_one_packet_so_replies_are_not_copied() -> None:
+    packet = 120 * 1024
+    server = LimitedServer(bytes(range(256)) * 4000, block=packet - 64)
+    session = sftp.SFTPSession(server, max_packet=packet)
+    assert session.max_write == 255 * 1024
+    assert session.max_read == packet - 64 - 13
+    pieces = list(session.read_stream(b"h1", 0, len(server.data)))
+    assert b"".join(pieces) == server.data
+    assert all(any(piece.obj is block for block in server.received) for piece in pieces)
+    # Without the packet size the server's limit decides, and replies span packets.
+    assert sftp.SFTPSession(LimitedServer(b"")).max_read == 255 * 1024

@@ -1,0 +1,179 @@
+"""``encrypt -o`` and ``decrypt -o`` between regular files: a range of chunks per core.
+
+age's payload chunks are independent of each other (a chunk's nonce is its index, and
+only the final chunk is flagged), and the output's size follows from the input's. So a
+regular file is cut into contiguous ranges of whole chunks, one per thread, and each
+thread reads its range (``pread``), seals or opens it, and writes it (``pwrite``) where
+it belongs in the output. ChaCha20-Poly1305 and the system calls release the GIL, so
+the reading, the cryptography and the kernel's copying into the page cache (which costs
+as much CPU as the cryptography) run on every core; Go's age does all of it in one
+thread. Standard input and output, and armor, whose chunks have no fixed offsets, take
+the streaming path (:mod:`gateway.cli.crypto`).
+
+The output is the private temporary file of :func:`gateway.client.files.atomic_output`,
+renamed into place only after every range is done; its blocks are allocated first
+(:func:`_set_size`). When decrypting, a chunk reaches that file only once it verified
+(a chunk that fails is zeroed in the buffer, never written), and the first failure stops
+every thread, so the command fails as the streaming path does and leaves no file behind.
+
+Each thread works through its range in batches of a few chunks, so a batch is still in
+the core's cache when it is written; writes end on multiples of
+:data:`gateway.client.files.WRITE_PIECE`, which the kernel serves far more cheaply than
+large or unaligned ones.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from gateway import envelope
+from gateway.client.files import write_at
+from gateway.errors import GatewayError
+
+# Chunks per batch of one thread: 256 KiB of plaintext, which stays in a core's cache
+# between being read, sealed or opened, and written.
+_BATCH = 4
+
+
+_CHANGED = "the input changed size while it was being read; nothing was written"
+
+
+class ChangedInputError(GatewayError):
+    """The input file changed size while it was being read."""
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where chunk ``i`` is read from and written to: ``read_start + i * read_step`` and
+    ``write_start + i * write_step``; the input's size and how many chunks it holds."""
+
+    read_start: int
+    read_step: int
+    write_start: int
+    write_step: int
+    size: int
+    chunks: int
+
+
+def encrypt_file(source: int, sink: int, sealer: envelope.PayloadSealer, *, threads: int,
+                 progress: Callable[[int], None] | None = None) -> None:
+    """Write the age file of the regular file ``source`` to ``sink`` (an empty file),
+    sealed by ``sealer``, in ``threads`` ranges; ``progress`` is told the plaintext
+    bytes done, from time to time."""
+    size = os.fstat(source).st_size
+    start = sealer.payload_start
+    _set_size(sink, start + envelope.sealed_size(size))
+    write_at(sink, memoryview(sealer.header), 0)
+    layout = _Layout(0, envelope.CHUNK_SIZE, start, envelope.ENCRYPTED_CHUNK_SIZE, size,
+                     max(1, -(-size // envelope.CHUNK_SIZE)))
+
+    def seal(first: int, data: memoryview, out: memoryview, final: bool) -> int:
+        return sealer.seal_at(first, data, out, final=final)
+
+    _in_ranges(source, sink, layout, seal, threads=threads, progress=progress)
+    if os.fstat(source).st_size != size:
+        # It grew: what was sealed is not the whole of it.
+        raise ChangedInputError(_CHANGED)
+
+
+def decrypt_file(source: int, sink: int, decryptor: envelope.Decryptor, *, threads: int,
+                 progress: Callable[[int], None] | None = None) -> None:
+    """Write the plaintext of the binary age file ``source``, whose header
+    ``decryptor`` read, to ``sink`` (an empty file) in ``threads`` ranges. Raises
+    :class:`envelope.PayloadError` if any chunk fails to verify or the file is cut;
+    ``sink`` then holds only verified chunks, and not all of them."""
+    start = decryptor.payload_start
+    if start is None:
+        raise ValueError("only a binary age file has chunks at fixed offsets")
+    size = os.fstat(source).st_size
+    plain = envelope.plain_size(size - start)
+    if plain is None:
+        raise envelope.PayloadError("payload is truncated")
+    _set_size(sink, plain)
+    layout = _Layout(start, envelope.ENCRYPTED_CHUNK_SIZE, 0, envelope.CHUNK_SIZE, size,
+                     max(1, -(-(size - start) // envelope.ENCRYPTED_CHUNK_SIZE)))
+
+    def open_(first: int, data: memoryview, out: memoryview, final: bool) -> int:
+        return decryptor.open_at(first, data, out, final=final)
+
+    _in_ranges(source, sink, layout, open_, threads=threads, progress=progress)
+
+
+def _set_size(sink: int, size: int) -> None:
+    """Allocate the output's blocks before the threads write. Measured on ext4 (1 GiB,
+    3 rounds each, load 1.3): system time 0.79-0.93 s encrypting and 0.66-0.76 s
+    decrypting with ``posix_fallocate``, 0.99-1.11 s and 0.79-0.98 s without, and no
+    better than without when the size was only set (``ftruncate``). A full disk fails
+    here, before any work. Where the file system cannot allocate (some FUSE file
+    systems), glibc writes a zero byte into every block instead, which is slower."""
+    if size:
+        try:
+            os.posix_fallocate(sink, 0, size)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise
+            # Not supported here: the writes allocate as they go.
+
+
+_Transform = Callable[[int, memoryview, memoryview, bool], int]
+
+
+def _in_ranges(source: int, sink: int, layout: _Layout, transform: _Transform, *,
+               threads: int, progress: Callable[[int], None] | None) -> None:
+    """Run :func:`_range` over ``threads`` contiguous ranges of the chunks; raise the
+    first failure, after every thread has stopped."""
+    count = min(max(1, threads), layout.chunks)
+    bounds = [layout.chunks * n // count for n in range(count + 1)]
+    done = [0] * count
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def run(index: int) -> None:
+        try:
+            _range(source, sink, layout, transform, bounds[index], bounds[index + 1],
+                   done=done, slot=index, stop=stop)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller's thread.
+            failures.append(exc)
+            stop.set()
+
+    workers = [threading.Thread(target=run, args=(n,), name=f"blindpost-range-{n}",
+                                daemon=True) for n in range(count)]
+    for worker in workers:
+        worker.start()
+    _wait(workers, done, None if progress is None else
+          lambda count: progress(layout.read_start + count))
+    if failures:
+        raise failures[0]
+
+
+def _wait(workers: Sequence[threading.Thread], done: list[int],
+          progress: Callable[[int], None] | None) -> None:
+    for worker in workers:
+        while worker.is_alive():
+            worker.join(0.1 if progress is not None else None)
+            if progress is not None:
+                progress(sum(done))
+
+
+def _range(source: int, sink: int, layout: _Layout, transform: _Transform, first: int,
+           stop_at: int, *, done: list[int], slot: int, stop: threading.Event) -> None:
+    """Chunks ``[first, stop_at)``, a batch at a time, until done or ``stop`` is set."""
+    data = memoryview(bytearray(_BATCH * layout.read_step))
+    out = memoryview(bytearray(_BATCH * layout.write_step))
+    index = first
+    while index < stop_at and not stop.is_set():
+        batch = min(_BATCH, stop_at - index)
+        final = index + batch == layout.chunks
+        offset = layout.read_start + index * layout.read_step
+        wanted = (layout.size - offset if final else batch * layout.read_step)
+        got = os.preadv(source, [data[:wanted]], offset) if wanted else 0
+        if got != wanted:
+            raise ChangedInputError(_CHANGED)
+        written = transform(index, data[:wanted], out, final)
+        write_at(sink, out[:written], layout.write_start + index * layout.write_step)
+        index += batch
+        done[slot] += wanted

@@ -1,0 +1,225 @@
+"""``encrypt -o`` / ``decrypt -o`` in ranges of chunks, one per thread
+(:mod:`gateway.client.ranges`): the same bytes as the streaming path, and a damaged
+chunk anywhere refuses the file and leaves nothing behind."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import types
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from gateway.cli import crypto, main
+from gateway.client import ranges
+from gateway.client.files import atomic_output
+from gateway.envelope import (
+    CHUNK_SIZE,
+    ENCRYPTED_CHUNK_SIZE,
+    Decryptor,
+    Encryptor,
+    Identity,
+    PayloadError,
+    PayloadSealer,
+    generate_identity,
+)
+from gateway.envelope import encrypt as encrypt_module
+
+_SIZES = [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE,
+          7 * CHUNK_SIZE + 5, (3 << 20) + 12_345, 5 << 20]
+
+
+@pytest.fixture(scope="module")
+def identity() -> Identity:
+    return generate_identity(post_quantum=False)
+
+
+@pytest.fixture
+def same_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every new file gets the same file key and payload nonce, so that two ways of
+    writing it can be compared byte for byte."""
+    fixed = types.SimpleNamespace(urandom=lambda size: bytes(range(size)))
+    monkeypatch.setattr(encrypt_module, "os", fixed)
+
+
+def _payload(age_file: bytes) -> bytes:
+    """The payload nonce and chunks of a binary age file (the header's stanzas differ
+    from file to file: each wraps the key with a fresh ephemeral share)."""
+    mac_line = age_file.index(b"\n---") + 1
+    return age_file[age_file.index(b"\n", mac_line) + 1:]
+
+
+def _in_ranges(tmp_path: Path, plain: bytes, identity: Identity, threads: int) -> bytes:
+    source = tmp_path / "plain"
+    source.write_bytes(plain)
+    sealed = tmp_path / "sealed.age"
+    with source.open("rb") as handle, atomic_output(sealed, durable=False) as sink, \
+            PayloadSealer([identity.recipient]) as sealer:
+        ranges.encrypt_file(handle.fileno(), sink.fd, sealer, threads=threads)
+    return sealed.read_bytes()
+
+
+def _streamed(plain: bytes, identity: Identity) -> bytes:
+    out = io.BytesIO()
+    with Encryptor(out, [identity.recipient]) as encryptor:
+        encryptor.write(plain)
+    return out.getvalue()
+
+
+def _open_in_ranges(tmp_path: Path, sealed: bytes, identity: Identity,
+                    threads: int) -> bytes:
+    source = tmp_path / "in.age"
+    source.write_bytes(sealed)
+    out = tmp_path / "opened"
+    with source.open("rb") as handle, Decryptor(handle, [identity]) as decryptor, \
+            atomic_output(out, durable=False) as sink:
+        ranges.decrypt_file(handle.fileno(), sink.fd, decryptor, threads=threads)
+    return out.read_bytes()
+
+
+@pytest.mark.usefixtures("same_keys")
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("size", _SIZES)
+def test_ranges_write_the_bytes_the_stream_writes(tmp_path: Path, identity: Identity,
+                                                  size: int, threads: int) -> None:
+    plain = os.urandom(size)
+    sealed = _in_ranges(tmp_path, plain, identity, threads)
+    assert _payload(sealed) == _payload(_streamed(plain, identity))
+    assert Decryptor(io.BytesIO(sealed), [identity]).read() == plain
+    assert _open_in_ranges(tmp_path, _streamed(plain, identity), identity, threads) == plain
+
+
+def _damaged_in_second_range(identity: Identity, *, chunks: int
+                             ) -> tuple[bytes, bytes, int]:
+    """A file of ``chunks`` full chunks with one byte flipped in the middle chunk of
+    the second of two ranges; its plaintext, and the offset of that chunk in it."""
+    plain = os.urandom(chunks * CHUNK_SIZE)
+    sealed = bytearray(_streamed(plain, identity))
+    start = len(sealed) - chunks * ENCRYPTED_CHUNK_SIZE
+    victim = chunks // 2 + chunks // 4
+    sealed[start + victim * ENCRYPTED_CHUNK_SIZE + 100] ^= 1
+    return bytes(sealed), plain, victim * CHUNK_SIZE
+
+
+def test_a_damaged_chunk_in_the_second_range_refuses_the_file(tmp_path: Path,
+                                                              identity: Identity) -> None:
+    sealed, plain, at = _damaged_in_second_range(identity, chunks=40)
+    source = tmp_path / "in.age"
+    source.write_bytes(sealed)
+    sink_path = tmp_path / "sink"
+    with source.open("rb") as handle, Decryptor(handle, [identity]) as decryptor, \
+            sink_path.open("wb") as sink, pytest.raises(PayloadError, match="damaged"):
+        ranges.decrypt_file(handle.fileno(), sink.fileno(), decryptor, threads=2)
+    # Verified chunks may have been written (the caller's temporary file is removed),
+    # but nothing of the failed one: not its plaintext, and not what the flipped byte
+    # turned it into.
+    written = sink_path.read_bytes()
+    assert written[:CHUNK_SIZE] == plain[:CHUNK_SIZE]
+    assert not any(written[at:at + CHUNK_SIZE])
+    assert plain[at + 200:at + 300] not in written
+
+
+@pytest.mark.parametrize("cut", ["chunk boundary", "inside a chunk", "trailing data"])
+def test_a_cut_or_extended_file_is_refused(tmp_path: Path, identity: Identity,
+                                           cut: str) -> None:
+    sealed = _streamed(os.urandom(9 * CHUNK_SIZE), identity)
+    changed = {"chunk boundary": sealed[:-ENCRYPTED_CHUNK_SIZE],
+               "inside a chunk": sealed[:-1000],
+               "trailing data": sealed + b"x" * 100}[cut]
+    with pytest.raises(PayloadError):
+        _open_in_ranges(tmp_path, changed, identity, threads=2)
+    assert not (tmp_path / "opened").exists()
+
+
+def _run(args: list[str]) -> Result:
+    return CliRunner().invoke(main, args)
+
+
+@pytest.fixture
+def three_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(crypto, "range_threads", lambda: 3)
+
+
+@pytest.mark.usefixtures("three_ranges")
+def test_decrypt_o_refuses_a_damaged_chunk_and_leaves_no_file(tmp_path: Path,
+                                                              identity: Identity) -> None:
+    key = tmp_path / "k.key"
+    key.write_text(identity.to_secret_string() + "\n")
+    sealed, _, _ = _damaged_in_second_range(identity, chunks=30)
+    (tmp_path / "f.age").write_bytes(sealed)
+    result = _run(["decrypt", "-i", str(key), "-o", str(tmp_path / "out"),
+                   str(tmp_path / "f.age")])
+    assert result.exit_code == 1
+    assert result.stderr == "blindpost: error: payload is damaged or truncated\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.age", "k.key"]
+
+
+@pytest.mark.usefixtures("three_ranges")
+def test_encrypt_o_from_a_file_goes_in_ranges_and_stdin_streams(
+        tmp_path: Path, identity: Identity, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = ranges.encrypt_file
+
+    def counted(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(crypto, "encrypt_file", counted)
+    plain = tmp_path / "plain"
+    plain.write_bytes(os.urandom(CHUNK_SIZE * 5 + 3))
+    recipient = str(identity.recipient)
+    assert _run(["encrypt", "-r", recipient, "-o", str(tmp_path / "a.age"),
+                 str(plain)]).exit_code == 0
+    assert calls == [1]
+    streamed = CliRunner().invoke(main, ["encrypt", "-r", recipient, "-o",
+                                         str(tmp_path / "b.age"), "-"],
+                                  input=plain.read_bytes())
+    assert streamed.exit_code == 0
+    assert calls == [1]
+    for name in ("a.age", "b.age"):
+        opened = Decryptor(io.BytesIO((tmp_path / name).read_bytes()), [identity]).read()
+        assert opened == plain.read_bytes()
+
+
+def test_input_that_changes_size_is_refused(tmp_path: Path, identity: Identity,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = tmp_path / "plain"
+    plain.write_bytes(os.urandom(3 * CHUNK_SIZE))
+    real_fstat = os.fstat
+    sizes = iter([3 * CHUNK_SIZE, 3 * CHUNK_SIZE + 1])
+
+    def growing(fd: int) -> os.stat_result:
+        result = real_fstat(fd)
+        if fd == source:
+            values = list(result)
+            values[6] = next(sizes)
+            return os.stat_result(values)
+        return result
+
+    with plain.open("rb") as handle, (tmp_path / "out").open("wb") as sink, \
+            PayloadSealer([identity.recipient]) as sealer:
+        source = handle.fileno()
+        monkeypatch.setattr(ranges.os, "fstat", growing)
+        with pytest.raises(ranges.ChangedInputError, match="changed size"):
+            ranges.encrypt_file(source, sink.fileno(), sealer, threads=2)
+
+
+@pytest.mark.parametrize(("error", "refused"), [(errno.ENOSPC, True), (errno.EOPNOTSUPP, False)])
+def test_a_full_disk_fails_before_any_work_and_no_allocation_is_no_error(
+        tmp_path: Path, identity: Identity, monkeypatch: pytest.MonkeyPatch, error: int,
+        refused: bool) -> None:
+    def cannot(_fd: int, _offset: int, _size: int) -> None:
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(ranges.os, "posix_fallocate", cannot)
+    plain = os.urandom(3 * CHUNK_SIZE + 1)
+    if refused:
+        with pytest.raises(OSError, match="No space left"):
+            _in_ranges(tmp_path, plain, identity, threads=2)
+        assert not (tmp_path / "sealed.age").exists()
+    else:
+        sealed = _in_ranges(tmp_path, plain, identity, threads=2)
+        assert Decryptor(io.BytesIO(sealed), [identity]).read() == plain
