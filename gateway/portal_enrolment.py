@@ -52,9 +52,12 @@ class PortalEnrolmentService:
         self._app = app
 
     def issue(self, actor: Actor) -> IssuedCode:
-        """A new code for the signed-in partner user ``actor`` (replacing any earlier one)."""
-        if actor.role is not Role.PARTNER or actor.account_id is None or actor.machine:
-            raise AuthorizationError("portal enrolment codes are for partner users")
+        """A new code for the signed-in partner or staff user ``actor`` (replacing any
+        earlier one): both sign in to the console with their one-time code, and their
+        first passkey must rest on their SSH key too."""
+        if (actor.role not in (Role.PARTNER, Role.STAFF) or actor.account_id is None
+                or actor.machine):
+            raise AuthorizationError("portal enrolment codes are for partner and staff users")
         code = "-".join("".join(secrets.choice(ALPHABET) for _ in range(GROUP))
                         for _ in range(GROUPS))
         with self._app.transaction() as session:

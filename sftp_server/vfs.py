@@ -17,6 +17,8 @@ What each role sees::
               /.recipients/SLUG
                            the partner's published recipient list, read-only (not
                            listed in /; see gateway.sftp_extensions)
+              /.portal-enrolment
+                           as for partners: the code for a first console passkey
               /.agreements/SLUG
                            the partner's data-sharing agreement, read-only (absent
                            without one; not listed)
@@ -78,8 +80,8 @@ class AgreementFile:
 
 @dataclass(frozen=True)
 class PortalEnrolmentFile:
-    """``/.portal-enrolment`` as a partner sees it: each read issues a portal enrolment
-    code."""
+    """``/.portal-enrolment`` as a partner or staff user sees it: each read issues a
+    portal enrolment code."""
 
 
 @dataclass(frozen=True)
@@ -141,8 +143,7 @@ def resolve(path: str, role: Role | None) -> Target:
         if names[0] == RECIPIENTS_FOLDER:
             return _recipients_target(names[1:])
         if names == (PORTAL_ENROLMENT_FILE,):
-            raise PolicyError("permission denied: portal enrolment codes are for partner "
-                              "users")
+            return PortalEnrolmentFile()
         if names[0] == AGREEMENTS_FOLDER:
             if len(names) != 2:
                 raise PolicyError("permission denied: /.agreements holds one file per "

@@ -238,9 +238,19 @@ def test_only_staff_upload(app: App, clock: FakeClock, staff: Staff) -> None:
 
 def test_staff_sign_in_with_their_code_then_a_passkey(app: App, clock: FakeClock,
                                                       staff: Staff) -> None:
-    code = str(pyotp.parse_uri(staff.totp_uri).at(clock()))
-    answer = browser(app).post("/portal/signin", data={"username": "clerk", "code": code},
-                               follow_redirects=False)
+    totp = pyotp.parse_uri(staff.totp_uri)
+    # Their first passkey rests on the SSH key too: without the code read over SFTP
+    # (/.portal-enrolment), the one-time code alone opens nothing.
+    refused = browser(app).post("/portal/signin", data={"username": "clerk",
+                                                        "code": totp.at(clock())},
+                                follow_redirects=False)
+    assert refused.status_code == 401
+    assert "enrolment code" in refused.text
+    clock.advance(seconds=30)
+    enrolment = app.portal_enrolment.issue(actor(app, "clerk")).code
+    answer = browser(app).post("/portal/signin",
+                               data={"username": "clerk", "code": totp.at(clock()),
+                                     "enrolment": enrolment}, follow_redirects=False)
     assert (answer.status_code, answer.headers["location"]) == (303, "/signin/passkey")
     # Past the passkey: their own page works, and the menu offers the upload page only.
     me = staff.client.get("/me")

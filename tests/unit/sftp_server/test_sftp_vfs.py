@@ -85,10 +85,9 @@ def test_partners_have_no_recipient_lists() -> None:
         resolve("/.recipients/acme", Role.PARTNER)
 
 
-def test_only_a_partner_has_a_portal_enrolment_file() -> None:
+def test_partners_and_staff_have_a_portal_enrolment_file() -> None:
     for path in ("/.portal-enrolment", ".portal-enrolment", "/x/../.portal-enrolment"):
         assert resolve(path, Role.PARTNER) == PortalEnrolmentFile()
-    with pytest.raises(PolicyError, match="for partner users"):
-        resolve("/.portal-enrolment", Role.STAFF)
+        assert resolve(path, Role.STAFF) == PortalEnrolmentFile()
     with pytest.raises(PolicyError):
         resolve("/.portal-enrolment", Role.ADMIN)
