@@ -31,6 +31,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -112,14 +113,12 @@ def renderer_peak_kib() -> int:
 class Browser:
     """A partner user's page in the portal, signed in and with the key imported."""
 
-    def __init__(self, browser: object, origin: str, users: dict[str, str],
+    def __init__(self, person: tuple[Any, Any], origin: str, users: dict[str, str],
                  key_file: Path) -> None:
         from playwright.sync_api import expect
 
-        from tests.integration.console.browser import new_person
-
         self.origin = origin
-        self.context, self.page = new_person(browser, enforce_csp=True)  # type: ignore[arg-type]
+        self.context, self.page = person
         self.context.add_init_script(PICKER)
         self.cdp = self.context.new_cdp_session(self.page)
         self.cdp.send("Performance.enable")
@@ -195,7 +194,7 @@ def main() -> None:
     args = parser.parse_args()
     size = (4 if args.tiny else args.size_mib) * MIB
     repeat = 1 if args.tiny else args.repeat
-    from tests.integration.console.browser import chromium, serve
+    from tests.integration.console.browser import persistent_person, serve
 
     with tempfile.TemporaryDirectory(prefix="bench-portal-") as scratch:
         work = Path(scratch)
@@ -209,8 +208,10 @@ def main() -> None:
         fetch_runs: list[float] = []
         heaps: list[int] = []
         try:
-            with chromium() as chrome:
-                page = Browser(chrome, server.origin, users, key_file)
+            # A profile on disk: the origin-private file system that stands in for the
+            # save dialog has an incognito context's small quota otherwise.
+            with persistent_person(work / "profile") as person:
+                page = Browser(person, server.origin, users, key_file)
                 for number in range(repeat):
                     # Alternate which side goes first: the machine may be shared.
                     if number % 2:
