@@ -186,6 +186,19 @@ def fetch(work: Path, port: int, name: str, users: dict[str, str], key_file: Pat
     return time.perf_counter() - started
 
 
+def start_gateway(data_dir: Path) -> tuple[Any, int]:
+    """`blindpost serve` of ``data_dir`` on loopback (one SFTP worker, the console): the
+    served process and its SFTP port."""
+    from tests.integration.console.browser import serve
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("BLINDPOST_")},
+           "BLINDPOST_DATA_DIR": str(data_dir), "BLINDPOST_SFTP_LISTEN": "127.0.0.1:0",
+           "BLINDPOST_SFTP_WORKERS": "1", "BLINDPOST_CONSOLE_LISTEN": "127.0.0.1:0"}
+    server = serve(env)
+    port = int("".join(server.output).split("sftp")[1].split("127.0.0.1:")[1].split()[0])
+    return server, port
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=256)
@@ -194,16 +207,12 @@ def main() -> None:
     args = parser.parse_args()
     size = (4 if args.tiny else args.size_mib) * MIB
     repeat = 1 if args.tiny else args.repeat
-    from tests.integration.console.browser import persistent_person, serve
+    from tests.integration.console.browser import persistent_person
 
     with tempfile.TemporaryDirectory(prefix="bench-portal-") as scratch:
         work = Path(scratch)
         data_dir, users, key_file, digest = prepare(work, size, repeat)
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("BLINDPOST_")},
-               "BLINDPOST_DATA_DIR": str(data_dir), "BLINDPOST_SFTP_LISTEN": "127.0.0.1:0",
-               "BLINDPOST_SFTP_WORKERS": "1", "BLINDPOST_CONSOLE_LISTEN": "127.0.0.1:0"}
-        server = serve(env)
-        port = int("".join(server.output).split("sftp")[1].split("127.0.0.1:")[1].split()[0])
+        server, port = start_gateway(data_dir)
         browser_runs: list[float] = []
         fetch_runs: list[float] = []
         heaps: list[int] = []

@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.portal import BLINDPOST, code  # noqa: E402  # After the path.
+from bench.portal import BLINDPOST, code, start_gateway  # noqa: E402  # After the path.
 
 MIB = 1 << 20
 HEADER = b"HCN,Birth Date,postal_code\n"
@@ -157,16 +157,12 @@ def main() -> None:
     args = parser.parse_args()
     size = (4 if args.tiny else args.size_mib) * MIB
     repeat = 1 if args.tiny else args.repeat
-    from tests.integration.console.browser import chromium, serve
+    from tests.integration.console.browser import chromium
 
     with tempfile.TemporaryDirectory(prefix="bench-upload-") as scratch:
         work = Path(scratch)
         data_dir, users, plain = prepare(work, size, repeat)
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("BLINDPOST_")},
-               "BLINDPOST_DATA_DIR": str(data_dir), "BLINDPOST_SFTP_LISTEN": "127.0.0.1:0",
-               "BLINDPOST_SFTP_WORKERS": "1", "BLINDPOST_CONSOLE_LISTEN": "127.0.0.1:0"}
-        server = serve(env)
-        port = int("".join(server.output).split("sftp")[1].split("127.0.0.1:")[1].split()[0])
+        server, port = start_gateway(data_dir)
         browser_runs: list[float] = []
         send_runs: list[float] = []
         heaps: list[int] = []
