@@ -12,7 +12,10 @@ account. The database keeps only a MAC of it under the state key, bound to the a
 in a sealed row (:mod:`gateway.integrity`): a read of the database yields no code, a
 write yields none that verifies, and a used code's row put back is not current. Reading
 the file again replaces the code. Every issue, use and refusal is audited; a wrong code
-counts toward the account's lockout like a wrong one-time code.
+counts toward the account's lockout like a wrong one-time code. A code is used up by one
+conditional delete, so of two concurrent sign-ins with it exactly one enrols; the other
+is refused as a used code is, and that counts toward the lockout too (to the sign-in it
+is the same code a moment too late).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from gateway.actors import Actor
@@ -28,6 +32,8 @@ from gateway.audit import AuditTag
 from gateway.auth import SignInRefusedError
 from gateway.db.models import Account, PortalEnrolment, Role
 from gateway.errors import AuthorizationError
+from gateway.integrity import record_rows, row_label, table_of
+from gateway.ledger import REMOVED, encode_row
 from gateway.portal_code import ALPHABET, GROUP, GROUPS, IssuedCode, normalise
 
 if TYPE_CHECKING:
@@ -90,12 +96,37 @@ class PortalEnrolmentService:
         if not self._app.state_keys.check_mac("row", _mac_message(account.id, normalise(typed)),
                                               row.code_hash):
             return self._refused(session, actor, subject, "wrong code", REFUSED, guess=True)
-        session.delete(row)
+        if not self._delete(session, row):
+            # A concurrent sign-in took the code between our read and our delete: told
+            # and counted as a code already used, which is what it is a moment later.
+            return self._refused(session, actor, subject, "taken by another sign-in",
+                                 REFUSED, guess=True)
         if row.expires_at <= now:
             return self._refused(session, actor, subject, "expired", EXPIRED, guess=False)
         self._app.audit.record(session, tag=AuditTag.PORTAL_ENROLMENT_USE, actor=actor,
                                subject=subject, details={"issued_at": row.issued_at.isoformat()})
         return None
+
+    def _delete(self, session: Session, row: PortalEnrolment) -> bool:
+        """Delete the code ``row`` holds; False if it is gone or replaced already.
+
+        One statement decides, so that of two sign-ins that both read the code (on
+        PostgreSQL, where reads take no lock) exactly one uses it: the other's delete
+        waits for the first to commit, then matches no row. The ORM's delete would only
+        warn on that. Core bypasses the flush hooks, so the removal is recorded here, as
+        they record it: the log then says a copy of the row put back is not current.
+        """
+        deleted = session.execute(
+            delete(PortalEnrolment)
+            .where(PortalEnrolment.account_id == row.account_id,
+                   PortalEnrolment.code_hash == row.code_hash)
+            .execution_options(synchronize_session=False))
+        session.expunge(row)
+        if deleted.rowcount != 1:  # type: ignore[attr-defined]  # A CursorResult.
+            return False
+        record_rows(session, [encode_row(table_of(row), row_label(row), REMOVED)],
+                    changed=True)
+        return True
 
     def _refused(self, session: Session, actor: Actor, subject: str, reason: str, tell: str,
                  *, guess: bool) -> SignInRefusedError:

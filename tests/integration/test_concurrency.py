@@ -17,16 +17,18 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from gateway import envelope, totp
 from gateway.app import App
 from gateway.audit import verify_database
+from gateway.auth import SignInRefusedError
 from gateway.config import load_settings
 from gateway.datadir import initialise
 from gateway.db.engine import snapshot
-from gateway.db.models import AuthThrottle, Role, Transfer, TransferState
+from gateway.db.models import Account, AuthThrottle, PortalEnrolment, Role, Transfer, TransferState
 from gateway.errors import AuthenticationError, ConflictError, GatewayError
+from gateway.portal_enrolment import REFUSED
 from gateway.sshkeys import PublicKey
 from tests.conftest import FakeClock
 from tests.unit.gateway.factories import (
@@ -229,3 +231,39 @@ def test_the_log_stays_gap_free(world: World) -> None:
     with snapshot(app.engine) as session:
         report = verify_database(session, verifier=app.audit.verifier)
     assert report.size > THREADS
+
+
+def test_an_enrolment_code_enrols_once(world: World) -> None:
+    app = world.app
+    lee = actor(app, "lee")
+    issued = app.portal_enrolment.issue(lee)
+    if app.engine.dialect.name == "postgresql":
+        # Both sign-ins have read and checked the code before either deletes it: the race
+        # the delete itself must decide. (SQLite's BEGIN IMMEDIATE runs them one after
+        # the other, so there the second finds no code.)
+        both_checked = threading.Barrier(2, timeout=20)
+
+        def hold(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+            if statement.lstrip().upper().startswith("DELETE FROM PORTAL_ENROLMENTS"):
+                both_checked.wait()
+
+        event.listen(app.engine, "before_cursor_execute", hold)
+
+    def take(_: int) -> SignInRefusedError | None:
+        with app.transaction() as session:
+            account = session.scalars(select(Account).where(Account.username == "lee")).one()
+            return app.portal_enrolment.take(session, account, issued.code, lee,
+                                             world.clock())
+
+    results = race(2, take)
+    assert results.count(None) == 1
+    refused = next(r for r in results if r is not None)
+    # The loser is told what a late or wrong code is told, and it counts as a guess.
+    assert isinstance(refused, SignInRefusedError)
+    assert (refused.tell, refused.guess) == (REFUSED, True)
+    assert len(audit_events(app, "portal:enrolment:use")) == 1
+    assert len(audit_events(app, "portal:enrolment:failure")) == 1
+    with app.read() as session:
+        assert session.get(PortalEnrolment, lee.account_id) is None
+    with snapshot(app.engine) as session:
+        verify_database(session, verifier=app.audit.verifier)
