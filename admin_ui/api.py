@@ -125,6 +125,38 @@ def me(caller: Caller) -> JSONResponse:
                   "via": "session" if caller.session else "token"})
 
 
+class AddressIn(BaseModel):
+    email: Annotated[str, Field(min_length=1, max_length=254)]
+
+
+class AddressCodeIn(BaseModel):
+    code: Annotated[str, Field(min_length=1, max_length=16)]
+
+
+def _own_account(caller: Principal) -> str:
+    # A token is no person with a mailbox: the code goes to whoever signed in.
+    if caller.session is None:
+        raise AuthorizationError("an account's own notification address is set from its "
+                                 "console session, not with a token")
+    return caller.session.username
+
+
+@router.post("/me/notifications", status_code=202,
+             summary="Mail a code to an address for your own notifications (at most 3 an "
+                     "hour, a minute apart: past that 429 with Retry-After)")
+def notification_address(request: Request, caller: Caller, body: AddressIn) -> JSONResponse:
+    until = console(request).app.notifications.request_address(
+        caller.actor, username=_own_account(caller), email=body.email)
+    return _json({"code_expires_at": until}, 202)
+
+
+@router.post("/me/notifications/confirm",
+             summary="Use the address once the code mailed to it is typed back")
+def notification_confirm(request: Request, caller: Caller, body: AddressCodeIn) -> JSONResponse:
+    return _json(console(request).app.notifications.confirm_address(
+        caller.actor, username=_own_account(caller), code=body.code))
+
+
 @router.get("/dashboard", summary="Files waiting, audit state, insecure settings")
 def dashboard(request: Request, caller: Caller) -> JSONResponse:
     overview = console(request).app.dashboard.overview(caller.actor)

@@ -27,7 +27,7 @@ from gateway.actors import Actor
 from gateway.console_sessions import Opened, SessionExpiredError, SessionInfo, Stage
 from gateway.db.models import Role
 from gateway.errors import AuthenticationError, UsageError
-from gateway.notify.service import NOTIFIED_ROLES
+from gateway.notify.service import NOTIFIED_ROLES, VERIFY_SENDS
 
 router = APIRouter(include_in_schema=False)
 NEXT_PAGE = {Stage.SECOND_FACTOR: "/signin/verify", Stage.ENROL: "/signin/enrol",
@@ -193,6 +193,7 @@ def _me(request: Request, current: SessionInfo, *, changed: str | None = None) -
                                        "notify_pending": pending,
                                        "notify_enabled": app.notifications.enabled,
                                        "notify_allowed": current.role in NOTIFIED_ROLES,
+                                       "notify_sends": VERIFY_SENDS,
                                        "changed": changed},
                   current=current)
 
@@ -203,6 +204,8 @@ def set_notifications(request: Request, *, csrf: Csrf = "", email: Text = "",
     """Opt in (an address, used once the code sent to it is typed) or out (the Turn off
     button) of e-mail notifications."""
     check_csrf(request, current, csrf)
+    # A refusal (a bad address, too many codes asked for) is shown by the form.
+    keep(request, "/me/notifications", lambda: _me(request, current), email=email)
     service = console(request).app.notifications
     if email.strip():
         service.request_address(current.actor, username=current.username, email=email)
@@ -216,6 +219,7 @@ def confirm_notifications(request: Request, *, csrf: Csrf = "", code: Text = "",
                           current: Annotated[SessionInfo, Depends(signed_in)]) -> Response:
     """The code sent to the new address: from now on notifications go there."""
     check_csrf(request, current, csrf)
+    keep(request, "/me/notifications/confirm", lambda: _me(request, current))
     console(request).app.notifications.confirm_address(current.actor,
                                                        username=current.username, code=code)
     return RedirectResponse("/me#notifications", status_code=303)

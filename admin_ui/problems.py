@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+from email.utils import format_datetime
+
 from fastapi.responses import JSONResponse
 
 from gateway.audit import VerificationError
@@ -15,6 +18,7 @@ from gateway.errors import (
     GatewayError,
     NotFoundError,
     PolicyError,
+    RateLimitedError,
     StorageError,
     UsageError,
 )
@@ -24,6 +28,7 @@ STATUS: tuple[tuple[type[GatewayError], int, str], ...] = (
     (SessionExpiredError, 401, "not-signed-in"),
     (AuthenticationError, 401, "authentication-failed"),
     (AuthorizationError, 403, "forbidden"),
+    (RateLimitedError, 429, "too-many-requests"),
     (PolicyError, 403, "refused-by-policy"),
     (NotFoundError, 404, "not-found"),
     (UsageError, 400, "bad-request"),
@@ -56,5 +61,14 @@ def problem(status: int, slug: str, detail: str, *, instance: str,
 
 def from_error(error: GatewayError, *, instance: str) -> JSONResponse:
     status, slug = status_of(error)
-    headers = {"WWW-Authenticate": 'Bearer realm="blindpost"'} if status == 401 else None
-    return problem(status, slug, error.diagnostics(), instance=instance, headers=headers)
+    return problem(status, slug, error.diagnostics(), instance=instance,
+                   headers=headers_for(error))
+
+
+def headers_for(error: GatewayError) -> dict[str, str] | None:
+    """The headers a refusal carries: how to authenticate, or when to ask again."""
+    if isinstance(error, RateLimitedError):
+        return {"Retry-After": format_datetime(error.retry_at.astimezone(UTC), usegmt=True)}
+    if status_of(error)[0] == 401:
+        return {"WWW-Authenticate": 'Bearer realm="blindpost"'}
+    return None

@@ -7,6 +7,8 @@ families below into their protocol's statuses in one table each (SFTP status cod
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class GatewayError(Exception):
     """Base of every error the gateway raises on purpose."""
@@ -52,6 +54,14 @@ class PolicyError(GatewayError):
 
 class AuthorizationError(PolicyError):
     """The acting account, operator or component does not hold the permission."""
+
+
+class RateLimitedError(PolicyError):
+    """The caller asked for something too often; it may ask again at ``retry_at``."""
+
+    def __init__(self, message: str, *, retry_at: datetime) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
 
 
 class StorageError(GatewayError):

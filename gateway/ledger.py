@@ -66,6 +66,9 @@ SNAPSHOT_EVERY = 20_000
 LONG_FOLLOW = 10_000
 SNAPSHOT_VERSION = 1
 RUNBOOK = "deploy/runbooks/backup-and-restore.md"
+# How many of an account's latest address codes (notify:verify:sent) are kept: the
+# notification service's allowance per hour (gateway.notify.service.VERIFY_SENDS).
+ADDRESS_CODES_KEPT = 3
 
 RowKey = tuple[str, str]
 # Kept in a session's info: what its transaction recorded (gateway.integrity), and that
@@ -114,7 +117,8 @@ class Restrictions:
     in force until an unlock (``account:NAME`` or ``source:ADDR``); ``guesses``: wrong
     codes counted against an account since its last success or unlock, with the time of
     the last; ``downloads``: complete downloads of each file; ``served``: bytes served of
-    each file to each account.
+    each file to each account; ``address_codes``: when the latest codes confirming a
+    notification address were mailed for each account (by name, oldest first).
     """
 
     steps: dict[str, int] = field(default_factory=dict)
@@ -122,6 +126,7 @@ class Restrictions:
     guesses: dict[str, tuple[int, str]] = field(default_factory=dict)
     downloads: dict[str, int] = field(default_factory=dict)
     served: dict[str, int] = field(default_factory=dict)
+    address_codes: dict[str, list[str]] = field(default_factory=dict)
 
 
 # The tags whose entries change the followed state (the others are read, MAC-checked and
@@ -130,7 +135,8 @@ FOLLOWED_TAGS = frozenset({
     AuditTag.STATE_SEAL, AuditTag.STATE_BASELINE, AuditTag.TOTP_USE, AuditTag.LOCKOUT,
     AuditTag.ACCOUNT_UNLOCK, AuditTag.SOURCE_UNBLOCK, AuditTag.LOGIN_FAILURE,
     AuditTag.STEP_UP_FAILURE, AuditTag.LOGIN_SUCCESS, AuditTag.STEP_UP_SUCCESS,
-    AuditTag.DOWNLOAD_COMPLETE, AuditTag.DOWNLOAD_INCOMPLETE, AuditTag.FILE_PURGE})
+    AuditTag.DOWNLOAD_COMPLETE, AuditTag.DOWNLOAD_INCOMPLETE, AuditTag.FILE_PURGE,
+    AuditTag.NOTIFY_VERIFY_SENT})
 
 
 def _subject_name(subject: str) -> str:
@@ -159,6 +165,10 @@ def _apply_restriction(limits: Restrictions, tag: str, subject: str, actor: str,
         _served(limits, tag, _subject_name(subject), actor, details)
     elif tag == AuditTag.FILE_PURGE:
         limits.downloads.pop(_subject_name(subject), None)
+    elif tag == AuditTag.NOTIFY_VERIFY_SENT:
+        sent = limits.address_codes.setdefault(_subject_name(subject), [])
+        sent.append(time)
+        del sent[:-ADDRESS_CODES_KEPT]
 
 
 def _served(limits: Restrictions, tag: str, transfer: str, actor: str,
@@ -237,7 +247,8 @@ class LedgerState:
                 "rows": {f"{t}/{r}": [v.digest, v.index] for (t, r), v in self.rows.items()},
                 "limits": {"steps": self.limits.steps, "locks": self.limits.locks,
                            "guesses": {k: list(v) for k, v in self.limits.guesses.items()},
-                           "downloads": self.limits.downloads, "served": self.limits.served}}
+                           "downloads": self.limits.downloads, "served": self.limits.served,
+                           "address_codes": self.limits.address_codes}}
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> LedgerState:
@@ -254,7 +265,11 @@ class LedgerState:
             locks={str(k): str(v) for k, v in limits["locks"].items()},
             guesses={str(k): (int(v[0]), str(v[1])) for k, v in limits["guesses"].items()},
             downloads={str(k): int(v) for k, v in limits["downloads"].items()},
-            served={str(k): int(v) for k, v in limits["served"].items()})
+            served={str(k): int(v) for k, v in limits["served"].items()},
+            # Absent from a snapshot written before codes were followed: at worst the
+            # codes of the hour before the upgrade go uncounted.
+            address_codes={str(k): [str(t) for t in v]
+                           for k, v in limits.get("address_codes", {}).items()})
         return state
 
 
@@ -480,6 +495,12 @@ class Ledger:
     def served(self, transfer_id: str, username: str, session: Session | None = None) -> int:
         """Bytes of a file served to an account, per the log."""
         return self.fresh(session).limits.served.get(f"{transfer_id}/{username}", 0)
+
+    def address_codes(self, username: str, session: Session | None = None) -> list[datetime]:
+        """When the latest codes confirming a notification address were mailed for
+        ``username``, oldest first (at most :data:`ADDRESS_CODES_KEPT`), per the log."""
+        times = self.fresh(session).limits.address_codes.get(username, [])
+        return [parse_time(time) for time in times]
 
     # -- snapshot ------------------------------------------------------------------
 

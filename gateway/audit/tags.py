@@ -103,3 +103,6 @@ class AuditTag(enum.StrEnum):
     # address itself is never recorded).
     NOTIFY_VERIFY_SENT = "notify:verify:sent"
     NOTIFY_VERIFY_FAILURE = "notify:verify:failure"
+    # An address code refused because the account asked for too many too quickly
+    # (gateway/notify/service.py: VERIFY_SENDS an hour, VERIFY_COOLDOWN apart).
+    NOTIFY_VERIFY_LIMITED = "notify:verify:limited"

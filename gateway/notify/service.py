@@ -29,8 +29,15 @@ from gateway.audit.events import parse_time
 from gateway.audit.log import entries
 from gateway.authz import Permission
 from gateway.db.models import Account, Partner, Role, Transfer, TransferState
-from gateway.errors import ConfigError, ConflictError, NotFoundError, UsageError
+from gateway.errors import (
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    RateLimitedError,
+    UsageError,
+)
 from gateway.integrity import IntegrityViolationError
+from gateway.ledger import ADDRESS_CODES_KEPT
 from gateway.notify.delivery import DeliveryError, Mail, post_webhook, send_mail
 from gateway.notify.messages import (
     WATCHED_TAGS,
@@ -69,6 +76,13 @@ KEEP_DONE = timedelta(days=1)
 VERIFY_DIGITS = 8
 VERIFY_LIFETIME = timedelta(minutes=30)
 VERIFY_ATTEMPTS = 5
+# How often an account may have such a code mailed: at most VERIFY_SENDS an hour, and
+# VERIFY_COOLDOWN apart, so that neither a held-down button nor a script makes the
+# gateway mail codes to an address that never asked. Counted from the log (Ledger), so
+# deleting a row lifts nothing.
+VERIFY_SENDS = ADDRESS_CODES_KEPT
+VERIFY_WINDOW = timedelta(hours=1)
+VERIFY_COOLDOWN = timedelta(minutes=1)
 # At most this many messages per delivery pass: a long backlog drains over several ticks.
 BATCH = 50
 
@@ -135,7 +149,8 @@ class NotificationService:
     def request_address(self, actor: Actor, *, username: str, email: str) -> datetime:
         """Send a code to ``email``; the address is used once the account's holder types
         it (:meth:`confirm_address`). Return until when the code works (audited without
-        the address)."""
+        the address). Refused with :class:`RateLimitedError` (audited) past
+        :data:`VERIFY_SENDS` codes an hour or within :data:`VERIFY_COOLDOWN` of the last."""
         if not self._settings.notify_smtp_host:
             raise UsageError("no relay is configured (notify_smtp_host), so no code can be "
                              "sent; ask the registry's admin")
@@ -149,6 +164,9 @@ class NotificationService:
                              "and admins receive notifications")
         code = f"{secrets.randbelow(10 ** VERIFY_DIGITS):0{VERIFY_DIGITS}d}"
         now = self._app.clock()
+        until = now + VERIFY_LIFETIME
+        code_hash = self._app.state_keys.mac("row", _verify_message(account_id, address, code))
+        self._reserve_code(actor, username, account_id, address, code_hash, now)
         mail = Mail(to=address, subject="Blindpost: confirm this address",
                     body=(f"Your code: {code}\n\nType it on your Blindpost account page "
                           f"within {VERIFY_LIFETIME.seconds // 60} minutes to receive "
@@ -160,17 +178,42 @@ class NotificationService:
         except DeliveryError as exc:
             # DeliveryError reasons never name the address (gateway.notify.delivery).
             log.warning("address code for %s not sent: %s", username, exc.diagnostics())
+            with self._app.transaction() as session:
+                # The code nobody received waits for nothing (unless a newer one
+                # replaced it); the send still counts toward the limit.
+                session.execute(delete(NotificationVerification).where(
+                    NotificationVerification.account_id == account_id,
+                    NotificationVerification.code_hash == code_hash))
+                self._record(session, AuditTag.NOTIFY_VERIFY_FAILURE, actor, username,
+                             {"channel": EMAIL, "reason": "not sent"})
             raise UsageError("the code could not be sent (the relay refused or is "
                              "unreachable); check the address or try again later") from None
+        return until
+
+    def _reserve_code(self, actor: Actor, username: str, account_id: int, address: str,
+                      code_hash: str, now: datetime) -> None:
+        """Record the code about to be mailed, or refuse it (audited) past the limit.
+
+        Recorded before the mail goes out, and counted under the log's lock: of requests
+        sent at once each sees the ones before it, so none slips past the limit.
+        """
         until = now + VERIFY_LIFETIME
         with self._app.transaction() as session:
-            session.merge(NotificationVerification(
-                account_id=account_id, email=address, expires_at=until, attempts=0,
-                code_hash=self._app.state_keys.mac(
-                    "row", _verify_message(account_id, address, code))))
-            self._record(session, AuditTag.NOTIFY_VERIFY_SENT, actor, username,
-                         {"channel": EMAIL, "expires_at": until.isoformat()})
-        return until
+            self._app.audit.lock(session)
+            retry_at = _next_code_at(self._app.ledger.address_codes(username, session), now)
+            if retry_at is None:
+                session.merge(NotificationVerification(
+                    account_id=account_id, email=address, expires_at=until, attempts=0,
+                    code_hash=code_hash))
+                self._record(session, AuditTag.NOTIFY_VERIFY_SENT, actor, username,
+                             {"channel": EMAIL, "expires_at": until.isoformat()})
+                return
+            self._record(session, AuditTag.NOTIFY_VERIFY_LIMITED, actor, username,
+                         {"channel": EMAIL, "retry_at": retry_at.isoformat()})
+        raise RateLimitedError(
+            f"too many codes asked for: at most {VERIFY_SENDS} an hour, "
+            f"{VERIFY_COOLDOWN.seconds // 60} minute apart; ask again after "
+            f"{retry_at.strftime('%H:%M:%S UTC')}", retry_at=retry_at)
 
     def confirm_address(self, actor: Actor, *, username: str, code: str) -> Subscription:
         """Turn notifications on for the address a code was sent to, if ``code`` is it."""
@@ -612,6 +655,16 @@ class NotificationService:
         """One turn of the chore: plan a round if due, then send what is due."""
         self.plan()
         return self.deliver()
+
+
+def _next_code_at(sent: list[datetime], now: datetime) -> datetime | None:
+    """When another address code may be mailed, given when the latest were (oldest
+    first); None if now."""
+    waits = [sent[-1] + VERIFY_COOLDOWN] if sent else []
+    if len(sent) >= VERIFY_SENDS:
+        waits.append(sent[-VERIFY_SENDS] + VERIFY_WINDOW)
+    later = [moment for moment in waits if moment > now]
+    return max(later) if later else None
 
 
 def _verify_message(account_id: int, address: str, code: str) -> bytes:

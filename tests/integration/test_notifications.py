@@ -16,6 +16,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from gateway.audit import AuditTag
 from gateway.config import load_settings
 from gateway.datadir import initialise
 from gateway.db.models import Role
-from gateway.errors import AuthorizationError, ConfigError, UsageError
+from gateway.errors import AuthorizationError, ConfigError, RateLimitedError, UsageError
 from gateway.metrics import AuditCollector
 from gateway.notify.delivery import DeliveryError, verify_webhook
 from gateway.notify.models import NotificationOutbox
@@ -656,6 +657,67 @@ def test_a_partner_user_confirms_their_address_with_the_code_mailed_to_it(
     # A code is for one address and one account: another account cannot use it.
     with pytest.raises(AuthorizationError):
         service.confirm_address(actor(app, "clerk"), username="lee", code="00000000")
+
+
+def test_address_codes_are_limited_per_account_and_a_deleted_row_lifts_nothing(
+        world: tuple[App, int], clock: FakeClock, relays: list[Relay],
+        relay_cert: tuple[Path, Path], data_dir: Path) -> None:
+    app, port = world
+    relays.append(relay := Relay(port, relay_cert))
+    lee = actor(app, "lee")
+
+    def ask(on: App = app) -> dt.datetime:
+        return on.notifications.request_address(lee, username="lee",
+                                                email="dr.lee@clinic.example")
+
+    # Four asked at once (a held-down button): one code goes out, the rest wait.
+    barrier = threading.Barrier(4)
+
+    def at_once(_: int) -> object:
+        barrier.wait()
+        try:
+            return ask()
+        except RateLimitedError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(at_once, range(4)))
+    refused = [r for r in results if isinstance(r, RateLimitedError)]
+    assert len(refused) == 3 and len(relay.messages) == 1
+    first = clock()
+    assert all(r.retry_at == first + dt.timedelta(minutes=1) for r in refused)
+    clock.advance(seconds=30)
+    with pytest.raises(RateLimitedError, match=r"at most 3 an hour, 1 minute apart; ask "
+                                               r"again after 09:01:00 UTC"):
+        ask()
+    clock.advance(seconds=31)
+    ask()
+    clock.advance(minutes=2)
+    ask()
+    # The fourth within the hour waits for the first to be an hour old, even after a
+    # database writer deletes the pending code and from another process.
+    clock.advance(minutes=2)
+    with app.engine.begin() as connection:
+        connection.execute(text("DELETE FROM notification_verifications"))
+    other = make_app(data_dir, clock, notify_smtp_host="127.0.0.1", notify_smtp_port=port,
+                     notify_smtp_ca_file=str(relay_cert[0]))
+    try:
+        with pytest.raises(RateLimitedError) as limited:
+            ask(other)
+    finally:
+        other.close()
+    assert limited.value.retry_at == first + dt.timedelta(hours=1)
+    assert len(relay.messages) == 3
+    clock.now = first + dt.timedelta(hours=1)
+    ask()
+    assert len(relay.messages) == 4
+    events = audit_events(app, AuditTag.NOTIFY_VERIFY_LIMITED)
+    assert len(events) == 5 and {e["subject"] for e in events} == {"account:lee"}
+    assert "clinic.example" not in json.dumps(events)
+    # Per account: another account is not held back by lee's codes.
+    app.notifications.request_address(actor(app, "root-admin"), username="root-admin",
+                                      email="root@registry.example")
+    assert len(relay.messages) == 5
 
 
 def test_a_forged_or_restored_address_receives_nothing_and_is_reported(

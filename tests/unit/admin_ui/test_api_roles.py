@@ -32,6 +32,7 @@ CALLERS = (ADMIN_S, AUDITOR_S, ADMIN_T, AUDITOR_T, NOBODY)
 READ = {ADMIN_S, AUDITOR_S, ADMIN_T, AUDITOR_T}
 MANAGE = {ADMIN_S, ADMIN_T}
 PERSON_ADMIN = {ADMIN_S}
+SESSIONS = {ADMIN_S, AUDITOR_S}
 _unique = itertools.count()
 
 # (method, path, body) → the callers that get through.
@@ -85,6 +86,9 @@ TABLE: list[tuple[str, str, object, set[str]]] = [
     ("POST", "/api/v1/tokens", {"name": "t-{n}", "role": "auditor"}, PERSON_ADMIN),
     ("POST", "/api/v1/tokens", {"name": "t-{n}", "role": "admin"}, PERSON_ADMIN),
     ("POST", "/api/v1/tokens/spare/revoke", None, PERSON_ADMIN),
+    # One's own notification address: a person's, with a mailbox; a token has none.
+    ("POST", "/api/v1/me/notifications", {"email": "me@registry.example"}, SESSIONS),
+    ("POST", "/api/v1/me/notifications/confirm", {"code": "12345678"}, SESSIONS),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from email.utils import parsedate_to_datetime
 
 import pytest
 
@@ -14,6 +15,7 @@ from gateway.db.models import Role
 from gateway.errors import AuthorizationError
 from gateway.notify import service as notify_service
 from gateway.notify.delivery import Mail
+from tests.conftest import FakeClock
 from tests.unit.admin_ui.console_support import Person
 from tests.unit.gateway.factories import account, actor, audit_events
 
@@ -81,6 +83,42 @@ def test_an_admin_confirms_their_address_with_the_code_sent_to_it(
                                follow_redirects=False)
     assert forged.status_code == 403
     assert len(sent) == 1
+
+
+def test_too_many_codes_are_refused_by_the_form_and_the_api(
+        app: App, clock: FakeClock, alice: Person, sent: list[Mail]) -> None:
+    first = alice.post("/me/notifications", {"email": "alice@registry.example"})
+    assert first.status_code == 303  # type: ignore[attr-defined]
+    again = alice.post("/me/notifications", {"email": "alice@registry.example"})
+    assert again.status_code == 429  # type: ignore[attr-defined]
+    # Told by the form, with what was typed kept.
+    assert re.search(r'<p class="error field-error" id="err-notify" role="alert">too many '
+                     r"codes asked for: at most 3 an hour, 1 minute apart; ask again after "
+                     r"09:0\d:\d\d UTC</p>", again.text)  # type: ignore[attr-defined]
+    assert 'value="alice@registry.example"' in again.text  # type: ignore[attr-defined]
+    api = alice.client.post("/api/v1/me/notifications",
+                            json={"email": "alice@registry.example"},
+                            headers={"X-CSRF-Token": alice.csrf})
+    assert api.status_code == 429
+    problem = api.json()
+    assert problem["type"] == "urn:blindpost:problem:too-many-requests"
+    assert problem["detail"].startswith("too many codes asked for")
+    retry = parsedate_to_datetime(api.headers["retry-after"])
+    assert clock() < retry <= clock() + notify_service.VERIFY_COOLDOWN
+    assert len(sent) == 1
+    assert len(audit_events(app, AuditTag.NOTIFY_VERIFY_LIMITED)) == 2
+    # Once the cooldown is over the API sends one, and confirms it.
+    clock.now = retry
+    answer = alice.client.post("/api/v1/me/notifications",
+                               json={"email": "alice@registry.example"},
+                               headers={"X-CSRF-Token": alice.csrf})
+    assert answer.status_code == 202, answer.text
+    code = re.search(r"Your code: (\d{8})", sent[-1].body)
+    assert code is not None and len(sent) == 2
+    confirmed = alice.client.post("/api/v1/me/notifications/confirm",
+                                  json={"code": code.group(1)},
+                                  headers={"X-CSRF-Token": alice.csrf})
+    assert confirmed.json() == {"username": "alice", "email": "alice@registry.example"}
 
 
 def test_a_partner_user_cannot_set_an_address_without_the_code(app: App) -> None:
