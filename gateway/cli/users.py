@@ -447,7 +447,8 @@ def user_set(username: str, allow_from: str, by: str | None, data_dir: Path | No
 @user.command("notify")
 @click.argument("username")
 @click.option("--email", metavar="ADDRESS",
-              help="Send this account's notifications to ADDRESS (opt in).")
+              help="Mail a code to ADDRESS; the account's holder types it on their account "
+                   "page to send their notifications there.")
 @click.option("--off", is_flag=True, help="Stop them and forget the address (opt out).")
 @click.option("--test", is_flag=True,
               help="Send a test e-mail to the account's address now, through the relay.")
@@ -455,11 +456,14 @@ def user_set(username: str, allow_from: str, by: str | None, data_dir: Path | No
 @data_dir_option
 def user_notify(username: str, email: str | None, off: bool, test: bool, as_json: bool,
                 data_dir: Path | None) -> None:
-    """Turn an account's e-mail notifications on or off, or show the setting (audited).
+    """Propose an address for an account's e-mail notifications, turn them off, or show
+    the setting (audited).
 
     A partner account hears when files wait for its partner, an admin when a key, grant
     or authority change awaits approval or an alarm is raised; never a file's name or
-    content. The relay is set up with the notify_smtp_* settings.
+    content. An address given here is used only once the account's holder types the
+    code mailed to it on their account page (/me), as when they give it themselves. The
+    relay is set up with the notify_smtp_* settings.
 
     \b
     Examples:
@@ -481,9 +485,12 @@ def user_notify(username: str, email: str | None, off: bool, test: bool, as_json
                    f"notifications for {username} were not on")
         return
     if email is not None:
-        setting = service.subscribe(operator(), username=username, email=email)
-    else:
-        setting = service.subscription(operator(), username=username)
+        until = service.request_address(operator(), username=username, email=email)
+        click.echo(f"a code was mailed to {email.strip()}: {username}'s notifications go "
+                   f"there once {username} types it on their account page (/me) by "
+                   f"{until.strftime('%Y-%m-%d %H:%M UTC')}")
+        return
+    setting = service.subscription(operator(), username=username)
     if as_json:
         emit_json(setting)
     elif setting.email is None:

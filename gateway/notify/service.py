@@ -30,6 +30,7 @@ from gateway.audit.log import entries
 from gateway.authz import Permission
 from gateway.db.models import Account, Partner, Role, Transfer, TransferState
 from gateway.errors import (
+    AuthorizationError,
     ConfigError,
     ConflictError,
     NotFoundError,
@@ -124,40 +125,19 @@ class NotificationService:
 
     # Opt-in, per account -------------------------------------------------------------
 
-    def subscribe(self, actor: Actor, *, username: str, email: str) -> Subscription:
-        """Send ``username``'s notifications to ``email``: an admin's (or the operator's)
-        setting, taken as given. An account's holder sets their own address through
-        :meth:`request_address`, which checks it first."""
-        self._app.authz.require(actor, Permission.ACCOUNT_MANAGE, subject=f"account:{username}")
-        try:
-            address = check_address(email.strip(), key="e-mail address")
-        except ConfigError as exc:
-            raise UsageError(exc.diagnostics()) from None
-        account_id, role = self._target(actor, username)
-        with self._app.transaction() as session:
-            if role not in NOTIFIED_ROLES:
-                raise UsageError(f"account {username!r} is {role.value}: only partner "
-                                 "accounts (files waiting) and admins (approvals, alarms) "
-                                 "receive notifications")
-            changed = self._set_address(session, account_id, address, self._app.clock())
-            # The address is personal data and the log keeps everything forever: it
-            # records that notifications are on, not where they go.
-            self._record(session, AuditTag.NOTIFY_SUBSCRIBE, actor, username,
-                         {"channel": EMAIL, "changed": changed})
-        return Subscription(username, address)
-
     def request_address(self, actor: Actor, *, username: str, email: str) -> datetime:
         """Send a code to ``email``; the address is used once the account's holder types
-        it (:meth:`confirm_address`). Return until when the code works (audited without
-        the address). Refused with :class:`RateLimitedError` (audited) past
-        :data:`VERIFY_SENDS` codes an hour or within :data:`VERIFY_COOLDOWN` of the last."""
-        if not self._settings.notify_smtp_host:
-            raise UsageError("no relay is configured (notify_smtp_host), so no code can be "
-                             "sent; ask the registry's admin")
+        it (:meth:`confirm_address`), whether they or an admin gave it. Return until when
+        the code works (audited without the address). Refused with
+        :class:`RateLimitedError` (audited) past :data:`VERIFY_SENDS` codes an hour or
+        within :data:`VERIFY_COOLDOWN` of the last."""
         try:
             address = check_address(email.strip(), key="e-mail address")
         except ConfigError as exc:
             raise UsageError(exc.diagnostics()) from None
+        if not self._settings.notify_smtp_host:
+            raise UsageError("no relay is configured (notify_smtp_host), so no code can be "
+                             "sent to confirm the address")
         account_id, role = self._target(actor, username)
         if role not in NOTIFIED_ROLES:
             raise UsageError(f"account {username!r} is {role.value}: only partner accounts "
@@ -216,13 +196,21 @@ class NotificationService:
             f"{retry_at.strftime('%H:%M:%S UTC')}", retry_at=retry_at)
 
     def confirm_address(self, actor: Actor, *, username: str, code: str) -> Subscription:
-        """Turn notifications on for the address a code was sent to, if ``code`` is it."""
+        """Turn notifications on for the address a code was sent to, if ``code`` is it and
+        ``actor`` is the account's holder."""
         account_id, _ = self._target(actor, username)
-        error: UsageError
+        error: UsageError | AuthorizationError
         with self._app.transaction() as session:
             now = self._app.clock()
             row = session.get(NotificationVerification, account_id)
-            if row is None or row.expires_at <= now:
+            if actor.account_id != account_id:
+                # The code proves that the address reaches the account's holder only when
+                # the holder types it: an admin who set the address, or who was told the
+                # code, could otherwise send someone's notifications anywhere.
+                reason = "not the account's holder"
+                error = AuthorizationError(f"only {username} can confirm their address, "
+                                           "on their own account page")
+            elif row is None or row.expires_at <= now:
                 reason = "no code pending" if row is None else "expired"
                 error = UsageError("no address is waiting for a code, or its code expired: "
                                    "enter the address again")
@@ -243,10 +231,11 @@ class NotificationService:
                 self._record(session, AuditTag.NOTIFY_SUBSCRIBE, actor, username,
                              {"channel": EMAIL, "changed": changed, "verified": True})
                 return Subscription(username, address)
-            if row is not None and row.expires_at <= now:
+            if row is not None and row.expires_at <= now and reason == "expired":
                 session.delete(row)
             self._record(session, AuditTag.NOTIFY_VERIFY_FAILURE, actor, username,
                          {"channel": EMAIL, "reason": reason})
+        error.audited = True
         raise error
 
     def pending_address(self, actor: Actor, *, username: str) -> str | None:

@@ -48,6 +48,7 @@ from tests.unit.gateway.factories import (
     account,
     actor,
     audit_events,
+    opt_in,
     partner_with_key,
 )
 
@@ -195,8 +196,7 @@ def world(data_dir: Path, clock: FakeClock, relay_cert: tuple[Path, Path]) -> It
     port = free_port()
     app = make_app(data_dir, clock, notify_smtp_host="127.0.0.1", notify_smtp_port=port,
                    notify_smtp_ca_file=str(relay_cert[0]))
-    app.notifications.subscribe(OPERATOR, username="lee",
-                                email="lee@uni-research.example")
+    opt_in(app, "lee", "lee@uni-research.example")
     app.notifications.plan()  # The first round starts the cursor at the log's end.
     yield app, port
     app.close()
@@ -301,7 +301,7 @@ def test_retries_are_bounded_and_a_dead_relay_costs_one_attempt_a_pass(
                    notify_smtp_port=free_port(), notify_max_attempts=2)
     account(app, "kim", Role.PARTNER, partner="uni")
     for name in ("lee", "kim"):
-        app.notifications.subscribe(OPERATOR, username=name, email=f"{name}@uni.example")
+        opt_in(app, name, f"{name}@uni.example")
     app.notifications.plan()
     upload(app, FILE_NAMES[0])
     clock.advance(seconds=INTERVAL)
@@ -363,26 +363,30 @@ def test_opt_in_and_out_are_audited_and_stop_what_is_queued(
         world: tuple[App, int], clock: FakeClock, relays: list[Relay],
         relay_cert: tuple[Path, Path]) -> None:
     app, port = world
+    relays.append(relay := Relay(port, relay_cert))
     service = app.notifications
-    subscribed = audit_events(app, AuditTag.NOTIFY_SUBSCRIBE)
-    assert [(e["subject"], e["actor"]) for e in subscribed] == [("account:lee", "local:root")]
-    assert "uni-research.example" not in json.dumps(subscribed), "the address is not logged"
+    lee = actor(app, "lee")
     with pytest.raises(UsageError, match="plain e-mail address"):
-        service.subscribe(OPERATOR, username="lee", email="lee@uni.example\r\nBcc: x@evil.example")
+        service.request_address(OPERATOR, username="lee",
+                                email="lee@uni.example\r\nBcc: x@evil.example")
     with pytest.raises(UsageError, match="only partner accounts"):
-        service.subscribe(OPERATOR, username="clerk", email="clerk@registry.example")
+        service.request_address(OPERATOR, username="clerk", email="clerk@registry.example")
     with pytest.raises(AuthorizationError):
-        service.subscribe(actor(app, "clerk"), username="lee", email="spy@evil.example")
-    assert service.subscription(actor(app, "lee"), username="lee").email == (
-        "lee@uni-research.example")
+        service.request_address(actor(app, "clerk"), username="lee", email="spy@evil.example")
+    service.request_address(lee, username="lee", email="lee@uni.example")
+    service.confirm_address(lee, username="lee", code=mailed_code(relay))
+    subscribed = audit_events(app, AuditTag.NOTIFY_SUBSCRIBE)
+    assert [(e["subject"], e["actor"], e["details"]["verified"]) for e in subscribed] == [
+        ("account:lee", "lee", True)]
+    assert "uni.example" not in json.dumps(subscribed), "the address is not logged"
+    assert service.subscription(lee, username="lee").email == "lee@uni.example"
     upload(app, FILE_NAMES[0])
     clock.advance(seconds=INTERVAL)
     assert service.plan() == 1
-    assert service.unsubscribe(actor(app, "lee"), username="lee")
-    assert not service.unsubscribe(actor(app, "lee"), username="lee")
-    relays.append(relay := Relay(port, relay_cert))
+    assert service.unsubscribe(lee, username="lee")
+    assert not service.unsubscribe(lee, username="lee")
     assert service.deliver().dropped == 1
-    assert relay.messages == []
+    assert len(relay.messages) == 1, "only the code was sent"
     assert [e["subject"] for e in audit_events(app, AuditTag.NOTIFY_UNSUBSCRIBE)] == [
         "account:lee"]
 
@@ -396,7 +400,7 @@ def test_admins_hear_of_proposals_and_alarms_in_one_digest(
     app, port = world
     relays.append(relay := Relay(port, relay_cert))
     for name in ("root-admin", "second-admin"):
-        app.notifications.subscribe(OPERATOR, username=name, email=f"{name}@registry.example")
+        opt_in(app, name, f"{name}@registry.example")
     key = app.keys.propose(actor(app, "root-admin"), partner="uni",
                            recipient=str(envelope.generate_identity().recipient))
     app.integrity.record_now(IntegrityViolationError(table="accounts", row="7",
@@ -551,7 +555,7 @@ def test_two_nodes_on_postgresql_race_and_send_each_message_once(
     partner_with_key(app, "uni")
     account(app, "clerk", Role.STAFF)
     account(app, "lee", Role.PARTNER, partner="uni")
-    app.notifications.subscribe(OPERATOR, username="lee", email="lee@uni.example")
+    opt_in(app, "lee", "lee@uni.example")
     app.notifications.plan()
     relays.append(relay := Relay(port, relay_cert))
 
@@ -596,7 +600,7 @@ def test_a_running_sftp_service_notifies_and_its_uploads_never_wait_for_the_rela
     inst.add_partner("uni")
     clerk = inst.add_user("clerk", Role.STAFF)
     inst.add_user("lee", Role.PARTNER, partner="uni")
-    inst.app.notifications.subscribe(OPERATOR, username="lee", email="lee@uni.example")
+    opt_in(inst.app, "lee", "lee@uni.example")
     inst.app.notifications.plan()
     server = GatewayProcess.sftp(inst, workers=1)
     try:
@@ -720,6 +724,39 @@ def test_address_codes_are_limited_per_account_and_a_deleted_row_lifts_nothing(
     assert len(relay.messages) == 5
 
 
+def mailed_code(relay: Relay) -> str:
+    """The code in the last message the relay received."""
+    found = re.search(rb"Your code: (\d{8})", relay.messages[-1].content)
+    assert found is not None
+    return found.group(1).decode()
+
+
+def test_an_address_an_admin_gives_waits_for_its_holder_s_code(
+        world: tuple[App, int], relays: list[Relay], relay_cert: tuple[Path, Path]) -> None:
+    app, port = world
+    relays.append(relay := Relay(port, relay_cert))
+    service, lee = app.notifications, actor(app, "lee")
+    # As `blindpost user notify lee --email …` asks it (as the operator).
+    service.request_address(OPERATOR, username="lee", email="lee@elsewhere.example")
+    assert relay.messages[-1].recipients == ["lee@elsewhere.example"]
+    code = mailed_code(relay)
+    assert service.subscription(lee, username="lee").email == "lee@uni-research.example"
+    assert service.pending_address(lee, username="lee") == "lee@elsewhere.example"
+    # Whoever gave the address, or learned the code, cannot confirm it for lee.
+    for other in (OPERATOR, actor(app, "root-admin")):
+        with pytest.raises(AuthorizationError, match="only lee can confirm"):
+            service.confirm_address(other, username="lee", code=code)
+    assert service.subscription(lee, username="lee").email == "lee@uni-research.example"
+    service.confirm_address(lee, username="lee", code=code)
+    assert service.subscription(lee, username="lee").email == "lee@elsewhere.example"
+    assert [(e["actor"], e["details"]["reason"]) for e in audit_events(
+        app, AuditTag.NOTIFY_VERIFY_FAILURE)] == [("local:root", "not the account's holder"),
+                                                  ("root-admin", "not the account's holder")]
+    assert [e["actor"] for e in audit_events(app, AuditTag.NOTIFY_VERIFY_SENT)] == [
+        "local:root"]
+    assert [e["actor"] for e in audit_events(app, AuditTag.NOTIFY_SUBSCRIBE)] == ["lee"]
+
+
 def test_a_forged_or_restored_address_receives_nothing_and_is_reported(
         world: tuple[App, int], clock: FakeClock, relays: list[Relay],
         relay_cert: tuple[Path, Path]) -> None:
@@ -739,7 +776,7 @@ def test_a_forged_or_restored_address_receives_nothing_and_is_reported(
     assert found and found[-1]["table"] == "notification_subscriptions"
     # The owner changes the address (through the gateway); the old row, put back with its
     # valid seal, is not the current version and receives nothing either.
-    app.notifications.subscribe(OPERATOR, username="lee", email="lee@new.example")
+    opt_in(app, "lee", "lee@new.example")
     with app.engine.begin() as connection:
         connection.execute(text("UPDATE notification_subscriptions SET email = :email, "
                                 "seal = :seal WHERE account_id = :account_id"), kept[0])

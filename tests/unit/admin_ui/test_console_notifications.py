@@ -121,9 +121,14 @@ def test_too_many_codes_are_refused_by_the_form_and_the_api(
     assert confirmed.json() == {"username": "alice", "email": "alice@registry.example"}
 
 
-def test_a_partner_user_cannot_set_an_address_without_the_code(app: App) -> None:
+def test_a_partner_user_asks_codes_for_their_own_address_only(
+        app: App, sent: list[Mail]) -> None:
     app.partners.add(actor(app, "root-admin"), slug="uni")
     account(app, "dr-lee", Role.PARTNER, partner="uni")
     with pytest.raises(AuthorizationError):
-        app.notifications.subscribe(actor(app, "dr-lee"), username="dr-lee",
-                                    email="lee@uni.example")
+        app.notifications.request_address(actor(app, "dr-lee"), username="root-admin",
+                                          email="lee@uni.example")
+    assert sent == []
+    app.notifications.request_address(actor(app, "dr-lee"), username="dr-lee",
+                                      email="lee@uni.example")
+    assert [m.to for m in sent] == ["lee@uni.example"]

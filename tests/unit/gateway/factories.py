@@ -18,6 +18,7 @@ from gateway.audit.models import AuditEntry
 from gateway.authority import AppliedChange, AuthorityChangeInfo
 from gateway.db.models import Account, Role, TOTPSecret
 from gateway.integrity import encrypt_totp
+from gateway.notify.models import NotificationSubscription
 from gateway.sshkeys import PublicKey, parse_public_key
 
 OPERATOR = Actor.local_operator()
@@ -132,3 +133,19 @@ def audit_events(app: App, tag: str) -> list[dict[str, Any]]:
     with app.transaction() as session:
         leaves = session.scalars(select(AuditEntry.leaf).order_by(AuditEntry.idx)).all()
     return [event for event in map(json.loads, leaves) if event["tag"] == tag]
+
+
+def opt_in(app: App, username: str, email: str) -> None:
+    """``username``'s notifications go to ``email``, written as a confirmed address is
+    (through the gateway's session: sealed and current). Confirming one with the code
+    mailed to it is tested in tests/integration/test_notifications.py."""
+    with app.transaction() as session:
+        account_id = session.scalars(select(Account.id).where(
+            Account.username == username)).one()
+        row = session.get(NotificationSubscription, account_id)
+        if row is not None:
+            # Replaced, not edited, as the gateway replaces a row a test may have forged.
+            session.delete(row)
+            session.flush()
+        session.add(NotificationSubscription(account_id=account_id, email=email,
+                                             created_at=app.clock()))
