@@ -85,8 +85,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def relay_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_relay_cert(tmp_path_factory.mktemp("relay-tls"))
+
+
+def make_relay_cert(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1: the relay's, and the CA the gateway trusts."""
-    directory = tmp_path_factory.mktemp("relay-tls")
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test relay")])
     now = dt.datetime.now(dt.UTC)

@@ -29,6 +29,7 @@ from tests.integration.console.browser import (
     new_person,
     serve,
 )
+from tests.integration.test_notifications import Relay, free_port, make_relay_cert
 
 pytestmark = pytest.mark.integration
 NEW_PASSWORD = "a long and private passphrase"
@@ -76,9 +77,17 @@ def _sign_out(page: Page, origin: str) -> None:
 
 
 def test_console_in_chromium(tmp_path: Path) -> None:
+    # A real relay, so that /me's notification forms show every state (a code pending,
+    # refusals, an address in force) for axe-core.
+    cert = make_relay_cert(tmp_path)
+    relay = Relay(free_port(), cert)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("BLINDPOST_")},
            "BLINDPOST_DATA_DIR": str(tmp_path / "var"), "BLINDPOST_SFTP_LISTEN": "127.0.0.1:0",
-           "BLINDPOST_SFTP_WORKERS": "1", "BLINDPOST_CONSOLE_LISTEN": "127.0.0.1:0"}
+           "BLINDPOST_SFTP_WORKERS": "1", "BLINDPOST_CONSOLE_LISTEN": "127.0.0.1:0",
+           "BLINDPOST_NOTIFY_SMTP_HOST": "127.0.0.1",
+           "BLINDPOST_NOTIFY_SMTP_PORT": str(relay.controller.port),
+           "BLINDPOST_NOTIFY_SMTP_FROM": "blindpost@registry.example",
+           "BLINDPOST_NOTIFY_SMTP_CA_FILE": str(cert[0])}
     init = subprocess.run([*BLINDPOST, "init", "--admin", "alice"], env=env,
                           capture_output=True, text=True, timeout=60, check=True)
     found = re.search(r"One-time password for alice: (\S+)", init.stdout)
@@ -95,9 +104,10 @@ def test_console_in_chromium(tmp_path: Path) -> None:
     violations: list[dict[str, object]] = []
     try:
         with chromium() as browser:
-            _run(browser, server, (alice_otp, found.group(1)), printed, violations)
+            _run(browser, server, (alice_otp, found.group(1)), printed, violations, relay)
     finally:
         server.stop()
+        relay.stop()
     assert violations == [], violations
     log = server.cli("audit", "log", "--json").stdout
     assert '"method":"password+passkey"' in log
@@ -107,6 +117,38 @@ def test_console_in_chromium(tmp_path: Path) -> None:
     server.cli("audit", "verify")
 
 
+def _notifications(a: Page, relay: Relay, violations: list[dict[str, object]]) -> None:
+    """/me's notification forms in each state, each checked with axe-core."""
+    a.get_by_label("Send them to", exact=True).fill("alice@registry.example")
+    a.get_by_role("button", name="Send a code").click()
+    pending = a.get_by_label("Code sent to alice@registry.example")
+    expect(pending).to_be_visible()
+    violations += check_page(a, "me-notify-code")
+    # A second code at once is refused, by the form, with the address kept.
+    a.get_by_label("Send them to", exact=True).fill("alice@registry.example")
+    a.get_by_role("button", name="Send a code").click()
+    expect(a.locator("#err-notify")).to_contain_text("too many codes asked for")
+    expect(a.get_by_label("Send them to", exact=True)).to_have_value("alice@registry.example")
+    # The message is read with the field it is about (axe cannot tell).
+    expect(a.get_by_label("Send them to", exact=True)).to_have_attribute(
+        "aria-describedby", "err-notify notify-hint")
+    violations += check_page(a, "me-notify-limited")
+    found = re.search(rb"Your code: (\d{8})", relay.messages[-1].content)
+    assert found is not None and len(relay.messages) == 1
+    code = found.group(1).decode()
+    pending.fill("00000000" if code != "00000000" else "11111111")
+    a.get_by_role("button", name="Confirm the address").click()
+    expect(a.locator("#err-notify-code")).to_contain_text("not the code sent")
+    expect(pending).to_have_attribute("aria-describedby", "err-notify-code")
+    expect(pending).to_have_attribute("aria-invalid", "true")
+    violations += check_page(a, "me-notify-wrong-code")
+    pending.fill(code)
+    a.get_by_role("button", name="Confirm the address").click()
+    expect(a.get_by_text("They go to alice@registry.example")).to_be_visible()
+    expect(a.get_by_role("button", name="Turn off and forget the address")).to_be_visible()
+    violations += check_page(a, "me-notify-on")
+
+
 def _printed_secret(output: str) -> str:
     found = re.search(r"TOTP provisioning URI: otpauth://\S+secret=([A-Z2-7]+)", output)
     assert found, output
@@ -114,7 +156,7 @@ def _printed_secret(output: str) -> str:
 
 
 def _run(browser: Browser, server: Served, otps: tuple[str, str], printed: dict[str, str],
-         violations: list[dict[str, object]]) -> None:
+         violations: list[dict[str, object]], relay: Relay) -> None:
     alice_otp, bob_otp = otps
     origin = server.origin
     _, a = new_person(browser)
@@ -136,6 +178,7 @@ def _run(browser: Browser, server: Served, otps: tuple[str, str], printed: dict[
     a.get_by_role("button", name="Register a passkey").click()
     expect(a.get_by_role("cell", name="passkey", exact=True)).to_be_visible()
     violations += check_page(a, "me")
+    _notifications(a, relay, violations)
     _sign_out(a, origin)
     _password(a, origin, "alice")
     a.get_by_role("button", name="Use a passkey instead").click()
