@@ -4,6 +4,7 @@ transfer nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -545,7 +546,8 @@ def test_password_file_must_be_private(tmp_path: Path) -> None:
 
 def test_two_nodes_on_postgresql_race_and_send_each_message_once(
         tmp_path: Path, postgres_url: str, clock: FakeClock, relays: list[Relay],
-        relay_cert: tuple[Path, Path], cheap_password_hashes: None) -> None:
+        relay_cert: tuple[Path, Path], cheap_password_hashes: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     environ = {"BLINDPOST_DATABASE_URL": postgres_url}
     initialise(tmp_path / "var", admin="root-admin", environ=environ)
     port = free_port()
@@ -584,6 +586,34 @@ def test_two_nodes_on_postgresql_race_and_send_each_message_once(
         reports = together("deliver")
         assert sum(report.sent for report in reports) == 1
         assert len(relay.messages) == rounds
+    # An address code asked for on both nodes at once. Each holds on after reading the
+    # count, until the other has read it too or a second has passed: without the log's
+    # lock both would read "none sent" and both mail; with it the second reads only
+    # after the first committed, and waits out the cooldown.
+    lee, both_read = actor(app, "lee"), threading.Barrier(2)
+    for node in nodes:
+        counted = node.ledger.address_codes
+
+        def held(username: str, session: Any, counted: Any = counted) -> Any:
+            sent = counted(username, session)
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both_read.wait(timeout=1)
+            return sent
+
+        monkeypatch.setattr(node.ledger, "address_codes", held)
+
+    def ask(index: int) -> object:
+        try:
+            return nodes[index].notifications.request_address(
+                lee, username="lee", email="dr.lee@clinic.example")
+        except RateLimitedError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        asked = list(pool.map(ask, range(2)))
+    assert sum(isinstance(a, RateLimitedError) for a in asked) == 1
+    assert relay.messages[-1].recipients == ["dr.lee@clinic.example"]
+    assert len(relay.messages) == len(FILE_NAMES) + 1
     for node in nodes:
         node.close()
 
