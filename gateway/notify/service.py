@@ -143,10 +143,9 @@ class NotificationService:
             raise UsageError(f"account {username!r} is {role.value}: only partner accounts "
                              "and admins receive notifications")
         code = f"{secrets.randbelow(10 ** VERIFY_DIGITS):0{VERIFY_DIGITS}d}"
-        now = self._app.clock()
-        until = now + VERIFY_LIFETIME
         code_hash = self._app.state_keys.mac("row", _verify_message(account_id, address, code))
-        self._reserve_code(actor, username, account_id, address, code_hash, now)
+        now = self._app.clock()
+        until = self._reserve_code(actor, username, account_id, address, code_hash, now)
         mail = Mail(to=address, subject="Blindpost: confirm this address",
                     body=(f"Your code: {code}\n\nType it on your Blindpost account page "
                           f"within {VERIFY_LIFETIME.seconds // 60} minutes to receive "
@@ -171,8 +170,9 @@ class NotificationService:
         return until
 
     def _reserve_code(self, actor: Actor, username: str, account_id: int, address: str,
-                      code_hash: str, now: datetime) -> None:
-        """Record the code about to be mailed, or refuse it (audited) past the limit.
+                      code_hash: str, now: datetime) -> datetime:
+        """Record the code about to be mailed and return until when it works, or refuse
+        it (audited) past the limit.
 
         Recorded before the mail goes out, and counted under the log's lock: of requests
         sent at once each sees the ones before it, so none slips past the limit.
@@ -187,7 +187,7 @@ class NotificationService:
                     code_hash=code_hash))
                 self._record(session, AuditTag.NOTIFY_VERIFY_SENT, actor, username,
                              {"channel": EMAIL, "expires_at": until.isoformat()})
-                return
+                return until
             self._record(session, AuditTag.NOTIFY_VERIFY_LIMITED, actor, username,
                          {"channel": EMAIL, "retry_at": retry_at.isoformat()})
         raise RateLimitedError(
