@@ -42,7 +42,7 @@ NOT_FOR = {
                       "gateway.witness", "http.client", "gateway.cli.crypto",
                       "gateway.client"),
     ("audit", "verify"): ("argon2", "pyotp", "gateway.envelope", "gateway.accounts",
-                          "gateway.transfers"),
+                          "gateway.transfers", "gateway.audit.witnessing", "http.client"),
 }
 
 
