@@ -37,13 +37,6 @@ from gateway.audit.models import AuditEntry
 from gateway.audit.proof import TlogProof
 from gateway.audit.verified_file import keep_verified_state, read_verified_state
 from gateway.audit.verify import EntryReader
-from gateway.audit.witnessing import (
-    cosigned_note,
-    count_cosignatures,
-    fetch_witness_checkpoint,
-    latest_stored,
-    witnessed_checkpoints,
-)
 from gateway.authz import Permission
 from gateway.db.engine import snapshot
 from gateway.errors import GatewayError, NotFoundError
@@ -205,6 +198,10 @@ class AuditService:
         """The checkpoints the witnesses cosigned: stored, and live from each configured
         witness whose key was given (one that cannot be reached is skipped: the quorum
         check decides)."""
+        # The witnessing module is imported where it is used, here and below: it brings
+        # the HTTP client, which `audit verify` without --witness has no use for.
+        from gateway.audit.witnessing import fetch_witness_checkpoint, witnessed_checkpoints
+
         with self._app.read() as session:
             found = witnessed_checkpoints(session, witnesses)
         keys = {witness.key_string() for witness in witnesses}
@@ -226,6 +223,8 @@ class AuditService:
         return found
 
     def _require_quorum(self, witnesses: Sequence[CosignatureVerifier], quorum: int) -> None:
+        from gateway.audit.witnessing import cosigned_note, latest_stored
+
         with self._app.read() as session:
             latest = latest_stored(session)
             if latest is None:
@@ -351,6 +350,8 @@ class AuditService:
         keys = [witness.verifier.key_string() for witness in self._app.settings.witnesses]
         if not keys:
             return None
+        from gateway.audit.witnessing import count_cosignatures, latest_stored
+
         with self._app.read() as session:
             latest = latest_stored(session)
             return 0 if latest is None else count_cosignatures(session, latest.id, keys)
@@ -361,6 +362,8 @@ class AuditService:
         Signs a new checkpoint if the log grew, and asks the witnesses that have not
         cosigned it yet (see :mod:`gateway.audit.witnessing`).
         """
+        from gateway.audit.witnessing import cosigned_note, latest_stored
+
         self.checkpoint(actor)
         self._app.witnessing.cosign_latest()
         with self._app.read() as session:
@@ -383,6 +386,8 @@ class AuditService:
                                     f"entries (0 to {size - 1})")
             proof = TlogProof.parse(self._app.audit.prove(session, index))
         self._app.witnessing.cosign_latest()
+        from gateway.audit.witnessing import cosigned_note
+
         with self._app.read() as session:
             note = cosigned_note(session, proof.checkpoint_note)
         return replace(proof, checkpoint_note=note).text()

@@ -5,7 +5,9 @@ install the triggers that make the database itself refuse UPDATE, DELETE (and, o
 PostgreSQL, TRUNCATE).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: SQLAlchemy would then evaluate every
+# column's annotation from its string, about a tenth of what declaring the models costs
+# each command at start-up (bench/startup.py).
 
 from datetime import datetime
 

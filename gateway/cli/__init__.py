@@ -11,6 +11,7 @@ need the ``server`` extra, and say so when it is missing.
 
 from __future__ import annotations
 
+import functools
 import gc
 import importlib
 import importlib.util
@@ -166,9 +167,11 @@ def collector_paused() -> Iterator[None]:
         gc.enable()
 
 
+@functools.cache
 def _plugin_commands() -> dict[str, str]:
     # Imported here: importlib.metadata takes longer to load than a client command's own
-    # modules, and the commands in COMMANDS never need it.
+    # modules, and the commands in COMMANDS never need it. Cached: each call reads every
+    # installed distribution's metadata, and `--help` asks three times.
     from importlib.metadata import entry_points
 
     return {entry.name: entry.value for entry in entry_points(group="blindpost.commands")}

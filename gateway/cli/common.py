@@ -55,7 +55,13 @@ def open_app(data_dir: Path | None) -> App:
     # Imported here: the client commands share this module and must not need the
     # server's dependencies (the database layer) to start.
     with collector_paused():
+        from sqlalchemy.orm import configure_mappers
+
         from gateway.app import App
+
+        # What the first query would do: the mappers' configuration also lives until
+        # the process ends, so it is made with the collector paused like the imports.
+        configure_mappers()
 
     settings = settings_for(data_dir)
     if not settings.keys_dir.is_dir() or not (settings.data_dir / CONFIG_FILE_NAME).is_file():

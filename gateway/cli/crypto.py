@@ -22,7 +22,7 @@ from typing import Protocol, cast
 
 import click
 
-from gateway.cli.errors import fail, from_os_error
+from gateway.cli.errors import fail, reported_errors
 from gateway.client.cores import block_bytes, chunk_threads, range_threads, spare_core
 from gateway.client.files import OutputWriter, ReadAhead, atomic_output
 from gateway.client.ranges import decrypt_file, encrypt_file
@@ -71,15 +71,6 @@ class _Output(Protocol):
     def write(self, data: bytes | bytearray | memoryview, /) -> int: ...
 
 
-@contextlib.contextmanager
-def _reported_errors() -> Iterator[None]:
-    """Let expected failures reach the CLI's one error handler as gateway errors."""
-    try:
-        yield
-    except OSError as exc:
-        raise from_os_error(exc) from exc
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--classic",
@@ -105,7 +96,7 @@ def keygen(classic: bool, output: Path | None) -> None:
       blindpost keygen -o partner.key
       blindpost keygen --classic > classic.key
     """
-    with _reported_errors():
+    with reported_errors():
         identity = generate_identity(post_quantum=not classic)
         text = _identity_file_text(identity)
         if output is None:
@@ -178,7 +169,7 @@ def encrypt(
     """
     if not recipient_texts and not recipient_files:
         raise click.UsageError("at least one -r RECIPIENT or -R FILE is required")
-    with _reported_errors():
+    with reported_errors():
         recipients = _load_recipients(recipient_texts, recipient_files)
         if output is None and not armor and sys.stdout.isatty():
             raise click.UsageError(
@@ -202,37 +193,6 @@ def encrypt(
             else:
                 _copy_blocks(source, encryptor, block_bytes(threads),
                              progress=_progress_for(source, "encrypting"))
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("key_or_file", metavar="FILE|RECIPIENT")
-def key_fingerprint(key_or_file: str) -> None:
-    """Print the fingerprint of a key, in the form `key propose` shows it to admins.
-
-    FILE is an identity file (from `blindpost keygen` or `age-keygen`) or a file of
-    recipients, one a line; RECIPIENT is an age1pq1… or age1… string. When a key is
-    checked by phone, compare this short fingerprint, not the recipient.
-
-    \b
-    Examples:
-      blindpost key fingerprint partner.key
-      blindpost key fingerprint age1pq1…
-    """
-    with _reported_errors():
-        for recipient in _recipients_of(key_or_file):
-            click.echo(f"{recipient.kind} {recipient.fingerprint}")
-
-
-def _recipients_of(key_or_file: str) -> list[Recipient]:
-    if key_or_file.startswith("age1"):
-        return [parse_recipient(key_or_file)]
-    path = Path(key_or_file)
-    if not path.is_file():
-        fail(f"{key_or_file}: neither a recipient (age1…) nor a file", code=2)
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if "AGE-SECRET-KEY-" in text:
-        return [identity.recipient for identity in parse_identities_file(text)]
-    return parse_recipients_file(text)
 
 
 def _load_recipients(texts: tuple[str, ...], files: tuple[Path, ...]) -> list[Recipient]:
@@ -270,7 +230,7 @@ def decrypt(identity_files: tuple[Path, ...], output: Path | None, input_path: s
       blindpost decrypt -i partner.key -o extract.csv extract.csv.age
       blindpost decrypt -i partner.key < notes.txt.age
     """
-    with _reported_errors():
+    with reported_errors():
         identities: list[Identity] = []
         for path in identity_files:
             # Undecodable bytes become U+FFFD, so a wrong file fails as "not an

@@ -7,7 +7,9 @@ exit 2 as well). Commands raise; :func:`exit_with` prints one ``blindpost: error
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import NoReturn
 
 import click
@@ -29,6 +31,15 @@ def from_os_error(exc: OSError) -> CommandError:
     """An operating-system failure (a file that cannot be opened) as a command error."""
     name = f"{exc.filename}: " if exc.filename else ""
     return CommandError(f"{name}{exc.strerror or exc}")
+
+
+@contextlib.contextmanager
+def reported_errors() -> Iterator[None]:
+    """Let expected failures reach the CLI's one error handler as gateway errors."""
+    try:
+        yield
+    except OSError as exc:
+        raise from_os_error(exc) from exc
 
 
 def exit_code(exc: GatewayError) -> int:

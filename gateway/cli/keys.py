@@ -19,7 +19,7 @@ from gateway.cli.common import (
     prove,
     yes_option,
 )
-from gateway.cli.crypto import key_fingerprint
+from gateway.cli.fingerprint import key_fingerprint
 
 if TYPE_CHECKING:
     # Only for annotations: `key fingerprint` runs on client installs without a database.

@@ -8,7 +8,9 @@ cannot be written into the outbox to be sent through the registry's relay. An ad
 used only once its holder typed the code sent to it (``notification_verifications``).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: SQLAlchemy would then evaluate every
+# column's annotation from its string, about a tenth of what declaring the models costs
+# each command at start-up (bench/startup.py).
 
 from datetime import datetime
 

@@ -39,9 +39,10 @@ NOT_FOR = {
     ("files",): ("argon2", "pyotp", "gateway.accounts", "gateway.auth", "gateway.witness",
                  "http.client"),
     ("key", "list"): ("argon2", "pyotp", "gateway.accounts", "gateway.transfers",
-                      "gateway.witness", "http.client"),
+                      "gateway.witness", "http.client", "gateway.cli.crypto",
+                      "gateway.client"),
     ("audit", "verify"): ("argon2", "pyotp", "gateway.envelope", "gateway.accounts",
-                          "gateway.transfers"),
+                          "gateway.transfers", "gateway.audit.witnessing", "http.client"),
 }
 
 
