@@ -159,8 +159,8 @@ def encrypt(
     classical one would undo the post-quantum protection. With -o, the ciphertext
     appears under its name only once it is complete; like age and cp, the command
     leaves flushing it to the disk to the operating system, without fsync (run `sync`
-    if a power cut right after must not lose it). From a file to -o (binary), each
-    core encrypts a part of the file.
+    if a power cut right after must not lose it). From a file to -o (binary), a thread
+    per core encrypts the file's chunks, a batch at a time.
 
     \b
     Examples:
@@ -222,8 +222,8 @@ def decrypt(identity_files: tuple[Path, ...], output: Path | None, input_path: s
     truncated file leaves no output behind. Like age and cp, the command leaves
     flushing the file to the disk to the operating system, without fsync (run `sync`
     if a power cut right after must not lose it); `blindpost fetch`, which records a
-    file as delivered, does flush it first. From a binary age file to -o, each core
-    decrypts a part of the file.
+    file as delivered, does flush it first. From a binary age file to -o, a thread per
+    core decrypts the file's chunks, a batch at a time.
 
     \b
     Examples:

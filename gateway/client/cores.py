@@ -13,9 +13,10 @@ with two chunk threads and a writer thread; 1 GiB at a load of 14: 3.4-4.6 s alo
 4.7-7.0 s with the writer thread). So the extra threads are used only when a core is free.
 
 ``encrypt -o`` and ``decrypt -o`` between regular files are the exception
-(:mod:`gateway.client.ranges`): their threads hand nothing to each other, each works
-through a range of the file alone, so on a busy machine a thread waits for a core
-without making the others wait; they run one thread per core the process may use.
+(:mod:`gateway.client.ranges`): their threads hand nothing to each other, each takes
+the file's next batch of chunks and does it alone, so on a busy machine a thread waits
+for a core without making the others wait; they run one thread per core the process
+may use.
 
 Blocks stay small, whatever the threads: a block is decrypted and then written while it
 is still in the core's cache. 256 KiB blocks cost 0.23 s of CPU per 256 MiB decrypted to

@@ -9,12 +9,11 @@ X25519 private keys are expanded from it with SHAKE256, as the hybrid KEM define
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 
 import cryptography
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives import hashes, hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
@@ -101,7 +100,9 @@ class HybridIdentity(Identity):
         require_backend()
         if len(seed) != _SEED_SIZE:
             raise InvalidKeyError("invalid post-quantum identity")
-        expanded = hashlib.shake_256(seed).digest(_MLKEM_SEED_SIZE + _X25519_SIZE)
+        shake = hashes.Hash(hashes.SHAKE256(_MLKEM_SEED_SIZE + _X25519_SIZE))
+        shake.update(seed)
+        expanded = shake.finalize()
         pq = mlkem.MLKEM768PrivateKey.from_seed_bytes(expanded[:_MLKEM_SEED_SIZE])
         self._classic = X25519PrivateKey.from_private_bytes(expanded[_MLKEM_SEED_SIZE:])
         self._seed = seed

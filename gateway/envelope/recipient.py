@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import abc
-import hashlib
 from collections.abc import Sequence
+
+from cryptography.hazmat.primitives import hashes
 
 from gateway.envelope.format import Stanza, b64encode
 
@@ -37,7 +38,9 @@ class Recipient(abc.ABC):
         in the style of OpenSSH key fingerprints, so a 1,900-character post-quantum
         key can be compared by eye in 50 characters.
         """
-        return "SHA256:" + b64encode(hashlib.sha256(str(self).encode("ascii")).digest())
+        digest = hashes.Hash(hashes.SHA256())
+        digest.update(str(self).encode("ascii"))
+        return "SHA256:" + b64encode(digest.finalize())
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Recipient) and str(self) == str(other)

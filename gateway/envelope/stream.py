@@ -9,7 +9,7 @@ sealed as "not last", which then fails to open as last.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -17,6 +17,9 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.envelope.errors import PayloadError
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 CHUNK_SIZE = 64 * 1024
 TAG_SIZE = 16
@@ -63,20 +66,32 @@ class Halves:
     """
 
     def __init__(self, threads: int) -> None:
-        self._pool = ThreadPoolExecutor(1, "blindpost-chunks") if threads > 1 else None
+        self._threads = threads
+        self._pool: ThreadPoolExecutor | None = None
 
     def run(self, work: Callable[[int, int], int], count: int) -> int:
         """Call ``work(start, stop)`` over ``[0, count)`` in two halves; each returns how
         many of its chunks succeeded. Return how many chunks from the first succeeded."""
-        if self._pool is None or count < 4:
+        if self._threads < 2 or count < 4:
             return work(0, count)
         half = count // 2
-        later = self._pool.submit(work, half, count)
+        later = self._helper().submit(work, half, count)
         done = work(0, half)
         rest = later.result()
         return done + rest if done == half else done
 
+    def _helper(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            # Made (and imported) on first use: `decrypt -o` between files asks for two
+            # threads but opens its chunks in gateway.client.ranges, and starts faster
+            # without loading concurrent.futures.
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, "blindpost-chunks")
+        return self._pool
+
     def close(self) -> None:
+        self._threads = 1
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import threading
 import types
 from pathlib import Path
 
@@ -223,3 +224,34 @@ def test_a_full_disk_fails_before_any_work_and_no_allocation_is_no_error(
     else:
         sealed = _in_ranges(tmp_path, plain, identity, threads=2)
         assert Decryptor(io.BytesIO(sealed), [identity]).read() == plain
+
+
+def test_a_thread_held_back_leaves_the_other_batches_to_the_rest(
+        tmp_path: Path, identity: Identity) -> None:
+    """Batches are handed out as threads ask for them: while the thread holding the
+    first batch is stopped, the other takes every other batch, and the file is whole."""
+    plain = os.urandom(10 * 4 * CHUNK_SIZE + 7)
+    source = tmp_path / "plain"
+    source.write_bytes(plain)
+    rest_done = threading.Event()
+    sealed_by: dict[str, int] = {}
+
+    class HeldBack(PayloadSealer):
+        def seal_at(self, first: int, chunks: encrypt_module.Buffer,
+                    out: encrypt_module.Buffer, *, final: bool) -> int:
+            name = threading.current_thread().name
+            sealed_by[name] = sealed_by.get(name, 0) + 1
+            if first == 0:
+                assert rest_done.wait(10), "the other thread did not take the other batches"
+            written = super().seal_at(first, chunks, out, final=final)
+            if final:
+                rest_done.set()
+            return written
+
+    with source.open("rb") as handle, \
+            atomic_output(tmp_path / "sealed.age", durable=False) as sink, \
+            HeldBack([identity.recipient]) as sealer:
+        ranges.encrypt_file(handle.fileno(), sink.fd, sealer, threads=2)
+    assert sorted(sealed_by.values()) == [1, 10]
+    opened = Decryptor(io.BytesIO((tmp_path / "sealed.age").read_bytes()), [identity])
+    assert opened.read() == plain
