@@ -192,6 +192,15 @@ class Cluster:
             env=env, cwd=self.work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True)
 
+    def discard(self, n: int) -> Path:
+        """Where download ``n`` writes: a link to /dev/null, never /dev/null itself. After a
+        wave whose downloads failed, run as root, /dev/null was found a regular file (an
+        ``sftp`` client can unlink what it downloads to): unlinked, the link goes alone."""
+        link = self.work / f"null-{n}"
+        if not link.is_symlink():
+            link.symlink_to(os.devnull)
+        return link
+
     def events(self, tag: str) -> list[dict[str, object]]:
         app = App(self.settings)
         try:
@@ -221,7 +230,7 @@ def run_wave(cluster: Cluster, label: str, users: range, source: Path,
         for offset, n in enumerate(users):
             for kind, user, commands in (
                     ("up", f"clerk{n}", [f"put {source} /acme/up-{n}.bin"]),
-                    ("down", f"p{n}", ["get shared.bin.age /dev/null"])):
+                    ("down", f"p{n}", [f"get shared.bin.age {cluster.discard(n)}"])):
                 if kind not in kinds:
                     continue
                 # Each node gets as many uploads as downloads.
