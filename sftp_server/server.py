@@ -32,6 +32,7 @@ from paramiko.sftp import (
     CMD_OPENDIR,
     CMD_READ,
     SFTP_BAD_MESSAGE,
+    SFTP_EOF,
     SFTP_FAILURE,
     SFTP_OP_UNSUPPORTED,
 )
@@ -476,6 +477,8 @@ class BlindpostSFTPServer(FencedSFTPServer):
                 # sent ahead may still wait here: serving one would count bytes it never
                 # receives toward its download limit (gateway.served).
                 return
+            elif kind == CMD_READ:
+                self._read(request_number, msg)
             elif kind in (CMD_OPEN, CMD_OPENDIR) and self._handle_count() >= MAX_OPEN_HANDLES:
                 self.send_status(request_number, SFTP_FAILURE, "too many open files")
             elif kind == CMD_OPEN and self._activity.draining.is_set():
@@ -589,6 +592,21 @@ class BlindpostSFTPServer(FencedSFTPServer):
             self.send_status(request_number, refusal.code, refusal.message)
             return
         self.send_status(request_number, SFTP_OK)
+
+    def _read(self, request_number: int, msg: Message) -> None:
+        """paramiko's handling of a read, answered by :meth:`send_data` (no copies)."""
+        handle = self.file_table.get(msg.get_binary())
+        offset, length = msg.get_int64(), msg.get_int()
+        if handle is None:
+            self.send_status(request_number, SFTP_BAD_MESSAGE, "Invalid handle")
+            return
+        data = handle.read(offset, length)
+        if isinstance(data, int):  # A handle may answer with a status code, as in paramiko.
+            self.send_status(request_number, data)
+        elif not data:
+            self.send_status(request_number, SFTP_EOF)
+        else:
+            self.send_data(request_number, data)
 
     def _close(self, request_number: int, handle_id: bytes) -> None:
         if self.folder_table.pop(handle_id, None) is not None:
