@@ -78,3 +78,21 @@ def test_ssh_packets_are_capped_whatever_the_client_asks() -> None:
     finally:
         ours.close()
         theirs.close()
+
+
+def test_channel_receive_window_is_the_setting() -> None:
+    """What a client may send ahead is ``sftp_channel_window_kib``, not paramiko's 2 MiB:
+    an upload waiting for an S3 part buffer holds that much in memory."""
+    import socket
+
+    from gateway.config import Settings
+    from sftp_server.transport import DEFAULT_WINDOW, BlindpostTransport
+
+    ours, theirs = socket.socketpair()
+    try:
+        assert DEFAULT_WINDOW == Settings().sftp_channel_window_kib << 10 == 1 << 20
+        assert BlindpostTransport(ours).default_window_size == DEFAULT_WINDOW
+        assert BlindpostTransport(ours, window=512 << 10).default_window_size == 512 << 10
+    finally:
+        ours.close()
+        theirs.close()
