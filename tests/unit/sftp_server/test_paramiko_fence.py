@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import pkgutil
 
 import paramiko
 import pytest
-from paramiko import SFTPServer
+from paramiko import Message, SFTPServer
 from paramiko.auth_handler import AuthHandler
 
 import sftp_server
@@ -96,3 +97,27 @@ def test_channel_receive_window_is_the_setting() -> None:
     finally:
         ours.close()
         theirs.close()
+
+
+def _write_message(handle: bytes, offset: int, data: bytes, *, cut: int = 0) -> Message:
+    body = Message()
+    body.add_int(7)
+    body.add_string(handle)
+    body.add_int64(offset)
+    body.add_string(data)
+    raw = body.asbytes()
+    msg = Message(raw[:len(raw) - cut])
+    msg.get_int()  # paramiko's loop reads the request id before handing the message on.
+    return msg
+
+
+def test_write_request_gives_the_data_as_a_view_of_the_packet() -> None:
+    from sftp_server.paramiko_fence import FencedSFTPServer
+
+    data = os.urandom(255 * 1024)
+    msg = _write_message(b"h-1", 1 << 40, data)
+    handle, offset, view = FencedSFTPServer.write_request(msg)
+    assert (handle, offset, view.tobytes()) == (b"h-1", 1 << 40, data)
+    assert view.obj is msg.asbytes()  # Not a copy.
+    with pytest.raises(paramiko.sftp.SFTPError, match="shorter than its data length"):
+        FencedSFTPServer.write_request(_write_message(b"h-1", 0, data, cut=1))
