@@ -14,7 +14,7 @@ and errors (failed clients, or transfers missing from the audit log). Targets: n
 memory flat with the session count (the largest wave's peak close to the smallest's).
 
     python bench/scale.py [--sessions 20,100,200] [--size-mib 16] [--workers 1]
-                          [--no-reference]
+                          [--transfers both|uploads|downloads] [--no-reference]
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ from tests.unit.gateway.factories import actor  # noqa: E402
 from tests.unit.sftp_server.harness import askpass_script, write_key_pair  # noqa: E402
 
 MIB = 1 << 20
+# What each wave's sessions do (--transfers).
+TRANSFERS = {"both": ("up", "down"), "uploads": ("up",), "downloads": ("down",)}
 OPERATOR = Actor.local_operator()
 
 
@@ -190,6 +192,15 @@ class Cluster:
             env=env, cwd=self.work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True)
 
+    def discard(self, n: int) -> Path:
+        """Where download ``n`` writes: a link to /dev/null, never /dev/null itself. After a
+        wave whose downloads failed, run as root, /dev/null was found a regular file (an
+        ``sftp`` client can unlink what it downloads to): unlinked, the link goes alone."""
+        link = self.work / f"null-{n}"
+        if not link.is_symlink():
+            link.symlink_to(os.devnull)
+        return link
+
     def events(self, tag: str) -> list[dict[str, object]]:
         app = App(self.settings)
         try:
@@ -207,8 +218,10 @@ class Cluster:
             process.wait(timeout=60)
 
 
-def run_wave(cluster: Cluster, label: str, users: range, source: Path) -> Wave:
-    """Half the sessions upload, half download, spread round-robin over the nodes."""
+def run_wave(cluster: Cluster, label: str, users: range, source: Path,
+             kinds: tuple[str, ...] = ("up", "down")) -> Wave:
+    """Each user of ``users`` runs one session of each kind (an upload, a download),
+    spread round-robin over the nodes."""
     launched: dict[str, float] = {}
     clients: list[tuple[str, subprocess.Popen[str]]] = []
     ports = cluster.ports
@@ -217,7 +230,9 @@ def run_wave(cluster: Cluster, label: str, users: range, source: Path) -> Wave:
         for offset, n in enumerate(users):
             for kind, user, commands in (
                     ("up", f"clerk{n}", [f"put {source} /acme/up-{n}.bin"]),
-                    ("down", f"p{n}", ["get shared.bin.age /dev/null"])):
+                    ("down", f"p{n}", [f"get shared.bin.age {cluster.discard(n)}"])):
+                if kind not in kinds:
+                    continue
                 # Each node gets as many uploads as downloads.
                 port = ports[(offset + (kind == "down")) % len(ports)]
                 launched[user] = time.time()
@@ -228,7 +243,8 @@ def run_wave(cluster: Cluster, label: str, users: range, source: Path) -> Wave:
             if process.returncode != 0:
                 failures.append(f"{user}: {err.strip()[:200]}")
         seconds = time.monotonic() - began
-    names = {f"clerk{n}" for n in users} | {f"p{n}" for n in users}
+    names = (({f"clerk{n}" for n in users} if "up" in kinds else set())
+             | ({f"p{n}" for n in users} if "down" in kinds else set()))
     sign_in = [datetime.strptime(str(e["time"]), "%Y-%m-%dT%H:%M:%S.%fZ")
                .replace(tzinfo=UTC).timestamp() - launched[str(e["actor"])]
                for e in cluster.events("auth:login:success") if e["actor"] in names]
@@ -242,15 +258,17 @@ def run_wave(cluster: Cluster, label: str, users: range, source: Path) -> Wave:
 
 def scenario(label: str, env: dict[str, str], args: argparse.Namespace, work: Path,
              *, nodes: int, workers: int, source: Path) -> list[Wave]:
-    """One wave per session count, each with users of its own (half staff, half partners)."""
-    halves = [sessions // 2 for sessions in args.sessions]
+    """One wave per session count, each with users of its own (half staff, half partners,
+    unless ``--transfers`` keeps one kind only)."""
+    kinds = TRANSFERS[args.transfers]
+    halves = [sessions // len(kinds) for sessions in args.sessions]
     cluster = Cluster(work, env, nodes=nodes, workers=workers, users=sum(halves),
                       size=args.size_mib * MIB)
     waves, first = [], 0
     try:
         for sessions, half in zip(args.sessions, halves, strict=True):
             waves.append(run_wave(cluster, f"{label}, {sessions} sessions",
-                                  range(first, first + half), source))
+                                  range(first, first + half), source, kinds))
             first += half
         return waves
     finally:
@@ -282,6 +300,9 @@ def main() -> int:
                         help="session counts of the waves, comma-separated (default 20,100,200)")
     parser.add_argument("--size-mib", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1, help="worker processes per node")
+    parser.add_argument("--transfers", choices=sorted(TRANSFERS), default="both",
+                        help="what the sessions do: half upload and half download (default), "
+                             "or all upload, or all download")
     parser.add_argument("--no-reference", dest="reference", action="store_false",
                         help="skip the one-node run on SQLite and the local store")
     parser.add_argument("--tiny", action="store_true",
@@ -292,8 +313,11 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     source = work / "upload.bin"
     source.write_bytes(os.urandom(args.size_mib * MIB))
-    print(f"Scale benchmark: waves of {', '.join(map(str, args.sessions))} sessions (half "
-          f"uploads, half downloads), file {args.size_mib} MiB, {os.cpu_count()} cores")
+    what = {"both": "half uploads, half downloads", "uploads": "all uploads",
+            "downloads": "all downloads"}[args.transfers]
+    print(f"Scale benchmark: waves of {', '.join(map(str, args.sessions))} sessions "
+          f"({what}), file {args.size_mib} MiB, {os.cpu_count()} cores, "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     out: list[Wave] = []
     one: list[Wave] = []
     try:

@@ -461,12 +461,17 @@ def concurrent(bp: Blindpost, work: Path, mib: int = CONCURRENT_MIB,
     """One 64 MiB download, then ``count`` (20) at once, to /dev/null: this measures the
     server, not the client machine's disk (which all 20 clients share here)."""
     size = mib * MIB
+    # A link to /dev/null, never /dev/null itself: an sftp client run as root can unlink
+    # what a failed download wrote to (bench/scale.py found /dev/null a regular file).
+    discard = work / "null"
+    if not discard.is_symlink():
+        discard.symlink_to(os.devnull)
     bp.sftp("clerk", [f"put {work / 'conc.bin'} /acme/conc.bin"]).communicate()
     single = timed(f"Blindpost 1 download of {mib} MiB", size, bp.process.pid,
-                   lambda: bp.sftp("p1", ["get conc.bin.age /dev/null"]))
+                   lambda: bp.sftp("p1", [f"get conc.bin.age {discard}"]))
     with Sampler(bp.process.pid) as usage:
         began = time.monotonic()
-        processes = [bp.sftp(f"p{i}", ["get conc.bin.age /dev/null"])
+        processes = [bp.sftp(f"p{i}", [f"get conc.bin.age {discard}"])
                      for i in range(2, count + 2)]
         errors = [p.communicate()[1] for p in processes]
         seconds = time.monotonic() - began

@@ -69,6 +69,10 @@ class Settings:
     sftp_reserve_percent: int = 25
     sftp_auth_timeout_seconds: int = 30
     sftp_idle_timeout_seconds: int = 900
+    # SSH channel receive window: what a client may send before the gateway has taken it,
+    # so what an upload waiting for the store (an S3 part buffer) holds in memory. Per
+    # session, upload speed is at most the window over the round-trip time.
+    sftp_channel_window_kib: int = 1024
     # Out-of-order writes held in memory: per upload, per SSH session, per worker process.
     sftp_reorder_buffer_mib: int = 64
     sftp_session_buffer_mib: int = 64
@@ -168,6 +172,8 @@ class Settings:
         if self.shutdown_drain_seconds < 0:
             raise ConfigError("shutdown_drain_seconds: must be 0 (abort transfers at once) "
                               "or a positive number of seconds")
+        _check_at_least(self, "sftp_channel_window_kib", MIN_CHANNEL_WINDOW_KIB,
+                        why="one 255 KiB SFTP write must fit")
         if self.sftp_workers < 0:
             raise ConfigError("sftp_workers: must be 0 (one per core) or a positive count")
         if self.sftp_reserve_percent < 0:
@@ -405,6 +411,8 @@ MAX_INTEGER_SETTING = 2**31 - 1
 MAX_RETENTION = format_duration(3650 * 86400)
 MAX_WORKERS = 256
 MAX_RESERVE_PERCENT = 90
+# The smallest SSH channel window: one 255 KiB SFTP write and its header must fit.
+MIN_CHANNEL_WINDOW_KIB = 256
 _CEILINGS = {"sftp_workers": MAX_WORKERS, "sftp_reserve_percent": MAX_RESERVE_PERCENT,
              "notify_smtp_port": 65535}
 
@@ -428,6 +436,11 @@ def _duration(settings: Settings, name: str) -> int:
         raise ConfigError(f"{name}: must be at most {MAX_RETENTION}, got "
                           f"{getattr(settings, name)}")
     return seconds
+
+
+def _check_at_least(settings: Settings, name: str, least: int, *, why: str) -> None:
+    if getattr(settings, name) < least:
+        raise ConfigError(f"{name}: must be at least {least} ({why})")
 
 
 def _check_positive(settings: Settings, *names: str) -> None:

@@ -79,6 +79,10 @@ MAX_NAME_BYTES = 255
 MAX_HEADER_BYTES = 1 << 20
 ARMORED_HEADER_PREFIX = 1 << 16
 MIB = 1 << 20
+# Sealed chunks an upload hands its object at once: four, about one 255 KiB SFTP write
+# (the encryptor's default of 16 is 1 MiB held per upload for as long as it lasts,
+# which grew a node by that much per uploading session).
+UPLOAD_BATCH_CHUNKS = 4
 _INVISIBLE_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Cn")
 
 
@@ -303,7 +307,8 @@ class Upload:
         if self.pre_encrypted:
             self._writer = _PassThrough(self._object, self._recipients)
         else:
-            self._writer = envelope.Encryptor(self._object, self._recipients)
+            self._writer = envelope.Encryptor(self._object, self._recipients,
+                                              batch_chunks=UPLOAD_BATCH_CHUNKS)
 
     @property
     def finished(self) -> bool:

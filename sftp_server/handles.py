@@ -47,8 +47,11 @@ class ReorderBuffer:
     def held_bytes(self) -> int:
         return self._held_bytes
 
-    def accept(self, offset: int, data: bytes) -> Iterator[bytes]:
-        """Yield the bytes that are now contiguous, in order; raise if ``data`` cannot fit."""
+    def accept(self, offset: int, data: bytes | memoryview) -> Iterator[bytes | memoryview]:
+        """Yield the bytes that are now contiguous, in order; raise if ``data`` cannot fit.
+
+        ``data`` is passed on as it is when it is next; only a write held for later is
+        copied (the caller may reuse its buffer)."""
         if not data:
             return
         if offset < self.next_offset or offset in self._held:
@@ -72,13 +75,13 @@ class ReorderBuffer:
         self._offsets.clear()
         self._held_bytes = 0
 
-    def _hold(self, offset: int, data: bytes) -> None:
+    def _hold(self, offset: int, data: bytes | memoryview) -> None:
         try:
             self._budget.take(len(data) + ENTRY_OVERHEAD)
         except BufferFullError as exc:
             raise PolicyError(f"write at offset {offset} arrived too far ahead of the data "
                               f"received so far: {exc}; send the file sequentially") from exc
-        self._held[offset] = data
+        self._held[offset] = bytes(data)
         self._held_bytes += len(data)
         heapq.heappush(self._offsets, offset)
 
@@ -106,13 +109,13 @@ class UploadHandle(SFTPHandle):  # type: ignore[misc]  # paramiko ships no type 
         self._buffer = ReorderBuffer(budget)
         self._on_commit = on_commit
 
-    def write(self, offset: int, data: bytes) -> int:
+    def write(self, offset: int, data: bytes | memoryview) -> int:
         """Feed the upload in offset order; any failure aborts the upload (audited)."""
         if self._upload.finished:
             # Nothing more is held for an upload that already failed.
             raise UsageError("the upload failed earlier and was discarded; nothing was stored")
         try:
-            for chunk in self._buffer.accept(offset, bytes(data)):
+            for chunk in self._buffer.accept(offset, data):
                 self._upload.write(chunk)
         except GatewayError as exc:
             self._buffer.discard()

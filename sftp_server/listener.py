@@ -170,7 +170,8 @@ class Connection:
 
     def _serve(self) -> None:
         self._client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport = self._transport = BlindpostTransport(self._client)
+        transport = self._transport = BlindpostTransport(
+            self._client, window=self._settings.sftp_channel_window_kib << 10)
         transport.add_server_key(self._host_key)
         activity = Activity(draining=self._drain.event)
         session_buffer = self._memory.child(self._settings.sftp_session_buffer_mib * MIB,

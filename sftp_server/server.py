@@ -31,9 +31,12 @@ from paramiko.sftp import (
     CMD_OPEN,
     CMD_OPENDIR,
     CMD_READ,
+    CMD_WRITE,
     SFTP_BAD_MESSAGE,
+    SFTP_EOF,
     SFTP_FAILURE,
     SFTP_OP_UNSUPPORTED,
+    SFTPError,
 )
 
 from gateway.actors import Actor
@@ -476,6 +479,10 @@ class BlindpostSFTPServer(FencedSFTPServer):
                 # sent ahead may still wait here: serving one would count bytes it never
                 # receives toward its download limit (gateway.served).
                 return
+            elif kind in (CMD_READ, CMD_WRITE):
+                # Answered here rather than by paramiko, whose copies of the data cost
+                # memory per transfer (send_data, write_request).
+                (self._read if kind == CMD_READ else self._write)(request_number, msg)
             elif kind in (CMD_OPEN, CMD_OPENDIR) and self._handle_count() >= MAX_OPEN_HANDLES:
                 self.send_status(request_number, SFTP_FAILURE, "too many open files")
             elif kind == CMD_OPEN and self._activity.draining.is_set():
@@ -589,6 +596,34 @@ class BlindpostSFTPServer(FencedSFTPServer):
             self.send_status(request_number, refusal.code, refusal.message)
             return
         self.send_status(request_number, SFTP_OK)
+
+    def _read(self, request_number: int, msg: Message) -> None:
+        """paramiko's handling of a read, answered by :meth:`send_data` (no copies)."""
+        handle = self.file_table.get(msg.get_binary())
+        offset, length = msg.get_int64(), msg.get_int()
+        if handle is None:
+            self.send_status(request_number, SFTP_BAD_MESSAGE, "Invalid handle")
+            return
+        data = handle.read(offset, length)
+        if isinstance(data, int):  # A handle may answer with a status code, as in paramiko.
+            self.send_status(request_number, data)
+        elif not data:
+            self.send_status(request_number, SFTP_EOF)
+        else:
+            self.send_data(request_number, data)
+
+    def _write(self, request_number: int, msg: Message) -> None:
+        """paramiko's handling of a write, given the data as a view of the packet."""
+        try:
+            handle_id, offset, data = self.write_request(msg)
+        except SFTPError:
+            self.send_status(request_number, SFTP_BAD_MESSAGE, "malformed write request")
+            return
+        handle = self.file_table.get(handle_id)
+        if handle is None:
+            self.send_status(request_number, SFTP_BAD_MESSAGE, "Invalid handle")
+            return
+        self.send_status(request_number, handle.write(offset, data))
 
     def _close(self, request_number: int, handle_id: bytes) -> None:
         if self.folder_table.pop(handle_id, None) is not None:

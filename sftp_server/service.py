@@ -61,6 +61,7 @@ from gateway.retention import UPLOAD_GRACE
 from sftp_server.admission import Admission, Limits, LimitTable
 from sftp_server.counters import NodeCounters, bind
 from sftp_server.listener import Listener, bind_listener
+from sftp_server.malloc import limit_arenas
 from sftp_server.metrics import start_metrics
 from sftp_server.transport import load_host_key
 
@@ -108,6 +109,7 @@ def start(settings: Settings, *, app: App | None = None) -> Running:
     With ``app`` (tests inject one with a fake clock) or a single worker, the server
     runs in threads of this process; otherwise in worker processes.
     """
+    limit_arenas()
     host_key = load_host_key(settings.host_key_path)
     owned = app is None
     current = app or App(settings)
@@ -339,6 +341,7 @@ def worker_main(settings: Settings, index: int, port: int, table: LimitTable,
     # too, and it closes this worker's pipe.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limit_arenas()  # A spawned process: nothing of the parent's malloc settings carries.
     configure_logging(settings, process=f"sftp[{index}]")
     bind(counters, index)
     app = App(settings)

@@ -59,6 +59,8 @@ class StrictKexRefused(SSHException):  # type: ignore[misc]  # paramiko ships no
 # mappings more often than not, and serving a download took about 4 times the CPU
 # (measured with 256 KiB packets).
 MAX_SSH_PACKET = 120 << 10
+# The receive window when no setting says otherwise (sftp_channel_window_kib's default).
+DEFAULT_WINDOW = 1 << 20
 
 
 class BlindpostTransport(FencedTransport):
@@ -66,9 +68,12 @@ class BlindpostTransport(FencedTransport):
 
     max_packet_cap = MAX_SSH_PACKET
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, window: int = DEFAULT_WINDOW) -> None:
+        # ``window``: each channel's receive window (sftp_channel_window_kib). paramiko's
+        # 2 MiB sat in memory for every upload waiting for an S3 part buffer: the client
+        # fills the window whether or not the server takes the data.
         super().__init__(sock, disabled_algorithms=disabled_algorithms(), strict_kex=True,
-                         default_max_packet_size=MAX_SSH_PACKET)
+                         default_max_packet_size=MAX_SSH_PACKET, default_window_size=window)
         self.local_version = SERVER_VERSION
 
     def on_kex_init(self) -> None:

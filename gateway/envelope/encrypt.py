@@ -24,7 +24,7 @@ from gateway.envelope.stream import (
 Buffer = bytes | bytearray | memoryview
 # Sealed chunks are handed to the sink in batches of up to 1 MiB: one write call
 # per batch instead of one per chunk.
-_BATCH_CHUNKS = 16
+BATCH_CHUNKS = 16
 
 
 def check_recipients(recipients: Sequence[Recipient]) -> None:
@@ -65,7 +65,9 @@ class Encryptor:
 
     ``sink.write`` receives views of a buffer that is reused, so it must consume
     the data before returning, as files and sockets do (the :class:`io.RawIOBase`
-    contract). With ``threads=2`` whole chunks are sealed in two threads.
+    contract). With ``threads=2`` whole chunks are sealed in two threads. Sealed chunks
+    reach the sink ``batch_chunks`` at a time at most (the batch is held for the
+    object's life: a server encrypting many uploads at once keeps it small).
 
     The file key lives only in this object's memory, and is dropped at close or
     abort. Nothing secret is reachable from the object afterwards.
@@ -78,7 +80,10 @@ class Encryptor:
         *,
         armor: bool = False,
         threads: int = 1,
+        batch_chunks: int = BATCH_CHUNKS,
     ) -> None:
+        if batch_chunks < 1:
+            raise ValueError("batch_chunks must be at least 1")
         self._armor = ArmorWriter(sink) if armor else None
         self._sink: Writable = self._armor or sink
         header, sealer = _new_file(recipients)
@@ -88,7 +93,7 @@ class Encryptor:
         # on every write, which showed up as a 20% loss in bench/envelope.py.
         self._pending = memoryview(bytearray(CHUNK_SIZE))
         self._pending_size = 0
-        self._batch = memoryview(bytearray(_BATCH_CHUNKS * ENCRYPTED_CHUNK_SIZE))
+        self._batch = memoryview(bytearray(batch_chunks * ENCRYPTED_CHUNK_SIZE))
         self._batch_size = 0
         self._halves = Halves(threads)
 

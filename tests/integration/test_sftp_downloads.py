@@ -16,10 +16,13 @@ from pathlib import Path
 import paramiko
 import pytest
 from paramiko import Message
-from paramiko.sftp import CMD_READ
+from paramiko.sftp import CMD_DATA, CMD_READ
+from paramiko.sftp_client import int64
 
 from gateway import envelope
 from gateway.db.models import Role
+from sftp_server.handles import MAX_READ_LENGTH
+from sftp_server.paramiko_fence import FIRST_DATA_PIECE
 from tests.unit.sftp_server.harness import Installation, audit_events, paramiko_sftp
 
 pytestmark = pytest.mark.integration
@@ -118,3 +121,26 @@ def test_reads_still_queued_when_the_connection_drops_are_not_served(
     with paramiko_sftp(inst, lee) as sftp:
         _decrypts(inst, _read(sftp, 0, size), plaintext)
         assert sftp.listdir("/") == []
+
+
+def test_reads_of_every_length_around_the_first_piece_arrive_whole(inst: Installation) -> None:
+    """The server sends a read's header with the first piece of its data and the rest from
+    where it lies (``send_data``): reads shorter, as long and longer than that piece, and
+    the longest, read the file back exactly, then the end of file."""
+    plaintext = os.urandom(1 << 20)
+    size = _upload(inst, plaintext)
+    lengths = [1, FIRST_DATA_PIECE - 1, FIRST_DATA_PIECE, FIRST_DATA_PIECE + 1,
+               MAX_READ_LENGTH, 32 * 1024]
+    pieces, offset = [], 0
+    with paramiko_sftp(inst, inst.users["lee"]) as sftp:
+        handle = sftp.open(NAME, "rb")
+        while offset < size:
+            kind, msg = sftp._request(CMD_READ, handle.handle, int64(offset),
+                                      lengths[len(pieces) % len(lengths)])
+            assert kind == CMD_DATA
+            pieces.append(msg.get_binary())
+            offset += len(pieces[-1])
+        with pytest.raises(EOFError):  # paramiko's client turns SSH_FX_EOF into it.
+            sftp._request(CMD_READ, handle.handle, int64(offset), 1)
+    assert {len(piece) for piece in pieces[:len(lengths)]} == set(lengths)
+    _decrypts(inst, b"".join(pieces), plaintext)

@@ -385,3 +385,27 @@ def test_plain_size_refuses_sizes_no_payload_has() -> None:
     assert plain_size(SEALED + 15) is None  # A last chunk shorter than a tag.
     assert plain_size(16) == 0
     assert plain_size(SEALED + 17) == CHUNK + 1
+
+
+@pytest.mark.parametrize("batch_chunks", [1, 4])
+def test_small_batches_reach_the_sink_a_batch_at_a_time(batch_chunks: int) -> None:
+    """An upload's encryptor holds ``batch_chunks`` sealed chunks at most, and the file
+    is the same age file whatever the batch."""
+
+    class Sink(io.BytesIO):
+        largest = 0
+
+        def write(self, data: object) -> int:
+            written = super().write(data)  # type: ignore[arg-type]
+            self.largest = max(self.largest, written)
+            return written
+
+    data = _plaintext(7, 10 * CHUNK + 5)
+    sink = Sink()
+    with Encryptor(sink, [_IDENTITY.recipient], batch_chunks=batch_chunks) as encryptor:
+        for start in range(0, len(data), 255 * 1024):
+            encryptor.write(data[start:start + 255 * 1024])
+    assert sink.largest == batch_chunks * SEALED
+    assert decrypt_bytes(sink.getvalue(), [_IDENTITY]) == data
+    with pytest.raises(ValueError, match="batch_chunks"):
+        Encryptor(io.BytesIO(), [_IDENTITY.recipient], batch_chunks=0)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import pkgutil
 
 import paramiko
 import pytest
-from paramiko import SFTPServer
+from paramiko import Message, SFTPServer
 from paramiko.auth_handler import AuthHandler
 
 import sftp_server
@@ -78,3 +79,45 @@ def test_ssh_packets_are_capped_whatever_the_client_asks() -> None:
     finally:
         ours.close()
         theirs.close()
+
+
+def test_channel_receive_window_is_the_setting() -> None:
+    """What a client may send ahead is ``sftp_channel_window_kib``, not paramiko's 2 MiB:
+    an upload waiting for an S3 part buffer holds that much in memory."""
+    import socket
+
+    from gateway.config import Settings
+    from sftp_server.transport import DEFAULT_WINDOW, BlindpostTransport
+
+    ours, theirs = socket.socketpair()
+    try:
+        assert DEFAULT_WINDOW == Settings().sftp_channel_window_kib << 10 == 1 << 20
+        assert BlindpostTransport(ours).default_window_size == DEFAULT_WINDOW
+        assert BlindpostTransport(ours, window=512 << 10).default_window_size == 512 << 10
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def _write_message(handle: bytes, offset: int, data: bytes, *, cut: int = 0) -> Message:
+    body = Message()
+    body.add_int(7)
+    body.add_string(handle)
+    body.add_int64(offset)
+    body.add_string(data)
+    raw = body.asbytes()
+    msg = Message(raw[:len(raw) - cut])
+    msg.get_int()  # paramiko's loop reads the request id before handing the message on.
+    return msg
+
+
+def test_write_request_gives_the_data_as_a_view_of_the_packet() -> None:
+    from sftp_server.paramiko_fence import FencedSFTPServer
+
+    data = os.urandom(255 * 1024)
+    msg = _write_message(b"h-1", 1 << 40, data)
+    handle, offset, view = FencedSFTPServer.write_request(msg)
+    assert (handle, offset, view.tobytes()) == (b"h-1", 1 << 40, data)
+    assert view.obj is msg.asbytes()  # Not a copy.
+    with pytest.raises(paramiko.sftp.SFTPError, match="shorter than its data length"):
+        FencedSFTPServer.write_request(_write_message(b"h-1", 0, data, cut=1))
