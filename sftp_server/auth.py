@@ -43,6 +43,7 @@ from gateway.actors import Actor, printable
 from gateway.app import App
 from gateway.auth import SignInRefusedError
 from gateway.authz import Permission, permits
+from gateway.client import receive
 from gateway.errors import AuthorizationError, DatabaseError, GatewayError
 from sftp_server import enrolment
 from sftp_server.paramiko_fence import FencedAuthHandler
@@ -306,6 +307,9 @@ class LoginGate(paramiko.ServerInterface):  # type: ignore[misc]  # paramiko shi
         if name != "sftp" or self.actor is None or not permits(self.actor,
                                                                 Permission.INBOX_READ):
             return False
+        # Before the subsystem's thread starts reading: uploads arrive without being
+        # copied through paramiko's receive buffer.
+        receive.install_if_fresh(channel)
         return bool(super().check_channel_subsystem_request(channel, name))
 
     # -- ending ---------------------------------------------------------------------

@@ -144,8 +144,13 @@ def _load(path: Path) -> dict[str, str]:
 def read_contents(path: Path) -> Contents:
     """What a local file holds (header and record count), read once before encrypting."""
     scanner = ContentScan()
-    buffer = bytearray(READ_BLOCK)
+    buffer = memoryview(bytearray(READ_BLOCK))
     with path.open("rb") as source:
         while count := source.readinto(buffer):
-            scanner.feed(bytes(memoryview(buffer)[:count]))
+            # The scanner copies what it keeps: the buffer can be given as it is.
+            scanner.feed(buffer[:count])
+            if scanner.header is not None and scanner.header.opaque:
+                # Nothing after the header changes what an opaque file is said to hold:
+                # a 1 GiB binary file is not read twice.
+                break
     return scanner.finish()

@@ -134,7 +134,8 @@ def _session(transport: paramiko.Transport, endpoint: Endpoint, credentials: Cre
         channel.invoke_subsystem("sftp")
     except (paramiko.SSHException, OSError, EOFError) as exc:
         raise RemoteError(f"the gateway refused an SFTP session: {exc}") from None
-    return Connection(transport, SFTPSession(channel, max_packet=MAX_PACKET_BYTES))
+    return Connection(transport, SFTPSession(channel, max_packet=MAX_PACKET_BYTES,
+                                             send_packet=channel.out_max_packet_size))
 
 
 def shown_instructions(instructions: str) -> str:

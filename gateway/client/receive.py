@@ -8,6 +8,10 @@ download's bytes are copied once, into the decryptor's batch. It has the interfa
 ``BufferedPipe`` that ``Channel`` uses (``feed``, ``read``, ``read_ready``, ``empty``,
 ``close``, ``set_event``, ``len``); :func:`install` puts it in place of a channel's
 ``in_buffer``, and :data:`CHANNEL_USES` names what ``Channel`` is checked to use.
+
+The gateway's SFTP server receives uploads through it too (:func:`install_if_fresh`):
+there paramiko's pipe cost about a tenth of the server's CPU during an upload, the same
+for ``blindpost send`` and OpenSSH's ``sftp put``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ class BlockPipe:
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._blocks: deque[bytes] = deque()
+        # Where the first block's unread bytes start: a read of part of a block takes a
+        # slice of what it asked for, and leaves the rest where it is, uncopied.
+        self._start = 0
         self._size = 0
         self._closed = False
         self._event: threading.Event | None = None
@@ -70,11 +77,15 @@ class BlockPipe:
                 self._ready.wait(left)
             if not self._blocks:
                 return b""
-            block = self._blocks[0]
-            if len(block) <= nbytes:
+            block, start = self._blocks[0], self._start
+            if len(block) - start <= nbytes:
                 self._blocks.popleft()
+                self._start = 0
+                if start:
+                    block = block[start:]
             else:
-                block, self._blocks[0] = block[:nbytes], block[nbytes:]
+                block = block[start:start + nbytes]
+                self._start = start + nbytes
             self._size -= len(block)
             if not self._size and self._event is not None and not self._closed:
                 self._event.clear()
@@ -82,6 +93,9 @@ class BlockPipe:
 
     def empty(self) -> bytes:
         with self._lock:
+            if self._start:
+                self._blocks[0] = self._blocks[0][self._start:]
+                self._start = 0
             out = b"".join(self._blocks)
             self._blocks.clear()
             self._size = 0
@@ -106,3 +120,16 @@ def install(channel: paramiko.Channel) -> None:
     if not isinstance(channel.in_buffer, BufferedPipe) or len(channel.in_buffer):
         raise RuntimeError("install a BlockPipe on a fresh channel only")
     channel.in_buffer = BlockPipe()
+
+
+def install_if_fresh(channel: paramiko.Channel) -> bool:
+    """Give ``channel`` a :class:`BlockPipe` if nothing was received on it yet (else it
+    keeps paramiko's pipe, which works as well, only slower); say whether it did.
+
+    Called from the transport's thread, which is the one that feeds the channel, so no
+    data can arrive between the check and the swap.
+    """
+    if not isinstance(channel.in_buffer, BufferedPipe) or len(channel.in_buffer):
+        return False
+    channel.in_buffer = BlockPipe()
+    return True

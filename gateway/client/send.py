@@ -189,7 +189,8 @@ def _encrypt(path: Path, sink: _HashingSink, recipients: list[envelope.Recipient
                 raise LocalReadError(f"{path}: {exc.strerror or exc}") from None
             if not count:
                 break
-            rescan.feed(bytes(buffer[:count]))
+            # The scanner copies what it keeps (for an opaque file, nothing).
+            rescan.feed(buffer[:count])
             encryptor.write(buffer[:count])
             result.size += count
             advance(count)

@@ -41,6 +41,9 @@ DEFAULT_REQUEST = 32 * 1024
 # type, request id and the data's length.
 _CHANNEL_OVERHEAD = 64
 _DATA_REPLY_OVERHEAD = 13
+# What an SFTP write request adds to its data besides the handle: length, type, request
+# id, the handle's length, offset and the data's length.
+_WRITE_OVERHEAD = 25
 # The most we ask for at once, whatever the server allows.
 MAX_REQUEST = 255 * 1024
 # Requests in flight per transfer: 64 x 255 KiB keeps a fast link busy.
@@ -202,8 +205,11 @@ class SFTPSession:
     waits for any more (after an abandoned transfer) are dropped.
     """
 
-    def __init__(self, channel: Channel, *, max_packet: int | None = None) -> None:
+    def __init__(self, channel: Channel, *, max_packet: int | None = None,
+                 send_packet: int | None = None) -> None:
         self._channel = channel
+        # The largest SSH packet the server accepts on the channel, if known.
+        self._send_packet = send_packet
         self._received = _Received()
         self._next_id = 0
         self._replies: dict[int, tuple[int, _Reader]] = {}
@@ -416,7 +422,21 @@ class SFTPSession:
 
     def writer(self, handle: bytes) -> Writer:
         """A pipelined writer into ``handle`` from offset 0."""
-        return Writer(self, handle)
+        return Writer(self, handle, self.write_size(len(handle)))
+
+    def write_size(self, handle_size: int) -> int:
+        """How much data each write request carries: at most :attr:`max_write`, and, if
+        the server's SSH packet size is known, as much as fills whole packets. A 255 KiB
+        request took three 120 KiB packets, the last of them small; filling two instead
+        costs both sides about a quarter fewer packets (each handled in Python on the
+        gateway) for 9% more requests."""
+        if self._send_packet is None:
+            return self.max_write
+        overhead = _WRITE_OVERHEAD + handle_size
+        per_packet = self._send_packet - _CHANNEL_OVERHEAD
+        packets = (self.max_write + overhead) // per_packet
+        filled = packets * per_packet - overhead
+        return filled if filled >= DEFAULT_REQUEST else self.max_write
 
 
 def _lost(exc: BaseException) -> str:
@@ -438,13 +458,14 @@ class Writer:
     """Sequential writes into an open file, ``WINDOW`` requests in flight.
 
     :meth:`write` copies what it is given (the caller may reuse its buffer) and sends
-    it in requests of the server's maximum size; :meth:`finish` sends the rest and
-    waits for every reply. The first error status is raised from whichever call
+    it in requests of ``size`` (:meth:`SFTPSession.write_size`); :meth:`finish` sends
+    the rest and waits for every reply. The first error status is raised from whichever call
     sees it.
     """
 
-    def __init__(self, session: SFTPSession, handle: bytes) -> None:
+    def __init__(self, session: SFTPSession, handle: bytes, size: int) -> None:
         self._session = session
+        self._size = size
         self._prefix = _string(handle)
         self._pending = bytearray()
         self._offset = 0
@@ -452,7 +473,7 @@ class Writer:
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data).cast("B")
-        total, size = len(view), self._session.max_write
+        total, size = len(view), self._size
         if self._pending:
             # Complete the request begun by earlier writes first.
             taken = view[:size - len(self._pending)]

@@ -11,6 +11,7 @@ visible or only a partial, which :meth:`LocalStore.sweep_partials` removes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -34,6 +35,13 @@ def _storage_error(action: str, exc: OSError) -> StorageError:
     return StorageError(f"{action}: {exc.strerror or exc}")
 
 
+# The disk writes of every this much written are started at once (without waiting for
+# them), so that the fsync at commit finds little left: an fsync of a whole 256 MiB
+# upload at its end kept the client waiting about 0.3 s (1 GiB: about 1 s) after its
+# last byte, with OpenSSH's sftp and blindpost send alike.
+WRITEBACK_STEP = 16 << 20
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -51,6 +59,7 @@ class LocalPendingObject:
         self._path = store.partial_dir / object_id
         self._hash = hashlib.sha256()
         self._size = 0
+        self._written_back = 0
         self._done = False
         try:
             self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
@@ -79,7 +88,17 @@ class LocalPendingObject:
             self.abort()
             raise _storage_error("cannot write object", exc) from exc
         self._size += len(data)
+        if self._size - self._written_back >= WRITEBACK_STEP:
+            self._start_writeback()
         return len(data)
+
+    def _start_writeback(self) -> None:
+        # POSIX_FADV_DONTNEED starts the writeback of the range's dirty pages without
+        # waiting for it (and lets them go from the cache once written); only advice.
+        with contextlib.suppress(OSError, AttributeError):
+            os.posix_fadvise(self._fd, self._written_back, self._size - self._written_back,
+                             os.POSIX_FADV_DONTNEED)
+        self._written_back = self._size
 
     def commit(self) -> StoredObject:
         if self._done:

@@ -10,7 +10,7 @@ import paramiko
 import pytest
 from paramiko.buffered_pipe import PipeTimeout
 
-from gateway.client.receive import CHANNEL_USES, BlockPipe
+from gateway.client.receive import CHANNEL_USES, BlockPipe, install_if_fresh
 
 
 def test_it_offers_what_paramikos_channel_uses_of_its_buffer() -> None:
@@ -48,3 +48,27 @@ def test_event_and_close_behave_as_paramikos() -> None:
     waiting.join()
     assert results == [b""]
     assert event.is_set()
+
+
+def test_a_part_read_leaves_the_rest_in_place() -> None:
+    # The gateway reads an SFTP packet's length (4 bytes) from the front of a block.
+    pipe = BlockPipe()
+    pipe.feed(b"abcdefgh")
+    pipe.feed(b"ij")
+    assert pipe.read(4) == b"abcd"
+    assert len(pipe) == 6
+    assert pipe.read(2) == b"ef"
+    assert pipe.read(100) == b"gh"
+    pipe.feed(b"kl")
+    assert pipe.read(1) == b"i"
+    assert pipe.empty() == b"jkl"
+    assert len(pipe) == 0
+
+
+def test_only_a_channel_that_received_nothing_gets_a_block_pipe() -> None:
+    fresh, used = paramiko.Channel(1), paramiko.Channel(2)
+    used.in_buffer.feed(b"early")
+    assert install_if_fresh(fresh) and isinstance(fresh.in_buffer, BlockPipe)
+    assert not install_if_fresh(used)
+    assert used.in_buffer.read(10) == b"early"
+    assert not install_if_fresh(fresh)

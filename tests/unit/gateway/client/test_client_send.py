@@ -58,3 +58,17 @@ def test_a_list_for_another_partner_or_without_keys_is_refused(tmp_path: Path) -
         _check(tmp_path, Published("lab", key))
     with pytest.raises(PolicyError, match="has no approved key yet"):
         _check(tmp_path, Published("uni"))
+
+
+@pytest.mark.parametrize("head", [b"\x1f\x8b\x08binary\n", b"name,age\n"])
+def test_what_a_file_holds_is_read_as_a_whole_scan_says(tmp_path: Path, head: bytes) -> None:
+    # read_contents stops at the header of an opaque file; the result must not change.
+    from gateway.client.agreement_pins import READ_BLOCK, read_contents
+    from gateway.data_elements import ContentScan
+
+    path = tmp_path / "extract"
+    body = head + b"x,1\n" * (READ_BLOCK // 2)
+    path.write_bytes(body)
+    scan = ContentScan()
+    scan.feed(body)
+    assert read_contents(path) == scan.finish()

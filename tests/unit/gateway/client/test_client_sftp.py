@@ -193,3 +193,24 @@ def test_reads_fit_in_one_packet_so_replies_are_not_copied() -> None:
     assert all(any(piece.obj is block for block in server.received) for piece in pieces)
     # Without the packet size the server's limit decides, and replies span packets.
     assert sftp.SFTPSession(LimitedServer(b"")).max_read == 255 * 1024
+
+
+def test_writes_fill_whole_ssh_packets_when_the_packet_size_is_known() -> None:
+    packet = 120 * 1024
+    server = LimitedServer(b"")
+    sent: list[int] = []
+    send = server.sendall
+    server.sendall = lambda data: (sent.append(len(data)), send(data))[1]  # type: ignore[method-assign]
+    session = sftp.SFTPSession(server, send_packet=packet)
+    writer = session.writer(b"h1")
+    payload = bytes(range(256)) * 3000
+    writer.write(payload)
+    writer.finish()
+    assert bytes(server.written) == payload
+    writes = sent[-(-len(payload) // writer._size):]
+    # Two packets' worth of channel data each (paramiko keeps 64 bytes of a packet free).
+    assert writes[0] == 2 * (packet - 64)
+    assert all(size <= 2 * (packet - 64) for size in writes)
+    assert writer._size <= session.max_write
+    # Without the packet size: the server's limit.
+    assert sftp.SFTPSession(LimitedServer(b"")).writer(b"h1")._size == 255 * 1024

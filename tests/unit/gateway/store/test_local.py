@@ -57,3 +57,20 @@ def test_full_disk_aborts_cleanly(store: LocalStore, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(os, "write", real_write)
     assert list(store.partial_dir.iterdir()) == []
     assert list(store.list_objects()) == []
+
+
+def test_writeback_of_each_step_starts_while_the_object_is_written(
+        store: LocalStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.store import local
+
+    advised: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(local, "WRITEBACK_STEP", 1000)
+    monkeypatch.setattr(local.os, "posix_fadvise",
+                        lambda fd, start, length, advice: advised.append((start, length, advice)))
+    pending = store.create()
+    for _ in range(5):
+        pending.write(b"x" * 600)
+    stored = pending.commit()
+    assert advised == [(0, 1200, os.POSIX_FADV_DONTNEED), (1200, 1200, os.POSIX_FADV_DONTNEED)]
+    assert store.object_path(stored.object_id).read_bytes() == b"x" * 3000
+    assert stored.size == 3000
