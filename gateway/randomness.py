@@ -147,7 +147,8 @@ class BlockScan:
         self._block_hits = 0
         self._blocks_end = 0
         # Work buffers, reused from batch to batch (fresh ones cost a page fault per 4 KiB).
-        self._input: Any = None
+        self._input: bytearray | None = None
+        self._source: Any = None
         self._work: Any = None
         self._marked: Any = None
 
@@ -168,11 +169,13 @@ class BlockScan:
         start = self.fed - len(self._carry)
         size = len(self._carry) + sum(len(piece) for piece in pieces)
         self.fed = start + size
-        source, work, marked = self._buffers(size)
-        at = 0
-        for piece in (self._carry, *pieces):
-            if len(piece):
-                source[at:at + len(piece)] = np.frombuffer(piece, np.uint8)
+        buffer, source, work, marked = self._buffers(size)
+        # Copied by memoryview: a memcpy that keeps the GIL, where numpy's copy would give
+        # it up and wait to take it back, once per piece.
+        with memoryview(buffer) as into:
+            at = 0
+            for piece in (self._carry, *pieces):
+                into[at:at + len(piece)] = piece
                 at += len(piece)
         whole = size // CELL * CELL
         source, work, marked = source[:whole], work[:whole], marked[:whole]
@@ -188,27 +191,30 @@ class BlockScan:
             self._run_start(first_clean, source.tobytes(), start)
         self._last_cells = (self._last_cells + source[-(RUN_CELLS * CELL):].tobytes()
                             )[-(RUN_CELLS * CELL):]
-        self._carry = self._input[whole:size].tobytes()
+        self._carry = bytes(buffer[whole:size])
         findings = [finding for finding in (run, counted) if finding is not None]
         return min(findings) if findings else None
 
     def finish(self) -> Finding | None:
         """Judge the last, partial block (by the binomial bound for its length), with the
         bytes after the last whole cell; free the work buffers."""
-        self._input = self._work = self._marked = None
+        self._input = self._source = self._work = self._marked = None
         self._block_hits += self._carry.count(0) + self._carry.count(0xFF)
         length = self.fed - self._blocks_end
         if length == 0:
             return None
         return self._judge(self._blocks_end, length, self._block_hits)
 
-    def _buffers(self, size: int) -> tuple[Any, Any, Any]:
+    def _buffers(self, size: int) -> tuple[bytearray, Any, Any, Any]:
+        """The input (a bytearray, and numpy's view of it) and work buffers, for ``size``
+        bytes."""
         np = self._np
         if self._input is None or len(self._input) < size:
-            self._input = np.empty(size, np.uint8)
+            self._input = bytearray(size)
+            self._source = np.frombuffer(self._input, np.uint8)
             self._work = np.empty(size, np.uint8)
             self._marked = np.empty(size, np.bool_)
-        return self._input, self._work, self._marked
+        return self._input, self._source, self._work, self._marked
 
     def _find_run(self, marked: Any, start: int) -> int | None:
         """Where the first RUN_CELLS clean cells in a row begin, counting those that ended
