@@ -1,21 +1,27 @@
 """Benchmark: the cost of checking that a pre-encrypted upload's payload is ciphertext.
 
 1. In process: feeds age files of several sizes through
-   :class:`gateway.payload_check.PayloadCheck` (every byte screened, samples tested) in
-   255 KiB writes (what SFTP clients send) and compares its time with SHA-256 over the
-   same bytes, which every upload already pays (the store hashes the ciphertext),
-   measured in the same run. Prints milliseconds per file, seconds per GiB, the check's
-   cost relative to the hash, and its throughput. Then runs the check on a thread of its
-   own, in the gateway's batches (:class:`~gateway.payload_check.CheckThread`), beside a
-   thread running Python, and prints the share of its
-   speed that thread kept (100%: the check held no GIL it needed) and the check's time so.
+   :class:`gateway.payload_check.PayloadCheck` (every byte screened by numpy passes,
+   samples tested) in 255 KiB writes (what SFTP clients send), grouped in the gateway's
+   batches (``_PassThrough.BATCH``), and compares its time with SHA-256 over the same bytes,
+   which every upload already pays (the store hashes the ciphertext), measured in the same
+   run. Prints milliseconds per file, seconds per GiB, the check's cost relative to the
+   hash, and its throughput. Then runs the check on a thread of its own
+   (:class:`~gateway.payload_check.CheckThread`, as the gateway does) beside a thread
+   spinning in Python, and prints the share of its speed that thread kept (100%: the
+   check held no GIL it needed) and the check's time so (longer: each numpy pass gives
+   the GIL up and waits up to the switch interval to take it back from a thread that
+   never gives it up; a session's thread gives it up at every read, hash and write).
 2. Over SFTP (as root, unless ``--sftp-mib 0``): the same real age file uploaded with the
    OpenSSH ``sftp`` client and the same cipher to OpenSSH's sshd + sftp-server, to
-   Blindpost, and to Blindpost with the check replaced by a no-op (``bench/unchecked``,
-   on that server's PYTHONPATH only), in alternating order, ``--rounds`` times. Prints the
-   median MB/s of each and the upload ratios against OpenSSH with and without the check.
-   Target: the check costs no measurable share of the upload (the two ratios within the
-   run-to-run spread).
+   Blindpost, and to Blindpost with the check and its thread replaced by a no-op that
+   clears every batch at once (``bench/unchecked``, on that server's PYTHONPATH only), in
+   alternating order, ``--rounds`` times. Prints the median MB/s of each and the upload
+   ratios against OpenSSH with and without the check. Target: the check costs no
+   measurable share of the upload (the two ratios within the run-to-run spread).
+
+Each part prints the load average before it: on a shared machine, compare figures only
+within a run.
 
     python bench/payload_check.py [--repeat 3] [--sizes-mib 0.1,1,16,256,1024]
                                   [--sftp-mib 1024] [--rounds 3] [--workers N]

@@ -5,14 +5,17 @@ followed by plaintext would sit in the store, and "plaintext at rest: none" woul
 false. :class:`PayloadCheck` reads the upload (binary or armored), finds where the
 header ends, and tests the payload with :mod:`gateway.randomness`:
 
-- every byte, in order, with the C-speed tests of :class:`~gateway.randomness.BlockScan`
+- every byte, in order, with the numpy tests of :class:`~gateway.randomness.BlockScan`
   (runs of text, excess 0x00 or 0xFF bytes per 64 KiB block);
 - samples with the stronger statistical tests: the first two 64 KiB windows, one window
   every 64 MiB after them, and the last 64 KiB.
 
 :attr:`PayloadCheck.cleared` says how much of the upload as written has passed, so that
 the caller stores only bytes that were checked: a refused upload leaves no unchecked
-byte even in its pending object. Its cost is measured by ``bench/payload_check.py``.
+byte even in its pending object. :class:`CheckThread` runs it on a thread of its own,
+fed batches of the writes, so that the session's thread only hands them over (the tests
+release the GIL); it may fall :data:`MAX_LAG` behind. Its cost is measured by
+``bench/payload_check.py``.
 """
 
 from __future__ import annotations
