@@ -149,7 +149,6 @@ class BlockScan:
         # Work buffers, reused from batch to batch (fresh ones cost a page fault per 4 KiB).
         self._input: bytearray | None = None
         self._source: Any = None
-        self._work: Any = None
         self._marked: Any = None
 
     @property
@@ -169,7 +168,7 @@ class BlockScan:
         start = self.fed - len(self._carry)
         size = len(self._carry) + sum(len(piece) for piece in pieces)
         self.fed = start + size
-        buffer, source, work, marked = self._buffers(size)
+        buffer, source, marked = self._buffers(size)
         # Copied by memoryview: a memcpy that keeps the GIL, where numpy's copy would give
         # it up and wait to take it back, once per piece.
         with memoryview(buffer) as into:
@@ -178,43 +177,45 @@ class BlockScan:
                 into[at:at + len(piece)] = piece
                 at += len(piece)
         whole = size // CELL * CELL
-        source, work, marked = source[:whole], work[:whole], marked[:whole]
-        np.add(source, 1, out=work)  # 0xFF becomes 0x00, 0x00-0x08 become 0x01-0x09.
-        np.less(work, 2, out=marked)
-        counted = self._count(marked, start)
-        np.less(work, 10, out=marked)
-        np.subtract(source, 0x0E, out=work)  # 0x0E-0x1F become 0x00-0x11.
-        np.less(work, 0x12, out=work.view(np.bool_))
-        np.bitwise_or(marked, work.view(np.bool_), out=marked)
-        first_clean = self._find_run(marked, start)
-        run = None if first_clean is None else \
-            self._run_start(first_clean, source.tobytes(), start)
-        self._last_cells = (self._last_cells + source[-(RUN_CELLS * CELL):].tobytes()
+        last_cells, carry = self._last_cells, self._carry
+        self._last_cells = (last_cells + buffer[max(0, whole - RUN_CELLS * CELL):whole]
                             )[-(RUN_CELLS * CELL):]
         self._carry = bytes(buffer[whole:size])
+        # The bytes are changed in place from here on: two batch-sized buffers, not three.
+        source, marked = source[:whole], marked[:whole]
+        np.add(source, 1, out=source)  # 0xFF becomes 0x00, 0x00-0x08 become 0x01-0x09.
+        np.less(source, 2, out=marked)
+        counted = self._count(marked, start)
+        np.less(source, 10, out=marked)
+        np.subtract(source, 0x0F, out=source)  # 0x0E-0x1F (now 0x0F-0x20) become 0x00-0x11.
+        np.less(source, 0x12, out=source.view(np.bool_))
+        np.bitwise_or(marked, source.view(np.bool_), out=marked)
+        first_clean = self._find_run(marked, start)
+        # The finding reads the bytes before the run again: the pieces are still as fed.
+        run = None if first_clean is None else self._run_start(
+            first_clean, last_cells + b"".join([carry, *pieces]), start - len(last_cells))
         findings = [finding for finding in (run, counted) if finding is not None]
         return min(findings) if findings else None
 
     def finish(self) -> Finding | None:
         """Judge the last, partial block (by the binomial bound for its length), with the
         bytes after the last whole cell; free the work buffers."""
-        self._input = self._source = self._work = self._marked = None
+        self._input = self._source = self._marked = None
         self._block_hits += self._carry.count(0) + self._carry.count(0xFF)
         length = self.fed - self._blocks_end
         if length == 0:
             return None
         return self._judge(self._blocks_end, length, self._block_hits)
 
-    def _buffers(self, size: int) -> tuple[bytearray, Any, Any, Any]:
-        """The input (a bytearray, and numpy's view of it) and work buffers, for ``size``
+    def _buffers(self, size: int) -> tuple[bytearray, Any, Any]:
+        """The input (a bytearray, and numpy's view of it) and the marks, for ``size``
         bytes."""
         np = self._np
         if self._input is None or len(self._input) < size:
             self._input = bytearray(size)
             self._source = np.frombuffer(self._input, np.uint8)
-            self._work = np.empty(size, np.uint8)
             self._marked = np.empty(size, np.bool_)
-        return self._input, self._source, self._work, self._marked
+        return self._input, self._source, self._marked
 
     def _find_run(self, marked: Any, start: int) -> int | None:
         """Where the first RUN_CELLS clean cells in a row begin, counting those that ended
@@ -243,11 +244,12 @@ class BlockScan:
             self._clean_tail = len(clean) - int(np.searchsorted(shift, shift[-1]))
         return None
 
-    def _run_start(self, first_clean: int, batch: bytes, start: int) -> Finding:
+    @staticmethod
+    def _run_start(first_clean: int, known: bytes, known_start: int) -> Finding:
         """The finding for a run whose first clean cell is at ``first_clean``: the run
-        begins after the last marked byte of the cell before it (if there is one)."""
-        known = self._last_cells + batch
-        before = known[:first_clean - start + len(self._last_cells)][-CELL:]
+        begins after the last marked byte of the cell before it (if there is one), read
+        from ``known``, the bytes from ``known_start`` on."""
+        before = known[:first_clean - known_start][-CELL:]
         at = first_clean
         for byte in reversed(before):
             if byte in _MARKED:
