@@ -204,8 +204,8 @@ class _PassThrough:
     # Pieces go to the check thread in batches of this many bytes, tested as one: each of
     # the check's numpy passes gives the GIL up and takes it back once, and each taking
     # back can make the session's thread wait, so the fewer and longer they are, the less
-    # either waits (bench/payload_check.py measured 1 MiB batches costing SFTP uploads more
-    # than 4 MiB ones). The price is memory: two batch-sized work buffers in the check.
+    # either waits (docs/security.md has the figures of 1 and 4 MiB batches). The price is
+    # memory: the batch gathered, the one checked, and two batch-sized work buffers.
     BATCH = 4 * 1024 * 1024
     # The first batch goes sooner, so that a file that is plaintext from its start (the
     # common mistake) is refused at a write, not after a whole batch or at close.
