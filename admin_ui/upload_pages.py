@@ -113,6 +113,7 @@ async def _receive(request: Request, found: WebUpload) -> str:
                 batch.clear()
         if batch:
             await run_in_threadpool(found.write, bytes(batch))
+        await run_in_threadpool(found.settle)
     except ClientDisconnect:
         await run_in_threadpool(found.part_failed, "the connection ended during the part")
         raise

@@ -5,14 +5,17 @@ followed by plaintext would sit in the store, and "plaintext at rest: none" woul
 false. :class:`PayloadCheck` reads the upload (binary or armored), finds where the
 header ends, and tests the payload with :mod:`gateway.randomness`:
 
-- every byte, in order, with the C-speed tests of :class:`~gateway.randomness.BlockScan`
+- every byte, in order, with the numpy tests of :class:`~gateway.randomness.BlockScan`
   (runs of text, excess 0x00 or 0xFF bytes per 64 KiB block);
 - samples with the stronger statistical tests: the first two 64 KiB windows, one window
   every 64 MiB after them, and the last 64 KiB.
 
 :attr:`PayloadCheck.cleared` says how much of the upload as written has passed, so that
 the caller stores only bytes that were checked: a refused upload leaves no unchecked
-byte even in its pending object. Its cost is measured by ``bench/payload_check.py``.
+byte even in its pending object. :class:`CheckThread` runs it on a thread of its own,
+fed batches of the writes, so that the session's thread only hands them over (the tests
+release the GIL); it may fall :data:`MAX_LAG` behind. Its cost is measured by
+``bench/payload_check.py``.
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ from __future__ import annotations
 import binascii
 import collections
 import itertools
-from collections.abc import Iterator
+import logging
+import threading
+from collections.abc import Iterator, Sequence
 
 from gateway.errors import UsageError
-from gateway.randomness import BlockScan, why_not_random
+from gateway.randomness import BlockScan, Finding, why_not_random
 
+log = logging.getLogger(__name__)
 WINDOW = 64 * 1024
 HEAD_WINDOWS = 2
 SPACING = 64 * 1024 * 1024
@@ -111,39 +117,51 @@ class PayloadCheck:
         self._finished = False
         self.cleared = 0
 
-    def feed(self, data: bytes | memoryview) -> None:
-        """Take the next bytes of the upload, as written, and move :attr:`cleared`."""
-        binary = self._dearmor.decode(data) if self._dearmor else data
-        self._fed += len(data)
-        if self._header_length is None:
-            self._header += binary
-            end = header_end(self._header)
-            binary = b""
-            if end is not None:
-                binary, self._header_length = bytes(self._header[end:]), end
-                self._header.clear()
-        if self._header_length is not None and binary:
-            self._sample(binary)
-            self._judge_scan(self._scan.feed(binary if isinstance(binary, bytes)
-                                             else bytes(binary)))
+    def feed(self, *pieces: bytes | memoryview) -> None:
+        """Take the next bytes of the upload, as written (one piece or several, in order;
+        several are tested as one batch), and move :attr:`cleared`."""
+        payload: list[bytes | memoryview] = []
+        for data in pieces:
+            binary = self._dearmor.decode(data) if self._dearmor else data
+            self._fed += len(data)
+            if self._header_length is None:
+                self._header += binary
+                end = header_end(self._header)
+                binary = b""
+                if end is not None:
+                    binary, self._header_length = bytes(self._header[end:]), end
+                    self._header.clear()
+            if binary:
+                payload.append(binary)
+        if payload:
+            scanned = self._scan.feed(payload)
+            sampled = None
+            for binary in payload:
+                sampled = sampled or self._sample(binary)
+            self._refuse_first(scanned, sampled)
         self._clear()
 
     def finish(self) -> None:
         """The upload is complete: judge what is left (a short payload, the last bytes)."""
         if self._position < MIN_PAYLOAD:
             raise refusal("it is too short to be age ciphertext")
-        self._judge_scan(self._scan.finish())
+        self._refuse_first(self._scan.finish())
         if self._window:
-            self._judge(self._window, at=self._next)
+            self._refuse_first(self._judge(self._window, at=self._next))
         if self._position > HEAD_WINDOWS * WINDOW:
             tail = b"".join(self._recent)[-WINDOW:]
-            self._judge(tail, at=self._position - len(tail))
+            self._refuse_first(self._judge(tail, at=self._position - len(tail)))
         self._finished = True
         self.cleared = self._fed
 
-    def _judge_scan(self, finding: tuple[int, str] | None) -> None:
-        if finding is not None:
-            raise refusal(finding[1], at=finding[0])
+    @staticmethod
+    def _refuse_first(*findings: Finding | None) -> None:
+        """Refuse with the finding at the lowest offset, if any (the first given of those
+        at the same offset: the every-byte scan's, which says where the text begins)."""
+        found = [finding for finding in findings if finding is not None]
+        if found:
+            at, reason = min(found, key=lambda finding: finding[0])
+            raise refusal(reason, at=at)
 
     def _clear(self) -> None:
         """Move :attr:`cleared` to the end of the input whose decoded bytes all passed
@@ -162,7 +180,9 @@ class PayloadCheck:
         while self._marks and self._marks[0][1] <= checked:
             self.cleared = self._marks.popleft()[0]
 
-    def _sample(self, data: bytes | memoryview) -> None:
+    def _sample(self, data: bytes | memoryview) -> Finding | None:
+        """Take the next payload bytes into the samples; judge each sample it completes
+        (the first finding stops it)."""
         offset, self._position = self._position, self._position + len(data)
         # Only the last window is kept (copied if need be: writers reuse their buffers).
         self._recent.append(data if isinstance(data, bytes) else bytes(data))
@@ -172,17 +192,131 @@ class PayloadCheck:
         view = memoryview(data)
         while view:
             if offset + len(view) <= self._next:
-                return
+                return None
             skip = max(0, self._next - offset)
             take = min(len(view) - skip, WINDOW - len(self._window))
             self._window += view[skip:skip + take]
             view, offset = view[skip + take:], offset + skip + take
             if len(self._window) == WINDOW:
-                self._judge(self._window, at=self._next)
+                finding = self._judge(self._window, at=self._next)
+                if finding is not None:
+                    return finding
                 self._window.clear()
                 self._next = next(self._starts)
+        return None
 
-    def _judge(self, sample: bytes | bytearray, *, at: int) -> None:
+    @staticmethod
+    def _judge(sample: bytes | bytearray, *, at: int) -> Finding | None:
         reason = why_not_random(sample, first=at == 0)
-        if reason is not None:
-            raise refusal(reason, at=at)
+        return None if reason is None else (at, reason)
+
+
+# How far the check may fall behind the writes, in bytes handed to it and not yet checked:
+# beyond this the writer waits for it, so an upload holds at most this much unchecked (in
+# memory, never in the store) besides the batch it is gathering.
+MAX_LAG = 4 * 1024 * 1024
+
+
+class CheckThread:
+    """A :class:`PayloadCheck` on a thread of its own, fed batches of pieces in order.
+
+    The session's thread only queues the pieces it wrote; the check's tests (numpy passes
+    that release the GIL) run here, beside it. :attr:`cleared` moves as the thread checks.
+    A refusal is kept and raised to the writer by its next call (:meth:`raise_refusal`,
+    :meth:`feed`, :meth:`finish`): the thread stops at the first finding and takes
+    nothing more.
+    """
+
+    def __init__(self, check: PayloadCheck, *, max_lag: int | None = None) -> None:
+        self._check = check
+        self._max_lag = MAX_LAG if max_lag is None else max_lag
+        self._state = threading.Condition()
+        # Batches to check, in order; None asks the thread to finish the check and end.
+        self._batches: collections.deque[Sequence[bytes] | None] = collections.deque()
+        self._lag = 0
+        self._refusal: UsageError | None = None
+        self._ended = False
+        self.cleared = 0
+        self._thread = threading.Thread(target=self._run, name="payload-check", daemon=True)
+        self._thread.start()
+
+    def raise_refusal(self) -> None:
+        """Raise the check's refusal, if it has found one."""
+        if self._refusal is not None:
+            raise self._refusal
+
+    def feed(self, batch: Sequence[bytes]) -> None:
+        """Queue the next pieces (bytes the caller will not change); wait while the check
+        is :data:`MAX_LAG` behind."""
+        with self._state:
+            while self._lag >= self._max_lag and self._refusal is None and not self._ended:
+                self._state.wait()
+            self.raise_refusal()
+            self._batches.append(batch)
+            self._lag += sum(len(piece) for piece in batch)
+            self._state.notify_all()
+
+    def settle(self) -> None:
+        """Wait until everything queued is checked; raise the refusal if there is one."""
+        with self._state:
+            while self._lag > 0 and not self._ended:
+                self._state.wait()
+        self.raise_refusal()
+
+    def finish(self) -> None:
+        """Wait for the check of everything queued and its verdict on the whole upload."""
+        with self._state:
+            self._batches.append(None)
+            self._state.notify_all()
+            while not self._ended:
+                self._state.wait()
+        self.raise_refusal()
+
+    def cancel(self) -> None:
+        """The upload is abandoned: drop what is queued and end the thread."""
+        with self._state:
+            self._batches.clear()
+            self._ended = True
+            self._state.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._state:
+                while not self._batches and not self._ended:
+                    self._state.wait()
+                if self._ended:
+                    return
+                batch = self._batches.popleft()
+            try:
+                self._check_batch(batch)
+            except UsageError as exc:
+                self._end(refusal=exc)
+                return
+            except Exception as exc:
+                # A fault of the check itself refuses too: the writer must not wait for
+                # a thread that is gone, nor store what was not checked.
+                log.exception("the payload check of an upload failed")
+                self._end(refusal=UsageError(f"the payload check failed: {exc!r}"))
+                return
+            if batch is None:
+                self._end(refusal=None)
+                return
+
+    def _check_batch(self, batch: Sequence[bytes] | None) -> None:
+        if batch is None:
+            self._check.finish()
+            self.cleared = self._check.cleared
+            return
+        self._check.feed(*batch)
+        # One attribute store: the writer reads it without the lock.
+        self.cleared = self._check.cleared
+        with self._state:
+            self._lag -= sum(len(piece) for piece in batch)
+            self._state.notify_all()
+
+    def _end(self, *, refusal: UsageError | None) -> None:
+        with self._state:
+            self._refusal = refusal
+            self._ended = True
+            self._batches.clear()
+            self._state.notify_all()

@@ -4,15 +4,22 @@ age's payload is ChaCha20-Poly1305 output, indistinguishable from random bytes. 
 gateway cannot check a pre-encrypted file's header MAC (it holds no key), so a real header
 followed by plaintext would be stored as it is; these tests catch that payload instead.
 
-:class:`BlockScan` tests *every* byte, with C-speed primitives only (``bytes.translate``,
-``bytes.find``, ``bytes.count``: about the cost of the SHA-256 every upload already pays):
+:class:`BlockScan` tests *every* byte, in numpy passes that release the GIL (so that a
+thread of its own runs them beside the session's writes, :mod:`gateway.payload_check`):
 
-- no run of :data:`TEXT_RUN` bytes without a control byte or 0xFF (text in any
-  ASCII-compatible encoding: CSV, JSON, XML, HL7, UTF-8 or Latin-1 prose; random bytes
-  have one every 8 bytes on average, and such a run by chance is rarer than 1e-28);
+- text: no :data:`RUN_CELLS` (7) clean 64-byte cells in a row, aligned on the payload, a
+  clean cell being one without a marked byte (0x00-0x08, 0x0E-0x1F or 0xFF; text in any
+  ASCII-compatible encoding has none: CSV, JSON, XML, HL7, UTF-8, Latin-1 or cp1252
+  prose). Every run of :data:`TEXT_RUN` (511) bytes or more without one holds 7 whole
+  cells wherever it starts, so it is always found; runs of 448-510 bytes are found at
+  some alignments; shorter ones never. Random bytes have a marked byte every 9 bytes: a
+  cell is clean about once in 1,700, 7 given cells with a chance of 2.9e-23
+  (:func:`clean_run_chance`), so a false alarm has a chance of about 5e-16 per GiB of
+  ciphertext (one place per cell);
 - in every :data:`BLOCK` (64 KiB) block, no more bytes 0x00 and 0xFF together than random
   data has with a chance of 1e-20 (an expected 512 in a full block): binary records,
-  padding, small integers and UTF-16 text are full of them.
+  padding, small integers and UTF-16 text are full of them. A false alarm has a chance
+  of about 2e-16 per GiB (16,384 blocks).
 
 :func:`why_not_random` is stronger but slower (a Python-level byte histogram), so it runs
 on samples. Each test has a false-alarm rate far below one in a billion for real ciphertext:
@@ -35,6 +42,9 @@ from __future__ import annotations
 import math
 import zlib
 from collections import Counter
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
 
 # Samples at least this long get the statistical tests (16 expected per byte value).
 MIN_STATISTICAL = 4096
@@ -83,88 +93,191 @@ def binomial_limit(count: int, *, share: float = 1 / 256, alarm: float = 1e-20) 
 
 
 BLOCK = 64 * 1024
-TEXT_RUN = 512
-# Control bytes other than tab, line feed and carriage return, which text never has.
-_CONTROL = frozenset(range(0x20)) - {0x09, 0x0A, 0x0D} | {0x7F}
-# One pass of bytes.translate marks every byte for both tests: 0x00 and 0xFF become 0x01
-# (counted per block; they break a run of text too), other control bytes 0x02, the rest
-# 0x00. A run of text is then a run of zero bytes, found by bytes.find.
-_MARKS = bytes(1 if value in (0x00, 0xFF) else 2 if value in _CONTROL else 0
-               for value in range(256))
-_TEXT_NEEDLE = bytes(TEXT_RUN)
+# The run-of-text test looks at aligned cells of CELL bytes: a cell is clean when it holds
+# no marked byte (0x00-0x08, 0x0E-0x1F, 0xFF: bytes text never has; tab, line feed, vertical
+# tab, form feed and carriage return are text). RUN_CELLS clean cells in a row are text.
+CELL = 64
+RUN_CELLS = 7
+# Every run of TEXT_RUN bytes or more without a marked byte holds RUN_CELLS whole cells,
+# wherever it starts, so it is always found; a run shorter than SHORTEST_FOUND never is.
+TEXT_RUN = CELL * (RUN_CELLS + 1) - 1
+SHORTEST_FOUND = CELL * RUN_CELLS
+_MARKED = frozenset(range(0x09)) | frozenset(range(0x0E, 0x20)) | {0xFF}
 _EXTREME_SHARE = 2 / 256
 _BLOCK_LIMIT = binomial_limit(BLOCK, share=_EXTREME_SHARE)
+Finding = tuple[int, str]
+
+
+def clean_run_chance(cells: int = RUN_CELLS) -> float:
+    """The chance that ``cells`` given aligned cells of random bytes are all clean."""
+    return (1 - len(_MARKED) / 256) ** (CELL * cells)
+
+
+def _numpy() -> ModuleType:
+    """numpy, imported on the first pre-encrypted upload only: the client and the admin
+    commands never load it (tests/unit/gateway/cli/test_startup.py)."""
+    import numpy
+
+    return numpy
 
 
 class BlockScan:
-    """The every-byte tests over a stream of bytes fed in order, in pieces of any size.
+    """The every-byte tests over a stream of bytes fed in order, in batches of any size.
+
+    Each batch is tested in a few numpy passes over whole cells (additions, comparisons,
+    a search for nonzero words), which release the GIL, so a thread running them leaves
+    the session's Python threads their speed; the Python around them is a few dozen calls
+    per batch (a MiB or more makes it negligible). Bytes after the last whole cell wait
+    for the next batch, or :meth:`finish`.
 
     :meth:`feed` returns the first finding (offset from the first byte fed, and reason),
     or None; :attr:`judged` is how many bytes both tests have passed for good.
     """
 
     def __init__(self) -> None:
+        self._np = _numpy()
         self.fed = 0
-        # The marked end of what was fed, so that a run across two pieces is seen.
-        self._run_tail = b""
-        # The block being counted: its bytes so far, and its 0x00 and 0xFF bytes.
-        self._block_length = 0
+        # The bytes after the last whole cell, tested with the next batch.
+        self._carry = b""
+        # The last RUN_CELLS whole cells, where a run found in the next batch may begin.
+        self._last_cells = b""
+        # Clean cells ending what was fed (fewer than RUN_CELLS, or it was refused).
+        self._clean_tail = 0
+        # The block being counted: its 0x00 and 0xFF bytes so far, and where it begins.
         self._block_hits = 0
         self._blocks_end = 0
+        # Work buffers, reused from batch to batch (fresh ones cost a page fault per 4 KiB).
+        self._input: bytearray | None = None
+        self._source: Any = None
+        self._marked: Any = None
 
     @property
     def judged(self) -> int:
-        """Bytes in whole blocks counted, and not in a run of text that may yet grow."""
-        return min(self._blocks_end, max(0, self.fed - (TEXT_RUN - 1)))
+        """Bytes in whole blocks counted, short of the clean cells that may yet grow into a
+        run and the cell before them (where such a run may begin): no byte of a run found
+        later lies before this."""
+        cells_end = (self.fed - len(self._carry)) // CELL
+        return min(self._blocks_end, max(0, (cells_end - self._clean_tail - 1) * CELL))
 
-    def feed(self, data: bytes) -> tuple[int, str] | None:
-        """Test the next ``data``; return the first finding in it, or None."""
-        start, self.fed = self.fed, self.fed + len(data)
-        marked = data.translate(_MARKS)
-        run = self._find_run(marked, start)
-        self._run_tail = (self._run_tail + marked[:TEXT_RUN - 1])[-(TEXT_RUN - 1):] \
-            if len(marked) < TEXT_RUN - 1 else marked[-(TEXT_RUN - 1):]
-        extreme = self._count(marked)
-        findings = [finding for finding in (run, extreme) if finding is not None]
+    def feed(self, data: bytes | bytearray | memoryview | Sequence[bytes | memoryview]
+             ) -> Finding | None:
+        """Test the next bytes (one piece, or several in order); return the first finding
+        in them, or None."""
+        np = self._np
+        pieces = [data] if isinstance(data, bytes | bytearray | memoryview) else list(data)
+        start = self.fed - len(self._carry)
+        size = len(self._carry) + sum(len(piece) for piece in pieces)
+        self.fed = start + size
+        buffer, source, marked = self._buffers(size)
+        # Copied by memoryview: a memcpy that keeps the GIL, where numpy's copy would give
+        # it up and wait to take it back, once per piece.
+        with memoryview(buffer) as into:
+            at = 0
+            for piece in (self._carry, *pieces):
+                into[at:at + len(piece)] = piece
+                at += len(piece)
+        whole = size // CELL * CELL
+        last_cells, carry = self._last_cells, self._carry
+        self._last_cells = (last_cells + buffer[max(0, whole - RUN_CELLS * CELL):whole]
+                            )[-(RUN_CELLS * CELL):]
+        self._carry = bytes(buffer[whole:size])
+        # The bytes are changed in place from here on: two batch-sized buffers, not three.
+        source, marked = source[:whole], marked[:whole]
+        np.add(source, 1, out=source)  # 0xFF becomes 0x00, 0x00-0x08 become 0x01-0x09.
+        np.less(source, 2, out=marked)
+        counted = self._count(marked, start)
+        np.less(source, 10, out=marked)
+        np.subtract(source, 0x0F, out=source)  # 0x0E-0x1F (now 0x0F-0x20) become 0x00-0x11.
+        np.less(source, 0x12, out=source.view(np.bool_))
+        np.bitwise_or(marked, source.view(np.bool_), out=marked)
+        first_clean = self._find_run(marked, start)
+        # The finding reads the bytes before the run again: the pieces are still as fed.
+        run = None if first_clean is None else self._run_start(
+            first_clean, last_cells + b"".join([carry, *pieces]), start - len(last_cells))
+        findings = [finding for finding in (run, counted) if finding is not None]
         return min(findings) if findings else None
 
-    def finish(self) -> tuple[int, str] | None:
-        """Judge the last, partial block (by the binomial bound for its length)."""
-        if self._block_length == 0:
+    def finish(self) -> Finding | None:
+        """Judge the last, partial block (by the binomial bound for its length), with the
+        bytes after the last whole cell; free the work buffers."""
+        self._input = self._source = self._marked = None
+        self._block_hits += self._carry.count(0) + self._carry.count(0xFF)
+        length = self.fed - self._blocks_end
+        if length == 0:
             return None
-        return self._judge(self._blocks_end, self._block_length, self._block_hits)
+        return self._judge(self._blocks_end, length, self._block_hits)
 
-    def _find_run(self, marked: bytes, start: int) -> tuple[int, str] | None:
-        joint = self._run_tail + marked[:TEXT_RUN - 1]
-        at = joint.find(_TEXT_NEEDLE)
-        if at >= 0:
-            at += start - len(self._run_tail)
-        else:
-            at = marked.find(_TEXT_NEEDLE)
-            if at < 0:
-                return None
-            at += start
-        return at, (f"it holds {TEXT_RUN} bytes in a row without a control byte, as text "
-                    "does (random bytes have one every 8 bytes)")
+    def _buffers(self, size: int) -> tuple[bytearray, Any, Any]:
+        """The input (a bytearray, and numpy's view of it) and the marks, for ``size``
+        bytes."""
+        np = self._np
+        if self._input is None or len(self._input) < size:
+            self._input = bytearray(size)
+            self._source = np.frombuffer(self._input, np.uint8)
+            self._marked = np.empty(size, np.bool_)
+        return self._input, self._source, self._marked
 
-    def _count(self, marked: bytes) -> tuple[int, str] | None:
-        """Count 0x00 and 0xFF per block (aligned on the first byte fed)."""
-        offset = 0
-        while offset < len(marked):
-            take = min(BLOCK - self._block_length, len(marked) - offset)
-            self._block_hits += marked.count(1, offset, offset + take)
-            self._block_length += take
-            offset += take
-            if self._block_length == BLOCK:
-                finding = self._judge(self._blocks_end, BLOCK, self._block_hits)
-                if finding is not None:
-                    return finding
-                self._blocks_end += BLOCK
-                self._block_length = self._block_hits = 0
+    def _find_run(self, marked: Any, start: int) -> int | None:
+        """Where the first RUN_CELLS clean cells in a row begin, counting those that ended
+        the last batch, if there are."""
+        np = self._np
+        count = len(marked) // CELL
+        if count == 0:
+            return None
+        # Any marked byte in each 8 bytes, then in each 64: the second pass is an eighth
+        # of the first, and random data leaves only a few clean cells to look at.
+        words = marked.view(np.uint64) != 0
+        clean = np.flatnonzero(words.view(np.uint64) == 0)
+        tail, self._clean_tail = self._clean_tail, 0
+        if tail:
+            clean = np.concatenate((np.arange(-tail, 0), clean))
+        if len(clean) == 0:
+            return None
+        if len(clean) >= RUN_CELLS:
+            spans = clean[RUN_CELLS - 1:] - clean[:len(clean) - RUN_CELLS + 1]
+            runs = np.flatnonzero(spans == RUN_CELLS - 1)
+            if len(runs):
+                return start + int(clean[runs[0]]) * CELL
+        if clean[-1] == count - 1:
+            # The clean cells that end the batch: those as far from their place as the last.
+            shift = clean - np.arange(len(clean))
+            self._clean_tail = len(clean) - int(np.searchsorted(shift, shift[-1]))
         return None
 
     @staticmethod
-    def _judge(at: int, length: int, hits: int) -> tuple[int, str] | None:
+    def _run_start(first_clean: int, known: bytes, known_start: int) -> Finding:
+        """The finding for a run whose first clean cell is at ``first_clean``: the run
+        begins after the last marked byte of the cell before it (if there is one), read
+        from ``known``, the bytes from ``known_start`` on."""
+        before = known[:first_clean - known_start][-CELL:]
+        at = first_clean
+        for byte in reversed(before):
+            if byte in _MARKED:
+                break
+            at -= 1
+        return at, (f"it holds {first_clean - at + SHORTEST_FOUND} bytes or more in a row "
+                    "without a control byte, as text does (random bytes have one every 9 "
+                    "bytes)")
+
+    def _count(self, extreme: Any, start: int) -> Finding | None:
+        """Count 0x00 and 0xFF bytes (``extreme``, from ``start``) per block, aligned on
+        the first byte fed."""
+        np = self._np
+        offset = 0
+        while offset < len(extreme):
+            block_end = self._blocks_end + BLOCK
+            take = min(block_end - start - offset, len(extreme) - offset)
+            self._block_hits += int(np.count_nonzero(extreme[offset:offset + take]))
+            offset += take
+            if start + offset == block_end:
+                finding = self._judge(self._blocks_end, BLOCK, self._block_hits)
+                if finding is not None:
+                    return finding
+                self._blocks_end, self._block_hits = block_end, 0
+        return None
+
+    @staticmethod
+    def _judge(at: int, length: int, hits: int) -> Finding | None:
         limit = _BLOCK_LIMIT if length == BLOCK else \
             binomial_limit(length, share=_EXTREME_SHARE)
         if hits < limit:

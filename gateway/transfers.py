@@ -11,6 +11,7 @@ aborted upload leaves nothing.
 
 from __future__ import annotations
 
+import collections
 import io
 import logging
 import time
@@ -52,7 +53,7 @@ from gateway.errors import (
 from gateway.integrity import IntegrityViolationError
 from gateway.partner_keys import approved_keys, receiving_keys
 from gateway.partners import PartnerInfo, get_partner, partner_info
-from gateway.payload_check import PayloadCheck, header_end
+from gateway.payload_check import CheckThread, PayloadCheck, header_end
 from gateway.pre_encrypted import (
     ENCRYPTED_HERE,
     check_declared,
@@ -198,22 +199,37 @@ def _header_complete(head: bytes, armored: bool) -> bool:
 class _PassThrough:
     """Stores an uploaded age file as it is, after checking its header is well formed and
     fits the partner (:mod:`gateway.pre_encrypted`), and that its payload looks like
-    ciphertext (:mod:`gateway.payload_check`).
+    ciphertext (:mod:`gateway.payload_check`, on a thread of its own beside the writes).
 
     Bytes reach the pending object only once the check has cleared them, so a refused
     upload never wrote an unchecked byte anywhere, not even to be deleted.
     """
+
+    # Pieces go to the check thread in batches of this many bytes, tested as one: each of
+    # the check's numpy passes gives the GIL up and takes it back once, and each taking
+    # back can make the session's thread wait, so the fewer and longer they are, the less
+    # either waits (docs/security.md has the figures of 1 and 4 MiB batches). The price is
+    # memory: the batch gathered, the one checked, and two batch-sized work buffers.
+    BATCH = 4 * 1024 * 1024
+    # The first batch goes sooner, so that a file that is plaintext from its start (the
+    # common mistake) is refused at a write, not after a whole batch or at close.
+    FIRST_BATCH = 64 * 1024
 
     def __init__(self, sink: PendingObject, approved: Sequence[envelope.Recipient]) -> None:
         self._sink = sink
         self._approved = approved
         self._head = bytearray()
         # Set once the header has been checked; then every byte goes through it.
-        self._payload: PayloadCheck | None = None
+        self._payload: CheckThread | None = None
         self.header: envelope.HeaderInfo | None = None
-        # Written but not yet cleared (under a block, and a run of text, behind): one buffer,
-        # so that many tiny writes cost their bytes, not an object each.
-        self._held = bytearray()
+        # Written but not yet stored (the check has not cleared them yet), in order.
+        self._held: collections.deque[bytes] = collections.deque()
+        # How much of the first held piece is stored already (cleared bytes are cut at
+        # block edges, not at writes; slicing the piece would copy the rest of it).
+        self._held_offset = 0
+        self._batch: list[bytes] = []
+        self._batch_size = 0
+        self._handed = False
         self._stored = 0
 
     def write(self, data: bytes | memoryview) -> None:
@@ -227,28 +243,57 @@ class _PassThrough:
         if self._payload is None:
             self._check_header(final=True)
         assert self._payload is not None
+        self._hand_over()
         self._payload.finish()
         self._release()
 
+    def settle(self) -> None:
+        """Wait until every byte written so far is checked, and store what was cleared;
+        raise the check's refusal if it found one."""
+        if self._payload is None:
+            return
+        self._hand_over()
+        self._payload.settle()
+        self._release()
+
+    def cancel(self) -> None:
+        """The upload is abandoned: stop the check thread."""
+        if self._payload is not None:
+            self._payload.cancel()
+
     def _pass(self, data: bytes | memoryview) -> None:
         assert self._payload is not None
+        self._payload.raise_refusal()
         # The check reads bytes as they were written: writers may reuse their buffers.
         piece = data if isinstance(data, bytes) else bytes(data)
-        self._payload.feed(piece)
-        self._held += piece
+        self._held.append(piece)
+        self._batch.append(piece)
+        self._batch_size += len(piece)
+        if self._batch_size >= (self.BATCH if self._handed else
+                                min(self.BATCH, self.FIRST_BATCH)):
+            self._hand_over()
         self._release()
+
+    def _hand_over(self) -> None:
+        assert self._payload is not None
+        if self._batch:
+            self._payload.feed(self._batch)
+            self._batch, self._batch_size, self._handed = [], 0, True
 
     def _release(self) -> None:
         """Write to the sink every held byte the check has cleared."""
         assert self._payload is not None
-        take = min(len(self._held), self._payload.cleared - self._stored)
-        if take <= 0:
-            return
-        with memoryview(self._held) as held:
-            self._sink.write(held[:take])
-        # Dropping a bytearray's head moves its start, not its bytes.
-        del self._held[:take]
-        self._stored += take
+        cleared = self._payload.cleared
+        while self._held and self._stored < cleared:
+            piece = self._held[0]
+            take = min(len(piece) - self._held_offset, cleared - self._stored)
+            with memoryview(piece) as view:
+                self._sink.write(view[self._held_offset:self._held_offset + take])
+            self._stored += take
+            self._held_offset += take
+            if self._held_offset == len(piece):
+                self._held.popleft()
+                self._held_offset = 0
 
     def _check_header(self, *, final: bool) -> None:
         head = bytes(self._head)
@@ -265,7 +310,7 @@ class _PassThrough:
         check_header(header, self._approved)
         self.header = header
         self._head.clear()
-        self._payload = PayloadCheck(armored=armored)
+        self._payload = CheckThread(PayloadCheck(armored=armored))
         self._pass(head)
 
 
@@ -333,6 +378,17 @@ class Upload:
                 self._check_header()
             self._writer.write(data)
             self._heartbeat()
+        except GatewayError as exc:
+            self.abort(reason=exc.diagnostics())
+            raise
+
+    def settle(self) -> None:
+        """Wait until a pre-encrypted upload's payload check (which runs beside the
+        writes) has checked every byte written; its refusal aborts the upload and is
+        raised. For callers that answer per part (the browser upload), not per write."""
+        try:
+            if isinstance(self._writer, _PassThrough):
+                self._writer.settle()
         except GatewayError as exc:
             self.abort(reason=exc.diagnostics())
             raise
@@ -532,6 +588,8 @@ class Upload:
         if self._finished:
             return
         self._finished = True
+        if isinstance(self._writer, _PassThrough):
+            self._writer.cancel()
         self._object.abort()
         self._record_abort(reason=reason)
 

@@ -104,6 +104,12 @@ class WebUpload:
         self.upload.write(data)
         self._part_hash.update(data)
 
+    def settle(self) -> None:
+        """Wait for the check of every byte of the part (a pre-encrypted file's payload
+        check runs beside the writes), so that a refusal answers this part; the upload
+        is aborted (audited) before it raises."""
+        self.upload.settle()
+
     def end_part(self, *, now: datetime) -> str:
         """The part arrived whole; return its SHA-256 (hex)."""
         self.next_part += 1

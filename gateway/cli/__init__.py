@@ -102,7 +102,7 @@ SUMMARIES = {
 # install: the command that needs it says which extra to install.
 SERVER_EXTRA_MODULES = frozenset({
     "sqlalchemy", "alembic", "psycopg", "pyotp", "argon2", "segno", "rfc8785", "fastapi",
-    "uvicorn", "jinja2", "multipart", "boto3", "prometheus_client", "webauthn",
+    "uvicorn", "jinja2", "multipart", "boto3", "prometheus_client", "webauthn", "numpy",
 })
 SERVER_EXTRA_HINT = "pip install 'blindpost[server]'"
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.db.models import Role
+from gateway.randomness import TEXT_RUN
 from tests.unit.sftp_server.harness import (
     Installation,
     User,
@@ -57,15 +58,25 @@ def _real_header(inst: Installation) -> bytes:
     return data[:data.index(b"\n", data.index(b"\n--- ") + 1) + 1]
 
 
-def _crafted(layout: str) -> bytes:
-    """8 MiB of random payload; plaintext where no sample of the old check looked."""
+def _crafted(layout: str) -> tuple[bytes, int]:
+    """8 MiB of random payload; plaintext where no sample of the old check looked, each
+    piece fenced by a control byte so that it starts where it is put. Returns the payload
+    and where its first plaintext begins."""
     payload = bytearray(os.urandom(8 * MIB))
     if layout == "middle":
-        payload[3 * MIB:5 * MIB] = (CSV * 2)[:2 * MIB]
-    else:  # 4 KiB of CSV every 64 KiB, after the first two sampled 64 KiB windows.
-        for start in range(128 * 1024, len(payload) - 64 * 1024, 64 * 1024):
-            payload[start + 1000:start + 1000 + 4096] = CSV[start % 8192:start % 8192 + 4096]
-    return bytes(payload)
+        starts, length = [3 * MIB], 2 * MIB
+    elif layout == "striped":  # 4 KiB of CSV every 64 KiB, after the first two windows.
+        starts = list(range(128 * 1024 + 1000, len(payload) - 64 * 1024, 64 * 1024))
+        length = 4096
+    else:  # The thinnest stripes the every-byte test always finds, at every alignment.
+        starts = [128 * 1024 + 1000 + number * (64 * 1024 + 1) for number in range(100)]
+        length = TEXT_RUN
+    for number, start in enumerate(starts):
+        payload[start - 1] = 0x01
+        text = (CSV * 2)[number * 8192 % MIB:]
+        payload[start:start + length] = text[:length]
+        payload[start + length] = 0x02
+    return bytes(payload), starts[0]
 
 
 def _stored_nothing(inst: Installation) -> None:
@@ -74,18 +85,20 @@ def _stored_nothing(inst: Installation) -> None:
     assert not partial.exists() or list(partial.iterdir()) == []
 
 
-@pytest.mark.parametrize("layout", ["middle", "striped"])
+@pytest.mark.parametrize("layout", ["middle", "striped", f"stripes of {TEXT_RUN} bytes"])
 def test_plaintext_behind_a_real_header_is_refused(inst: Installation, clerk: User,
                                                    layout: str) -> None:
-    name = f"{layout}.csv.age"
-    (inst.root / name).write_bytes(_real_header(inst) + _crafted(layout))
+    name = f"{layout.split(maxsplit=1)[0]}.csv.age"
+    payload, first = _crafted(layout)
+    (inst.root / name).write_bytes(_real_header(inst) + payload)
     result = openssh_sftp(inst, clerk, [f"put {name} /acme/"], code=inst.code(clerk))
     assert result.returncode != 0
     assert "must be age ciphertext" in result.stderr, result.stderr
     _stored_nothing(inst)
     aborted = audit_events(inst.app, "file:upload:aborted")[-1]
     assert aborted["actor"] == "clerk" and aborted["details"]["name"] == name
-    assert "without a control byte" in aborted["details"]["reason"]
+    reason = aborted["details"]["reason"]
+    assert f"payload at byte {first} is not" in reason and "without a control byte" in reason
     assert not [e for e in audit_events(inst.app, "file:upload:complete")
                 if e["details"]["name"] == name]
 

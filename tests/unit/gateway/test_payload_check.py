@@ -6,18 +6,21 @@ from __future__ import annotations
 import io
 import os
 import random
+import threading
 import zlib
 
 import pytest
 
-from gateway import envelope
+from gateway import envelope, payload_check
 from gateway.envelope.armor import ArmorWriter
 from gateway.errors import UsageError
-from gateway.payload_check import SPACING, WINDOW, PayloadCheck
+from gateway.payload_check import SPACING, WINDOW, CheckThread, PayloadCheck
 from gateway.randomness import (
     BLOCK,
+    CELL,
     CHI_SQUARE_HIGH,
     CHI_SQUARE_LOW,
+    SHORTEST_FOUND,
     TEXT_RUN,
     BlockScan,
     binomial_limit,
@@ -96,13 +99,20 @@ def test_random_payloads_of_every_length_pass(size: int) -> None:
 def test_a_run_of_text_is_found_wherever_it_is(text_at: int, pieces: int) -> None:
     """At the first byte, across block and write boundaries, up to the last byte."""
     payload = _payload(3 * BLOCK, text_at)
-    with pytest.raises(UsageError, match=f"at byte {text_at} is not: it holds 512 bytes"):
+    with pytest.raises(UsageError, match=f"at byte {text_at} is not: it holds "
+                                         r"\d+ bytes or more in a row without a control byte"):
         _check(HEADER + payload, pieces=pieces)
 
 
-def test_a_run_one_byte_shorter_passes() -> None:
-    """The resolution of the every-byte test, stated in docs/security.md."""
-    _check(HEADER + _payload(3 * BLOCK, BLOCK - 100, TEXT[:TEXT_RUN - 1]), pieces=9)
+@pytest.mark.parametrize("alignment", range(0, CELL, 3))
+def test_the_resolution_of_the_run_test(alignment: int) -> None:
+    """What docs/security.md states: a run of TEXT_RUN bytes is found wherever it starts
+    in a cell, and one of SHORTEST_FOUND - 1 never is."""
+    assert (TEXT_RUN, SHORTEST_FOUND) == (511, 448)
+    at = BLOCK - 4 * CELL + alignment
+    with pytest.raises(UsageError, match=f"at byte {at} is not"):
+        _check(HEADER + _payload(3 * BLOCK, at, TEXT[:TEXT_RUN]), pieces=5)
+    _check(HEADER + _payload(3 * BLOCK, at, TEXT[:SHORTEST_FOUND - 1]), pieces=5)
 
 
 @pytest.mark.parametrize("pieces", [1, 40])
@@ -181,27 +191,111 @@ class _Sink:
         return len(data)
 
 
+def _write_all(through: _PassThrough, upload: bytes, pieces: int) -> None:
+    for start, end in _cuts(len(upload), pieces):
+        buffer = bytearray(upload[start:end])
+        through.write(memoryview(buffer))
+        buffer[:] = bytes(len(buffer))  # The writer reuses its buffer.
+
+
 @pytest.mark.parametrize("pieces", [1, 13, 400])
-def test_only_cleared_bytes_reach_the_pending_object(pieces: int) -> None:
-    upload = HEADER + _payload(5 * BLOCK + 123, 2 * BLOCK + 17, TEXT[:3000])
+@pytest.mark.parametrize("batch", [1000, _PassThrough.BATCH])
+def test_only_cleared_bytes_reach_the_pending_object(pieces: int, batch: int) -> None:
+    """Not one byte of the run of text reaches the sink, however the writes and batches
+    fall: the check holds back the cell before clean cells that may grow into a run."""
+    text_at = 2 * BLOCK + 17
+    upload = HEADER + _payload(5 * BLOCK + 123, text_at, TEXT[:3000])
     identity = envelope.generate_identity()
     sink = _Sink()
     through = _PassThrough(sink, [identity.recipient])  # type: ignore[arg-type]
-
-    def write_all() -> None:
-        for start, end in _cuts(len(upload), pieces):
-            buffer = bytearray(upload[start:end])
-            through.write(memoryview(buffer))
-            buffer[:] = bytes(len(buffer))  # The writer reuses its buffer.
-
-    with pytest.raises(UsageError, match="without a control byte"):
-        write_all()
-    assert TEXT[:64] not in sink.data
+    through.BATCH = batch
+    with pytest.raises(UsageError, match="without a control byte"):  # noqa: PT012 -- writes, then close.
+        _write_all(through, upload, pieces)
+        through.close()
+    through.cancel()
+    assert TEXT[:16] not in sink.data
     assert bytes(sink.data) == upload[:len(sink.data)]
+    assert len(sink.data) <= len(HEADER) + text_at
     sink = _Sink()
     good = HEADER + os.urandom(5 * BLOCK + 123)
     through = _PassThrough(sink, [identity.recipient])  # type: ignore[arg-type]
-    for start, end in _cuts(len(good), pieces):
-        through.write(good[start:end])
+    through.BATCH = batch
+    _write_all(through, good, pieces)
     through.close()
     assert bytes(sink.data) == good
+
+
+def test_a_refusal_stops_the_upload_at_a_later_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check runs on its own thread; the writer learns of a refusal at a later write,
+    at most the allowed lag after the failing batch, and the thread ends."""
+    monkeypatch.setattr(payload_check, "MAX_LAG", 4 * BLOCK)
+    text_at = 3 * BLOCK
+    upload = HEADER + _payload(200 * BLOCK, text_at, TEXT[:8192])
+    sink = _Sink()
+    through = _PassThrough(sink, [envelope.generate_identity().recipient])  # type: ignore[arg-type]
+    through.BATCH = 8192
+    written = 0
+    with pytest.raises(UsageError, match=f"at byte {text_at} is not"):  # noqa: PT012
+        for start in range(0, len(upload), 4096):
+            through.write(upload[start:start + 4096])
+            written = start + 4096  # How far the writer got before it was stopped.
+    # The failing batch, the lag, a batch and a write: the writer got no further.
+    assert written <= len(HEADER) + text_at + 8192 + 4 * BLOCK + 8192 + 4096
+    assert len(sink.data) <= len(HEADER) + text_at
+    assert through._payload is not None
+    through._payload._thread.join(5)
+    assert not through._payload._thread.is_alive()
+
+
+class _SlowCheck(PayloadCheck):
+    """A check that waits to be let go, to see the writer wait for it."""
+
+    def __init__(self) -> None:
+        super().__init__(armored=False)
+        self.go = threading.Event()
+
+    def feed(self, *pieces: bytes | memoryview) -> None:
+        self.go.wait(10)
+        super().feed(*pieces)
+
+
+def test_the_writer_waits_when_the_check_falls_behind() -> None:
+    check = _SlowCheck()
+    thread = CheckThread(check, max_lag=3 * BLOCK)
+    thread.feed([HEADER])
+    thread.feed([os.urandom(3 * BLOCK)])
+    waited = threading.Event()
+
+    def third() -> None:
+        thread.feed([os.urandom(BLOCK)])
+        waited.set()
+
+    writer = threading.Thread(target=third)
+    writer.start()
+    assert not waited.wait(0.2)  # The check holds 3 blocks unchecked: the writer waits.
+    check.go.set()
+    assert waited.wait(10)
+    writer.join()
+    thread.finish()
+    assert thread.cleared == len(HEADER) + 4 * BLOCK
+
+
+def test_cancel_ends_the_thread() -> None:
+    thread = CheckThread(PayloadCheck(armored=False))
+    thread.feed([HEADER, os.urandom(BLOCK)])
+    thread.cancel()
+    thread._thread.join(5)
+    assert not thread._thread.is_alive()
+
+
+class _BrokenCheck(PayloadCheck):
+    def feed(self, *pieces: bytes | memoryview) -> None:
+        raise RuntimeError("a fault of the check")
+
+
+def test_a_fault_of_the_check_refuses_instead_of_hanging(caplog: pytest.LogCaptureFixture) -> None:
+    thread = CheckThread(_BrokenCheck(armored=False))
+    thread.feed([HEADER])
+    with pytest.raises(UsageError, match="the payload check failed: RuntimeError"):
+        thread.finish()
+    assert "the payload check of an upload failed" in caplog.text

@@ -35,7 +35,8 @@ MODULE_OF = {"sqlalchemy": "sqlalchemy", "alembic": "alembic", "psycopg": "psyco
              "pyotp": "pyotp", "argon2-cffi": "argon2", "segno": "segno", "rfc8785": "rfc8785",
              "fastapi": "fastapi", "uvicorn": "uvicorn", "jinja2": "jinja2",
              "python-multipart": "multipart", "boto3": "boto3",
-             "prometheus-client": "prometheus_client", "webauthn": "webauthn"}
+             "prometheus-client": "prometheus_client", "webauthn": "webauthn",
+             "numpy": "numpy"}
 
 
 def _client_only(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -20,14 +20,14 @@ import pytest
 from gateway.cli import COMMANDS, SUMMARIES, main
 
 HEAVY = ("sqlalchemy", "alembic", "fastapi", "starlette", "uvicorn", "paramiko", "boto3",
-         "botocore", "webauthn", "argon2", "jinja2", "segno", "rfc8785", "psycopg")
+         "botocore", "webauthn", "argon2", "jinja2", "segno", "rfc8785", "psycopg", "numpy")
 
 
 # What no admin command that only reads needs: the adapters' libraries, migrations, the
 # dialect package of the database not in use (these tests run on SQLite), the notification
 # sender (SMTP, HTTP). Modules and packages, matched with everything under them.
 NOT_FOR_ADMIN_COMMANDS = ("fastapi", "starlette", "uvicorn", "paramiko", "boto3", "botocore",
-                          "webauthn", "jinja2", "segno", "alembic",
+                          "webauthn", "jinja2", "segno", "alembic", "numpy",
                           "sqlalchemy.dialects.postgresql", "psycopg",
                           "gateway.notify.delivery", "smtplib")
 # Besides those, what each command has no use for (sign-in hashing and one-time codes,
