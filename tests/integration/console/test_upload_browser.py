@@ -85,11 +85,13 @@ def test_staff_upload_in_chromium(tmp_path: Path) -> None:
     op("partner", "add", "uni")
     clerk = op.add_sftp_user("clerk", "--role", "staff")
     lee = op.add_sftp_user("dr-lee", "--role", "partner", "--partner", "uni")
+    # Steps now and now + 1 stay accepted until the clock is two steps on (a minute);
+    # now - 1 was refused whenever a step ended between here and the approval.
     now = _step()
-    fingerprint = _approved_key(op, "uni.key", (now - 1, now - 1))
-    change = json.loads(_as(op, "alice", now, "agreement", "propose", "uni",
+    fingerprint = _approved_key(op, "uni.key", (now, now))
+    change = json.loads(_as(op, "alice", now + 1, "agreement", "propose", "uni",
                             "--columns", "hcn,birth_date", "--json").stdout)
-    _as(op, "bob", now, "agreement", "approve", str(change["pending"]["id"]))
+    _as(op, "bob", now + 1, "agreement", "approve", str(change["pending"]["id"]))
     sha256 = _big_file(tmp_path / "extract.csv")
     server = serve(op.env)
     port = int(re.search(r"sftp\s+listening on 127\.0\.0\.1:(\d+)",  # type: ignore[union-attr]
@@ -100,7 +102,8 @@ def test_staff_upload_in_chromium(tmp_path: Path) -> None:
         _sftp(op, port, "clerk", clerk, ["get .portal-enrolment clerk-enrolment.txt"])
         enrolment = parse((op.root / "clerk-enrolment.txt").read_text()).code
         with chromium() as browser:
-            _run(browser, server, op, (clerk, enrolment), fingerprint, violations)
+            _run(browser, server, op, (clerk, enrolment), fingerprint, violations,
+                 unused_step=now + 2)
         _sftp(op, port, "dr-lee", lee, ["get extract.csv.age"])
     finally:
         server.stop()
@@ -114,8 +117,10 @@ def test_staff_upload_in_chromium(tmp_path: Path) -> None:
 
 
 def _run(browser: Browser, server: Served, op: Operator, clerk: tuple[str, str],
-         fingerprint: str,
-         violations: list[dict[str, object]]) -> None:
+         fingerprint: str, violations: list[dict[str, object]], *,
+         unused_step: int) -> None:
+    """The clerk's session in Chromium; ``unused_step`` is the first TOTP step no
+    admin has used yet."""
     origin = server.origin
     context, page = new_person(browser, enforce_csp=True)
     errors: list[str] = []
@@ -145,7 +150,7 @@ def _run(browser: Browser, server: Served, op: Operator, clerk: tuple[str, str],
     assert not [e for e in errors if "Content Security Policy" in e], errors
 
     # A second key approved while the page still lists one: the upload is refused.
-    step = _step() + 1
+    step = max(_step() + 1, unused_step)
     second = _approved_key(op, "second.key", (step, step))
     _upload(page, op.root / "small.csv", None)
     expect(_status(page)).to_contain_text("not the partner's approved keys")
