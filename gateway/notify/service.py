@@ -202,7 +202,9 @@ class NotificationService:
         error: UsageError | AuthorizationError
         with self._app.transaction() as session:
             now = self._app.clock()
-            row = session.get(NotificationVerification, account_id)
+            # Locked: of two confirmations at once, the second reads the first's count of
+            # wrong codes, so none goes uncounted toward VERIFY_ATTEMPTS.
+            row = session.get(NotificationVerification, account_id, with_for_update=True)
             if actor.account_id != account_id:
                 # The code proves that the address reaches the account's holder only when
                 # the holder types it: an admin who set the address, or who was told the

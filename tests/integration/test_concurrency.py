@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,7 +28,8 @@ from gateway.config import load_settings
 from gateway.datadir import initialise
 from gateway.db.engine import snapshot
 from gateway.db.models import Account, AuthThrottle, PortalEnrolment, Role, Transfer, TransferState
-from gateway.errors import AuthenticationError, ConflictError, GatewayError
+from gateway.errors import AuthenticationError, ConflictError, GatewayError, UsageError
+from gateway.notify.models import NotificationVerification
 from gateway.portal_enrolment import REFUSED
 from gateway.sshkeys import PublicKey
 from tests.conftest import FakeClock
@@ -267,3 +269,34 @@ def test_an_enrolment_code_enrols_once(world: World) -> None:
         assert session.get(PortalEnrolment, lee.account_id) is None
     with snapshot(app.engine) as session:
         verify_database(session, verifier=app.audit.verifier)
+
+
+def test_wrong_address_codes_are_each_counted(world: World) -> None:
+    app = world.app
+    lee = actor(app, "lee")
+    with app.transaction() as session:
+        session.add(NotificationVerification(
+            account_id=lee.account_id, email="lee@uni.example", attempts=0,
+            expires_at=world.clock() + timedelta(minutes=30),
+            code_hash=app.state_keys.mac("row", b"not a code anyone types")))
+    if app.engine.dialect.name == "postgresql":
+        # Both confirmations are about to read the pending code before either writes its
+        # count: each must still see the other's wrong guess. (SQLite's BEGIN IMMEDIATE
+        # runs them one after the other.)
+        both_reading = threading.Barrier(2, timeout=20)
+
+        def hold(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+            if "FROM notification_verifications" in statement:
+                both_reading.wait()
+
+        event.listen(app.engine, "before_cursor_execute", hold)
+
+    results = race(2, lambda _: app.notifications.confirm_address(
+        lee, username="lee", code="00000000"))
+    if app.engine.dialect.name == "postgresql":
+        event.remove(app.engine, "before_cursor_execute", hold)
+    assert all(isinstance(r, UsageError) for r in results), results
+    with app.read() as session:
+        row = session.get(NotificationVerification, lee.account_id)
+        assert row is not None and row.attempts == 2
+    assert len(audit_events(app, "notify:verify:failure")) == 2
