@@ -233,7 +233,7 @@ class NotificationService:
                 self._record(session, AuditTag.NOTIFY_SUBSCRIBE, actor, username,
                              {"channel": EMAIL, "changed": changed, "verified": True})
                 return Subscription(username, address)
-            if row is not None and row.expires_at <= now and reason == "expired":
+            if reason == "expired" and row is not None:
                 session.delete(row)
             self._record(session, AuditTag.NOTIFY_VERIFY_FAILURE, actor, username,
                          {"channel": EMAIL, "reason": reason})
