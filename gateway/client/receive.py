@@ -117,9 +117,8 @@ class BlockPipe:
 
 def install(channel: paramiko.Channel) -> None:
     """Give ``channel`` a :class:`BlockPipe` before anything was received on it."""
-    if not isinstance(channel.in_buffer, BufferedPipe) or len(channel.in_buffer):
+    if not install_if_fresh(channel):
         raise RuntimeError("install a BlockPipe on a fresh channel only")
-    channel.in_buffer = BlockPipe()
 
 
 def install_if_fresh(channel: paramiko.Channel) -> bool:
