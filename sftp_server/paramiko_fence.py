@@ -51,6 +51,8 @@ _DATA_HEADER = struct.Struct(">IBII")
 # What of a read's data goes with its header: the 32 KiB an OpenSSH client takes per SSH
 # packet, less the header, so the first packet is full and nothing larger is copied.
 FIRST_DATA_PIECE = (32 << 10) - _DATA_HEADER.size
+# What paramiko keeps an SSH channel packet below the size the peer agreed to.
+_CHANNEL_OVERHEAD = 64
 _CLASSES: dict[str, type] = {"Transport": paramiko.Transport, "AuthHandler": AuthHandler,
                              "SFTPServer": SFTPServer}
 
@@ -219,11 +221,18 @@ class FencedSFTPServer(SFTPServer):  # type: ignore[misc]  # paramiko ships no t
         paramiko's reply copies a read four times (into a message, out of it, behind the
         length, and the unsent rest after every partial send), and a download waiting for
         the client's window holds those copies: about 1 MiB per download of 255 KiB reads,
-        which grew a node by that much per session. Here the header travels with the
-        first piece (one small copy) and the rest goes out as views of ``data``.
+        which grew a node by that much per session. Here a reply that fits one SSH
+        packet is sent as one (one copy, of at most a packet); a longer one sends the
+        header with the first piece (one small copy) and the rest as views of ``data``.
         """
         header = _DATA_HEADER.pack(_DATA_HEADER.size - 4 + len(data), paramiko.sftp.CMD_DATA,
                                    request_number, len(data))
+        if len(header) + len(data) <= self.sock.out_max_packet_size - _CHANNEL_OVERHEAD:
+            # A reply that fits one SSH packet goes as one (Blindpost's client asks for
+            # reads that do): the client then hands the data on as a view of the packet,
+            # where a reply in two packets cost it two copies of every byte to join.
+            self._send_view(memoryview(header + data))
+            return
         self._send_view(memoryview(header + data[:FIRST_DATA_PIECE]))
         self._send_view(memoryview(data)[FIRST_DATA_PIECE:])
 
