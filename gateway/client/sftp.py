@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -438,9 +438,11 @@ class SFTPSession:
             raise _status_error(code, message)
         raise RemoteError(f"unexpected SFTP reply type {kind}")
 
-    def writer(self, handle: bytes) -> Writer:
-        """A pipelined writer into ``handle`` from offset 0."""
-        return Writer(self, handle, self.write_size(len(handle)))
+    def writer(self, handle: bytes, *,
+               sent: Callable[[memoryview], None] | None = None) -> Writer:
+        """A pipelined writer into ``handle`` from offset 0; ``sent`` is shown the data
+        of each write request, in order, as a view of the request (which never changes)."""
+        return Writer(self, handle, self.write_size(len(handle)), sent=sent)
 
     def write_size(self, handle_size: int) -> int:
         """How much data each write request carries: at most :attr:`max_write`, and, if
@@ -481,9 +483,11 @@ class Writer:
     sees it.
     """
 
-    def __init__(self, session: SFTPSession, handle: bytes, size: int) -> None:
+    def __init__(self, session: SFTPSession, handle: bytes, size: int, *,
+                 sent: Callable[[memoryview], None] | None = None) -> None:
         self._session = session
         self._size = size
+        self._sent = sent
         self._prefix = _string(handle)
         self._pending = bytearray()
         self._offset = 0
@@ -524,11 +528,20 @@ class Writer:
             self._session._ignore(request_id)
         self._in_flight.clear()
 
+    @property
+    def written(self) -> int:
+        """The bytes sent so far (all of them once :meth:`finish` returned)."""
+        return self._offset
+
     def _send(self, chunk: memoryview) -> None:
         if len(self._in_flight) >= WINDOW:
             self._acknowledge()
-        self._in_flight.append(self._session._send(
-            WRITE, self._prefix, struct.pack(">QI", self._offset, len(chunk)), chunk))
+        request_id, packet = self._session._packet(
+            WRITE, self._prefix, struct.pack(">QI", self._offset, len(chunk)), chunk)
+        if self._sent is not None:
+            self._sent(memoryview(packet)[len(packet) - len(chunk):])
+        self._session._sendall(packet)
+        self._in_flight.append(request_id)
         self._offset += len(chunk)
 
     def _acknowledge(self) -> None:

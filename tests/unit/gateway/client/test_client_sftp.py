@@ -182,6 +182,23 @@ def test_pipelined_writes_arrive_whole_and_errors_surface(piece: int) -> None:
         broken.finish()
 
 
+def test_the_writer_shows_each_request_s_data_in_order_as_it_stays() -> None:
+    server = ScriptedServer(b"")
+    session = sftp.SFTPSession(server)
+    seen: list[memoryview] = []
+    writer = session.writer(b"h1", sent=seen.append)
+    payload = bytes(range(256)) * 1000
+    buffer = bytearray(70_000)
+    for start in range(0, len(payload), len(buffer)):
+        piece = payload[start:start + len(buffer)]
+        buffer[:len(piece)] = piece
+        writer.write(memoryview(buffer)[:len(piece)])
+        buffer[:] = bytes(len(buffer))  # Reused by the caller: the views must not change.
+    writer.finish()
+    assert b"".join(seen) == payload == bytes(server.written)
+    assert writer.written == len(payload)
+
+
 def test_statuses_become_gateway_errors() -> None:
     session = sftp.SFTPSession(ScriptedServer(b""))
     with pytest.raises(NotFoundError, match="no such file"):
