@@ -215,6 +215,8 @@ class PayloadCheck:
 # (and stored): beyond this the writer waits for it, so an upload holds at most this much
 # unchecked (in memory, never in the store) besides the batch it is gathering.
 MAX_LAG = 4 * 1024 * 1024
+# What the check thread is fed: bytes, or read-only views of bytes (which cannot change).
+Piece = bytes | memoryview
 
 
 class CheckThread:
@@ -237,7 +239,7 @@ class CheckThread:
         self._max_lag = MAX_LAG if max_lag is None else max_lag
         self._state = threading.Condition()
         # Batches to check, in order; None asks the thread to finish the check and end.
-        self._batches: collections.deque[Sequence[bytes] | None] = collections.deque()
+        self._batches: collections.deque[Sequence[Piece] | None] = collections.deque()
         self._lag = 0
         self._refusal: GatewayError | None = None
         self._ended = False
@@ -245,7 +247,7 @@ class CheckThread:
         # Checked but not yet cleared (nor stored), in order, and how much of the first
         # piece is stored already (cleared bytes are cut at block edges, not at pieces;
         # slicing the piece would copy the rest of it). Only this thread uses them.
-        self._held: collections.deque[bytes] = collections.deque()
+        self._held: collections.deque[Piece] = collections.deque()
         self._held_offset = 0
         self._stored = 0
         self._thread = threading.Thread(target=self._run, name="payload-check", daemon=True)
@@ -256,9 +258,9 @@ class CheckThread:
         if self._refusal is not None:
             raise self._refusal
 
-    def feed(self, batch: Sequence[bytes]) -> None:
-        """Queue the next pieces (bytes the caller will not change); wait while the check
-        is :data:`MAX_LAG` behind."""
+    def feed(self, batch: Sequence[Piece]) -> None:
+        """Queue the next pieces (bytes, or views of bytes: nothing can change them);
+        wait while the check is :data:`MAX_LAG` behind."""
         with self._state:
             while self._lag >= self._max_lag and self._refusal is None and not self._ended:
                 self._state.wait()
@@ -316,7 +318,7 @@ class CheckThread:
                 self._end(refusal=None)
                 return
 
-    def _check_batch(self, batch: Sequence[bytes] | None) -> None:
+    def _check_batch(self, batch: Sequence[Piece] | None) -> None:
         if batch is None:
             self._check.finish()
             self.cleared = self._check.cleared

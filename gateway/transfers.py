@@ -52,7 +52,7 @@ from gateway.errors import (
 from gateway.integrity import IntegrityViolationError
 from gateway.partner_keys import approved_keys, receiving_keys
 from gateway.partners import PartnerInfo, get_partner, partner_info
-from gateway.payload_check import CheckThread, PayloadCheck, header_end
+from gateway.payload_check import CheckThread, PayloadCheck, Piece, header_end
 from gateway.pre_encrypted import (
     ENCRYPTED_HERE,
     check_declared,
@@ -195,6 +195,11 @@ def _header_complete(head: bytes, armored: bool) -> bool:
     return header_end(head) is not None
 
 
+def _immutable(data: bytes | memoryview) -> bool:
+    """Whether ``data`` is bytes, or a read-only view of bytes (no one can change it)."""
+    return isinstance(data, bytes) or (data.readonly and isinstance(data.obj, bytes))
+
+
 class _PassThrough:
     """Stores an uploaded age file as it is, after checking its header is well formed and
     fits the partner (:mod:`gateway.pre_encrypted`), and that its payload looks like
@@ -222,7 +227,7 @@ class _PassThrough:
         # Set once the header has been checked; then every byte goes through it.
         self._payload: CheckThread | None = None
         self.header: envelope.HeaderInfo | None = None
-        self._batch: list[bytes] = []
+        self._batch: list[Piece] = []
         self._batch_size = 0
         self._handed = False
 
@@ -257,8 +262,9 @@ class _PassThrough:
     def _pass(self, data: bytes | memoryview) -> None:
         assert self._payload is not None
         self._payload.raise_refusal()
-        # The check reads bytes as they were written: writers may reuse their buffers.
-        piece = data if isinstance(data, bytes) else bytes(data)
+        # The check reads bytes as they were written: writers may reuse their buffers, so
+        # a piece is copied unless nothing can change it (a view of an SFTP request).
+        piece = data if _immutable(data) else bytes(data)
         self._batch.append(piece)
         self._batch_size += len(piece)
         if self._batch_size >= (self.BATCH if self._handed else

@@ -225,6 +225,34 @@ def test_only_cleared_bytes_reach_the_pending_object(pieces: int, batch: int) ->
     assert bytes(sink.data) == good
 
 
+class _Sources(_Sink):
+    """A pending object that also notes what each write was a view of."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[object] = []
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.sources.append(data.obj if isinstance(data, memoryview) else data)
+        return super().write(data)
+
+
+def test_views_of_bytes_are_checked_and_stored_without_a_copy() -> None:
+    """An SFTP write arrives as a view of its request's bytes, which nothing can change:
+    it goes to the check and the store as it is. (A writable buffer is copied:
+    test_only_cleared_bytes_reach_the_pending_object reuses its buffers.)"""
+    upload = HEADER + os.urandom(6 * BLOCK)
+    sink = _Sources()
+    through = _PassThrough(sink, [envelope.generate_identity().recipient])  # type: ignore[arg-type]
+    through.write(upload[:len(HEADER)])
+    with memoryview(upload) as view:
+        for start in range(len(HEADER), len(upload), 100_000):
+            through.write(view[start:start + 100_000])
+    through.close()
+    assert bytes(sink.data) == upload
+    assert sum(1 for source in sink.sources if source is upload) >= 6
+
+
 class _FullSink(_Sink):
     """A pending object whose disk fills after ``room`` bytes; notes which threads wrote."""
 
