@@ -480,3 +480,4 @@ def test_downloads_arrive_a_reply_per_packet_and_reads_go_in_batches(
         "every reply is a view of one received packet"
     sealed = b"".join(pieces)
     assert envelope.decrypt_bytes(sealed, [inst.identities["raw"]]) == data
+
