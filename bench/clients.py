@@ -182,7 +182,7 @@ class Bench:
         return run([str(BLINDPOST), command, "--host", "127.0.0.1", "--port",
                     str(self.gw.port), "--user", name, "--key", str(key), "--known-hosts",
                     str(self.gw.known_hosts), "--totp-command", f"echo {code}", *args],
-                   env={"PATH": os.environ["PATH"], "HOME": str(home)}, cwd=self.work)
+                   env=_client_env(home), cwd=self.work)
 
     def sftp(self, kind: str, commands: list[str]) -> Measured:
         from tests.unit.sftp_server.harness import askpass_script
@@ -270,6 +270,15 @@ class Bench:
             [str(BLINDPOST), "decrypt", "-i", key, "-o", str(target), str(sealed)])),
             (f"age -d -o ({label})", timed(
                 ["age", "-d", "-i", key, "-o", str(target), str(sealed)])))
+
+
+def _client_env(home: Path) -> dict[str, str]:
+    """The clients' environment: PATH, a HOME of their own, and PYTHONPATH if set (to
+    measure another checkout's code with this one's environment)."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(home)}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
 
 
 def settle() -> None:

@@ -14,8 +14,8 @@ header ends, and tests the payload with :mod:`gateway.randomness`:
 the caller stores only bytes that were checked: a refused upload leaves no unchecked
 byte even in its pending object. :class:`CheckThread` runs it on a thread of its own,
 fed batches of the writes, so that the session's thread only hands them over (the tests
-release the GIL); it may fall :data:`MAX_LAG` behind. Its cost is measured by
-``bench/payload_check.py``.
+release the GIL); it may fall :data:`MAX_LAG` behind. Given a store, it also writes each
+byte there once cleared. Its cost is measured by ``bench/payload_check.py``.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import collections
 import itertools
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
-from gateway.errors import UsageError
+from gateway.errors import GatewayError, UsageError
 from gateway.randomness import BlockScan, Finding, why_not_random
 
 log = logging.getLogger(__name__)
@@ -211,32 +211,45 @@ class PayloadCheck:
         return None if reason is None else (at, reason)
 
 
-# How far the check may fall behind the writes, in bytes handed to it and not yet checked:
-# beyond this the writer waits for it, so an upload holds at most this much unchecked (in
-# memory, never in the store) besides the batch it is gathering.
+# How far the check may fall behind the writes, in bytes handed to it and not yet checked
+# (and stored): beyond this the writer waits for it, so an upload holds at most this much
+# unchecked (in memory, never in the store) besides the batch it is gathering.
 MAX_LAG = 4 * 1024 * 1024
+# What the check thread is fed: bytes, or read-only views of bytes (which cannot change).
+Piece = bytes | memoryview
 
 
 class CheckThread:
     """A :class:`PayloadCheck` on a thread of its own, fed batches of pieces in order.
 
     The session's thread only queues the pieces it wrote; the check's tests (numpy passes
-    that release the GIL) run here, beside it. :attr:`cleared` moves as the thread checks.
-    A refusal is kept and raised to the writer by its next call (:meth:`raise_refusal`,
-    :meth:`feed`, :meth:`finish`): the thread stops at the first finding and takes
-    nothing more.
+    that release the GIL) run here, beside it, and so, with ``store``, does storing each
+    byte once it is cleared (writing to the store and hashing it took over a third of the
+    session thread's time during an upload, which is what limited it). :attr:`cleared`
+    moves as the thread checks. A refusal, or the store's failure, is kept and raised to
+    the writer by its next call (:meth:`raise_refusal`, :meth:`feed`, :meth:`finish`):
+    the thread stops at the first and takes nothing more.
     """
 
-    def __init__(self, check: PayloadCheck, *, max_lag: int | None = None) -> None:
+    def __init__(self, check: PayloadCheck, *,
+                 store: Callable[[memoryview], object] | None = None,
+                 max_lag: int | None = None) -> None:
         self._check = check
+        self._store = store
         self._max_lag = MAX_LAG if max_lag is None else max_lag
         self._state = threading.Condition()
         # Batches to check, in order; None asks the thread to finish the check and end.
-        self._batches: collections.deque[Sequence[bytes] | None] = collections.deque()
+        self._batches: collections.deque[Sequence[Piece] | None] = collections.deque()
         self._lag = 0
-        self._refusal: UsageError | None = None
+        self._refusal: GatewayError | None = None
         self._ended = False
         self.cleared = 0
+        # Checked but not yet cleared (nor stored), in order, and how much of the first
+        # piece is stored already (cleared bytes are cut at block edges, not at pieces;
+        # slicing the piece would copy the rest of it). Only this thread uses them.
+        self._held: collections.deque[Piece] = collections.deque()
+        self._held_offset = 0
+        self._stored = 0
         self._thread = threading.Thread(target=self._run, name="payload-check", daemon=True)
         self._thread.start()
 
@@ -245,9 +258,9 @@ class CheckThread:
         if self._refusal is not None:
             raise self._refusal
 
-    def feed(self, batch: Sequence[bytes]) -> None:
-        """Queue the next pieces (bytes the caller will not change); wait while the check
-        is :data:`MAX_LAG` behind."""
+    def feed(self, batch: Sequence[Piece]) -> None:
+        """Queue the next pieces (bytes, or views of bytes: nothing can change them);
+        wait while the check is :data:`MAX_LAG` behind."""
         with self._state:
             while self._lag >= self._max_lag and self._refusal is None and not self._ended:
                 self._state.wait()
@@ -273,11 +286,14 @@ class CheckThread:
         self.raise_refusal()
 
     def cancel(self) -> None:
-        """The upload is abandoned: drop what is queued and end the thread."""
+        """The upload is abandoned: drop what is queued, and wait for the thread to end
+        (it may be storing a batch), so that the caller may discard the store."""
         with self._state:
             self._batches.clear()
             self._ended = True
             self._state.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
 
     def _run(self) -> None:
         while True:
@@ -289,7 +305,7 @@ class CheckThread:
                 batch = self._batches.popleft()
             try:
                 self._check_batch(batch)
-            except UsageError as exc:
+            except GatewayError as exc:  # A refusal, or the store failed (a full disk).
                 self._end(refusal=exc)
                 return
             except Exception as exc:
@@ -302,19 +318,38 @@ class CheckThread:
                 self._end(refusal=None)
                 return
 
-    def _check_batch(self, batch: Sequence[bytes] | None) -> None:
+    def _check_batch(self, batch: Sequence[Piece] | None) -> None:
         if batch is None:
             self._check.finish()
             self.cleared = self._check.cleared
+            self._store_cleared()
             return
         self._check.feed(*batch)
         # One attribute store: the writer reads it without the lock.
         self.cleared = self._check.cleared
+        if self._store is not None:
+            self._held.extend(batch)
+            self._store_cleared()
         with self._state:
             self._lag -= sum(len(piece) for piece in batch)
             self._state.notify_all()
 
-    def _end(self, *, refusal: UsageError | None) -> None:
+    def _store_cleared(self) -> None:
+        """Write to the store every held byte the check has cleared."""
+        if self._store is None:
+            return
+        while self._held and self._stored < self.cleared:
+            piece = self._held[0]
+            take = min(len(piece) - self._held_offset, self.cleared - self._stored)
+            with memoryview(piece) as view:
+                self._store(view[self._held_offset:self._held_offset + take])
+            self._stored += take
+            self._held_offset += take
+            if self._held_offset == len(piece):
+                self._held.popleft()
+                self._held_offset = 0
+
+    def _end(self, *, refusal: GatewayError | None) -> None:
         with self._state:
             self._refusal = refusal
             self._ended = True

@@ -121,6 +121,13 @@ def _numpy() -> ModuleType:
     return numpy
 
 
+def preload() -> None:
+    """Import numpy now. An SFTP worker calls it once it is serving, in a thread of its
+    own: otherwise the first pre-encrypted upload on each worker waited for the import
+    (0.14-0.16 s here, and up to 0.5 s on a busy machine)."""
+    _numpy()
+
+
 class BlockScan:
     """The every-byte tests over a stream of bytes fed in order, in batches of any size.
 

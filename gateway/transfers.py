@@ -11,7 +11,6 @@ aborted upload leaves nothing.
 
 from __future__ import annotations
 
-import collections
 import io
 import logging
 import time
@@ -53,7 +52,7 @@ from gateway.errors import (
 from gateway.integrity import IntegrityViolationError
 from gateway.partner_keys import approved_keys, receiving_keys
 from gateway.partners import PartnerInfo, get_partner, partner_info
-from gateway.payload_check import CheckThread, PayloadCheck, header_end
+from gateway.payload_check import CheckThread, PayloadCheck, Piece, header_end
 from gateway.pre_encrypted import (
     ENCRYPTED_HERE,
     check_declared,
@@ -196,13 +195,19 @@ def _header_complete(head: bytes, armored: bool) -> bool:
     return header_end(head) is not None
 
 
+def _immutable(data: bytes | memoryview) -> bool:
+    """Whether ``data`` is bytes, or a read-only view of bytes (no one can change it)."""
+    return isinstance(data, bytes) or (data.readonly and isinstance(data.obj, bytes))
+
+
 class _PassThrough:
     """Stores an uploaded age file as it is, after checking its header is well formed and
     fits the partner (:mod:`gateway.pre_encrypted`), and that its payload looks like
     ciphertext (:mod:`gateway.payload_check`, on a thread of its own beside the writes).
 
-    Bytes reach the pending object only once the check has cleared them, so a refused
-    upload never wrote an unchecked byte anywhere, not even to be deleted.
+    Bytes reach the pending object only once the check has cleared them (the check's
+    thread writes them there), so a refused upload never wrote an unchecked byte
+    anywhere, not even to be deleted.
     """
 
     # Pieces go to the check thread in batches of this many bytes, tested as one: each of
@@ -222,15 +227,9 @@ class _PassThrough:
         # Set once the header has been checked; then every byte goes through it.
         self._payload: CheckThread | None = None
         self.header: envelope.HeaderInfo | None = None
-        # Written but not yet stored (the check has not cleared them yet), in order.
-        self._held: collections.deque[bytes] = collections.deque()
-        # How much of the first held piece is stored already (cleared bytes are cut at
-        # block edges, not at writes; slicing the piece would copy the rest of it).
-        self._held_offset = 0
-        self._batch: list[bytes] = []
+        self._batch: list[Piece] = []
         self._batch_size = 0
         self._handed = False
-        self._stored = 0
 
     def write(self, data: bytes | memoryview) -> None:
         if self._payload is not None:
@@ -245,55 +244,38 @@ class _PassThrough:
         assert self._payload is not None
         self._hand_over()
         self._payload.finish()
-        self._release()
 
     def settle(self) -> None:
-        """Wait until every byte written so far is checked, and store what was cleared;
+        """Wait until every byte written so far is checked, and what was cleared stored;
         raise the check's refusal if it found one."""
         if self._payload is None:
             return
         self._hand_over()
         self._payload.settle()
-        self._release()
 
     def cancel(self) -> None:
-        """The upload is abandoned: stop the check thread."""
+        """The upload is abandoned: stop the check thread (it no longer writes to the
+        pending object once this returns)."""
         if self._payload is not None:
             self._payload.cancel()
 
     def _pass(self, data: bytes | memoryview) -> None:
         assert self._payload is not None
         self._payload.raise_refusal()
-        # The check reads bytes as they were written: writers may reuse their buffers.
-        piece = data if isinstance(data, bytes) else bytes(data)
-        self._held.append(piece)
+        # The check reads bytes as they were written: writers may reuse their buffers, so
+        # a piece is copied unless nothing can change it (a view of an SFTP request).
+        piece = data if _immutable(data) else bytes(data)
         self._batch.append(piece)
         self._batch_size += len(piece)
         if self._batch_size >= (self.BATCH if self._handed else
                                 min(self.BATCH, self.FIRST_BATCH)):
             self._hand_over()
-        self._release()
 
     def _hand_over(self) -> None:
         assert self._payload is not None
         if self._batch:
             self._payload.feed(self._batch)
             self._batch, self._batch_size, self._handed = [], 0, True
-
-    def _release(self) -> None:
-        """Write to the sink every held byte the check has cleared."""
-        assert self._payload is not None
-        cleared = self._payload.cleared
-        while self._held and self._stored < cleared:
-            piece = self._held[0]
-            take = min(len(piece) - self._held_offset, cleared - self._stored)
-            with memoryview(piece) as view:
-                self._sink.write(view[self._held_offset:self._held_offset + take])
-            self._stored += take
-            self._held_offset += take
-            if self._held_offset == len(piece):
-                self._held.popleft()
-                self._held_offset = 0
 
     def _check_header(self, *, final: bool) -> None:
         head = bytes(self._head)
@@ -310,7 +292,7 @@ class _PassThrough:
         check_header(header, self._approved)
         self.header = header
         self._head.clear()
-        self._payload = CheckThread(PayloadCheck(armored=armored))
+        self._payload = CheckThread(PayloadCheck(armored=armored), store=self._sink.write)
         self._pass(head)
 
 

@@ -10,6 +10,7 @@ and answers ``limits@openssh.com`` and Blindpost's own extension (see
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat as stat_module
@@ -623,7 +624,11 @@ class BlindpostSFTPServer(FencedSFTPServer):
         if handle is None:
             self.send_status(request_number, SFTP_BAD_MESSAGE, "Invalid handle")
             return
-        self.send_status(request_number, handle.write(offset, data))
+        code = handle.write(offset, data)
+        if code == SFTP_OK:
+            self.hold_ok(request_number)
+        else:
+            self.send_status(request_number, code)
 
     def _close(self, request_number: int, handle_id: bytes) -> None:
         if self.folder_table.pop(handle_id, None) is not None:
@@ -639,6 +644,8 @@ class BlindpostSFTPServer(FencedSFTPServer):
     def finish_subsystem(self) -> None:
         """The session ended: abort uploads left open, release downloads."""
         try:
+            with contextlib.suppress(OSError, EOFError):
+                self.send_held()
             self._abandon_open_files()
             super().finish_subsystem()
         finally:

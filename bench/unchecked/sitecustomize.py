@@ -1,31 +1,19 @@
 """Only for bench/payload_check.py's reference server (on its PYTHONPATH, never installed):
-the payload check of pre-encrypted uploads, and the thread it runs on, replaced by one that
-clears every byte at once, in the writer's thread, so that the benchmark can measure what
-the real check costs an SFTP upload."""
+the payload check of pre-encrypted uploads replaced by one that clears every byte without
+testing it, so that the benchmark can measure what the real check costs an SFTP upload.
+Everything else (the check's thread, which stores the cleared bytes) is as in the gateway."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 from gateway import payload_check
 
 
-class _Unchecked:
-    def __init__(self, check: object, *, max_lag: int | None = None) -> None:
-        del check, max_lag
-        self.cleared = 0
-
-    def raise_refusal(self) -> None:
-        """Nothing is ever refused."""
-
-    def feed(self, batch: Sequence[bytes]) -> None:
-        self.cleared += sum(len(piece) for piece in batch)
+class _Unchecked(payload_check.PayloadCheck):
+    def feed(self, *pieces: bytes | memoryview) -> None:
+        self.cleared += sum(len(piece) for piece in pieces)
 
     def finish(self) -> None:
         """Nothing to judge."""
 
-    def cancel(self) -> None:
-        """No thread to stop."""
 
-
-payload_check.CheckThread = _Unchecked  # type: ignore[misc,assignment]
+payload_check.PayloadCheck = _Unchecked  # type: ignore[misc]

@@ -20,8 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import queue
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from gateway.client import names
 from gateway.client.cores import block_bytes, chunk_threads, spare_core
 from gateway.client.fetched import FetchedRecord, RemoteFile
 from gateway.client.files import OutputWriter, atomic_output, sync_directory
+from gateway.client.hashing import Hasher
 from gateway.client.progress import Advance, Progress
 from gateway.client.sftp import OPEN_READ, SFTPSession
 from gateway.errors import GatewayError, NotFoundError, RemoteError, UsageError
@@ -45,8 +44,6 @@ from gateway.sftp_extensions import CIPHERTEXT_SHA256, TRANSFER_ID
 MAX_LISTED = 10_000
 # Kept plaintext is read back (to seal it again) in blocks this large.
 _BLOCK = 1 << 20
-# Received blocks (up to 255 KiB each) that may wait to be hashed.
-_QUEUED = 64
 # Sizes of age's payload chunks, plain and sealed.
 _CHUNK = 64 << 10
 _SEALED = _CHUNK + 16
@@ -109,65 +106,6 @@ class _HashMismatchError(RemoteError):
     """What was downloaded (or kept) is not the file the gateway recorded."""
 
 
-class _Hasher:
-    """Hashes the ciphertext, with ``threaded`` in a thread beside the decryption
-    (hashlib releases the GIL; up to :data:`_QUEUED` blocks wait, so the download rarely
-    waits for it), else as each block arrives. With ``copy`` it also writes the
-    ciphertext there (an armored file's NAME.age).
-
-    Without a free core the thread only adds hand-offs that wait for the scheduler:
-    256 MiB fetched with a load average of 1.5-2.5 on 2 cores took 1.07-1.30 s of CPU
-    and 1.28-2.16 s with the hash inline, 1.23-1.42 s and 1.57-3.32 s with the thread
-    (6 runs each, alternating).
-    """
-
-    def __init__(self, started: hashlib._Hash, copy: OutputWriter | None = None, *,
-                 threaded: bool = True) -> None:
-        self._hash = started
-        self._copy = copy
-        self._error: OSError | None = None
-        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(_QUEUED)
-        self._thread: threading.Thread | None = None
-        if threaded:
-            self._thread = threading.Thread(target=self._run, name="blindpost-hash",
-                                            daemon=True)
-            self._thread.start()
-        self._stopped = False
-
-    def add(self, data: bytes | memoryview) -> None:
-        if self._error is not None:
-            raise self._error
-        if self._thread is None:
-            self._take(data)
-        else:
-            self._queue.put(data)
-
-    def _run(self) -> None:
-        while (data := self._queue.get()) is not None:
-            self._take(data)
-
-    def _take(self, data: bytes | memoryview) -> None:
-        self._hash.update(data)
-        if self._copy is not None and self._error is None:
-            try:
-                self._copy.write(data)
-            except OSError as exc:
-                self._error = exc
-
-    def finish(self) -> str:
-        self.stop()
-        if self._error is not None:
-            raise self._error
-        return self._hash.hexdigest()
-
-    def stop(self) -> None:
-        if not self._stopped:
-            self._stopped = True
-            if self._thread is not None:
-                self._queue.put(None)
-                self._thread.join()
-
-
 class _Ciphertext:
     """The ciphertext from the gateway as the decryptor reads it, hashed on the way.
 
@@ -175,7 +113,7 @@ class _Ciphertext:
     piece once, into its batch (:meth:`readinto`), and nothing else copies them.
     """
 
-    def __init__(self, remote: Iterator[memoryview], hasher: _Hasher,
+    def __init__(self, remote: Iterator[memoryview], hasher: Hasher,
                  advance: Advance) -> None:
         self._remote = remote
         self._hasher = hasher
@@ -433,7 +371,7 @@ class Fetcher:
                         decryptor: envelope.Decryptor, resume: _Resume, fd: int,
                         copy: OutputWriter | None) -> None:
         remote = self._sftp.read_stream(handle, resume.offset, entry.size)
-        hasher = _Hasher(resume.hash, copy, threaded=spare_core())
+        hasher = Hasher(resume.hash, copy, threaded=spare_core())
         # The plaintext is flushed before it is recorded as fetched; its writeback starts
         # while the rest downloads, not at the end.
         sink = OutputWriter(fd, early_writeback=True)

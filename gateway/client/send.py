@@ -19,7 +19,8 @@ from pathlib import Path
 from gateway import envelope, recipient_list
 from gateway.agreement_terms import Terms
 from gateway.client.agreement_pins import read_contents
-from gateway.client.cores import block_bytes, chunk_threads
+from gateway.client.cores import block_bytes, chunk_threads, spare_core
+from gateway.client.hashing import Hasher
 from gateway.client.progress import Progress
 from gateway.client.recipient_pins import Change, PinFile, compare, pins_of
 from gateway.client.sftp import (
@@ -97,20 +98,6 @@ def partner_recipients(sftp: SFTPSession, *, gateway: str, partner: str, pins: P
     return published
 
 
-class _HashingSink:
-    """Passes ciphertext to the upload and hashes it on the way."""
-
-    def __init__(self, writer: Writer) -> None:
-        self._writer = writer
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        self.hash.update(data)
-        self.size += len(data)
-        return self._writer.write(data)
-
-
 def send_file(sftp: SFTPSession, *, partner: str, path: Path,
               recipients: recipient_list.RecipientList, progress: Progress,
               terms: Terms | None = None) -> SendResult:
@@ -149,12 +136,14 @@ def _upload(sftp: SFTPSession, path: Path, result: SendResult,
             recipients: recipient_list.RecipientList, progress: Progress,
             contents: Contents) -> None:
     handle = sftp.open(result.remote, OPEN_WRITE | OPEN_CREATE | OPEN_TRUNCATE)
-    writer = sftp.writer(handle)
+    # The ciphertext is hashed as it is sent: with a core to spare in a thread, from the
+    # requests themselves (taking it off the thread that seals and sends).
+    hasher = Hasher(hashlib.sha256(), threaded=spare_core())
+    writer = sftp.writer(handle, sent=hasher.add)
     try:
         sftp.declare_recipients(handle, sorted(recipients.fingerprints))
         sftp.declare_contents(handle, contents)
-        sink = _HashingSink(writer)
-        _encrypt(path, sink, recipients.recipients(), progress, result, contents)
+        _encrypt(path, writer, recipients.recipients(), progress, result, contents)
         writer.finish()
     except GatewayError:
         # The gateway discarded the upload; closing the handle only confirms that.
@@ -162,11 +151,13 @@ def _upload(sftp: SFTPSession, path: Path, result: SendResult,
         with contextlib.suppress(GatewayError):
             sftp.close(handle)
         raise
+    finally:
+        hasher.stop()
     sftp.close(handle)
-    result.ciphertext_size, result.sha256 = sink.size, sink.hash.hexdigest()
+    result.ciphertext_size, result.sha256 = writer.written, hasher.finish()
 
 
-def _encrypt(path: Path, sink: _HashingSink, recipients: list[envelope.Recipient],
+def _encrypt(path: Path, sink: Writer, recipients: list[envelope.Recipient],
              progress: Progress, result: SendResult, checked: Contents) -> None:
     # With a core to spare, chunks are sealed in two threads (gateway.client.cores).
     threads = chunk_threads()

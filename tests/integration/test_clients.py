@@ -18,10 +18,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from gateway import envelope
-from gateway.client.hostkeys import fingerprint
+from gateway.client.connection import Credentials, connect
+from gateway.client.hostkeys import Endpoint, PinnedHostKeys, fingerprint
+from gateway.client.sftp import OPEN_READ, WINDOW
 from gateway.db.models import Role
 from gateway.errors import AuthenticationError
 from tests.unit.sftp_server.harness import (
@@ -39,11 +42,11 @@ MIB = 1 << 20
 @pytest.fixture(scope="module")
 def inst(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installation]:
     installation = Installation(tmp_path_factory.mktemp("clients"))
-    for slug, limit in (("uni", None), ("lim", 1), ("rot", None)):
+    for slug, limit in (("uni", None), ("lim", 1), ("rot", None), ("raw", None)):
         installation.add_partner(slug, post_quantum=slug != "rot", max_downloads=limit)
     installation.start()
     installation.add_user("clerk", Role.STAFF)
-    for name, partner in (("lee", "uni"), ("ann", "lim"), ("ron", "rot")):
+    for name, partner in (("lee", "uni"), ("ann", "lim"), ("ron", "rot"), ("rae", "raw")):
         installation.add_user(name, Role.PARTNER, partner=partner)
     yield installation
     installation.close()
@@ -424,3 +427,57 @@ def test_portal_code_signs_in_with_key_and_code_and_shows_a_fresh_code(
     clerk = Client(inst, inst.users["clerk"], tmp_path / "clerk")
     staff = clerk.json("portal-code")
     assert staff["exit"] == 0 and staff["account"] == "clerk", staff
+
+
+class _Recording:
+    """A channel that remembers every block it received."""
+
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self._channel = channel
+        self.blocks: list[bytes] = []
+        self.sends = 0
+
+    def sendall(self, data: bytes | memoryview) -> None:
+        self.sends += 1
+        self._channel.sendall(data)
+
+    def recv(self, nbytes: int) -> bytes:
+        block = self._channel.recv(nbytes)
+        self.blocks.append(block)
+        return block
+
+
+def test_downloads_arrive_a_reply_per_packet_and_reads_go_in_batches(
+        inst: Installation, tmp_path: Path) -> None:
+    """Against the gateway: the client's socket sends at once (Nagle's algorithm off:
+    a batch of reads otherwise waited for the gateway's acknowledgement, and a 256 MiB
+    download took 2 s instead of 1), its reads go out several to an SSH packet, and the
+    gateway sends each reply in one SSH packet, which the client hands on as a view of
+    what it received (a reply in two packets had to be joined, a copy of every byte)."""
+    clerk = Client(inst, inst.users["clerk"], tmp_path / "clerk")
+    data = os.urandom(24 * MIB)
+    (clerk.home / "views.bin").write_bytes(data)
+    assert clerk.run("send", "raw", "views.bin").returncode == 0
+    rae = inst.users["rae"]
+    credentials = Credentials(rae.username, paramiko.PKey.from_path(rae.key_path),
+                              lambda: inst.code(rae))
+    with connect(Endpoint("127.0.0.1", inst.port), credentials=credentials,
+                 host_keys=PinnedHostKeys(tmp_path / "hosts"), notice=lambda _: None) as conn:
+        transport = conn._transport
+        assert transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        session = conn.sftp
+        handle = session.open("/views.bin.age", OPEN_READ)
+        size = session.stat("/views.bin.age").size
+        assert size is not None
+        recording = _Recording(session._channel)
+        session._channel = recording
+        pieces = list(session.read_stream(handle, 0, size))
+        session.close(handle)
+    reads = len(pieces)
+    assert reads > 2 * WINDOW, "enough reads to refill the window many times"
+    assert recording.sends <= 1 + reads // 8, "reads are sent in batches"
+    assert all(any(piece.obj is block for block in recording.blocks) for piece in pieces), \
+        "every reply is a view of one received packet"
+    sealed = b"".join(pieces)
+    assert envelope.decrypt_bytes(sealed, [inst.identities["raw"]]) == data
+

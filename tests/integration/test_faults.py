@@ -61,6 +61,10 @@ def test_a_killed_worker_is_replaced_and_other_sessions_carry_on(tmp_path: Path)
         _kill_a_worker(inst)
 
 
+def _numpy_loaded(pid: int) -> bool:
+    return "_multiarray_umath" in Path(f"/proc/{pid}/maps").read_text()
+
+
 def _kill_a_worker(inst: Installation) -> None:
     server = GatewayProcess.sftp(inst, workers=2)
     try:
@@ -83,6 +87,10 @@ def _kill_a_worker(inst: Installation) -> None:
             # The replacement accepts connections (the kernel spreads them over both).
             wait_for(lambda: banner_served_by(server) == replacement, 10,
                      "a connection to the replacement worker")
+            # Every worker, the replacement too, loads the payload check's numpy once it
+            # serves, not in the first pre-encrypted upload it receives.
+            wait_for(lambda: all(_numpy_loaded(pid) for pid in server.worker_pids()), 20,
+                     "numpy loaded by every worker")
         server.stop()
         assert server.process.returncode == 0, server.output
         assert server.leftovers() == []

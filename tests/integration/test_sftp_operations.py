@@ -171,7 +171,7 @@ def test_an_allow_list_refuses_another_address(inst: Installation) -> None:
 
 
 def test_a_machine_account_uploads_with_its_key_alone_from_its_network(
-        inst: Installation, tmp_path: Path) -> None:
+        inst: Installation, clerk: User, tmp_path: Path) -> None:
     public = write_key_pair(tmp_path / "job", "job")
     new = inst.app.accounts.add(inst.account_actor("root-admin"), username="nightly",
                                 role=Role.STAFF, ssh_keys=[public], machine=True,
@@ -189,7 +189,7 @@ def test_a_machine_account_uploads_with_its_key_alone_from_its_network(
     assert result.returncode == 0, result.stderr
     assert "asked" not in result.stderr
     assert not (inst.root / "nightly.csv.age").exists()
-    assert [e.name for e in inst.app.transfers.inbox(inst.account_actor("clerk"), "acme")
+    assert [e.name for e in inst.app.transfers.inbox(inst.actor(clerk), "acme")
             if e.name == "nightly.csv.age"]
     assert "blindpost: permission denied" in result.stderr
     login = [e for e in audit_events(inst.app, "auth:login:success") if e["actor"] == "nightly"]

@@ -13,7 +13,7 @@ import pytest
 
 from gateway import envelope, payload_check
 from gateway.envelope.armor import ArmorWriter
-from gateway.errors import UsageError
+from gateway.errors import StorageError, UsageError
 from gateway.payload_check import SPACING, WINDOW, CheckThread, PayloadCheck
 from gateway.randomness import (
     BLOCK,
@@ -223,6 +223,107 @@ def test_only_cleared_bytes_reach_the_pending_object(pieces: int, batch: int) ->
     _write_all(through, good, pieces)
     through.close()
     assert bytes(sink.data) == good
+
+
+class _Sources(_Sink):
+    """A pending object that also notes what each write was a view of."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[object] = []
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.sources.append(data.obj if isinstance(data, memoryview) else data)
+        return super().write(data)
+
+
+def test_views_of_bytes_are_checked_and_stored_without_a_copy() -> None:
+    """An SFTP write arrives as a view of its request's bytes, which nothing can change:
+    it goes to the check and the store as it is. (A writable buffer is copied:
+    test_only_cleared_bytes_reach_the_pending_object reuses its buffers.)"""
+    upload = HEADER + os.urandom(6 * BLOCK)
+    sink = _Sources()
+    through = _PassThrough(sink, [envelope.generate_identity().recipient])  # type: ignore[arg-type]
+    through.write(upload[:len(HEADER)])
+    with memoryview(upload) as view:
+        for start in range(len(HEADER), len(upload), 100_000):
+            through.write(view[start:start + 100_000])
+    through.close()
+    assert bytes(sink.data) == upload
+    assert sum(1 for source in sink.sources if source is upload) >= 6
+
+
+class _FullSink(_Sink):
+    """A pending object whose disk fills after ``room`` bytes; notes which threads wrote."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+        self.threads: set[str] = set()
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.threads.add(threading.current_thread().name)
+        if len(self.data) + len(data) > self.room:
+            raise StorageError("cannot write object: [Errno 28] No space left on device")
+        return super().write(data)
+
+
+def test_the_check_thread_stores_and_a_store_failure_reaches_the_writer() -> None:
+    """Cleared bytes are written by the check's thread, not the session's; a full disk
+    there reaches the writer as the store's error (not a refusal of the payload), and
+    the thread stops."""
+    upload = HEADER + os.urandom(40 * BLOCK)
+    sink = _FullSink(room=10 * BLOCK)
+    through = _PassThrough(sink, [envelope.generate_identity().recipient])  # type: ignore[arg-type]
+    through.BATCH = 4 * BLOCK
+    with pytest.raises(StorageError, match="No space left"):  # noqa: PT012 -- writes, then close.
+        _write_all(through, upload, 80)
+        through.close()
+    assert sink.threads == {"payload-check"}
+    assert bytes(sink.data) == upload[:len(sink.data)]
+    assert through._payload is not None
+    assert not through._payload._thread.is_alive()
+
+
+class _BlockingSink(_Sink):
+    """A pending object whose first write waits until it is let go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.go = threading.Event()
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.entered.set()
+        self.go.wait(10)
+        return super().write(data)
+
+
+def test_cancel_returns_once_the_check_thread_stopped_storing() -> None:
+    """An abandoned upload's pending object is discarded after cancel(): by then the check
+    thread must be done writing to it."""
+    sink = _BlockingSink()
+    through = _PassThrough(sink, [envelope.generate_identity().recipient])  # type: ignore[arg-type]
+    through.BATCH = BLOCK
+    through.write(HEADER + os.urandom(8 * BLOCK))
+    through.write(os.urandom(8 * BLOCK))
+    assert sink.entered.wait(10)
+    cancelled = threading.Event()
+
+    def cancel() -> None:
+        through.cancel()
+        cancelled.set()
+
+    canceller = threading.Thread(target=cancel)
+    canceller.start()
+    assert not cancelled.wait(0.3), "cancel() returned while the thread was storing"
+    sink.go.set()
+    assert cancelled.wait(10)
+    canceller.join()
+    stored = len(sink.data)
+    assert through._payload is not None
+    assert not through._payload._thread.is_alive()
+    assert len(sink.data) == stored
 
 
 def test_a_refusal_stops_the_upload_at_a_later_write(monkeypatch: pytest.MonkeyPatch) -> None:

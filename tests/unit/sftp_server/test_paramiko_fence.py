@@ -121,3 +121,64 @@ def test_write_request_gives_the_data_as_a_view_of_the_packet() -> None:
     assert view.obj is msg.asbytes()  # Not a copy.
     with pytest.raises(paramiko.sftp.SFTPError, match="shorter than its data length"):
         FencedSFTPServer.write_request(_write_message(b"h-1", 0, data, cut=1))
+
+
+class _Channel:
+    """What the SFTP server sends on: whether a request is waiting, and each send."""
+
+    def __init__(self) -> None:
+        self.waiting = True
+        self.sent: list[bytes] = []
+
+    def recv_ready(self) -> bool:
+        return self.waiting
+
+    def recv(self, n: int) -> bytes:
+        return b"\0" * n
+
+    def send(self, data: bytes | memoryview) -> int:
+        self.sent.append(bytes(data))
+        return len(data)
+
+
+def _replies(sent: list[bytes]) -> list[tuple[int, int, int]]:
+    """(type, request id, status code) of every reply in what was sent."""
+    data, replies = b"".join(sent), []
+    while data:
+        size = int.from_bytes(data[:4], "big")
+        replies.append((data[4], int.from_bytes(data[5:9], "big"),
+                        int.from_bytes(data[9:13], "big")))
+        data = data[4 + size:]
+    return replies
+
+
+def test_ok_replies_wait_for_the_next_send_or_read_and_keep_their_order() -> None:
+    from sftp_server.paramiko_fence import HELD_REPLIES, FencedSFTPServer
+
+    channel = _Channel()
+    server = FencedSFTPServer.__new__(FencedSFTPServer)  # Only its sending parts.
+    server.sock, server.ultra_debug, server._held_replies = channel, False, []
+    status, ok, failure = paramiko.sftp.CMD_STATUS, paramiko.sftp.SFTP_OK, \
+        paramiko.sftp.SFTP_FAILURE
+    server.hold_ok(1)
+    server.hold_ok(2)
+    assert channel.sent == [], "held while the next request is waiting"
+    server.send_status(3, failure, "disk full")
+    assert len(channel.sent) == 2, "the held replies in one send, then the next reply"
+    assert _replies(channel.sent) == [(status, 1, ok), (status, 2, ok), (status, 3, failure)]
+    # Word for word what paramiko sends for SSH_FX_OK.
+    server.send_status(4, ok)
+    server.hold_ok(4)
+    server.send_held()
+    assert channel.sent[-1] == channel.sent[-2]
+
+    channel.sent.clear()
+    for number in range(HELD_REPLIES):
+        server.hold_ok(number)
+    assert len(channel.sent) == 1, "at most HELD_REPLIES wait"
+    server.hold_ok(99)
+    channel.waiting = False
+    assert server._read_all(4) == b"\0" * 4
+    assert _replies(channel.sent)[-1] == (status, 99, ok), "sent before waiting for input"
+    server.hold_ok(100)
+    assert _replies(channel.sent)[-1] == (status, 100, ok), "nothing waiting: sent at once"

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from gateway import envelope
-from gateway.client.fetch import Fetcher, _Hasher
+from gateway.client.fetch import Fetcher
 from gateway.client.fetched import FetchedRecord, RemoteFile
+from gateway.client.hashing import Hasher
 from gateway.client.names import UnsafeNameError, plain_name
 from gateway.client.progress import NoProgress
 
@@ -123,7 +124,7 @@ def test_a_kept_plaintext_that_was_changed_is_discarded(tmp_path: Path) -> None:
 @pytest.mark.parametrize("threaded", [True, False])
 def test_the_ciphertext_hash_is_the_same_in_a_thread_or_inline(threaded: bool) -> None:
     blocks = [bytes([n]) * 70_000 for n in range(20)]
-    hasher = _Hasher(hashlib.sha256(b"head"), threaded=threaded)
+    hasher = Hasher(hashlib.sha256(b"head"), threaded=threaded)
     for block in blocks:
         hasher.add(memoryview(block))
     assert hasher.finish() == hashlib.sha256(b"head" + b"".join(blocks)).hexdigest()

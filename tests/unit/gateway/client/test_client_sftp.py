@@ -30,12 +30,22 @@ class ScriptedServer:
         self.data = data
         self.block = block
         self.received: list[bytes] = []
+        self.sends: list[bytes] = []
         self.written = bytearray()
         self._short, self._reverse, self._write_error_at = short, reverse, write_error_at
         self._out = bytearray()
         self._pending: deque[bytes] = deque()
 
-    def sendall(self, packet: bytes) -> None:
+    def sendall(self, data: bytes) -> None:
+        """Take every request in ``data`` (the client may send several at once)."""
+        data = bytes(data)
+        self.sends.append(data)
+        while data:
+            (size,) = struct.unpack_from(">I", data)
+            self.request(data[:4 + size])
+            data = data[4 + size:]
+
+    def request(self, packet: bytes) -> None:
         body = packet[4:]
         kind = body[0]
         if kind == sftp.INIT:
@@ -112,6 +122,31 @@ def test_read_replies_within_one_received_block_are_views_of_it() -> None:
     assert all(any(piece.obj is block for block in server.received) for piece in pieces)
 
 
+def test_reads_go_out_in_batches_that_keep_the_window_full() -> None:
+    """The first send fills the window; after that a send tops it up once READ_BATCH
+    replies came in, all of them in one SSH packet."""
+    data = bytes(range(256)) * 4000  # 1,024,000 bytes: 250 reads of 4096.
+    server = ScriptedServer(data, block=1 << 20)
+    session = sftp.SFTPSession(server)
+    session.max_read = 4096
+    server.sends.clear()
+    assert b"".join(session.read_stream(b"h1", 0, len(data))) == data
+    requests = [len(_requests(send)) for send in server.sends]
+    assert sum(requests) == 250
+    assert requests[0] == sftp.WINDOW
+    assert all(count == sftp.READ_BATCH for count in requests[1:-1])
+    assert 0 < requests[-1] <= sftp.READ_BATCH
+
+
+def _requests(data: bytes) -> list[bytes]:
+    packets = []
+    while data:
+        (size,) = struct.unpack_from(">I", data)
+        packets.append(data[:4 + size])
+        data = data[4 + size:]
+    return packets
+
+
 def test_a_file_shorter_than_announced_is_an_error() -> None:
     session = sftp.SFTPSession(ScriptedServer(b"x" * 100))
     with pytest.raises(RemoteError, match="ended before its announced size"):
@@ -147,6 +182,23 @@ def test_pipelined_writes_arrive_whole_and_errors_surface(piece: int) -> None:
         broken.finish()
 
 
+def test_the_writer_shows_each_request_s_data_in_order_as_it_stays() -> None:
+    server = ScriptedServer(b"")
+    session = sftp.SFTPSession(server)
+    seen: list[memoryview] = []
+    writer = session.writer(b"h1", sent=seen.append)
+    payload = bytes(range(256)) * 1000
+    buffer = bytearray(70_000)
+    for start in range(0, len(payload), len(buffer)):
+        piece = payload[start:start + len(buffer)]
+        buffer[:len(piece)] = piece
+        writer.write(memoryview(buffer)[:len(piece)])
+        buffer[:] = bytes(len(buffer))  # Reused by the caller: the views must not change.
+    writer.finish()
+    assert b"".join(seen) == payload == bytes(server.written)
+    assert writer.written == len(payload)
+
+
 def test_statuses_become_gateway_errors() -> None:
     session = sftp.SFTPSession(ScriptedServer(b""))
     with pytest.raises(NotFoundError, match="no such file"):
@@ -159,7 +211,7 @@ class LimitedServer(ScriptedServer):
     """A server that offers limits@openssh.com (255 KiB reads and writes) and sends each
     reply in SSH packets of at most ``block`` bytes of data, as paramiko does."""
 
-    def sendall(self, packet: bytes) -> None:
+    def request(self, packet: bytes) -> None:
         body = packet[4:]
         if body[0] == sftp.INIT:
             self._out += self._packet(sftp.VERSION_REPLY, struct.pack(">I", 3)
@@ -170,7 +222,7 @@ class LimitedServer(ScriptedServer):
             self._pending.append(self._packet(sftp.EXTENDED_REPLY, rid + struct.pack(
                 ">QQQQ", 256 * 1024 + 1024, 255 * 1024, 255 * 1024, 64)))
             return
-        super().sendall(packet)
+        super().request(packet)
 
     def recv(self, size: int) -> bytes:
         # One reply at a time, cut into packets: a packet never holds two replies' bytes.
