@@ -75,7 +75,7 @@ class Settings:
     # worker process shares sftp_receive_budget_mib among its open SFTP sessions, each
     # getting between MIN_CHANNEL_WINDOW_KIB and sftp_channel_window_kib.
     sftp_channel_window_kib: int = 4096
-    sftp_receive_budget_mib: int = 32
+    sftp_receive_budget_mib: int = 16
     # Out-of-order writes held in memory: per upload, per SSH session, per worker process.
     sftp_reorder_buffer_mib: int = 64
     sftp_session_buffer_mib: int = 64
