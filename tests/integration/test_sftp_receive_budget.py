@@ -125,3 +125,13 @@ def test_concurrent_uploads_stay_within_their_shares(inst: Installation,
                 remote.prefetch()
                 ciphertext = remote.read()
             assert envelope.decrypt_bytes(ciphertext, [inst.identities["acme"]]) == original
+
+
+def test_a_lone_session_is_raised_from_the_opening_window_to_its_share(
+        inst: Installation) -> None:
+    """Channels open with 256 KiB; an SFTP session alone gets the whole share (1 MiB here)
+    before it sends a request."""
+    with paramiko_sftp(inst, inst.users["clerk"]) as client:
+        credit = client.sock.out_window_size
+    # Less only what the client sent so far (its INIT and nothing else).
+    assert 1 * MIB - 1 * KIB < credit <= 1 * MIB
