@@ -15,6 +15,7 @@ memory flat with the session count (the largest wave's peak close to the smalles
 
     python bench/scale.py [--sessions 20,100,200] [--size-mib 16] [--workers 1]
                           [--transfers both|uploads|downloads] [--no-reference]
+                          [--setting NAME=VALUE ...]
 """
 
 from __future__ import annotations
@@ -280,7 +281,8 @@ def common_env(args: argparse.Namespace) -> dict[str, str]:
             # Every client comes from 127.0.0.1, and one node takes every session of the
             # reference run; the limits leave room for the last wave's closing sessions.
             "BLINDPOST_SFTP_MAX_CONNECTIONS_PER_SOURCE": str(2 * max(args.sessions)),
-            "BLINDPOST_SFTP_MAX_CONNECTIONS": str(max(200, 2 * max(args.sessions)))}
+            "BLINDPOST_SFTP_MAX_CONNECTIONS": str(max(200, 2 * max(args.sessions))),
+            **{f"BLINDPOST_{name.upper()}": value for name, value in args.setting}}
 
 
 def report(waves: list[Wave]) -> None:
@@ -305,6 +307,9 @@ def main() -> int:
                              "or all upload, or all download")
     parser.add_argument("--no-reference", dest="reference", action="store_false",
                         help="skip the one-node run on SQLite and the local store")
+    parser.add_argument("--setting", type=_setting, action="append", default=[],
+                        metavar="NAME=VALUE",
+                        help="a setting for every node (sftp_receive_budget_mib=64); repeatable")
     parser.add_argument("--tiny", action="store_true",
                         help="a size that runs in seconds (the test suite runs every bench so)")
     args = parser.parse_args()
@@ -317,7 +322,8 @@ def main() -> int:
             "downloads": "all downloads"}[args.transfers]
     print(f"Scale benchmark: waves of {', '.join(map(str, args.sessions))} sessions "
           f"({what}), file {args.size_mib} MiB, {os.cpu_count()} cores, "
-          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+          + "".join(f", {name}={value}" for name, value in args.setting))
     out: list[Wave] = []
     one: list[Wave] = []
     try:
@@ -354,6 +360,13 @@ def _counts(text: str) -> list[int]:
     if not counts or any(count < 2 for count in counts):
         raise argparse.ArgumentTypeError("session counts must be at least 2")
     return counts
+
+
+def _setting(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
 
 
 if __name__ == "__main__":

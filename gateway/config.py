@@ -69,10 +69,13 @@ class Settings:
     sftp_reserve_percent: int = 25
     sftp_auth_timeout_seconds: int = 30
     sftp_idle_timeout_seconds: int = 900
-    # SSH channel receive window: what a client may send before the gateway has taken it,
-    # so what an upload waiting for the store (an S3 part buffer) holds in memory. Per
-    # session, upload speed is at most the window over the round-trip time.
-    sftp_channel_window_kib: int = 1024
+    # SSH channel receive windows: what a client may send before the gateway has taken
+    # it, so what an upload waiting for the store (an S3 part buffer) holds in memory.
+    # Per session, upload speed is at most the window over the round-trip time. Each
+    # worker process shares sftp_receive_budget_mib among its open SFTP sessions, each
+    # getting between MIN_CHANNEL_WINDOW_KIB and sftp_channel_window_kib.
+    sftp_channel_window_kib: int = 4096
+    sftp_receive_budget_mib: int = 16
     # Out-of-order writes held in memory: per upload, per SSH session, per worker process.
     sftp_reorder_buffer_mib: int = 64
     sftp_session_buffer_mib: int = 64
@@ -174,6 +177,8 @@ class Settings:
                               "or a positive number of seconds")
         _check_at_least(self, "sftp_channel_window_kib", MIN_CHANNEL_WINDOW_KIB,
                         why="one 255 KiB SFTP write must fit")
+        _check_at_least(self, "sftp_receive_budget_mib", 1,
+                        why="the SFTP sessions of a worker process share it")
         if self.sftp_workers < 0:
             raise ConfigError("sftp_workers: must be 0 (one per core) or a positive count")
         if self.sftp_reserve_percent < 0:

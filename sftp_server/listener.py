@@ -31,12 +31,13 @@ import paramiko
 from paramiko.ssh_exception import SSHException
 
 from gateway.app import App
-from gateway.config import address_in_use, parse_listen
+from gateway.config import MIN_CHANNEL_WINDOW_KIB, address_in_use, parse_listen
 from gateway.errors import GatewayError, StartupError, UsageError
 from sftp_server.admission import Admission, Ticket
 from sftp_server.auth import LoginGate
 from sftp_server.budget import MemoryBudget
 from sftp_server.proxy import NoHeaderError, ProxyHeaderError, ProxyProtocol, read_header
+from sftp_server.receive_budget import ReceiveBudget
 from sftp_server.server import Activity, BlindpostSFTPServer
 from sftp_server.transport import BlindpostTransport, quiet_paramiko
 
@@ -124,7 +125,7 @@ class Connection:
 
     def __init__(self, app: App, client: socket.socket, source: str, *,
                  host_key: paramiko.PKey, drain: Drain, ticket: Ticket,
-                 memory: MemoryBudget) -> None:
+                 memory: MemoryBudget, receive: ReceiveBudget) -> None:
         self._accepted = time.monotonic()
         self._app = app
         self._settings = app.settings
@@ -134,6 +135,7 @@ class Connection:
         self._drain = drain
         self.ticket = ticket
         self._memory = memory
+        self._receive = receive
         self._transport: BlindpostTransport | None = None
         self._gate: LoginGate | None = None
 
@@ -170,15 +172,18 @@ class Connection:
 
     def _serve(self) -> None:
         self._client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Channels open with the smallest window; an SFTP session's is raised to its
+        # share of the receive budget as the subsystem starts, before the client's first
+        # request. A channel that never starts one holds no more than this.
         transport = self._transport = BlindpostTransport(
-            self._client, window=self._settings.sftp_channel_window_kib << 10)
+            self._client, window=MIN_CHANNEL_WINDOW_KIB << 10)
         transport.add_server_key(self._host_key)
         activity = Activity(draining=self._drain.event)
         session_buffer = self._memory.child(self._settings.sftp_session_buffer_mib * MIB,
                                             scope="session")
         transport.set_subsystem_handler(
             "sftp", BlindpostSFTPServer, activity=activity, budget=session_buffer,
-            reorder_limit=self._settings.sftp_reorder_buffer_mib * MIB)
+            reorder_limit=self._settings.sftp_reorder_buffer_mib * MIB, receive=self._receive)
         # paramiko's own timeouts for each step; the grace time bounds them all together.
         transport.banner_timeout = transport.handshake_timeout = float(
             self._settings.sftp_auth_timeout_seconds)
@@ -281,6 +286,9 @@ class Listener:
         self._proxy = ProxyProtocol.from_settings(app.settings)
         self._memory = MemoryBudget(app.settings.sftp_process_buffer_mib * MIB,
                                     scope="server process")
+        self._receive = ReceiveBudget(app.settings.sftp_receive_budget_mib * MIB,
+                                      minimum=MIN_CHANNEL_WINDOW_KIB << 10,
+                                      maximum=app.settings.sftp_channel_window_kib << 10)
         self._active: dict[Connection, threading.Thread] = {}
         self._lock = threading.Lock()
         quiet_paramiko()
@@ -323,7 +331,8 @@ class Listener:
             return
         client.settimeout(None)
         connection = Connection(self._app, client, source, host_key=self._host_key,
-                                drain=self._drain, ticket=ticket, memory=self._memory)
+                                drain=self._drain, ticket=ticket, memory=self._memory,
+                                receive=self._receive)
         thread = threading.Thread(target=self._run, args=(connection,),
                                   name=f"sftp-{source}", daemon=True)
         with self._lock:

@@ -2,9 +2,11 @@
 
 paramiko's server side offers no hook for what the gateway must know: the moment a
 client's signature verified, the first KEXINIT (to require strict key exchange), raw SFTP
-requests (to answer them with our statuses). So the classes below override private
-methods, and nothing else in Blindpost does; the rest of ``sftp_server`` subclasses them
-and implements the public hooks they call (``on_*``, ``handle_request``, ...).
+requests (to answer them with our statuses), how much window a channel grants back (to
+share one receive budget). So the classes below override private methods, and
+:func:`budget_channel_window` replaces one on a channel, and nothing else in Blindpost
+does; the rest of ``sftp_server`` subclasses them and implements the public hooks they
+call (``on_*``, ``handle_request``, ...).
 
 :data:`RELIED_ON` names each private member used and the signature it was written
 against (paramiko is pinned, see ``pyproject.toml``). :func:`check_paramiko` compares
@@ -18,7 +20,7 @@ import contextlib
 import inspect
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import paramiko
 from paramiko import Message, SFTPServer, common
@@ -30,6 +32,7 @@ RELIED_ON: dict[str, str] = {
     "Transport._parse_newkeys": "(self, m)",
     "Transport._send_message": "(self, data)",
     "Transport._sanitize_packet_size": "(self, max_packet_size)",
+    "Transport._send_user_message": "(self, data)",
     "Transport._preferred_kex": "",
     "Transport._preferred_ciphers": "",
     "Transport._preferred_macs": "",
@@ -46,6 +49,14 @@ RELIED_ON: dict[str, str] = {
     "SFTPServer._send_packet": "(self, t, packet)",
     "SFTPServer._write_all": "(self, out)",
     "SFTPServer._send_status": "(self, request_number, code, desc=None)",
+    "Channel._check_add_window": "(self, n)",
+    # Attributes each Channel sets in its constructor (checked on an instance).
+    "Channel.lock": "",
+    "Channel.closed": "",
+    "Channel.eof_received": "",
+    "Channel.active": "",
+    "Channel.remote_chanid": "",
+    "Channel.in_window_size": "",
 }
 # SSH_FXP_DATA's header: length, type, request id, data length.
 _DATA_HEADER = struct.Struct(">IBII")
@@ -61,7 +72,7 @@ _OK_TAIL = struct.pack(">I7sI", 7, b"Success", 0)
 # Replies held back at most: a batch of them goes out in one SSH packet.
 HELD_REPLIES = 16
 _CLASSES: dict[str, type] = {"Transport": paramiko.Transport, "AuthHandler": AuthHandler,
-                             "SFTPServer": SFTPServer}
+                             "SFTPServer": SFTPServer, "Channel": paramiko.Channel}
 
 
 def check_paramiko() -> list[str]:
@@ -70,6 +81,8 @@ def check_paramiko() -> list[str]:
     for name, expected in RELIED_ON.items():
         owner, _, member = name.partition(".")
         target = getattr(_CLASSES[owner], member, None)
+        if target is None and not expected and owner == "Channel":
+            target = getattr(paramiko.Channel(0), member, None)
         if target is None:
             problems.append(f"paramiko.{name} is gone (paramiko {paramiko.__version__})")
         elif expected and str(inspect.signature(target)) != expected:
@@ -81,6 +94,46 @@ def check_paramiko() -> list[str]:
 def preferred_algorithms(kind: str) -> tuple[str, ...]:
     """Every algorithm of ``kind`` (kex, ciphers, ...) paramiko knows, in its order."""
     return tuple(getattr(paramiko.Transport, f"_preferred_{kind}"))
+
+
+class ReceiveWindow(Protocol):
+    """How much window to grant a channel's client (a ``receive_budget.ChannelWindow``)."""
+
+    def consumed(self, n: int) -> int: ...
+
+    def top_up(self) -> int: ...
+
+
+def budget_channel_window(channel: paramiko.Channel, window: ReceiveWindow) -> None:
+    """Let ``window`` decide what ``channel`` grants its client, and top it up now.
+
+    paramiko grants back every byte the application read once a tenth of the window was
+    read (``Channel._check_add_window``, called by ``recv``), so a channel's window
+    never changes. Replacing that method on this channel alone lets the gateway grant
+    less, or more, than was read. Call it from the transport's thread before the
+    channel's reader starts (the subsystem handler's constructor), and only for a
+    channel whose window nothing was read from yet.
+    """
+    def check_add_window(n: int) -> int:
+        with channel.lock:
+            # paramiko's own condition: a closed channel grants nothing.
+            if channel.closed or channel.eof_received or not channel.active:
+                return 0
+            return window.consumed(n)
+
+    channel._check_add_window = check_add_window
+    send_window_adjust(channel, window.top_up())
+
+
+def send_window_adjust(channel: paramiko.Channel, nbytes: int) -> None:
+    """Grant the channel's client ``nbytes`` more (no message for 0), as ``recv`` does."""
+    if nbytes <= 0:
+        return
+    message = Message()
+    message.add_byte(common.cMSG_CHANNEL_WINDOW_ADJUST)
+    message.add_int(channel.remote_chanid)
+    message.add_int(nbytes)
+    channel.transport._send_user_message(message)
 
 
 class FencedTransport(paramiko.Transport):  # type: ignore[misc]  # paramiko ships no type hints.

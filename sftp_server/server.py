@@ -80,7 +80,8 @@ from sftp_server.handles import (
     TextHandle,
     UploadHandle,
 )
-from sftp_server.paramiko_fence import FencedSFTPServer
+from sftp_server.paramiko_fence import FencedSFTPServer, budget_channel_window
+from sftp_server.receive_budget import ReceiveBudget
 from sftp_server.vfs import (
     AgreementFile,
     InboxFile,
@@ -437,13 +438,22 @@ class BlindpostSFTPServer(FencedSFTPServer):
     """paramiko's SFTP wire server with Blindpost's statuses, limits and clean-up."""
 
     def __init__(self, channel: Channel, name: str, server: LoginGate, *,
-                 activity: Activity, reorder_limit: int, budget: MemoryBudget) -> None:
+                 activity: Activity, reorder_limit: int, budget: MemoryBudget,
+                 receive: ReceiveBudget) -> None:
         super().__init__(channel, name, server, sftp_si=InboxView,
                          reorder_limit=reorder_limit, budget=budget)
         self._activity = activity
         self._view: InboxView = self.server
         self._channel = channel
         self._last_told: str | None = None
+        # This channel's window is its share of the process's receive budget from now
+        # on (built in the transport's thread, before anything was read from it).
+        self._window = receive.open(granted=channel.in_window_size)
+        try:
+            budget_channel_window(channel, self._window)
+        except BaseException:
+            self._window.close()
+            raise
         # Registered last: paramiko calls finish_subsystem (which unregisters) once the
         # handler's thread has started, whatever happens in it.
         activity.session_started(self, lambda: len(self.file_table))
@@ -649,6 +659,7 @@ class BlindpostSFTPServer(FencedSFTPServer):
             self._abandon_open_files()
             super().finish_subsystem()
         finally:
+            self._window.close()
             self._activity.session_ended(self)
 
     def _abandon_open_files(self) -> None:

@@ -59,8 +59,9 @@ class StrictKexRefused(SSHException):  # type: ignore[misc]  # paramiko ships no
 # mappings more often than not, and serving a download took about 4 times the CPU
 # (measured with 256 KiB packets).
 MAX_SSH_PACKET = 120 << 10
-# The receive window when no setting says otherwise (sftp_channel_window_kib's default).
-DEFAULT_WINDOW = 1 << 20
+# The largest receive window of a channel when no setting says otherwise
+# (sftp_channel_window_kib's default).
+DEFAULT_WINDOW = 4 << 20
 
 
 class BlindpostTransport(FencedTransport):
@@ -69,9 +70,11 @@ class BlindpostTransport(FencedTransport):
     max_packet_cap = MAX_SSH_PACKET
 
     def __init__(self, sock: socket.socket, *, window: int = DEFAULT_WINDOW) -> None:
-        # ``window``: each channel's receive window (sftp_channel_window_kib). paramiko's
-        # 2 MiB sat in memory for every upload waiting for an S3 part buffer: the client
-        # fills the window whether or not the server takes the data.
+        # ``window``: each channel's receive window when it opens. paramiko's 2 MiB sat in
+        # memory for every upload waiting for an S3 part buffer: the client fills the
+        # window whether or not the server takes the data. The listener opens channels
+        # with the smallest window and raises an SFTP session's to its share of the
+        # process's receive budget (sftp_server/receive_budget.py).
         super().__init__(sock, disabled_algorithms=disabled_algorithms(), strict_kex=True,
                          default_max_packet_size=MAX_SSH_PACKET, default_window_size=window)
         self.local_version = SERVER_VERSION

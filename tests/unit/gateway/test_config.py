@@ -88,6 +88,9 @@ def test_explicit_data_dir_beats_environment(tmp_path: Path) -> None:
      "notify_webhook_secret_file: the webhook's requests are signed"),
     ({"BLINDPOST_SFTP_CHANNEL_WINDOW_KIB": "128"},
      "sftp_channel_window_kib: must be at least 256 (one 255 KiB SFTP write must fit)"),
+    ({"BLINDPOST_SFTP_RECEIVE_BUDGET_MIB": "0"},
+     "sftp_receive_budget_mib: must be at least 1 (the SFTP sessions of a worker process "
+     "share it)"),
 ])
 def test_invalid_environment_names_the_key(tmp_path: Path, environ: dict[str, str],
                                            message: str) -> None:
