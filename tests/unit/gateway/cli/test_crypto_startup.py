@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.envelope import generate_identity
+from gateway.envelope import decrypt_bytes, generate_identity, parse_identity
 
 NOT_FOR_ENCRYPT_OR_DECRYPT = ("hashlib", "hmac", "_hashlib", "concurrent.futures", "tempfile",
                               "shutil", "rich", "logging", "json")
@@ -58,3 +58,56 @@ def test_encrypt_and_decrypt_o_import_only_what_they_use(
         # What they do use is loaded, so the test would see the others if they were.
         assert {"gateway.envelope.stream", "gateway.client.ranges"} <= modules
     assert opened.read_bytes() == plain.read_bytes()
+
+
+def _ended(argv: list[str], *, before: str = "") -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of the program run with ``argv``; stderr says
+    ``teardown`` if the interpreter's teardown ran (it raises an audit event that
+    ``os._exit`` never reaches)."""
+    probe = ("import os, sys\n"
+             "def hook(event, args, write=os.write):\n"
+             "    if event == 'cpython.PyInterpreterState_Clear':\n"
+             "        write(2, b'teardown\\n')\n"
+             "sys.addaudithook(hook)\n"
+             f"{before}\n"
+             "from gateway.cli import run\n"
+             f"sys.argv = ['blindpost', *{argv!r}]\n"
+             "run()\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=120, check=False)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_a_conversion_that_succeeded_ends_without_the_teardown(tmp_path: Path) -> None:
+    identity = generate_identity(post_quantum=False)
+    plain, sealed = tmp_path / "plain", tmp_path / "plain.age"
+    plain.write_bytes(os.urandom(300_000))
+    code, _, err = _ended(["encrypt", "-r", str(identity.recipient), "-o", str(sealed),
+                           str(plain)])
+    assert (code, err) == (0, "")
+    assert decrypt_bytes(sealed.read_bytes(), [identity]) == plain.read_bytes()
+    # What the command wrote to a pipe arrives whole: the streams are flushed first.
+    code, out, err = _ended(["keygen", "--classic"])
+    assert code == 0
+    assert "teardown" not in err
+    assert parse_identity(out.splitlines()[-1]).recipient.kind == "x25519"
+
+
+def test_the_teardown_runs_after_a_failure_another_command_or_with_a_thread_left(
+        tmp_path: Path) -> None:
+    identity = generate_identity(post_quantum=False)
+    plain, sealed = tmp_path / "plain", tmp_path / "plain.age"
+    plain.write_bytes(b"x")
+    encrypt = ["encrypt", "-r", str(identity.recipient), "-o", str(sealed), str(plain)]
+    code, _, err = _ended(["encrypt", "-r", str(identity.recipient), "-o", str(sealed),
+                           str(tmp_path / "missing")])
+    assert code == 1
+    assert err.endswith("teardown\n")
+    code, out, err = _ended(["version"])
+    assert (code, err) == (0, "teardown\n")
+    assert out.startswith("blindpost ")
+    # A thread still running, or an exit handler, is left to the interpreter.
+    thread = "import threading, time\nthreading.Thread(target=time.sleep, args=(0.2,)).start()"
+    assert _ended(encrypt, before=thread) == (0, "", "teardown\n")
+    handler = "import atexit\natexit.register(lambda: sys.stderr.write('handler\\n'))"
+    assert _ended(encrypt, before=handler) == (0, "", "handler\nteardown\n")
