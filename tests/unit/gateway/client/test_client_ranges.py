@@ -230,7 +230,7 @@ def test_a_thread_held_back_leaves_the_other_batches_to_the_rest(
         tmp_path: Path, identity: Identity) -> None:
     """Batches are handed out as threads ask for them: while the thread holding the
     first batch is stopped, the other takes every other batch, and the file is whole."""
-    plain = os.urandom(10 * 4 * CHUNK_SIZE + 7)
+    plain = os.urandom(10 * ranges._BATCH * CHUNK_SIZE + 7)  # 11 batches, the last short
     source = tmp_path / "plain"
     source.write_bytes(plain)
     rest_done = threading.Event()
