@@ -57,6 +57,21 @@ def test_encrypt_and_decrypt_o_import_only_what_they_use(
         assert not modules & NOT_FOR[argv[0]], (argv[0], sorted(modules & NOT_FOR[argv[0]]))
         # What they do use is loaded, so the test would see the others if they were.
         assert {"gateway.envelope.stream", "gateway.client.ranges"} <= modules
+        # Classical keys: the hybrid keys' module (ML-KEM, HPKE) is not loaded.
+        assert "gateway.envelope.mlkem" not in modules, argv[0]
+    assert opened.read_bytes() == plain.read_bytes()
+
+
+def test_hybrid_keys_load_their_module_when_met(tmp_path: Path) -> None:
+    identity = generate_identity()
+    key = tmp_path / "k.key"
+    key.write_text(identity.to_secret_string() + "\n")
+    plain = tmp_path / "plain"
+    plain.write_bytes(os.urandom(1000))
+    sealed, opened = tmp_path / "plain.age", tmp_path / "opened"
+    for argv in (["encrypt", "-r", str(identity.recipient), "-o", str(sealed), str(plain)],
+                 ["decrypt", "-i", str(key), "-o", str(opened), str(sealed)]):
+        assert "gateway.envelope.mlkem" in _imported(argv), argv[0]
     assert opened.read_bytes() == plain.read_bytes()
 
 
