@@ -38,26 +38,22 @@ def sync_directory(path: Path) -> None:
         os.close(fd)
 
 
-# A stream's output (OutputWriter) goes to the kernel in pieces that end on multiples of
-# this in the file: a single writer's measure. A large aligned write lets the page cache
-# allocate large folios for it, and on the (virtual) machine we measured those came at
-# several times the system time of small ones: 1 GiB written in 256 KiB calls cost
-# 1.0-1.8 s of system time, in 128 KiB calls 0.8-1.7 s, in aligned 32 KiB calls
-# 0.31-0.45 s in 7 runs of 8 (Linux 6.18, ext4). Unaligned pieces cost more again
-# (0.55-0.62 s in 32 KiB calls after a 200-byte header; age, whose 64 KiB + 16 byte
-# writes are never aligned, 0.38-0.59 s). The extra calls cost a few ms per GiB. Threads
-# writing one file at once are another matter (gateway.client.ranges).
+# Output goes to the kernel in pieces that end on multiples of this in the file. A large
+# aligned write lets the page cache allocate large folios for it, and on the (virtual)
+# machine we measured those came at several times the system time of small ones: 1 GiB
+# written in 256 KiB calls cost 1.0-1.8 s of system time, in 128 KiB calls 0.8-1.7 s, in
+# aligned 32 KiB calls 0.31-0.45 s in 7 runs of 8 (Linux 6.18, ext4). Unaligned pieces
+# cost more again (0.55-0.62 s in 32 KiB calls after a 200-byte header; age, whose 64 KiB
+# + 16 byte writes are never aligned, 0.38-0.59 s). The extra calls cost a few ms per GiB.
 WRITE_PIECE = 32 * 1024
 
 
 def write_at(fd: int, data: memoryview, offset: int) -> None:
     """Write all of ``data`` at ``offset`` of the file (``pwrite``, so threads may write
-    different parts of one file at once), in as few calls as the kernel allows. Threads
-    writing one file take its lock in turns, so a few large writes beat many small ones
-    there (:mod:`gateway.client.ranges`), whatever :data:`WRITE_PIECE` says of a single
-    writer."""
+    different parts of one file at once), in pieces that end on multiples of
+    :data:`WRITE_PIECE`."""
     while data:
-        written = os.pwrite(fd, data, offset)
+        written = os.pwrite(fd, data[:WRITE_PIECE - offset % WRITE_PIECE], offset)
         offset += written
         data = data[written:]
 

@@ -21,17 +21,17 @@ renamed into place only after every batch is done; its blocks are allocated firs
 (a chunk that fails is zeroed in the buffer, never written), and the first failure stops
 every thread, so the command fails as the streaming path does and leaves no file behind.
 
-A batch is 16 chunks (1 MiB): read into one buffer, sealed or opened into another, and
-written in one ``pwrite``. The kernel writes into one file's page cache one call at a
-time (the file's lock), and a thread that finds the lock taken waits for it, which
-showed as system time growing with how often the threads' writes met. In 32 KiB pieces
-of 4-chunk batches, as a single writer writes best
-(:data:`gateway.client.files.WRITE_PIECE`), 256 MiB encrypted in-process took a median
-173-213 ms and 187-220 ms of system time (11 runs each, in 4 rounds, at a load of 2-5
-from other work), against 110-115 ms and 112-119 ms in whole 1 MiB batches; one thread
-alone, 236 ms (128 ms of system time) against 195 ms (102 ms); decrypting, 136 ms (166
-ms) against 111 ms (95 ms); 1 GiB encrypted, 546 ms against 365 ms. Batches of 2 MiB
-measured as 1 MiB, of 4 MiB slower (122 ms).
+A batch is 16 chunks (1 MiB); it is written in pieces that end on multiples of
+:data:`gateway.client.files.WRITE_PIECE`, which the kernel serves far more cheaply than
+large ones, and one thread at a time (a lock held for the batch's writes). The kernel
+writes into one file's page cache one call at a time anyway, and a thread that finds the
+file's lock taken spins in the kernel while the other writes: in 4-chunk batches without
+the lock, 256 MiB encrypted in-process took a median 158 ms and 174 ms of system time,
+in 16-chunk batches with it 144 ms and 140 ms (7 runs each, load 1.1-3); 1 GiB, 655 ms
+(692 ms) against 481 ms (480 ms). Whole batches in one ``pwrite`` were faster in most
+runs (256 MiB in 110-115 ms) but, as the page cache then takes large folios, one run in
+three or four cost 2.5-5 s of system time at 1 GiB, most of it copying into the folios
+and the other thread spinning for the lock (a profile).
 
 Sealing straight into a shared mapping of the output (``encrypt_into`` on an ``mmap`` of
 the allocated file, no ``pwrite`` copy) was measured and not kept: 256 MiB encrypted
@@ -57,7 +57,7 @@ from gateway import envelope
 from gateway.client.files import write_at
 from gateway.errors import GatewayError
 
-# Chunks per batch: 1 MiB of plaintext, written in one call (see above).
+# Chunks per batch: 1 MiB of plaintext, written under the lock in one go (see above).
 _BATCH = 16
 
 
@@ -154,11 +154,13 @@ def _in_ranges(source: int, sink: int, layout: _Layout, transform: _Transform, *
     done = [0] * count
     failures: list[BaseException] = []
     stop = threading.Event()
+    # One thread writes at a time; the others read and seal or open meanwhile.
+    writing = threading.Lock()
 
     def run(index: int) -> None:
         try:
             _batches(source, sink, layout, transform, batches, done=done, slot=index,
-                     stop=stop)
+                     stop=stop, writing=writing)
         except BaseException as exc:  # noqa: BLE001 - re-raised by the caller's thread.
             failures.append(exc)
             stop.set()
@@ -184,7 +186,7 @@ def _wait(workers: Sequence[threading.Thread], done: list[int],
 
 def _batches(source: int, sink: int, layout: _Layout, transform: _Transform,
              batches: Iterator[int], *, done: list[int], slot: int,
-             stop: threading.Event) -> None:
+             stop: threading.Event, writing: threading.Lock) -> None:
     """Take the next batch from ``batches`` and do it, until none is left or ``stop``
     is set."""
     data = memoryview(bytearray(_BATCH * layout.read_step))
@@ -201,5 +203,6 @@ def _batches(source: int, sink: int, layout: _Layout, transform: _Transform,
         if got != wanted:
             raise ChangedInputError(_CHANGED)
         written = transform(index, data[:wanted], out, final)
-        write_at(sink, out[:written], layout.write_start + index * layout.write_step)
+        with writing:
+            write_at(sink, out[:written], layout.write_start + index * layout.write_step)
         done[slot] += wanted
