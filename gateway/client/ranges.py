@@ -30,7 +30,7 @@ the lock, 256 MiB encrypted in-process took a median 158 ms and 174 ms of system
 in 16-chunk batches with it 144 ms and 140 ms (7 runs each, load 1.1-3); 1 GiB, 655 ms
 (692 ms) against 481 ms (480 ms). Whole batches in one ``pwrite`` were faster in most
 runs (256 MiB in 110-115 ms) but, as the page cache then takes large folios, one run in
-three or four cost 2.5-5 s of system time at 1 GiB, most of it copying into the folios
+two to four cost 2.5-5 s of system time at 1 GiB, most of it copying into the folios
 and the other thread spinning for the lock (a profile).
 
 Sealing straight into a shared mapping of the output (``encrypt_into`` on an ``mmap`` of
