@@ -22,13 +22,20 @@ Partner keys are X25519, which Debian's age 1.1 reads, on both sides of every co
 ChaCha20-Poly1305 in 64 KiB chunks, is the same for both recipient types; only the
 header's key wrapping differs).
 
+The clients are this checkout's ``.venv/bin/blindpost`` (an editable install: its start
+includes the import hook that maps the package to the checkout, some 13 ms that a user's
+installed wheel does not spend) unless ``--blindpost PATH`` names another program, e.g.
+the console script of a virtual environment into which the wheel of ``make dist`` was
+installed, as partners and staff install it (the gateway itself always runs from this
+checkout's virtual environment, which has the server's dependencies).
+
 The report gives, beside the wall-clock ratio, the ratio of CPU seconds (user + system)
 and the load average before each round. On a machine whose cores are busy with other
 work the clients run their work in one thread (:mod:`gateway.client.cores`) and the wall
 clock mostly measures the scheduler; the CPU ratio then says more.
 
     .venv/bin/python bench/clients.py [--size-mib 1024] [--repeat 3] [--dir /tmp] [--tmpfs]
-                                      [--parts send,fetch,o]
+                                      [--parts send,fetch,o] [--blindpost PATH]
 """
 
 from __future__ import annotations
@@ -144,8 +151,11 @@ class Gateway:
 
 
 class Bench:
-    def __init__(self, work: Path, size: int, gateway: Gateway) -> None:
+    def __init__(self, work: Path, size: int, gateway: Gateway, *,
+                 client: Path = BLINDPOST) -> None:
         self.work = work
+        # The `blindpost` program whose client commands are measured.
+        self.program = client
         self.size = size
         self.gw = gateway
         self.plain = work / "big.bin"
@@ -179,7 +189,7 @@ class Bench:
 
     def client(self, command: str, kind: str, *args: str, home: Path) -> Measured:
         name, key, code = self.gw.account(kind)
-        return run([str(BLINDPOST), command, "--host", "127.0.0.1", "--port",
+        return run([str(self.program), command, "--host", "127.0.0.1", "--port",
                     str(self.gw.port), "--user", name, "--key", str(key), "--known-hosts",
                     str(self.gw.known_hosts), "--totp-command", f"echo {code}", *args],
                    env=_client_env(home), cwd=self.work)
@@ -263,11 +273,11 @@ class Bench:
             return measure
 
         self.compare(number, (f"blindpost encrypt -o ({label})", timed(
-            [str(BLINDPOST), "encrypt", "-r", recipient, "-o", str(target), str(self.plain)])),
+            [str(self.program), "encrypt", "-r", recipient, "-o", str(target), str(self.plain)])),
             (f"age -e -o ({label})", timed(
                 ["age", "-e", "-r", recipient, "-o", str(target), str(self.plain)])))
         self.compare(number, (f"blindpost decrypt -o ({label})", timed(
-            [str(BLINDPOST), "decrypt", "-i", key, "-o", str(target), str(sealed)])),
+            [str(self.program), "decrypt", "-i", key, "-o", str(target), str(sealed)])),
             (f"age -d -o ({label})", timed(
                 ["age", "-d", "-i", key, "-o", str(target), str(sealed)])))
 
@@ -332,10 +342,15 @@ def main() -> None:
                         help="a size that runs in seconds (the test suite runs every bench so)")
     parser.add_argument("--parts", default="send,fetch,o",
                         help="comparisons to run, of send, fetch (which needs send) and o")
+    parser.add_argument("--blindpost", type=Path, default=BLINDPOST, metavar="PATH",
+                        help="the blindpost program whose client commands are measured "
+                        "(default: this checkout's .venv/bin/blindpost)")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     if not parts <= {"send", "fetch", "o"}:
         parser.error("--parts takes send, fetch and o, comma-separated")
+    if not os.access(args.blindpost, os.X_OK):
+        parser.error(f"--blindpost {args.blindpost}: not an executable program")
     if args.tiny:
         args.size_mib, args.repeat, args.workers = 1, 1, 1
     for tool in ("age", "sftp"):
@@ -345,10 +360,11 @@ def main() -> None:
     scratch = [work] + ([Path(tempfile.mkdtemp(prefix="bench-clients-", dir="/dev/shm"))]
                         if args.tmpfs and Path("/dev/shm").is_dir() else [])
     print(f"client benchmark: {args.size_mib} MiB, median of {args.repeat}, "
-          f"{args.workers} gateway workers, {os.cpu_count()} cores, scratch {work}")
+          f"{args.workers} gateway workers, {os.cpu_count()} cores, scratch {work}, "
+          f"clients {args.blindpost}")
     gateway = Gateway(work, accounts=2 * args.repeat + 1, workers=args.workers)
     try:
-        bench = Bench(work, args.size_mib * MIB, gateway)
+        bench = Bench(work, args.size_mib * MIB, gateway, client=args.blindpost)
         with bench.plain.open("wb") as handle:
             for _ in range(args.size_mib):
                 handle.write(os.urandom(MIB))

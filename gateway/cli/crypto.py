@@ -18,25 +18,18 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import click
 
+from gateway import envelope
 from gateway.cli.errors import fail, reported_errors
 from gateway.client.cores import block_bytes, chunk_threads, range_threads, spare_core
 from gateway.client.files import OutputWriter, ReadAhead, atomic_output
 from gateway.client.ranges import decrypt_file, encrypt_file
-from gateway.envelope import (
-    Decryptor,
-    Encryptor,
-    Identity,
-    PayloadSealer,
-    Recipient,
-    generate_identity,
-    parse_identities_file,
-    parse_recipient,
-    parse_recipients_file,
-)
+
+if TYPE_CHECKING:
+    from gateway.envelope import Decryptor, Encryptor, Identity, Recipient
 
 # Progress bars only for inputs that take long enough to be worth watching.
 _PROGRESS_MIN_SIZE = 8 * 1024 * 1024
@@ -97,7 +90,7 @@ def keygen(classic: bool, output: Path | None) -> None:
       blindpost keygen --classic > classic.key
     """
     with reported_errors():
-        identity = generate_identity(post_quantum=not classic)
+        identity = envelope.generate_identity(post_quantum=not classic)
         text = _identity_file_text(identity)
         if output is None:
             click.echo(text, nl=False)
@@ -185,7 +178,7 @@ def encrypt(
         with (
             _open_input(input_path) as source,
             _open_output(output, background=background) as sink,
-            Encryptor(sink, recipients, armor=armor, threads=threads) as encryptor,
+            envelope.Encryptor(sink, recipients, armor=armor, threads=threads) as encryptor,
         ):
             if background:
                 _seal_read_ahead(source, encryptor, block_bytes(threads),
@@ -196,9 +189,10 @@ def encrypt(
 
 
 def _load_recipients(texts: tuple[str, ...], files: tuple[Path, ...]) -> list[Recipient]:
-    recipients = [parse_recipient(text) for text in texts]
+    recipients = [envelope.parse_recipient(text) for text in texts]
     for path in files:
-        recipients += parse_recipients_file(path.read_text(encoding="utf-8", errors="replace"))
+        recipients += envelope.parse_recipients_file(
+            path.read_text(encoding="utf-8", errors="replace"))
     return recipients
 
 
@@ -235,14 +229,15 @@ def decrypt(identity_files: tuple[Path, ...], output: Path | None, input_path: s
         for path in identity_files:
             # Undecodable bytes become U+FFFD, so a wrong file fails as "not an
             # identity" on its line rather than with a codec error.
-            identities += parse_identities_file(path.read_text(encoding="utf-8", errors="replace"))
+            identities += envelope.parse_identities_file(
+                path.read_text(encoding="utf-8", errors="replace"))
         # As in encrypt: a writer thread when a core is free, which here costs no copy
         # (chunks are opened straight into the writer's slots).
         background = output is not None and spare_core()
         threads = 1 if background else chunk_threads()
         with (
             _open_input(input_path) as source,
-            Decryptor(source, identities, threads=threads) as decryptor,
+            envelope.Decryptor(source, identities, threads=threads) as decryptor,
         ):
             if (output is not None and decryptor.payload_start is not None
                     and _regular_file(input_path)):
@@ -273,7 +268,7 @@ def _encrypt_in_ranges(input_path: Path, output: Path, recipients: list[Recipien
     with (
         _open_input(str(input_path)) as source,
         atomic_output(output, durable=False) as sink,
-        PayloadSealer(recipients) as sealer,
+        envelope.PayloadSealer(recipients) as sealer,
         _progress_for(source, "encrypting") as update,
     ):
         encrypt_file(source.fileno(), sink.fd, sealer, threads=range_threads(),

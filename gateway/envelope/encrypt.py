@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
-from gateway.envelope.armor import ArmorWriter, Writable
 from gateway.envelope.errors import RecipientError
 from gateway.envelope.format import FILE_KEY_SIZE, encode_header
 from gateway.envelope.recipient import Recipient
@@ -20,6 +19,9 @@ from gateway.envelope.stream import (
     Halves,
     payload_key,
 )
+
+if TYPE_CHECKING:
+    from gateway.envelope.armor import ArmorWriter, Writable
 
 Buffer = bytes | bytearray | memoryview
 # Sealed chunks are handed to the sink in batches of up to 1 MiB: one write call
@@ -84,7 +86,12 @@ class Encryptor:
     ) -> None:
         if batch_chunks < 1:
             raise ValueError("batch_chunks must be at least 1")
-        self._armor = ArmorWriter(sink) if armor else None
+        self._armor: ArmorWriter | None = None
+        if armor:
+            # Imported only for armor: binary output (`encrypt -o`) starts without it.
+            from gateway.envelope.armor import ArmorWriter as _ArmorWriter
+
+            self._armor = _ArmorWriter(sink)
         self._sink: Writable = self._armor or sink
         header, sealer = _new_file(recipients)
         self._sink.write(header)

@@ -45,3 +45,27 @@ def test_the_client_benchmark_runs_one_part(tmp_path: Path) -> None:
     assert "; CPU " in line, line
     assert "load average (1 min) before each round" in done.stdout
     assert list(tmp_path.iterdir()) == [], "the scratch directory is removed"
+
+
+def test_the_client_benchmark_measures_the_program_it_is_given(tmp_path: Path) -> None:
+    require_tool("age")
+    require_tool("sftp")
+    # A program that notes each command it runs, then runs this checkout's blindpost.
+    calls = tmp_path / "calls"
+    program = tmp_path / "blindpost"
+    program.write_text(f'#!/bin/sh\necho "$1" >> {calls}\n'
+                       f'exec {ROOT / ".venv" / "bin" / "blindpost"} "$@"\n')
+    program.chmod(0o755)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "clients.py"), "--tiny",
+                           "--parts", "o", "--dir", str(scratch), "--blindpost", str(program)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"clients {program}" in done.stdout
+    assert calls.read_text().split() == ["encrypt", "decrypt"]
+    refused = subprocess.run([sys.executable, str(ROOT / "bench" / "clients.py"), "--tiny",
+                              "--blindpost", str(tmp_path / "missing")],
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2
+    assert "not an executable program" in refused.stderr

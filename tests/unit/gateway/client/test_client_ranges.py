@@ -230,7 +230,7 @@ def test_a_thread_held_back_leaves_the_other_batches_to_the_rest(
         tmp_path: Path, identity: Identity) -> None:
     """Batches are handed out as threads ask for them: while the thread holding the
     first batch is stopped, the other takes every other batch, and the file is whole."""
-    plain = os.urandom(10 * 4 * CHUNK_SIZE + 7)
+    plain = os.urandom(10 * ranges._BATCH * CHUNK_SIZE + 7)  # 11 batches, the last short
     source = tmp_path / "plain"
     source.write_bytes(plain)
     rest_done = threading.Event()
@@ -255,3 +255,31 @@ def test_a_thread_held_back_leaves_the_other_batches_to_the_rest(
     assert sorted(sealed_by.values()) == [1, 10]
     opened = Decryptor(io.BytesIO((tmp_path / "sealed.age").read_bytes()), [identity])
     assert opened.read() == plain
+
+
+def test_one_thread_writes_at_a_time_and_each_batch_whole(
+        tmp_path: Path, identity: Identity, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The threads' writes never overlap (a thread spinning in the kernel for the file's
+    lock costs more than waiting on ours), and a batch's writes are not interleaved with
+    another batch's."""
+    writing: list[str] = []
+    overlaps: list[tuple[str, str]] = []
+    batches: list[int] = []
+    real = ranges.write_at
+
+    def watched(fd: int, data: memoryview, offset: int) -> None:
+        name = threading.current_thread().name
+        if writing:
+            overlaps.append((writing[0], name))
+        writing.append(name)
+        threading.Event().wait(0.002)  # Long enough for the other thread to arrive.
+        real(fd, data, offset)
+        batches.append(offset)
+        writing.remove(name)
+
+    monkeypatch.setattr(ranges, "write_at", watched)
+    plain = os.urandom(6 * ranges._BATCH * CHUNK_SIZE + 5)
+    sealed = _in_ranges(tmp_path, plain, identity, threads=2)
+    assert overlaps == []
+    assert len(batches) == 1 + 7  # The header, then one call per batch (its pieces together).
+    assert Decryptor(io.BytesIO(sealed), [identity]).read() == plain
