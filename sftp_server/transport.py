@@ -61,7 +61,7 @@ class StrictKexRefused(SSHException):  # type: ignore[misc]  # paramiko ships no
 MAX_SSH_PACKET = 120 << 10
 # The largest receive window of a channel when no setting says otherwise
 # (sftp_channel_window_kib's default).
-DEFAULT_WINDOW = 4 << 20
+DEFAULT_WINDOW = 1 << 20
 
 
 class BlindpostTransport(FencedTransport):

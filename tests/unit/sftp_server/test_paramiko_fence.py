@@ -91,7 +91,7 @@ def test_channel_receive_window_is_the_setting() -> None:
 
     ours, theirs = socket.socketpair()
     try:
-        assert DEFAULT_WINDOW == Settings().sftp_channel_window_kib << 10 == 4 << 20
+        assert DEFAULT_WINDOW == Settings().sftp_channel_window_kib << 10 == 1 << 20
         assert BlindpostTransport(ours).default_window_size == DEFAULT_WINDOW
         assert BlindpostTransport(ours, window=512 << 10).default_window_size == 512 << 10
     finally:
