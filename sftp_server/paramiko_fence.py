@@ -58,16 +58,16 @@ RELIED_ON: dict[str, str] = {
     "Channel.remote_chanid": "",
     "Channel.in_window_size": "",
 }
-# SSH_FXP_DATA's header: length, type, request id, data length.
-_DATA_HEADER = struct.Struct(">IBII")
+# The head of SSH_FXP_DATA and SSH_FXP_STATUS: length, type, request id, then the data's
+# length or the status code.
+_REPLY_HEAD = struct.Struct(">IBII")
 # What of a read's data goes with its header: the 32 KiB an OpenSSH client takes per SSH
 # packet, less the header, so the first packet is full and nothing larger is copied.
-FIRST_DATA_PIECE = (32 << 10) - _DATA_HEADER.size
+FIRST_DATA_PIECE = (32 << 10) - _REPLY_HEAD.size
 # What paramiko keeps an SSH channel packet below the size the peer agreed to.
 _CHANNEL_OVERHEAD = 64
-# SSH_FXP_STATUS with SSH_FX_OK, as paramiko words it: length, type, request id, code,
-# then the message "Success" and an empty language tag.
-_STATUS_HEAD = struct.Struct(">IBII")
+# What follows the head of SSH_FXP_STATUS with SSH_FX_OK, as paramiko words it: the
+# message "Success" and an empty language tag.
 _OK_TAIL = struct.pack(">I7sI", 7, b"Success", 0)
 # Replies held back at most: a batch of them goes out in one SSH packet.
 HELD_REPLIES = 16
@@ -283,9 +283,9 @@ class FencedSFTPServer(SFTPServer):  # type: ignore[misc]  # paramiko ships no t
         the session's thread about a sixth of an upload: a packet built in Python and a
         system call). Whatever is sent next, or a wait for input, sends them first."""
         held = self._held_replies
-        held.append(_STATUS_HEAD.pack(_STATUS_HEAD.size - 4 + len(_OK_TAIL),
-                                      paramiko.sftp.CMD_STATUS, request_number,
-                                      paramiko.sftp.SFTP_OK) + _OK_TAIL)
+        held.append(_REPLY_HEAD.pack(_REPLY_HEAD.size - 4 + len(_OK_TAIL),
+                                     paramiko.sftp.CMD_STATUS, request_number,
+                                     paramiko.sftp.SFTP_OK) + _OK_TAIL)
         if len(held) >= HELD_REPLIES or not self.sock.recv_ready():
             self.send_held()
 
@@ -316,8 +316,8 @@ class FencedSFTPServer(SFTPServer):  # type: ignore[misc]  # paramiko ships no t
         header with the first piece (one small copy) and the rest as views of ``data``.
         """
         self.send_held()
-        header = _DATA_HEADER.pack(_DATA_HEADER.size - 4 + len(data), paramiko.sftp.CMD_DATA,
-                                   request_number, len(data))
+        header = _REPLY_HEAD.pack(_REPLY_HEAD.size - 4 + len(data), paramiko.sftp.CMD_DATA,
+                                  request_number, len(data))
         if len(header) + len(data) <= self.sock.out_max_packet_size - _CHANNEL_OVERHEAD:
             # A reply that fits one SSH packet goes as one (Blindpost's client asks for
             # reads that do): the client then hands the data on as a view of the packet,

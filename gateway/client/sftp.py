@@ -280,7 +280,7 @@ class SFTPSession:
         return request_id
 
     def _packet(self, kind: int, *parts: bytes | memoryview) -> tuple[int, bytes]:
-        """A request with the next id, and its id."""
+        """The next request id, and the request that carries it."""
         request_id = self._next_id
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
         size = sum(len(part) for part in parts) + 5
