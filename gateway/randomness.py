@@ -122,9 +122,9 @@ def _numpy() -> ModuleType:
 
 
 def preload() -> None:
-    """Import numpy now. An SFTP worker calls it once it is serving, in a thread of its
-    own: otherwise the first pre-encrypted upload on each worker waited for the import
-    (0.14-0.16 s here, and up to 0.5 s on a busy machine)."""
+    """Import numpy now. An SFTP server calls it once it is serving, in a thread of its
+    own: otherwise the first pre-encrypted upload in each server process waited for the
+    import (0.14-0.16 s here, and up to 0.5 s on a busy machine)."""
     _numpy()
 
 

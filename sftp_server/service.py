@@ -51,7 +51,6 @@ from typing import Protocol
 
 import paramiko
 
-from gateway import randomness
 from gateway.app import App
 from gateway.audit import AuditTag
 from gateway.config import Settings
@@ -352,7 +351,6 @@ def worker_main(settings: Settings, index: int, port: int, table: LimitTable,
     serving = threading.Thread(target=listener.serve_forever, name="sftp-listener")
     serving.start()
     control.send_bytes(READY)
-    threading.Thread(target=randomness.preload, name="preload", daemon=True).start()
     with contextlib.suppress(EOFError, OSError):
         control.recv_bytes()  # Returns or raises only when the parent stops or dies.
     listener.stop()
