@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.envelope import decrypt_bytes, generate_identity, parse_identity
+from gateway.envelope import Identity, decrypt_bytes, generate_identity, parse_identity
 
 NOT_FOR_ENCRYPT_OR_DECRYPT = ("hashlib", "hmac", "_hashlib", "concurrent.futures", "tempfile",
                               "shutil", "rich", "logging", "json")
@@ -39,16 +39,24 @@ def _imported(argv: list[str]) -> set[str]:
     return set(result.stderr.strip().splitlines()[-1].split())
 
 
-def test_encrypt_and_decrypt_o_import_only_what_they_use(
-        tmp_path: Path) -> None:
-    identity = generate_identity(post_quantum=False)
+def _round_trip(tmp_path: Path, identity: Identity, size: int
+                ) -> tuple[list[list[str]], Path, Path]:
+    """The encrypt -o and decrypt -o command lines of a random file of ``size`` bytes to
+    and from ``identity``; the file, and where decrypt -o writes it back."""
     key = tmp_path / "k.key"
     key.write_text(identity.to_secret_string() + "\n")
     plain = tmp_path / "plain"
-    plain.write_bytes(os.urandom(300_000))
+    plain.write_bytes(os.urandom(size))
     sealed, opened = tmp_path / "plain.age", tmp_path / "opened"
-    for argv in (["encrypt", "-r", str(identity.recipient), "-o", str(sealed), str(plain)],
-                 ["decrypt", "-i", str(key), "-o", str(opened), str(sealed)]):
+    return ([["encrypt", "-r", str(identity.recipient), "-o", str(sealed), str(plain)],
+             ["decrypt", "-i", str(key), "-o", str(opened), str(sealed)]], plain, opened)
+
+
+def test_encrypt_and_decrypt_o_import_only_what_they_use(
+        tmp_path: Path) -> None:
+    argvs, plain, opened = _round_trip(tmp_path, generate_identity(post_quantum=False),
+                                       300_000)
+    for argv in argvs:
         modules = _imported(argv)
         loaded = {m for m in modules
                   if m.partition(".")[0] in NOT_FOR_ENCRYPT_OR_DECRYPT
@@ -63,14 +71,8 @@ def test_encrypt_and_decrypt_o_import_only_what_they_use(
 
 
 def test_hybrid_keys_load_their_module_when_met(tmp_path: Path) -> None:
-    identity = generate_identity()
-    key = tmp_path / "k.key"
-    key.write_text(identity.to_secret_string() + "\n")
-    plain = tmp_path / "plain"
-    plain.write_bytes(os.urandom(1000))
-    sealed, opened = tmp_path / "plain.age", tmp_path / "opened"
-    for argv in (["encrypt", "-r", str(identity.recipient), "-o", str(sealed), str(plain)],
-                 ["decrypt", "-i", str(key), "-o", str(opened), str(sealed)]):
+    argvs, plain, opened = _round_trip(tmp_path, generate_identity(), 1000)
+    for argv in argvs:
         assert "gateway.envelope.mlkem" in _imported(argv), argv[0]
     assert opened.read_bytes() == plain.read_bytes()
 
