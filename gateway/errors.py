@@ -7,7 +7,10 @@ families below into their protocol's statuses in one table each (SFTP status cod
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 
 class GatewayError(Exception):

@@ -51,7 +51,7 @@ import itertools
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway import envelope
 from gateway.client.files import write_at
@@ -68,8 +68,7 @@ class ChangedInputError(GatewayError):
     """The input file changed size while it was being read."""
 
 
-@dataclass(frozen=True)
-class _Layout:
+class _Layout(NamedTuple):
     """Where chunk ``i`` is read from and written to: ``read_start + i * read_step`` and
     ``write_start + i * write_step``; the input's size and how many chunks it holds."""
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import NamedTuple, Self
 
 from gateway.envelope.armor import ArmorReader, starts_armored
 from gateway.envelope.errors import (
@@ -30,8 +29,7 @@ from gateway.envelope.stream import (
 _SCRYPT = "scrypt"
 
 
-@dataclass(frozen=True, slots=True)
-class HeaderInfo:
+class HeaderInfo(NamedTuple):
     """What the header of an age file says, learned without any key."""
 
     armored: bool

@@ -9,7 +9,7 @@ is a :class:`HeaderError`, because a lenient parser makes the format malleable.
 from __future__ import annotations
 
 import binascii
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # HMAC and the hashes come from cryptography, which the envelope loads anyway, rather
 # than hashlib and hmac, whose OpenSSL binding (_hashlib) adds some 3 ms to the start
@@ -57,8 +57,7 @@ def b64decode(text: str | bytes) -> bytes:
     return data
 
 
-@dataclass(frozen=True, slots=True)
-class Stanza:
+class Stanza(NamedTuple):
     """One recipient stanza: its arguments (the first names its type) and body."""
 
     args: tuple[str, ...]
@@ -78,8 +77,7 @@ class Stanza:
         return ("-> " + " ".join(self.args) + "\n" + "\n".join(lines) + "\n").encode("ascii")
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
+class Header(NamedTuple):
     """A parsed header: its stanzas, its MAC and the exact bytes the MAC covers."""
 
     stanzas: tuple[Stanza, ...]
