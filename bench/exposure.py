@@ -361,7 +361,7 @@ def main() -> None:
                 verify_alone(args.verify_only or args.verify_serial,
                              serial=args.verify_serial is not None)
             else:
-                from gateway.cli import main as blindpost
+                from gateway.cli.program import main as blindpost
 
                 code = blindpost.main(args.cli, prog_name="blindpost", standalone_mode=False)
                 if isinstance(code, int) and code:

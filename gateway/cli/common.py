@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from gateway.cli import DATA_DIR_KEY, collector_paused
 from gateway.cli.errors import fail
+from gateway.cli.program import DATA_DIR_KEY, collector_paused
 from gateway.config import CONFIG_FILE_NAME, Settings, data_dir_origin, load_settings
 from gateway.errors import AuthenticationError, UsageError
 from gateway.values import jsonable

@@ -12,8 +12,6 @@ import sys
 from collections.abc import Iterator
 from typing import NoReturn
 
-import click
-
 from gateway.errors import GatewayError, UsageError
 from gateway.terminal import shown_lines
 
@@ -50,5 +48,7 @@ def exit_with(exc: GatewayError) -> NoReturn:
     """Print ``exc`` as the command's error and exit with its code."""
     # A message may carry a remote party's words: no control character of theirs
     # reaches the terminal.
-    click.echo(f"blindpost: error: {shown_lines(exc.diagnostics())}", err=True)
+    # Written without click, which the file conversions run without (gateway.cli.conversions).
+    sys.stderr.write(f"blindpost: error: {shown_lines(exc.diagnostics())}\n")
+    sys.stderr.flush()
     sys.exit(exit_code(exc))

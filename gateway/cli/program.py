@@ -1,22 +1,19 @@
-"""The ``blindpost`` command line: one program for operators, staff, partners and auditors.
-
-Exit codes: 0 success, 1 the operation failed, 2 usage error.
+"""The ``blindpost`` program's commands (click): the group and how it finds its commands.
 
 Subcommands are imported only when they run, so ``blindpost decrypt`` on a partner's
 laptop starts without loading the database layer. ``pip install blindpost`` installs
 the client commands only (``keygen``, ``encrypt``, ``decrypt``, ``key fingerprint``,
 ``send``, ``fetch``, ``trust``, ``portal-code``, ``witness``); the gateway's commands
-need the ``server`` extra, and say so when it is missing.
+need the ``server`` extra, and say so when it is missing. The program starts in
+:func:`gateway.cli.run`.
 """
 
 from __future__ import annotations
 
-import atexit
 import functools
 import gc
 import importlib
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +22,7 @@ from typing import Any, NoReturn
 import click
 
 from gateway import __version__
+from gateway.cli import exit_at_once
 from gateway.cli.errors import CommandError, exit_with, from_os_error
 from gateway.errors import GatewayError
 
@@ -39,7 +37,7 @@ COMMANDS = {
     "purge": "gateway.cli.admin:purge",
     "host-key": "gateway.cli.admin:host_key",
     "db": "gateway.cli.admin:db",
-    "version": "gateway.cli:version",
+    "version": "gateway.cli.program:version",
     "partner": "gateway.cli.partners:partner",
     "user": "gateway.cli.users:user",
     "source": "gateway.cli.sources:source",
@@ -101,7 +99,7 @@ SUMMARIES = {
 # without setting up (or importing) the logging package (tests/unit/gateway/cli/
 # test_crypto_startup.py checks they import none); and once one has succeeded, with its
 # output closed (and renamed into place), nothing is left for the interpreter's teardown
-# to do, so the program ends at once (:func:`_exit_at_once`).
+# to do, so the program ends at once (:func:`gateway.cli.exit_at_once`).
 SILENT_COMMANDS = frozenset({"keygen", "encrypt", "decrypt"})
 
 # Top-level modules of the `server` extra (pyproject.toml). Missing one means a client-only
@@ -289,31 +287,12 @@ def version(as_json: bool) -> None:
 
 
 def run() -> None:
-    """The ``blindpost`` program (its console script and ``python -m gateway.cli``)."""
+    """Run the program in this process (from :func:`gateway.cli.run`)."""
     global _OWN_PROCESS  # noqa: PLW0603  # Once, before anything is imported for a command.
     _OWN_PROCESS = True
     try:
         main(prog_name="blindpost")
     except SystemExit as exc:
         if exc.code in (0, None) and _SILENT_COMMAND:
-            _exit_at_once()
+            exit_at_once()
         raise
-
-
-def _exit_at_once() -> None:
-    """End the process now, without the interpreter's teardown (freeing every module
-    and object, some 5 ms of CPU after `blindpost encrypt -o` of any size), if nothing
-    is left for the teardown to do: no other thread runs, no exit handler is registered
-    (``atexit``), and standard output and error are flushed. Otherwise return, and the
-    process ends as usual."""
-    threading = sys.modules.get("threading")
-    if threading is not None and threading.active_count() > 1:
-        return
-    if atexit._ncallbacks():  # The only way to ask; typeshed has it.
-        return
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):  # A closed or broken stream: let Python report it.
-        return
-    os._exit(0)

@@ -29,7 +29,7 @@ from paramiko.common import (
 from sqlalchemy import select
 
 from gateway.accounts import parse_allow_from
-from gateway.cli import main
+from gateway.cli.program import main
 from gateway.db.models import AuthThrottle, Role
 from tests.integration.test_sftp_auth import RawClient
 from tests.unit.sftp_server.harness import (

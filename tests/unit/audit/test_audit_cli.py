@@ -12,7 +12,7 @@ from gateway.actors import Actor, ActorKind
 from gateway.app import App
 from gateway.audit import AuditTag, NoteVerifier, verify_tlog_proof
 from gateway.audit.cosignature import CosignatureVerifier
-from gateway.cli import main
+from gateway.cli.program import main
 
 
 def run(data_dir: Path, *args: str) -> Result:

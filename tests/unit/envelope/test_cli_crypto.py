@@ -10,8 +10,9 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from gateway.cli import crypto, main
+from gateway.cli import conversions
 from gateway.cli.crypto import decrypt, encrypt, keygen
+from gateway.cli.program import main
 from gateway.envelope import parse_identities_file
 
 
@@ -66,7 +67,7 @@ def test_keygen_to_stdout() -> None:
 @pytest.fixture(params=[False, True], ids=["one-thread", "writer-thread"])
 def spare_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
     """Run -o both ways: in one thread (a busy machine) and with the writer thread."""
-    monkeypatch.setattr(crypto, "spare_core", lambda: request.param)
+    monkeypatch.setattr(conversions, "spare_core", lambda: request.param)
     return bool(request.param)
 
 

@@ -105,7 +105,7 @@ def test_a_key_approved_for_another_partner_is_flagged(app: App,
 def test_the_cli_states_the_switch_and_the_shared_key(app: App, uni: envelope.Identity,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from gateway.cli import keys as cli_keys
-    from gateway.cli import main
+    from gateway.cli.program import main
 
     monkeypatch.setattr(cli_keys, "open_app", lambda _data_dir: app)
     monkeypatch.setattr(cli_keys, "prove", lambda _app, by, purpose: actor(app, by))

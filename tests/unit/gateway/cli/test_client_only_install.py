@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import SERVER_EXTRA_HINT, SERVER_EXTRA_MODULES
+from gateway.cli.program import SERVER_EXTRA_HINT, SERVER_EXTRA_MODULES
 
 ROOT = Path(__file__).resolve().parents[4]
 BLOCKER = f"""
@@ -27,7 +27,7 @@ class Blocker(importlib.abc.MetaPathFinder):
         return None
 sys.meta_path.insert(0, Blocker())
 sys.argv[0] = "blindpost"
-from gateway.cli import main
+from gateway.cli.program import main
 main()
 """
 # Distribution name in pyproject.toml -> the module it provides.
@@ -96,7 +96,7 @@ def test_an_export_verifies_offline_without_the_server_extra(data_dir: Path,
     standard library (the canonical leaves are read without rfc8785 or SQLAlchemy)."""
     from click.testing import CliRunner
 
-    from gateway.cli import main
+    from gateway.cli.program import main
 
     def server(*args: str) -> str:
         result = CliRunner().invoke(main, ["audit", *args, "--data-dir", str(data_dir)])

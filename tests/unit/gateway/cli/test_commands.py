@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from gateway import envelope, totp
 from gateway.actors import Actor
 from gateway.app import App
-from gateway.cli import main
+from gateway.cli.program import main
 from gateway.config import load_settings
 from tests.conftest import FakeClock
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy import text
 
 from gateway.app import App
-from gateway.cli import main
+from gateway.cli.program import main
 from gateway.config import load_settings
 from gateway.datadir import initialise
 from gateway.db.models import Role

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import pytest
 
-from gateway.cli import main
+from gateway.cli.program import main
 
 README = Path(__file__).parents[4] / "README.md"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 import pytest
 
-from gateway.cli import COMMANDS, SUMMARIES, main
+from gateway.cli.program import COMMANDS, SUMMARIES, main
 
 HEAVY = ("sqlalchemy", "alembic", "fastapi", "starlette", "uvicorn", "paramiko", "boto3",
          "botocore", "webauthn", "argon2", "jinja2", "segno", "rfc8785", "psycopg", "numpy")
@@ -50,7 +50,7 @@ def _imported(*argv: str, env: dict[str, str] | None = None) -> set[str]:
     """Every module imported by ``blindpost ARGV`` in a fresh interpreter, by full name."""
     probe = ("import sys, json, atexit\n"
              "atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr))\n"
-             "from gateway.cli import main\n"
+             "from gateway.cli.program import main\n"
              f"main({list(argv)!r}, prog_name='blindpost')\n")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             env=env, timeout=120, check=False)
@@ -97,7 +97,7 @@ def _collector_at_exit(entry: str, data_dir: Path) -> str:
              "atexit.register(lambda: print(gc.isenabled(), gc.get_freeze_count() > 0, "
              "file=sys.stderr))\n"
              "sys.argv = ['blindpost', 'partner', 'list']\n"
-             f"from gateway.cli import {entry}\n"
+             f"from gateway.cli{'' if entry == 'run' else '.program'} import {entry}\n"
              f"{entry}()\n")
     env = {"PATH": "/usr/bin:/bin", "BLINDPOST_DATA_DIR": str(data_dir)}
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

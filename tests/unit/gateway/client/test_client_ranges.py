@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from gateway.cli import crypto, main
+from gateway.cli import conversions
+from gateway.cli.program import main
 from gateway.client import ranges
 from gateway.client.files import atomic_output
 from gateway.envelope import (
@@ -141,7 +142,7 @@ def _run(args: list[str]) -> Result:
 
 @pytest.fixture
 def three_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(crypto, "range_threads", lambda: 3)
+    monkeypatch.setattr(conversions, "range_threads", lambda: 3)
 
 
 @pytest.mark.usefixtures("three_ranges")
@@ -168,7 +169,7 @@ def test_encrypt_o_from_a_file_goes_in_ranges_and_stdin_streams(
         calls.append(1)
         real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(crypto, "encrypt_file", counted)
+    monkeypatch.setattr(conversions, "encrypt_file", counted)
     plain = tmp_path / "plain"
     plain.write_bytes(os.urandom(CHUNK_SIZE * 5 + 3))
     recipient = str(identity.recipient)
