@@ -13,7 +13,7 @@ and the system calls release the GIL, so the reading, the cryptography and the
 kernel's copying into the page cache (which costs as much CPU as the cryptography) run
 on every core; Go's age does all of it in one thread. Standard input and output, and
 armor, whose chunks have no fixed offsets, take the streaming path
-(:mod:`gateway.cli.crypto`).
+(:mod:`gateway.cli.conversions`).
 
 The output is the private temporary file of :func:`gateway.client.files.atomic_output`,
 renamed into place only after every batch is done; its blocks are allocated first
