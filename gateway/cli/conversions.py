@@ -10,7 +10,8 @@ age; loading click (which imports :mod:`inspect`) took about a fifth of its star
 form it reads exactly as click would: each option by its exact short or long name, its
 value the next argument (or after ``=`` for a long name) and not starting with ``-``,
 each single-valued option at most once, one input that is an existing regular file, an
-output that is not a directory, and every ``-R`` or ``-i`` file a file that exists.
+output that is not a directory, and every ``-R`` or ``-i`` file a file that exists; each
+existing file readable, as click requires.
 Anything else (``--help``, ``-a``, ``-rVALUE``, ``--``, standard input or output, a
 missing file, an unknown option) goes to click, which either runs it or says what is
 wrong with it. ``tests/unit/gateway/cli/test_quick_conversions.py`` compares the two
@@ -156,16 +157,15 @@ def read_quick(argv: list[str]) -> Conversion | None:
     if split is None:
         return None
     values, inputs = split
-    if len(inputs) != 1 or "output" not in values or not _regular_file(inputs[0]):
+    if (len(inputs) != 1 or "output" not in values or not _regular_file(inputs[0])
+            or not _click_path(inputs[0], exists=False)
+            or not _click_path(values["output"][0], exists=False)):
         return None
-    output = Path(values["output"][0])
-    if output.is_dir():
-        return None
-    params: dict[str, object] = {"output": output, "input_path": inputs[0]}
+    params: dict[str, object] = {"output": Path(values["output"][0]), "input_path": inputs[0]}
     for key, repeatable in names.values():
         if repeatable:
             given = values.get(key, [])
-            if key in _EXISTING and not all(Path(name).is_file() for name in given):
+            if key in _EXISTING and not all(_click_path(name, exists=True) for name in given):
                 return None
             params[key] = tuple(map(Path, given)) if key in _EXISTING else tuple(given)
     if argv[0] == "encrypt":
@@ -175,6 +175,16 @@ def read_quick(argv: list[str]) -> Conversion | None:
     elif not params["identity_files"]:
         return None
     return Conversion(argv[0], params)
+
+
+def _click_path(name: str, *, exists: bool) -> bool:
+    """Whether ``click.Path(dir_okay=False, exists=exists)`` takes ``name``: a path that
+    does not exist (unless ``exists``), or one that is not a directory and is readable."""
+    try:
+        mode = Path(name).stat().st_mode
+    except OSError:
+        return not exists
+    return not stat.S_ISDIR(mode) and os.access(name, os.R_OK)
 
 
 def _split(args: list[str], names: dict[str, tuple[str, bool]]

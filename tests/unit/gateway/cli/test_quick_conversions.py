@@ -35,8 +35,11 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (where / "recipients").write_text(f"{identity.recipient}\n")
     (where / "plain").write_bytes(b"x" * 100)
     (where / "dir").mkdir()
+    # Made unreadable by the tests that need it (root reads every file).
+    (where / "unreadable").write_text(f"{identity.recipient}\n")
     return {"recipient": str(identity.recipient), "key": str(where / "key"),
-            "recipients": str(where / "recipients"), "plain": str(where / "plain"),
+            "unreadable": str(where / "unreadable"), "recipients": str(where / "recipients"),
+            "plain": str(where / "plain"),
             "dir": str(where / "dir"), "missing": str(where / "missing"),
             "out": str(where / "out.age")}
 
@@ -50,8 +53,8 @@ def _words(files: dict[str, str], command: str) -> tuple[list[str], list[str]]:
     first = {"encrypt": files["recipient"], "decrypt": files["key"]}[command]
     return [*names, "-o", "--output"], [
         files["recipient"], files["recipients"], files["key"], files["plain"],
-        files["dir"], files["missing"], files["out"], "", "--", "-", "-h", "--help",
-        "--out", "-x", f"-o={files['out']}", f"-o{files['out']}",
+        files["dir"], files["missing"], files["out"], files["unreadable"], "", "--", "-",
+        "-h", "--help", "--out", "-x", f"-o={files['out']}", f"-o{files['out']}",
         f"--output={files['out']}", "--output=", f"--recipient={files['recipient']}",
         f"--identity={files['key']}", f"{first}=x", f"-r{files['recipient']}",
         f"--recipients-file={files['recipients']}"]
@@ -67,7 +70,10 @@ def _click_params(command: click.Command, args: list[str]) -> dict[str, object] 
 
 @pytest.mark.parametrize("command", ["encrypt", "decrypt"])
 def test_what_the_quick_reader_takes_click_reads_the_same(
-        files: dict[str, str], command: str) -> None:
+        files: dict[str, str], command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kwargs:
+                        os.fspath(path) != files["unreadable"] and access(path, mode, **kwargs))
     options, others = _words(files, command)
     click_command = {"encrypt": crypto.encrypt, "decrypt": crypto.decrypt}[command]
     taken = []
