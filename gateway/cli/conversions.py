@@ -233,7 +233,7 @@ def run_quick(argv: list[str]) -> None:
         exit_with(exc)
     except OSError as exc:
         exit_with(from_os_error(exc))
-    except KeyboardInterrupt:
+    except (EOFError, KeyboardInterrupt):
         _aborted()
     from gateway.cli import exit_at_once
 
@@ -242,8 +242,8 @@ def run_quick(argv: list[str]) -> None:
 
 
 def _aborted() -> NoReturn:
-    """What click prints and exits with on Ctrl-C."""
-    sys.stderr.write("Aborted!\n")
+    """What click prints and exits with on Ctrl-C: a new line, then ``Aborted!``."""
+    sys.stderr.write("\nAborted!\n")
     sys.exit(1)
 
 
