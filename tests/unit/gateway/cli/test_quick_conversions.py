@@ -145,11 +145,13 @@ def test_other_forms_go_to_click(files: dict[str, str], args: list[str]) -> None
     assert read_quick(["encrypt", *(arg.format(**files) for arg in args)]) is None
 
 
-def _program(argv: list[str], *, without: str = "click") -> subprocess.CompletedProcess[str]:
-    """Run the program (gateway.cli.run) with ``argv``; it fails if it imports
-    ``without``."""
+def _program(argv: list[str], *, without: str | None = "click", before: str = ""
+             ) -> subprocess.CompletedProcess[str]:
+    """Run the program (gateway.cli.run) with ``argv``, after the code ``before``; it
+    fails if it imports ``without``."""
+    block = f"sys.modules[{without!r}] = None\n" if without else ""
     probe = ("import sys\n"
-             f"sys.modules[{without!r}] = None\n"
+             f"{block}{before}\n"
              "from gateway.cli import run\n"
              f"sys.argv = ['blindpost', *{argv!r}]\n"
              "run()\n")
@@ -211,3 +213,24 @@ def test_failures_end_as_they_do_through_click(tmp_path: Path, identity: Identit
 @pytest.fixture
 def identity() -> Identity:
     return generate_identity(post_quantum=False)
+
+
+def test_ctrl_c_ends_as_through_click_and_leaves_no_file(tmp_path: Path,
+                                                         identity: Identity) -> None:
+    plain, sealed = tmp_path / "plain", tmp_path / "plain.age"
+    plain.write_bytes(b"x" * 300_000)
+    # The interrupt arrives while the chunks are being written.
+    interrupt = ("import gateway.client.ranges as ranges\n"
+                 "real = ranges.encrypt_file\n"
+                 "def interrupted(source, sink, *args, **kwargs):\n"
+                 "    real(source, sink, *args, **kwargs)\n"
+                 "    raise KeyboardInterrupt\n"
+                 "ranges.encrypt_file = interrupted\n")
+    quick = ["encrypt", "-r", str(identity.recipient), "-o", str(sealed), str(plain)]
+    # The same command line with a first -o that click replaces: click reads it.
+    by_click = ["encrypt", "-r", str(identity.recipient), "-o", "x", "-o", str(sealed),
+                str(plain)]
+    ended = [_program(argv, without=None, before=interrupt)
+             for argv in (quick, by_click)]
+    assert [(run.returncode, run.stderr) for run in ended] == [(1, "\nAborted!\n")] * 2
+    assert [path.name for path in tmp_path.iterdir()] == ["plain"]
