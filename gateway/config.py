@@ -1,8 +1,10 @@
 """The one settings object, read from ``blindpost.toml`` and ``BLINDPOST_*`` variables.
 
-This is the only module that reads the environment. Precedence, lowest first: built-in
-defaults, ``$BLINDPOST_DATA_DIR/blindpost.toml``, environment variables, explicit
-overrides passed by the caller (command-line flags).
+This is the only module that reads the environment, with :mod:`gateway.client_paths`
+(where the clients keep their pins, from ``HOME`` and ``XDG_*``), kept apart so that
+``blindpost send`` and ``fetch`` start without building the settings. Precedence,
+lowest first: built-in defaults, ``$BLINDPOST_DATA_DIR/blindpost.toml``, environment
+variables, explicit overrides passed by the caller (command-line flags).
 """
 
 from __future__ import annotations
@@ -606,54 +608,6 @@ def data_dir_origin(*, data_dir: Path | None, environ: Mapping[str, str] | None 
     if (os.environ if environ is None else environ).get(f"{ENV_PREFIX}DATA_DIR"):
         return f"{ENV_PREFIX}DATA_DIR"
     return f"the default ({DEFAULT_DATA_DIR} in the current directory)"
-
-
-@dataclass(frozen=True)
-class ClientPaths:
-    """Where ``blindpost send`` and ``fetch`` keep pins and state on a user's machine."""
-
-    config_dir: Path
-    state_dir: Path
-
-    @property
-    def known_hosts(self) -> Path:
-        """Gateway host keys pinned on first use (OpenSSH known_hosts format)."""
-        return self.config_dir / "known_hosts"
-
-    @property
-    def known_recipients(self) -> Path:
-        """Partner keys pinned on first use."""
-        return self.config_dir / "known_recipients"
-
-    @property
-    def known_agreements(self) -> Path:
-        """Partners' data-sharing agreements pinned on first use (gateway.client)."""
-        return self.config_dir / "known_agreements"
-
-    @property
-    def pending_agreements(self) -> Path:
-        """Looser agreements waiting for ``blindpost trust``."""
-        return self.state_dir / "pending_agreements"
-
-    @property
-    def pending_recipients(self) -> Path:
-        """Changed partner keys waiting for ``blindpost trust``."""
-        return self.state_dir / "pending_recipients"
-
-    @property
-    def fetched(self) -> Path:
-        """What ``blindpost fetch`` already fetched."""
-        return self.state_dir / "fetched.json"
-
-
-def client_paths(environ: Mapping[str, str] | None = None) -> ClientPaths:
-    """``$XDG_CONFIG_HOME/blindpost`` and ``$XDG_STATE_HOME/blindpost`` (XDG defaults)."""
-    env = os.environ if environ is None else environ
-    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-    config = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else home / ".config"
-    state = (Path(env["XDG_STATE_HOME"]) if env.get("XDG_STATE_HOME")
-             else home / ".local" / "state")
-    return ClientPaths(config / "blindpost", state / "blindpost")
 
 
 def render_example() -> str:

@@ -20,21 +20,12 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from gateway.agreement_terms import Terms
-from gateway.cli.common import emit_json
-from gateway.client.agreement_pins import (
-    WaitingAgreement,
-    accept,
-    partner_agreement,
-    waiting_agreements,
-)
+from gateway.client.agreement_pins import partner_agreement
 from gateway.client.connection import Connection, Credentials, connect, load_ssh_key
-from gateway.client.fetch import Fetcher, FetchResult, checked, inbox
-from gateway.client.fetched import FetchedRecord, RemoteFile
 from gateway.client.hostkeys import (
     Endpoint,
     HostKeyCheck,
@@ -42,7 +33,6 @@ from gateway.client.hostkeys import (
     KnownHostsFile,
     PinnedHostKeys,
 )
-from gateway.client.names import UnsafeNameError
 from gateway.client.progress import NoProgress, Progress, TerminalProgress
 from gateway.client.recipient_pins import PinFile, compare
 from gateway.client.send import (
@@ -52,13 +42,21 @@ from gateway.client.send import (
     partner_recipients,
     send_file,
 )
-from gateway.config import ClientPaths, client_paths
-from gateway.envelope import Identity, parse_identities_file
+from gateway.client_paths import ClientPaths, client_paths
 from gateway.errors import AuthenticationError, GatewayError, RemoteError, UsageError
-from gateway.portal_code import parse as parse_portal_code
-from gateway.recipient_list import RecipientList
-from gateway.sftp_extensions import PORTAL_ENROLMENT_FILE
 from gateway.terminal import shown, shown_lines
+
+if TYPE_CHECKING:
+    from gateway.agreement_terms import Terms
+    from gateway.client.agreement_pins import WaitingAgreement
+    from gateway.client.fetch import Fetcher, FetchResult
+    from gateway.client.fetched import FetchedRecord, RemoteFile
+    from gateway.envelope import Identity
+    from gateway.recipient_list import RecipientList
+
+# `send` imports only what it runs: what fetch, portal-code and trust alone need (and
+# gateway.cli.common, for --json, which brings the server's settings module) is
+# imported by them. Each module spared is start-up time every `send` pays.
 
 TOTP_COMMAND_SECONDS = 60
 # /.portal-enrolment is a few lines; a larger answer is not the gateway's.
@@ -182,9 +180,15 @@ def _rate(size: int, seconds: float) -> str:
     return f"{_amount(size)} in {seconds:.1f} s ({_amount(size / max(seconds, 1e-3))}/s)"
 
 
+def _emit_json(obj: object) -> None:
+    from gateway.cli.common import emit_json
+
+    emit_json(obj)
+
+
 def _fail_json(as_json: bool, exc: GatewayError, **extra: object) -> None:
     if as_json:
-        emit_json({"ok": False, "error": exc.diagnostics(), **extra})
+        _emit_json({"ok": False, "error": exc.diagnostics(), **extra})
 
 
 # -- send -------------------------------------------------------------------------------
@@ -267,7 +271,7 @@ def _send_all(connection: Connection, partner: str, files: tuple[Path, ...],
 def _report_sent(results: list[SendResult], fingerprints: list[str], as_json: bool) -> None:
     ok = all(result.ok for result in results)
     if as_json:
-        emit_json({"ok": ok, "recipients": fingerprints, "files": [asdict(r) for r in results]})
+        _emit_json({"ok": ok, "recipients": fingerprints, "files": [asdict(r) for r in results]})
     else:
         for r in results:
             if r.ok:
@@ -313,6 +317,9 @@ def fetch(host: str, port: int, user: str, key_path: Path, known_hosts: Path | N
       blindpost fetch --host gw.example --user dr-lee --key ~/.ssh/id_ed25519 \\
           -i partner.key --totp-command "pass otp blindpost" --json
     """
+    from gateway.client.fetch import Fetcher, inbox
+    from gateway.client.fetched import FetchedRecord
+
     identities = _identities(identity_files)
     _make_folder(out_dir)
     results: list[FetchResult] = []
@@ -346,6 +353,8 @@ def _make_folder(path: Path) -> None:
 
 
 def _identities(paths: tuple[Path, ...]) -> list[Identity]:
+    from gateway.envelope import parse_identities_file
+
     identities: list[Identity] = []
     for path in paths:
         try:
@@ -359,6 +368,9 @@ def _identities(paths: tuple[Path, ...]) -> list[Identity]:
 def _wanted(fetcher: Fetcher, record: FetchedRecord, listed: list[RemoteFile],
             fetch_all: bool) -> list[RemoteFile]:
     """New files, and begun downloads whose last byte arrived before a stop."""
+    from gateway.client.fetch import checked
+    from gateway.client.names import UnsafeNameError
+
     fetched = {} if fetch_all else record.fetched()
     wanted = [entry for entry in listed if fetched.get(entry.transfer_id) != entry.sha256]
     listed_ids = {entry.transfer_id for entry in listed}
@@ -376,6 +388,8 @@ def _gone(fetcher: Fetcher, record: FetchedRecord, listed: list[RemoteFile]
           ) -> list[FetchResult]:
     """Begun downloads whose file left the inbox, each with the gateway's reason (told
     once: the download is then forgotten)."""
+    from gateway.client.names import UnsafeNameError
+
     listed_ids = {entry.transfer_id for entry in listed}
     results = []
     for begun in record.begun():
@@ -394,7 +408,7 @@ def _report_fetched(results: list[FetchResult], as_json: bool) -> None:
     # A file the gateway says is gone is told, not a failure of this run.
     ok = all(result.ok or result.gone for result in results)
     if as_json:
-        emit_json({"ok": ok, "files": [asdict(r) for r in results]})
+        _emit_json({"ok": ok, "files": [asdict(r) for r in results]})
     elif not results:
         click.echo("nothing new in the inbox")
     else:
@@ -428,6 +442,9 @@ def portal_code(host: str, port: int, user: str, key_path: Path, known_hosts: Pa
     Example:
       blindpost portal-code --host gw.example --user dr-lee --key ~/.ssh/id_ed25519
     """
+    from gateway.portal_code import parse as parse_portal_code
+    from gateway.sftp_extensions import PORTAL_ENROLMENT_FILE
+
     try:
         with _signed_in(host, port, user, key_path, known_hosts, host_key,
                         totp_command) as connection:
@@ -441,7 +458,7 @@ def portal_code(host: str, port: int, user: str, key_path: Path, known_hosts: Pa
         _fail_json(as_json, exc)
         raise
     if as_json:
-        emit_json({"ok": True, "account": issued.username, "code": issued.code,
+        _emit_json({"ok": True, "account": issued.username, "code": issued.code,
                    "expires_at": issued.expires_at.isoformat()})
         return
     click.echo(f"Portal enrolment code for {shown(issued.username)}: {issued.code}")
@@ -468,6 +485,8 @@ def trust(partner: str, host: str | None, port: int) -> None:
     Example:
       blindpost trust uni-research
     """
+    from gateway.client.agreement_pins import waiting_agreements
+
     paths = client_paths()
     pins, pending = PinFile(paths.known_recipients), PinFile(paths.pending_recipients)
     waiting = {gateway: keys for (gateway, slug), keys in pending.load().items()
@@ -500,6 +519,8 @@ def trust(partner: str, host: str | None, port: int) -> None:
 
 def _trust_agreements(agreements: list[WaitingAgreement], paths: ClientPaths) -> None:
     """Show each looser agreement waiting, and pin it if the person says yes."""
+    from gateway.client.agreement_pins import accept
+
     for change in agreements:
         for line in change.describe():
             click.echo(line)
