@@ -364,6 +364,23 @@ class Upload:
             self.abort(reason=exc.diagnostics())
             raise
 
+    def ready(self) -> None:
+        """Wait until the store can take the next write without waiting (an S3 upload
+        queues here for a part buffer). A server that calls it before it reads the next
+        write off the network makes a queued upload hold no write of its own: its data
+        stays with the client. Any error aborts the upload before it is raised.
+
+        A pre-encrypted upload's store writes run on its check thread, where they may
+        wait; it has nothing to wait for here.
+        """
+        if self._finished or isinstance(self._writer, _PassThrough):
+            return
+        try:
+            self._object.ready()
+        except GatewayError as exc:
+            self.abort(reason=exc.diagnostics())
+            raise
+
     def settle(self) -> None:
         """Wait until a pre-encrypted upload's payload check (which runs beside the
         writes) has checked every byte written; its refusal aborts the upload and is

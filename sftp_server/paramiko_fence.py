@@ -368,7 +368,14 @@ class FencedSFTPServer(SFTPServer):  # type: ignore[misc]  # paramiko ships no t
             return 0, b""
         # The type apart from the rest: cutting it off a whole packet copied each write.
         kind = self._read_all(1)[0]
+        if kind == paramiko.sftp.CMD_WRITE:
+            # The write's data is still in the channel (or with the client): whatever it
+            # must wait for, the server waits for here, holding none of it.
+            self.before_write()
         return kind, self._read_all(size - 1)
+
+    def before_write(self) -> None:
+        """Called when the next request is a write, before its data is read."""
 
     @staticmethod
     def write_request(msg: Message) -> tuple[bytes, int, memoryview]:
