@@ -4,14 +4,16 @@ On S3 the uploads of a process share a few part buffers. An upload that finds no
 used to wait inside a write: with the write (up to 255 KiB) and its sealed chunks in hand,
 so that every waiting session grew the process. The server now queues the session's
 upload for its store (``Upload.ready``) when the next request is a write, before reading
-it; what the client sent stays in the channel, within its window. Three sessions upload
-at once through one part buffer; no part buffer is ever waited for inside a write, and
+it; what the client sent stays in the channel, within its window, and the session's
+thread keeps no earlier request meanwhile. Three sessions upload at once through one part
+buffer; no part buffer is ever waited for inside a write or with a write in hand, and
 every file arrives intact.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -71,7 +73,19 @@ def test_uploads_queue_for_the_store_before_taking_a_write(
         takes.append(getattr(writing, "on", False))
         return take(buffers)
 
+    held: list[int] = []  # Sizes of requests the session's thread kept while it queued.
+    handle_ready = UploadHandle.ready
+
+    def spy_ready(handle: UploadHandle) -> None:
+        frame = sys._getframe(1)
+        while frame is not None:
+            held.extend(len(value) for value in frame.f_locals.values()
+                        if isinstance(value, bytes | memoryview) and len(value) > 16 * KIB)
+            frame = frame.f_back
+        handle_ready(handle)
+
     monkeypatch.setattr(UploadHandle, "write", spy_write)
+    monkeypatch.setattr(UploadHandle, "ready", spy_ready)
     monkeypatch.setattr(PartBuffers, "take", spy_take)
     files = {f"part-{n}.bin": os.urandom(SIZE + 1000 * n) for n in range(SESSIONS)}
     failures: list[BaseException] = []
@@ -96,6 +110,8 @@ def test_uploads_queue_for_the_store_before_taking_a_write(
     # Each upload took the buffer at least once per part, never inside a write.
     assert len(takes) >= SESSIONS * 3
     assert not any(takes)
+    # Nor did a queued session keep its last write (paramiko's request loop did).
+    assert held == []
     with paramiko_sftp(inst, inst.users["lee"]) as client:
         for name, original in files.items():
             with client.open(f"{name}.age", "rb") as remote:
