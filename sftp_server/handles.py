@@ -108,9 +108,23 @@ class UploadHandle(SFTPHandle):  # type: ignore[misc]  # paramiko ships no type 
         self._upload = upload
         self._buffer = ReorderBuffer(budget)
         self._on_commit = on_commit
+        # Why :meth:`ready` failed, told by the next write.
+        self._failure: GatewayError | None = None
+
+    def ready(self) -> None:
+        """Wait until the upload's store can take its next write (an S3 upload queues for
+        a part buffer), before that write is read off the channel. A failure aborts the
+        upload (audited) and is raised by the next write."""
+        try:
+            self._upload.ready()
+        except GatewayError as exc:
+            self._buffer.discard()
+            self._failure = exc
 
     def write(self, offset: int, data: bytes | memoryview) -> int:
         """Feed the upload in offset order; any failure aborts the upload (audited)."""
+        if self._failure is not None:
+            raise self._failure
         if self._upload.finished:
             # Nothing more is held for an upload that already failed.
             raise UsageError("the upload failed earlier and was discarded; nothing was stored")

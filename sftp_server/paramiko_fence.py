@@ -49,6 +49,9 @@ RELIED_ON: dict[str, str] = {
     "SFTPServer._send_packet": "(self, t, packet)",
     "SFTPServer._write_all": "(self, out)",
     "SFTPServer._send_status": "(self, request_number, code, desc=None)",
+    "SFTPServer._log": "(self, level, msg)",
+    # Replaced whole (FencedSFTPServer.start_subsystem): a change to it should be looked at.
+    "SFTPServer.start_subsystem": "(self, name, transport, channel)",
     "Channel._check_add_window": "(self, n)",
     # Attributes each Channel sets in its constructor (checked on an instance).
     "Channel.lock": "",
@@ -262,6 +265,41 @@ class FencedSFTPServer(SFTPServer):  # type: ignore[misc]  # paramiko ships no t
         # Replies held back by hold_ok, in order.
         self._held_replies: list[bytes] = []
 
+    def start_subsystem(self, _name: str, _transport: paramiko.Transport,
+                        channel: paramiko.Channel) -> None:
+        """paramiko's request loop, except that each request is dropped before the next
+        is read: paramiko's loop keeps the last one in its variables meanwhile, so a
+        session waiting to read its next request (in :meth:`before_write`, say) held
+        its last write (255 KiB) for as long as it waited."""
+        self.sock = channel
+        self._send_server_version()
+        self.server.session_started()
+        while self._serve_one():
+            pass
+
+    def _serve_one(self) -> bool:
+        """Read and answer one request; False when the session is over."""
+        try:
+            kind, data = self._read_packet()
+        except EOFError:
+            self._log(common.DEBUG, "EOF -- end of session")
+            return False
+        except Exception as exc:  # noqa: BLE001  # paramiko's loop ends the session on any.
+            self._log(common.DEBUG, f"Exception on channel: {exc}")
+            self._log(common.DEBUG, paramiko.util.tb_strings())
+            return False
+        msg = Message(data)
+        request_number = msg.get_int()
+        try:
+            self._process(kind, request_number, msg)
+        except Exception as exc:  # noqa: BLE001  # As in paramiko's loop: answered, logged.
+            self._log(common.DEBUG, f"Exception in server processing: {exc}")
+            self._log(common.DEBUG, paramiko.util.tb_strings())
+            # As paramiko does: some kind of failure reply, at least.
+            with contextlib.suppress(Exception):
+                self._send_status(request_number, paramiko.sftp.SFTP_FAILURE)
+        return True
+
     def server_version_reply(self, client_version: int) -> Message:
         """The SSH_FXP_VERSION body answering the client's INIT."""
         raise NotImplementedError
@@ -368,7 +406,14 @@ class FencedSFTPServer(SFTPServer):  # type: ignore[misc]  # paramiko ships no t
             return 0, b""
         # The type apart from the rest: cutting it off a whole packet copied each write.
         kind = self._read_all(1)[0]
+        if kind == paramiko.sftp.CMD_WRITE:
+            # The write's data is still in the channel (or with the client): whatever it
+            # must wait for, the server waits for here, holding none of it.
+            self.before_write()
         return kind, self._read_all(size - 1)
+
+    def before_write(self) -> None:
+        """Called when the next request is a write, before its data is read."""
 
     @staticmethod
     def write_request(msg: Message) -> tuple[bytes, int, memoryview]:

@@ -640,6 +640,21 @@ class BlindpostSFTPServer(FencedSFTPServer):
         else:
             self.send_status(request_number, code)
 
+    def before_write(self) -> None:
+        """Queue the session's upload for its store before its next write is read.
+
+        An S3 upload waits for a part buffer; waiting here rather than in the write
+        leaves the write's data in the channel (at most the channel's window) and with
+        the client, so that an upload in the queue holds no write of its own. Only a
+        session with one upload open waits here: with several, one waiting for a buffer
+        could keep the session from feeding another that holds one (they wait in the
+        write, as before).
+        """
+        uploads = [handle for handle in self.file_table.values()
+                   if isinstance(handle, UploadHandle)]
+        if len(uploads) == 1:
+            uploads[0].ready()
+
     def _close(self, request_number: int, handle_id: bytes) -> None:
         if self.folder_table.pop(handle_id, None) is not None:
             self.send_status(request_number, SFTP_OK)

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+# The most a write after :meth:`PendingObject.ready` is expected to bring: an SFTP write
+# (at most 256 KiB and its header) sealed, with the 64 KiB the encryptor held back and
+# the chunks' tags, fits with room to spare. A larger write is still taken; it may wait.
+READY_WRITE = 512 << 10
+
 
 @dataclass(frozen=True)
 class StoredObject:
@@ -40,6 +45,14 @@ class PendingObject(Protocol):
 
         ``data`` may be a view of a buffer the caller reuses (the age encryptor's is):
         consume or copy it before returning, never keep a reference.
+        """
+        ...
+
+    def ready(self) -> None:
+        """Wait until the next write (of at most :data:`READY_WRITE` bytes) can go to the
+        store without waiting, so that a caller holding nothing yet waits here rather
+        than with the data in hand; raise :class:`~gateway.errors.StorageError` as
+        :meth:`write` would. Never call it while a :meth:`write` runs.
         """
         ...
 

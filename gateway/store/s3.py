@@ -17,6 +17,11 @@ stays flat however many sessions upload at once. An upload takes a buffer when i
 bytes to gather and gives it back after each part it sends, so the buffers go round the
 uploads a part at a time, first come first served; an upload that finds none free waits
 (its client is held back by SSH flow control) for at most :data:`PART_WAIT_SECONDS`.
+An upload waits in :meth:`S3PendingObject.ready`, called between two writes, where it
+holds no write in hand: ``ready`` sends a part that the next write might overflow
+(parts are then a little shorter than ``s3_part_size_mib``), so that a part buffer is
+taken before a write and a write never waits half-way for the next one. (Not with
+parts of S3's smallest size, 5 MiB: a part cannot be sent shorter.)
 
 Downloads stream: an open object's reads in order continue one GET (started at the first
 read), so an SFTP client's 255 KiB reads neither cost a request each nor hold a window of
@@ -39,8 +44,9 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from gateway.config import MIN_PART_MIB
 from gateway.errors import NotFoundError, StorageError
-from gateway.store.base import ObjectInfo, StoredObject
+from gateway.store.base import READY_WRITE, ObjectInfo, StoredObject
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -52,6 +58,8 @@ _OBJECT_ID = re.compile(r"[0-9a-f]{32}")
 # for every buffer to go round several times on a loaded node.
 PART_WAIT_SECONDS = 300.0
 _MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
+# S3's smallest part but the last.
+MIN_PART = MIN_PART_MIB << 20
 
 
 def _error_code(exc: Exception) -> str:
@@ -206,6 +214,38 @@ class S3PendingObject:
             self.abort()
             raise
         return len(data)
+
+    def ready(self) -> None:
+        if self._done:
+            return  # Nothing to wait for: a write will say why it fails.
+        parts = self._store.parts
+        try:
+            if (self._buffer is not None and self._filled >= MIN_PART
+                    and parts.part_size - self._filled < READY_WRITE):
+                # The next write might not fit: send the part now rather than fill it
+                # half-way through that write and wait for a buffer with the rest in hand.
+                self._send_filled(self._buffer)
+                self._release()
+            if self._buffer is None:
+                self._buffer = parts.take()
+        except StorageError:
+            self.abort()
+            raise
+
+    def _send_filled(self, buffer: bytearray) -> None:
+        """Send the filled start of ``buffer`` as a part, without copying it.
+
+        botocore sends a bytearray as it is, and one shortened by less than half keeps
+        its memory (CPython only moves its end), so the buffer goes back to its full
+        length afterwards without a new allocation; a view or file body would be
+        copied in 16 KiB pieces.
+        """
+        size = len(buffer)
+        del buffer[self._filled:]
+        try:
+            self._send_part(buffer)
+        finally:
+            buffer.extend(bytes(size - len(buffer)))
 
     def _gather(self, view: memoryview) -> memoryview:
         """Copy what fits of ``view`` into the part buffer, send the part if it is full,
