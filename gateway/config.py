@@ -52,11 +52,8 @@ class Settings:
     s3_sse_kms_key_id: str = ""
     s3_part_size_mib: int = 8
     # Part buffers the S3 uploads of one process share (each s3_part_size_mib): the
-    # process's memory for parts, however many sessions upload. More uploads wait. Four
-    # keep a node's memory nearly flat with the session count at no measured cost in
-    # throughput (README, "Uploads queue for the store"); a distant bucket, which holds
-    # each buffer longer per part, may want more.
-    s3_part_buffers: int = 4
+    # process's memory for parts, however many sessions upload. More uploads wait.
+    s3_part_buffers: int = 8
     # Retention: how long a file waits for its partner, and the ceiling no partner may
     # pass. Durations (90s, 15m, 12h, 7d, 2w; a bare number is days), kept as written
     # in their shortest exact form.
