@@ -18,9 +18,10 @@ import sys
 
 def run() -> None:
     """The ``blindpost`` program (its console script and ``python -m gateway.cli``)."""
-    from gateway.cli.conversions import run_quick
+    if sys.argv[1:2] in (["encrypt"], ["decrypt"]):
+        from gateway.cli.conversions import run_quick
 
-    run_quick(sys.argv[1:])  # Returns only if the command line is not one it runs.
+        run_quick(sys.argv[1:])  # Returns only if the command line is not one it runs.
     from gateway.cli.program import run as run_program
 
     run_program()

@@ -234,3 +234,10 @@ def test_ctrl_c_ends_as_through_click_and_leaves_no_file(tmp_path: Path,
              for argv in (quick, by_click)]
     assert [(run.returncode, run.stderr) for run in ended] == [(1, "\nAborted!\n")] * 2
     assert [path.name for path in tmp_path.iterdir()] == ["plain"]
+
+
+def test_other_commands_do_not_load_the_quick_reader() -> None:
+    # `version` through the program's entry point, as any command but the two.
+    ended = _program(["version"], without="gateway.cli.conversions")
+    assert ended.returncode == 0, ended.stderr
+    assert ended.stdout.startswith("blindpost ")
