@@ -15,13 +15,16 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 
-import paramiko
 import pytest
 
-from gateway import envelope
 from gateway.db.models import Role
 from sftp_server.receive_budget import ChannelWindow, ReceiveBudget
-from tests.unit.sftp_server.harness import Installation, paramiko_sftp
+from tests.unit.sftp_server.harness import (
+    Installation,
+    assert_delivered,
+    paramiko_sftp,
+    upload_at_once,
+)
 
 pytestmark = pytest.mark.integration
 KIB = 1 << 10
@@ -69,18 +72,10 @@ class Spy:
         monkeypatch.setattr(ChannelWindow, "_grant", grant)
 
 
-def _upload(client: paramiko.SFTPClient, name: str, data: bytes) -> None:
-    with client.open(f"/acme/{name}", "wb") as remote:
-        remote.set_pipelined(True)
-        for at in range(0, len(data), 255 * KIB):
-            remote.write(data[at:at + 255 * KIB])
-
-
 def test_concurrent_uploads_stay_within_their_shares(inst: Installation,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     spy = Spy(monkeypatch)
     files = {f"part-{n}.bin": os.urandom(SIZE) for n in range(SESSIONS)}
-    failures: list[BaseException] = []
     with ExitStack() as stack:
         # Signed in one after the other (each login takes a fresh TOTP step), so all
         # four channels are open before the first byte of any upload is sent.
@@ -90,21 +85,7 @@ def test_concurrent_uploads_stay_within_their_shares(inst: Installation,
         assert budget.channels == SESSIONS
         assert budget.share == 256 * KIB
         opened = len(spy.grants)
-
-        def run(client: paramiko.SFTPClient, name: str) -> None:
-            try:
-                _upload(client, name, files[name])
-            except BaseException as exc:  # Reported by the test thread, which asserts.
-                failures.append(exc)
-
-        threads = [threading.Thread(target=run, args=(client, name))
-                   for client, name in zip(clients, files, strict=True)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-        assert not any(thread.is_alive() for thread in threads), "an upload stalled"
-    assert failures == []
+        upload_at_once(clients, files, "acme", timeout=30)
     # A grant never leaves a channel holding more than its share. While all four were
     # open, the first session's 1 MiB (granted when it was alone) was not granted back
     # as it was read, until it held less than 256 KiB.
@@ -119,12 +100,7 @@ def test_concurrent_uploads_stay_within_their_shares(inst: Installation,
     while budget.channels and time.monotonic() < deadline:
         time.sleep(0.02)
     assert budget.channels == 0
-    with paramiko_sftp(inst, inst.users["lee"]) as client:
-        for name, original in files.items():
-            with client.open(f"{name}.age", "rb") as remote:
-                remote.prefetch()
-                ciphertext = remote.read()
-            assert envelope.decrypt_bytes(ciphertext, [inst.identities["acme"]]) == original
+    assert_delivered(inst, inst.users["lee"], files, "acme")
 
 
 def test_a_lone_session_is_raised_from_the_opening_window_to_its_share(

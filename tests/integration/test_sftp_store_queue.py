@@ -18,15 +18,18 @@ import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 
-import paramiko
 import pytest
 
-from gateway import envelope
 from gateway.db.models import Role
 from gateway.store.s3 import PartBuffers
 from sftp_server.handles import UploadHandle
 from tests.s3 import create_bucket, s3_settings
-from tests.unit.sftp_server.harness import Installation, paramiko_sftp
+from tests.unit.sftp_server.harness import (
+    Installation,
+    assert_delivered,
+    paramiko_sftp,
+    upload_at_once,
+)
 
 pytestmark = pytest.mark.integration
 KIB = 1 << 10
@@ -47,13 +50,6 @@ def inst(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) -> Iterator
     installation.start()
     yield installation
     installation.close()
-
-
-def _upload(client: paramiko.SFTPClient, name: str, data: bytes) -> None:
-    with client.open(f"/acme/{name}", "wb") as remote:
-        remote.set_pipelined(True)
-        for at in range(0, len(data), 255 * KIB):
-            remote.write(data[at:at + 255 * KIB])
 
 
 def test_uploads_queue_for_the_store_before_taking_a_write(
@@ -88,33 +84,13 @@ def test_uploads_queue_for_the_store_before_taking_a_write(
     monkeypatch.setattr(UploadHandle, "ready", spy_ready)
     monkeypatch.setattr(PartBuffers, "take", spy_take)
     files = {f"part-{n}.bin": os.urandom(SIZE + 1000 * n) for n in range(SESSIONS)}
-    failures: list[BaseException] = []
     with ExitStack() as stack:
         clients = [stack.enter_context(paramiko_sftp(inst, inst.users["clerk"]))
                    for _ in files]
-
-        def run(client: paramiko.SFTPClient, name: str) -> None:
-            try:
-                _upload(client, name, files[name])
-            except BaseException as exc:  # Reported by the test thread, which asserts.
-                failures.append(exc)
-
-        threads = [threading.Thread(target=run, args=(client, name))
-                   for client, name in zip(clients, files, strict=True)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert not any(thread.is_alive() for thread in threads), "an upload stalled"
-    assert failures == []
+        upload_at_once(clients, files, "acme", timeout=60)
     # Each upload took the buffer at least once per part, never inside a write.
     assert len(takes) >= SESSIONS * 3
     assert not any(takes)
     # Nor did a queued session keep its last write (paramiko's request loop did).
     assert held == []
-    with paramiko_sftp(inst, inst.users["lee"]) as client:
-        for name, original in files.items():
-            with client.open(f"{name}.age", "rb") as remote:
-                remote.prefetch()
-                ciphertext = remote.read()
-            assert envelope.decrypt_bytes(ciphertext, [inst.identities["acme"]]) == original
+    assert_delivered(inst, inst.users["lee"], files, "acme")

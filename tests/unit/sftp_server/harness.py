@@ -14,6 +14,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -238,6 +239,44 @@ def paramiko_sftp(inst: Installation, user: User, *, code: str | None = None,
                 client.close()
     finally:
         transport.close()
+
+
+def upload_at_once(clients: Sequence[paramiko.SFTPClient], files: dict[str, bytes],
+                   folder: str, *, timeout: float) -> None:
+    """Upload each of ``files`` to ``folder`` through a client of its own, all at once,
+    in pipelined 255 KiB writes; fail if one stalls past ``timeout`` or fails."""
+    failures: list[BaseException] = []
+
+    def upload(client: paramiko.SFTPClient, name: str) -> None:
+        try:
+            with client.open(f"/{folder}/{name}", "wb") as remote:
+                remote.set_pipelined(True)
+                data = files[name]
+                for at in range(0, len(data), 255 * 1024):
+                    remote.write(data[at:at + 255 * 1024])
+        except BaseException as exc:  # Reported by the calling thread, which asserts.
+            failures.append(exc)
+
+    threads = [threading.Thread(target=upload, args=(client, name))
+               for client, name in zip(clients, files, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(thread.is_alive() for thread in threads), "an upload stalled"
+    assert failures == []
+
+
+def assert_delivered(inst: Installation, user: User, files: dict[str, bytes],
+                     partner: str) -> None:
+    """Each of ``files`` is in ``user``'s inbox as NAME.age, and decrypts with
+    ``partner``'s identity to what was uploaded."""
+    with paramiko_sftp(inst, user) as client:
+        for name, original in files.items():
+            with client.open(f"{name}.age", "rb") as remote:
+                remote.prefetch()
+                ciphertext = remote.read()
+            assert envelope.decrypt_bytes(ciphertext, [inst.identities[partner]]) == original
 
 
 def audit_events(app: App, tag: str) -> list[dict[str, Any]]:
