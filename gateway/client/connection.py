@@ -17,7 +17,7 @@ from typing import Self
 
 import paramiko
 
-from gateway.client import receive
+from gateway.client import receive, transmit
 from gateway.client.hostkeys import Endpoint, HostKeyCheck, fingerprint
 from gateway.client.sftp import SFTPSession
 from gateway.errors import AuthenticationError, RemoteError, UsageError
@@ -110,9 +110,11 @@ def connect(endpoint: Endpoint, *, credentials: Credentials, host_keys: HostKeyC
     # reads otherwise waited for the gateway to acknowledge the previous one, and a 256
     # MiB download took twice as long.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # The data of write requests is framed and sealed in one pass (gateway.client.transmit).
     transport = paramiko.Transport(sock, disabled_algorithms=_disabled_algorithms(),
                                    default_window_size=WINDOW_BYTES,
-                                   default_max_packet_size=MAX_PACKET_BYTES)
+                                   default_max_packet_size=MAX_PACKET_BYTES,
+                                   packetizer_class=transmit.SealingPacketizer)
     try:
         return _session(transport, endpoint, credentials, host_keys, notice)
     except BaseException:
@@ -139,7 +141,8 @@ def _session(transport: paramiko.Transport, endpoint: Endpoint, credentials: Cre
     except (paramiko.SSHException, OSError, EOFError) as exc:
         raise RemoteError(f"the gateway refused an SFTP session: {exc}") from None
     return Connection(transport, SFTPSession(channel, max_packet=MAX_PACKET_BYTES,
-                                             send_packet=channel.out_max_packet_size))
+                                             send_packet=channel.out_max_packet_size,
+                                             sender=transmit.ChannelSender(channel)))
 
 
 def shown_instructions(instructions: str) -> str:

@@ -5,7 +5,8 @@ worth of reads at once, and it drops extended attributes on the floor. This clie
 speaks only what ``blindpost send`` and ``fetch`` need: it keeps a bounded window of
 large requests in flight (as large as the server's ``limits@openssh.com`` allows),
 returns extended attributes, and sends Blindpost's ``declare-recipients`` request. It
-uses only the public ``Channel`` API (``sendall`` and ``recv``).
+uses only the public ``Channel`` API (``sendall`` and ``recv``), and a :class:`Sender`
+for the data of write requests when it is given one (``gateway.client.transmit``).
 """
 
 from __future__ import annotations
@@ -203,6 +204,15 @@ def _string(value: bytes | str) -> bytes:
     return struct.pack(">I", len(raw)) + raw
 
 
+class Sender(Protocol):
+    """Sends a write request's header and data as channel data without joining them
+    first; shows ``body_sent`` each part of the data as sent, as views that never
+    change (``gateway.client.transmit.ChannelSender``)."""
+
+    def send(self, head: bytes, body: memoryview,
+             body_sent: Callable[[memoryview], None] | None = None) -> None: ...
+
+
 class SFTPSession:
     """An SFTP session on an open ``sftp`` subsystem channel.
 
@@ -211,8 +221,9 @@ class SFTPSession:
     """
 
     def __init__(self, channel: Channel, *, max_packet: int | None = None,
-                 send_packet: int | None = None) -> None:
+                 send_packet: int | None = None, sender: Sender | None = None) -> None:
         self._channel = channel
+        self._sender = sender
         # The largest SSH packet the server accepts on the channel, if known.
         self._send_packet = send_packet
         self._received = _Received()
@@ -279,12 +290,14 @@ class SFTPSession:
         self._sendall(packet)
         return request_id
 
-    def _packet(self, kind: int, *parts: bytes | memoryview) -> tuple[int, bytes]:
-        """The next request id, and the request that carries it."""
+    def _packet(self, kind: int, *parts: bytes | memoryview,
+                size: int = 0) -> tuple[int, bytes]:
+        """The next request id, and the request that carries it (or, with ``size``, its
+        start, the ``size`` bytes that follow it to be sent after it)."""
         request_id = self._next_id
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
-        size = sum(len(part) for part in parts) + 5
-        return request_id, b"".join((struct.pack(">IBI", size, kind, request_id), *parts))
+        length = sum(len(part) for part in parts) + 5 + size
+        return request_id, b"".join((struct.pack(">IBI", length, kind, request_id), *parts))
 
     def _sendall(self, data: bytes) -> None:
         try:
@@ -293,6 +306,21 @@ class SFTPSession:
             self._channel.sendall(memoryview(data))
         except (OSError, EOFError) as exc:
             # paramiko raises EOFError for a transport that is already closed.
+            raise RemoteError(_lost(exc)) from None
+
+    def _send_data(self, head: bytes, body: memoryview,
+                   body_sent: Callable[[memoryview], None] | None) -> None:
+        """Send a request whose ``head`` is followed by ``body``; ``body_sent`` is shown
+        ``body`` as sent (views that never change)."""
+        if self._sender is None:
+            packet = head + body
+            if body_sent is not None:
+                body_sent(memoryview(packet)[len(head):])
+            self._sendall(packet)
+            return
+        try:
+            self._sender.send(head, body, body_sent)
+        except (OSError, EOFError) as exc:
             raise RemoteError(_lost(exc)) from None
 
     def _wait(self, request_id: int) -> tuple[int, _Reader]:
@@ -536,11 +564,10 @@ class Writer:
     def _send(self, chunk: memoryview) -> None:
         if len(self._in_flight) >= WINDOW:
             self._acknowledge()
-        request_id, packet = self._session._packet(
-            WRITE, self._prefix, struct.pack(">QI", self._offset, len(chunk)), chunk)
-        if self._sent is not None:
-            self._sent(memoryview(packet)[len(packet) - len(chunk):])
-        self._session._sendall(packet)
+        request_id, head = self._session._packet(
+            WRITE, self._prefix, struct.pack(">QI", self._offset, len(chunk)),
+            size=len(chunk))
+        self._session._send_data(head, chunk, self._sent)
         self._in_flight.append(request_id)
         self._offset += len(chunk)
 
