@@ -16,7 +16,7 @@ import logging
 import time
 import unicodedata
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -366,9 +366,10 @@ class Upload:
             self.abort(reason=exc.diagnostics())
             raise
 
-    def ready(self) -> None:
+    def ready(self, before_waiting: Callable[[], None] | None = None) -> None:
         """Wait until the store can take the next write without waiting (an S3 upload
-        queues here for a part buffer). A server that calls it before it reads the next
+        queues here for a part buffer); ``before_waiting`` is called first if it waits.
+        A server that calls it before it reads the next
         write off the network makes a queued upload hold no write of its own: its data
         stays with the client. Any error aborts the upload before it is raised.
 
@@ -378,7 +379,7 @@ class Upload:
         if self._finished or isinstance(self._writer, _PassThrough):
             return
         try:
-            self._object.ready()
+            self._object.ready(before_waiting)
         except GatewayError as exc:
             self.abort(reason=exc.diagnostics())
             raise

@@ -111,12 +111,13 @@ class UploadHandle(SFTPHandle):  # type: ignore[misc]  # paramiko ships no type 
         # Why :meth:`ready` failed, told by the next write.
         self._failure: GatewayError | None = None
 
-    def ready(self) -> None:
+    def ready(self, before_waiting: Callable[[], None] | None = None) -> None:
         """Wait until the upload's store can take its next write (an S3 upload queues for
-        a part buffer), before that write is read off the channel. A failure aborts the
-        upload (audited) and is raised by the next write."""
+        a part buffer), before that write is read off the channel; ``before_waiting`` is
+        called first if it waits. A failure aborts the upload (audited) and is raised by
+        the next write."""
         try:
-            self._upload.ready()
+            self._upload.ready(before_waiting)
         except GatewayError as exc:
             self._buffer.discard()
             self._failure = exc

@@ -653,7 +653,8 @@ class BlindpostSFTPServer(FencedSFTPServer):
         uploads = [handle for handle in self.file_table.values()
                    if isinstance(handle, UploadHandle)]
         if len(uploads) == 1:
-            uploads[0].ready()
+            # Replies held back for a batch go out before a wait, not after it.
+            uploads[0].ready(before_waiting=self.send_held)
 
     def _close(self, request_number: int, handle_id: bytes) -> None:
         if self.folder_table.pop(handle_id, None) is not None:

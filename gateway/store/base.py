@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -48,11 +48,13 @@ class PendingObject(Protocol):
         """
         ...
 
-    def ready(self) -> None:
+    def ready(self, before_waiting: Callable[[], None] | None = None) -> None:
         """Wait until the next write (of at most :data:`READY_WRITE` bytes) can go to the
         store without waiting, so that a caller holding nothing yet waits here rather
         than with the data in hand; raise :class:`~gateway.errors.StorageError` as
-        :meth:`write` would. Never call it while a :meth:`write` runs.
+        :meth:`write` would. Never call it while a :meth:`write` runs. ``before_waiting``
+        is called first if it is going to wait (the SFTP server sends the replies it
+        holds back), and never otherwise.
         """
         ...
 

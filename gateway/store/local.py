@@ -17,7 +17,7 @@ import hashlib
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -117,7 +117,7 @@ class LocalPendingObject:
             raise _storage_error("cannot commit object", exc) from exc
         return StoredObject(self._object_id, self._size, self._hash.hexdigest())
 
-    def ready(self) -> None:
+    def ready(self, before_waiting: Callable[[], None] | None = None) -> None:
         """Nothing to wait for: a file takes every write as it comes."""
 
     def abort(self) -> None:

@@ -38,7 +38,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -139,9 +139,15 @@ class PartBuffers:
         with self._changed:
             return len(self._waiting)
 
-    def take(self) -> bytearray:
+    def take(self, before_waiting: Callable[[], None] | None = None) -> bytearray:
         """A buffer of its own for the caller; waits its turn, then raises
-        :class:`StorageError` if none came free in time."""
+        :class:`StorageError` if none came free in time. ``before_waiting`` is called
+        first, outside the lock, if the caller looks set to wait."""
+        if before_waiting is not None:
+            with self._changed:
+                free = not self._waiting and self._available()
+            if not free:
+                before_waiting()
         turn = object()
         deadline = time.monotonic() + self._wait_seconds
         with self._changed:
@@ -215,7 +221,7 @@ class S3PendingObject:
             raise
         return len(data)
 
-    def ready(self) -> None:
+    def ready(self, before_waiting: Callable[[], None] | None = None) -> None:
         if self._done:
             return  # Nothing to wait for: a write will say why it fails.
         parts = self._store.parts
@@ -224,10 +230,13 @@ class S3PendingObject:
                     and parts.part_size - self._filled < READY_WRITE):
                 # The next write might not fit: send the part now rather than fill it
                 # half-way through that write and wait for a buffer with the rest in hand.
+                if before_waiting is not None:
+                    before_waiting()
+                    before_waiting = None
                 self._send_filled(self._buffer)
                 self._release()
             if self._buffer is None:
-                self._buffer = parts.take()
+                self._buffer = parts.take(before_waiting)
         except StorageError:
             self.abort()
             raise

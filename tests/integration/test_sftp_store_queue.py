@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
 import pytest
@@ -65,20 +65,31 @@ def test_uploads_queue_for_the_store_before_taking_a_write(
         finally:
             writing.on = False
 
-    def spy_take(buffers: PartBuffers) -> bytearray:
+    def spy_take(buffers: PartBuffers,
+                 before_waiting: Callable[[], None] | None = None) -> bytearray:
         takes.append(getattr(writing, "on", False))
-        return take(buffers)
+        return take(buffers, before_waiting)
 
     held: list[int] = []  # Sizes of requests the session's thread kept while it queued.
     handle_ready = UploadHandle.ready
 
-    def spy_ready(handle: UploadHandle) -> None:
+    # Replies the session still held back when its upload was about to wait.
+    unsent: list[int] = []
+
+    def spy_ready(handle: UploadHandle,
+                  before_waiting: Callable[[], None] | None = None) -> None:
         frame = sys._getframe(1)
         while frame is not None:
             held.extend(len(value) for value in frame.f_locals.values()
                         if isinstance(value, bytes | memoryview) and len(value) > 16 * KIB)
             frame = frame.f_back
-        handle_ready(handle)
+        assert before_waiting is not None
+
+        def announced() -> None:
+            before_waiting()
+            unsent.append(len(before_waiting.__self__._held_replies))  # type: ignore[attr-defined]
+
+        handle_ready(handle, announced)
 
     monkeypatch.setattr(UploadHandle, "write", spy_write)
     monkeypatch.setattr(UploadHandle, "ready", spy_ready)
@@ -91,6 +102,8 @@ def test_uploads_queue_for_the_store_before_taking_a_write(
     # Each upload took the buffer at least once per part, never inside a write.
     assert len(takes) >= SESSIONS * 3
     assert not any(takes)
-    # Nor did a queued session keep its last write (paramiko's request loop did).
+    # Nor did a queued session keep its last write (paramiko's request loop did), nor
+    # the replies to its earlier ones.
     assert held == []
+    assert unsent and not any(unsent)
     assert_delivered(inst, inst.users["lee"], files, "acme")

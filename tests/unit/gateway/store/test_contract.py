@@ -12,6 +12,7 @@ import random
 import threading
 import time
 import tracemalloc
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -326,10 +327,10 @@ def test_s3_ready_takes_the_part_buffer_before_a_write_not_during_it(
     taking, in_write = store.parts.take, threading.local()
     taken_in_write: list[int] = []
 
-    def take() -> bytearray:
+    def take(before_waiting: Callable[[], None] | None = None) -> bytearray:
         if getattr(in_write, "n", None) is not None:
             taken_in_write.append(in_write.n)
-        return taking()
+        return taking(before_waiting)
 
     store.parts.take = take  # type: ignore[method-assign]
     # Writes of an SFTP write sealed: never a multiple of the part size.
@@ -364,5 +365,26 @@ def test_local_ready_waits_for_nothing(tmp_path: Path) -> None:
     pending = store.create()
     pending.ready()
     pending.write(b"ciphertext")
-    pending.ready()
+    pending.ready(before_waiting=lambda: pytest.fail("a local upload never waits"))
     assert _read_all(store, pending.commit().object_id) == b"ciphertext"
+
+
+def test_a_wait_for_a_part_buffer_is_announced_first() -> None:
+    """The SFTP server sends the replies it holds back before an upload waits for a
+    buffer (``before_waiting``), not after: a buffer free at once announces nothing."""
+    buffers = PartBuffers(part_size=16, count=1, wait_seconds=5)
+    announced: list[int] = []
+    first = buffers.take(lambda: announced.append(1))
+    assert announced == []
+    taken: list[bytearray] = []
+    waiting = threading.Thread(target=lambda: taken.append(
+        buffers.take(lambda: announced.append(buffers.waiting))))
+    waiting.start()
+    deadline = time.monotonic() + 5
+    while buffers.waiting == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    # Announced before it joined the queue, and still waiting.
+    assert announced == [0] and taken == []
+    buffers.give_back(first)
+    waiting.join(5)
+    assert taken == [first]
