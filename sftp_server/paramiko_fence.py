@@ -26,6 +26,8 @@ import paramiko
 from paramiko import Message, SFTPServer, common
 from paramiko.auth_handler import AuthHandler
 
+from gateway.client.transmit import ChannelSender
+
 # "Class.member": the signature it had when this module was written ("" for attributes).
 RELIED_ON: dict[str, str] = {
     "Transport._parse_kex_init": "(self, m)",
@@ -64,11 +66,6 @@ RELIED_ON: dict[str, str] = {
 # The head of SSH_FXP_DATA and SSH_FXP_STATUS: length, type, request id, then the data's
 # length or the status code.
 _REPLY_HEAD = struct.Struct(">IBII")
-# What of a read's data goes with its header: the 32 KiB an OpenSSH client takes per SSH
-# packet, less the header, so the first packet is full and nothing larger is copied.
-FIRST_DATA_PIECE = (32 << 10) - _REPLY_HEAD.size
-# What paramiko keeps an SSH channel packet below the size the peer agreed to.
-_CHANNEL_OVERHEAD = 64
 # What follows the head of SSH_FXP_STATUS with SSH_FX_OK, as paramiko words it: the
 # message "Success" and an empty language tag.
 _OK_TAIL = struct.pack(">I7sI", 7, b"Success", 0)
@@ -347,23 +344,21 @@ class FencedSFTPServer(SFTPServer):  # type: ignore[misc]  # paramiko ships no t
         """Answer a read with SSH_FXP_DATA, sending ``data`` from where it is.
 
         paramiko's reply copies a read four times (into a message, out of it, behind the
-        length, and the unsent rest after every partial send), and a download waiting for
-        the client's window holds those copies: about 1 MiB per download of 255 KiB reads,
-        which grew a node by that much per session. Here a reply that fits one SSH
-        packet is sent as one (one copy, of at most a packet); a longer one sends the
-        header with the first piece (one small copy) and the rest as views of ``data``.
+        length, and the unsent rest after every partial send) and its packetizer about
+        six more, and a download waiting for the client's window held those copies:
+        about 1 MiB per download of 255 KiB reads, which grew a node by that much per
+        session. Here each SSH packet is built and sealed in one pass once the window
+        has room for it (:class:`~gateway.client.transmit.ChannelSender`), as large as
+        the client's packet size allows: a reply that fits one SSH packet goes as one,
+        which Blindpost's client (asking for reads that do) hands on as a view of it.
         """
         self.send_held()
         header = _REPLY_HEAD.pack(_REPLY_HEAD.size - 4 + len(data), paramiko.sftp.CMD_DATA,
                                   request_number, len(data))
-        if len(header) + len(data) <= self.sock.out_max_packet_size - _CHANNEL_OVERHEAD:
-            # A reply that fits one SSH packet goes as one (Blindpost's client asks for
-            # reads that do): the client then hands the data on as a view of the packet,
-            # where a reply in two packets cost it two copies of every byte to join.
-            self._send_view(memoryview(header + data))
-            return
-        self._send_view(memoryview(header + data[:FIRST_DATA_PIECE]))
-        self._send_view(memoryview(data)[FIRST_DATA_PIECE:])
+        try:
+            ChannelSender(self.sock).send(header, memoryview(data))
+        except OSError:
+            raise EOFError from None
 
     def _send_view(self, view: memoryview) -> None:
         while view:

@@ -15,6 +15,7 @@ import paramiko
 from paramiko.common import DISCONNECT_SERVICE_NOT_AVAILABLE
 from paramiko.ssh_exception import SSHException
 
+from gateway.client.transmit import SealingPacketizer
 from gateway.errors import ConfigError
 from sftp_server.auth import LoginGate, VerifyingAuthHandler
 from sftp_server.paramiko_fence import FencedTransport, preferred_algorithms
@@ -75,8 +76,10 @@ class BlindpostTransport(FencedTransport):
         # window whether or not the server takes the data. The listener opens channels
         # with the smallest window and raises an SFTP session's to its share of the
         # process's receive budget (sftp_server/receive_budget.py).
+        # Read replies are framed and sealed in one pass (gateway.client.transmit).
         super().__init__(sock, disabled_algorithms=disabled_algorithms(), strict_kex=True,
-                         default_max_packet_size=MAX_SSH_PACKET, default_window_size=window)
+                         default_max_packet_size=MAX_SSH_PACKET, default_window_size=window,
+                         packetizer_class=SealingPacketizer)
         self.local_version = SERVER_VERSION
 
     def on_kex_init(self) -> None:

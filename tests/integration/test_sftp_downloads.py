@@ -22,7 +22,6 @@ from paramiko.sftp_client import int64
 from gateway import envelope
 from gateway.db.models import Role
 from sftp_server.handles import MAX_READ_LENGTH
-from sftp_server.paramiko_fence import FIRST_DATA_PIECE
 from tests.unit.sftp_server.harness import Installation, audit_events, paramiko_sftp
 
 pytestmark = pytest.mark.integration
@@ -123,10 +122,15 @@ def test_reads_still_queued_when_the_connection_drops_are_not_served(
         assert sftp.listdir("/") == []
 
 
+# The data in the first SSH packet of a reply to paramiko's client (32 KiB packets, of
+# which paramiko's channel keeps 64 bytes free, the reply's header taking 13).
+FIRST_DATA_PIECE = (32 << 10) - 64 - 13
+
+
 def test_reads_of_every_length_around_the_first_piece_arrive_whole(inst: Installation) -> None:
-    """The server sends a read's header with the first piece of its data and the rest from
-    where it lies (``send_data``): reads shorter, as long and longer than that piece, and
-    the longest, read the file back exactly, then the end of file."""
+    """The server sends a read's header with as much of its data as the first SSH packet
+    takes, then the rest (``send_data``): reads shorter, as long and longer than that
+    piece, and the longest, read the file back exactly, then the end of file."""
     plaintext = os.urandom(1 << 20)
     size = _upload(inst, plaintext)
     lengths = [1, FIRST_DATA_PIECE - 1, FIRST_DATA_PIECE, FIRST_DATA_PIECE + 1,
