@@ -9,7 +9,7 @@ client share.
 
 Here each SSH packet is built once, with its length, padding length, channel-data
 header, data and padding in one ``bytes`` (the only copy of the data), then sealed
-with AES-GCM straight into a buffer that is reused, and written from it.
+with AES-GCM straight into the buffer it is written from.
 :class:`SealingPacketizer` is given to ``paramiko.Transport`` as its packetizer; it
 seals the :class:`Frame` s that :class:`ChannelSender` hands it and leaves every other
 message, and frames under any cipher but AES-GCM or with compression, to paramiko. The
@@ -22,7 +22,6 @@ naming it.
 from __future__ import annotations
 
 import os
-import socket
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -52,6 +51,27 @@ _CHANNEL_DATA = struct.Struct(">BII")
 _HEAD = struct.Struct(">IB")
 
 
+# Buffers that packets are sealed into, shared by a process's transports: a packet holds
+# one while it is written (as long as paramiko held its copies), and an idle session none,
+# where one kept per transport stayed with every session of a gateway. At most this many
+# wait free. (list.pop and append are atomic.)
+_FREE_BUFFERS = 16
+_free: list[bytearray] = []
+
+
+def _take_buffer(size: int) -> bytearray:
+    try:
+        buffer = _free.pop()
+    except IndexError:
+        return bytearray(size)
+    return buffer if len(buffer) >= size else bytearray(size)
+
+
+def _give_back(buffer: bytearray) -> None:
+    if len(_free) < _FREE_BUFFERS:
+        _free.append(buffer)
+
+
 class Frame:
     """One SSH packet of channel data, built whole: packet length, padding length,
     payload, padding (random, as paramiko pads for AES-GCM)."""
@@ -76,10 +96,6 @@ class Frame:
 class SealingPacketizer(Packetizer):  # type: ignore[misc]
     """paramiko's packetizer, sealing :class:`Frame` s in one pass under AES-GCM."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        super().__init__(sock)
-        self._sealed = bytearray()
-
     def send_message(self, data: object) -> None:
         # paramiko's private state, by its mangled names (untyped).
         state: Any = self
@@ -91,9 +107,8 @@ class SealingPacketizer(Packetizer):  # type: ignore[misc]
         packet = data.packet
         size = len(packet) + _TAG
         with state._Packetizer__write_lock:
-            if len(self._sealed) < size:
-                self._sealed = bytearray(size)
-            sealed = memoryview(self._sealed)[:size]
+            buffer = _take_buffer(size)
+            sealed = memoryview(buffer)[:size]
             plain = memoryview(packet)
             sealed[:4] = plain[:4]
             # The packet length is the associated data, as RFC 5647 has it.
@@ -105,7 +120,11 @@ class SealingPacketizer(Packetizer):  # type: ignore[misc]
             if next_seq == 0 and not self._initial_kex_done:
                 raise paramiko.SSHException("Sequence number rolled over during initial kex!")
             state._Packetizer__sequence_number_out = next_seq
-            self.write_all(sealed)
+            try:
+                self.write_all(sealed)
+            finally:
+                sealed.release()
+                _give_back(buffer)
             state._Packetizer__sent_bytes += size
             state._Packetizer__sent_packets += 1
             if ((state._Packetizer__sent_packets >= self.REKEY_PACKETS
