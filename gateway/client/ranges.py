@@ -370,7 +370,10 @@ def _failure(said: bytes, status: int) -> BaseException:
     if said:
         import pickle
 
-        failure = pickle.loads(said)  # noqa: S301 - written by our own child.
+        try:
+            failure = pickle.loads(said)  # noqa: S301 - written by our own child.
+        except Exception:  # noqa: BLE001 - cut short, or a class that cannot be rebuilt.
+            failure = None
         if isinstance(failure, BaseException):
             return failure
     code = os.waitstatus_to_exitcode(status)

@@ -370,6 +370,33 @@ def test_a_helper_that_ends_without_a_word_fails_the_file(tmp_path: Path,
     assert _no_children_left()
 
 
+class _NeedsAWordError(Exception):
+    """Pickles, but cannot be rebuilt from its arguments."""
+
+    def __init__(self, message: str, *, word: str) -> None:
+        super().__init__(message)
+        self.word = word
+
+
+@pytest.mark.parametrize(("raised", "said"), [
+    ("a local class", "a helper process failed: .*LocalError"),
+    ("a class that cannot be rebuilt", r"ended before it was done \(exit status 1\)"),
+])
+def test_a_helpers_failure_that_cannot_travel_still_fails_the_file(
+        tmp_path: Path, identity: Identity, raised: str, said: str) -> None:
+    class LocalError(Exception):
+        pass
+
+    def failure() -> None:
+        if raised == "a local class":
+            raise LocalError("x")
+        raise _NeedsAWordError("y", word="z")
+
+    with pytest.raises(ranges.HelperLostError, match=said):
+        _encrypt_with(tmp_path, _failing_in_a_helper(failure), identity)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]
+
+
 def test_a_failure_here_ends_the_helpers(tmp_path: Path, identity: Identity) -> None:
     parent = os.getpid()
 
