@@ -13,7 +13,7 @@ import select
 import signal
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -290,7 +290,8 @@ def test_a_worker_held_back_leaves_the_other_batches_to_the_rest(
 
 
 def test_one_worker_writes_at_a_time_and_each_batch_whole(
-        tmp_path: Path, identity: Identity, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, identity: Identity, monkeypatch: pytest.MonkeyPatch,
+        helper_seals_first: type[PayloadSealer]) -> None:
     """The workers' writes never overlap (a process spinning in the kernel for the
     file's lock costs more than waiting on ours), and a batch's writes are not
     interleaved with another batch's."""
@@ -305,26 +306,59 @@ def test_one_worker_writes_at_a_time_and_each_batch_whole(
 
     monkeypatch.setattr(ranges, "write_at", watched)
     plain = os.urandom(6 * ranges._BATCH * CHUNK_SIZE + 5)
-    sealed = _in_ranges(tmp_path, plain, identity, workers=2)
+    source = tmp_path / "plain"
+    source.write_bytes(plain)
+    with source.open("rb") as handle, \
+            atomic_output(tmp_path / "sealed.age", durable=False) as sink, \
+            helper_seals_first([identity.recipient]) as sealer:
+        ranges.encrypt_file(handle.fileno(), sink.fd, sealer, workers=2)
     writes = sorted((int(began), int(ended), pid) for pid, began, ended in log.lines())
     # The header, then one call per batch (its pieces together), from both workers.
     assert len(writes) == 1 + 7
     assert len({pid for _, _, pid in writes}) == 2
     for (_, ended, _), (began, _, _) in itertools.pairwise(writes):
         assert ended <= began
+    sealed = (tmp_path / "sealed.age").read_bytes()
     assert Decryptor(io.BytesIO(sealed), [identity]).read() == plain
 
 
-def _failing_in_a_helper(failure: Callable[[], None]) -> type[PayloadSealer]:
-    """A sealer that calls ``failure`` when a helper process (not this one) seals."""
+@pytest.fixture
+def helper_seals_first(tmp_path: Path) -> Iterator[type[PayloadSealer]]:
+    """A sealer under which this process's first batch waits until a helper has begun
+    one, so that the helper surely takes part however late the scheduler runs it."""
     parent = os.getpid()
+    began, say_began = os.pipe()
 
-    class Failing(PayloadSealer):
+    class WaitingForAHelper(PayloadSealer):
         def seal_at(self, first: int, chunks: encrypt_module.Buffer,
                     out: encrypt_module.Buffer, *, final: bool) -> int:
             if os.getpid() != parent:
-                failure()
+                os.write(say_began, b"x")
+            elif first == 0:
+                ready, _, _ = select.select([began], [], [], 10)
+                assert ready, "no helper sealed a batch"
             return super().seal_at(first, chunks, out, final=final)
+
+    try:
+        yield WaitingForAHelper
+    finally:
+        os.close(began)
+        os.close(say_began)
+
+
+def _failing_in_a_helper(base: type[PayloadSealer],
+                         failure: Callable[[], None]) -> type[PayloadSealer]:
+    """A ``base`` sealer that calls ``failure`` when a helper process (not this one)
+    seals."""
+    parent = os.getpid()
+
+    class Failing(base):  # type: ignore[valid-type,misc]
+        def seal_at(self, first: int, chunks: encrypt_module.Buffer,
+                    out: encrypt_module.Buffer, *, final: bool) -> int:
+            written: int = super().seal_at(first, chunks, out, final=final)
+            if os.getpid() != parent:
+                failure()
+            return written
 
     return Failing
 
@@ -347,25 +381,26 @@ def _no_children_left() -> bool:
     return False
 
 
-def test_a_helpers_failure_is_raised_here_and_leaves_no_file(tmp_path: Path,
-                                                             identity: Identity) -> None:
+def test_a_helpers_failure_is_raised_here_and_leaves_no_file(
+        tmp_path: Path, identity: Identity, helper_seals_first: type[PayloadSealer]) -> None:
     def disk_error() -> None:
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     with pytest.raises(OSError, match="Input/output error") as raised:
-        _encrypt_with(tmp_path, _failing_in_a_helper(disk_error), identity)
+        _encrypt_with(tmp_path, _failing_in_a_helper(helper_seals_first, disk_error),
+                      identity)
     assert raised.value.errno == errno.EIO
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]
     assert _no_children_left()
 
 
-def test_a_helper_that_ends_without_a_word_fails_the_file(tmp_path: Path,
-                                                          identity: Identity) -> None:
+def test_a_helper_that_ends_without_a_word_fails_the_file(
+        tmp_path: Path, identity: Identity, helper_seals_first: type[PayloadSealer]) -> None:
     def killed() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     with pytest.raises(ranges.HelperLostError, match="signal 9"):
-        _encrypt_with(tmp_path, _failing_in_a_helper(killed), identity)
+        _encrypt_with(tmp_path, _failing_in_a_helper(helper_seals_first, killed), identity)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]
     assert _no_children_left()
 
@@ -383,7 +418,8 @@ class _NeedsAWordError(Exception):
     ("a class that cannot be rebuilt", r"ended before it was done \(exit status 1\)"),
 ])
 def test_a_helpers_failure_that_cannot_travel_still_fails_the_file(
-        tmp_path: Path, identity: Identity, raised: str, said: str) -> None:
+        tmp_path: Path, identity: Identity, helper_seals_first: type[PayloadSealer],
+        raised: str, said: str) -> None:
     class LocalError(Exception):
         pass
 
@@ -393,7 +429,7 @@ def test_a_helpers_failure_that_cannot_travel_still_fails_the_file(
         raise _NeedsAWordError("y", word="z")
 
     with pytest.raises(ranges.HelperLostError, match=said):
-        _encrypt_with(tmp_path, _failing_in_a_helper(failure), identity)
+        _encrypt_with(tmp_path, _failing_in_a_helper(helper_seals_first, failure), identity)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]
 
 
