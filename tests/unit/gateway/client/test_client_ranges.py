@@ -506,3 +506,20 @@ def test_progress_ends_at_the_whole_input(tmp_path: Path, identity: Identity) ->
                             progress=told.append)
     assert told == sorted(told)
     assert told[-1] == len(plain)
+
+
+def test_when_no_helper_can_be_made_this_process_does_it_all(
+        tmp_path: Path, identity: Identity, monkeypatch: pytest.MonkeyPatch) -> None:
+    def cannot() -> int:
+        raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+    monkeypatch.setattr(ranges.os, "fork", cannot)
+    before = _open_fds()
+    plain = os.urandom(4 * ranges._BATCH * CHUNK_SIZE + 9)
+    sealed = _in_ranges(tmp_path, plain, identity, workers=3)
+    assert Decryptor(io.BytesIO(sealed), [identity]).read() == plain
+    assert _open_fds() == before  # No pipe left open.
+
+
+def _open_fds() -> int:
+    return len(list(Path("/proc/self/fd").iterdir()))
