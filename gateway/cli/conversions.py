@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, NamedTuple, NoReturn, Protocol, cast
 
 from gateway import envelope
 from gateway.cli.errors import exit_with, from_os_error
-from gateway.client.cores import block_bytes, chunk_threads, range_threads, spare_core
+from gateway.client.cores import block_bytes, chunk_threads, range_workers, spare_core
 from gateway.client.files import OutputWriter, ReadAhead, atomic_output
 from gateway.client.ranges import decrypt_file, encrypt_file
 from gateway.errors import GatewayError
@@ -119,7 +119,7 @@ def decrypt(identities: list[Identity], input_path: str | None, output: Path | N
             with (atomic_output(output, durable=False) as sink,
                   _progress_for(source, "decrypting") as update):
                 decrypt_file(source.fileno(), sink.fd, decryptor,
-                             threads=range_threads(), progress=update)
+                             workers=range_workers(), progress=update)
             return
         with _open_output(output, background=background) as sink:
             _copy_blocks(decryptor, sink, block_bytes(threads),
@@ -266,7 +266,7 @@ def _encrypt_in_ranges(input_path: Path, output: Path, recipients: list[Recipien
         envelope.PayloadSealer(recipients) as sealer,
         _progress_for(source, "encrypting") as update,
     ):
-        encrypt_file(source.fileno(), sink.fd, sealer, threads=range_threads(),
+        encrypt_file(source.fileno(), sink.fd, sealer, workers=range_workers(),
                      progress=update)
 
 

@@ -131,8 +131,9 @@ def encrypt(
     classical one would undo the post-quantum protection. With -o, the ciphertext
     appears under its name only once it is complete; like age and cp, the command
     leaves flushing it to the disk to the operating system, without fsync (run `sync`
-    if a power cut right after must not lose it). From a file to -o (binary), a thread
-    per core encrypts the file's chunks, a batch at a time.
+    if a power cut right after must not lose it). From a file to -o (binary), a process
+    per core (this one and helpers forked from it) encrypts the file's chunks, a batch
+    at a time.
 
     \b
     Examples:
@@ -170,8 +171,9 @@ def decrypt(identity_files: tuple[Path, ...], output: Path | None, input_path: s
     truncated file leaves no output behind. Like age and cp, the command leaves
     flushing the file to the disk to the operating system, without fsync (run `sync`
     if a power cut right after must not lose it); `blindpost fetch`, which records a
-    file as delivered, does flush it first. From a binary age file to -o, a thread per
-    core decrypts the file's chunks, a batch at a time.
+    file as delivered, does flush it first. From a binary age file to -o, a process per
+    core (this one and helpers forked from it) decrypts the file's chunks, a batch at a
+    time.
 
     \b
     Examples:

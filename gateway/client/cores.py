@@ -13,10 +13,10 @@ with two chunk threads and a writer thread; 1 GiB at a load of 14: 3.4-4.6 s alo
 4.7-7.0 s with the writer thread). So the extra threads are used only when a core is free.
 
 ``encrypt -o`` and ``decrypt -o`` between regular files are the exception
-(:mod:`gateway.client.ranges`): their threads hand nothing to each other, each takes
-the file's next batch of chunks and does it alone, so on a busy machine a thread waits
-for a core without making the others wait; they run one thread per core the process
-may use.
+(:mod:`gateway.client.ranges`): their workers (processes) hand nothing to each other,
+each takes the file's next batch of chunks and does it alone, so on a busy machine a
+worker waits for a core without making the others wait; they run one worker per core
+the process may use.
 
 Blocks stay small, whatever the threads: a block is decrypted and then written while it
 is still in the core's cache. 256 KiB blocks cost 0.23 s of CPU per 256 MiB decrypted to
@@ -56,11 +56,12 @@ def block_bytes(threads: int) -> int:
     return threads * 4 * 64 * 1024
 
 
-# Range threads beyond this would only queue for the file's write lock: the kernel
+# Range workers beyond this would only queue for the file's write lock: the kernel
 # writes into one file's page cache one call at a time. (Measured on 2 cores only.)
-_MAX_RANGE_THREADS = 4
+_MAX_RANGE_WORKERS = 4
 
 
-def range_threads() -> int:
-    """Threads for :mod:`gateway.client.ranges`: one per usable core, at most 4."""
-    return max(1, min(_usable_cores(), _MAX_RANGE_THREADS))
+def range_workers() -> int:
+    """Workers (this process and helpers) for :mod:`gateway.client.ranges`: one per
+    usable core, at most 4."""
+    return max(1, min(_usable_cores(), _MAX_RANGE_WORKERS))

@@ -2,36 +2,54 @@
 
 age's payload chunks are independent of each other (a chunk's nonce is its index, and
 only the final chunk is flagged), and the output's size follows from the input's. So a
-regular file is cut into batches of whole chunks, and one thread per core takes the next
+regular file is cut into batches of whole chunks, and one worker per core takes the next
 batch not yet taken, reads it (``pread``), seals or opens it, and writes it (``pwrite``)
-where it belongs in the output. Taking batches as they come, rather than each thread a
-fixed half of the file, keeps every thread busy to the end when the cores are shared:
-a thread that the scheduler holds back takes fewer batches instead of leaving the
+where it belongs in the output. Taking batches as they come, rather than each worker a
+fixed half of the file, keeps every worker busy to the end when the cores are shared:
+a worker that the scheduler holds back takes fewer batches instead of leaving the
 others done and waiting for its half (with a busy loop pinned to one of 2 cores, 256 MiB
-encrypted in a median 345 ms against 389 ms in halves, 7 rounds each). ChaCha20-Poly1305
-and the system calls release the GIL, so the reading, the cryptography and the
-kernel's copying into the page cache (which costs as much CPU as the cryptography) run
-on every core; Go's age does all of it in one thread. Standard input and output, and
-armor, whose chunks have no fixed offsets, take the streaming path
+encrypted in a median 345 ms against 389 ms in halves, 7 rounds each). So the reading,
+the cryptography and the kernel's copying into the page cache (which costs as much CPU
+as the cryptography) run on every core; Go's age does all of it in one thread. Standard
+input and output, and armor, whose chunks have no fixed offsets, take the streaming path
 (:mod:`gateway.cli.conversions`).
+
+The workers are this process and, for each further core, a helper forked from it
+(:func:`_start_helper`), not threads. ChaCha20-Poly1305 and the system calls release
+the GIL, but a batch gives it up and takes it back some 50 times (16 chunks, a
+``pread``, 32 ``pwrite`` pieces), and two threads handing it to each other spent a
+tenth of their samples in the futex calls of the hand-over (a profile) and waited for
+it besides: 256 MiB encrypted in-process took a median 135-183 ms and 217-243 ms of CPU
+with two threads, 102-105 ms and 196-209 ms with this process and one helper (3 runs of
+7 each, alternating, load 1.9). The processes share what threads shared through one
+anonymous shared mapping (:class:`_Board`: the next batch, a stop flag, the bytes done)
+and the output's file descriptor; a helper ends with ``os._exit`` and never returns into
+the caller's code, tells its failure on a pipe (pickled: both ends are this program),
+and stops at its next batch if the board says stop or its parent is gone. A failure
+here kills the helpers (``SIGKILL``) before the caller removes the output.
 
 The output is the private temporary file of :func:`gateway.client.files.atomic_output`,
 renamed into place only after every batch is done; its blocks are allocated first
 (:func:`_set_size`). When decrypting, a chunk reaches that file only once it verified
 (a chunk that fails is zeroed in the buffer, never written), and the first failure stops
-every thread, so the command fails as the streaming path does and leaves no file behind.
+every worker, so the command fails as the streaming path does and leaves no file behind.
 
-A batch is 16 chunks (1 MiB); it is written in pieces that end on multiples of
-:data:`gateway.client.files.WRITE_PIECE`, which the kernel serves far more cheaply than
-large ones, and one thread at a time (a lock held for the batch's writes). The kernel
-writes into one file's page cache one call at a time anyway, and a thread that finds the
-file's lock taken spins in the kernel while the other writes: in 4-chunk batches without
+A batch is 16 chunks (1 MiB; 8, 32 and 64 measured within 3% of it with processes); it
+is written in pieces that end on multiples of :data:`gateway.client.files.WRITE_PIECE`,
+which the kernel serves far more cheaply than large ones, and one worker at a time (a
+lock held for the batch's writes, :class:`_Lock`). The kernel writes into one file's
+page cache one call at a time anyway, and a worker that finds the file's lock taken
+spins in the kernel while the other writes: with threads, in 4-chunk batches without
 the lock, 256 MiB encrypted in-process took a median 158 ms and 174 ms of system time,
 in 16-chunk batches with it 144 ms and 140 ms (7 runs each, load 1.1-3); 1 GiB, 655 ms
-(692 ms) against 481 ms (480 ms). Whole batches in one ``pwrite`` were faster in most
-runs (256 MiB in 110-115 ms) but, as the page cache then takes large folios, one run in
-two to four cost 2.5-5 s of system time at 1 GiB, most of it copying into the folios
-and the other thread spinning for the lock (a profile).
+(692 ms) against 481 ms (480 ms); with processes, medians of 113-119 ms without the
+lock and 102-103 ms with it (3 runs of 7 each, alternating). Whole batches in one
+``pwrite`` were faster in most runs (256 MiB in 110-115 ms, threads) but, as the page
+cache then takes large folios, one run in two to four cost 2.5-5 s of system time at 1
+GiB, most of it copying into the folios and the other thread spinning for the lock (a
+profile); one ``pwritev`` of a batch's 32 KiB pieces is no different (the kernel sizes
+the folios by the whole call: 256 MiB written in 282 ms against 59 ms in ``pwrite``
+pieces, once in four runs).
 
 Sealing straight into a shared mapping of the output (``encrypt_into`` on an ``mmap`` of
 the allocated file, no ``pwrite`` copy) was measured and not kept: 256 MiB encrypted
@@ -47,11 +65,13 @@ file's pages. Nor is the input mapped: a file cut short while it is read fails a
 from __future__ import annotations
 
 import errno
-import itertools
+import fcntl
+import functools
+import mmap
 import os
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple
+import warnings
+from collections.abc import Callable
+from typing import NamedTuple, NoReturn
 
 from gateway import envelope
 from gateway.client.files import write_at
@@ -68,6 +88,10 @@ class ChangedInputError(GatewayError):
     """The input file changed size while it was being read."""
 
 
+class HelperLostError(GatewayError):
+    """A helper process ended without saying why (a signal, say)."""
+
+
 class _Layout(NamedTuple):
     """Where chunk ``i`` is read from and written to: ``read_start + i * read_step`` and
     ``write_start + i * write_step``; the input's size and how many chunks it holds."""
@@ -80,11 +104,11 @@ class _Layout(NamedTuple):
     chunks: int
 
 
-def encrypt_file(source: int, sink: int, sealer: envelope.PayloadSealer, *, threads: int,
+def encrypt_file(source: int, sink: int, sealer: envelope.PayloadSealer, *, workers: int,
                  progress: Callable[[int], None] | None = None) -> None:
     """Write the age file of the regular file ``source`` to ``sink`` (an empty file),
-    sealed by ``sealer``, by ``threads`` threads; ``progress`` is told the plaintext
-    bytes done, from time to time."""
+    sealed by ``sealer``, by ``workers`` processes (this one and helpers); ``progress``
+    is told the plaintext bytes done, from time to time."""
     size = os.fstat(source).st_size
     start = sealer.payload_start
     _set_size(sink, start + envelope.sealed_size(size))
@@ -95,16 +119,16 @@ def encrypt_file(source: int, sink: int, sealer: envelope.PayloadSealer, *, thre
     def seal(first: int, data: memoryview, out: memoryview, final: bool) -> int:
         return sealer.seal_at(first, data, out, final=final)
 
-    _in_ranges(source, sink, layout, seal, threads=threads, progress=progress)
+    _in_ranges(source, sink, layout, seal, workers=workers, progress=progress)
     if os.fstat(source).st_size != size:
         # It grew: what was sealed is not the whole of it.
         raise ChangedInputError(_CHANGED)
 
 
-def decrypt_file(source: int, sink: int, decryptor: envelope.Decryptor, *, threads: int,
+def decrypt_file(source: int, sink: int, decryptor: envelope.Decryptor, *, workers: int,
                  progress: Callable[[int], None] | None = None) -> None:
     """Write the plaintext of the binary age file ``source``, whose header
-    ``decryptor`` read, to ``sink`` (an empty file) by ``threads`` threads. Raises
+    ``decryptor`` read, to ``sink`` (an empty file) by ``workers`` processes. Raises
     :class:`envelope.PayloadError` if any chunk fails to verify or the file is cut;
     ``sink`` then holds only verified chunks, and not all of them."""
     start = decryptor.payload_start
@@ -121,11 +145,11 @@ def decrypt_file(source: int, sink: int, decryptor: envelope.Decryptor, *, threa
     def open_(first: int, data: memoryview, out: memoryview, final: bool) -> int:
         return decryptor.open_at(first, data, out, final=final)
 
-    _in_ranges(source, sink, layout, open_, threads=threads, progress=progress)
+    _in_ranges(source, sink, layout, open_, workers=workers, progress=progress)
 
 
 def _set_size(sink: int, size: int) -> None:
-    """Allocate the output's blocks before the threads write. Measured on ext4 (1 GiB,
+    """Allocate the output's blocks before the workers write. Measured on ext4 (1 GiB,
     3 rounds each, load 1.3): system time 0.79-0.93 s encrypting and 0.66-0.76 s
     decrypting with ``posix_fallocate``, 0.99-1.11 s and 0.79-0.98 s without, and no
     better than without when the size was only set (``ftruncate``). A full disk fails
@@ -143,55 +167,121 @@ def _set_size(sink: int, size: int) -> None:
 _Transform = Callable[[int, memoryview, memoryview, bool], int]
 
 
+class _Board:
+    """What the workers share, in memory every process maps: the next batch to take,
+    whether to stop, and each worker's plaintext bytes done (for the progress bar)."""
+
+    _NEXT, _STOP, _DONE = 0, 1, 2
+
+    def __init__(self, workers: int) -> None:
+        self._map = mmap.mmap(-1, 8 * (self._DONE + workers))  # Shared, anonymous.
+        self._cells = memoryview(self._map).cast("q")
+
+    def take(self) -> int:
+        """The next batch's number (under the lock: see :class:`_Lock`)."""
+        number = self._cells[self._NEXT]
+        self._cells[self._NEXT] = number + 1
+        return number
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self._cells[self._STOP])
+
+    def stop(self) -> None:
+        self._cells[self._STOP] = 1
+
+    def add_done(self, slot: int, count: int) -> None:
+        self._cells[self._DONE + slot] += count
+
+    def done(self) -> int:
+        return sum(self._cells[self._DONE:])
+
+    def close(self) -> None:
+        self._cells.release()
+        self._map.close()
+
+
+class _Lock:
+    """One worker at a time writes (and takes the next batch): a POSIX record lock on a
+    byte of the output far past its end, which is each process's own and which the
+    kernel releases if the process ends. Where the file system has no such locks the
+    workers go on without it: the writes are still correct (each at its own offsets),
+    and two workers that then take the same batch write the same bytes twice."""
+
+    _BYTE = 1 << 62
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+
+    def __enter__(self) -> None:
+        if self._fd is not None:
+            try:
+                fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, self._BYTE)
+            except OSError:
+                self._fd = None
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fd is not None:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, self._BYTE)
+
+
+class _Helper(NamedTuple):
+    """A helper process, and the pipe on which it says why it failed."""
+
+    pid: int
+    reasons: int
+
+
 def _in_ranges(source: int, sink: int, layout: _Layout, transform: _Transform, *,
-               threads: int, progress: Callable[[int], None] | None) -> None:
-    """Run :func:`_batches` in ``threads`` threads over the file's batches of chunks;
-    raise the first failure, after every thread has stopped."""
-    count = min(max(1, threads), -(-layout.chunks // _BATCH))
-    # The batches' numbers, handed out in order: next() of a count is atomic.
-    batches = itertools.count()
-    done = [0] * count
-    failures: list[BaseException] = []
-    stop = threading.Event()
-    # One thread writes at a time; the others read and seal or open meanwhile.
-    writing = threading.Lock()
-
-    def run(index: int) -> None:
-        try:
-            _batches(source, sink, layout, transform, batches, done=done, slot=index,
-                     stop=stop, writing=writing)
-        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller's thread.
-            failures.append(exc)
-            stop.set()
-
-    workers = [threading.Thread(target=run, args=(n,), name=f"blindpost-range-{n}",
-                                daemon=True) for n in range(count)]
-    for worker in workers:
-        worker.start()
-    _wait(workers, done, None if progress is None else
-          lambda count: progress(layout.read_start + count))
-    if failures:
-        raise failures[0]
-
-
-def _wait(workers: Sequence[threading.Thread], done: list[int],
-          progress: Callable[[int], None] | None) -> None:
-    for worker in workers:
-        while worker.is_alive():
-            worker.join(0.1 if progress is not None else None)
-            if progress is not None:
-                progress(sum(done))
+               workers: int, progress: Callable[[int], None] | None) -> None:
+    """Run :func:`_batches` in this process and ``workers - 1`` helper processes over the
+    file's batches of chunks; raise the first failure, after every helper has ended."""
+    count = min(max(1, workers), -(-layout.chunks // _BATCH))
+    board = _Board(count)
+    lock = _Lock(sink if count > 1 else None)
+    helpers: list[_Helper] = []
+    report = None if progress is None else (
+        lambda: progress(layout.read_start + board.done()))
+    finished = False
+    try:
+        for slot in range(1, count):
+            helper = _start_helper(functools.partial(
+                _batches, source, sink, layout, transform, board, lock, slot=slot,
+                report=None, parent=os.getpid()), board)
+            if helper is None:
+                break  # No more processes: fewer workers share the batches.
+            helpers.append(helper)
+        _batches(source, sink, layout, transform, board, lock, slot=0, report=report)
+        finished = True
+    finally:
+        if not finished:
+            board.stop()
+        failure = _end(helpers, stopped=not finished)
+        if finished and failure is None and report is not None:
+            report()  # The helpers' last batches too.
+        board.close()
+    if failure is not None:
+        raise failure
 
 
 def _batches(source: int, sink: int, layout: _Layout, transform: _Transform,
-             batches: Iterator[int], *, done: list[int], slot: int,
-             stop: threading.Event, writing: threading.Lock) -> None:
-    """Take the next batch from ``batches`` and do it, until none is left or ``stop``
-    is set."""
+             board: _Board, lock: _Lock, *, slot: int, report: Callable[[], None] | None,
+             parent: int | None = None) -> None:
+    """Take the next batch from ``board`` and do it, until none is left or the board
+    says stop (or, in a helper, the ``parent`` process is gone)."""
     data = memoryview(bytearray(_BATCH * layout.read_step))
     out = memoryview(bytearray(_BATCH * layout.write_step))
-    while not stop.is_set():
-        index = next(batches) * _BATCH
+    index = written = wanted = 0
+    pending = False
+    while True:
+        with lock:
+            if pending:
+                write_at(sink, out[:written], layout.write_start + index * layout.write_step)
+                board.add_done(slot, wanted)
+            stop = board.stopped or (parent is not None and os.getppid() != parent)
+            index = layout.chunks if stop else board.take() * _BATCH
+        if report is not None:
+            report()
         if index >= layout.chunks:
             return
         batch = min(_BATCH, layout.chunks - index)
@@ -202,6 +292,90 @@ def _batches(source: int, sink: int, layout: _Layout, transform: _Transform,
         if got != wanted:
             raise ChangedInputError(_CHANGED)
         written = transform(index, data[:wanted], out, final)
-        with writing:
-            write_at(sink, out[:written], layout.write_start + index * layout.write_step)
-        done[slot] += wanted
+        pending = True
+
+
+def _start_helper(work: Callable[[], None], board: _Board) -> _Helper | None:
+    """Fork a process that does ``work`` and ends, or None if none can be made."""
+    reasons, tell = os.pipe()
+    try:
+        with warnings.catch_warnings():
+            # Python 3.12+ warns of fork() beside other threads (a progress bar's, a test
+            # runner's): a lock one of them held would stay held in the child. The child
+            # takes none of theirs: it reads, seals or opens, writes and _exits.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except OSError:
+        os.close(reasons)
+        os.close(tell)
+        return None
+    if pid == 0:
+        os.close(reasons)
+        _helper_main(work, board, tell)
+    os.close(tell)
+    return _Helper(pid, reasons)
+
+
+def _helper_main(work: Callable[[], None], board: _Board, tell: int) -> NoReturn:
+    """A helper's whole life: ``work``, then ``os._exit``, never a return into the
+    caller's code (whose clean-up, such as removing the output, is the parent's)."""
+    code = 1
+    try:
+        work()
+        code = 0
+    except BaseException as exc:  # noqa: BLE001 - passed to the parent, which raises it.
+        board.stop()
+        _tell(tell, exc)
+    finally:
+        os._exit(code)
+
+
+def _tell(fd: int, exc: BaseException) -> None:
+    """Write ``exc`` for the parent to raise (pickled: both ends are this program)."""
+    import pickle
+
+    try:
+        os.write(fd, pickle.dumps(exc))
+    except Exception:  # noqa: BLE001 - an exception that cannot be pickled.
+        os.write(fd, pickle.dumps(HelperLostError(f"a helper process failed: {exc!r}")))
+
+
+def _end(helpers: list[_Helper], *, stopped: bool) -> BaseException | None:
+    """Wait for every helper (killing them if ``stopped``: this process failed) and
+    return the first one's failure, if one failed."""
+    if stopped and helpers:
+        import signal
+
+        for helper in helpers:
+            os.kill(helper.pid, signal.SIGKILL)
+    failures: list[BaseException] = []
+    for helper in helpers:
+        said = _read_all(helper.reasons)
+        os.close(helper.reasons)
+        _, status = os.waitpid(helper.pid, 0)
+        if not stopped and status:
+            failures.append(_failure(said, status))
+    return failures[0] if failures else None
+
+
+def _read_all(fd: int) -> bytes:
+    parts = []
+    while part := os.read(fd, 65536):
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _failure(said: bytes, status: int) -> BaseException:
+    """What a helper that ended with ``status`` failed of, from what it ``said``."""
+    if said:
+        import pickle
+
+        try:
+            failure = pickle.loads(said)  # noqa: S301 - written by our own child.
+        except Exception:  # noqa: BLE001 - cut short, or a class that cannot be rebuilt.
+            failure = None
+        if isinstance(failure, BaseException):
+            return failure
+    code = os.waitstatus_to_exitcode(status)
+    how = f"signal {-code}" if code < 0 else f"exit status {code}"
+    return HelperLostError(f"a helper process ended before it was done ({how})")

@@ -106,7 +106,7 @@ def test_encrypt_and_decrypt_o_in_ranges_interoperate_with_age(
     from gateway.cli import conversions
     from gateway.cli.program import main
 
-    monkeypatch.setattr(conversions, "range_threads", lambda: 3)
+    monkeypatch.setattr(conversions, "range_workers", lambda: 3)
     [identity] = parse_identities_file(age_key.read_text())
     plain = tmp_path / "plain"
     plain.write_bytes(_data(size))
