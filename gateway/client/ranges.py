@@ -24,7 +24,8 @@ with two threads, 102-105 ms and 196-209 ms with this process and one helper (3 
 7 each, alternating, load 1.9). The processes share what threads shared through one
 anonymous shared mapping (:class:`_Board`: the next batch, a stop flag, the bytes done)
 and the output's file descriptor; a helper ends with ``os._exit`` and never returns into
-the caller's code, tells its failure on a pipe (pickled: both ends are this program),
+the caller's code, tells its failure on a pipe (its kind and message as text, which the
+parent raises again for the kinds a helper can fail of, :func:`_failure`),
 and stops at its next batch if the board says stop or its parent is gone. A failure
 here kills the helpers (``SIGKILL``) before the caller removes the output.
 
@@ -90,6 +91,17 @@ class ChangedInputError(GatewayError):
 
 class HelperLostError(GatewayError):
     """A helper process ended without saying why (a signal, say)."""
+
+
+# The failures a helper raises again in its parent by kind (OSError apart), from their
+# messages; what a helper says is at most this long.
+_REBUILT: dict[str, Callable[[str], BaseException]] = {
+    "ChangedInputError": ChangedInputError,
+    "PayloadError": envelope.PayloadError,
+    "HelperLostError": HelperLostError,
+    "KeyboardInterrupt": lambda _message: KeyboardInterrupt(),
+}
+_SAID_LIMIT = 4096
 
 
 class _Layout(NamedTuple):
@@ -331,13 +343,15 @@ def _helper_main(work: Callable[[], None], board: _Board, tell: int) -> NoReturn
 
 
 def _tell(fd: int, exc: BaseException) -> None:
-    """Write ``exc`` for the parent to raise (pickled: both ends are this program)."""
-    import pickle
-
-    try:
-        os.write(fd, pickle.dumps(exc))
-    except Exception:  # noqa: BLE001 - an exception that cannot be pickled.
-        os.write(fd, pickle.dumps(HelperLostError(f"a helper process failed: {exc!r}")))
+    """Write what ``exc`` was, for the parent to raise again: its kind, then for an
+    ``OSError`` its number, text and file name, else its message, one to a line (text,
+    never pickled: nothing in Blindpost is)."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        fields = ["OSError", str(exc.errno), exc.strerror or "", str(exc.filename or "")]
+    else:
+        fields = [type(exc).__name__, str(exc)]
+    os.write(fd, "\n".join(field.replace("\n", " ") for field in fields)
+             .encode("utf-8", "replace")[:_SAID_LIMIT])
 
 
 def _end(helpers: list[_Helper], *, stopped: bool) -> BaseException | None:
@@ -366,16 +380,18 @@ def _read_all(fd: int) -> bytes:
 
 
 def _failure(said: bytes, status: int) -> BaseException:
-    """What a helper that ended with ``status`` failed of, from what it ``said``."""
+    """What a helper that ended with ``status`` failed of, from what it ``said``
+    (:func:`_tell`): the same failure for the kinds a helper meets (the file's, the
+    disk's, a damaged chunk's, Ctrl-C), a :class:`HelperLostError` naming any other."""
     if said:
-        import pickle
-
-        try:
-            failure = pickle.loads(said)  # noqa: S301 - written by our own child.
-        except Exception:  # noqa: BLE001 - cut short, or a class that cannot be rebuilt.
-            failure = None
-        if isinstance(failure, BaseException):
-            return failure
+        kind, *fields = said.decode("utf-8", "replace").split("\n")
+        if kind == "OSError" and len(fields) == 3 and fields[0].isdigit():
+            return OSError(int(fields[0]), fields[1], fields[2] or None)
+        message = fields[0] if fields else ""
+        rebuild = _REBUILT.get(kind)
+        if rebuild is not None:
+            return rebuild(message)
+        return HelperLostError(f"a helper process failed: {kind}: {message}")
     code = os.waitstatus_to_exitcode(status)
     how = f"signal {-code}" if code < 0 else f"exit status {code}"
     return HelperLostError(f"a helper process ended before it was done ({how})")
