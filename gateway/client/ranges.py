@@ -66,7 +66,6 @@ file's pages. Nor is the input mapped: a file cut short while it is read fails a
 from __future__ import annotations
 
 import errno
-import fcntl
 import functools
 import mmap
 import os
@@ -228,12 +227,16 @@ class _Lock:
     def __enter__(self) -> None:
         if self._fd is not None:
             try:
+                import fcntl  # Here: only where helpers can be forked (not Windows).
+
                 fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, self._BYTE)
             except OSError:
                 self._fd = None
 
     def __exit__(self, *exc_info: object) -> None:
         if self._fd is not None:
+            import fcntl
+
             fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, self._BYTE)
 
 
@@ -249,6 +252,8 @@ def _in_ranges(source: int, sink: int, layout: _Layout, transform: _Transform, *
     """Run :func:`_batches` in this process and ``workers - 1`` helper processes over the
     file's batches of chunks; raise the first failure, after every helper has ended."""
     count = min(max(1, workers), -(-layout.chunks // _BATCH))
+    if not hasattr(os, "fork"):
+        count = 1  # Windows: this process does it all.
     board = _Board(count)
     lock = _Lock(sink if count > 1 else None)
     helpers: list[_Helper] = []

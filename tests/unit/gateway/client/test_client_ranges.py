@@ -11,6 +11,8 @@ import itertools
 import os
 import select
 import signal
+import subprocess
+import sys
 import time
 import types
 from collections.abc import Callable, Iterator
@@ -34,6 +36,8 @@ from gateway.envelope import (
     generate_identity,
 )
 from gateway.envelope import encrypt as encrypt_module
+
+ROOT = Path(__file__).resolve().parents[4]
 
 _SIZES = [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE,
           7 * CHUNK_SIZE + 5, (3 << 20) + 12_345, 5 << 20]
@@ -502,7 +506,9 @@ def test_without_record_locks_the_workers_still_write_the_whole_file(
     def no_locks(*_args: object) -> None:
         raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
 
-    monkeypatch.setattr(ranges.fcntl, "lockf", no_locks)
+    import fcntl
+
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
     plain = os.urandom(5 * ranges._BATCH * CHUNK_SIZE + 3)
     sealed = _in_ranges(tmp_path, plain, identity, workers=2)
     assert Decryptor(io.BytesIO(sealed), [identity]).read() == plain
@@ -547,3 +553,29 @@ def test_when_no_helper_can_be_made_this_process_does_it_all(
 
 def _open_fds() -> int:
     return len(list(Path("/proc/self/fd").iterdir()))
+
+
+def test_without_fork_or_record_locks_this_process_does_it_all(tmp_path: Path) -> None:
+    """Where there is no fork() and no fcntl (Windows), the module imports and one
+    process encrypts the whole file."""
+    script = f"""
+import os, sys
+sys.modules["fcntl"] = None
+del os.fork
+from gateway.client import ranges
+from gateway.client.files import atomic_output
+from gateway.envelope import PayloadSealer, generate_identity
+source = {str(tmp_path / "plain")!r}
+with open(source, "wb") as handle:
+    handle.write(os.urandom(3 * ranges._BATCH * 65536 + 5))
+identity = generate_identity()
+with open(source, "rb") as handle, atomic_output(
+        __import__("pathlib").Path({str(tmp_path / "sealed.age")!r}), durable=False) as sink, \\
+        PayloadSealer([identity.recipient]) as sealer:
+    ranges.encrypt_file(handle.fileno(), sink.fd, sealer, workers=4)
+print(os.path.getsize({str(tmp_path / "sealed.age")!r}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) > 3 * ranges._BATCH * 65536
