@@ -15,7 +15,7 @@ import paramiko
 from paramiko.common import DISCONNECT_SERVICE_NOT_AVAILABLE
 from paramiko.ssh_exception import SSHException
 
-from gateway.client.transmit import SealingPacketizer
+from gateway.client.transmit import OnePassPacketizer
 from gateway.errors import ConfigError
 from sftp_server.auth import LoginGate, VerifyingAuthHandler
 from sftp_server.paramiko_fence import FencedTransport, preferred_algorithms
@@ -79,7 +79,7 @@ class BlindpostTransport(FencedTransport):
         # Read replies are framed and sealed in one pass (gateway.client.transmit).
         super().__init__(sock, disabled_algorithms=disabled_algorithms(), strict_kex=True,
                          default_max_packet_size=MAX_SSH_PACKET, default_window_size=window,
-                         packetizer_class=SealingPacketizer)
+                         packetizer_class=OnePassPacketizer)
         self.local_version = SERVER_VERSION
 
     def on_kex_init(self) -> None:

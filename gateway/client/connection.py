@@ -114,7 +114,7 @@ def connect(endpoint: Endpoint, *, credentials: Credentials, host_keys: HostKeyC
     transport = paramiko.Transport(sock, disabled_algorithms=_disabled_algorithms(),
                                    default_window_size=WINDOW_BYTES,
                                    default_max_packet_size=MAX_PACKET_BYTES,
-                                   packetizer_class=transmit.SealingPacketizer)
+                                   packetizer_class=transmit.OnePassPacketizer)
     try:
         return _session(transport, endpoint, credentials, host_keys, notice)
     except BaseException:

@@ -1,22 +1,27 @@
-"""What the client sends on an SSH channel, framed and sealed in one pass.
+"""SSH packets sent and received in one pass (``blindpost send``, ``fetch``, the gateway).
 
 paramiko sends channel data through a ``Message`` (a ``BytesIO``), joins it to its
 length and padding twice over, slices off the length to encrypt the rest, joins the
 length back on, and slices what the socket did not take: about six copies of every
 byte around the one pass that encrypts it, all holding the GIL. For ``blindpost send``
 that was about 0.2 s of CPU per 256 MiB, on a machine whose cores the gateway and the
-client share.
+client share. Receiving, it joins the packet's first block to the rest, slices the
+payload out of the opened packet and its type off the payload, copies that into a
+``Message`` and the channel data out of it again: four copies more than opening it.
 
-Here each SSH packet is built once, with its length, padding length, channel-data
+Here each SSH packet sent is built once, with its length, padding length, channel-data
 header, data and padding in one ``bytes`` (the only copy of the data), then sealed
-with AES-GCM straight into the buffer it is written from.
-:class:`SealingPacketizer` is given to ``paramiko.Transport`` as its packetizer; it
-seals the :class:`Frame` s that :class:`ChannelSender` hands it and leaves every other
-message, and frames under any cipher but AES-GCM or with compression, to paramiko. The
-sequence number, the GCM nonce, the counts that start a rekey and the write lock are
-paramiko's own, kept as its ``send_message`` keeps them: :data:`SEND_MESSAGE_SOURCE`
-pins the source it was written against, so an upgrade that changes it fails one test,
-naming it.
+with AES-GCM straight into the buffer it is written from; each packet received is read
+whole, opened, and its channel data sliced out once (:class:`ChannelData`).
+:class:`OnePassPacketizer` is given to ``paramiko.Transport`` as its packetizer; it
+seals the :class:`Frame` s that :class:`ChannelSender` hands it, opens every packet
+under AES-GCM, and leaves every other message sent, and every packet under another
+cipher or with compression, to paramiko. It also refuses a packet longer than
+:data:`MAX_PACKET` before reading it. The sequence numbers, the GCM nonces, the counts
+that start a rekey and the write lock are paramiko's own, kept as its ``send_message``
+and ``read_message`` keep them: :data:`SEND_MESSAGE_SOURCE` and
+:data:`READ_MESSAGE_SOURCE` pin the sources they were written against, so an upgrade
+that changes one fails one test, naming it.
 """
 
 from __future__ import annotations
@@ -27,16 +32,21 @@ from collections.abc import Callable
 from typing import Any
 
 import paramiko
-from paramiko.common import cMSG_CHANNEL_DATA, xffffffff
+from paramiko.common import MSG_CHANNEL_DATA, cMSG_CHANNEL_DATA, xffffffff
+from paramiko.message import Message
 from paramiko.packet import Packetizer
 
-# The SHA-256 (first 8 hex digits) of paramiko's Packetizer.send_message, whose bookkeeping
-# SealingPacketizer.send_message repeats (paramiko is pinned, see pyproject.toml).
+# The SHA-256 (first 8 hex digits) of paramiko's Packetizer.send_message and
+# read_message, whose bookkeeping OnePassPacketizer repeats (paramiko is pinned, see
+# pyproject.toml).
 SEND_MESSAGE_SOURCE = "34dee385"
+READ_MESSAGE_SOURCE = "d5d2c676"
 # The other members used, and the signatures they were written against.
 RELIED_ON: dict[str, str] = {
     "Packetizer.send_message": "(self, data)",
     "Packetizer.write_all": "(self, out)",
+    "Packetizer.read_message": "(self)",
+    "Packetizer.read_all": "(self, n, check_rekey=False)",
     "Packetizer._inc_iv_counter": "(self, iv)",
     "Packetizer._trigger_rekey": "(self)",
     "Transport._send_user_message": "(self, data)",
@@ -49,6 +59,11 @@ _TAG = 16
 # A channel-data payload before its data: message type, recipient channel, data length.
 _CHANNEL_DATA = struct.Struct(">BII")
 _HEAD = struct.Struct(">IB")
+_LENGTH = struct.Struct(">I")
+_CHANNEL_AND_SIZE = struct.Struct(">II")
+# The longest packet read (OpenSSH's PACKET_MAX_SIZE): paramiko reads whatever length a
+# peer's packet claims, up to 4 GiB, before it checks anything.
+MAX_PACKET = 256 << 10
 
 
 # Buffers that packets are sealed into, shared by a process's transports: a packet holds
@@ -93,8 +108,81 @@ class Frame:
         return self.packet[_HEAD.size:_HEAD.size + self.payload_size]
 
 
-class SealingPacketizer(Packetizer):  # type: ignore[misc]
-    """paramiko's packetizer, sealing :class:`Frame` s in one pass under AES-GCM."""
+class ChannelData:
+    """A received SSH_MSG_CHANNEL_DATA as paramiko's transport and channel read it (the
+    channel's number, then the data), the data one slice of the opened packet, where
+    paramiko's ``Message`` cost four copies of it."""
+
+    __slots__ = ("_channel", "_data", "seqno")
+
+    def __init__(self, channel: int, data: bytes, seqno: int) -> None:
+        self._channel = channel
+        self._data = data
+        self.seqno = seqno
+
+    def get_int(self) -> int:
+        return self._channel
+
+    def get_binary(self) -> bytes:
+        return self._data
+
+
+class OnePassPacketizer(Packetizer):  # type: ignore[misc]
+    """paramiko's packetizer, sealing :class:`Frame` s and opening received packets in
+    one pass under AES-GCM (each received packet is read whole, opened, and its channel
+    data sliced out once)."""
+
+    def read_message(self) -> tuple[int, Any]:
+        state: Any = self
+        if (not state._Packetizer__aead_in or state._Packetizer__compress_engine_in is not None
+                or state._Packetizer__dump_packets):
+            return super().read_message()  # type: ignore[no-any-return]
+        head = self.read_all(4, check_rekey=True)
+        (length,) = _LENGTH.unpack(head)
+        if not 16 <= length <= MAX_PACKET or length % _BLOCK:
+            raise paramiko.SSHException(f"invalid packet length {length}")
+        sealed = self.read_all(length + _TAG)
+        # The packet length is the associated data, as RFC 5647 has it; a packet that
+        # does not verify raises InvalidTag, which ends the transport as paramiko's does.
+        iv = state._Packetizer__iv_in
+        packet = state._Packetizer__block_engine_in.decrypt(iv, sealed, head)
+        state._Packetizer__iv_in = self._inc_iv_counter(iv)
+        end = length - packet[0]  # The payload is packet[1:end], then the padding.
+        if end < 2:
+            raise paramiko.SSHException("invalid packet padding")
+        kind = packet[1]
+        seqno = state._Packetizer__sequence_number_in
+        msg: Any
+        if kind == MSG_CHANNEL_DATA and end >= 2 + _CHANNEL_AND_SIZE.size:
+            channel, size = _CHANNEL_AND_SIZE.unpack_from(packet, 2)
+            start = 2 + _CHANNEL_AND_SIZE.size
+            if start + size > end:
+                raise paramiko.SSHException("channel data longer than its packet")
+            msg = ChannelData(channel, packet[start:start + size], seqno)
+        else:
+            msg = Message(packet[2:end])
+            msg.seqno = seqno
+        next_seq = (seqno + 1) & xffffffff
+        if next_seq == 0 and not self._initial_kex_done:
+            raise paramiko.SSHException("Sequence number rolled over during initial kex!")
+        state._Packetizer__sequence_number_in = next_seq
+        raw = length + state._Packetizer__mac_size_in + 4
+        state._Packetizer__received_bytes += raw
+        state._Packetizer__received_packets += 1
+        if state._Packetizer__need_rekey:
+            # A rekey was asked for: the peer gets some packets to comply, then no more.
+            state._Packetizer__received_bytes_overflow += raw
+            state._Packetizer__received_packets_overflow += 1
+            if (state._Packetizer__received_packets_overflow >= self.REKEY_PACKETS_OVERFLOW_MAX
+                    or state._Packetizer__received_bytes_overflow
+                    >= self.REKEY_BYTES_OVERFLOW_MAX):
+                raise paramiko.SSHException("Remote transport is ignoring rekey requests")
+        elif (state._Packetizer__received_packets >= self.REKEY_PACKETS
+              or state._Packetizer__received_bytes >= self.REKEY_BYTES):
+            state._Packetizer__received_bytes_overflow = 0
+            state._Packetizer__received_packets_overflow = 0
+            self._trigger_rekey()
+        return kind, msg
 
     def send_message(self, data: object) -> None:
         # paramiko's private state, by its mangled names (untyped).
@@ -137,7 +225,7 @@ class SealingPacketizer(Packetizer):  # type: ignore[misc]
 
 class ChannelSender:
     """Sends data on ``channel`` as :class:`Frame` s (through its transport's
-    :class:`SealingPacketizer`, or paramiko's own, which take them the same way)."""
+    :class:`OnePassPacketizer`, or paramiko's own, which take them the same way)."""
 
     def __init__(self, channel: paramiko.Channel) -> None:
         self._channel = channel

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,23 +17,28 @@ import pytest
 from paramiko.packet import Packetizer
 
 from gateway.client.transmit import (
+    MAX_PACKET,
+    READ_MESSAGE_SOURCE,
     RELIED_ON,
     SEND_MESSAGE_SOURCE,
     ChannelSender,
     Frame,
-    SealingPacketizer,
+    OnePassPacketizer,
 )
 
 _CLASSES = {"Packetizer": Packetizer, "Transport": paramiko.Transport,
             "Channel": paramiko.Channel}
 
 
-def test_paramikos_send_message_is_the_one_it_was_written_against() -> None:
-    # SealingPacketizer repeats its bookkeeping (sequence number, nonce, rekey counts).
-    source = inspect.getsource(Packetizer.send_message).encode("utf-8")
-    assert hashlib.sha256(source).hexdigest()[:8] == SEND_MESSAGE_SOURCE, (
-        "paramiko's Packetizer.send_message changed: compare it with "
-        "SealingPacketizer.send_message, then update SEND_MESSAGE_SOURCE")
+@pytest.mark.parametrize(("method", "pinned"), [
+    ("send_message", SEND_MESSAGE_SOURCE), ("read_message", READ_MESSAGE_SOURCE)])
+def test_paramikos_packetizer_is_the_one_it_was_written_against(method: str,
+                                                                 pinned: str) -> None:
+    # OnePassPacketizer repeats its bookkeeping (sequence numbers, nonces, rekey counts).
+    source = inspect.getsource(getattr(Packetizer, method)).encode("utf-8")
+    assert hashlib.sha256(source).hexdigest()[:8] == pinned, (
+        f"paramiko's Packetizer.{method} changed: compare it with "
+        f"OnePassPacketizer.{method}, then update the pinned hash")
     for name, expected in RELIED_ON.items():
         owner, _, member = name.partition(".")
         assert str(inspect.signature(getattr(_CLASSES[owner], member))) == expected, name
@@ -53,16 +60,20 @@ _HOST_KEY = paramiko.ECDSAKey.generate()
 
 @contextmanager
 def _pair(*, window: int = 4 << 20, packet: int = 32768,
-          ciphers: tuple[str, ...] = ("aes128-gcm@openssh.com",)
+          ciphers: tuple[str, ...] = ("aes128-gcm@openssh.com",), server_one_pass: bool = False
           ) -> Iterator[tuple[paramiko.Transport, paramiko.Channel, paramiko.Channel]]:
-    """A client transport with the sealing packetizer, a paramiko server whose channel
-    offers ``window`` and ``packet``, and the two ends of one channel."""
+    """A client transport with the one-pass packetizer, a paramiko server (with
+    paramiko's own packetizer unless ``server_one_pass``) whose channel offers
+    ``window`` and ``packet``, and the two ends of one channel."""
     near, far = socket.socketpair()
     server = paramiko.Transport(far, default_window_size=window,
-                                default_max_packet_size=packet)
+                                default_max_packet_size=packet,
+                                packetizer_class=OnePassPacketizer if server_one_pass
+                                else Packetizer)
+    server.far_socket = far  # type: ignore[attr-defined]
     server.add_server_key(_HOST_KEY)
     server.start_server(threading.Event(), server=_Server())
-    client = paramiko.Transport(near, packetizer_class=SealingPacketizer)
+    client = paramiko.Transport(near, packetizer_class=OnePassPacketizer)
     client.get_security_options().ciphers = ciphers
     try:
         client.connect()
@@ -103,13 +114,16 @@ def _send(client: paramiko.Transport, channel: paramiko.Channel, far: paramiko.C
     return b"".join(received), b"".join(shown)
 
 
+@pytest.mark.parametrize("server_one_pass", [False, True])
 @pytest.mark.parametrize("body_size", [0, 1, 32_000, 32_767, 100_003, 3 << 20])
 def test_what_is_sent_arrives_whole_through_windows_and_small_packets(
-        body_size: int) -> None:
+        body_size: int, server_one_pass: bool) -> None:
     head, body = b"H" * 29, bytes(range(256)) * (body_size // 256) + b"t" * (body_size % 256)
     # A 32 KiB window and packet: the head and body are split across many packets, some
-    # taking the end of the head and the start of the body.
-    with _pair(window=32768, packet=4096 * 8) as (client, channel, far):
+    # taking the end of the head and the start of the body. The server opens them with
+    # paramiko's packetizer or with the one-pass one.
+    with _pair(window=32768, packet=4096 * 8, server_one_pass=server_one_pass) as (
+            client, channel, far):
         received, shown = _send(client, channel, far, head, body)
     assert received == head + body
     assert shown == body
@@ -168,3 +182,57 @@ def test_a_closed_channel_is_an_error_not_a_hang() -> None:
         channel.close()
         with pytest.raises(OSError, match="closed"):
             ChannelSender(channel).send(b"h", memoryview(b"body"))
+
+
+def _received_by_client(channel: paramiko.Channel, far: paramiko.Channel,
+                        data: bytes) -> bytes:
+    received: list[bytes] = []
+    thread = _receive(channel, len(data), received)
+    far.sendall(data)
+    thread.join(30)
+    return b"".join(received)
+
+
+def test_what_paramiko_sends_the_one_pass_packetizer_opens() -> None:
+    data = os.urandom(3 << 20)
+    with _pair() as (client, channel, far):
+        assert isinstance(client.packetizer, OnePassPacketizer)
+        assert _received_by_client(channel, far, data) == data
+        # Other messages too: a channel request and its reply, after the data.
+        assert far.transport.is_active() and client.is_active()
+
+
+def test_it_asks_for_a_rekey_after_receiving_what_paramiko_would() -> None:
+    with _pair() as (client, channel, far):
+        client.packetizer.REKEY_BYTES = 256 << 10
+        activated = []
+        original = client._activate_inbound
+
+        def counted() -> None:
+            activated.append(1)
+            original()
+
+        client._activate_inbound = counted
+        data = os.urandom(4 << 20)
+        assert _received_by_client(channel, far, data) == data
+        assert len(activated) >= 4
+        assert client.is_active()
+
+
+@pytest.mark.parametrize(("raw", "error"), [
+    # A length past MAX_PACKET is refused before anything is read for it.
+    ((MAX_PACKET + 16).to_bytes(4, "big"), "invalid packet length"),
+    ((0xFFFFFFF0).to_bytes(4, "big"), "invalid packet length"),
+    # A length that is not whole blocks.
+    ((33).to_bytes(4, "big") + bytes(49), "invalid packet length"),
+    # A well-formed length, then what does not verify.
+    ((32).to_bytes(4, "big") + bytes(48), "InvalidTag"),
+])
+def test_a_bad_packet_ends_the_connection(raw: bytes, error: str) -> None:
+    with _pair() as (client, _channel, far):
+        far.transport.far_socket.sendall(raw)
+        deadline = time.monotonic() + 10
+        while client.is_active() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not client.is_active()
+        assert error in repr(client.get_exception())
