@@ -60,7 +60,6 @@ _TAG = 16
 _CHANNEL_DATA = struct.Struct(">BII")
 _HEAD = struct.Struct(">IB")
 _LENGTH = struct.Struct(">I")
-_CHANNEL_AND_SIZE = struct.Struct(">II")
 # The longest packet read (OpenSSH's PACKET_MAX_SIZE): paramiko reads whatever length a
 # peer's packet claims, up to 4 GiB, before it checks anything.
 MAX_PACKET = 256 << 10
@@ -153,9 +152,9 @@ class OnePassPacketizer(Packetizer):  # type: ignore[misc]
         kind = packet[1]
         seqno = state._Packetizer__sequence_number_in
         msg: Any
-        if kind == MSG_CHANNEL_DATA and end >= 2 + _CHANNEL_AND_SIZE.size:
-            channel, size = _CHANNEL_AND_SIZE.unpack_from(packet, 2)
-            start = 2 + _CHANNEL_AND_SIZE.size
+        start = 1 + _CHANNEL_DATA.size  # Where a channel-data message's data begins.
+        if kind == MSG_CHANNEL_DATA and end >= start:
+            _, channel, size = _CHANNEL_DATA.unpack_from(packet, 1)
             if start + size > end:
                 raise paramiko.SSHException("channel data longer than its packet")
             msg = ChannelData(channel, packet[start:start + size], seqno)
